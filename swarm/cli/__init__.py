@@ -1,0 +1,74 @@
+"""The ``swarm`` command line: argument parsing and wiring only, no logic.
+
+Each command group lives in its own module exposing ``register(subparsers)``;
+a handler returns the exit code. Exit codes everywhere: 0 success, 1 a check or
+diff found differences (or an ACL question was denied / a bus action refused),
+2 invalid spec or usage. Errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from swarm.errors import SpecError, SwarmError
+
+EXIT_OK = 0
+EXIT_DIFF = 1
+EXIT_INVALID = 2
+
+_COMMAND_MODULES = (
+    "swarm.cli.spec_cmds",  # validate, schema, acl
+    "swarm.cli.compile_cmds",  # compile
+    "swarm.cli.registry_cmds",  # registry serve|push, token
+    "swarm.cli.bus_cmds",  # bus apply|publish|read|breaker
+    "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="swarm", description="GitOps for fleets of AI agents.")
+    from swarm import __version__
+
+    parser.add_argument("--version", action="version", version=f"swarm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SpecError as exc:
+        for issue in exc.issues:
+            print(issue.format(), file=sys.stderr)
+        return EXIT_INVALID
+    except SwarmError as exc:
+        print(f"swarm: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""Desired state: the typed contents of ``compiled/<swarm>/{registry,bus,acl}.json``.
+
+Pure. The compiler builds these from a :class:`~swarm.spec.models.Spec`
+(:func:`desired_from_spec`) and writes them as sorted, indented JSON; the registry
+(catalog), the bus (``bus apply``) and the reconciler read them back with
+``model_validate_json``. Keeping one model per file makes the files a checked
+contract instead of loose dicts.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from swarm.acl import ACTIONS, AclTable, RoleRules
+from swarm.keys import SwarmKeys
+from swarm.spec.models import Spec
+
+#: Registration fields that may not change without a version change.
+IMMUTABLE_FIELDS: tuple[str, ...] = ("role", "capabilities", "topics")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicRights(_Frozen):
+    publish: list[str] = Field(default_factory=list)
+    subscribe: list[str] = Field(default_factory=list)
+
+
+class DeclaredAgent(_Frozen):
+    agent_id: str
+    agent_name: str
+    version: str
+    role: str
+    capabilities: list[str]
+    topics: TopicRights
+    port: int
+    runtime: str
+    registry: bool
+    health_path: str = "/health/live"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class RegistryDefaults(_Frozen):
+    url: str
+    ttl_seconds: int
+    heartbeat_interval: int
+    allow_undeclared: bool
+
+
+class RegistryCatalog(_Frozen):
+    """``registry.json``: declared agents and registry settings."""
+
+    swarm: str
+    spec_digest: str
+    settings: RegistryDefaults
+    immutable_fields: list[str] = Field(default_factory=lambda: list(IMMUTABLE_FIELDS))
+    agents: dict[str, DeclaredAgent]
+
+
+class BreakerConfig(_Frozen):
+    failure_threshold: int
+    cooldown_seconds: float
+    max_cooldown_seconds: float
+    probe_interval_seconds: float
+
+
+class BusConfig(_Frozen):
+    redis_url: str
+    dedup_window_seconds: int
+    max_payload_bytes: int
+    visibility_timeout_seconds: float
+    max_deliveries: int
+    breaker: BreakerConfig
+
+
+class ConsumerGroup(_Frozen):
+    group: str
+    agent_id: str
+
+
+class TopicPlan(_Frozen):
+    name: str
+    stream: str
+    dead_letter_stream: str
+    max_len: int
+    dedup_window_seconds: int
+    publishers: list[str]
+    consumer_groups: list[ConsumerGroup]
+
+
+class AgentRights(_Frozen):
+    role: str
+    publish: list[str]
+    subscribe: list[str]
+    redis_user: str
+
+
+class BusPlan(_Frozen):
+    """``bus.json``: topics, streams, consumer groups and bus settings."""
+
+    swarm: str
+    spec_digest: str
+    key_prefix: str
+    settings: BusConfig
+    topics: dict[str, TopicPlan]
+    agents: dict[str, AgentRights]
+
+
+class DecisionOut(_Frozen):
+    allow: bool
+    rule: str
+
+
+class AclRow(_Frozen):
+    role: str
+    topic: str
+    publish: DecisionOut
+    subscribe: DecisionOut
+
+
+class RuleSetOut(_Frozen):
+    publish: list[str]
+    subscribe: list[str]
+
+
+class RoleOut(_Frozen):
+    publish: list[str]
+    subscribe: list[str]
+    deny: RuleSetOut
+
+
+class AgentAcl(_Frozen):
+    role: str
+    publish: list[str]
+    subscribe: list[str]
+
+
+class AclDocument(_Frozen):
+    """``acl.json``: role rules, every role x declared topic decision, agents' rights."""
+
+    swarm: str
+    spec_digest: str
+    roles: dict[str, RoleOut]
+    table: list[AclRow]
+    agents: dict[str, AgentAcl]
+
+    def to_table(self) -> AclTable:
+        return AclTable({name: RoleRules.from_dict(r.model_dump()) for name, r in self.roles.items()})
+
+
+class DesiredState(_Frozen):
+    registry: RegistryCatalog
+    bus: BusPlan
+    acl: AclDocument
+
+
+def effective_rights(table: AclTable, role: str, topics: list[str]) -> dict[str, list[str]]:
+    """Declared topics the role may publish / subscribe to (sorted)."""
+    return {
+        action: sorted(t for t in topics if table.decide(role, action, t).allow) for action in ACTIONS
+    }
+
+
+def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
+    """Build the desired state of a structurally and semantically valid spec."""
+    keys = SwarmKeys(spec.name)
+    table = AclTable.from_spec_roles(spec.roles)
+    topic_names = sorted(t.name for t in spec.topics)
+    sw = spec.swarm
+    agents = sorted(spec.agents, key=lambda a: a.id)
+
+    registry = RegistryCatalog(
+        swarm=spec.name,
+        spec_digest=spec_digest,
+        settings=RegistryDefaults(
+            url=sw.registry.url,
+            ttl_seconds=sw.registry.ttl_seconds,
+            heartbeat_interval=sw.registry.effective_heartbeat_interval,
+            allow_undeclared=sw.registry.allow_undeclared,
+        ),
+        agents={
+            a.id: DeclaredAgent(
+                agent_id=a.id,
+                agent_name=a.display_name,
+                version=a.version,
+                role=a.role,
+                capabilities=sorted(set(a.capabilities)),
+                topics=TopicRights(publish=sorted(set(a.publishes)), subscribe=sorted(set(a.subscribes))),
+                port=a.port,
+                runtime=a.runtime,
+                registry=a.registry,
+                metadata=dict(sorted(a.metadata.items())),
+            )
+            for a in agents
+        },
+    )
+
+    b = sw.bus
+    bus = BusPlan(
+        swarm=spec.name,
+        spec_digest=spec_digest,
+        key_prefix=keys.prefix,
+        settings=BusConfig(
+            redis_url=b.redis_url,
+            dedup_window_seconds=b.dedup_window_seconds,
+            max_payload_bytes=b.max_payload_bytes,
+            visibility_timeout_seconds=b.visibility_timeout_seconds,
+            max_deliveries=b.max_deliveries,
+            breaker=BreakerConfig(**b.breaker.model_dump()),
+        ),
+        topics={
+            t.name: TopicPlan(
+                name=t.name,
+                stream=keys.topic(t.name),
+                dead_letter_stream=keys.dead_letter(t.name),
+                max_len=t.max_len,
+                dedup_window_seconds=spec.dedup_window(t),
+                publishers=sorted(a.id for a in agents if t.name in a.publishes),
+                consumer_groups=[
+                    ConsumerGroup(group=a.id, agent_id=a.id) for a in agents if t.name in a.subscribes
+                ],
+            )
+            for t in sorted(spec.topics, key=lambda t: t.name)
+        },
+        agents={
+            a.id: AgentRights(
+                role=a.role,
+                publish=sorted(set(a.publishes)),
+                subscribe=sorted(set(a.subscribes)),
+                redis_user=keys.redis_user(a.id),
+            )
+            for a in agents
+        },
+    )
+
+    acl = AclDocument(
+        swarm=spec.name,
+        spec_digest=spec_digest,
+        roles={
+            name: RoleOut.model_validate(RoleRules.from_role(r).to_dict())
+            for name, r in sorted(spec.roles.items())
+        },
+        table=[AclRow.model_validate(row) for row in table.rows(topic_names)],
+        agents={
+            a.id: AgentAcl(role=a.role, **effective_rights(table, a.role, topic_names)) for a in agents
+        },
+    )
+    return DesiredState(registry=registry, bus=bus, acl=acl)

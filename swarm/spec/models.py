@@ -1,0 +1,201 @@
+"""Pydantic models of the swarm spec (DESIGN §3, a contract).
+
+Pure: no I/O. The loader (``loader.py``) turns YAML files into these models and
+keeps a source map so that errors point at file:line:col; the semantic checks
+(``checks.py``) run on a validated :class:`Spec`.
+
+Two document kinds exist: exactly one ``kind: Swarm`` (:class:`SwarmDocument`)
+and any number of ``kind: Agent`` (:class:`AgentDocument`). The loader merges
+them into one :class:`Spec` whose ``agents`` list holds the inline agents first
+(in document order) and then the Agent documents (sorted by file, then order).
+
+Unknown keys are errors everywhere (``extra="forbid"``); types are strict, so a
+quoted ``port: "8001"`` is an error rather than a silent coercion.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: metadata.name and agent ids: they become file paths and Redis keys.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX = 63
+#: topic names: dot-separated tokens of [a-z0-9_-].
+TOPIC_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
+#: role names follow the same rule as ids (they appear in Redis ACL usernames).
+ROLE_PATTERN = NAME_PATTERN
+VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$"
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX)]
+TopicName = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN, max_length=249)]
+#: ACL patterns are checked by ``acl.parse_pattern`` in checks.py so the error can
+#: say exactly what is wrong ("'>' must be the last token"); here only a string.
+Pattern = Annotated[str, StringConstraints(min_length=1, max_length=249)]
+Url = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://\S+$", max_length=2048)]
+
+API_VERSION = "swarm/v1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Metadata(_Model):
+    name: Name = Field(description="Swarm name; becomes compiled/<name>/ and the Redis key prefix.")
+    description: str | None = Field(default=None, max_length=4096)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RegistrySettings(_Model):
+    url: Url = Field(default="http://127.0.0.1:8700", description="Base URL of the agent registry.")
+    ttl_seconds: int = Field(default=60, ge=1, le=86400, description="Lease length of a registration.")
+    heartbeat_interval: int | None = Field(
+        default=None, ge=1, le=86400, description="Seconds between heartbeats; default ttl_seconds / 3."
+    )
+    allow_undeclared: bool = Field(
+        default=False, description="Accept registrations of agents that the spec does not declare."
+    )
+
+    @property
+    def effective_heartbeat_interval(self) -> int:
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        return max(1, self.ttl_seconds // 3)
+
+
+class BreakerSettings(_Model):
+    failure_threshold: int = Field(
+        default=3, ge=0, le=1000, description="Opens when consecutive failures exceed this."
+    )
+    cooldown_seconds: float = Field(default=30, gt=0, le=86400)
+    max_cooldown_seconds: float = Field(
+        default=300, gt=0, le=86400, description="Cap of the cooldown, which doubles after a failed probe."
+    )
+    probe_interval_seconds: float = Field(
+        default=5, gt=0, le=3600, description="How often the registry probes each live agent's health_url."
+    )
+
+
+class BusSettings(_Model):
+    redis_url: Url = Field(default="redis://127.0.0.1:6379/0")
+    dedup_window_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+    max_payload_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+    visibility_timeout_seconds: float = Field(
+        default=30, gt=0, le=86400, description="Unacked entries idle this long are redelivered."
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, le=1000, description="After this many deliveries an entry goes to the dead-letter stream."
+    )
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+class Topic(_Model):
+    name: TopicName
+    description: str | None = Field(default=None, max_length=4096)
+    max_len: int = Field(default=100_000, ge=1, le=10**9, description="Stream trimming (XADD MAXLEN ~).")
+    dedup_window_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
+
+
+class RuleSet(_Model):
+    publish: list[Pattern] = Field(default_factory=list)
+    subscribe: list[Pattern] = Field(default_factory=list)
+
+
+class Role(_Model):
+    description: str | None = Field(default=None, max_length=4096)
+    publish: list[Pattern] = Field(default_factory=list)
+    subscribe: list[Pattern] = Field(default_factory=list)
+    deny: RuleSet = Field(default_factory=RuleSet)
+
+
+class AgentFields(_Model):
+    """Fields shared by inline agents and ``kind: Agent`` documents."""
+
+    id: Name = Field(description="Agent id; becomes compiled/<swarm>/agents/<id>/ and Redis keys.")
+    name: str | None = Field(default=None, min_length=1, max_length=256, description="Display name; default the id.")
+    description: str | None = Field(default=None, max_length=4096)
+    version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN)] = "0.1.0"
+    role: Name
+    runtime: Literal["python", "node"] = "python"
+    port: int = Field(ge=1, le=65535)
+    capabilities: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(default_factory=list)
+    publishes: list[TopicName] = Field(default_factory=list)
+    subscribes: list[TopicName] = Field(default_factory=list)
+    registry: bool = Field(default=True, description="The generated server registers and heartbeats.")
+    handler: Annotated[str, StringConstraints(pattern=HANDLER_PATTERN)] | None = Field(
+        default=None, description="module:function called for each message."
+    )
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name if self.name is not None else self.id
+
+
+class Agent(AgentFields):
+    """An agent declared inline under ``agents:`` of the Swarm document."""
+
+
+class SwarmDocument(_Model):
+    apiVersion: Literal["swarm/v1"]
+    kind: Literal["Swarm"]
+    metadata: Metadata
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    topics: list[Topic] = Field(default_factory=list)
+    roles: dict[Name, Role] = Field(default_factory=dict)
+    agents: list[Agent] = Field(default_factory=list)
+
+
+class AgentDocument(AgentFields):
+    """A ``kind: Agent`` document; adds one agent to the swarm."""
+
+    apiVersion: Literal["swarm/v1"]
+    kind: Literal["Agent"]
+
+    def to_agent(self) -> Agent:
+        data = self.model_dump(exclude={"apiVersion", "kind"})
+        return Agent.model_validate(data, strict=False)
+
+
+class Spec(_Model):
+    """The merged, structurally valid spec: one Swarm plus all agents."""
+
+    swarm: SwarmDocument
+    agents: list[Agent]
+
+    @property
+    def name(self) -> str:
+        return self.swarm.metadata.name
+
+    @property
+    def topics(self) -> list[Topic]:
+        return self.swarm.topics
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        return self.swarm.roles
+
+    def topic(self, name: str) -> Topic | None:
+        for t in self.swarm.topics:
+            if t.name == name:
+                return t
+        return None
+
+    def agent(self, agent_id: str) -> Agent | None:
+        for a in self.agents:
+            if a.id == agent_id:
+                return a
+        return None
+
+    def dedup_window(self, topic: Topic) -> int:
+        if topic.dedup_window_seconds is not None:
+            return topic.dedup_window_seconds
+        return self.swarm.bus.dedup_window_seconds
+
+
+
+Document = SwarmDocument | AgentDocument

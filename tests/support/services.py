@@ -1,0 +1,168 @@
+"""Real services for tests: redis-server processes and uvicorn subprocesses.
+
+Tests never touch a Redis they did not start (one may run on 6379): every
+:class:`RedisServer` is a fresh ``redis-server`` on a free port with its own
+temporary directory, and can be stopped and restarted (same port, same data
+directory, append-only on) for fault tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A redis-server of our own: ``start()``, ``stop()``, ``restart()``, ``url``."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server not found on PATH (install it: apt-get install redis-server)")
+        self.exe = exe
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        args = [
+            self.exe,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always" if self.appendonly else "no",
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.directory / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self, **kwargs: object) -> "object":
+        import redis
+
+        return redis.Redis.from_url(self.url, **kwargs)  # type: ignore[arg-type]
+
+
+class ProcessServer:
+    """A server subprocess (uvicorn, ``swarm registry serve``...) with readiness wait."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        port: int,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_path: str | None = "/health/live",
+        log: Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.port = port
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.ready_path = ready_path
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "ProcessServer":
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                detail = self.log.read_text(errors="replace")[-4000:] if self.log else ""
+                raise RuntimeError(f"{self.args} exited with {self.proc.returncode}\n{detail}")
+            try:
+                if self.ready_path is None:
+                    wait_for_port(self.port, timeout=0.2)
+                    return self
+                r = httpx.get(self.url + self.ready_path, timeout=0.5)
+                if r.status_code < 500:
+                    return self
+            except (httpx.HTTPError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"{self.args} not ready after {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def python_cmd(*args: str) -> list[str]:
+    """A command running this interpreter (the test venv's)."""
+    return [sys.executable, *args]
