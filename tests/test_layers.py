@@ -1,0 +1,61 @@
+"""The pure core imports no adapter library (STYLE: layers you can see).
+
+Each core module is imported in a fresh interpreter; none of Redis, HTTP, the
+file watcher or the ASGI stack may appear in ``sys.modules`` afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+CORE_MODULES = [
+    "swarm.acl",
+    "swarm.keys",
+    "swarm.errors",
+    "swarm.desired",
+    "swarm.spec.models",
+    "swarm.spec.loader",
+    "swarm.spec.checks",
+    "swarm.compiler.render",
+    "swarm.bus.dedup",
+    "swarm.bus.breaker",
+    "swarm.reconcile.plan",
+]
+FORBIDDEN = ["redis", "httpx", "starlette", "uvicorn", "watchfiles", "sse_starlette", "hiredis"]
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_no_adapter(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not present")
+    code = (
+        "import json, sys, importlib; importlib.import_module(%r); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (module, FORBIDDEN)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [], f"{module} pulls in adapter libraries"
+
+
+def test_registry_client_import_is_light() -> None:
+    """Generated agents import the client: it must not drag in the server stack."""
+    if importlib.util.find_spec("swarm.registry.client") is None:
+        pytest.skip("client not present")
+    code = (
+        "import json, sys; from swarm.registry import AgentRegistryClient; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ['redis', 'uvicorn', 'sse_starlette'])))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_public_all_is_sorted_and_complete() -> None:
+    import swarm
+
+    assert list(swarm.__all__) == sorted(swarm.__all__)
+    for name in swarm.__all__:
+        assert getattr(swarm, name) is not None
