@@ -11,6 +11,7 @@ type: the reconcile loop retries :class:`TransientError` with backoff and report
     ├── CompileError               output could not be written / is stale
     │   └── StaleOutputError       --check found differences
     ├── PermanentError             retrying will not help
+    │   ├── InvalidRequestError    bad argument, or a body the registry rejected (422)
     │   ├── AuthError              bad or missing token
     │   ├── NotDeclaredError       agent/topic not in the catalog
     │   ├── ConflictError          immutable field changed at the same version
@@ -108,6 +109,10 @@ class StaleOutputError(CompileError):
 
 class PermanentError(SwarmError):
     """An error that retrying will not fix."""
+
+
+class InvalidRequestError(PermanentError, ValueError):
+    """An argument is malformed or out of range, or a service rejected a request body (422)."""
 
 
 class AuthError(PermanentError):
