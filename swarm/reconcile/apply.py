@@ -1,0 +1,82 @@
+"""Apply a plan through the two ports, in the plan's order.
+
+Called by the reconcile loop after :func:`~swarm.reconcile.plan.plan_actions`.
+Every step is idempotent, so a pass killed half-way (SIGKILL) and re-run from a
+fresh observation converges without doing anything twice that anyone can see:
+
+* all bus creations are one call of the bus's own idempotent ``apply_bus``
+  (XGROUP CREATE ... MKSTREAM ignoring BUSYGROUP, ACL SETUSER, one atomic SET
+  of the ACL table) — the same code ``swarm bus apply`` runs;
+* the catalog is pushed only when the observed catalog differs, so a re-run
+  after a push that landed sends no second push and the registry emits no
+  second ``catalog-changed`` event;
+* prunes delete by name; deleting something already gone is a no-op.
+
+Errors are the ports' (``swarm.errors``); a :class:`~swarm.errors.TransientError`
+stops the pass and the loop retries the whole pass from a new observation
+(level-triggered: no half-remembered progress to get wrong).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from swarm.desired import DesiredState
+from swarm.errors import PermanentError
+from swarm.reconcile.plan import BUS_CREATES, Action, ActionKind, Plan
+from swarm.reconcile.state import BusPort, RegistryPort
+
+StepCallback = Callable[[Action], None]
+
+
+def apply_plan(
+    plan: Plan,
+    desired: DesiredState,
+    registry: RegistryPort,
+    bus: BusPort,
+    *,
+    revision: str,
+    on_applied: StepCallback | None = None,
+) -> list[Action]:
+    """Apply ``plan`` and return the actions done, in order.
+
+    Raises :class:`PermanentError` for a refused plan (the caller should have
+    checked ``plan.refused``; this is the safety net), and whatever the ports raise.
+    """
+    if plan.refused:
+        raise PermanentError(plan.refused)
+    done: list[Action] = []
+
+    def mark(actions: list[Action]) -> None:
+        for a in actions:
+            done.append(a)
+            if on_applied is not None:
+                on_applied(a)
+
+    creates = [a for a in plan.actions if a.kind in BUS_CREATES]
+    if creates:
+        bus.apply(desired.bus, desired.acl)
+        mark(creates)
+    for action in plan.actions:
+        if action.kind in BUS_CREATES:
+            continue
+        _apply_one(action, desired, registry, bus, revision)
+        mark([action])
+    return done
+
+
+def _apply_one(action: Action, desired: DesiredState, registry: RegistryPort, bus: BusPort, revision: str) -> None:
+    kind = action.kind
+    if kind is ActionKind.PUSH_CATALOG:
+        registry.push_catalog(desired.registry, revision)
+    elif kind is ActionKind.EVICT_AGENT:
+        registry.evict(action.target)
+    elif kind is ActionKind.DELETE_GROUP:
+        assert action.group is not None
+        bus.delete_group(desired.bus, action.target, action.group)
+    elif kind is ActionKind.DELETE_STREAM:
+        bus.delete_stream(desired.bus, action.target)
+    elif kind is ActionKind.DELETE_REDIS_USER:
+        bus.delete_user(desired.bus, action.target)
+    else:  # pragma: no cover - every kind is handled above or in BUS_CREATES
+        raise AssertionError(f"unhandled action kind {kind}")

@@ -1,0 +1,352 @@
+"""The reconcile plan: a pure diff from desired and actual state to ordered, typed actions.
+
+Called by ``swarm plan`` (to print), by the reconcile loop (to apply) and again
+after applying (to verify: the plan of a converged system is empty). Pure — no
+I/O — so every decision about *what* changes, in *which order*, and *what needs
+``--prune``* is tested with literals (tests/reconcile/test_plan.py).
+
+Order (and why):
+
+1. **bus creations** — streams, consumer groups, the ACL table, bus settings and
+   Redis ACL users. An agent may register the moment the catalog admits it and
+   start publishing at once; its streams, groups and credentials must be there.
+2. **catalog push** — the registry now admits new agents and refuses removed ones.
+3. **prunes** (only with ``--prune``) — evict registrations, then delete consumer
+   groups, streams and Redis users. They come last so a removed agent is refused
+   by the catalog before its live objects disappear.
+
+Deleting live things (registrations, consumer groups, streams, Redis users) is
+never planned without ``prune=True``; such actions are returned as ``held_back``
+so ``plan``/``status`` can say what ``--prune`` would do. A prune that would remove
+more than half of the registrations, Redis users or streams is refused (the whole
+pass is) unless ``force_prune=True`` — an empty render once pruned whole Argo CD
+applications; a spec that suddenly declares almost nothing is a mistake until
+proven otherwise.
+
+Descriptions speak the user's terms, including what an ACL change means:
+"role worker gains publish on results.summary", "agent reviewer will be evicted:
+no longer declared", "topic x: create stream and consumer groups a, b".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable
+
+from swarm.acl import ACTIONS
+from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
+from swarm.reconcile.state import ActualState, UserRights
+
+
+class ActionKind(str, Enum):
+    """What an action does; the value is its stable JSON name."""
+
+    CREATE_STREAM = "create-stream"
+    CREATE_GROUP = "create-group"
+    WRITE_ACL_TABLE = "write-acl-table"
+    WRITE_BUS_SETTINGS = "write-bus-settings"
+    PUT_REDIS_USER = "put-redis-user"
+    PUSH_CATALOG = "push-catalog"
+    EVICT_AGENT = "evict-agent"
+    DELETE_GROUP = "delete-group"
+    DELETE_STREAM = "delete-stream"
+    DELETE_REDIS_USER = "delete-redis-user"
+
+
+#: Apply order; see the module docstring for why.
+ORDER: tuple[ActionKind, ...] = tuple(ActionKind)
+BUS_CREATES = frozenset(
+    {
+        ActionKind.CREATE_STREAM,
+        ActionKind.CREATE_GROUP,
+        ActionKind.WRITE_ACL_TABLE,
+        ActionKind.WRITE_BUS_SETTINGS,
+        ActionKind.PUT_REDIS_USER,
+    }
+)
+PRUNES = frozenset(
+    {ActionKind.EVICT_AGENT, ActionKind.DELETE_GROUP, ActionKind.DELETE_STREAM, ActionKind.DELETE_REDIS_USER}
+)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. ``target`` names the object; ``details`` explain the change."""
+
+    kind: ActionKind
+    target: str
+    description: str
+    details: tuple[str, ...] = ()
+    group: str | None = None  # consumer group, for group actions
+
+    @property
+    def prune(self) -> bool:
+        return self.kind in PRUNES
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "kind": self.kind.value,
+            "target": self.target,
+            "description": self.description,
+            "details": list(self.details),
+        }
+        if self.group is not None:
+            out["group"] = self.group
+        return out
+
+    def lines(self) -> list[str]:
+        return [self.description, *(f"  - {d}" for d in self.details)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered actions, prunes held back for lack of ``--prune``, and a refusal if any."""
+
+    actions: tuple[Action, ...]
+    held_back: tuple[Action, ...] = ()
+    refused: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "changes": not self.empty,
+            "actions": [a.to_dict() for a in self.actions],
+            "held_back": [a.to_dict() for a in self.held_back],
+            "refused": self.refused,
+        }
+
+    def render(self) -> str:
+        """Human text, one action per line in apply order."""
+        out: list[str] = []
+        if self.refused:
+            out.append(f"REFUSED: {self.refused}")
+        if self.actions:
+            out.append(f"{len(self.actions)} action(s), in apply order:")
+            for i, a in enumerate(self.actions, 1):
+                first, *rest = a.lines()
+                out.append(f"{i:3}. {first}")
+                out.extend(f"     {line}" for line in rest)
+        else:
+            out.append("no changes: the live system equals the spec")
+        if self.held_back:
+            out.append(f"{len(self.held_back)} deletion(s) held back (run with --prune to apply):")
+            out.extend(f"   - {a.description}" for a in self.held_back)
+        return "\n".join(out)
+
+
+def _fmt(values: Iterable[str]) -> str:
+    items = sorted(values)
+    return ", ".join(items) if items else "(none)"
+
+
+def acl_changes(old: AclDocument | None, new: AclDocument) -> list[str]:
+    """What the ACL change means, per role and declared topic, in words."""
+    if old is None:
+        return [
+            f"role {name}: publish {_fmt(r.topic for r in new.table if r.role == name and r.publish.allow)}; "
+            f"subscribe {_fmt(r.topic for r in new.table if r.role == name and r.subscribe.allow)}"
+            for name in sorted(new.roles)
+        ]
+    out: list[str] = []
+    for name in sorted(set(old.roles) - set(new.roles)):
+        out.append(f"role {name} is removed")
+    for name in sorted(set(new.roles) - set(old.roles)):
+        out.append(f"role {name} is added")
+    before = {(r.role, r.topic): r for r in old.table}
+    after = {(r.role, r.topic): r for r in new.table}
+    old_topics = {t for _, t in before}
+    new_topics = {t for _, t in after}
+    for role, topic in sorted(set(before) | set(after)):
+        b, a = before.get((role, topic)), after.get((role, topic))
+        for action in ACTIONS:
+            was = b is not None and getattr(b, action).allow
+            now = a is not None and getattr(a, action).allow
+            if was == now:
+                continue
+            if now:
+                why = getattr(a, action).rule if a is not None else ""
+                suffix = " (new topic)" if topic not in old_topics else ""
+                out.append(f"role {role} gains {action} on {topic}{suffix} [{why}]")
+            else:
+                if topic not in new_topics:
+                    out.append(f"role {role} loses {action} on {topic} (topic removed)")
+                else:
+                    why = getattr(a, action).rule if a is not None else "role removed"
+                    out.append(f"role {role} loses {action} on {topic} [{why}]")
+    if not out and old.roles != new.roles:
+        out.append("role rules are rewritten; no decision on a declared topic changes")
+    return out
+
+
+def _catalog_changes(old: RegistryCatalog | None, new: RegistryCatalog) -> list[str]:
+    if old is None:
+        return [f"the registry has no catalog yet: {len(new.agents)} declared agent(s)"]
+    out: list[str] = []
+    for aid in sorted(set(new.agents) - set(old.agents)):
+        a = new.agents[aid]
+        out.append(f"agent {aid} is declared: role {a.role}, version {a.version}")
+    for aid in sorted(set(old.agents) - set(new.agents)):
+        out.append(f"agent {aid} is no longer declared: the registry will refuse it")
+    for aid in sorted(set(old.agents) & set(new.agents)):
+        o, n = old.agents[aid].model_dump(), new.agents[aid].model_dump()
+        changed = [f"{k} {o[k]!r} -> {n[k]!r}" for k in sorted(n) if o.get(k) != n[k]]
+        if changed:
+            out.append(f"agent {aid} changes: " + "; ".join(changed))
+    os_, ns = old.settings.model_dump(), new.settings.model_dump()
+    for k in sorted(ns):
+        if os_.get(k) != ns[k]:
+            out.append(f"registry setting {k}: {os_.get(k)!r} -> {ns[k]!r}")
+    if not out and old.spec_digest != new.spec_digest:
+        out.append(f"spec digest {old.spec_digest[:12]} -> {new.spec_digest[:12]}")
+    return out
+
+
+def desired_user_rights(desired: DesiredState) -> dict[str, UserRights]:
+    """Per agent, the declared topics its role may publish / subscribe to (Redis user keys)."""
+    return {
+        aid: UserRights(publish=frozenset(a.publish), subscribe=frozenset(a.subscribe))
+        for aid, a in desired.acl.agents.items()
+    }
+
+
+def _settings_changed(old: BusPlan | None, new: BusPlan) -> list[str]:
+    if old is None:
+        return ["bus settings are not in Redis yet"]
+    o, n = old.settings.model_dump(), new.settings.model_dump()
+    out = [f"bus setting {k}: {o.get(k)!r} -> {n[k]!r}" for k in sorted(n) if o.get(k) != n[k]]
+    ot, nt = old.topics, new.topics
+    for name in sorted(set(nt) & set(ot)):
+        for k in ("max_len", "dedup_window_seconds"):
+            if getattr(ot[name], k) != getattr(nt[name], k):
+                out.append(f"topic {name} {k}: {getattr(ot[name], k)} -> {getattr(nt[name], k)}")
+    if set(nt) != set(ot) or any(nt[t] != ot[t] for t in set(nt) & set(ot)):
+        if not out:
+            out.append("topic list / publishers / consumer groups change")
+    return out
+
+
+def _strip(doc: AclDocument | BusPlan) -> dict[str, object]:
+    return doc.model_dump(exclude={"spec_digest"})
+
+
+def plan_actions(
+    desired: DesiredState,
+    actual: ActualState,
+    *,
+    prune: bool = False,
+    force_prune: bool = False,
+) -> Plan:
+    """Diff ``desired`` against ``actual``; see the module docstring for order and prune rules."""
+    bus, acl, catalog = desired.bus, desired.acl, desired.registry
+    seen = actual.bus
+    creates: list[Action] = []
+    prunes: list[Action] = []
+
+    # 1. streams and consumer groups
+    for name, topic in sorted(bus.topics.items()):
+        groups = [g.group for g in topic.consumer_groups]
+        if name not in seen.streams:
+            what = f"create stream and consumer groups {_fmt(groups)}" if groups else "create stream"
+            creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: {what}"))
+            continue
+        have = seen.groups.get(name, frozenset())
+        for g in groups:
+            if g not in have:
+                creates.append(
+                    Action(ActionKind.CREATE_GROUP, name, f"topic {name}: create consumer group {g}", group=g)
+                )
+        for g in sorted(have - set(groups)):
+            prunes.append(
+                Action(
+                    ActionKind.DELETE_GROUP,
+                    name,
+                    f"topic {name}: delete consumer group {g} (no longer a subscriber; pending entries are dropped)",
+                    group=g,
+                )
+            )
+
+    if seen.acl is None or _strip(seen.acl) != _strip(acl):
+        creates.append(
+            Action(ActionKind.WRITE_ACL_TABLE, bus.swarm, "write the ACL table", tuple(acl_changes(seen.acl, acl)))
+        )
+    if seen.settings is None or _strip(seen.settings) != _strip(bus):
+        creates.append(
+            Action(ActionKind.WRITE_BUS_SETTINGS, bus.swarm, "write the bus settings", tuple(_settings_changed(seen.settings, bus)))
+        )
+
+    want_users = desired_user_rights(desired)
+    for aid, rights in sorted(want_users.items()):
+        user = bus.agents[aid].redis_user
+        have_rights = seen.users.get(aid)
+        if have_rights is None:
+            creates.append(
+                Action(
+                    ActionKind.PUT_REDIS_USER,
+                    aid,
+                    f"agent {aid}: create Redis user {user} (publish {_fmt(rights.publish)}; "
+                    f"subscribe {_fmt(rights.subscribe)})",
+                )
+            )
+        elif have_rights != rights:
+            details = [f"gains publish on {t}" for t in sorted(rights.publish - have_rights.publish)]
+            details += [f"loses publish on {t}" for t in sorted(have_rights.publish - rights.publish)]
+            details += [f"gains subscribe on {t}" for t in sorted(rights.subscribe - have_rights.subscribe)]
+            details += [f"loses subscribe on {t}" for t in sorted(have_rights.subscribe - rights.subscribe)]
+            creates.append(
+                Action(ActionKind.PUT_REDIS_USER, aid, f"agent {aid}: update Redis user {user}", tuple(details))
+            )
+
+    # 2. catalog
+    pushes: list[Action] = []
+    seen_catalog = actual.registry.catalog
+    if seen_catalog is None or seen_catalog != catalog:
+        pushes.append(
+            Action(
+                ActionKind.PUSH_CATALOG,
+                catalog.swarm,
+                f"push the registry catalog ({len(catalog.agents)} declared agents)",
+                tuple(_catalog_changes(seen_catalog, catalog)),
+            )
+        )
+
+    # 3. prunes: registrations, streams, users not declared
+    for aid in sorted(set(actual.registry.agents) - set(catalog.agents)):
+        prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+    for name in sorted(seen.streams - set(bus.topics)):
+        prunes.append(
+            Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")
+        )
+    for aid in sorted(set(seen.users) - set(want_users)):
+        prunes.append(
+            Action(ActionKind.DELETE_REDIS_USER, aid, f"agent {aid}: delete Redis user (no longer declared)")
+        )
+
+    rank = {k: i for i, k in enumerate(ORDER)}
+    creates.sort(key=lambda a: rank[a.kind])
+    prunes.sort(key=lambda a: rank[a.kind])
+    if not prune:
+        return Plan(actions=tuple(creates + pushes), held_back=tuple(prunes))
+
+    refused = None if force_prune else _mass_prune(actual, prunes)
+    return Plan(actions=tuple(creates + pushes + prunes), refused=refused)
+
+
+def _mass_prune(actual: ActualState, prunes: list[Action]) -> str | None:
+    """Why a prune removes too much (more than half of agents or topics), else None."""
+    counts = {k: sum(1 for a in prunes if a.kind is k) for k in PRUNES}
+    checks = [
+        ("registered agents", counts[ActionKind.EVICT_AGENT], len(actual.registry.agents)),
+        ("Redis users", counts[ActionKind.DELETE_REDIS_USER], len(actual.bus.users)),
+        ("topic streams", counts[ActionKind.DELETE_STREAM], len(actual.bus.streams)),
+    ]
+    for what, removed, total in checks:
+        if removed and removed * 2 > total:
+            return (
+                f"the prune would remove {removed} of {total} {what} (more than half); "
+                "check the spec, then pass --force-prune to confirm"
+            )
+    return None

@@ -1,0 +1,107 @@
+"""What the reconciler sees of the live system, and the two ports it sees it through.
+
+Pure: dataclasses and Protocols only. :mod:`swarm.reconcile.observe` fills an
+:class:`ActualState` from the real registry (HTTP) and Redis; tests fill it from
+in-memory fakes. :func:`swarm.reconcile.plan.plan_actions` diffs it against the
+desired state. Keeping the observation a plain value (no clients inside) is what
+lets the planner stay a pure function that a test can call with literals.
+
+The two ports are deliberately small (STYLE: httpx's one-method transport):
+
+* :class:`RegistryPort` — the catalog and the registrations of the HTTP registry.
+* :class:`BusPort` — streams, consumer groups, Redis ACL users and the ACL table
+  in Redis; creation goes through the bus's own idempotent ``apply_bus``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from swarm.desired import AclDocument, BusPlan, RegistryCatalog
+
+
+@dataclass(frozen=True)
+class LiveAgent:
+    """One registration as the registry reports it."""
+
+    agent_id: str
+    status: str = "live"  # live | expired | critical | ... (the registry's words)
+    version: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class UserRights:
+    """The stream rights of one Redis ACL user, read back as topic names."""
+
+    publish: frozenset[str] = frozenset()
+    subscribe: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RegistryObservation:
+    """The registry's catalog (``None`` when none was pushed) and its registrations."""
+
+    catalog: RegistryCatalog | None
+    agents: dict[str, LiveAgent] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BusObservation:
+    """The swarm's bus objects in Redis.
+
+    ``acl`` / ``settings`` are the documents last written by ``bus apply`` (``None``
+    when missing or unreadable: both mean "write it again").
+    """
+
+    streams: frozenset[str] = frozenset()  # topic names whose stream exists
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> group names
+    users: dict[str, UserRights] = field(default_factory=dict)  # agent id -> rights
+    acl: AclDocument | None = None
+    settings: BusPlan | None = None
+    breakers_open: tuple[str, ...] = ()
+    protection: bool = False
+
+
+@dataclass(frozen=True)
+class ActualState:
+    """Everything one observation pass saw."""
+
+    registry: RegistryObservation
+    bus: BusObservation
+
+
+class RegistryPort(Protocol):
+    """The registry as the reconciler uses it. Errors: swarm.errors types only."""
+
+    def get_catalog(self) -> RegistryCatalog | None: ...
+
+    def list_agents(self) -> dict[str, LiveAgent]: ...
+
+    def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None: ...
+
+    def evict(self, agent_id: str) -> None: ...
+
+
+class BusPort(Protocol):
+    """Redis as the reconciler uses it. Errors: swarm.errors types only."""
+
+    def observe(self, bus: BusPlan) -> BusObservation: ...
+
+    def apply(self, bus: BusPlan, acl: AclDocument) -> None: ...
+
+    def delete_group(self, bus: BusPlan, topic: str, group: str) -> None: ...
+
+    def delete_stream(self, bus: BusPlan, topic: str) -> None: ...
+
+    def delete_user(self, bus: BusPlan, agent_id: str) -> None: ...
+
+
+def observe(registry: RegistryPort, bus: BusPort, plan: BusPlan) -> ActualState:
+    """Read the live state through both ports (bus first: it is the cheaper one)."""
+    bus_seen = bus.observe(plan)
+    return ActualState(
+        registry=RegistryObservation(catalog=registry.get_catalog(), agents=registry.list_agents()),
+        bus=bus_seen,
+    )

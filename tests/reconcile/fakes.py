@@ -1,0 +1,92 @@
+"""In-memory stand-ins for the two reconcile ports, for unit tests of the pure logic.
+
+The real adapters are tested against a real redis-server and a real registry in
+the other test modules; these fakes only let plan/apply ordering be checked fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarm.desired import AclDocument, BusPlan, RegistryCatalog
+from swarm.errors import RedisUnavailableError
+from swarm.reconcile.plan import desired_user_rights
+from swarm.reconcile.state import BusObservation, LiveAgent, UserRights
+
+
+@dataclass
+class FakeRegistry:
+    catalog: RegistryCatalog | None = None
+    agents: dict[str, LiveAgent] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    pushes: int = 0
+
+    def get_catalog(self) -> RegistryCatalog | None:
+        return self.catalog
+
+    def list_agents(self) -> dict[str, LiveAgent]:
+        return dict(self.agents)
+
+    def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
+        self.calls.append(f"push:{revision}")
+        self.pushes += 1
+        self.catalog = catalog
+
+    def evict(self, agent_id: str) -> None:
+        self.calls.append(f"evict:{agent_id}")
+        self.agents.pop(agent_id, None)
+
+
+@dataclass
+class FakeBus:
+    streams: set[str] = field(default_factory=set)
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    users: dict[str, UserRights] = field(default_factory=dict)
+    acl: AclDocument | None = None
+    settings: BusPlan | None = None
+    calls: list[str] = field(default_factory=list)
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise RedisUnavailableError("fake redis is down", delay=0.01)
+
+    def observe(self, bus: BusPlan) -> BusObservation:
+        self._check()
+        return BusObservation(
+            streams=frozenset(self.streams),
+            groups={k: frozenset(v) for k, v in self.groups.items()},
+            users=dict(self.users),
+            acl=self.acl,
+            settings=self.settings,
+        )
+
+    def apply(self, bus: BusPlan, acl: AclDocument) -> None:
+        self._check()
+        self.calls.append("apply")
+        for name, topic in bus.topics.items():
+            self.streams.add(name)
+            self.groups.setdefault(name, set()).update(g.group for g in topic.consumer_groups)
+        self.acl = acl
+        self.settings = bus
+        for aid, a in acl.agents.items():
+            self.users[aid] = UserRights(frozenset(a.publish), frozenset(a.subscribe))
+
+    def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:
+        self._check()
+        self.calls.append(f"delete-group:{topic}:{group}")
+        self.groups.get(topic, set()).discard(group)
+
+    def delete_stream(self, bus: BusPlan, topic: str) -> None:
+        self._check()
+        self.calls.append(f"delete-stream:{topic}")
+        self.streams.discard(topic)
+        self.groups.pop(topic, None)
+
+    def delete_user(self, bus: BusPlan, agent_id: str) -> None:
+        self._check()
+        self.calls.append(f"delete-user:{agent_id}")
+        self.users.pop(agent_id, None)
+
+
+__all__ = ["FakeBus", "FakeRegistry", "desired_user_rights"]

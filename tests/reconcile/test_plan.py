@@ -1,0 +1,144 @@
+"""The pure planner: ordering, prune gating, the mass-prune guard, wording, convergence."""
+
+from __future__ import annotations
+
+from swarm.desired import DesiredState
+from swarm.reconcile.apply import apply_plan
+from swarm.reconcile.plan import ActionKind, Plan, acl_changes, plan_actions
+from swarm.reconcile.state import ActualState, LiveAgent, RegistryObservation, UserRights, observe
+from tests.reconcile.fakes import FakeBus, FakeRegistry
+from tests.reconcile.specdata import desired_from_docs, edit, example_docs, swarm_doc
+
+
+def _actual(reg: FakeRegistry, bus: FakeBus, desired: DesiredState) -> ActualState:
+    return observe(reg, bus, desired.bus)
+
+
+def _converge(desired: DesiredState, reg: FakeRegistry, bus: FakeBus, *, prune: bool = False) -> Plan:
+    plan = plan_actions(desired, _actual(reg, bus, desired), prune=prune)
+    apply_plan(plan, desired, reg, bus, revision="r1")
+    return plan
+
+
+def test_empty_system_plans_creates_before_catalog_push() -> None:
+    desired = desired_from_docs(example_docs())
+    plan = plan_actions(desired, _actual(FakeRegistry(), FakeBus(), desired))
+    kinds = [a.kind for a in plan.actions]
+    assert kinds[-1] is ActionKind.PUSH_CATALOG
+    assert kinds.count(ActionKind.CREATE_STREAM) == len(desired.bus.topics)
+    assert kinds.count(ActionKind.PUT_REDIS_USER) == len(desired.bus.agents)
+    first_push = kinds.index(ActionKind.PUSH_CATALOG)
+    assert all(k is not ActionKind.PUSH_CATALOG for k in kinds[:first_push])
+    texts = [a.description for a in plan.actions]
+    assert "topic results.research: create stream and consumer groups architect, auditor, reviewer" in texts
+    assert not plan.held_back and plan.refused is None
+
+
+def test_second_pass_is_empty() -> None:
+    desired = desired_from_docs(example_docs())
+    reg, bus = FakeRegistry(), FakeBus()
+    first = _converge(desired, reg, bus)
+    assert not first.empty
+    second = plan_actions(desired, _actual(reg, bus, desired))
+    assert second.empty, second.render()
+    assert reg.pushes == 1
+
+
+def test_acl_change_is_said_in_role_terms() -> None:
+    docs = example_docs()
+    before = desired_from_docs(docs)
+    changed = edit(docs)
+    swarm_doc(changed)["roles"]["worker"]["subscribe"] = ["tasks.research"]
+    swarm_doc(changed)["roles"]["reviewer"]["publish"].append("results.summary")
+    after = desired_from_docs(changed)
+    lines = acl_changes(before.acl, after.acl)
+    assert "role worker loses subscribe on tasks.summarize [default deny]" in lines
+    assert "role reviewer gains publish on results.summary [publish: results.summary]" in lines
+    assert not any("planner" in line for line in lines)
+
+
+def test_removed_agent_is_held_back_without_prune_and_evicted_with_it() -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    for aid in ("architect", "reviewer", "web-researcher"):
+        reg.agents[aid] = LiveAgent(aid)
+    smaller = [d for d in edit(docs) if d.get("id") != "reviewer"]
+    desired2 = desired_from_docs(smaller)
+
+    plan = plan_actions(desired2, _actual(reg, bus, desired2))
+    held = [a.description for a in plan.held_back]
+    assert "agent reviewer will be evicted: no longer declared" in held
+    assert "agent reviewer: delete Redis user (no longer declared)" in held
+    assert all(not a.prune for a in plan.actions)
+    push = next(a for a in plan.actions if a.kind is ActionKind.PUSH_CATALOG)
+    assert "agent reviewer is no longer declared: the registry will refuse it" in push.details
+
+    pruned = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
+    assert pruned.refused is None
+    kinds = [a.kind for a in pruned.actions]
+    assert kinds.index(ActionKind.PUSH_CATALOG) < kinds.index(ActionKind.EVICT_AGENT)
+    assert kinds.index(ActionKind.EVICT_AGENT) < kinds.index(ActionKind.DELETE_REDIS_USER)
+    apply_plan(pruned, desired2, reg, bus, revision="r2")
+    assert "reviewer" not in reg.agents and "reviewer" not in bus.users
+    assert plan_actions(desired2, _actual(reg, bus, desired2), prune=True).empty
+
+
+def test_mass_prune_is_refused_unless_forced() -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    lean = edit(docs)
+    lean = [d for d in lean if d["kind"] == "Swarm"]
+    desired2 = desired_from_docs(lean)  # one agent left of six
+    refused = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
+    assert refused.refused is not None and "5 of 6 Redis users" in refused.refused
+    forced = plan_actions(desired2, _actual(reg, bus, desired2), prune=True, force_prune=True)
+    assert forced.refused is None
+    assert sum(a.kind is ActionKind.DELETE_REDIS_USER for a in forced.actions) == 5
+
+
+def test_removed_topic_and_subscriber_group_need_prune() -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    changed = edit(docs)
+    sw = swarm_doc(changed)
+    sw["topics"] = [t for t in sw["topics"] if t["name"] != "tasks.admin.reset"]
+    auditor = next(d for d in changed if d.get("id") == "auditor")
+    auditor["subscribes"].remove("reviews.verdict")
+    desired2 = desired_from_docs(changed)
+    plan = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
+    texts = [a.description for a in plan.actions]
+    assert "topic tasks.admin.reset will be deleted: no longer declared (its messages are lost)" in texts
+    assert any(t.startswith("topic reviews.verdict: delete consumer group auditor") for t in texts)
+    # Redis user rights follow the role (acl.json agents), which still permits the topic.
+    assert not any(a.kind is ActionKind.PUT_REDIS_USER and a.target == "auditor" for a in plan.actions)
+
+
+def test_hand_made_drift_is_planned_back() -> None:
+    desired = desired_from_docs(example_docs())
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    bus.acl = None
+    bus.users["summarizer"] = UserRights(publish=frozenset({"tasks.admin.reset"}))
+    plan = plan_actions(desired, _actual(reg, bus, desired))
+    kinds = {a.kind for a in plan.actions}
+    assert kinds == {ActionKind.WRITE_ACL_TABLE, ActionKind.PUT_REDIS_USER}
+    user = next(a for a in plan.actions if a.kind is ActionKind.PUT_REDIS_USER)
+    assert "loses publish on tasks.admin.reset" in user.details
+    assert "gains publish on results.summary" in user.details
+
+
+def test_render_and_json_agree() -> None:
+    desired = desired_from_docs(example_docs())
+    actual = ActualState(registry=RegistryObservation(catalog=None), bus=FakeBus().observe(desired.bus))
+    plan = plan_actions(desired, actual)
+    data = plan.to_dict()
+    assert data["changes"] is True
+    assert len(data["actions"]) == len(plan.actions)  # type: ignore[arg-type]
+    assert plan.render().count("\n") >= len(plan.actions)
+    assert "the registry has no catalog yet: 6 declared agent(s)" in plan.actions[-1].details
