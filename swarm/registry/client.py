@@ -112,18 +112,36 @@ def backoff_delay(
     return max(floor, min(draw, cap))
 
 
-def _detail(response: httpx.Response) -> str:
-    """The server's explanation of an error response, for error messages."""
+def _error_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        for key in ("detail", "error", "message", "reason"):
-            if key in body:
-                value = body[key]
-                return value if isinstance(value, str) else str(value)
-    return str(body)[:500]
+        return {}
+    return body if isinstance(body, dict) else {"detail": body}
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's explanation of an error response, for error messages.
+
+    Understands the registry's ``{"error", "detail", "fields"}`` and the 422
+    ``{"detail": [{"loc", "msg"}, ...]}`` shapes; falls back to the raw text.
+    """
+    body = _error_body(response)
+    detail = body.get("detail", body.get("message"))
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(p) for p in item.get("loc", []))
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if detail is not None:
+        return str(detail)
+    if "error" in body:
+        return str(body["error"])
+    return response.text[:500] or response.reason_phrase
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -133,10 +151,18 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-def _is_declaration_refusal(detail: str) -> bool:
-    """403 means either "your token may not do this" or "the catalog says no"."""
-    text = detail.lower()
-    return any(word in text for word in ("declared", "catalog", "undeclared", "role", "topic"))
+def _is_declaration_refusal(response: httpx.Response) -> bool:
+    """403 means either "your token may not do this" or "the catalog says no".
+
+    The registry says which in its ``error`` field (``not_declared``, or e.g.
+    ``role_mismatch``/``topics_not_declared``); any kind that is not about tokens is
+    a catalog refusal.
+    """
+    kind = str(_error_body(response).get("error", "")).lower()
+    if kind:
+        return not any(word in kind for word in ("auth", "token", "forbidden"))
+    text = _detail(response).lower()
+    return any(word in text for word in ("declared", "catalog", "role", "topic"))
 
 
 class AgentRegistryClient:
@@ -404,7 +430,7 @@ class AgentRegistryClient:
         if status == 401:
             raise AuthError(f"{where}: {detail}")
         if status == 403:
-            if _is_declaration_refusal(detail):
+            if _is_declaration_refusal(response):
                 raise NotDeclaredError(f"{where}: {detail}")
             raise AuthError(f"{where}: {detail}")
         if status == 409:

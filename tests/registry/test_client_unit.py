@@ -12,9 +12,18 @@ import logging
 import random
 import socket
 
+import httpx
 import pytest
 
-from swarm.errors import InvalidRequestError, PermanentError, RegistryUnavailableError
+from swarm.errors import (
+    AuthError,
+    ConflictError,
+    InvalidRequestError,
+    NotDeclaredError,
+    PermanentError,
+    RegistryUnavailableError,
+    SwarmError,
+)
 from swarm.registry import AgentRegistryClient
 from swarm.registry import client as client_module
 from swarm.registry.client import MAX_RETRY_DELAY, MIN_RETRY_DELAY, backoff_delay
@@ -243,3 +252,45 @@ async def test_context_exit_stops_loop_and_closes_http() -> None:
         task = c._heartbeat_task
     assert task is not None and task.done()
     assert c._http.is_closed
+
+
+# -- answer -> error type (the mapping alone, with httpx.MockTransport) -------------------
+
+
+def answering(status: int, body: object, headers: dict[str, str] | None = None) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, json=body, headers=headers))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "fragment"),
+    [
+        (401, {"error": "missing_token", "detail": "missing bearer token"}, AuthError, "missing bearer token"),
+        (403, {"error": "forbidden", "detail": "token does not grant"}, AuthError, "token does not grant"),
+        (403, {"error": "not_declared", "detail": "agent 'x' is not declared"}, NotDeclaredError, "not declared"),
+        (409, {"error": "conflict", "detail": "changed: role", "fields": ["role"]}, ConflictError, "changed: role"),
+        (
+            422,
+            {"error": "invalid", "detail": [{"loc": ["body", "port"], "msg": "too big", "type": "x"}]},
+            InvalidRequestError,
+            "body.port: too big",
+        ),
+        (503, {"error": "unavailable", "detail": "redis down"}, RegistryUnavailableError, "503 redis down"),
+        (418, {"detail": "teapot"}, SwarmError, "unexpected answer: teapot"),
+    ],
+)
+async def test_register_maps_answers_to_swarm_errors(
+    status: int, body: object, error: type[Exception], fragment: str
+) -> None:
+    async with AgentRegistryClient("http://registry.test", "architect", transport=answering(status, body)) as c:
+        with pytest.raises(error, match=fragment) as info:
+            await c.register({})
+    assert not c.registered
+    assert "http://registry.test" in str(info.value)  # says where
+
+
+async def test_retry_after_is_carried_on_the_error() -> None:
+    transport = answering(503, {"detail": "redis down"}, {"Retry-After": "3"})
+    async with AgentRegistryClient("http://registry.test", "architect", transport=transport) as c:
+        with pytest.raises(RegistryUnavailableError) as info:
+            await c.heartbeat()
+    assert info.value.delay == 3.0
