@@ -1,0 +1,204 @@
+"""Semantic checks of a structurally valid spec (DESIGN §3). Pure: no I/O.
+
+Who calls it: :func:`swarm.spec.loader.parse_spec_texts` after every document
+validated (or with the invalid ``kind: Agent`` documents left out), so that
+structural and semantic problems are reported together.
+
+Each rule returns :class:`~swarm.errors.SpecIssue` objects positioned through the
+:class:`~swarm.spec.sourcemap.SourceMap`; a conflict (duplicate id, port
+collision) names the other place in its message and in ``related``, the way
+``cue vet`` does. ACL permission questions are answered by :func:`swarm.acl.decide`
+— the same code the compiler and the bus use — and the message quotes the rule
+that decided. Roles with a malformed pattern are not used for permission checks,
+so one typo in a pattern does not cascade into a denial per agent.
+
+Duplicate role names never reach this module: ``roles`` is a YAML mapping, so the
+loader reports them as duplicate keys ("duplicate role 'planner'").
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from swarm.acl import ACTIONS, Action, PatternError, RoleRules, decide, parse_pattern
+from swarm.errors import Position, SpecIssue
+from swarm.spec.models import Spec
+from swarm.spec.sourcemap import SourceMap, did_you_mean
+
+__all__ = ["RULES", "check_spec"]
+
+_AGENT_FIELD: dict[Action, str] = {"publish": "publishes", "subscribe": "subscribes"}
+
+
+def _issue(sources: SourceMap, path: tuple[object, ...], message: str, related: Iterable[Position] = ()) -> SpecIssue:
+    return SpecIssue(sources.nearest(path), sources.label(path), message, tuple(related))
+
+
+def _duplicates(
+    sources: SourceMap, what: str, items: list[tuple[str, tuple[object, ...]]]
+) -> list[SpecIssue]:
+    """One issue per repeated value, naming where it was first declared."""
+    issues: list[SpecIssue] = []
+    first: dict[str, tuple[object, ...]] = {}
+    for value, path in items:
+        if value not in first:
+            first[value] = path
+            continue
+        other = sources.nearest(first[value])
+        issues.append(
+            _issue(
+                sources,
+                path,
+                f"duplicate {what} {value!r} (also declared at {other} as {sources.label(first[value])})",
+                [other],
+            )
+        )
+    return issues
+
+
+def check_duplicate_agents(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    items = [(a.id, ("agents", i, "id")) for i, a in enumerate(spec.agents)]
+    return _duplicates(sources, "agent id", items)
+
+
+def check_duplicate_topics(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    items = [(t.name, ("topics", i, "name")) for i, t in enumerate(spec.topics)]
+    return _duplicates(sources, "topic", items)
+
+
+def check_patterns(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for role_name, role in spec.roles.items():
+        lists = {
+            ("publish",): role.publish,
+            ("subscribe",): role.subscribe,
+            ("deny", "publish"): role.deny.publish,
+            ("deny", "subscribe"): role.deny.subscribe,
+        }
+        for where, patterns in lists.items():
+            for j, pattern in enumerate(patterns):
+                try:
+                    parse_pattern(pattern)
+                except PatternError as exc:
+                    path = ("roles", role_name) + where + (j,)
+                    issues.append(_issue(sources, path, f"malformed ACL pattern: {exc}"))
+    return issues
+
+
+def _valid_rules(spec: Spec) -> dict[str, RoleRules]:
+    """Rules of the roles whose patterns all parse."""
+    out: dict[str, RoleRules] = {}
+    for name, role in spec.roles.items():
+        rules = RoleRules.from_role(role)
+        try:
+            for pattern in rules.publish + rules.subscribe + rules.deny_publish + rules.deny_subscribe:
+                parse_pattern(pattern)
+        except PatternError:
+            continue
+        out[name] = rules
+    return out
+
+
+def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    declared = {t.name for t in spec.topics}
+    valid_rules = _valid_rules(spec)
+    for i, agent in enumerate(spec.agents):
+        role_known = agent.role in spec.roles
+        if not role_known:
+            hint = did_you_mean(agent.role, spec.roles) or (
+                " (defined roles: " + ", ".join(sorted(spec.roles)) + ")" if spec.roles else " (no roles are defined)"
+            )
+            issues.append(
+                _issue(sources, ("agents", i, "role"), f"role {agent.role!r} is not defined{hint}")
+            )
+        rules = valid_rules.get(agent.role)
+        for action in ACTIONS:
+            field = _AGENT_FIELD[action]
+            for j, topic in enumerate(getattr(agent, field)):
+                path = ("agents", i, field, j)
+                if topic not in declared:
+                    issues.append(
+                        _issue(
+                            sources,
+                            path,
+                            f"topic {topic!r} is not declared under topics{did_you_mean(topic, declared)}",
+                        )
+                    )
+                    continue
+                if rules is None:
+                    continue
+                decision = decide(rules, action, topic)
+                if not decision.allow:
+                    why = (
+                        f"no {action} rule of role {agent.role!r} matches (default deny)"
+                        if decision.rule == "default deny"
+                        else f"denied by {decision.rule}"
+                    )
+                    issues.append(
+                        _issue(
+                            sources,
+                            path,
+                            f"role {agent.role!r} may not {action} to {topic!r}: {why}",
+                            [p for p in [sources.position(("roles", agent.role))] if p],
+                        )
+                    )
+    return issues
+
+
+def check_ports(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    first: dict[int, int] = {}
+    for i, agent in enumerate(spec.agents):
+        if agent.port not in first:
+            first[agent.port] = i
+            continue
+        k = first[agent.port]
+        other = sources.nearest(("agents", k, "port"))
+        issues.append(
+            _issue(
+                sources,
+                ("agents", i, "port"),
+                f"port {agent.port} of agent {agent.id!r} is also used by agent "
+                f"{spec.agents[k].id!r} ({sources.label(('agents', k, 'port'))} at {other})",
+                [other],
+            )
+        )
+    return issues
+
+
+def check_heartbeat(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    reg = spec.swarm.registry
+    beat = reg.effective_heartbeat_interval
+    if beat < reg.ttl_seconds:
+        return []
+    explicit = reg.heartbeat_interval is not None
+    path = ("registry", "heartbeat_interval" if explicit else "ttl_seconds")
+    what = "heartbeat_interval" if explicit else "the default heartbeat_interval (ttl_seconds / 3, at least 1)"
+    return [
+        _issue(
+            sources,
+            path,
+            f"{what} ({beat}) must be less than ttl_seconds ({reg.ttl_seconds}), "
+            "or registrations expire between heartbeats",
+        )
+    ]
+
+
+#: Every semantic rule, in the order they run.
+RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
+    check_duplicate_agents,
+    check_duplicate_topics,
+    check_patterns,
+    check_agent_roles_and_topics,
+    check_ports,
+    check_heartbeat,
+)
+
+
+def check_spec(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    """All semantic issues of ``spec``; an empty list when it is valid."""
+    issues: list[SpecIssue] = []
+    for rule in RULES:
+        issues.extend(rule(spec, sources))
+    return issues

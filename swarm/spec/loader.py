@@ -1,0 +1,567 @@
+"""Load a swarm spec from YAML: parse, keep positions, validate, merge, check.
+
+Who calls it: ``swarm validate`` / ``swarm compile`` (through :func:`load_spec_full`
+on paths), the reconciler (through :func:`parse_spec_texts` on bytes read from a
+git commit) and library users (``swarm.load_spec``).
+
+Why it is built this way:
+
+* **Pure core, thin adapter.** :func:`parse_spec_texts` takes ``{display path:
+  bytes}`` and does no I/O, so the reconciler can feed it a commit's blobs and
+  tests can feed it literals. :func:`read_spec_files` is the only function here
+  that touches the filesystem.
+* **Positions come from composed nodes.** PyYAML's loaded values carry no
+  positions and silently keep the last of duplicate keys, so we ``compose``
+  (safe loader only) and convert nodes ourselves; every value's and key's
+  position goes into a :class:`~swarm.spec.sourcemap.SourceMap`.
+* **Every problem at once.** YAML-level problems, pydantic errors (validated per
+  document and mapped back to file:line:col) and semantic checks
+  (:mod:`swarm.spec.checks`) are collected into one :class:`SpecError`.
+
+YAML hazards and the choices made for them:
+
+* anchors/aliases are **rejected outright** (``*name`` is an error at its
+  position): a spec is read by people in diffs, and refusing aliases removes the
+  "billion laughs" expansion attack without a budget to tune; merge keys
+  (``<<``) go with them;
+* duplicate keys in one mapping are errors naming both positions;
+* files must be UTF-8 (a BOM is accepted) and at most :data:`MAX_FILE_BYTES`;
+* nesting deeper than :data:`MAX_DEPTH` is refused;
+* only the standard scalar tags are accepted, no ``!!python/...`` or custom tags;
+* mapping keys are taken as written (``on:`` is the key ``"on"``, not ``True``).
+
+Digest (:attr:`LoadedSpec.digest`): ``"sha256:" + hex(sha256(stream))`` where
+``stream`` is, for each file in order of its *canonical path*, the UTF-8 path,
+``b"\\0"``, the byte length in decimal ASCII, ``b"\\0"`` and the raw bytes.
+The canonical path is the display path relative to the deepest directory common
+to all files (a single file is canonicalised to its base name). So the digest
+depends on the content and layout of the spec only, not on directory listing
+order, the current directory or whether ``specs/`` was given relative or
+absolute; a change to any byte (comments included) changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from swarm.errors import Position, SpecError, SpecIssue
+from swarm.spec.models import API_VERSION, AgentDocument, Spec, SwarmDocument
+from swarm.spec.sourcemap import (
+    DocSource,
+    NodeInfo,
+    SourceMap,
+    did_you_mean,
+    format_path,
+    issues_from_validation,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "LoadedSpec",
+    "ParsedDocument",
+    "compute_digest",
+    "load_spec",
+    "load_spec_full",
+    "parse_documents",
+    "parse_spec_texts",
+    "read_spec_files",
+]
+
+#: Largest spec file accepted (1 MiB): a spec is hand-written; anything larger
+#: is a mistake or an attack, and it would be read on every reconcile.
+MAX_FILE_BYTES = 1024 * 1024
+#: Deepest nesting of mappings/sequences accepted (the spec needs about 6).
+MAX_DEPTH = 32
+SPEC_SUFFIXES = (".yaml", ".yml")
+KINDS = ("Swarm", "Agent")
+
+_SCALAR_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _AliasRefused(yaml.MarkedYAMLError):
+    """Raised while composing when an alias (``*name``) is met."""
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases at composition time (before any expansion)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(
+                problem=f"alias '*{event.anchor}' is not allowed: anchors and aliases are "
+                "refused in a swarm spec (write the value out)",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+_scalar_constructor = yaml.SafeLoader("")
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """One YAML document: its plain data, its positions and where it came from."""
+
+    file: str
+    index: int  # document index within the file, 0-based
+    data: Any
+    nodes: dict[tuple[Any, ...], NodeInfo]
+    poisoned: tuple[tuple[Any, ...], ...]  # paths whose value was refused at YAML level
+
+    def position(self, path: tuple[Any, ...] = ()) -> Position:
+        info = self.nodes.get(path)
+        return info.value if info else Position(self.file, 1, 1)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid, merged spec with its digest, file list and source map."""
+
+    spec: Spec
+    digest: str
+    files: tuple[str, ...]
+    sources: SourceMap
+
+
+# --------------------------------------------------------------------------- digest
+
+
+def _canonical_paths(paths: Iterable[str]) -> dict[str, str]:
+    paths = list(paths)
+    if not paths:
+        return {}
+    dirs = [posixpath.dirname(p) for p in paths]
+    try:
+        common = posixpath.commonpath(dirs) if all(dirs) or not any(dirs) else ""
+    except ValueError:  # mix of absolute and relative paths
+        common = ""
+    out: dict[str, str] = {}
+    for p in paths:
+        out[p] = posixpath.relpath(p, common) if common else p
+    return out
+
+
+def compute_digest(files: Mapping[str, bytes]) -> str:
+    """The spec digest; see the module docstring for the exact definition."""
+    canonical = _canonical_paths(files)
+    h = hashlib.sha256()
+    for display, name in sorted(canonical.items(), key=lambda kv: kv[1]):
+        data = files[display]
+        h.update(name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
+        h.update(data)
+    return "sha256:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def _pos(file: str, mark: Any) -> Position:
+    return Position(file, mark.line + 1, mark.column + 1)
+
+
+def _offset_position(file: str, text: str | bytes, offset: int) -> Position:
+    nl = "\n" if isinstance(text, str) else b"\n"
+    before = text[:offset]
+    line = before.count(nl) + 1  # type: ignore[arg-type]
+    col = offset - (before.rfind(nl) + 1) + 1  # type: ignore[arg-type]
+    return Position(file, line, col)
+
+
+def _decode(file: str, raw: bytes, issues: list[SpecIssue]) -> str | None:
+    if len(raw) > MAX_FILE_BYTES:
+        issues.append(
+            SpecIssue(
+                Position(file, 1, 1),
+                "",
+                f"file is {len(raw)} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
+            )
+        )
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        issues.append(
+            SpecIssue(
+                _offset_position(file, raw, exc.start),
+                "",
+                f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            )
+        )
+        return None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+class _Converter:
+    """Turns one composed document into plain data plus a position for every path."""
+
+    def __init__(self, file: str, issues: list[SpecIssue]) -> None:
+        self.file = file
+        self.issues = issues
+        self.nodes: dict[tuple[Any, ...], NodeInfo] = {}
+        self.poisoned: list[tuple[Any, ...]] = []
+
+    def refuse(self, node: yaml.Node, path: tuple[Any, ...], message: str) -> None:
+        self.issues.append(SpecIssue(_pos(self.file, node.start_mark), format_path(path), message))
+        self.poisoned.append(path)
+
+    def convert(self, node: yaml.Node, path: tuple[Any, ...], key: Position | None) -> Any:
+        self.nodes[path] = NodeInfo(_pos(self.file, node.start_mark), key)
+        if len(path) > MAX_DEPTH:
+            self.refuse(node, path, f"nesting deeper than {MAX_DEPTH} levels")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP_TAG:
+                self.refuse(node, path, f"tag {node.tag!r} is not allowed")
+                return None
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                self.refuse(node, path, f"tag {node.tag!r} is not allowed")
+                return None
+            return [self.convert(item, path + (i,), None) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        if node.tag not in _SCALAR_TAGS:
+            self.refuse(node, path, f"tag {node.tag!r} is not allowed")
+            return None
+        try:
+            return _scalar_constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            self.refuse(node, path, f"cannot read value {node.value!r}: {exc}")
+            return None
+
+    def _mapping(self, node: yaml.MappingNode, path: tuple[Any, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first_seen: dict[str, Position] = {}
+        for key_node, value_node in node.value:
+            key_pos = _pos(self.file, key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.refuse(key_node, path, "mapping keys must be plain strings, not collections")
+                continue
+            if key_node.tag == _MERGE_TAG:
+                self.refuse(key_node, path, "merge keys ('<<') are not supported in a swarm spec")
+                continue
+            key = str(key_node.value)
+            if key in first_seen:
+                what = f"role {key!r}" if path == ("roles",) else f"key {key!r}"
+                self.issues.append(
+                    SpecIssue(
+                        key_pos,
+                        format_path(path + (key,)),
+                        f"duplicate {what} (first at {first_seen[key]}); "
+                        "YAML would silently keep only the last one",
+                        related=(first_seen[key],),
+                    )
+                )
+                continue
+            first_seen[key] = key_pos
+            out[key] = self.convert(value_node, path + (key,), key_pos)
+        return out
+
+
+def _yaml_error_issue(file: str, text: str, exc: yaml.YAMLError) -> SpecIssue:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return SpecIssue(
+            _offset_position(file, text, exc.position),
+            "",
+            f"unacceptable character #x{exc.character:04x} (control characters are not allowed)"
+            if isinstance(exc.character, int)
+            else str(exc),
+        )
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        message = exc.problem or "invalid YAML"
+        if exc.context:
+            ctx = exc.context
+            if exc.context_mark is not None:
+                ctx += f" started at {_pos(file, exc.context_mark)}"
+            message = f"{message} ({ctx})"
+        prefix = "" if isinstance(exc, _AliasRefused) else "YAML syntax error: "
+        return SpecIssue(_pos(file, exc.problem_mark), "", prefix + message)
+    return SpecIssue(Position(file, 1, 1), "", f"YAML error: {exc}")
+
+
+def _compose_file(file: str, text: str, issues: list[SpecIssue]) -> tuple[list[ParsedDocument], bool]:
+    """All documents of one file; the flag is False when the file did not parse to the end."""
+    docs: list[ParsedDocument] = []
+    loader = _SpecYamlLoader(text)
+    index = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc_index = index
+            index += 1
+            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value == "":
+                continue  # an empty document, e.g. after a trailing '---'
+            conv = _Converter(file, issues)
+            data = conv.convert(node, (), None)
+            docs.append(ParsedDocument(file, doc_index, data, conv.nodes, tuple(conv.poisoned)))
+    except yaml.YAMLError as exc:
+        issues.append(_yaml_error_issue(file, text, exc))
+        return docs, False
+    except RecursionError:
+        issues.append(SpecIssue(Position(file, 1, 1), "", "nesting too deep to parse"))
+        return docs, False
+    finally:
+        loader.dispose()
+    return docs, True
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
+    where = f"document {doc.index + 1}"
+    if not isinstance(doc.data, dict):
+        got = "a list" if isinstance(doc.data, list) else f"a scalar ({doc.data!r})"
+        issues.append(SpecIssue(doc.position(), "", f"{where} must be a mapping, got {got}"))
+        return None
+    kind = doc.data.get("kind")
+    if "kind" not in doc.data:
+        issues.append(
+            SpecIssue(doc.position(), "kind", f"{where} has no 'kind' (expected 'Swarm' or 'Agent')")
+        )
+        return None
+    if kind not in KINDS:
+        hint = did_you_mean(str(kind), KINDS)
+        issues.append(
+            SpecIssue(
+                doc.position(("kind",)),
+                "kind",
+                f"unknown kind {kind!r}{hint or ' (expected Swarm or Agent)'}",
+            )
+        )
+        return None
+    version = doc.data.get("apiVersion")
+    if "apiVersion" in doc.data and version != API_VERSION:
+        issues.append(
+            SpecIssue(
+                doc.position(("apiVersion",)),
+                "apiVersion",
+                f"unsupported apiVersion {version!r} (expected {API_VERSION!r})",
+            )
+        )
+        return None
+    return str(kind)
+
+
+def parse_documents(files: Mapping[str, bytes]) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
+    """YAML stage only: documents of all files (sorted by path), issues, all-files-parsed flag."""
+    issues: list[SpecIssue] = []
+    docs: list[ParsedDocument] = []
+    complete = True
+    for file in sorted(files):
+        text = _decode(file, files[file], issues)
+        if text is None:
+            complete = False
+            continue
+        file_docs, ok = _compose_file(file, text, issues)
+        docs.extend(file_docs)
+        complete = complete and ok
+    return docs, issues, complete
+
+
+def _validate(
+    doc: ParsedDocument, model: type[SwarmDocument] | type[AgentDocument], label: DocSource
+) -> tuple[Any, list[SpecIssue]]:
+    try:
+        return model.model_validate(doc.data, strict=True), []
+    except ValidationError as exc:
+        return None, issues_from_validation(exc, model, doc.nodes, doc.file, doc.poisoned, label)
+
+
+def _drop_invalid_inline_agents(
+    doc: ParsedDocument, issues: list[SpecIssue]
+) -> tuple[SwarmDocument | None, list[int]]:
+    """Validate the Swarm document; if only inline agents are invalid, drop them and retry.
+
+    Returns the document (or None) and the original indices of the inline agents kept.
+    """
+    label = DocSource(doc, 0)
+    swarm, errs = _validate(doc, SwarmDocument, label)
+    agents = doc.data.get("agents") if isinstance(doc.data, dict) else None
+    n = len(agents) if isinstance(agents, list) else 0
+    if swarm is not None:
+        return swarm, list(range(n))
+    issues.extend(errs)
+    bad = {e.path.split("]")[0] for e in errs if e.path.startswith("agents[")}
+    if any(not e.path.startswith("agents[") for e in errs) or not isinstance(agents, list):
+        return None, []
+    keep = [i for i in range(n) if f"agents[{i}" not in bad]
+    data = dict(doc.data)
+    data["agents"] = [agents[i] for i in keep]
+    try:
+        return SwarmDocument.model_validate(data, strict=True), keep
+    except ValidationError:
+        return None, []
+
+
+def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
+    """Parse, validate, merge and check a spec given as ``{display path: bytes}``. Pure.
+
+    Raises :class:`SpecError` carrying every structural and semantic issue found.
+    """
+    from swarm.spec.checks import check_spec
+
+    if not files:
+        raise SpecError([SpecIssue(None, "", "no spec files given (expected .yaml/.yml files)")])
+    docs, issues, complete = parse_documents(files)
+
+    swarm_docs: list[ParsedDocument] = []
+    agent_docs: list[ParsedDocument] = []
+    for doc in docs:
+        kind = _document_kind(doc, issues)
+        if kind == "Swarm":
+            swarm_docs.append(doc)
+        elif kind == "Agent":
+            agent_docs.append(doc)
+    agent_docs.sort(key=lambda d: (d.file, d.index))
+
+    if len(swarm_docs) > 1:
+        places = [d.position() for d in swarm_docs]
+        for doc in swarm_docs:
+            others = tuple(p for p in places if p != doc.position())
+            issues.append(
+                SpecIssue(
+                    doc.position(),
+                    "kind",
+                    f"{len(swarm_docs)} 'kind: Swarm' documents; exactly one is allowed "
+                    f"(others at {', '.join(map(str, others))})",
+                    related=others,
+                )
+            )
+    elif not swarm_docs and complete and not any(i.path == "kind" for i in issues):
+        first = sorted(files)[0]
+        issues.append(
+            SpecIssue(
+                Position(first, 1, 1),
+                "",
+                "no 'kind: Swarm' document found in " + ", ".join(sorted(files)),
+            )
+        )
+
+    swarm: SwarmDocument | None = None
+    inline_keep: list[int] = []
+    n_inline = 0
+    if len(swarm_docs) == 1:
+        sdoc = swarm_docs[0]
+        raw_agents = sdoc.data.get("agents")
+        n_inline = len(raw_agents) if isinstance(raw_agents, list) else 0
+        swarm, inline_keep = _drop_invalid_inline_agents(sdoc, issues)
+
+    valid_agents: list[tuple[int, ParsedDocument, AgentDocument]] = []
+    for j, adoc in enumerate(agent_docs):
+        merged_index = n_inline + j
+        agent, errs = _validate(adoc, AgentDocument, DocSource(adoc, merged_index))
+        issues.extend(errs)
+        if agent is not None:
+            valid_agents.append((merged_index, adoc, agent))
+
+    if swarm is None or len(swarm_docs) != 1:
+        raise SpecError(issues)
+
+    sdoc = swarm_docs[0]
+    sources = SourceMap.build(sdoc, inline_keep, [(i, d) for i, d, _ in valid_agents])
+    spec = Spec(
+        swarm=swarm,
+        agents=list(swarm.agents) + [a.to_agent() for _, _, a in valid_agents],
+    )
+    issues.extend(check_spec(spec, sources))
+    if issues:
+        raise SpecError(issues)
+    return LoadedSpec(
+        spec=spec,
+        digest=compute_digest(files),
+        files=tuple(sorted(files)),
+        sources=sources,
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _display(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _read_one(path: Path, out: dict[str, bytes], issues: list[SpecIssue]) -> None:
+    display = _display(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            issues.append(
+                SpecIssue(
+                    Position(display, 1, 1),
+                    "",
+                    f"file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
+                )
+            )
+            return
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        issues.append(SpecIssue(None, "", f"cannot read {display}: {exc.strerror or exc}"))
+        return
+    out[display] = data
+
+
+def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> dict[str, bytes]:
+    """Read spec files: each path is a file or a directory searched recursively.
+
+    In a directory, files ending in ``.yaml``/``.yml`` are read, hidden files and
+    directories (``.name``) are skipped, symlinked directories are not followed.
+    Display paths are relative to the current directory when possible, POSIX form.
+    Raises :class:`SpecError` for missing paths, unreadable or oversized files.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: dict[str, bytes] = {}
+    issues: list[SpecIssue] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found: list[Path] = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found.extend(
+                    Path(root, n) for n in names if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")
+                )
+            if not found:
+                issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {_display(path)}"))
+            for file in sorted(found):
+                _read_one(file, out, issues)
+        elif path.is_file():
+            _read_one(path, out, issues)
+        else:
+            issues.append(SpecIssue(None, "", f"spec path {os.fspath(raw)!r} does not exist"))
+    if issues:
+        raise SpecError(issues)
+    return out
+
+
+def load_spec_full(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs") -> LoadedSpec:
+    """Read and load a spec from files/directories; raises :class:`SpecError`."""
+    return parse_spec_texts(read_spec_files(paths))
+
+
+def load_spec(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs") -> Spec:
+    """Read and load a spec, returning only the validated :class:`Spec`."""
+    return load_spec_full(path).spec
