@@ -1,0 +1,93 @@
+"""``swarm compile [SPEC ...] [--out DIR] [--check] [-o text|json]`` (a contract: CI calls it).
+
+Wiring only: load (:func:`swarm.spec.loader.load_spec_full`), render
+(:func:`swarm.compiler.compile_loaded`), then write or diff
+(:mod:`swarm.compiler.output`). Exit 0 when written or up to date, 1 when
+``--check`` finds differences, 2 for an invalid spec (the dispatcher prints
+every issue). A progress line is drawn on stderr only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from swarm.cli import EXIT_DIFF, EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compile",
+        help="compile a spec into compiled/<swarm>/",
+        description="Validate a spec and write its deterministic artifacts to DIR/<swarm>/.",
+    )
+    parser.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
+    parser.add_argument("--out", default="compiled", metavar="DIR", help="output directory (default: compiled/)")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 listing files that differ from the spec's output"
+    )
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
+    parser.set_defaults(handler=run)
+
+
+class _ProgressLine:
+    """``rendering agents 412/1000`` redrawn in place on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            self.stream.write(f"\rrendering agents {done}/{total}")
+            self.stream.flush()
+            self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from swarm.compiler import compile_loaded, diff_output, write_output
+    from swarm.spec.loader import load_spec_full
+
+    progress = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    loaded = load_spec_full(args.spec or "specs")
+    try:
+        files = compile_loaded(loaded, progress=progress)
+    finally:
+        if progress is not None:
+            progress.clear()
+    out_dir = Path(args.out)
+    swarm = loaded.spec.name
+
+    if args.check:
+        differing = diff_output(files, out_dir, swarm)
+        if args.output == "json":
+            print(json.dumps({"swarm": swarm, "up_to_date": not differing, "differing": differing}, indent=2))
+        elif differing:
+            print(f"{out_dir / swarm} is stale; run `swarm compile`:", file=sys.stderr)
+            for line in differing:
+                print(f"  {line}", file=sys.stderr)
+        else:
+            print(f"{out_dir / swarm}: up to date ({len(files)} files)")
+        return EXIT_DIFF if differing else EXIT_OK
+
+    report = write_output(files, out_dir, swarm)
+    if args.output == "json":
+        print(json.dumps({"swarm": swarm, "spec_digest": loaded.digest, **report.to_dict()}, indent=2))
+        return EXIT_OK
+    for rel in report.written:
+        print(f"wrote    {out_dir / rel}")
+    for rel in report.removed:
+        print(f"removed  {out_dir / rel}")
+    print(
+        f"{out_dir / swarm}: {len(report.written)} written, {len(report.unchanged)} unchanged, "
+        f"{len(report.removed)} removed"
+    )
+    return EXIT_OK
