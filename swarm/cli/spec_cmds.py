@@ -1,0 +1,129 @@
+"""CLI commands about the spec itself: ``validate``, ``schema`` and ``acl check``.
+
+Who calls it: :mod:`swarm.cli` imports this module and calls :func:`register`.
+Wiring only: loading and checking live in :mod:`swarm.spec.loader`, the schema in
+:mod:`swarm.spec.schema`, decisions in :mod:`swarm.acl`. Exit codes: 0 ok /
+allow, 1 stale schema / deny, 2 invalid spec or usage. Diagnostics go to stderr;
+``validate -o json`` prints its issue list (``[]`` when valid) to stdout so that
+scripts can parse it whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from swarm.acl import AclTable
+from swarm.errors import SpecError
+from swarm.spec.loader import load_spec_full
+from swarm.spec.models import TOPIC_PATTERN
+from swarm.spec.schema import schema_files
+from swarm.spec.sourcemap import did_you_mean
+
+EXIT_OK = 0
+EXIT_DIFF = 1
+EXIT_INVALID = 2
+DEFAULT_SPEC = "specs/"
+DEFAULT_SCHEMA_DIR = "schemas/"
+
+
+def register(subparsers: Any) -> None:
+    """Add ``validate``, ``schema`` and ``acl`` to the ``swarm`` parser."""
+    p = subparsers.add_parser("validate", help="check a spec and report every problem at once")
+    p.add_argument("spec", nargs="*", metavar="SPEC", help=f"spec files or directories (default {DEFAULT_SPEC})")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    p.set_defaults(handler=cmd_validate)
+
+    p = subparsers.add_parser("schema", help="write the JSON Schema of spec documents")
+    p.add_argument("--out", default=DEFAULT_SCHEMA_DIR, metavar="DIR", help=f"output directory (default {DEFAULT_SCHEMA_DIR})")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files are stale")
+    p.set_defaults(handler=cmd_schema)
+
+    acl = subparsers.add_parser("acl", help="ask ACL questions about a spec")
+    acl_sub = acl.add_subparsers(dest="acl_command", metavar="ACL_COMMAND", parser_class=type(acl))
+    acl_sub.required = True
+    p = acl_sub.add_parser("check", help="may ROLE publish/subscribe TOPIC? prints allow or deny and the rule")
+    p.add_argument("--spec", action="append", metavar="SPEC", help=f"spec file or directory (default {DEFAULT_SPEC})")
+    p.add_argument("role", metavar="ROLE")
+    p.add_argument("action", choices=("publish", "subscribe"))
+    p.add_argument("topic", metavar="TOPIC")
+    p.set_defaults(handler=cmd_acl_check)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = args.spec or [DEFAULT_SPEC]
+    try:
+        loaded = load_spec_full(paths)
+    except SpecError as exc:
+        if args.output == "json":
+            print(json.dumps([i.to_dict() for i in exc.issues], indent=2))
+        else:
+            for issue in exc.issues:
+                print(issue.format(), file=sys.stderr)
+        return EXIT_INVALID
+    if args.output == "json":
+        print("[]")
+    else:
+        spec = loaded.spec
+        print(f"ok: {len(spec.agents)} agents, {len(spec.topics)} topics")
+    return EXIT_OK
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    stale: list[Path] = []
+    for name, text in sorted(schema_files().items()):
+        path = out / name
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            current = None
+        if current != text:
+            stale.append(path)
+            if not args.check:
+                _write_atomic(path, text)
+    if args.check:
+        for path in stale:
+            print(f"stale: {path.as_posix()} (run `swarm schema --out {args.out}`)")
+        return EXIT_DIFF if stale else EXIT_OK
+    for path in stale:
+        print(f"wrote {path.as_posix()}")
+    return EXIT_OK
+
+
+def cmd_acl_check(args: argparse.Namespace) -> int:
+    import re
+
+    spec = load_spec_full(args.spec or [DEFAULT_SPEC]).spec
+    if args.role not in spec.roles:
+        hint = did_you_mean(args.role, spec.roles) or " (roles: " + ", ".join(sorted(spec.roles)) + ")"
+        print(f"swarm: error: role {args.role!r} is not defined{hint}", file=sys.stderr)
+        return EXIT_INVALID
+    if not re.fullmatch(TOPIC_PATTERN, args.topic):
+        print(
+            f"swarm: error: {args.topic!r} is not a topic name (dot-separated tokens of [a-z0-9_-])",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    if spec.topic(args.topic) is None:
+        print(f"swarm: note: topic {args.topic!r} is not declared in the spec", file=sys.stderr)
+    decision = AclTable.from_spec_roles(spec.roles).decide(args.role, args.action, args.topic)
+    print(f"{'allow' if decision.allow else 'deny'} ({decision.rule})")
+    return EXIT_OK if decision.allow else EXIT_DIFF
