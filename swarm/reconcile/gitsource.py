@@ -1,0 +1,95 @@
+"""Reading the spec from git: a commit's files, the working tree's revision, ref changes.
+
+Called by the reconcile loop. With ``--rev REF`` the spec is read from the
+commit REF points to (``git ls-tree`` + ``git cat-file --batch``), never from
+the working tree, so what is applied is exactly what was reviewed and committed;
+:func:`swarm.spec.loader.parse_spec_texts` parses those bytes (pure). Without
+``--rev`` the working tree is read and :func:`working_revision` records which
+commit it was on and whether the spec paths had uncommitted changes.
+
+Everything shells out to the ``git`` CLI (no library dependency); failures are
+wrapped into :class:`swarm.errors.SpecError` (a bad ref or path is a spec input
+problem the user must fix, not something to retry).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from swarm.errors import SpecError, SpecIssue
+from swarm.reconcile.status import Revision
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def _git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, input=input_bytes, capture_output=True, check=False)
+    except OSError as exc:  # git not installed
+        raise SpecError([SpecIssue(None, "", f"cannot run git: {exc}")]) from exc
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip()
+        raise SpecError([SpecIssue(None, "", f"git {' '.join(args)}: {msg}")])
+    return proc.stdout
+
+
+def repo_root(path: Path) -> Path | None:
+    """The top of the git work tree containing ``path``, or ``None``."""
+    start = path if path.is_dir() else path.parent
+    try:
+        out = _git(start.resolve(), "rev-parse", "--show-toplevel")
+    except SpecError:
+        return None
+    return Path(out.decode().strip())
+
+
+def resolve_ref(repo: Path, ref: str) -> str:
+    """The commit id ``ref`` points to now."""
+    return _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+
+
+def working_revision(paths: list[Path]) -> Revision:
+    """The HEAD commit of the repository holding ``paths`` and whether they have changes."""
+    root = repo_root(paths[0])
+    if root is None:
+        return Revision(source="working-tree")
+    try:
+        head = _git(root, "rev-parse", "HEAD").decode().strip()
+    except SpecError:  # a repository without commits
+        return Revision(source="working-tree", dirty=True)
+    rel = [str(p.resolve().relative_to(root)) for p in paths]
+    changes = _git(root, "status", "--porcelain", "--untracked-files=all", "--", *rel)
+    return Revision(source="working-tree", commit=head, dirty=bool(changes.strip()))
+
+
+def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, bytes]:
+    """The spec files (``*.yaml``/``*.yml``) under ``spec_paths`` as committed in ``commit``.
+
+    Keys are repository-relative paths, so error positions name the file as it is in git.
+    """
+    rel = [str(p.resolve().relative_to(repo.resolve())) for p in spec_paths]
+    listing = _git(repo, "ls-tree", "-r", "-z", "--name-only", commit, "--", *rel)
+    names = sorted(n for n in listing.decode().split("\0") if n.endswith(SPEC_SUFFIXES))
+    if not names:
+        raise SpecError([SpecIssue(None, "", f"no spec files under {', '.join(rel)} in commit {commit[:10]}")])
+    batch = "".join(f"{commit}:{n}\n" for n in names).encode()
+    out = _git(repo, "cat-file", "--batch", input_bytes=batch)
+    files: dict[str, bytes] = {}
+    pos = 0
+    for name in names:
+        header_end = out.index(b"\n", pos)
+        header = out[pos:header_end].split()
+        if len(header) < 3 or header[1] != b"blob":
+            raise SpecError([SpecIssue(None, "", f"git cat-file: unexpected answer for {name}: {header!r}")])
+        size = int(header[2])
+        start = header_end + 1
+        files[name] = out[start : start + size]
+        pos = start + size + 1  # content is followed by a newline
+    return files
+
+
+def ref_watch_paths(repo: Path) -> list[Path]:
+    """Files and folders whose change may move a ref: HEAD, refs/, packed-refs."""
+    git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir").decode().strip())
+    return [git_dir]

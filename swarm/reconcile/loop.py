@@ -1,0 +1,435 @@
+"""The reconcile loop: read spec → observe → plan → apply → verify → record status, forever.
+
+Called by ``swarm reconcile`` (``--once`` runs :meth:`Reconciler.run_pass`,
+``--watch`` runs :meth:`Reconciler.watch`) and by ``swarm up``.
+
+Why it is built this way:
+
+* **Level-triggered.** A pass never remembers what it did last time; it reads
+  the spec, observes the live system and applies the difference. File events,
+  git ref moves, the resync timer and retries all just ask for another pass, so
+  a burst of saves collapses into one pass and a pass killed half-way is
+  repaired by the next one.
+* **The last valid spec stays enforced.** An invalid save records its errors
+  (with positions) in status and the pass goes on enforcing the newest valid
+  spec, so hand-made drift is still healed while the user fixes the typo.
+* **Never exits on a transient fault.** :class:`~swarm.errors.TransientError`
+  (Redis or registry down) makes the pass end with ``waiting`` in status and a
+  retry after a capped exponential backoff with jitter.
+* **Blocking work in a thread.** The ports are synchronous (httpx, redis-py);
+  :meth:`watch` runs each pass with ``asyncio.to_thread`` while ``awatch``
+  keeps collecting events; ``stop_event`` ends both (STYLE: watchfiles).
+* **Compiled output after the live system.** ``compiled/`` is written (only the
+  files that changed) *after* the apply, so the latency a user sees from save
+  to live system does not include rendering every agent's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from swarm.desired import DesiredState, desired_from_spec
+from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
+from swarm.reconcile.apply import apply_plan
+from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, working_revision
+from swarm.reconcile.plan import Action, Plan, plan_actions
+from swarm.reconcile.state import ActualState, BusPort, RegistryPort, observe
+from swarm.reconcile.status import (
+    Applied,
+    Attempt,
+    LastError,
+    LiveSummary,
+    ReconcileStatus,
+    Revision,
+    now_iso,
+    parse_status,
+)
+from swarm.spec.loader import LoadedSpec, compute_digest, parse_spec_texts, read_spec_files
+
+log = logging.getLogger("swarm.reconcile")
+
+LIVE_STATUSES = frozenset({"live", "healthy", "critical", "degraded"})
+
+
+class StatusSink(Protocol):
+    """Where status is kept (Redis in production). Errors: swarm.errors types only."""
+
+    def read_status(self) -> str | None: ...
+
+    def write_status(self, text: str) -> None: ...
+
+
+@dataclass
+class Ports:
+    """The live system as one pass sees it."""
+
+    registry: RegistryPort
+    bus: BusPort
+    status: StatusSink
+    close: Callable[[], None] = lambda: None
+
+
+PortsFactory = Callable[[DesiredState, "ReconcileConfig"], Ports]
+
+
+@dataclass
+class ReconcileConfig:
+    """Options of ``swarm reconcile``; durations in seconds, debounce/step in milliseconds."""
+
+    spec_paths: list[Path]
+    rev: str | None = None
+    prune: bool = False
+    force_prune: bool = False
+    dry_run: bool = False
+    registry_url: str | None = None
+    redis_url: str | None = None
+    resync_seconds: float = 30.0
+    compiled_dir: Path | None = None
+    debounce_ms: int = 80
+    step_ms: int = 15
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """A valid spec and where it came from."""
+
+    loaded: LoadedSpec
+    desired: DesiredState
+    revision: Revision
+
+    @property
+    def digest(self) -> str:
+        return self.loaded.digest
+
+
+@dataclass
+class PassResult:
+    """What one pass did; ``retry_in`` is set when a transient fault wants a retry."""
+
+    state: str
+    plan: Plan | None = None
+    applied: list[Action] = field(default_factory=list)
+    error: SwarmError | None = None
+    retry_in: float | None = None
+    status: ReconcileStatus | None = None
+
+
+class Reconciler:
+    """One swarm's reconcile loop. Thread-compatible: passes run one at a time."""
+
+    def __init__(self, config: ReconcileConfig, ports_factory: PortsFactory) -> None:
+        self.config = config
+        self._ports_factory = ports_factory
+        self._ports: dict[tuple[str, str], Ports] = {}
+        self.good: SpecSource | None = None  # newest valid spec: the one enforced
+        self.status: ReconcileStatus | None = None
+        self._cache_key: object = None
+        self._cache: SpecSource | SpecError | None = None
+        self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
+        self._failures = 0
+        self._repo = repo_root(config.spec_paths[0]) if config.rev else None
+        if config.rev and self._repo is None:
+            raise SpecError([SpecIssue(None, "", f"--rev needs a git repository; {config.spec_paths[0]} is not in one")])
+
+    # ------------------------------------------------------------------ spec
+
+    def _read(self) -> tuple[object, Callable[[], tuple[dict[str, bytes], Revision]]]:
+        """A cheap cache key for the current input, and how to read it."""
+        if self.config.rev:
+            assert self._repo is not None
+            repo, rev = self._repo, self.config.rev
+            commit = resolve_ref(repo, rev)
+            return ("git", commit), lambda: (
+                read_spec_at(repo, commit, self.config.spec_paths),
+                Revision(source="git", commit=commit, dirty=False, ref=rev),
+            )
+        files = read_spec_files(self.config.spec_paths)
+        key = ("tree", compute_digest(files))
+        return key, lambda: (files, working_revision(self.config.spec_paths))
+
+    def load(self) -> SpecSource:
+        """The current spec (cached while its bytes or commit are unchanged); raises SpecError."""
+        key, read = self._read()
+        if key != self._cache_key or self._cache is None:
+            files, revision = read()
+            try:
+                loaded = parse_spec_texts(files)
+                self._cache = SpecSource(loaded, desired_from_spec(loaded.spec, loaded.digest), revision)
+            except SpecError as exc:
+                self._invalid_attempt = Attempt(
+                    revision=revision, digest=compute_digest(files), at=now_iso(), trigger=""
+                )
+                self._cache = exc
+            self._cache_key = key
+        if isinstance(self._cache, SpecError):
+            raise self._cache
+        return self._cache
+
+    # ------------------------------------------------------------------ ports
+
+    def ports_for(self, desired: DesiredState) -> Ports:
+        key = (
+            self.config.registry_url or desired.registry.settings.url,
+            self.config.redis_url or desired.bus.settings.redis_url,
+        )
+        if key not in self._ports:
+            self._ports[key] = self._ports_factory(desired, self.config)
+        return self._ports[key]
+
+    def close(self) -> None:
+        for ports in self._ports.values():
+            ports.close()
+        self._ports.clear()
+
+    # ------------------------------------------------------------------ one pass
+
+    def run_pass(self, trigger: str = "once") -> PassResult:
+        """Reconcile once; never raises for spec, transient or permanent faults."""
+        spec_error: SpecError | None = None
+        attempt: Attempt
+        try:
+            source = self.load()
+            attempt = Attempt(revision=source.revision, digest=source.digest, at=now_iso(), trigger=trigger)
+        except SpecError as exc:
+            spec_error = exc
+            seen = self._invalid_attempt if self._cache is exc else None
+            attempt = Attempt(
+                revision=seen.revision if seen else Revision(),
+                digest=seen.digest if seen else None,
+                at=now_iso(),
+                trigger=trigger,
+            )
+            source = self.good  # type: ignore[assignment]
+            if source is None:
+                log.error("spec is invalid and no valid spec was seen yet:\n%s", exc)
+                return PassResult(state="invalid-spec", error=exc)
+        new_spec = spec_error is None and (self.good is None or self.good.digest != source.digest)
+        if spec_error is None:
+            self.good = source
+        ports = self.ports_for(source.desired)
+        status = self._status_base(ports, source.desired.registry.swarm)
+        status.passes += 1
+        status.last_attempted = attempt
+        result = PassResult(state="synced", status=status)
+        try:
+            actual = observe(ports.registry, ports.bus, source.desired.bus)
+            status.live = live_summary(source.desired, actual)
+            plan = plan_actions(source.desired, actual, prune=self.config.prune, force_prune=self.config.force_prune)
+            result.plan = plan
+            status.held_back = [a.description for a in plan.held_back]
+            if plan.refused:
+                raise _Refused(plan.refused)
+            if self.config.dry_run:
+                result.state = "synced" if plan.empty else "changes-pending"
+                return result
+            if not plan.empty:
+                status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
+                self._write_status(ports, status)
+                result.applied = apply_plan(
+                    plan, source.desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest)
+                )
+                after = plan_actions(
+                    source.desired,
+                    observe(ports.registry, ports.bus, source.desired.bus),
+                    prune=self.config.prune,
+                    force_prune=self.config.force_prune,
+                )
+                if not after.empty:
+                    raise _VerifyFailed(
+                        "after applying, the live system still differs: "
+                        + "; ".join(a.description for a in after.actions)
+                    )
+            self._failures = 0
+            applied_dicts = [a.to_dict() for a in result.applied]
+            if result.applied and not new_spec and status.last_applied is not None and status.last_applied.digest == source.digest:
+                status.drift = [a.description for a in result.applied]
+                status.drift_at = now_iso()
+            if new_spec or result.applied or status.last_applied is None or status.last_applied.digest != source.digest:
+                status.last_applied = Applied(**{**attempt.model_dump(), "revision": source.revision,
+                                                 "digest": source.digest, "actions": applied_dicts})
+            status.waiting_for = None
+            if spec_error is not None:
+                result.state = status.state = "invalid-spec"
+                result.error = spec_error
+                status.message = (
+                    f"the newest spec is invalid ({len(spec_error.issues)} error(s)); "
+                    f"still enforcing digest {source.digest[:19]}"
+                )
+                status.last_error = _error("spec", spec_error)
+            else:
+                status.state = "synced"
+                status.message = f"in sync with {source.revision.label()}"
+                status.last_error = None
+        except TransientError as exc:
+            self._failures += 1
+            delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
+            result.retry_in = delay * random.uniform(0.8, 1.2)
+            result.state = status.state = "waiting"
+            result.error = exc
+            status.waiting_for = str(exc)
+            status.message = f"waiting for {exc} (retry in {result.retry_in:.1f}s)"
+            status.last_error = _error("transient", exc)
+        except _Refused as exc:
+            result.state = status.state = "refused"
+            result.error = exc
+            status.message = str(exc)
+            status.last_error = _error("refused", exc)
+        except _VerifyFailed as exc:
+            self._failures += 1
+            result.retry_in = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
+            result.state = status.state = "error"
+            result.error = exc
+            status.message = str(exc)
+            status.last_error = _error("verify", exc)
+        except SwarmError as exc:
+            result.state = status.state = "error"
+            result.error = exc
+            status.message = str(exc)
+            status.last_error = _error("permanent", exc)
+        status.updated_at = now_iso()
+        self.status = status
+        if not self.config.dry_run:
+            self._write_status(ports, status)
+            if new_spec and spec_error is None and result.state == "synced":
+                self._write_compiled(source)
+        return result
+
+    def _status_base(self, ports: Ports, swarm: str) -> ReconcileStatus:
+        if self.status is not None and self.status.swarm == swarm:
+            return self.status.model_copy(deep=True)
+        try:  # a restarted daemon keeps showing what was applied before it
+            previous = parse_status(ports.status.read_status())
+        except SwarmError:
+            previous = None
+        if previous is not None and previous.swarm == swarm:
+            return previous
+        return ReconcileStatus(swarm=swarm)
+
+    def _write_status(self, ports: Ports, status: ReconcileStatus) -> None:
+        try:
+            ports.status.write_status(status.to_json())
+        except SwarmError as exc:  # the next pass writes it again
+            log.warning("could not write status: %s", exc)
+
+    def _write_compiled(self, source: SpecSource) -> None:
+        out = self.config.compiled_dir
+        if out is None or self.config.rev:
+            return  # with --rev the commit carries its own compiled output
+        try:
+            from swarm import __version__
+            from swarm.compiler.output import write_output
+            from swarm.compiler.render import render
+
+            files = render(source.loaded.spec, source.digest, swarm_version=__version__)
+            write_output(files, out, source.loaded.spec.name)
+        except SwarmError as exc:
+            log.warning("could not write compiled output to %s: %s", out, exc)
+
+    # ------------------------------------------------------------------ watch
+
+    def watch_paths(self) -> list[Path]:
+        if self.config.rev:
+            assert self._repo is not None
+            return ref_watch_paths(self._repo)
+        return [p if p.is_dir() else p.parent for p in (q.resolve() for q in self.config.spec_paths)]
+
+    def _watch_filter(self) -> Callable[[object, str], bool]:
+        if self.config.rev:
+            def git_filter(_change: object, path: str) -> bool:
+                name = Path(path).name
+                return name in ("HEAD", "packed-refs") or "/refs/" in path or name.endswith(".lock")
+            return git_filter
+        files = {p.resolve() for p in self.config.spec_paths if not p.is_dir()}
+
+        def spec_filter(_change: object, path: str) -> bool:
+            p = Path(path)
+            if files and p.resolve() not in files:
+                return False
+            return p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+        return spec_filter
+
+    async def watch(self, stop_event: asyncio.Event, on_pass: Callable[[PassResult], None] | None = None) -> None:
+        """Reconcile on every change, on the resync timer and after failures until ``stop_event``."""
+        kick = asyncio.Event()
+        reasons: set[str] = set()
+        watcher = asyncio.create_task(self._watch_files(kick, reasons, stop_event))
+        trigger = "start"
+        try:
+            while not stop_event.is_set():
+                result = await asyncio.to_thread(self.run_pass, trigger)
+                if on_pass is not None:
+                    on_pass(result)
+                timeout = result.retry_in if result.retry_in is not None else self.config.resync_seconds
+                trigger = await _wait(kick, reasons, stop_event, timeout, "retry" if result.retry_in else "resync")
+        finally:
+            stop_event.set()
+            watcher.cancel()
+            try:
+                await watcher
+            except asyncio.CancelledError:
+                pass
+            self.close()
+
+    async def _watch_files(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event) -> None:
+        from watchfiles import awatch
+
+        reason = "git" if self.config.rev else "file"
+        async for _changes in awatch(
+            *self.watch_paths(),
+            watch_filter=self._watch_filter(),
+            debounce=self.config.debounce_ms,
+            step=self.config.step_ms,
+            stop_event=stop_event,
+        ):
+            reasons.add(reason)
+            kick.set()
+
+
+async def _wait(kick: asyncio.Event, reasons: set[str], stop: asyncio.Event, timeout: float, idle: str) -> str:
+    """Wait for a kick, stop or the timeout; return the trigger name of the next pass."""
+    kicked = asyncio.ensure_future(kick.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({kicked, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        kicked.cancel()
+        stopped.cancel()
+    if kick.is_set():
+        kick.clear()
+        name = ",".join(sorted(reasons)) or idle
+        reasons.clear()
+        return name
+    return idle
+
+
+class _Refused(PermanentError):
+    """The plan was refused (mass prune without --force-prune)."""
+
+
+class _VerifyFailed(PermanentError):
+    """Observing after an apply still found differences."""
+
+
+def _error(kind: str, exc: SwarmError) -> LastError:
+    issues = [i.to_dict() for i in exc.issues] if isinstance(exc, SpecError) else []
+    return LastError(kind=kind, message=str(exc), at=now_iso(), issues=issues)  # type: ignore[arg-type]
+
+
+def live_summary(desired: DesiredState, actual: ActualState) -> LiveSummary:
+    """Agents declared / live / expired, open breakers and protection mode from one observation."""
+    agents = actual.registry.agents.values()
+    return LiveSummary(
+        agents_declared=len(desired.registry.agents),
+        agents_live=sum(1 for a in agents if a.status in LIVE_STATUSES),
+        agents_expired=sum(1 for a in agents if a.status == "expired"),
+        breakers_open=sorted(actual.bus.breakers_open),
+        protection=actual.bus.protection,
+        observed_at=now_iso(),
+    )

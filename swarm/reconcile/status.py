@@ -1,0 +1,179 @@
+"""The reconcile status document: its JSON format (a contract with the registry) and its store.
+
+Written by the reconcile loop after every pass to the Redis key
+``swarm:{NAME}:status`` (:attr:`swarm.keys.SwarmKeys.status`); read back by
+``swarm status`` and served verbatim by the registry at ``GET /status``.
+
+Format (``ReconcileStatus.model_dump(mode="json")``)::
+
+    {
+      "format": 1,
+      "swarm": "research",
+      "state": "synced",            # synced | applying | invalid-spec | waiting | refused | error
+      "message": "in sync with 3f2a9c1 (digest 5d1e...)",   # one line for humans
+      "waiting_for": null,          # e.g. "redis at redis://127.0.0.1:6379/0: Connection refused"
+      "updated_at": "2026-11-22T00:01:02.345678+00:00",
+      "passes": 42,
+      "last_attempted": {"revision": REV, "digest": "…" | null, "at": "…", "trigger": "file"},
+      "last_applied":   {"revision": REV, "digest": "…", "at": "…", "trigger": "file",
+                         "actions": [{"kind": "push-catalog", "target": "research",
+                                      "description": "…", "details": ["…"]}]},
+      "drift": ["…"],               # changes the last pass made although the spec had not changed
+      "drift_at": "…" | null,
+      "held_back": ["agent x will be evicted: no longer declared"],   # needs --prune
+      "last_error": {"kind": "spec" | "transient" | "refused" | "permanent" | "verify",
+                     "message": "…", "at": "…",
+                     "issues": [SpecIssue.to_dict(), …]} | null,
+      "live": {"agents_declared": 6, "agents_live": 4, "agents_expired": 0,
+               "breakers_open": ["summarizer"], "protection": false, "observed_at": "…"} | null
+    }
+    REV = {"source": "working-tree" | "git", "commit": "<sha>" | null, "dirty": bool | null,
+           "ref": "main" | null}
+
+``last_error`` is cleared by the next pass that converges; ``last_applied`` only
+moves when a valid spec was applied and verified, so "last attempted vs last
+applied" shows at a glance when the newest spec was refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+State = Literal["starting", "synced", "applying", "invalid-spec", "waiting", "refused", "error"]
+ErrorKind = Literal["spec", "transient", "refused", "permanent", "verify"]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Revision(_Model):
+    """Where a spec came from: a commit (``source="git"``) or the working tree."""
+
+    source: Literal["working-tree", "git"] = "working-tree"
+    commit: str | None = None
+    dirty: bool | None = None
+    ref: str | None = None
+
+    def label(self) -> str:
+        if self.commit is None:
+            return "working tree (not a git repository)"
+        short = self.commit[:10]
+        if self.source == "git":
+            return f"{self.ref or 'commit'} @ {short}"
+        return f"{short}{' + uncommitted changes' if self.dirty else ''}"
+
+    def push_id(self, digest: str) -> str:
+        """The revision string sent with the catalog push."""
+        if self.commit is None:
+            return f"digest:{digest[:16]}"
+        return self.commit + ("-dirty" if self.dirty else "")
+
+
+class Attempt(_Model):
+    revision: Revision
+    digest: str | None
+    at: str
+    trigger: str
+
+
+class Applied(Attempt):
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class LastError(_Model):
+    kind: ErrorKind
+    message: str
+    at: str
+    issues: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class LiveSummary(_Model):
+    agents_declared: int
+    agents_live: int
+    agents_expired: int
+    breakers_open: list[str] = Field(default_factory=list)
+    protection: bool = False
+    observed_at: str
+
+
+class ReconcileStatus(_Model):
+    format: int = 1
+    swarm: str
+    state: State = "starting"
+    message: str = ""
+    waiting_for: str | None = None
+    updated_at: str = Field(default_factory=now_iso)
+    passes: int = 0
+    last_attempted: Attempt | None = None
+    last_applied: Applied | None = None
+    drift: list[str] = Field(default_factory=list)
+    drift_at: str | None = None
+    held_back: list[str] = Field(default_factory=list)
+    last_error: LastError | None = None
+    live: LiveSummary | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def render(self) -> str:
+        """Human text for ``swarm status``."""
+        out = [f"swarm {self.swarm}: {self.state}" + (f" — {self.message}" if self.message else "")]
+        if self.waiting_for:
+            out.append(f"waiting for: {self.waiting_for}")
+        if self.last_applied:
+            la = self.last_applied
+            out.append(f"last applied: {la.revision.label()} digest {(la.digest or '')[:12]} at {la.at} ({la.trigger})")
+            for action in la.actions:
+                out.append(f"  - {action.get('description')}")
+        else:
+            out.append("last applied: never")
+        if self.last_attempted:
+            at = self.last_attempted
+            out.append(f"last attempted: {at.revision.label()} digest {(at.digest or '-')[:12]} at {at.at} ({at.trigger})")
+        if self.drift:
+            out.append(f"drift healed at {self.drift_at}:")
+            out.extend(f"  - {d}" for d in self.drift)
+        if self.held_back:
+            out.append("held back (needs --prune):")
+            out.extend(f"  - {d}" for d in self.held_back)
+        if self.last_error:
+            e = self.last_error
+            out.append(f"last error ({e.kind}) at {e.at}: {e.message}")
+            for issue in e.issues:
+                where = f"{issue.get('file')}:{issue.get('line')}:{issue.get('column')}"
+                path = f"{issue.get('path')}: " if issue.get("path") else ""
+                out.append(f"  {where}: {path}{issue.get('message')}")
+        if self.live:
+            lv = self.live
+            out.append(
+                f"live: {lv.agents_declared} declared, {lv.agents_live} live, {lv.agents_expired} expired; "
+                f"breakers open: {', '.join(lv.breakers_open) or 'none'}; "
+                f"protection mode: {'ON' if lv.protection else 'off'}"
+            )
+        return "\n".join(out)
+
+
+class KeyValue(Protocol):
+    """The two Redis commands the store needs (a redis.Redis satisfies it)."""
+
+    def get(self, name: str) -> Any: ...
+
+    def set(self, name: str, value: str) -> Any: ...
+
+
+def parse_status(raw: bytes | str | None) -> ReconcileStatus | None:
+    """Parse a stored status; ``None`` when missing or unreadable."""
+    if raw is None:
+        return None
+    try:
+        return ReconcileStatus.model_validate_json(raw)
+    except ValidationError:
+        return None

@@ -1,0 +1,123 @@
+"""The reconcile pass with in-memory ports: invalid specs, drift, transient faults, refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from swarm.desired import DesiredState
+from swarm.errors import RedisUnavailableError
+from swarm.reconcile.loop import Ports, ReconcileConfig, Reconciler
+from swarm.reconcile.state import LiveAgent
+from swarm.reconcile.status import parse_status
+from tests.reconcile.fakes import FakeBus, FakeRegistry
+from tests.reconcile.specdata import REPO
+
+
+class FakeStatus:
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.down = False
+
+    def read_status(self) -> str | None:
+        return self.text
+
+    def write_status(self, text: str) -> None:
+        if self.down:
+            raise RedisUnavailableError("fake redis is down")
+        self.text = text
+
+
+@pytest.fixture
+def spec_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", target)
+    return target
+
+
+class World:
+    def __init__(self) -> None:
+        self.registry = FakeRegistry()
+        self.bus = FakeBus()
+        self.status = FakeStatus()
+
+    def factory(self, _desired: DesiredState, _config: ReconcileConfig) -> Ports:
+        return Ports(registry=self.registry, bus=self.bus, status=self.status)
+
+
+def _reconciler(spec_dir: Path, world: World, **options: object) -> Reconciler:
+    return Reconciler(ReconcileConfig(spec_paths=[spec_dir], **options), world.factory)  # type: ignore[arg-type]
+
+
+def test_pass_applies_then_is_idempotent(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world)
+    first = rec.run_pass("start")
+    assert first.state == "synced" and first.applied
+    second = rec.run_pass("resync")
+    assert second.state == "synced" and second.applied == []
+    status = parse_status(world.status.text)
+    assert status is not None and status.state == "synced"
+    assert status.last_applied is not None and status.last_applied.digest == rec.good.digest  # type: ignore[union-attr]
+    assert world.registry.pushes == 1 and world.bus.calls.count("apply") == 1
+
+
+def test_invalid_save_is_never_applied_and_last_good_stays_enforced(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world)
+    rec.run_pass("start")
+    good_digest = rec.good.digest  # type: ignore[union-attr]
+    pushed = world.registry.catalog
+    (spec_dir / "agents" / "review.yaml").write_text("kind: Agent\nid: [unclosed\n")
+    world.bus.acl = None  # hand-made drift while the spec is broken
+    result = rec.run_pass("file")
+    assert result.state == "invalid-spec"
+    assert world.registry.catalog == pushed and world.registry.pushes == 1
+    assert world.bus.acl is not None, "the last good ACL table was enforced again"
+    status = parse_status(world.status.text)
+    assert status is not None and status.last_error is not None
+    assert status.last_error.kind == "spec"
+    assert all(i["file"] and i["line"] for i in status.last_error.issues)
+    assert status.last_applied is not None and status.last_applied.digest == good_digest
+    assert status.last_attempted is not None and status.last_attempted.digest != good_digest
+
+
+def test_transient_fault_waits_then_converges(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world, backoff_initial=0.01)
+    world.bus.down = True
+    result = rec.run_pass("start")
+    assert result.state == "waiting" and result.retry_in is not None
+    assert rec.status is not None and "fake redis is down" in (rec.status.waiting_for or "")
+    world.bus.down = False
+    assert rec.run_pass("retry").state == "synced"
+    assert rec.status.waiting_for is None and rec.status.last_error is None
+
+
+def test_drift_is_recorded(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world)
+    rec.run_pass("start")
+    world.bus.users.pop("summarizer")
+    rec.run_pass("resync")
+    status = parse_status(world.status.text)
+    assert status is not None
+    assert any("summarizer" in d for d in status.drift)
+
+
+def test_mass_prune_refused_applies_nothing(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world, prune=True)
+    rec.run_pass("start")
+    for aid in ("architect", "reviewer", "summarizer"):
+        world.registry.agents[aid] = LiveAgent(aid)
+    shutil.rmtree(spec_dir / "agents")
+    (spec_dir / "agents").mkdir()
+    pushes = world.registry.pushes
+    result = rec.run_pass("file")
+    assert result.state == "refused"
+    assert world.registry.pushes == pushes and len(world.registry.agents) == 3
+    status = parse_status(world.status.text)
+    assert status is not None and status.last_error is not None and "--force-prune" in status.last_error.message
