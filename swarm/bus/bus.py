@@ -1,0 +1,470 @@
+"""EventBus: publish and subscribe on Redis Streams for one agent identity.
+
+Generated agent servers, the ``swarm bus`` CLI and tests use it. One stream per
+topic, one consumer group per subscribing agent (group id = agent id), explicit
+ack. Why it is built this way:
+
+* ``publish`` checks the topic is declared, the role's ACL (the compiled table,
+  cached per topic in-process) and the payload size in Python, then does the
+  breaker check, the dedup mark and the XADD in ONE Lua script (``lua/publish.lua``):
+  one round trip, and never a mark without an entry.
+* ``subscribe`` reads with XREADGROUP BLOCK on its own connection without a socket
+  timeout (redis-py 8 defaults to 5 s, which a blocking read would trip). Entries
+  not acked within the visibility timeout are reclaimed with XAUTOCLAIM (the
+  cursor followed to the end) and delivered again; once delivered
+  ``max_deliveries`` times an entry moves to the topic's dead-letter stream and is
+  acked there, never dropped. Entries trimmed away while pending (Redis 7 reports
+  them from XAUTOCLAIM) are counted in :attr:`EventBus.stats`.
+* Connection errors become :class:`~swarm.errors.RedisUnavailableError`; the
+  subscribe loop retries them with backoff, and the client reconnects on the next
+  call, so a Redis restart needs no restart of the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from swarm.acl import AclTable, Action, Decision
+from swarm.bus.dedup import window_ms
+from swarm.bus.scripts import load_script
+from swarm.desired import AclDocument, BusPlan, TopicPlan
+from swarm.errors import (
+    AclDeniedError,
+    BreakerOpenError,
+    BusError,
+    InvalidRequestError,
+    NotDeclaredError,
+    PayloadTooLargeError,
+    RedisUnavailableError,
+    TransientError,
+    UndeclaredTopicError,
+)
+from swarm.keys import SwarmKeys
+
+log = logging.getLogger("swarm.bus")
+
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+CONTENT_TYPE = "application/json"
+MAX_MESSAGE_ID = 200
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The stream entry id of a publish and whether it was a duplicate (then: the original id)."""
+
+    entry_id: str
+    message_id: str
+    duplicate: bool
+
+
+@dataclass
+class Message:
+    """One delivered entry; call :meth:`ack` once handled, or it is delivered again."""
+
+    topic: str
+    entry_id: str
+    message_id: str
+    sender: str
+    payload: Any
+    content_type: str = CONTENT_TYPE
+    deliveries: int = 1
+    _bus: "EventBus | None" = field(default=None, repr=False, compare=False)
+
+    async def ack(self) -> None:
+        if self._bus is None:
+            raise BusError("message is not bound to a bus")
+        await self._bus.ack(self.topic, self.entry_id)
+
+
+@dataclass
+class BusStats:
+    """Counters of what the subscribe loop saw (also logged)."""
+
+    delivered: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
+    trimmed_while_pending: int = 0
+    reconnects: int = 0
+
+
+def _wrap(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return RedisUnavailableError(f"{what}: Redis unreachable: {exc}", delay=0.5)
+    return BusError(f"{what}: Redis error: {exc}")
+
+
+class EventBus:
+    """The bus as seen by one agent (``agent_id`` with ``role``) of one swarm.
+
+    Without ``plan``/``acl`` the bus settings and ACL table are loaded from Redis on
+    :meth:`connect` (written there by ``swarm bus apply``); ``role=None`` takes the
+    agent's role from that plan. ``dedup_window_seconds``, ``visibility_timeout`` and
+    ``max_deliveries`` override the plan (tests, tooling).
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        swarm: str,
+        agent_id: str,
+        role: str | None = None,
+        plan: BusPlan | None = None,
+        acl: AclTable | AclDocument | None = None,
+        redis: aioredis.Redis | None = None,
+        consumer_name: str | None = None,
+        block_ms: int = 2000,
+        read_count: int = 32,
+        dedup_window_seconds: float | None = None,
+        visibility_timeout: float | None = None,
+        max_deliveries: int | None = None,
+    ) -> None:
+        if redis_url is None and redis is None:
+            raise InvalidRequestError("EventBus needs redis_url or a redis client")
+        self.redis_url = redis_url
+        self.swarm = swarm
+        self.agent_id = agent_id
+        self.role = role
+        self.keys = SwarmKeys(swarm)
+        self.plan = plan
+        self._table = acl.to_table() if isinstance(acl, AclDocument) else acl
+        self._redis = redis
+        self._owns_redis = redis is None
+        self.consumer_name = consumer_name or f"{agent_id}@{socket.gethostname()}:{os.getpid()}"
+        self.block_ms = block_ms
+        self.read_count = read_count
+        self._window_override = dedup_window_seconds
+        self._visibility_override = visibility_timeout
+        self._max_deliveries_override = max_deliveries
+        self._decisions: dict[tuple[Action, str], Decision] = {}
+        self._publish_script: Any = None
+        self.stats = BusStats()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _client(self, *, blocking: bool) -> aioredis.Redis:
+        assert self.redis_url is not None
+        return aioredis.Redis.from_url(
+            self.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s).
+            socket_timeout=None if blocking else 5.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    async def connect(self) -> "EventBus":
+        """Open the connection and load bus settings + ACL table unless given."""
+        if self._redis is None:
+            self._redis = self._client(blocking=False)
+        if self.plan is None or self._table is None:
+            try:
+                bus_raw, acl_raw = await self._redis.mget([self.keys.bus, self.keys.acl])
+            except (RedisError, OSError) as exc:
+                raise _wrap(exc, "loading bus settings") from exc
+            if bus_raw is None or acl_raw is None:
+                raise TransientError(
+                    f"the bus of swarm {self.swarm!r} is not installed in Redis (no {self.keys.bus} / "
+                    f"{self.keys.acl}): run `swarm bus apply compiled/{self.swarm}`",
+                    delay=2.0,
+                )
+            self.plan = self.plan or BusPlan.model_validate_json(bus_raw)
+            if self._table is None:
+                self._table = AclDocument.model_validate_json(acl_raw).to_table()
+        if self.plan.swarm != self.swarm:
+            raise InvalidRequestError(f"bus plan is for swarm {self.plan.swarm!r}, not {self.swarm!r}")
+        if self.role is None:
+            rights = self.plan.agents.get(self.agent_id)
+            if rights is None:
+                raise NotDeclaredError(f"agent {self.agent_id!r} is not declared in swarm {self.swarm!r}")
+            self.role = rights.role
+        self._publish_script = self._redis.register_script(load_script("publish"))
+        return self
+
+    async def close(self) -> None:
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
+        self._redis = None
+
+    async def __aenter__(self) -> "EventBus":
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None or self.plan is None:
+            raise BusError("EventBus is not connected: call `await bus.connect()` first")
+        return self._redis
+
+    # -- ACL -------------------------------------------------------------------------
+
+    def _decide(self, action: Action, topic: str) -> Decision:
+        key = (action, topic)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if self._table is None or self.role is None:
+                raise BusError("EventBus is not connected: call `await bus.connect()` first")
+            decision = self._decisions[key] = self._table.decide(self.role, action, topic)
+        return decision
+
+    def can_publish(self, topic: str, role: str | None = None) -> bool:
+        if role is not None and self._table is not None:
+            return self._table.can_publish(role, topic)
+        return self._decide("publish", topic).allow
+
+    def can_subscribe(self, topic: str, role: str | None = None) -> bool:
+        if role is not None and self._table is not None:
+            return self._table.can_subscribe(role, topic)
+        return self._decide("subscribe", topic).allow
+
+    def _topic(self, topic: str, action: Action) -> TopicPlan:
+        plan = self.plan
+        if plan is None:
+            raise BusError("EventBus is not connected: call `await bus.connect()` first")
+        tp = plan.topics.get(topic)
+        if tp is None:
+            raise UndeclaredTopicError(
+                f"topic {topic!r} is not declared in swarm {self.swarm!r} (declared: {', '.join(sorted(plan.topics))})"
+            )
+        decision = self._decide(action, topic)
+        if not decision.allow:
+            raise AclDeniedError(
+                f"agent {self.agent_id!r} (role {self.role!r}) may not {action} to {topic!r}: {decision.rule}"
+            )
+        return tp
+
+    # -- publish ---------------------------------------------------------------------
+
+    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[list[str], list[Any], str]:
+        tp = self._topic(topic, "publish")
+        assert self.plan is not None
+        try:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable: {exc}") from exc
+        limit = self.plan.settings.max_payload_bytes
+        size = len(body.encode("utf-8")) if len(body) * 4 > limit else len(body)
+        if size > limit:
+            raise PayloadTooLargeError(f"payload for {topic!r} is {size} bytes, over the limit of {limit} bytes")
+        if message_id is None:
+            message_id = str(uuid.uuid4())
+        elif not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
+            raise InvalidRequestError(
+                f"message id {message_id!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
+            )
+        seconds = self._window_override if self._window_override is not None else tp.dedup_window_seconds
+        keys = [self.keys.breaker(self.agent_id), tp.stream, self.keys.dedup(topic, message_id)]
+        args = [window_ms(seconds), tp.max_len, message_id, self.agent_id, body, CONTENT_TYPE]
+        return keys, args, message_id
+
+    def _result(self, topic: str, message_id: str, raw: Sequence[Any]) -> PublishResult:
+        kind = raw[0]
+        if kind == "ok":
+            return PublishResult(raw[1], message_id, False)
+        if kind == "dup":
+            return PublishResult(raw[1], message_id, True)
+        state, retry_at, now = raw[1], int(raw[2]), int(raw[3])
+        if retry_at > 0:
+            when = datetime.fromtimestamp(retry_at / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+            hint = f"a health probe is allowed after {when} ({max(0, retry_at - now) / 1000:.1f}s); publishing resumes once it succeeds"
+        else:
+            hint = "a health probe is in progress; publishing resumes once it succeeds"
+        raise BreakerOpenError(
+            f"agent {self.agent_id!r} may not publish to {topic!r}: its circuit breaker is {state} "
+            f"after failed health checks; {hint} (or `swarm bus breaker {self.agent_id} --reset`)"
+        )
+
+    async def publish(self, topic: str, payload: Any, *, message_id: str | None = None) -> PublishResult:
+        """Append one message; a message id seen inside the topic's window is a duplicate."""
+        redis = self.redis
+        keys, args, mid = self._prepare(topic, payload, message_id)
+        try:
+            raw = await self._publish_script(keys=keys, args=args, client=redis)
+        except (RedisError, OSError) as exc:
+            raise _wrap(exc, f"publish to {topic!r}") from exc
+        return self._result(topic, mid, raw)
+
+    async def publish_many(self, items: Iterable[tuple[Any, ...]]) -> list[PublishResult]:
+        """Publish ``(topic, payload)`` or ``(topic, payload, message_id)`` items in one round trip.
+
+        Every item is checked before anything is sent. If the breaker refuses, the
+        first refusal is raised; retrying the batch with the same message ids is safe
+        (those already appended come back as duplicates).
+        """
+        redis = self.redis
+        prepared = []
+        for item in items:
+            topic, payload = item[0], item[1]
+            mid = item[2] if len(item) > 2 else None
+            prepared.append((topic, *self._prepare(topic, payload, mid)))
+        if not prepared:
+            return []
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for _, keys, args, _ in prepared:
+                    await self._publish_script(keys=keys, args=args, client=pipe)
+                raws = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _wrap(exc, "publish_many") from exc
+        return [self._result(topic, mid, raw) for (topic, _, _, mid), raw in zip(prepared, raws)]
+
+    # -- subscribe -------------------------------------------------------------------
+
+    @property
+    def visibility_timeout(self) -> float:
+        if self._visibility_override is not None:
+            return self._visibility_override
+        assert self.plan is not None
+        return self.plan.settings.visibility_timeout_seconds
+
+    @property
+    def max_deliveries(self) -> int:
+        if self._max_deliveries_override is not None:
+            return self._max_deliveries_override
+        assert self.plan is not None
+        return self.plan.settings.max_deliveries
+
+    async def ack(self, topic: str, entry_id: str) -> None:
+        try:
+            await self.redis.xack(self.keys.topic(topic), self.agent_id, entry_id)
+        except (RedisError, OSError) as exc:
+            raise _wrap(exc, f"ack {entry_id} on {topic!r}") from exc
+
+    def _message(self, topic: str, entry_id: str, fields: dict[str, str], deliveries: int) -> Message:
+        raw = fields.get("payload", "null")
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = raw  # written by hand with a raw XADD; hand it over as text
+        return Message(
+            topic=topic,
+            entry_id=entry_id,
+            message_id=fields.get("message_id", entry_id),
+            sender=fields.get("sender", ""),
+            payload=payload,
+            content_type=fields.get("content_type", CONTENT_TYPE),
+            deliveries=deliveries,
+            _bus=self,
+        )
+
+    async def _dead_letter(self, topic: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        tp = self.plan.topics[topic] if self.plan else None
+        dlq = tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
+        extra = {
+            "original_entry_id": entry_id,
+            "topic": topic,
+            "group": self.agent_id,
+            "deliveries": str(deliveries),
+            "reason": f"not acked after {deliveries - 1} deliveries (max_deliveries {self.max_deliveries})",
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(dlq, {**fields, **extra})
+            pipe.xack(self.keys.topic(topic), self.agent_id, entry_id)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered %s on %s for group %s after %d deliveries", entry_id, topic, self.agent_id, deliveries - 1)
+
+    async def reclaim(self, topics: Sequence[str]) -> list[Message]:
+        """Claim entries of this agent's group idle longer than the visibility timeout."""
+        out: list[Message] = []
+        idle_ms = max(1, int(self.visibility_timeout * 1000))
+        for topic in topics:
+            stream = self.keys.topic(topic)
+            cursor = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream, self.agent_id, self.consumer_name, min_idle_time=idle_ms, start_id=cursor, count=100
+                )
+                cursor, claimed = reply[0], reply[1]
+                deleted = reply[2] if len(reply) > 2 else []
+                if deleted:
+                    self.stats.trimmed_while_pending += len(deleted)
+                    log.warning("%d pending entries of %s were trimmed before being acked: %s", len(deleted), topic, deleted)
+                if claimed:
+                    counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
+                    for eid, fields in claimed:
+                        n = counts.get(eid, 1)
+                        if n > self.max_deliveries:
+                            await self._dead_letter(topic, eid, fields or {}, n)
+                        else:
+                            self.stats.redelivered += 1
+                            out.append(self._message(topic, eid, fields or {}, n))
+                if cursor in ("0-0", "0"):
+                    break
+        return out
+
+    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+        rows = await self.redis.xpending_range(
+            stream, self.agent_id, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer_name
+        )
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    async def subscribe(self, topics: Sequence[str]) -> AsyncIterator[Message]:
+        """Messages of ``topics`` for this agent's consumer group, at least once; ack each."""
+        topics = list(dict.fromkeys(topics))
+        for topic in topics:
+            self._topic(topic, "subscribe")
+        reader = self._client(blocking=True) if self.redis_url else self.redis
+        streams = {self.keys.topic(t): t for t in topics}
+        block = max(1, min(self.block_ms, int(self.visibility_timeout * 500)))
+        reclaim_every = self.visibility_timeout / 2
+        last_reclaim = float("-inf")
+        backoff = 0.05
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                batch: list[Message] = []
+                try:
+                    if loop.time() - last_reclaim >= reclaim_every:
+                        last_reclaim = loop.time()
+                        batch.extend(await self.reclaim(topics))
+                    if not batch:
+                        reply = await reader.xreadgroup(
+                            self.agent_id, self.consumer_name, {s: ">" for s in streams}, count=self.read_count, block=block
+                        )
+                        for stream, entries in reply or []:
+                            for eid, fields in entries:
+                                batch.append(self._message(streams[stream], eid, fields or {}, 1))
+                    backoff = 0.05
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        raise NotDeclaredError(
+                            f"agent {self.agent_id!r} has no consumer group on {list(streams.values())}: "
+                            f"run `swarm bus apply compiled/{self.swarm}` ({exc})"
+                        ) from exc
+                    raise _wrap(exc, "subscribe") from exc
+                except (RedisError, OSError) as exc:
+                    if not isinstance(exc, _CONNECTION_ERRORS):
+                        raise _wrap(exc, "subscribe") from exc
+                    self.stats.reconnects += 1
+                    log.warning("subscribe on %s: Redis unreachable (%s); retrying in %.2fs", topics, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                for message in batch:
+                    self.stats.delivered += 1
+                    yield message
+        finally:
+            if reader is not self._redis:
+                await reader.aclose()

@@ -1,0 +1,128 @@
+"""HealthProber: calls each live agent's health_url and feeds its circuit breaker.
+
+Started by the registry server in its lifespan (one per registry process). Every
+``interval`` seconds it lists the live agents (members of the swarm's leases zset
+whose expiry is after the Redis clock's now), and for each one whose registration
+hash has a ``health_url``:
+
+1. takes the agent's check slot for this interval (``lock`` in the breaker script,
+   a per-agent lock on the Redis clock), so several registry processes probing at
+   once count one check per interval, not one per process;
+2. asks the breaker for a ticket (closed: always; open: only after the cooldown,
+   and then a single half-open probe; otherwise skip);
+3. GETs the health_url with ``timeout``; a 2xx/3xx answer records a success, a
+   transport error or any other status a failure, under the ticket's epoch, so a
+   late answer from before a transition changes nothing.
+
+Breaker settings come from the bus settings in Redis (``swarm bus apply``), read
+each round, or the defaults of the spec when the bus is not installed.
+
+>>> # prober = HealthProber(redis, "research", interval=5.0)
+>>> # task = asyncio.create_task(prober.run(stop_event)); ...; stop_event.set(); await task
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from swarm.bus.breaker import BreakerPolicy
+from swarm.bus.breaker_store import BreakerStore, policy_from_settings
+from swarm.desired import BusPlan
+from swarm.errors import SwarmError
+from swarm.keys import SwarmKeys
+
+log = logging.getLogger("swarm.bus.prober")
+
+
+class HealthProber:
+    """Probe live agents' health on an interval; safe with several registry processes."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        swarm: str,
+        *,
+        interval: float,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 2.0,
+        policy: BreakerPolicy | None = None,
+        concurrency: int = 16,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        self.redis = redis
+        self.swarm = swarm
+        self.keys = SwarmKeys(swarm)
+        self.interval = interval
+        self.timeout = timeout
+        self._http = http
+        self._fixed_policy = policy
+        self._limit = asyncio.Semaphore(concurrency)
+        self.rounds = 0
+
+    async def _policy(self) -> BreakerPolicy:
+        if self._fixed_policy is not None:
+            return self._fixed_policy
+        raw = await self.redis.get(self.keys.bus)
+        if raw is None:
+            return BreakerPolicy()
+        return policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker)
+
+    async def live_agents(self) -> list[str]:
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        members = await self.redis.zrangebyscore(self.keys.leases, f"({now_ms}", "+inf")
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def probe_once(self, http: httpx.AsyncClient) -> dict[str, str]:
+        """One round; returns agent id -> what happened (for logs and tests)."""
+        store = BreakerStore(self.redis, self.swarm, await self._policy())
+        agents = await self.live_agents()
+        results = await asyncio.gather(*(self._probe(store, http, a) for a in agents))
+        self.rounds += 1
+        return dict(zip(agents, results))
+
+    async def _probe(self, store: BreakerStore, http: httpx.AsyncClient, agent_id: str) -> str:
+        async with self._limit:
+            url = await self.redis.hget(self.keys.agent(agent_id), "health_url")
+            if not url:
+                return "no health_url"
+            url = url.decode() if isinstance(url, bytes) else str(url)
+            # The slot lasts a little less than the interval so the next round is never locked out.
+            if not await store.lock(agent_id, int(self.interval * 900)):
+                return "locked"
+            ticket = await store.acquire(agent_id)
+            if ticket is None:
+                return "skipped"
+            try:
+                response = await http.get(url, timeout=self.timeout)
+                ok = response.status_code < 400
+                detail = str(response.status_code)
+            except httpx.HTTPError as exc:
+                ok, detail = False, type(exc).__name__
+            reply = await (store.record_success if ok else store.record_failure)(agent_id, ticket)
+            if reply.transition is not None:
+                log.warning("breaker of %s is now %s (health %s)", agent_id, reply.transition.value, detail)
+            return ("ok " if ok else "failed ") + detail
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Probe every ``interval`` seconds until ``stop_event`` is set; errors are logged, not raised."""
+        http = self._http or httpx.AsyncClient(follow_redirects=False)
+        try:
+            while not stop_event.is_set():
+                try:
+                    await self.probe_once(http)
+                except (RedisError, OSError, SwarmError) as exc:
+                    log.warning("health probe round failed: %s", exc)
+                try:
+                    await asyncio.wait_for(stop_event.wait(), timeout=self.interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if self._http is None:
+                await http.aclose()
