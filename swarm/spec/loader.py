@@ -297,9 +297,10 @@ def _yaml_error_issue(file: str, text: str, exc: yaml.YAMLError) -> SpecIssue:
 def _compose_file(file: str, text: str, issues: list[SpecIssue]) -> tuple[list[ParsedDocument], bool]:
     """All documents of one file; the flag is False when the file did not parse to the end."""
     docs: list[ParsedDocument] = []
-    loader = _SpecYamlLoader(text)
+    loader: _SpecYamlLoader | None = None
     index = 0
     try:
+        loader = _SpecYamlLoader(text)  # the reader already refuses control characters
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -318,7 +319,8 @@ def _compose_file(file: str, text: str, issues: list[SpecIssue]) -> tuple[list[P
         issues.append(SpecIssue(Position(file, 1, 1), "", "nesting too deep to parse"))
         return docs, False
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs, True
 
 

@@ -235,8 +235,9 @@ def fields_at(model: type[BaseModel], path: Path) -> list[str]:
 
 def _field_word(loc: Path, key_error: bool) -> str:
     strs = [p for p in loc if isinstance(p, str)]
-    if key_error and strs:
-        return {"roles": "role name"}.get(strs[-1], "key")
+    if key_error:
+        parent = strs[-2] if len(strs) >= 2 else ""
+        return {"roles": "role name"}.get(parent, "key")
     if not strs:
         return "value"
     last = strs[-1]
@@ -260,7 +261,10 @@ def _message(err: Any, loc: Path, key_error: bool) -> str:
         words = _PATTERN_WORDS.get(pattern, _URL_WORDS if "://" in pattern else f"pattern {pattern}")
         return f"{value!r} is not a valid {_field_word(loc, key_error)}: use {words}"
     if kind == "string_too_long":
-        return f"is {len(value)} characters long, at most {ctx.get('max_length')} allowed"
+        return (
+            f"{_field_word(loc, key_error)} is {len(value)} characters long, "
+            f"at most {ctx.get('max_length')} allowed"
+        )
     if kind == "string_too_short":
         return f"must be at least {ctx.get('min_length')} character(s) long"
     if kind in _BOUNDS:
