@@ -74,6 +74,7 @@ __all__ = [
     "parse_documents",
     "parse_spec_texts",
     "read_spec_files",
+    "structural_issues",
 ]
 
 #: Largest spec file accepted (1 MiB): a spec is hand-written; anything larger
@@ -411,6 +412,20 @@ def _drop_invalid_inline_agents(
         return SwarmDocument.model_validate(data, strict=True), keep
     except ValidationError:
         return None, []
+
+
+def structural_issues(files: Mapping[str, bytes]) -> list[SpecIssue]:
+    """Problems of each document on its own (YAML, kind, model); no merging, no semantics.
+
+    This is what the JSON Schema can express too; a test keeps the two in agreement.
+    """
+    docs, issues, _ = parse_documents(files)
+    for doc in docs:
+        kind = _document_kind(doc, issues)
+        if kind is not None:
+            model = SwarmDocument if kind == "Swarm" else AgentDocument
+            issues.extend(_validate(doc, model, DocSource(doc, 0))[1])
+    return issues
 
 
 def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
