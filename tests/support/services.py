@@ -126,7 +126,11 @@ class ProcessServer:
 
     def start(self, timeout: float = 20.0) -> "ProcessServer":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=out)
+        try:
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=out)
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child holds its own descriptor; ours would leak (ResourceWarning)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
