@@ -1,0 +1,155 @@
+"""``swarm registry serve|push`` and ``swarm token``: wiring only.
+
+``serve`` builds a :class:`~swarm.registry.config.RegistryConfig` (flags plus
+SWARM_REGISTRY_SECRET / SWARM_ADMIN_TOKEN) and runs the app under uvicorn; it
+refuses to start without a secret unless ``--insecure`` (exit 2). The uvicorn
+access log is OFF by default: it costs a large share of a tiny endpoint's
+throughput; ``--access-log`` turns it on. ``push`` sends
+``compiled/<swarm>/registry.json`` with the same code the reconciler uses
+(:func:`swarm.registry.catalog_push.push_catalog`). ``token AGENT_ID`` prints
+the agent's bearer token (``--admin``: the admin token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from swarm.cli import EXIT_INVALID, EXIT_OK
+from swarm.spec.models import NAME_PATTERN
+
+
+def _name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value) or len(value) > 63:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most 63 chars)")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    reg = subparsers.add_parser("registry", help="run the agent registry or push its catalog")
+    sub = reg.add_subparsers(dest="registry_command", metavar="ACTION")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run the registry HTTP service (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    serve.add_argument("--redis-url", default=os.environ.get("SWARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                       help="Redis holding the registry state (default $SWARM_REDIS_URL or redis://127.0.0.1:6379/0)")
+    serve.add_argument("--swarm", required=True, type=_name, metavar="NAME", help="the swarm this registry serves")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve without authentication when SWARM_REGISTRY_SECRET is unset")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                       help="uvicorn access log (default off: it costs throughput)")
+    serve.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                       help="run the agents' health prober (default on)")
+    serve.add_argument("--probe-interval", type=float, default=5.0, metavar="S", help="seconds between probes")
+    serve.add_argument("--sweep-interval", type=float, default=None, metavar="S",
+                       help="seconds between lease sweeps (default: catalog ttl / 10, at least 0.1)")
+    serve.add_argument("--ping-interval", type=float, default=15.0, metavar="S",
+                       help="seconds between SSE keep-alive comments (default 15)")
+    serve.add_argument("--events-maxlen", type=int, default=10_000, metavar="N",
+                       help="approximate cap of the watch event stream (default 10000)")
+    serve.add_argument("--min-protect", type=int, default=10, metavar="N",
+                       help="mass-eviction guard: least number of expiries that can trigger it (default 10)")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.set_defaults(handler=run_serve)
+
+    push = sub.add_parser("push", help="push compiled/<swarm>/registry.json to the registry (admin token)")
+    push.add_argument("compiled", type=Path, metavar="DIR", help="compiled/<swarm> directory (or a registry.json)")
+    push.add_argument("--registry-url", default=None, help="registry base URL (default: the catalog's registry.url)")
+    push.add_argument("--revision", default=None,
+                      help="revision recorded with the catalog (default: git HEAD of DIR, if any)")
+    push.set_defaults(handler=run_push)
+
+    token = subparsers.add_parser("token", help="print an agent's registry bearer token")
+    token.add_argument("agent_id", nargs="?", type=_name, metavar="AGENT_ID")
+    token.add_argument("--admin", action="store_true", help="print the admin token instead")
+    token.set_defaults(handler=run_token)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from swarm.registry.config import config_from_env
+    from swarm.registry.server import create_app
+
+    config = config_from_env(
+        os.environ,
+        swarm=args.swarm,
+        redis_url=args.redis_url,
+        host=args.host,
+        port=args.port,
+        insecure=args.insecure,
+        access_log=args.access_log,
+        probe=args.probe,
+        probe_interval=args.probe_interval,
+        sweep_interval=args.sweep_interval,
+        ping_interval=args.ping_interval,
+        events_maxlen=args.events_maxlen,
+        min_protect=args.min_protect,
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.auth_enabled:
+        logging.getLogger("swarm.registry").warning("serving WITHOUT authentication (--insecure)")
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        access_log=config.access_log,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    return EXIT_OK
+
+
+def _git_head(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory if directory.is_dir() else directory.parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from swarm.registry.catalog_push import admin_token_from_env, load_catalog, push_catalog
+
+    catalog = load_catalog(args.compiled)
+    url = args.registry_url or catalog.settings.url
+    revision = args.revision if args.revision is not None else _git_head(args.compiled)
+    result = push_catalog(url, catalog, revision, admin_token_from_env())
+    state = "changed" if result.changed else "unchanged"
+    print(f"pushed catalog of {catalog.swarm} ({len(catalog.agents)} agents) to {url}: {state}, "
+          f"revision {result.revision or '-'}, digest {result.digest[:12]}")
+    return EXIT_OK
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from swarm.registry.auth import admin_token, agent_token
+    from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
+
+    secret = os.environ.get(SECRET_ENV) or None
+    if args.admin:
+        token = os.environ.get(ADMIN_TOKEN_ENV) or (admin_token(secret) if secret else None)
+        if token is None:
+            print(f"swarm: error: neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set", file=sys.stderr)
+            return EXIT_INVALID
+        print(token)
+        return EXIT_OK
+    if args.agent_id is None:
+        print("swarm: error: give AGENT_ID (or --admin)", file=sys.stderr)
+        return EXIT_INVALID
+    if secret is None:
+        print(f"swarm: error: {SECRET_ENV} is not set", file=sys.stderr)
+        return EXIT_INVALID
+    print(agent_token(secret, args.agent_id))
+    return EXIT_OK

@@ -1,0 +1,90 @@
+"""Settings of one registry process, read from the CLI and the environment in one place.
+
+``swarm registry serve`` builds a :class:`RegistryConfig` with :func:`config_from_env`;
+the app factory (:func:`swarm.registry.server.create_app`) receives it and nothing
+deeper in the registry reads ``os.environ``. Environment variables:
+
+``SWARM_REGISTRY_SECRET``
+    HMAC key of the per-agent tokens (:func:`swarm.registry.auth.agent_token`).
+    Without it the server refuses to start unless ``--insecure`` is given.
+``SWARM_ADMIN_TOKEN``
+    Bearer token of the reconciler/operator. When unset but a secret is set, the
+    admin token is derived from the secret (:func:`swarm.registry.auth.admin_token`),
+    so whoever holds the secret can compute it with ``swarm token --admin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from swarm.errors import InvalidRequestError
+
+SECRET_ENV = "SWARM_REGISTRY_SECRET"
+ADMIN_TOKEN_ENV = "SWARM_ADMIN_TOKEN"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8700
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Request bodies above this size are refused with 413.
+MAX_BODY_BYTES = 64 * 1024
+#: The watch stream is capped near this many events (XADD MAXLEN ~).
+EVENTS_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Everything a registry process needs; immutable once the app is built.
+
+    ``sweep_interval`` None means "a tenth of the catalog's TTL, at least 0.1 s";
+    ``min_protect`` and ``protect_ratio`` tune the mass-eviction guard (evict none
+    when more than ``protect_ratio`` of the live agents and at least ``min_protect``
+    would expire in one sweep).
+    """
+
+    swarm: str
+    redis_url: str = DEFAULT_REDIS_URL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    secret: str | None = None
+    admin_token: str | None = None
+    insecure: bool = False
+    access_log: bool = False
+    probe: bool = True
+    probe_interval: float = 5.0
+    sweep_interval: float | None = None
+    ping_interval: float = 15.0
+    events_maxlen: int = EVENTS_MAXLEN
+    max_body_bytes: int = MAX_BODY_BYTES
+    watch_queue_size: int = 1000
+    min_protect: int = 10
+    protect_ratio: float = 0.5
+    retry_after_seconds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.secret is None and not self.insecure:
+            raise InvalidRequestError(
+                f"{SECRET_ENV} is not set: refusing to serve without authentication "
+                "(set the secret, or pass --insecure to run without auth)"
+            )
+        if self.sweep_interval is not None and self.sweep_interval <= 0:
+            raise InvalidRequestError(f"sweep interval must be > 0, got {self.sweep_interval}")
+        if self.ping_interval <= 0:
+            raise InvalidRequestError(f"ping interval must be > 0, got {self.ping_interval}")
+        if self.events_maxlen < 1:
+            raise InvalidRequestError(f"events maxlen must be >= 1, got {self.events_maxlen}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.secret is not None and not self.insecure
+
+
+def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryConfig:
+    """Build the config from CLI ``options`` plus the two secrets in ``environ``.
+
+    Empty environment values count as unset, so ``SWARM_REGISTRY_SECRET=`` cannot
+    silently turn on a registry keyed by the empty string.
+    """
+    secret = environ.get(SECRET_ENV) or None
+    admin = environ.get(ADMIN_TOKEN_ENV) or None
+    return RegistryConfig(secret=secret, admin_token=admin, **options)  # type: ignore[arg-type]

@@ -1,0 +1,163 @@
+"""The registry's OpenAPI 3.1 description, assembled from the pydantic models.
+
+Served at /openapi.json by ``server.py`` and loaded by schemathesis in the
+tests. Hand-assembled (rather than starlette's docstring-YAML SchemaGenerator)
+so that every body schema comes from the same model that validates it: the
+document cannot drift from the checks. OpenAPI 3.1 uses JSON Schema 2020-12,
+which is what pydantic emits, so the schemas need no conversion.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from swarm.registry.models import (
+    AgentList,
+    CatalogPut,
+    CatalogPutResult,
+    CatalogState,
+    ErrorBody,
+    Health,
+    Heartbeat,
+    RegisterRequest,
+    Registration,
+    Status,
+    ValidationErrorBody,
+)
+from swarm.spec.models import NAME_MAX, NAME_PATTERN
+
+_MODELS = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogState, CatalogPutResult,
+           ErrorBody, ValidationErrorBody, Health, Status]
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        401: "missing bearer token",
+        403: "token does not grant the action, or the catalog refuses the registration",
+        404: "not found",
+        409: "conflict",
+        413: "body over 64 KiB",
+        503: "redis unavailable or no catalog loaded (with Retry-After)",
+    }
+    out: dict[str, Any] = {str(c): _json("ErrorBody", text[c]) for c in codes}
+    out["422"] = _json("ValidationErrorBody", "malformed JSON, fields or parameters")
+    return out
+
+
+_AGENT_ID = {
+    "name": "agent_id", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX},
+}
+_BEARER = [{"bearer": []}]
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", **schema}}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The full OpenAPI 3.1 document (cached; it depends only on the code)."""
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    filters = [
+        _query("capability", "agents with this capability", maxLength=128),
+        _query("topic", "agents publishing or subscribing to this topic", maxLength=249),
+    ]
+    paths: dict[str, Any] = {
+        "/agents/register": {"post": {
+            "operationId": "register", "summary": "Register or re-register an agent (idempotent).",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RegisterRequest")}}},
+            "responses": {"201": _json("Registration", "new registration"),
+                          "200": _json("Registration", "same registration again, or updated"),
+                          **_errors(401, 403, 409, 413, 503)},
+        }},
+        "/agents/{agent_id}/heartbeat": {"post": {
+            "operationId": "heartbeat", "summary": "Renew the lease.", "security": _BEARER,
+            "parameters": [_AGENT_ID],
+            "responses": {"200": _json("Heartbeat", "lease renewed"), **_errors(401, 403, 404, 503)},
+        }},
+        "/agents/{agent_id}": {
+            "get": {
+                "operationId": "getAgent", "summary": "One registration.", "parameters": [_AGENT_ID],
+                "responses": {"200": _json("Registration", "the registration"), **_errors(404, 503)},
+            },
+            "delete": {
+                "operationId": "deregister", "security": _BEARER, "parameters": [_AGENT_ID],
+                "summary": "Deregister (idempotent: 204 also when already gone).",
+                "responses": {"204": {"description": "deregistered"}, **_errors(401, 403, 503)},
+            },
+        },
+        "/agents": {"get": {
+            "operationId": "listAgents", "summary": "Registered agents, filtered.",
+            "parameters": [*filters, _query("role", "agents with this role", maxLength=NAME_MAX),
+                           _query("status", "agent status", enum=["healthy", "critical", "expiring"])],
+            "responses": {"200": _json("AgentList", "matching agents"), **_errors(503)},
+        }},
+        "/agents/watch": {"get": {
+            "operationId": "watch",
+            "summary": "Server-Sent Events: registered, updated, expired, deregistered, catalog-changed, reset.",
+            "parameters": [*filters,
+                           _query("last_event_id", "resume after this event id", pattern=r"^[0-9]+-[0-9]+$"),
+                           {"name": "Last-Event-ID", "in": "header", "required": False,
+                            "schema": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}}],
+            "responses": {"200": {"description": "event stream; `id:` is the Redis stream id",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(503)},
+        }},
+        "/catalog": {
+            "put": {
+                "operationId": "putCatalog", "summary": "Push the declared catalog (admin).", "security": _BEARER,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CatalogPut")}}},
+                "responses": {"200": _json("CatalogPutResult", "stored"), **_errors(401, 403, 409, 413, 503)},
+            },
+            "get": {
+                "operationId": "getCatalog", "summary": "The catalog with revision and digest.",
+                "responses": {"200": _json("CatalogState", "the catalog"), **_errors(404, 503)},
+            },
+        },
+        "/status": {"get": {
+            "operationId": "status", "summary": "Reconcile status and live summary.",
+            "responses": {"200": _json("Status", "status"), **_errors(503)},
+        }},
+        "/health": {"get": {"operationId": "health", "summary": "Health summary.",
+                            "responses": {"200": _json("Health", "summary")}}},
+        "/health/live": {"get": {"operationId": "live", "summary": "200 while the process is up.",
+                                 "responses": {"200": {"description": "live",
+                                                       "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/health/ready": {"get": {"operationId": "ready", "summary": "503 while Redis is down or no catalog.",
+                                  "responses": {"200": {"description": "ready",
+                                                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                                                "503": _json("ErrorBody", "not ready")}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics.",
+                             "responses": {"200": {"description": "exposition text",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
+                                  "responses": {"200": {"description": "OpenAPI 3.1",
+                                                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "swarm agent registry", "version": "1",
+                 "description": "Agent registry of a swarm (DESIGN §5). Writes need bearer tokens: an agent's "
+                                "own HMAC token or the admin token."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,480 @@
+"""The agent registry HTTP service: a Starlette app factory (DESIGN §5).
+
+``swarm registry serve`` calls :func:`create_app` with a
+:class:`~swarm.registry.config.RegistryConfig` and runs it under uvicorn; tests
+do the same in a subprocess. The app's lifespan owns everything long-lived —
+the Redis clients, the :class:`~swarm.registry.store.RegistryStore`, the lease
+sweeper, the watch hub and (when ``swarm.bus.prober`` exists) the health prober —
+so nothing is global and several apps can share one process.
+
+Handlers are thin: validate (pydantic models; 413 over 64 KiB, 422 with field
+errors), authorize (``auth.py``), admit against the catalog (``admission.py``),
+then one atomic store call. Errors are typed and mapped in one place
+(:func:`_error_response`): Redis trouble is 503 with Retry-After, never a 500
+traceback; anything unexpected is a JSON 500 without internals.
+
+Several processes may serve one swarm: all state, including the catalog, is
+read from Redis on every request (the parsed catalog is cached per stored value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import re
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from pydantic import BaseModel, ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
+from swarm.registry.admission import heartbeat_interval, resolve_registration
+from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError
+from swarm.registry.config import RegistryConfig
+from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
+from swarm.registry.models import (
+    AgentCounts,
+    AgentList,
+    CatalogPut,
+    CatalogPutResult,
+    FieldError,
+    Health,
+    Heartbeat,
+    RegisterRequest,
+    Status,
+    catalog_digest,
+)
+from swarm.registry.openapi import openapi_document
+from swarm.registry.store import FieldConflictError, RegistryStore, parse_stream_id
+from swarm.registry.sweeper import LeaseSweeper
+from swarm.registry.watch import WatchHub, event_stream
+from swarm.spec.models import NAME_MAX, NAME_PATTERN
+
+log = logging.getLogger("swarm.registry")
+
+_NAME = re.compile(NAME_PATTERN)
+_STATUSES = ("healthy", "critical", "expiring")
+
+
+class BodyTooLargeError(InvalidRequestError):
+    """The request body is over the limit (413)."""
+
+
+class RequestInvalidError(InvalidRequestError):
+    """Malformed JSON, fields or parameters (422); ``errors`` is the field error list."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors))
+        self.errors = errors
+
+
+class NoCatalogError(RedisUnavailableError):
+    """No catalog has been pushed yet; registrations cannot be checked (503)."""
+
+
+class SwarmMismatchError(ConflictError):
+    """The pushed catalog belongs to another swarm (409)."""
+
+
+# -- request helpers ----------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes by Content-Length or as streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLargeError(f"request body of {declared} bytes is over the {limit} byte limit")
+        except ValueError:
+            raise RequestInvalidError([FieldError(loc=["header", "content-length"], msg="not an integer",
+                                                  type="int_parsing")]) from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"request body is over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_model(model: type[BaseModel], body: bytes) -> Any:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestInvalidError(
+            [
+                FieldError(loc=["body", *[p for p in e["loc"]]], msg=e["msg"], type=e["type"])
+                for e in exc.errors(include_url=False, include_input=False, include_context=False)
+            ]
+        ) from exc
+
+
+def agent_id_param(request: Request) -> str:
+    value = request.path_params["agent_id"]
+    if len(value) > NAME_MAX or not _NAME.match(value):
+        raise RequestInvalidError(
+            [FieldError(loc=["path", "agent_id"], msg=f"must match {NAME_PATTERN} (at most {NAME_MAX} chars)",
+                        type="string_pattern_mismatch")]
+        )
+    return str(value)
+
+
+def query_param(request: Request, name: str, pattern: str | None = None, max_length: int = 256) -> str | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if len(value) > max_length or (pattern is not None and not re.match(pattern, value)):
+        raise RequestInvalidError(
+            [FieldError(loc=["query", name], msg=f"invalid value (max {max_length} chars"
+                        + (f", pattern {pattern})" if pattern else ")"), type="value_error")]
+        )
+    return value
+
+
+def json_model(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json",
+                    headers=headers)
+
+
+def error_json(status_code: int, error: str, detail: Any, headers: dict[str, str] | None = None,
+               **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers)
+
+
+# -- the app ------------------------------------------------------------------------
+
+
+class RegistryApp:
+    """Handlers and the state they share; built by :func:`create_app`."""
+
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.auth = Authorizer.create(config.secret, config.admin_token, enabled=config.auth_enabled)
+        self.metrics = RegistryMetrics()
+        retry = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), retries=2)
+        self.redis = aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=retry
+        )
+        # The watch reader blocks in XREAD: no socket timeout on its own connection.
+        self.reader = aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=None, socket_connect_timeout=2, retry=retry
+        )
+        self.store = RegistryStore(self.redis, config.swarm, events_maxlen=config.events_maxlen)
+        self.hub = WatchHub(self.reader, self.store, queue_size=config.watch_queue_size)
+        self.sweeper = LeaseSweeper(
+            self.store,
+            self.metrics,
+            interval=config.sweep_interval,
+            ttl_seconds=self._catalog_ttl,
+            min_protect=config.min_protect,
+            ratio=config.protect_ratio,
+        )
+        self.prober: Any = None
+
+    async def _catalog_ttl(self) -> float | None:
+        state = await self.store.get_catalog()
+        return float(state.catalog.settings.ttl_seconds) if state else None
+
+    async def catalog(self) -> Any:
+        state = await self.store.get_catalog()
+        return state.catalog if state else None
+
+    # -- lifespan --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self.sweeper.run(stop), name="lease-sweeper"),
+            asyncio.create_task(self.hub.run(stop), name="watch-hub"),
+        ]
+        prober_task = self.start_prober(stop)
+        if prober_task is not None:
+            tasks.append(prober_task)
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.reader.aclose()
+            await self.redis.aclose()
+
+    def start_prober(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Health-prober hook: run ``swarm.bus.prober.HealthProber`` when it exists and --probe is on."""
+        if not self.config.probe:
+            return None
+        try:
+            module = importlib.import_module("swarm.bus.prober")
+        except ModuleNotFoundError:
+            return None
+        prober_cls = getattr(module, "HealthProber", None)
+        if prober_cls is None:
+            return None
+        self.prober = prober_cls(self.redis, self.config.swarm, interval=self.config.probe_interval)
+        return asyncio.create_task(self.prober.run(stop), name="health-prober")
+
+    # -- agents ----------------------------------------------------------------
+
+    async def register(self, request: Request) -> Response:
+        req: RegisterRequest = parse_model(RegisterRequest, await read_body(request, self.config.max_body_bytes))
+        self.auth.require_agent(request.headers.get("authorization"), req.agent_id)
+        catalog = await self.catalog()
+        if catalog is None:
+            raise NoCatalogError("no catalog loaded: push one with `swarm registry push` first")
+        fields = resolve_registration(req, catalog)
+        outcome = await self.store.register(fields, catalog)
+        self.metrics.registrations.labels(result=outcome.kind).inc()
+        return json_model(outcome.registration, 201 if outcome.kind == "registered" else 200)
+
+    async def heartbeat(self, request: Request) -> Response:
+        agent_id = agent_id_param(request)
+        self.auth.require_agent(request.headers.get("authorization"), agent_id)
+        renewed = await self.store.heartbeat(agent_id)
+        if renewed is None:
+            self.metrics.heartbeats.labels(result="unknown").inc()
+            return error_json(404, "not_registered", f"agent {agent_id!r} is not registered (lease expired or "
+                              "never registered): register again")
+        self.metrics.heartbeats.labels(result="ok").inc()
+        expiry, ttl_ms = renewed
+        ttl = ttl_ms // 1000
+        return json_model(Heartbeat(agent_id=agent_id, lease_expires_at=expiry, ttl_seconds=ttl,
+                                    heartbeat_interval=heartbeat_interval(await self.catalog(), ttl)))
+
+    async def deregister(self, request: Request) -> Response:
+        """204 also when the agent was already gone: DELETE is idempotent."""
+        agent_id = agent_id_param(request)
+        self.auth.require_agent(request.headers.get("authorization"), agent_id)
+        if await self.store.deregister(agent_id) is not None:
+            self.metrics.deregistrations.inc()
+        return Response(status_code=204)
+
+    async def get_agent(self, request: Request) -> Response:
+        agent_id = agent_id_param(request)
+        reg = await self.store.get(agent_id, await self.catalog())
+        if reg is None:
+            return error_json(404, "not_registered", f"agent {agent_id!r} is not registered")
+        return json_model(reg)
+
+    async def list_agents(self, request: Request) -> Response:
+        capability = query_param(request, "capability", max_length=128)
+        topic = query_param(request, "topic", max_length=249)
+        role = query_param(request, "role", max_length=NAME_MAX)
+        status = query_param(request, "status", pattern=r"^(healthy|critical|expiring)$")
+        agents = await self.store.list(await self.catalog())
+        selected = [
+            a for a in agents
+            if (capability is None or capability in a.capabilities)
+            and (topic is None or topic in a.topics.publish or topic in a.topics.subscribe)
+            and (role is None or a.role == role)
+            and (status is None or a.status == status)
+        ]
+        return json_model(AgentList(agents=selected, count=len(selected)))
+
+    async def watch(self, request: Request) -> Response:
+        capability = query_param(request, "capability", max_length=128)
+        topic = query_param(request, "topic", max_length=249)
+        raw_last = request.headers.get("last-event-id") or query_param(request, "last_event_id", max_length=64)
+        last: str | None = None
+        if raw_last is not None:
+            last = parse_stream_id(raw_last)
+            if last is None:
+                raise RequestInvalidError([FieldError(loc=["header", "last-event-id"],
+                                                      msg="not a stream id (ms-seq)", type="value_error")])
+        sub = self.hub.subscribe()
+        try:
+            if last is None:
+                start, reset = await self.store.last_event_id(), False
+            else:
+                start, reset = last, await self.store.trimmed_past(last)
+        except BaseException:
+            self.hub.unsubscribe(sub)
+            raise
+        self.metrics.watchers.inc()
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            try:
+                async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
+                                                capability=capability, topic=topic):
+                    yield event
+            finally:
+                self.metrics.watchers.dec()
+
+        return EventSourceResponse(stream(), ping=self.config.ping_interval,
+                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- catalog ------------------------------------------------------------------
+
+    async def put_catalog(self, request: Request) -> Response:
+        self.auth.require_admin(request.headers.get("authorization"))
+        body: CatalogPut = parse_model(CatalogPut, await read_body(request, self.config.max_body_bytes))
+        if body.catalog.swarm != self.config.swarm:
+            raise SwarmMismatchError(
+                f"catalog is for swarm {body.catalog.swarm!r} but this registry serves {self.config.swarm!r}"
+            )
+        result = await self.store.put_catalog(body.catalog, body.revision, catalog_digest(body.catalog))
+        return json_model(result)
+
+    async def get_catalog(self, request: Request) -> Response:
+        state = await self.store.get_catalog()
+        if state is None:
+            return error_json(404, "no_catalog", "no catalog has been pushed")
+        return json_model(state)
+
+    # -- health and status ------------------------------------------------------------
+
+    async def counts(self) -> tuple[AgentCounts, Any]:
+        catalog = await self.catalog()
+        agents = await self.store.list(catalog)
+        by = {s: sum(1 for a in agents if a.status == s) for s in _STATUSES}
+        self.metrics.set_agent_counts(by)
+        return AgentCounts(declared=len(catalog.agents) if catalog else 0, live=len(agents), **by), catalog
+
+    async def status(self, request: Request) -> Response:
+        counts, _ = await self.counts()
+        state = await self.store.get_catalog()
+        protection = await self.store.protection()
+        return json_model(Status(
+            swarm=self.config.swarm,
+            reconcile=await self.store.reconcile_status(),
+            catalog=CatalogPutResult(revision=state.revision, digest=state.digest, changed=False) if state else None,
+            agents=counts,
+            protection=protection,
+            last_sweep=self.sweeper.last,
+        ))
+
+    async def health(self, request: Request) -> Response:
+        redis_ok = await self.store.ping()
+        catalog_loaded, agents, protection = False, None, None
+        if redis_ok:
+            try:
+                catalog_loaded = await self.store.get_catalog() is not None
+                agents = int(await self.redis.zcard(self.store.keys.leases))
+                protection = await self.store.protection()
+            except (RedisUnavailableError, rexc.ConnectionError, rexc.TimeoutError):
+                redis_ok = False
+        ok = redis_ok and catalog_loaded
+        return json_model(Health(status="ok" if ok else "degraded", redis=redis_ok,
+                                 catalog_loaded=catalog_loaded, agents=agents, protection=protection))
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"status": "live"})
+
+    async def ready(self, request: Request) -> Response:
+        if not await self.store.ping():
+            return error_json(503, "redis_unavailable", "redis is unreachable",
+                              headers={"Retry-After": str(self.config.retry_after_seconds)})
+        try:
+            loaded = await self.store.get_catalog() is not None
+        except RedisUnavailableError:
+            loaded = False
+        if not loaded:
+            return error_json(503, "no_catalog", "no catalog loaded",
+                              headers={"Retry-After": str(self.config.retry_after_seconds)})
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        with contextlib.suppress(RedisUnavailableError):
+            await self.counts()
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    # -- wiring -------------------------------------------------------------------
+
+    def timed(self, route: str, endpoint: Callable[[Request], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+        histogram = self.metrics.request_latency
+
+        async def handler(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                return await endpoint(request)
+            except Exception as exc:
+                return self.error_response(request, exc)
+            finally:
+                histogram.labels(route=route, method=request.method).observe(time.perf_counter() - started)
+
+        return handler
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        retry = {"Retry-After": str(self.config.retry_after_seconds)}
+        if isinstance(exc, RequestInvalidError):
+            return error_json(422, "invalid", [e.model_dump() for e in exc.errors])
+        if isinstance(exc, BodyTooLargeError):
+            return error_json(413, "too_large", str(exc))
+        if isinstance(exc, MissingTokenError):
+            return error_json(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        if isinstance(exc, ForbiddenError):
+            return error_json(403, "forbidden", str(exc))
+        if isinstance(exc, NotDeclaredError):
+            return error_json(403, "not_declared", str(exc))
+        if isinstance(exc, FieldConflictError):
+            return error_json(409, "conflict", str(exc), fields=exc.fields)
+        if isinstance(exc, SwarmMismatchError):
+            return error_json(409, "swarm_mismatch", str(exc))
+        if isinstance(exc, NoCatalogError):
+            return error_json(503, "no_catalog", str(exc), headers=retry)
+        if isinstance(exc, (RedisUnavailableError, rexc.ConnectionError, rexc.TimeoutError)):
+            return error_json(503, "redis_unavailable", str(exc), headers=retry)
+        if isinstance(exc, HTTPException):
+            return error_json(exc.status_code, "http", exc.detail)
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_json(500, "internal", "internal server error")
+
+    def routes(self) -> list[Route]:
+        t = self.timed
+        return [
+            Route("/agents/register", t("/agents/register", self.register), methods=["POST"]),
+            Route("/agents/watch", t("/agents/watch", self.watch), methods=["GET"]),
+            Route("/agents/{agent_id}/heartbeat", t("/agents/{agent_id}/heartbeat", self.heartbeat),
+                  methods=["POST"]),
+            Route("/agents/{agent_id}", t("/agents/{agent_id}", self.get_agent), methods=["GET"]),
+            Route("/agents/{agent_id}", t("/agents/{agent_id}", self.deregister), methods=["DELETE"]),
+            Route("/agents", t("/agents", self.list_agents), methods=["GET"]),
+            Route("/catalog", t("/catalog", self.put_catalog), methods=["PUT"]),
+            Route("/catalog", t("/catalog", self.get_catalog), methods=["GET"]),
+            Route("/status", t("/status", self.status), methods=["GET"]),
+            Route("/health", t("/health", self.health), methods=["GET"]),
+            Route("/health/live", t("/health/live", self.live), methods=["GET"]),
+            Route("/health/ready", t("/health/ready", self.ready), methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_json(exc.status_code, "http", exc.detail, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error_json(500, "internal", "internal server error")
+
+
+def create_app(config: RegistryConfig) -> Starlette:
+    """Build the registry app; its lifespan starts the sweeper, watch hub and prober."""
+    registry = RegistryApp(config)
+    app = Starlette(
+        routes=registry.routes(),
+        lifespan=registry.lifespan,
+        exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
+    )
+    app.state.registry = registry
+    return app

@@ -1,0 +1,481 @@
+"""Registry state in Redis: registrations, leases, the catalog and the event stream.
+
+Called by the server's handlers, the lease sweeper (``sweeper.py``) and the
+watch hub (``watch.py``). Every state change runs as ONE Lua script that also
+appends its watch event (XADD ... MAXLEN ~) to ``swarm:{N}:events``: there is no
+change without its event and no event without its change, and because Redis runs
+a script atomically, several registry processes can serve one swarm with no
+in-process source of truth. All clocks are Redis's (``TIME`` inside the scripts),
+so hosts with skewed clocks agree on every lease.
+
+Keys (see :mod:`swarm.keys`): ``agent:<id>`` hash {doc (registration JSON), fp
+(sha1 of doc), version, ttl_ms, registered_at, updated_at, health_url (read by the
+bus's health prober), i:<immutable field>},
+``leases`` zset id -> expiry ms, ``events`` stream {type, agent, data},
+``catalog`` string JSON {revision, digest, catalog}, ``protection`` string (ms
+since protection began), ``status`` (written by the reconciler, read here).
+
+Every redis-py connection or timeout error is re-raised as
+:class:`~swarm.errors.RedisUnavailableError` (the server answers 503).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Sequence
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from swarm.desired import RegistryCatalog
+from swarm.errors import ConflictError, RedisUnavailableError
+from swarm.keys import SwarmKeys
+from swarm.registry.admission import heartbeat_interval, immutable_values
+from swarm.registry.models import AgentFields, CatalogPutResult, CatalogState, Registration, canonical_json
+
+_NOW = """
+local _t = redis.call('TIME')
+local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+"""
+
+#: KEYS agent, leases, events; ARGV id, doc, ttl_ms, version, maxlen, health_url, (field, value)*
+#: (health_url is also a hash field of its own: the bus's health prober reads it).
+REGISTER_LUA = _NOW + """
+local id, doc, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local fp = redis.sha1hex(doc)
+local exp = redis.call('ZSCORE', KEYS[2], id)
+local kind, registered_at = 'registered', now
+if exp and tonumber(exp) > now and redis.call('EXISTS', KEYS[1]) == 1 then
+  local cur = redis.call('HMGET', KEYS[1], 'version', 'fp', 'registered_at')
+  if cur[1] == ARGV[4] then
+    local changed = {}
+    for i = 7, #ARGV, 2 do
+      if redis.call('HGET', KEYS[1], 'i:' .. ARGV[i]) ~= ARGV[i + 1] then
+        table.insert(changed, ARGV[i])
+      end
+    end
+    if #changed > 0 then return {'conflict', changed} end
+  end
+  registered_at = tonumber(cur[3]) or now
+  if cur[2] == fp then kind = 'same' else kind = 'updated' end
+end
+local expiry = now + ttl
+redis.call('ZADD', KEYS[2], expiry, id)
+local updated_at = now
+if kind == 'same' then
+  updated_at = tonumber(redis.call('HGET', KEYS[1], 'updated_at')) or now
+  return {kind, registered_at, updated_at, expiry, ''}
+end
+redis.call('DEL', KEYS[1])
+local fields = {'doc', doc, 'fp', fp, 'version', ARGV[4], 'ttl_ms', ttl,
+                'registered_at', registered_at, 'updated_at', updated_at}
+if ARGV[6] ~= '' then table.insert(fields, 'health_url'); table.insert(fields, ARGV[6]) end
+for i = 7, #ARGV, 2 do
+  table.insert(fields, 'i:' .. ARGV[i]); table.insert(fields, ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local data = '{"lease_expires_at":' .. expiry .. ',"registered_at":' .. registered_at ..
+             ',"updated_at":' .. updated_at .. ',' .. string.sub(doc, 2)
+local sid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', kind, 'agent', id, 'data', data)
+return {kind, registered_at, updated_at, expiry, sid}
+"""
+
+#: KEYS leases, agent; ARGV id. A lease past expiry but not yet evicted (grace,
+#: protection) is renewed: only eviction ends a registration.
+HEARTBEAT_LUA = _NOW + """
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not exp then return {-1, 0} end
+local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms'))
+if not ttl then return {-1, 0} end
+local e = now + ttl
+if e > tonumber(exp) then redis.call('ZADD', KEYS[1], e, ARGV[1]) else e = tonumber(exp) end
+return {e, ttl}
+"""
+
+#: KEYS leases, agent, events; ARGV id, maxlen
+DEREGISTER_LUA = """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+local doc = redis.call('HGET', KEYS[2], 'doc')
+redis.call('DEL', KEYS[2])
+if removed == 0 and not doc then return '' end
+if not doc then doc = '{"agent_id":"' .. ARGV[1] .. '"}' end
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'type', 'deregistered', 'agent', ARGV[1], 'data', doc)
+"""
+
+#: KEYS leases, events, protection, agent*; ARGV maxlen, min_protect, ratio, id*
+#: (ids aligned with the agent keys: ARGV[i] <-> KEYS[i] for i >= 4).
+#: ZREM wins: whoever removes the lease emits the one `expired` event.
+SWEEP_LUA = _NOW + """
+local total = redis.call('ZCARD', KEYS[1])
+local expired = {}
+for i = 4, #ARGV do
+  local exp = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if exp and tonumber(exp) <= now then table.insert(expired, i) end
+end
+local n = #expired
+if n >= tonumber(ARGV[2]) and n > total * tonumber(ARGV[3]) then
+  local entered = redis.call('SET', KEYS[3], now, 'NX')
+  return {'protected', 0, n, total, entered and 1 or 0}
+end
+local left = redis.call('DEL', KEYS[3])
+local evicted = 0
+for _, i in ipairs(expired) do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    local doc = redis.call('HGET', KEYS[i], 'doc')
+    redis.call('DEL', KEYS[i])
+    if not doc then doc = '{"agent_id":"' .. ARGV[i] .. '"}' end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'expired', 'agent', ARGV[i], 'data', doc)
+    evicted = evicted + 1
+  end
+end
+return {'swept', evicted, n, total, left}
+"""
+
+#: KEYS leases, agent*; ARGV id* (aligned from index 2 <-> 1). Start/reconnect
+#: grace: every lease ends no sooner than one full TTL from now. Monotone, so
+#: any number of processes may run it at any time.
+GRACE_LUA = _NOW + """
+local n = 0
+for i = 1, #ARGV do
+  local exp = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  local ttl = tonumber(redis.call('HGET', KEYS[i + 1], 'ttl_ms'))
+  if exp and ttl and tonumber(exp) < now + ttl then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]); n = n + 1
+  end
+end
+return n
+"""
+
+#: KEYS catalog, events; ARGV state JSON, digest, maxlen, summary JSON
+CATALOG_LUA = """
+local cur = redis.call('GET', KEYS[1])
+local changed = 1
+if cur then
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and old['digest'] == ARGV[2] then changed = 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if changed == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'catalog-changed', 'agent', '', 'data', ARGV[4])
+end
+return changed
+"""
+
+#: KEYS leases, events; ARGV agent key prefix. An atomic snapshot for `reset`:
+#: the agents and the id of the last event they include. Agent keys are built
+#: from the prefix (same hash slot as KEYS, so safe on Redis Cluster).
+SNAPSHOT_LUA = _NOW + """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  local h = redis.call('HMGET', ARGV[1] .. ids[i], 'doc', 'registered_at', 'updated_at')
+  if h[1] then table.insert(out, {ids[i], ids[i + 1], h[1], h[2], h[3]}) end
+end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local lid = '0-0'
+if #last > 0 then lid = last[1][1] end
+return {lid, now, out}
+"""
+
+BREAKER_CRITICAL = frozenset({"open", "half_open"})
+_REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
+
+
+@asynccontextmanager
+async def redis_errors(what: str) -> AsyncIterator[None]:
+    """Re-raise Redis connection trouble as RedisUnavailableError."""
+    try:
+        yield
+    except _REDIS_ERRORS as exc:
+        raise RedisUnavailableError(f"redis unavailable during {what}: {exc}") from exc
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class RegisterOutcome:
+    kind: str  # registered | updated | same
+    registration: Registration
+    event_id: str | None
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    protected: bool
+    evicted: int
+    expired_seen: int
+    live: int
+    protection_changed: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    last_id: str
+    agents: list[Registration]
+
+
+class RegistryStore:
+    """Async access to one swarm's registry state; one per process, shared by all requests."""
+
+    def __init__(self, redis: aioredis.Redis, swarm: str, *, events_maxlen: int = 10_000) -> None:
+        self.redis = redis
+        self.swarm = swarm
+        self.keys = SwarmKeys(swarm)
+        self.events_maxlen = events_maxlen
+        self._register = redis.register_script(REGISTER_LUA)
+        self._heartbeat = redis.register_script(HEARTBEAT_LUA)
+        self._deregister = redis.register_script(DEREGISTER_LUA)
+        self._sweep = redis.register_script(SWEEP_LUA)
+        self._grace = redis.register_script(GRACE_LUA)
+        self._catalog = redis.register_script(CATALOG_LUA)
+        self._snapshot = redis.register_script(SNAPSHOT_LUA)
+        self._catalog_cache: tuple[bytes, CatalogState] | None = None
+
+    # -- catalog ---------------------------------------------------------------
+
+    async def put_catalog(self, catalog: RegistryCatalog, revision: str | None, digest: str) -> CatalogPutResult:
+        state = CatalogState(revision=revision, digest=digest, catalog=catalog)
+        summary = canonical_json({"revision": revision, "digest": digest, "changed": True})
+        async with redis_errors("catalog push"):
+            changed = await self._catalog(
+                keys=[self.keys.catalog, self.keys.events],
+                args=[canonical_json(state.model_dump(mode="json")), digest, self.events_maxlen, summary],
+            )
+        return CatalogPutResult(revision=revision, digest=digest, changed=bool(changed))
+
+    async def get_catalog(self) -> CatalogState | None:
+        """The stored catalog; parsed once per distinct stored value."""
+        async with redis_errors("catalog read"):
+            raw = await self.redis.get(self.keys.catalog)
+        if raw is None:
+            return None
+        cached = self._catalog_cache
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        state = CatalogState.model_validate_json(raw)
+        self._catalog_cache = (raw, state)
+        return state
+
+    # -- registrations -----------------------------------------------------------
+
+    async def register(self, fields: AgentFields, catalog: RegistryCatalog | None) -> RegisterOutcome:
+        doc = canonical_json(fields.model_dump(mode="json"))
+        args: list[Any] = [
+            fields.agent_id, doc, fields.ttl_seconds * 1000, fields.version, self.events_maxlen,
+            fields.health_url or "",
+        ]
+        for name, value in immutable_values(fields):
+            args += [name, value]
+        async with redis_errors("register"):
+            res = await self._register(
+                keys=[self.keys.agent(fields.agent_id), self.keys.leases, self.keys.events], args=args
+            )
+        kind = _s(res[0])
+        if kind == "conflict":
+            changed = [_s(f) for f in res[1]]
+            raise FieldConflictError(
+                f"agent {fields.agent_id!r} is registered at version {fields.version} with different "
+                f"{', '.join(changed)}; change the version to change them",
+                changed,
+            )
+        reg = Registration(
+            **fields.model_dump(),
+            registered_at=int(res[1]),
+            updated_at=int(res[2]),
+            lease_expires_at=int(res[3]),
+            heartbeat_interval=heartbeat_interval(catalog, fields.ttl_seconds),
+        )
+        return RegisterOutcome(kind=kind, registration=reg, event_id=_s(res[4]) or None)
+
+    async def heartbeat(self, agent_id: str) -> tuple[int, int] | None:
+        """(new expiry ms, ttl ms), or None when the agent has no registration."""
+        async with redis_errors("heartbeat"):
+            res = await self._heartbeat(keys=[self.keys.leases, self.keys.agent(agent_id)], args=[agent_id])
+        if int(res[0]) < 0:
+            return None
+        return int(res[0]), int(res[1])
+
+    async def deregister(self, agent_id: str) -> str | None:
+        """Remove the registration; the event id, or None when it was already gone."""
+        async with redis_errors("deregister"):
+            sid = await self._deregister(
+                keys=[self.keys.leases, self.keys.agent(agent_id), self.keys.events],
+                args=[agent_id, self.events_maxlen],
+            )
+        return _s(sid) or None
+
+    async def get(self, agent_id: str, catalog: RegistryCatalog | None) -> Registration | None:
+        async with redis_errors("agent read"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.zscore(self.keys.leases, agent_id)
+                pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
+                pipe.hget(self.keys.breaker(agent_id), "state")
+                now, score, row, breaker = await pipe.execute()
+        if score is None or row[0] is None:
+            return None
+        return _registration(row, int(score), _now_ms(now), breaker, catalog)
+
+    async def list(self, catalog: RegistryCatalog | None) -> list[Registration]:
+        """Every registered agent (live or expiring), sorted by id."""
+        async with redis_errors("agent list"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.zrange(self.keys.leases, 0, -1, withscores=True)
+                now, leases = await pipe.execute()
+            ids = [_s(m) for m, _ in leases]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for agent_id in ids:
+                    pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
+                    pipe.hget(self.keys.breaker(agent_id), "state")
+                rows = await pipe.execute() if ids else []
+        now_ms = _now_ms(now)
+        out: list[Registration] = []
+        for i, (_, score) in enumerate(leases):
+            row, breaker = rows[2 * i], rows[2 * i + 1]
+            if row[0] is not None:
+                out.append(_registration(row, int(score), now_ms, breaker, catalog))
+        out.sort(key=lambda r: r.agent_id)
+        return out
+
+    # -- leases ------------------------------------------------------------------
+
+    async def sweep(self, *, min_protect: int, ratio: float) -> SweepOutcome:
+        """Evict expired leases unless that would be a mass eviction (then protect)."""
+        async with redis_errors("sweep"):
+            now = _now_ms(await self.redis.time())
+            ids = [_s(m) for m in await self.redis.zrangebyscore(self.keys.leases, "-inf", now)]
+            res = await self._sweep(
+                keys=[self.keys.leases, self.keys.events, self.keys.protection, *map(self.keys.agent, ids)],
+                args=[self.events_maxlen, min_protect, ratio, *ids],
+            )
+        return SweepOutcome(
+            protected=_s(res[0]) == "protected",
+            evicted=int(res[1]),
+            expired_seen=int(res[2]),
+            live=int(res[3]),
+            protection_changed=bool(int(res[4])),
+        )
+
+    async def grace(self) -> int:
+        """Give every lease at least one full TTL from now; the number extended."""
+        async with redis_errors("grace"):
+            ids = [_s(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
+            if not ids:
+                return 0
+            return int(await self._grace(keys=[self.keys.leases, *map(self.keys.agent, ids)], args=ids))
+
+    async def protection(self) -> bool:
+        async with redis_errors("protection read"):
+            return bool(await self.redis.exists(self.keys.protection))
+
+    async def run_id(self) -> str:
+        """Redis's run id; it changes when the server restarts (then leases get grace)."""
+        async with redis_errors("info"):
+            info = await self.redis.info("server")
+        return str(info.get("run_id", ""))
+
+    async def reconcile_status(self) -> dict[str, Any] | None:
+        async with redis_errors("status read"):
+            raw = await self.redis.get(self.keys.status)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {"unparsable": _s(raw)[:1000]}
+        return value if isinstance(value, dict) else {"value": value}
+
+    async def ping(self) -> bool:
+        try:
+            async with redis_errors("ping"):
+                return bool(await self.redis.ping())
+        except RedisUnavailableError:
+            return False
+
+    # -- events ------------------------------------------------------------------
+
+    async def snapshot(self, catalog: RegistryCatalog | None) -> Snapshot:
+        async with redis_errors("snapshot"):
+            res = await self._snapshot(keys=[self.keys.leases, self.keys.events], args=[self.keys.agent("")])
+        now = int(res[1])
+        agents = []
+        for agent_id, score, doc, reg_at, upd_at in res[2]:
+            breaker = await self.redis.hget(self.keys.breaker(_s(agent_id)), "state")
+            agents.append(_registration([doc, reg_at, upd_at], int(float(score)), now, breaker, catalog))
+        return Snapshot(last_id=_s(res[0]), agents=agents)
+
+    async def events_after(self, last_id: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""
+        async with redis_errors("event read"):
+            entries = await self.redis.xrange(self.keys.events, min="(" + last_id, max="+", count=count)
+        return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in entries]
+
+    async def trimmed_past(self, last_id: str) -> bool:
+        """Whether events after ``last_id`` were trimmed away (resume would have a gap)."""
+        async with redis_errors("stream info"):
+            try:
+                info = await self.redis.xinfo_stream(self.keys.events)
+            except rexc.ResponseError:
+                return False  # no stream yet: nothing was ever trimmed
+        deleted = _s(info.get("max-deleted-entry-id", "0-0"))
+        return _id_tuple(last_id) < _id_tuple(deleted)
+
+    async def last_event_id(self) -> str:
+        async with redis_errors("stream read"):
+            last = await self.redis.xrevrange(self.keys.events, "+", "-", count=1)
+        return _s(last[0][0]) if last else "0-0"
+
+
+class FieldConflictError(ConflictError):
+    """Immutable fields changed at the same version; ``fields`` names them (409)."""
+
+    def __init__(self, message: str, fields: Sequence[str]) -> None:
+        super().__init__(message)
+        self.fields = list(fields)
+
+
+def _now_ms(time_reply: Any) -> int:
+    seconds, micros = time_reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def parse_stream_id(value: str) -> str | None:
+    """A normalized ``ms-seq`` stream id, or None when ``value`` is not one."""
+    try:
+        ms, seq = _id_tuple(value.strip())
+    except ValueError:
+        return None
+    if ms < 0 or seq < 0 or ms >= 2**64 or seq >= 2**64:
+        return None
+    return f"{ms}-{seq}"
+
+
+def _registration(
+    row: Sequence[Any], expiry: int, now: int, breaker: Any, catalog: RegistryCatalog | None
+) -> Registration:
+    data = json.loads(row[0])
+    ttl = int(data["ttl_seconds"])
+    if expiry <= now:
+        status = "expiring"
+    elif breaker is not None and _s(breaker) in BREAKER_CRITICAL:
+        status = "critical"
+    else:
+        status = "healthy"
+    return Registration(
+        **data,
+        registered_at=int(row[1]),
+        updated_at=int(row[2]),
+        lease_expires_at=expiry,
+        heartbeat_interval=heartbeat_interval(catalog, ttl),
+        status=status,
+    )

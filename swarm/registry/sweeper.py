@@ -1,0 +1,121 @@
+"""The lease sweeper: evicts expired agents, guards against mass eviction, grants grace.
+
+Runs as a background task in the registry app's lifespan (``server.py``), one per
+process. Safe with several processes on one swarm because every decision is made
+inside Redis (``store.SWEEP_LUA``): the script re-checks each lease and the one
+that ZREMs it emits the single ``expired`` event.
+
+Mass-eviction guard: when more than ``ratio`` (half) of the registered agents and
+at least ``min_protect`` (10) would expire in one sweep, nothing is evicted and
+``swarm:{N}:protection`` is set (shown in /status, /health and the
+``swarm_registry_protection_mode`` gauge). That pattern means the registry or its
+network failed, not the agents. Protection ends by itself as soon as a sweep
+finds few enough expired leases (heartbeats renew even expired-but-not-evicted
+leases), and then the remaining expired ones are evicted normally.
+
+Grace: when this process starts, and whenever Redis comes back (a failed sweep,
+or a changed Redis ``run_id`` after a restart), every lease is extended to at
+least one full TTL from now (``store.GRACE_LUA``) before anything is evicted, so
+agents that could not heartbeat while Redis or the registry was away are not
+evicted for it. We extend leases instead of keeping a "grace-until" timestamp
+because the extension lives in Redis, is monotone (any number of processes may
+apply it) and heartbeats keep working unchanged during the grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from swarm.errors import RedisUnavailableError
+from swarm.registry.metrics import RegistryMetrics
+from swarm.registry.models import SweepInfo
+from swarm.registry.store import RegistryStore
+
+log = logging.getLogger("swarm.registry.sweeper")
+
+MIN_INTERVAL = 0.1
+
+
+class LeaseSweeper:
+    """``await LeaseSweeper(store, ...).run(stop_event)``; ``tick()`` does one pass."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        metrics: RegistryMetrics,
+        *,
+        interval: float | None,
+        ttl_seconds: Callable[[], Awaitable[float | None]],
+        min_protect: int = 10,
+        ratio: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.fixed_interval = interval
+        self.ttl_seconds = ttl_seconds
+        self.min_protect = min_protect
+        self.ratio = ratio
+        self.last: SweepInfo | None = None
+        self.protected = False
+        self.graces = 0
+        self._run_id: str | None = None
+        self._need_grace = True
+
+    async def interval(self) -> float:
+        if self.fixed_interval is not None:
+            return self.fixed_interval
+        try:
+            ttl = await self.ttl_seconds()
+        except RedisUnavailableError:
+            ttl = None
+        return max(MIN_INTERVAL, (ttl or 10.0) / 10)
+
+    async def tick(self) -> SweepInfo | None:
+        """Grace if Redis is new to us, then one sweep; None when Redis is unreachable."""
+        try:
+            run_id = await self.store.run_id()
+            if self._need_grace or run_id != self._run_id:
+                extended = await self.store.grace()
+                self.graces += 1
+                log.info("lease grace applied (redis run_id %s): %d leases extended", run_id, extended)
+                self._run_id = run_id
+                self._need_grace = False
+            outcome = await self.store.sweep(min_protect=self.min_protect, ratio=self.ratio)
+        except RedisUnavailableError as exc:
+            self._need_grace = True
+            self.metrics.sweeps.labels(result="error").inc()
+            log.warning("sweep skipped: %s", exc)
+            return None
+        if outcome.protected and not self.protected:
+            log.warning(
+                "mass-eviction protection ON: %d of %d leases expired at once; evicting none",
+                outcome.expired_seen, outcome.live,
+            )
+        elif self.protected and not outcome.protected:
+            log.warning("mass-eviction protection OFF: renewals returned")
+        self.protected = outcome.protected
+        self.metrics.protection.set(1 if outcome.protected else 0)
+        self.metrics.evictions.inc(outcome.evicted)
+        self.metrics.sweeps.labels(result="protected" if outcome.protected else "swept").inc()
+        self.last = SweepInfo(
+            at=time.time(),
+            evicted=outcome.evicted,
+            expired_seen=outcome.expired_seen,
+            live=outcome.live,
+            protected=outcome.protected,
+        )
+        return self.last
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        while not stop_event.is_set():
+            try:
+                await self.tick()
+            except Exception:  # a bug must not stop eviction for good: log, retry next tick
+                log.exception("sweep failed")
+            try:
+                await asyncio.wait_for(stop_event.wait(), timeout=await self.interval())
+            except asyncio.TimeoutError:
+                pass

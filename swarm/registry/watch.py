@@ -1,0 +1,196 @@
+"""GET /agents/watch: Server-Sent Events of registry changes, fanned out from ONE reader.
+
+The server creates one :class:`WatchHub` per process in its lifespan. The hub's
+single background task reads ``swarm:{N}:events`` with ``XREAD BLOCK`` on its own
+Redis connection (``socket_timeout=None``: redis-py 8's default 5 s socket timeout
+would break a long block) and hands every entry to each client's bounded buffer.
+A client that falls ``queue_size`` events behind is disconnected; it resumes with
+Last-Event-ID, so nothing is lost, and a slow client cannot stall the others.
+
+No gap, no repeat: a client subscribes to the hub *before* it reads its backlog
+with XRANGE (exclusive start), then skips every live entry whose id it has
+already sent; ids are the stream's, strictly increasing. A resume id older than
+what the capped stream still holds (``XINFO STREAM`` max-deleted-entry-id is past
+it) gets ``event: reset`` carrying an atomic snapshot of all agents and the id of
+the last event it includes, then continues from there.
+
+Filters ``capability`` and ``topic`` apply to events that carry an agent
+registration; events without one (catalog-changed, a prober's health events
+without those fields) always pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any, AsyncIterator
+
+import redis.asyncio as aioredis
+
+from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
+from swarm.errors import RedisUnavailableError
+
+log = logging.getLogger("swarm.registry.watch")
+
+Entry = tuple[str, dict[str, str]]
+
+
+class Subscriber:
+    """One SSE client's bounded buffer of entries."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: deque[Entry] = deque()
+        self.wakeup = asyncio.Event()
+        self.overflowed = False
+
+    def offer(self, entry: Entry) -> None:
+        if len(self.items) >= self.limit:
+            self.overflowed = True
+        else:
+            self.items.append(entry)
+        self.wakeup.set()
+
+    async def next(self, timeout: float | None = None) -> Entry | None:
+        """The next entry; None on overflow or timeout."""
+        while not self.items and not self.overflowed:
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        if self.overflowed:
+            return None
+        return self.items.popleft()
+
+
+class WatchHub:
+    """One XREAD BLOCK reader per process, fanning out to every subscriber."""
+
+    def __init__(self, reader: aioredis.Redis, store: RegistryStore, *, queue_size: int = 1000,
+                 block_ms: int = 5000) -> None:
+        self.reader = reader
+        self.store = store
+        self.queue_size = queue_size
+        self.block_ms = block_ms
+        self.subscribers: set[Subscriber] = set()
+        self.position: str | None = None
+        self.reads = 0
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber(self.queue_size)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        key = self.store.keys.events
+        while not stop_event.is_set():
+            try:
+                if self.position is None:
+                    self.position = await self.store.last_event_id()
+                async with redis_errors("watch read"):
+                    reply = await self.reader.xread({key: self.position}, count=1000, block=self.block_ms)
+            except RedisUnavailableError as exc:
+                log.warning("watch reader: %s; retrying", exc)
+                await _sleep_or_stop(stop_event, 0.5)
+                continue
+            self.reads += 1
+            for _stream, entries in reply or []:
+                for raw_id, fields in entries:
+                    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                    decoded = {_str(k): _str(v) for k, v in fields.items()}
+                    self.position = entry_id
+                    for sub in list(self.subscribers):
+                        sub.offer((entry_id, decoded))
+
+
+async def _sleep_or_stop(stop_event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop_event.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def matches(data: Any, capability: str | None, topic: str | None) -> bool:
+    """Whether an event's data passes the capability/topic filters."""
+    if not isinstance(data, dict):
+        return True
+    if capability is not None and "capabilities" in data:
+        if capability not in (data.get("capabilities") or []):
+            return False
+    if topic is not None and isinstance(data.get("topics"), dict):
+        topics = data["topics"]
+        if topic not in (topics.get("publish") or []) and topic not in (topics.get("subscribe") or []):
+            return False
+    return True
+
+
+def sse_event(entry: Entry, capability: str | None, topic: str | None) -> dict[str, str] | None:
+    """The SSE dict (id, event, data) of a stream entry, or None when filtered out."""
+    entry_id, fields = entry
+    raw = fields.get("data", "{}")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not matches(data, capability, topic):
+        return None
+    return {"id": entry_id, "event": fields.get("type", "message"), "data": raw}
+
+
+async def event_stream(
+    hub: WatchHub,
+    sub: Subscriber,
+    *,
+    start_after: str,
+    reset: bool,
+    capability: str | None,
+    topic: str | None,
+) -> AsyncIterator[dict[str, str]]:
+    """Yield backlog then live events for one subscribed client; unsubscribes at the end."""
+    store = hub.store
+    sent = start_after
+    try:
+        if reset:
+            catalog_state = await store.get_catalog()
+            snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
+            agents = [
+                a.model_dump(mode="json")
+                for a in snap.agents
+                if matches(a.model_dump(mode="json"), capability, topic)
+            ]
+            sent = snap.last_id
+            yield {"id": sent, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
+        while True:  # backlog, page by page
+            page = await store.events_after(sent)
+            for entry in page:
+                sent = entry[0]
+                event = sse_event(entry, capability, topic)
+                if event is not None:
+                    yield event
+            if len(page) < 1000:
+                break
+        while True:
+            entry = await sub.next()
+            if entry is None:
+                log.info("watch client fell %d events behind; disconnecting it", sub.limit)
+                return
+            if _id_tuple(entry[0]) <= _id_tuple(sent):
+                continue
+            sent = entry[0]
+            event = sse_event(entry, capability, topic)
+            if event is not None:
+                yield event
+    except RedisUnavailableError as exc:
+        log.warning("watch client ended: %s", exc)
+    finally:
+        hub.unsubscribe(sub)
