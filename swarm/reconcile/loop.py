@@ -53,7 +53,8 @@ from swarm.spec.loader import LoadedSpec, compute_digest, parse_spec_texts, read
 
 log = logging.getLogger("swarm.reconcile")
 
-LIVE_STATUSES = frozenset({"live", "healthy", "critical", "degraded"})
+LIVE_STATUSES = frozenset({"healthy", "critical", "live"})
+EXPIRED_STATUSES = frozenset({"expiring", "expired"})
 
 
 class StatusSink(Protocol):
@@ -323,12 +324,9 @@ class Reconciler:
         if out is None or self.config.rev:
             return  # with --rev the commit carries its own compiled output
         try:
-            from swarm import __version__
-            from swarm.compiler.output import write_output
-            from swarm.compiler.render import render
+            from swarm.compiler import compile_loaded, write_output
 
-            files = render(source.loaded.spec, source.digest, swarm_version=__version__)
-            write_output(files, out, source.loaded.spec.name)
+            write_output(compile_loaded(source.loaded), out, source.loaded.spec.name)
         except SwarmError as exc:
             log.warning("could not write compiled output to %s: %s", out, exc)
 
@@ -428,7 +426,7 @@ def live_summary(desired: DesiredState, actual: ActualState) -> LiveSummary:
     return LiveSummary(
         agents_declared=len(desired.registry.agents),
         agents_live=sum(1 for a in agents if a.status in LIVE_STATUSES),
-        agents_expired=sum(1 for a in agents if a.status == "expired"),
+        agents_expired=sum(1 for a in agents if a.status in EXPIRED_STATUSES),
         breakers_open=sorted(actual.bus.breakers_open),
         protection=actual.bus.protection,
         observed_at=now_iso(),

@@ -278,7 +278,7 @@ def plan_actions(
             Action(ActionKind.WRITE_BUS_SETTINGS, bus.swarm, "write the bus settings", tuple(_settings_changed(seen.settings, bus)))
         )
 
-    want_users = desired_user_rights(desired)
+    want_users = desired_user_rights(desired) if seen.users_managed else {}
     for aid, rights in sorted(want_users.items()):
         user = bus.agents[aid].redis_user
         have_rights = seen.users.get(aid)
@@ -292,7 +292,8 @@ def plan_actions(
                 )
             )
         elif have_rights != rights:
-            details = [f"gains publish on {t}" for t in sorted(rights.publish - have_rights.publish)]
+            details = [] if have_rights.enabled else ["is disabled: enable it"]
+            details += [f"gains publish on {t}" for t in sorted(rights.publish - have_rights.publish)]
             details += [f"loses publish on {t}" for t in sorted(have_rights.publish - rights.publish)]
             details += [f"gains subscribe on {t}" for t in sorted(rights.subscribe - have_rights.subscribe)]
             details += [f"loses subscribe on {t}" for t in sorted(have_rights.subscribe - rights.subscribe)]

@@ -37,6 +37,7 @@ class UserRights:
 
     publish: frozenset[str] = frozenset()
     subscribe: frozenset[str] = frozenset()
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class BusObservation:
     streams: frozenset[str] = frozenset()  # topic names whose stream exists
     groups: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> group names
     users: dict[str, UserRights] = field(default_factory=dict)  # agent id -> rights
+    users_managed: bool = True  # False without a bus secret: apply_bus writes no users
     acl: AclDocument | None = None
     settings: BusPlan | None = None
     breakers_open: tuple[str, ...] = ()

@@ -1,0 +1,284 @@
+"""``swarm plan``, ``swarm reconcile``, ``swarm status`` and ``swarm up`` (contract: issue 5).
+
+Wiring only: options → :class:`~swarm.reconcile.loop.ReconcileConfig`, the real
+ports from :mod:`swarm.reconcile.observe`, printing. The environment is read
+here and nowhere deeper: ``SWARM_ADMIN_TOKEN`` (else derived from
+``SWARM_REGISTRY_SECRET``) for the registry, ``SWARM_BUS_SECRET`` (else
+``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes.
+
+Exit codes: ``plan`` 0 no changes, 1 changes pending, 2 error; ``reconcile``
+0 in sync, 1 refused / invalid spec still enforcing the last valid one / dry-run
+with changes, 2 error; ``status`` 0 synced, 1 anything else, 2 no status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.errors import SpecError, SwarmError, TransientError
+
+
+def secrets_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """(admin token, bus secret) from the environment."""
+    env = os.environ if env is None else env
+    secret = env.get("SWARM_REGISTRY_SECRET") or None
+    admin = env.get("SWARM_ADMIN_TOKEN") or None
+    if admin is None and secret:
+        from swarm.registry.auth import admin_token
+
+        admin = admin_token(secret)
+    return admin, env.get("SWARM_BUS_SECRET") or secret
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
+    parser.add_argument("--registry-url", metavar="URL", help="override the spec's registry.url")
+    parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
+
+
+def _prune_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prune", action="store_true", help="delete registrations, streams, groups and Redis users no longer declared")
+    parser.add_argument("--force-prune", action="store_true", help="allow a prune that removes more than half of the agents or topics")
+    parser.add_argument("--rev", metavar="GIT_REF", help="read the spec from this git ref (a commit), not the working tree")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("plan", help="show what reconcile would change", description="Compile in memory, observe the live registry and Redis, print the ordered actions.")
+    _common(p)
+    _prune_flags(p)
+    p.set_defaults(handler=run_plan)
+
+    r = subparsers.add_parser("reconcile", help="make the live system equal the spec", description="Observe, plan, apply, verify and record status; once or on every change.")
+    _common(r)
+    _prune_flags(r)
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
+    mode.add_argument("--watch", action="store_true", help="reconcile on every save / commit and on the resync timer")
+    r.add_argument("--dry-run", action="store_true", help="print the plan; change nothing, write no status")
+    r.add_argument("--resync", type=float, default=30.0, metavar="SECONDS", help="resync timer (default 30)")
+    r.add_argument("--compiled-dir", default="compiled", metavar="DIR", help="where a new valid spec's compiled output is written (default compiled/; '' for nowhere)")
+    r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="--once: how long to retry transient faults (default 60)")
+    r.set_defaults(handler=run_reconcile)
+
+    s = subparsers.add_parser("status", help="show the reconcile status and a live summary")
+    _common(s)
+    s.add_argument("--swarm", metavar="NAME", help="swarm name, when the spec cannot be read")
+    s.set_defaults(handler=run_status)
+
+    u = subparsers.add_parser("up", help="local redis-server + registry + watch loop in one command")
+    u.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
+    u.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one in .swarm/")
+    u.add_argument("--demo", action="store_true", help="also start the compiled Python agents")
+    u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
+    u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
+    u.set_defaults(handler=run_up)
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Any:
+    from swarm.reconcile.loop import ReconcileConfig
+
+    return ReconcileConfig(
+        spec_paths=[Path(p) for p in (args.spec or ["specs"])],
+        rev=getattr(args, "rev", None),
+        prune=getattr(args, "prune", False),
+        force_prune=getattr(args, "force_prune", False),
+        registry_url=getattr(args, "registry_url", None),
+        redis_url=args.redis_url,
+        **extra,
+    )
+
+
+def _reconciler(config: Any) -> Any:
+    from swarm.reconcile.loop import Reconciler
+    from swarm.reconcile.observe import make_ports_factory
+
+    return Reconciler(config, make_ports_factory(*secrets_from_env()))
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from swarm.reconcile.plan import plan_actions
+    from swarm.reconcile.state import observe
+
+    config = _config(args, dry_run=True)
+    rec = _reconciler(config)
+    try:
+        source = rec.load()  # SpecError → the dispatcher prints every issue, exit 2
+        ports = rec.ports_for(source.desired)
+        actual = observe(ports.registry, ports.bus, source.desired.bus)
+        plan = plan_actions(source.desired, actual, prune=config.prune, force_prune=config.force_prune)
+    finally:
+        rec.close()
+    if args.output == "json":
+        print(json.dumps({"swarm": source.desired.registry.swarm, "digest": source.digest, **plan.to_dict()}, indent=2))
+    else:
+        print(plan.render())
+    return EXIT_OK if plan.empty else EXIT_DIFF
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def _print_pass(result: Any, output: str) -> None:
+    if output == "json":
+        status = result.status.model_dump(mode="json") if result.status is not None else None
+        print(json.dumps({"state": result.state, "applied": [a.to_dict() for a in result.applied], "status": status}), flush=True)
+        return
+    stamp = time.strftime("%H:%M:%S")
+    line = f"[{stamp}] {result.state}"
+    if result.status is not None and result.status.message:
+        line += f": {result.status.message}"
+    print(line, flush=True)
+    for action in result.applied:
+        print(f"    {action.description}", flush=True)
+    if isinstance(result.error, SpecError):
+        for issue in result.error.issues:
+            print(f"    {issue.format()}", file=sys.stderr, flush=True)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    config = _config(
+        args,
+        dry_run=args.dry_run,
+        resync_seconds=args.resync,
+        compiled_dir=Path(args.compiled_dir) if args.compiled_dir else None,
+    )
+    if args.watch:
+        return _watch(config, args.output)
+    rec = _reconciler(config)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            result = rec.run_pass("once")
+            if result.retry_in is None or time.monotonic() + result.retry_in > deadline:
+                break
+            print(f"waiting: {result.error} (retry in {result.retry_in:.1f}s)", file=sys.stderr, flush=True)
+            time.sleep(result.retry_in)
+    finally:
+        rec.close()
+    if config.dry_run and result.plan is not None:
+        if args.output == "json":
+            print(json.dumps(result.plan.to_dict(), indent=2))
+        else:
+            print(result.plan.render())
+        return EXIT_OK if result.plan.empty else EXIT_DIFF
+    if result.state == "invalid-spec" and result.status is None and isinstance(result.error, SpecError):
+        raise result.error  # nothing valid to enforce: the dispatcher prints it, exit 2
+    _print_pass(result, args.output)
+    if result.state == "synced":
+        return EXIT_OK
+    if result.state in ("refused", "invalid-spec"):
+        return EXIT_DIFF
+    return EXIT_INVALID
+
+
+def _watch(config: Any, output: str) -> int:
+    rec = _reconciler(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await rec.watch(stop, on_pass=lambda r: _print_pass(r, output))
+
+    print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
+    asyncio.run(main())
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _fallback_target(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(swarm, redis url) from a spec that does not validate, best effort."""
+    import yaml
+
+    from swarm.spec.loader import read_spec_files
+
+    try:
+        files = read_spec_files(args.spec or "specs")
+    except SpecError:
+        return None
+    for raw in files.values():
+        try:
+            docs = list(yaml.safe_load_all(raw))
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "Swarm":
+                name = (doc.get("metadata") or {}).get("name")
+                url = (doc.get("bus") or {}).get("redis_url") or "redis://127.0.0.1:6379/0"
+                if isinstance(name, str):
+                    return name, str(url)
+    return None
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from swarm.reconcile.loop import live_summary
+    from swarm.reconcile.observe import RedisBusPort
+    from swarm.reconcile.state import observe
+    from swarm.reconcile.status import parse_status
+
+    rec = _reconciler(_config(args))
+    live = None
+    try:
+        try:
+            source = rec.load()
+            name, url = source.desired.bus.swarm, args.redis_url or source.desired.bus.settings.redis_url
+        except SpecError:
+            source = None
+            target = _fallback_target(args)
+            if args.swarm:
+                target = (args.swarm, args.redis_url or (target[1] if target else "redis://127.0.0.1:6379/0"))
+            if target is None:
+                raise
+            name, url = target[0], args.redis_url or target[1]
+        store = RedisBusPort(url, name, bus_secret=None)
+        try:
+            status = parse_status(store.read_status())
+        finally:
+            store.close()
+        if source is not None:
+            try:
+                ports = rec.ports_for(source.desired)
+                live = live_summary(source.desired, observe(ports.registry, ports.bus, source.desired.bus))
+            except TransientError as exc:
+                print(f"swarm: live summary unavailable: {exc}", file=sys.stderr)
+    finally:
+        rec.close()
+    if status is None:
+        print(f"swarm: no reconcile status for swarm {name!r} in {url} (has `swarm reconcile` run?)", file=sys.stderr)
+        return EXIT_INVALID
+    if live is not None:
+        status.live = live
+    if args.output == "json":
+        print(json.dumps(status.model_dump(mode="json"), indent=2))
+    else:
+        print(status.render())
+    return EXIT_OK if status.state == "synced" else EXIT_DIFF
+
+
+# --------------------------------------------------------------------------- up
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from swarm.reconcile.up import UpOptions, run_up as up
+
+    try:
+        return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
+                            demo=args.demo, prune=args.prune, state_dir=Path(args.state_dir)))
+    except SwarmError:
+        raise

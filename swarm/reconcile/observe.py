@@ -1,0 +1,268 @@
+"""The real ports: the registry over HTTP (httpx) and the bus objects in Redis (redis-py).
+
+Built by :func:`make_ports` for the reconcile loop (``swarm plan``, ``reconcile``,
+``status``, ``up``). Each adapter is synchronous — the loop runs a whole pass in
+a worker thread — and turns every library error into a :mod:`swarm.errors` type:
+connection problems and 5xx become :class:`~swarm.errors.TransientError`
+subclasses (the loop retries them), everything else a
+:class:`~swarm.errors.PermanentError`.
+
+Creation on the bus is delegated to :func:`swarm.bus.apply.apply_bus` (async,
+the same code as ``swarm bus apply``), run on a private event loop per call;
+deletions are single Redis commands done here, one object per action, so a
+prune does exactly what the plan printed.
+
+Observation is pipelined: one SCAN for the swarm's streams, one pipeline for
+their consumer groups, the ACL/bus documents, the Redis users, the open
+breakers and the protection flag — a pass costs a few round trips however many
+agents the swarm has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Iterator
+
+import httpx
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
+from swarm.errors import (
+    AuthError,
+    BusError,
+    PermanentError,
+    RedisUnavailableError,
+    RegistryUnavailableError,
+)
+from swarm.keys import SwarmKeys
+from swarm.reconcile.state import BusObservation, LiveAgent, UserRights
+
+from contextlib import contextmanager
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class HttpRegistryPort:
+    """:class:`~swarm.reconcile.state.RegistryPort` over the registry's HTTP API."""
+
+    def __init__(self, url: str, admin_token: str | None, *, timeout: float = 5.0) -> None:
+        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=2.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise RegistryUnavailableError(f"registry at {self.url}: {exc or type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise RegistryUnavailableError(
+                f"registry at {self.url}: {method} {path} answered {response.status_code}: {response.text[:200]}",
+                delay=float(response.headers.get("retry-after", "1") or 1),
+            )
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"registry at {self.url}: {method} {path} refused ({response.status_code}): {response.text[:200]}; "
+                "is SWARM_ADMIN_TOKEN set to the registry's admin token?"
+            )
+        return response
+
+    def get_catalog(self) -> RegistryCatalog | None:
+        response = self._call("GET", "/catalog")
+        if response.status_code == 404:
+            return None
+        _expect(response, 200, "GET /catalog")
+        return RegistryCatalog.model_validate(response.json()["catalog"])
+
+    def list_agents(self) -> dict[str, LiveAgent]:
+        response = self._call("GET", "/agents")
+        _expect(response, 200, "GET /agents")
+        return {
+            a["agent_id"]: LiveAgent(
+                agent_id=a["agent_id"], status=str(a.get("status", "healthy")), version=a.get("version"), role=a.get("role")
+            )
+            for a in response.json().get("agents", [])
+        }
+
+    def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
+        body = {"revision": revision, "catalog": catalog.model_dump(mode="json")}
+        _expect(self._call("PUT", "/catalog", json=body), (200, 201), "PUT /catalog")
+
+    def evict(self, agent_id: str) -> None:
+        response = self._call("DELETE", f"/agents/{agent_id}")
+        _expect(response, (200, 204, 404), f"DELETE /agents/{agent_id}")
+
+
+def _expect(response: httpx.Response, ok: int | tuple[int, ...], what: str) -> None:
+    codes = ok if isinstance(ok, tuple) else (ok,)
+    if response.status_code not in codes:
+        raise PermanentError(f"registry: {what} answered {response.status_code}: {response.text[:300]}")
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@contextmanager
+def redis_errors(url: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise RedisUnavailableError(f"redis at {url}: {what}: {exc}") from exc
+    except RedisError as exc:
+        raise BusError(f"redis at {url}: {what} refused: {exc}") from exc
+
+
+def parse_user_rights(info: dict[str, Any] | None, keys: SwarmKeys) -> UserRights | None:
+    """Topics a Redis user may XADD to / XREADGROUP from, read from ACL GETUSER selectors."""
+    if info is None:
+        return None
+    stream_prefix = keys.topic("")
+    publish: set[str] = set()
+    subscribe: set[str] = set()
+    for selector in info.get("selectors") or []:
+        fields = dict(zip(selector[::2], selector[1::2])) if isinstance(selector, list) else dict(selector)
+        commands = str(fields.get("commands", "")).split()
+        patterns = str(fields.get("keys", "")).split()
+        if "+xadd" in commands:
+            publish |= {p[len("%W~" + stream_prefix):] for p in patterns if p.startswith("%W~" + stream_prefix)}
+        if "+xreadgroup" in commands:
+            subscribe |= {p[len("~" + stream_prefix):] for p in patterns if p.startswith("~" + stream_prefix)}
+    return UserRights(publish=frozenset(publish), subscribe=frozenset(subscribe), enabled=bool(info.get("enabled", True)))
+
+
+class RedisBusPort:
+    """:class:`~swarm.reconcile.state.BusPort` and the status store, on one Redis."""
+
+    def __init__(self, url: str, swarm: str, *, bus_secret: str | None) -> None:
+        self.url = url
+        self.keys = SwarmKeys(swarm)
+        self.bus_secret = bus_secret
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def observe(self, bus: BusPlan) -> BusObservation:
+        keys = self.keys
+        with redis_errors(self.url, "observe"):
+            streams = sorted(self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000))
+            breakers = sorted(self._redis.scan_iter(match=keys.breaker_pattern, count=1000))
+            user_prefix = keys.redis_user("")
+            users = sorted(u for u in self._redis.acl_users() if u.startswith(user_prefix)) if self.bus_secret else []
+            pipe = self._redis.pipeline(transaction=False)
+            for s in streams:
+                pipe.xinfo_groups(s)
+            pipe.get(keys.acl)
+            pipe.get(keys.bus)
+            pipe.get(keys.protection)
+            for b in breakers:
+                pipe.hget(b, "state")
+            for u in users:
+                pipe.acl_getuser(u)
+            replies = pipe.execute(raise_on_error=False)
+        it = iter(replies)
+        topic_prefix = keys.topic("")
+        groups: dict[str, frozenset[str]] = {}
+        for s in streams:
+            reply = next(it)
+            groups[s[len(topic_prefix):]] = (
+                frozenset() if isinstance(reply, Exception) else frozenset(str(g["name"]) for g in reply)
+            )
+        acl_raw, bus_raw, protection = next(it), next(it), next(it)
+        open_breakers = []
+        for b in breakers:
+            state = next(it)
+            if state == "open":
+                open_breakers.append(b[len(keys.breaker("")):])
+        rights: dict[str, UserRights] = {}
+        for u in users:
+            info = next(it)
+            parsed = None if isinstance(info, Exception) else parse_user_rights(info, keys)
+            # only users whose keys live in this swarm (swarm "research-x" shares the name prefix)
+            if parsed is not None and keys.prefix in repr(info):
+                rights[u[len(user_prefix):]] = parsed
+        return BusObservation(
+            streams=frozenset(groups),
+            groups=groups,
+            users=rights,
+            users_managed=bool(self.bus_secret),
+            acl=_parse(AclDocument, acl_raw),
+            settings=_parse(BusPlan, bus_raw),
+            breakers_open=tuple(open_breakers),
+            protection=protection == "1",
+        )
+
+    def apply(self, bus: BusPlan, acl: AclDocument) -> None:
+        from redis import asyncio as aioredis
+
+        from swarm.bus.apply import apply_bus
+
+        async def run() -> None:
+            client = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+            try:
+                await apply_bus(client, bus, acl, prune=False, secret=self.bus_secret)
+            finally:
+                await client.aclose()
+
+        with redis_errors(self.url, "bus apply"):
+            asyncio.run(run())
+
+    def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:
+        with redis_errors(self.url, f"delete consumer group {group} of {topic}"):
+            try:
+                self._redis.xgroup_destroy(self.keys.topic(topic), group)
+            except ResponseError as exc:
+                if "no such key" not in str(exc).lower():
+                    raise
+
+    def delete_stream(self, bus: BusPlan, topic: str) -> None:
+        with redis_errors(self.url, f"delete stream of {topic}"):
+            self._redis.delete(self.keys.topic(topic), self.keys.dead_letter(topic))
+
+    def delete_user(self, bus: BusPlan, agent_id: str) -> None:
+        with redis_errors(self.url, f"delete Redis user of {agent_id}"):
+            self._redis.acl_deluser(self.keys.redis_user(agent_id))
+
+    # -- status store (StatusSink) ---------------------------------------------
+
+    def read_status(self) -> str | None:
+        with redis_errors(self.url, "read status"):
+            value = self._redis.get(self.keys.status)
+        return None if value is None else str(value)
+
+    def write_status(self, text: str) -> None:
+        with redis_errors(self.url, "write status"):
+            self._redis.set(self.keys.status, text)
+
+
+def _parse(model: Any, raw: object) -> Any:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except ValueError:
+        return None
+
+
+def make_ports_factory(admin_token: str | None, bus_secret: str | None) -> Callable[..., Any]:
+    """A :data:`~swarm.reconcile.loop.PortsFactory` building the real adapters."""
+    from swarm.reconcile.loop import Ports, ReconcileConfig
+
+    def factory(desired: DesiredState, config: ReconcileConfig) -> Ports:
+        registry = HttpRegistryPort(config.registry_url or desired.registry.settings.url, admin_token)
+        bus = RedisBusPort(config.redis_url or desired.bus.settings.redis_url, desired.bus.swarm, bus_secret=bus_secret)
+
+        def close() -> None:
+            registry.close()
+            bus.close()
+
+        return Ports(registry=registry, bus=bus, status=bus, close=close)
+
+    return factory

@@ -1,0 +1,135 @@
+"""The Redis bus port against a real redis-server: observe, apply (bus apply code), prune, drift."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.desired import DesiredState
+from swarm.errors import RedisUnavailableError
+from swarm.keys import SwarmKeys
+from swarm.reconcile.loop import Ports, ReconcileConfig, Reconciler
+from swarm.reconcile.observe import RedisBusPort
+from swarm.reconcile.plan import ActionKind, plan_actions
+from swarm.reconcile.state import ActualState, RegistryObservation
+from swarm.reconcile.status import parse_status
+from tests.reconcile.fakes import FakeRegistry
+from tests.reconcile.specdata import REPO, desired_from_docs, edit, example_docs, swarm_doc
+from tests.support.services import RedisServer
+
+SECRET = "test-bus-secret"
+KEYS = SwarmKeys("research")
+
+
+def _actual(port: RedisBusPort, desired: DesiredState) -> ActualState:
+    return ActualState(registry=RegistryObservation(catalog=desired.registry), bus=port.observe(desired.bus))
+
+
+def test_apply_then_observe_is_converged(redis_server: RedisServer) -> None:
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    try:
+        first = plan_actions(desired, _actual(port, desired))
+        assert {a.kind for a in first.actions} >= {ActionKind.CREATE_STREAM, ActionKind.PUT_REDIS_USER}
+        port.apply(desired.bus, desired.acl)
+        seen = port.observe(desired.bus)
+        assert seen.streams == frozenset(desired.bus.topics)
+        assert seen.groups["results.research"] == {"architect", "auditor", "reviewer"}
+        assert seen.users["summarizer"].publish == {"results.research", "results.summary"}
+        assert plan_actions(desired, _actual(port, desired)).empty
+    finally:
+        port.close()
+
+
+def test_hand_deleted_acl_key_and_user_are_planned_back(redis_server: RedisServer) -> None:
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    try:
+        port.apply(desired.bus, desired.acl)
+        client.delete(KEYS.acl)
+        client.acl_deluser(KEYS.redis_user("reviewer"))
+        client.execute_command("ACL", "SETUSER", KEYS.redis_user("summarizer"), "off")
+        kinds = sorted((a.kind.value, a.target) for a in plan_actions(desired, _actual(port, desired)).actions)
+        assert kinds == [
+            ("put-redis-user", "reviewer"),
+            ("put-redis-user", "summarizer"),
+            ("write-acl-table", "research"),
+        ]
+        port.apply(desired.bus, desired.acl)
+        assert plan_actions(desired, _actual(port, desired)).empty
+    finally:
+        client.close()
+        port.close()
+
+
+def test_prune_deletes_exactly_what_the_plan_says(redis_server: RedisServer) -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    try:
+        port.apply(desired.bus, desired.acl)
+        changed = edit(docs)
+        sw = swarm_doc(changed)
+        sw["topics"] = [t for t in sw["topics"] if t["name"] != "tasks.admin.reset"]
+        changed = [d for d in changed if d.get("id") != "reviewer"]
+        desired2 = desired_from_docs(changed)
+        plan = plan_actions(desired2, _actual(port, desired2), prune=True)
+        assert plan.refused is None
+        for action in plan.actions:
+            if action.kind is ActionKind.DELETE_STREAM:
+                port.delete_stream(desired2.bus, action.target)
+            elif action.kind is ActionKind.DELETE_GROUP:
+                assert action.group is not None
+                port.delete_group(desired2.bus, action.target, action.group)
+            elif action.kind is ActionKind.DELETE_REDIS_USER:
+                port.delete_user(desired2.bus, action.target)
+        port.apply(desired2.bus, desired2.acl)
+        seen = port.observe(desired2.bus)
+        assert "tasks.admin.reset" not in seen.streams and "reviewer" not in seen.users
+        assert "reviewer" not in seen.groups["results.research"]
+        assert plan_actions(desired2, _actual(port, desired2), prune=True).empty
+    finally:
+        port.close()
+
+
+def test_unreachable_redis_is_transient(redis_server: RedisServer) -> None:
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    redis_server.stop()
+    try:
+        with pytest.raises(RedisUnavailableError, match="redis at"):
+            port.observe(desired.bus)
+        with pytest.raises(RedisUnavailableError):
+            port.apply(desired.bus, desired.acl)
+    finally:
+        port.close()
+
+
+def test_reconciler_heals_drift_and_keeps_status_in_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    spec_dir = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", spec_dir)
+    registry = FakeRegistry()
+    bus = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+
+    def factory(_d: DesiredState, _c: ReconcileConfig) -> Ports:
+        return Ports(registry=registry, bus=bus, status=bus)
+
+    rec = Reconciler(ReconcileConfig(spec_paths=[spec_dir], redis_url=redis_server.url), factory)
+    client: Any = redis_server.client(decode_responses=True)
+    try:
+        assert rec.run_pass("start").state == "synced"
+        client.delete(KEYS.acl)
+        result = rec.run_pass("resync")
+        assert [a.kind for a in result.applied] == [ActionKind.WRITE_ACL_TABLE]
+        assert client.exists(KEYS.acl)
+        status = parse_status(client.get(KEYS.status))
+        assert status is not None and status.state == "synced"
+        assert status.drift == ["write the ACL table"] and status.drift_at is not None
+        assert status.live is not None and status.live.agents_declared == 6
+    finally:
+        client.close()
+        bus.close()
