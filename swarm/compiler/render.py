@@ -9,7 +9,9 @@ sha256 lands in ``manifest.json``.
 
 Each value is escaped for its target, never pasted as raw text: Python literals
 through ``repr`` (filter ``pyrepr``), Dockerfile label values through
-:func:`docker_quote`, YAML through ``yaml.safe_dump`` of a dict (compose ``$``
+:func:`docker_quote` (free-text names stay out of Dockerfiles altogether:
+hadolint's parser rejects a quoted value ending in a backslash, and the name
+is already in registry.json and the compose labels), YAML through ``yaml.safe_dump`` of a dict (compose ``$``
 interpolation escaped as ``$$``), JSON through ``json.dumps``. Templates use
 ``StrictUndefined``, so a misspelt variable fails the compile instead of
 rendering an empty string.
