@@ -1,0 +1,196 @@
+"""EventBus on a real redis-server: refusals, publish_many, delivery, redelivery, dead letters,
+and the ACL property (a subscriber of a pattern gets every matching topic and no other)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.acl import matches
+from swarm.bus import EventBus, Message
+from swarm.bus.apply import apply_bus
+from swarm.bus.breaker_store import BreakerStore, policy_from_settings
+from swarm.desired import DesiredState
+from swarm.errors import (
+    AclDeniedError,
+    BreakerOpenError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    TransientError,
+    UndeclaredTopicError,
+)
+from tests.bus.conftest import BusFactory, make_desired
+from tests.support.services import RedisServer
+
+
+async def take(bus: EventBus, topics: list[str], n: int, *, ack: bool = True, timeout: float = 5.0) -> list[Message]:
+    got: list[Message] = []
+
+    async def run() -> None:
+        async for m in bus.subscribe(topics):
+            got.append(m)
+            if ack:
+                await m.ack()
+            if len(got) >= n:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return got
+
+
+async def test_refusals_are_distinct_and_say_why(make_bus: BusFactory) -> None:
+    planner = await make_bus("planner")
+    with pytest.raises(UndeclaredTopicError, match="tasks.nope"):
+        await planner.publish("tasks.nope", {})
+    with pytest.raises(AclDeniedError, match=r"deny.publish: tasks.admin.>"):
+        await planner.publish("tasks.admin.reset", {})
+    with pytest.raises(AclDeniedError, match="default deny"):
+        await planner.publish("results.research", {})
+    with pytest.raises(PayloadTooLargeError, match="4096"):
+        await planner.publish("tasks.research", {"x": "y" * 5000})
+    with pytest.raises(InvalidRequestError, match="JSON"):
+        await planner.publish("tasks.research", {"x": object()})
+    with pytest.raises(InvalidRequestError, match="message id"):
+        await planner.publish("tasks.research", {}, message_id="has space")
+    with pytest.raises(AclDeniedError, match="subscribe"):
+        async for _ in planner.subscribe(["tasks.research"]):
+            pass
+    assert planner.can_publish("tasks.research") and not planner.can_subscribe("tasks.research")
+    assert planner.can_subscribe("tasks.research", role="observer")
+    assert planner.role == "planner"  # taken from the plan in Redis
+
+
+async def test_connect_before_apply_is_transient(redis_server: RedisServer) -> None:
+    bus = EventBus(redis_url=redis_server.url, swarm="lab", agent_id="planner")
+    with pytest.raises(TransientError, match="swarm bus apply"):
+        await bus.connect()
+    await bus.close()
+
+
+async def test_open_breaker_blocks_publishing_with_when_to_retry(make_bus: BusFactory, applied: aioredis.Redis, desired: DesiredState) -> None:
+    planner = await make_bus("planner")
+    store = BreakerStore(applied, "lab", policy_from_settings(desired.bus.settings.breaker))
+    for _ in range(4):
+        await store.record_failure("planner", await store.acquire("planner") or 0)
+    with pytest.raises(BreakerOpenError, match=r"breaker is open.*health probe is allowed after"):
+        await planner.publish("tasks.research", {"n": 1})
+    with pytest.raises(BreakerOpenError):
+        await planner.publish_many([("tasks.research", {"n": 2})])
+    assert await applied.xlen("swarm:{lab}:topic:tasks.research") == 0
+    await store.reset("planner")
+    assert not (await planner.publish("tasks.research", {"n": 3})).duplicate
+
+
+async def test_publish_many_keeps_order_and_dedups(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+    planner = await make_bus("planner")
+    items: list[tuple[Any, ...]] = [("tasks.research", {"i": i}, f"id-{i % 3}") for i in range(6)]
+    items.append(("tasks.summarize", {"i": 6}))
+    results = await planner.publish_many(items)
+    assert [r.duplicate for r in results] == [False, False, False, True, True, True, False]
+    assert [r.entry_id for r in results[3:6]] == [r.entry_id for r in results[:3]]
+    assert await applied.xlen("swarm:{lab}:topic:tasks.research") == 3
+    assert await planner.publish_many([]) == []
+    with pytest.raises(AclDeniedError):  # checked before anything is sent
+        await planner.publish_many([("tasks.research", {}), ("tasks.admin.reset", {})])
+    assert await applied.xlen("swarm:{lab}:topic:tasks.research") == 3
+
+
+async def test_every_group_gets_each_message_once_with_its_fields(make_bus: BusFactory) -> None:
+    planner = await make_bus("planner")
+    sent = [await planner.publish("tasks.research", {"n": i}) for i in range(3)]
+    for agent in ("worker-a", "worker-b", "watcher"):
+        got = await take(await make_bus(agent), ["tasks.research"], 3)
+        assert [m.entry_id for m in got] == [r.entry_id for r in sent]
+        assert [m.payload for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert {m.sender for m in got} == {"planner"} and {m.deliveries for m in got} == {1}
+        assert [m.message_id for m in got] == [r.message_id for r in sent]
+
+
+async def test_unacked_entries_are_redelivered_then_dead_lettered(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+    planner = await make_bus("planner")
+    kept = await planner.publish("tasks.research", {"n": "poison"})
+    worker = await make_bus("worker-a", visibility_timeout=0.15)
+    got = await take(worker, ["tasks.research"], 2, ack=False)  # max_deliveries 2 in the test plan
+    assert [m.deliveries for m in got] == [1, 2]
+    assert {m.entry_id for m in got} == {kept.entry_id}
+    await asyncio.sleep(0.2)
+    assert await worker.reclaim(["tasks.research"]) == []  # third time: dead letter, not delivery
+    dead = await applied.xrange("swarm:{lab}:dlq:tasks.research")
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields["original_entry_id"] == kept.entry_id and fields["message_id"] == kept.message_id
+    assert fields["group"] == "worker-a" and "not acked" in fields["reason"]
+    assert await applied.xpending("swarm:{lab}:topic:tasks.research", "worker-a") == {
+        "pending": 0, "min": None, "max": None, "consumers": []
+    }
+    assert worker.stats.dead_lettered == 1
+
+
+async def test_trimmed_pending_entries_are_counted(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+    planner = await make_bus("planner")
+    await planner.publish("tasks.research", {"n": 1})
+    worker = await make_bus("worker-a", visibility_timeout=0.1)
+    await take(worker, ["tasks.research"], 1, ack=False)
+    await applied.xtrim("swarm:{lab}:topic:tasks.research", maxlen=0)
+    await asyncio.sleep(0.15)
+    assert await worker.reclaim(["tasks.research"]) == []
+    assert worker.stats.trimmed_while_pending == 1
+
+
+# -- ACL property, end to end ---------------------------------------------------------------
+
+TOPIC_SET = ["a.x", "a.y", "a.x.deep", "b.x", "b.y.z"]
+PATTERNS = st.sampled_from(["a.*", "a.>", "*.x", ">", "b.>", "a.x", "*.y.*"])
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+    server = RedisServer(tmp_path_factory.mktemp("acl-redis"), appendonly=False).start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+@settings(max_examples=12)
+@given(allow=st.lists(PATTERNS, min_size=1, max_size=2, unique=True), deny=st.lists(PATTERNS, max_size=1))
+def test_subscriber_of_patterns_gets_every_matching_topic_and_no_other(acl_redis: RedisServer, allow: list[str], deny: list[str]) -> None:
+    asyncio.run(_acl_roundtrip(acl_redis.url, allow, deny))
+
+
+async def _acl_roundtrip(url: str, allow: list[str], deny: list[str]) -> None:
+    doc = {
+        "apiVersion": "swarm/v1", "kind": "Swarm", "metadata": {"name": "aclp"},
+        "topics": [{"name": t} for t in TOPIC_SET],
+        "roles": {"pub": {"publish": [">"]}, "sub": {"subscribe": allow, "deny": {"subscribe": deny}}},
+        "agents": [
+            {"id": "p", "role": "pub", "port": 1, "publishes": TOPIC_SET},
+            {"id": "s", "role": "sub", "port": 2, "subscribes": TOPIC_SET},
+        ],
+    }
+    desired = make_desired(doc)
+    admin = aioredis.Redis.from_url(url, decode_responses=True)
+    await admin.flushdb()
+    await apply_bus(admin, desired.bus, desired.acl)
+    expected = sorted(t for t in TOPIC_SET if any(matches(p, t) for p in allow) and not any(matches(d, t) for d in deny))
+    try:
+        async with EventBus(redis_url=url, swarm="aclp", agent_id="p") as pub, \
+                EventBus(redis_url=url, swarm="aclp", agent_id="s", block_ms=50) as sub:
+            for t in TOPIC_SET:
+                await pub.publish(t, {"t": t})
+            allowed = [t for t in TOPIC_SET if sub.can_subscribe(t)]
+            assert sorted(allowed) == expected
+            for t in TOPIC_SET:
+                if t not in allowed:
+                    with pytest.raises(AclDeniedError):
+                        async for _ in sub.subscribe([t]):
+                            pass
+            if allowed:
+                got = await take(sub, allowed, len(allowed))
+                assert sorted(m.topic for m in got) == expected
+                assert all(m.payload == {"t": m.topic} for m in got)
+    finally:
+        await admin.aclose()
