@@ -29,14 +29,10 @@ from swarm.errors import SpecError, SwarmError, TransientError
 
 def secrets_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
     """(admin token, bus secret) from the environment."""
-    env = os.environ if env is None else env
-    secret = env.get("SWARM_REGISTRY_SECRET") or None
-    admin = env.get("SWARM_ADMIN_TOKEN") or None
-    if admin is None and secret:
-        from swarm.registry.auth import admin_token
+    from swarm.registry.catalog_push import admin_token_from_env
 
-        admin = admin_token(secret)
-    return admin, env.get("SWARM_BUS_SECRET") or secret
+    env = os.environ if env is None else env
+    return admin_token_from_env(env), env.get("SWARM_BUS_SECRET") or env.get("SWARM_REGISTRY_SECRET") or None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

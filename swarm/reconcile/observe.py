@@ -21,6 +21,7 @@ agents the swarm has.
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -40,8 +41,6 @@ from swarm.errors import (
 from swarm.keys import SwarmKeys
 from swarm.reconcile.state import BusObservation, LiveAgent, UserRights
 
-from contextlib import contextmanager
-
 
 # --------------------------------------------------------------------------- registry
 
@@ -51,6 +50,7 @@ class HttpRegistryPort:
 
     def __init__(self, url: str, admin_token: str | None, *, timeout: float = 5.0) -> None:
         headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._admin_token = admin_token
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=2.0))
 
@@ -92,8 +92,9 @@ class HttpRegistryPort:
         }
 
     def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
-        body = {"revision": revision, "catalog": catalog.model_dump(mode="json")}
-        _expect(self._call("PUT", "/catalog", json=body), (200, 201), "PUT /catalog")
+        from swarm.registry.catalog_push import push_catalog  # the code `swarm registry push` runs
+
+        push_catalog(self.url, catalog, revision, self._admin_token)
 
     def evict(self, agent_id: str) -> None:
         response = self._call("DELETE", f"/agents/{agent_id}")

@@ -18,7 +18,8 @@ Order (and why):
 Deleting live things (registrations, consumer groups, streams, Redis users) is
 never planned without ``prune=True``; such actions are returned as ``held_back``
 so ``plan``/``status`` can say what ``--prune`` would do. A prune that would remove
-more than half of the registrations, Redis users or streams is refused (the whole
+more than half of the agents (registered, in the live catalog or holding a Redis
+user) or of the topic streams is refused (the whole
 pass is) unless ``force_prune=True`` — an empty render once pruned whole Argo CD
 applications; a spec that suddenly declares almost nothing is a mistake until
 proven otherwise.
@@ -337,17 +338,20 @@ def plan_actions(
 
 
 def _mass_prune(actual: ActualState, prunes: list[Action]) -> str | None:
-    """Why a prune removes too much (more than half of agents or topics), else None."""
-    counts = {k: sum(1 for a in prunes if a.kind is k) for k in PRUNES}
-    checks = [
-        ("registered agents", counts[ActionKind.EVICT_AGENT], len(actual.registry.agents)),
-        ("Redis users", counts[ActionKind.DELETE_REDIS_USER], len(actual.bus.users)),
-        ("topic streams", counts[ActionKind.DELETE_STREAM], len(actual.bus.streams)),
-    ]
-    for what, removed, total in checks:
-        if removed and removed * 2 > total:
+    """Why a prune removes too much (more than half of the agents or topics), else None.
+
+    The agents of the swarm are those registered, declared in the live catalog or
+    holding a Redis user; an agent is removed when its registration is evicted or
+    its Redis user deleted. Topics are the existing streams.
+    """
+    catalog = actual.registry.catalog
+    agents = set(actual.registry.agents) | set(actual.bus.users) | set(catalog.agents if catalog else ())
+    removed = {a.target for a in prunes if a.kind in (ActionKind.EVICT_AGENT, ActionKind.DELETE_REDIS_USER)}
+    streams = sum(1 for a in prunes if a.kind is ActionKind.DELETE_STREAM)
+    for what, count, total in (("agents", len(removed), len(agents)), ("topics", streams, len(actual.bus.streams))):
+        if count and count * 2 > total:
             return (
-                f"the prune would remove {removed} of {total} {what} (more than half); "
+                f"the prune would remove {count} of {total} {what} (more than half); "
                 "check the spec, then pass --force-prune to confirm"
             )
     return None

@@ -94,7 +94,7 @@ def test_mass_prune_is_refused_unless_forced() -> None:
     lean = [d for d in lean if d["kind"] == "Swarm"]
     desired2 = desired_from_docs(lean)  # one agent left of six
     refused = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
-    assert refused.refused is not None and "5 of 6 Redis users" in refused.refused
+    assert refused.refused is not None and "5 of 6 agents" in refused.refused
     forced = plan_actions(desired2, _actual(reg, bus, desired2), prune=True, force_prune=True)
     assert forced.refused is None
     assert sum(a.kind is ActionKind.DELETE_REDIS_USER for a in forced.actions) == 5

@@ -1,0 +1,74 @@
+"""The reconciler against a real registry (uvicorn subprocess) and a real redis-server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from swarm.reconcile.loop import ReconcileConfig, Reconciler
+from swarm.reconcile.observe import make_ports_factory
+from swarm.reconcile.plan import ActionKind
+from swarm.registry.auth import admin_token
+from tests.reconcile.conftest import TEST_SECRET
+from tests.registry.conftest import RegistryProcess
+
+
+def reconciler(live: RegistryProcess, spec_dir: Path, **options: Any) -> Reconciler:
+    config = ReconcileConfig(spec_paths=[spec_dir], registry_url=live.url, redis_url=live.redis.url, **options)
+    return Reconciler(config, make_ports_factory(admin_token(TEST_SECRET), TEST_SECRET))
+
+
+def catalog_events(live: RegistryProcess) -> int:
+    client: Any = live.redis.client(decode_responses=True)
+    try:
+        entries = client.xrange("swarm:{research}:events")
+        return sum(1 for _id, fields in entries if "catalog-changed" in str(fields))
+    finally:
+        client.close()
+
+
+def test_converges_then_second_pass_applies_nothing(live: RegistryProcess, spec_dir: Path) -> None:
+    rec = reconciler(live, spec_dir)
+    try:
+        first = rec.run_pass("start")
+        assert first.state == "synced", first.status
+        assert first.applied[-1].kind is ActionKind.PUSH_CATALOG
+        catalog = httpx.get(live.url + "/catalog", timeout=5).json()
+        assert sorted(catalog["catalog"]["agents"]) == [
+            "architect", "auditor", "paper-researcher", "reviewer", "summarizer", "web-researcher"
+        ]
+        second = rec.run_pass("resync")
+        assert second.state == "synced" and second.applied == []
+        assert catalog_events(live) == 1
+        status = httpx.get(live.url + "/status", timeout=5).json()
+        assert status["reconcile"]["state"] == "synced"
+        assert status["reconcile"]["last_applied"]["digest"] == rec.good.digest  # type: ignore[union-attr]
+    finally:
+        rec.close()
+
+
+def test_removed_agent_evicted_only_with_prune(live: RegistryProcess, spec_dir: Path) -> None:
+    rec = reconciler(live, spec_dir)
+    try:
+        assert rec.run_pass("start").state == "synced"
+        assert live.register("reviewer").status_code in (200, 201)
+        review = spec_dir / "agents" / "review.yaml"
+        review.write_text(review.read_text().split("---")[1].lstrip("\n"))  # keep only the auditor
+        result = rec.run_pass("file")
+        assert result.state == "synced"
+        assert "agent reviewer will be evicted: no longer declared" in (result.status.held_back if result.status else [])
+        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 200
+    finally:
+        rec.close()
+    pruning = reconciler(live, spec_dir, prune=True)
+    try:
+        result = pruning.run_pass("file")
+        assert result.state == "synced", result.status
+        done = [a.description for a in result.applied]
+        assert "agent reviewer will be evicted: no longer declared" in done
+        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 404
+        assert live.register("reviewer").status_code == 403, "the catalog no longer admits it"
+    finally:
+        pruning.close()
