@@ -1,0 +1,69 @@
+"""``swarm reconcile --watch`` as a process: saves, drift healing, git refs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.reconcile.conftest import Daemon, catalog_digest_live
+from tests.registry.conftest import RegistryProcess
+
+NEW_AGENT = """
+---
+apiVersion: swarm/v1
+kind: Agent
+id: fact-checker
+role: reviewer
+port: 8010
+publishes: [reviews.verdict]
+subscribes: [results.research]
+"""
+
+
+def test_save_applies_and_hand_made_drift_heals(live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory(spec_dir)
+    first = d.wait_for(lambda s: s.state == "synced")
+    assert first.last_applied is not None
+    with open(spec_dir / "agents" / "review.yaml", "a") as fh:
+        fh.write(NEW_AGENT)
+    d.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest)  # type: ignore[union-attr]
+    r: Any = live.redis.client(decode_responses=True)
+    try:
+        assert r.exists("swarm:{research}:topic:results.research")
+        groups = {g["name"] for g in r.xinfo_groups("swarm:{research}:topic:results.research")}
+        assert "fact-checker" in groups
+        r.delete("swarm:{research}:acl")  # drift by hand, as with redis-cli
+        d.wait_for(lambda s: s.drift_at is not None and "write the ACL table" in s.drift)
+        assert r.exists("swarm:{research}:acl")
+    finally:
+        r.close()
+    compiled = d.cwd / "compiled" / "research" / "agents" / "fact-checker"
+    assert compiled.is_dir(), "compiled/ was written like swarm compile"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_rev_applies_commits_not_the_working_tree(live: RegistryProcess, tmp_path: Path, spec_dir: Path, daemon_factory: Callable[..., Daemon]) -> None:
+    repo = spec_dir.parent
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "-c", "user.email=t@e", "-c", "user.name=t", "add", "specs")
+    _git(repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "spec")
+    first_commit = _git(repo, "rev-parse", "HEAD")
+    d = daemon_factory(spec_dir, "--rev", "main")
+    s = d.wait_for(lambda s: s.state == "synced")
+    assert s.last_applied is not None and s.last_applied.revision.commit == first_commit
+    before = catalog_digest_live(live)
+
+    with open(spec_dir / "agents" / "review.yaml", "a") as fh:  # a save alone changes nothing
+        fh.write(NEW_AGENT)
+    d.wait_for(lambda s: s.passes >= 3)  # a couple of resyncs later
+    assert catalog_digest_live(live) == before
+
+    _git(repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "add fact-checker")
+    second = _git(repo, "rev-parse", "HEAD")
+    s = d.wait_for(lambda s: s.last_applied is not None and s.last_applied.revision.commit == second, timeout=10)
+    assert s.state == "synced" and s.last_applied is not None and s.last_applied.revision.source == "git"
+    assert catalog_digest_live(live) != before
