@@ -96,11 +96,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise BodyTooLargeError(f"request body of {declared} bytes is over the {limit} byte limit")
+            length = int(declared)
         except ValueError:
             raise RequestInvalidError([FieldError(loc=["header", "content-length"], msg="not an integer",
                                                   type="int_parsing")]) from None
+        if length > limit:
+            raise BodyTooLargeError(f"request body of {length} bytes is over the {limit} byte limit")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -177,3 +177,70 @@ def registry(registry_factory: RegistryFactory) -> RegistryProcess:
     reg = registry_factory()
     reg.push()
     return reg
+
+
+# -- SSE reading ----------------------------------------------------------------------
+
+
+@dataclass
+class SSEEvent:
+    id: str | None
+    event: str
+    data: str
+
+    def json(self) -> object:
+        import json
+
+        return json.loads(self.data)
+
+
+class SSEReader:
+    """Parse an httpx streaming response into events; comments (keep-alives) are kept.
+
+        async with httpx.AsyncClient() as http:
+            async with http.stream("GET", url + "/agents/watch") as resp:
+                reader = SSEReader(resp)
+                event = await reader.next_event(timeout=5)
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+        self.comments: list[str] = []
+
+    async def next_event(self, timeout: float = 5.0) -> SSEEvent:
+        import asyncio
+
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def next_comment(self, timeout: float = 5.0) -> str:
+        """Read until a comment line arrives (events in between are dropped)."""
+        import asyncio
+
+        async def find() -> str:
+            seen = len(self.comments)
+            while len(self.comments) == seen:
+                await self._next(stop_on_comment=True)
+            return self.comments[-1]
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def _next(self, stop_on_comment: bool = False) -> SSEEvent:
+        fields: dict[str, list[str]] = {}
+        async for line in self.lines:
+            if line == "":
+                if fields:
+                    return SSEEvent(
+                        id=fields.get("id", [None])[-1],
+                        event=fields.get("event", ["message"])[-1],
+                        data="\n".join(fields.get("data", [])),
+                    )
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                if stop_on_comment:
+                    return SSEEvent(id=None, event="comment", data=line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+        raise EOFError("event stream ended")

@@ -1,0 +1,282 @@
+"""Registry HTTP API against a real uvicorn subprocess and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.registry.conftest import RegistryFactory, RegistryProcess, make_catalog, research_catalog
+
+
+def post(reg: RegistryProcess, path: str, agent_id: str, **kw: object) -> httpx.Response:
+    return httpx.post(reg.url + path, headers=reg.agent_headers(agent_id), timeout=10, **kw)  # type: ignore[arg-type]
+
+
+def test_register_new_then_same_then_fields_filled_from_catalog(registry: RegistryProcess) -> None:
+    first = registry.register("architect", host="10.0.0.5", port=8001, metadata={"zone": "a"})
+    assert first.status_code == 201, first.text
+    body = first.json()
+    declared = research_catalog().agents["architect"]
+    assert body["role"] == declared.role
+    assert body["capabilities"] == declared.capabilities
+    assert body["topics"] == declared.topics.model_dump()
+    assert body["version"] == declared.version
+    assert body["agent_name"] == "Architect"
+    assert body["health_url"] == "http://10.0.0.5:8001/health/live"
+    assert body["metadata"] == {"zone": "a"}
+    assert body["declared"] is True
+    assert body["ttl_seconds"] == 30 and body["heartbeat_interval"] == 10
+    assert body["lease_expires_at"] > body["registered_at"]
+
+    again = registry.register("architect", host="10.0.0.5", port=8001, metadata={"zone": "a"})
+    assert again.status_code == 200
+    assert again.json()["registered_at"] == body["registered_at"]
+    assert again.json()["updated_at"] == body["updated_at"]
+
+
+def test_ttl_is_capped_by_the_catalog(registry: RegistryProcess) -> None:
+    assert registry.register("architect", ttl_seconds=3600).json()["ttl_seconds"] == 30
+    assert registry.register("reviewer", ttl_seconds=6).json()["ttl_seconds"] == 6
+
+
+def test_immutable_fields_conflict_at_same_version_but_not_across_versions(registry: RegistryProcess) -> None:
+    assert registry.register("architect").status_code == 201
+    conflict = registry.register("architect", capabilities=["planning", "other"])
+    assert conflict.status_code == 409
+    assert conflict.json()["fields"] == ["capabilities"]
+    assert "capabilities" in conflict.json()["detail"]
+    # a mutable field may change at the same version
+    updated = registry.register("architect", host="h2")
+    assert updated.status_code == 200 and updated.json()["host"] == "h2"
+    bumped = registry.register("architect", version="1.1.0", capabilities=["other"])
+    assert bumped.status_code == 200, bumped.text
+    assert bumped.json()["capabilities"] == ["other"]
+    assert httpx.get(registry.url + "/agents/architect").json()["capabilities"] == ["other"]
+
+
+def test_catalog_refusals_are_403_with_reason(registry: RegistryProcess) -> None:
+    undeclared = registry.register("stranger")
+    assert undeclared.status_code == 403
+    assert undeclared.json()["error"] == "not_declared"
+    assert "not declared" in undeclared.json()["detail"]
+    role = registry.register("architect", role="worker")
+    assert role.status_code == 403 and "role" in role.json()["detail"]
+    topics = registry.register("architect", topics={"publish": ["tasks.admin.reset"], "subscribe": []})
+    assert topics.status_code == 403
+    assert "tasks.admin.reset" in topics.json()["detail"]
+
+
+def test_allow_undeclared_catalog_accepts_strangers(registry_factory: RegistryFactory) -> None:
+    reg = registry_factory()
+    reg.push(make_catalog(["alpha"], allow_undeclared=True))
+    r = reg.register("stranger", role="worker", capabilities=["x"])
+    assert r.status_code == 201, r.text
+    assert r.json()["declared"] is False and r.json()["capabilities"] == ["x"]
+
+
+def test_register_without_catalog_is_503(registry_factory: RegistryFactory) -> None:
+    reg = registry_factory()
+    r = reg.register("architect")
+    assert r.status_code == 503
+    assert r.json()["error"] == "no_catalog"
+    assert "retry-after" in r.headers
+    assert httpx.get(reg.url + "/health/ready").status_code == 503
+    reg.push()
+    assert httpx.get(reg.url + "/health/ready").status_code == 200
+
+
+def test_heartbeat_renews_and_404_for_unknown(registry: RegistryProcess) -> None:
+    reg = registry.register("architect").json()
+    hb = post(registry, "/agents/architect/heartbeat", "architect")
+    assert hb.status_code == 200
+    assert hb.json()["lease_expires_at"] >= reg["lease_expires_at"]
+    assert hb.json()["heartbeat_interval"] == 10
+    unknown = post(registry, "/agents/reviewer/heartbeat", "reviewer")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "not_registered"
+
+
+def test_deregister_is_204_and_idempotent(registry: RegistryProcess) -> None:
+    registry.register("architect")
+    headers = registry.agent_headers("architect")
+    assert httpx.delete(registry.url + "/agents/architect", headers=headers).status_code == 204
+    assert httpx.get(registry.url + "/agents/architect").status_code == 404
+    assert httpx.delete(registry.url + "/agents/architect", headers=headers).status_code == 204
+    assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 404
+
+
+def test_list_filters(registry: RegistryProcess) -> None:
+    for agent_id in ("architect", "paper-researcher", "reviewer"):
+        assert registry.register(agent_id).status_code == 201
+    def ids(**params: str) -> list[str]:
+        r = httpx.get(registry.url + "/agents", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == len(r.json()["agents"])
+        return [a["agent_id"] for a in r.json()["agents"]]
+
+    assert ids() == ["architect", "paper-researcher", "reviewer"]
+    assert ids(capability="citations") == ["paper-researcher"]
+    assert ids(role="planner") == ["architect"]
+    assert ids(topic="results.research") == ["architect", "paper-researcher", "reviewer"]
+    assert ids(topic="tasks.summarize") == ["architect"]
+    assert ids(status="healthy") == ["architect", "paper-researcher", "reviewer"]
+    assert ids(status="critical") == []
+    # the bus's prober writes breaker hashes; open or half-open means critical
+    r = registry.redis.client()
+    r.hset("swarm:{research}:breaker:reviewer", mapping={"state": "open"})  # type: ignore[attr-defined]
+    r.close()  # type: ignore[attr-defined]
+    assert ids(status="critical") == ["reviewer"]
+    assert httpx.get(registry.url + "/agents/reviewer").json()["status"] == "critical"
+    assert httpx.get(registry.url + "/agents", params={"status": "sleepy"}).status_code == 422
+
+
+def test_catalog_put_get_and_swarm_mismatch(registry_factory: RegistryFactory) -> None:
+    reg = registry_factory()
+    assert httpx.get(reg.url + "/catalog").status_code == 404
+    first = reg.push(revision="abc")
+    assert first.changed is True and len(first.digest) == 64
+    again = reg.push(revision="abc")
+    assert again.changed is False and again.digest == first.digest
+    got = httpx.get(reg.url + "/catalog").json()
+    assert got["revision"] == "abc" and got["digest"] == first.digest
+    assert set(got["catalog"]["agents"]) == set(research_catalog().agents)
+    other = make_catalog(["x"], swarm="other")
+    r = httpx.put(reg.url + "/catalog", json={"revision": None, "catalog": other.model_dump(mode="json")},
+                  headers=reg.admin_headers())
+    assert r.status_code == 409 and r.json()["error"] == "swarm_mismatch"
+
+
+def test_agents_no_longer_declared_are_kept_until_deleted_by_admin(registry: RegistryProcess) -> None:
+    registry.register("architect")
+    registry.push(make_catalog(["alpha"]))
+    assert httpx.get(registry.url + "/agents/architect").status_code == 200
+    r = httpx.delete(registry.url + "/agents/architect", headers=registry.admin_headers())
+    assert r.status_code == 204
+    assert httpx.get(registry.url + "/agents/architect").status_code == 404
+
+
+def test_malformed_bodies_and_ids_are_422_with_field_errors(registry: RegistryProcess) -> None:
+    h = registry.admin_headers()
+    bad_json = httpx.post(registry.url + "/agents/register", content=b"{not json", headers=h)
+    assert bad_json.status_code == 422 and bad_json.json()["detail"][0]["type"] == "json_invalid"
+    missing = httpx.post(registry.url + "/agents/register", json={"host": "x"}, headers=h)
+    assert missing.status_code == 422
+    assert {"loc": ["body", "agent_id"], "msg": "Field required", "type": "missing"} in missing.json()["detail"]
+    bad_id = httpx.post(registry.url + "/agents/register", json={"agent_id": "Bad_Id"}, headers=h)
+    assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["loc"] == ["body", "agent_id"]
+    bad_port = httpx.post(registry.url + "/agents/register", json={"agent_id": "architect", "port": 0}, headers=h)
+    assert bad_port.json()["detail"][0]["loc"] == ["body", "port"]
+    unknown = httpx.post(registry.url + "/agents/register", json={"agent_id": "architect", "colour": 1}, headers=h)
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "colour"]
+    path = httpx.post(registry.url + "/agents/Bad_Id/heartbeat", headers=h)
+    assert path.status_code == 422 and path.json()["detail"][0]["loc"] == ["path", "agent_id"]
+    long_id = "a" * 64
+    assert httpx.get(registry.url + f"/agents/{long_id}").status_code == 422
+
+
+def test_bodies_over_64k_are_413_by_header_and_by_stream(registry: RegistryProcess) -> None:
+    h = registry.admin_headers()
+    big = json.dumps({"agent_id": "architect", "metadata": {"x": "y" * 70_000}}).encode()
+    r = httpx.post(registry.url + "/agents/register", content=big, headers=h)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    def chunks():  # no Content-Length: chunked transfer encoding
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192]
+
+    r = httpx.post(registry.url + "/agents/register", content=chunks(), headers=h)
+    assert r.status_code == 413
+    assert registry.register("architect").status_code == 201  # server still fine
+
+
+def test_redis_down_is_503_with_retry_after_and_recovers(registry: RegistryProcess) -> None:
+    registry.register("architect")
+    registry.redis.stop()
+    r = registry.register("architect")
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["error"] in ("redis_unavailable", "no_catalog")
+    assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 503
+    assert httpx.get(registry.url + "/agents").status_code == 503
+    assert httpx.get(registry.url + "/status").status_code == 503
+    assert httpx.get(registry.url + "/health/ready").status_code == 503
+    assert httpx.get(registry.url + "/health/live").status_code == 200
+    health = httpx.get(registry.url + "/health").json()
+    assert health["redis"] is False and health["status"] == "degraded"
+    registry.redis.start()
+    assert httpx.get(registry.url + "/health/ready").status_code == 200
+    assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 200
+
+
+def test_health_and_status(registry: RegistryProcess) -> None:
+    registry.register("architect")
+    health = httpx.get(registry.url + "/health").json()
+    assert health == {"status": "ok", "redis": True, "catalog_loaded": True, "agents": 1, "protection": False}
+    r = registry.redis.client()
+    r.set("swarm:{research}:status", json.dumps({"revision": "abc", "drift": []}))  # type: ignore[attr-defined]
+    r.close()  # type: ignore[attr-defined]
+    status = httpx.get(registry.url + "/status").json()
+    assert status["reconcile"] == {"revision": "abc", "drift": []}
+    assert status["agents"] == {"declared": 6, "live": 1, "healthy": 1, "critical": 0, "expiring": 0}
+    assert status["protection"] is False
+    assert status["catalog"]["revision"] == "test"
+    assert status["swarm"] == "research"
+
+
+def test_openapi_lists_every_route_with_bodies(registry: RegistryProcess) -> None:
+    doc = httpx.get(registry.url + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    routes = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    expected = {
+        ("POST", "/agents/register"), ("POST", "/agents/{agent_id}/heartbeat"), ("DELETE", "/agents/{agent_id}"),
+        ("GET", "/agents"), ("GET", "/agents/{agent_id}"), ("GET", "/agents/watch"), ("PUT", "/catalog"),
+        ("GET", "/catalog"), ("GET", "/status"), ("GET", "/health"), ("GET", "/health/live"),
+        ("GET", "/health/ready"), ("GET", "/openapi.json"), ("GET", "/metrics"),
+    }
+    assert routes == expected
+    app_routes = {(m, r.path) for r in _app_routes() for m in r.methods or () if m != "HEAD"}
+    assert app_routes == expected
+    schemas = doc["components"]["schemas"]
+    assert {"RegisterRequest", "Registration", "CatalogPut", "ErrorBody", "ValidationErrorBody"} <= set(schemas)
+    register = doc["paths"]["/agents/register"]["post"]
+    assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RegisterRequest")
+    assert {"201", "200", "403", "409", "413", "422", "503"} <= set(register["responses"])
+
+
+def _app_routes() -> list:  # type: ignore[type-arg]
+    from swarm.registry.config import RegistryConfig
+    from swarm.registry.server import create_app
+
+    return list(create_app(RegistryConfig(swarm="research", insecure=True)).routes)
+
+
+def test_metrics_exposes_the_named_metrics(registry: RegistryProcess) -> None:
+    registry.register("architect")
+    post(registry, "/agents/architect/heartbeat", "architect")
+    post(registry, "/agents/reviewer/heartbeat", "reviewer")
+    text = httpx.get(registry.url + "/metrics").text
+    assert 'swarm_registry_agents{status="healthy"} 1.0' in text
+    assert 'swarm_registry_registrations_total{result="registered"} 1.0' in text
+    assert 'swarm_registry_heartbeats_total{result="ok"} 1.0' in text
+    assert 'swarm_registry_heartbeats_total{result="unknown"} 1.0' in text
+    assert "swarm_registry_evictions_total 0.0" in text
+    assert "swarm_registry_protection_mode 0.0" in text
+    assert "swarm_registry_watchers 0.0" in text
+    assert 'swarm_registry_request_duration_seconds_count{method="POST",route="/agents/register"} 1.0' in text
+
+
+def test_unknown_route_and_method_are_json(registry: RegistryProcess) -> None:
+    r = httpx.get(registry.url + "/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "http"
+    r = httpx.patch(registry.url + "/catalog")
+    assert r.status_code == 405
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_access_log_flag(registry_factory: RegistryFactory, access_log: bool) -> None:
+    reg = registry_factory(extra_args=["--access-log" if access_log else "--no-access-log", "--log-level", "info"])
+    httpx.get(reg.url + "/health/live")
+    reg.stop()
+    assert ('"GET /health/live HTTP/1.1" 200' in reg.log_text()) is access_log
