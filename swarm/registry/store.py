@@ -422,8 +422,18 @@ class RegistryStore:
                 info = await self.redis.xinfo_stream(self.keys.events)
             except rexc.ResponseError:
                 return False  # no stream yet: nothing was ever trimmed
-        deleted = _s(info.get("max-deleted-entry-id", "0-0"))
-        return _id_tuple(last_id) < _id_tuple(deleted)
+        # Redis 7.0 updates max-deleted-entry-id on XDEL only, not on MAXLEN trimming,
+        # so also compare with the oldest kept entry whenever anything was ever trimmed.
+        # (A client whose id was the very entry before the oldest kept one gets a reset
+        # it did not strictly need: harmless, a snapshot is never a gap.)
+        last = _id_tuple(last_id)
+        if last < _id_tuple(_s(info.get("max-deleted-entry-id", "0-0"))):
+            return True
+        if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
+            return False
+        first = info.get("first-entry")
+        oldest = _s(first[0]) if first else _s(info.get("last-generated-id", "0-0"))
+        return last < _id_tuple(oldest)
 
     async def last_event_id(self) -> str:
         async with redis_errors("stream read"):

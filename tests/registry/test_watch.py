@@ -1,0 +1,138 @@
+"""GET /agents/watch: SSE from the capped event stream, with real redis-py and redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.registry.conftest import RegistryFactory, RegistryProcess, SSEReader
+
+
+async def areg(http: httpx.AsyncClient, reg: RegistryProcess, agent_id: str, **body: object) -> httpx.Response:
+    return await http.post(reg.url + "/agents/register", json={"agent_id": agent_id, **body},
+                           headers=reg.agent_headers(agent_id))
+
+
+async def test_events_arrive_for_every_change(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            sse = SSEReader(resp)
+            assert (await areg(http, registry, "architect")).status_code == 201
+            ev = await sse.next_event()
+            assert ev.event == "registered" and ev.json()["agent_id"] == "architect"  # type: ignore[index]
+            assert ev.id is not None and "-" in ev.id
+            await areg(http, registry, "architect")  # same again: no event
+            await areg(http, registry, "architect", host="h2")
+            ev2 = await sse.next_event()
+            assert ev2.event == "updated" and ev2.json()["host"] == "h2"  # type: ignore[index]
+            await http.delete(registry.url + "/agents/architect", headers=registry.agent_headers("architect"))
+            ev3 = await sse.next_event()
+            assert ev3.event == "deregistered" and ev3.json()["agent_id"] == "architect"  # type: ignore[index]
+            await asyncio.to_thread(registry.push, None, "rev-2")  # same catalog, new revision: no event
+            from tests.registry.conftest import make_catalog
+
+            await asyncio.to_thread(registry.push, make_catalog(["alpha"]), "rev-3")
+            ev4 = await sse.next_event()
+            assert ev4.event == "catalog-changed" and ev4.json()["revision"] == "rev-3"  # type: ignore[index]
+            assert ev.id < ev2.id < ev3.id < ev4.id  # type: ignore[operator]
+
+
+async def test_resume_with_last_event_id_has_no_gap_and_no_repeat(registry: RegistryProcess) -> None:
+    ids = ["architect", "reviewer", "summarizer", "paper-researcher", "web-researcher"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, registry, ids[0])
+            await areg(http, registry, ids[1])
+            first = [await sse.next_event(), await sse.next_event()]
+        last_id = first[-1].id
+        # changes while disconnected
+        await areg(http, registry, ids[2])
+        await areg(http, registry, ids[3])
+        seen = []
+        async with http.stream("GET", registry.url + "/agents/watch", headers={"Last-Event-ID": last_id}) as resp:
+            sse = SSEReader(resp)
+            seen.append(await sse.next_event())
+            seen.append(await sse.next_event())
+            await areg(http, registry, ids[4])  # live, after the backlog
+            seen.append(await sse.next_event())
+        assert [e.json()["agent_id"] for e in seen] == ids[2:]  # type: ignore[index]
+        assert len({e.id for e in first + seen}) == 5
+        # the query parameter form resumes the same way
+        async with http.stream("GET", registry.url + "/agents/watch",
+                               params={"last_event_id": seen[0].id}) as resp:
+            with_query = await SSEReader(resp).next_event()
+        assert with_query.id == seen[1].id
+        bad = await http.get(registry.url + "/agents/watch", headers={"Last-Event-ID": "garbage"})
+        assert bad.status_code == 422
+
+
+async def test_trimmed_resume_id_gets_reset_with_snapshot(registry_factory: RegistryFactory) -> None:
+    reg = registry_factory(extra_args=["--events-maxlen", "1"])
+    reg.push()
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", reg.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, reg, "architect")
+            old = await sse.next_event()
+        # MAXLEN ~ trims whole macro nodes: push enough events that the old one goes
+        r = reg.redis.client()
+        for i in range(300):
+            r.xadd("swarm:{research}:events", {"type": "noise", "agent": "", "data": "{}"},  # type: ignore[attr-defined]
+                   maxlen=1, approximate=False)
+        r.close()  # type: ignore[attr-defined]
+        await areg(http, reg, "reviewer")
+        async with http.stream("GET", reg.url + "/agents/watch", headers={"Last-Event-ID": old.id}) as resp:
+            sse = SSEReader(resp)
+            reset = await sse.next_event()
+            assert reset.event == "reset"
+            agents = reset.json()["agents"]  # type: ignore[index]
+            assert sorted(a["agent_id"] for a in agents) == ["architect", "reviewer"]
+            await areg(http, reg, "summarizer")
+            live = await sse.next_event()
+            assert live.event == "registered" and live.json()["agent_id"] == "summarizer"  # type: ignore[index]
+            assert live.id > reset.id  # type: ignore[operator]
+
+
+async def test_filters_by_capability_and_topic(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch", params={"capability": "citations"}) as a, \
+                http.stream("GET", registry.url + "/agents/watch", params={"topic": "tasks.summarize"}) as b:
+            by_cap, by_topic = SSEReader(a), SSEReader(b)
+            for agent_id in ("architect", "reviewer", "paper-researcher"):
+                await areg(http, registry, agent_id)
+            assert (await by_cap.next_event()).json()["agent_id"] == "paper-researcher"  # type: ignore[index]
+            assert (await by_topic.next_event()).json()["agent_id"] == "architect"  # type: ignore[index]
+            await areg(http, registry, "summarizer")  # neither filter matches ...
+            await areg(http, registry, "web-researcher")  # ... this one has capability research only
+            await http.delete(registry.url + "/agents/paper-researcher",
+                              headers=registry.agent_headers("paper-researcher"))
+            ev = await by_cap.next_event()
+            assert ev.event == "deregistered" and ev.json()["agent_id"] == "paper-researcher"  # type: ignore[index]
+
+
+async def test_keep_alive_comments(registry_factory: RegistryFactory) -> None:
+    reg = registry_factory(extra_args=["--ping-interval", "0.2"])
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", reg.url + "/agents/watch") as resp:
+            comment = await SSEReader(resp).next_comment(timeout=5)
+            assert comment.startswith("ping")
+
+
+async def test_many_watchers_share_one_reader_and_all_receive(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        streams = [http.stream("GET", registry.url + "/agents/watch") for _ in range(5)]
+        responses = [await s.__aenter__() for s in streams]
+        try:
+            readers = [SSEReader(r) for r in responses]
+            metrics = (await http.get(registry.url + "/metrics")).text
+            assert "swarm_registry_watchers 5.0" in metrics
+            await areg(http, registry, "architect")
+            events = await asyncio.gather(*(r.next_event() for r in readers))
+            assert {e.id for e in events} == {events[0].id}
+        finally:
+            for s in streams:
+                await s.__aexit__(None, None, None)
