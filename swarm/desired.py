@@ -235,6 +235,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
         },
     )
 
+    rights_by_role = {role: effective_rights(table, role, topic_names) for role in {a.role for a in agents}}
     acl = AclDocument(
         swarm=spec.name,
         spec_digest=spec_digest,
@@ -243,8 +244,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             for name, r in sorted(spec.roles.items())
         },
         table=[AclRow.model_validate(row) for row in table.rows(topic_names)],
-        agents={
-            a.id: AgentAcl(role=a.role, **effective_rights(table, a.role, topic_names)) for a in agents
-        },
+        # rights depend on the role only: decide once per role, not once per agent
+        agents={a.id: AgentAcl(role=a.role, **rights_by_role[a.role]) for a in agents},
     )
     return DesiredState(registry=registry, bus=bus, acl=acl)
