@@ -120,6 +120,15 @@ if n >= tonumber(ARGV[2]) and n > total * tonumber(ARGV[3]) then
   return {'protected', 0, n, total, entered and 1 or 0}
 end
 local left = redis.call('DEL', KEYS[3])
+if left == 1 then
+  -- leaving protection: the still-expired get one TTL to renew instead of being
+  -- evicted at once (renewals are coming back; a dead agent goes one TTL later)
+  for _, i in ipairs(expired) do
+    local ttl = tonumber(redis.call('HGET', KEYS[i], 'ttl_ms'))
+    if ttl then redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+  end
+  return {'swept', 0, n, total, 1}
+end
 local evicted = 0
 for _, i in ipairs(expired) do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then

@@ -11,7 +11,9 @@ at least ``min_protect`` (10) would expire in one sweep, nothing is evicted and
 ``swarm_registry_protection_mode`` gauge). That pattern means the registry or its
 network failed, not the agents. Protection ends by itself as soon as a sweep
 finds few enough expired leases (heartbeats renew even expired-but-not-evicted
-leases), and then the remaining expired ones are evicted normally.
+leases); that sweep gives the still-expired leases one more TTL instead of
+evicting them at once (the rest of the fleet is probably renewing right now), and
+later sweeps evict normally whoever still does not renew.
 
 Grace: when this process starts, and whenever Redis comes back (a failed sweep,
 or a changed Redis ``run_id`` after a restart), every lease is extended to at
