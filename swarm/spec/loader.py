@@ -49,18 +49,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import yaml
 from pydantic import ValidationError
 
 from swarm.errors import Position, SpecError, SpecIssue
 from swarm.spec.models import API_VERSION, AgentDocument, Spec, SwarmDocument
-from swarm.spec.sourcemap import (
-    DocSource,
-    NodeInfo,
-    SourceMap,
-    did_you_mean,
-    format_path,
-    issues_from_validation,
+from swarm.spec.sourcemap import DocSource, SourceMap, did_you_mean, issues_from_validation
+from swarm.spec.yamldoc import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    ParsedDocument,
+    decode_spec_bytes,
+    parse_yaml_documents,
 )
 
 __all__ = [
@@ -77,56 +76,8 @@ __all__ = [
     "structural_issues",
 ]
 
-#: Largest spec file accepted (1 MiB): a spec is hand-written; anything larger
-#: is a mistake or an attack, and it would be read on every reconcile.
-MAX_FILE_BYTES = 1024 * 1024
-#: Deepest nesting of mappings/sequences accepted (the spec needs about 6).
-MAX_DEPTH = 32
 SPEC_SUFFIXES = (".yaml", ".yml")
 KINDS = ("Swarm", "Agent")
-
-_SCALAR_TAGS = frozenset(
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp")
-)
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _AliasRefused(yaml.MarkedYAMLError):
-    """Raised while composing when an alias (``*name``) is met."""
-
-
-class _SpecYamlLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases at composition time (before any expansion)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _AliasRefused(
-                problem=f"alias '*{event.anchor}' is not allowed: anchors and aliases are "
-                "refused in a swarm spec (write the value out)",
-                problem_mark=event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
-_scalar_constructor = yaml.SafeLoader("")
-
-
-@dataclass(frozen=True)
-class ParsedDocument:
-    """One YAML document: its plain data, its positions and where it came from."""
-
-    file: str
-    index: int  # document index within the file, 0-based
-    data: Any
-    nodes: dict[tuple[Any, ...], NodeInfo]
-    poisoned: tuple[tuple[Any, ...], ...]  # paths whose value was refused at YAML level
-
-    def position(self, path: tuple[Any, ...] = ()) -> Position:
-        info = self.nodes.get(path)
-        return info.value if info else Position(self.file, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -166,163 +117,6 @@ def compute_digest(files: Mapping[str, bytes]) -> str:
         h.update(name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
         h.update(data)
     return "sha256:" + h.hexdigest()
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-def _pos(file: str, mark: Any) -> Position:
-    return Position(file, mark.line + 1, mark.column + 1)
-
-
-def _offset_position(file: str, text: str | bytes, offset: int) -> Position:
-    nl = "\n" if isinstance(text, str) else b"\n"
-    before = text[:offset]
-    line = before.count(nl) + 1  # type: ignore[arg-type]
-    col = offset - (before.rfind(nl) + 1) + 1  # type: ignore[arg-type]
-    return Position(file, line, col)
-
-
-def _decode(file: str, raw: bytes, issues: list[SpecIssue]) -> str | None:
-    if len(raw) > MAX_FILE_BYTES:
-        issues.append(
-            SpecIssue(
-                Position(file, 1, 1),
-                "",
-                f"file is {len(raw)} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
-            )
-        )
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        issues.append(
-            SpecIssue(
-                _offset_position(file, raw, exc.start),
-                "",
-                f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-            )
-        )
-        return None
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-class _Converter:
-    """Turns one composed document into plain data plus a position for every path."""
-
-    def __init__(self, file: str, issues: list[SpecIssue]) -> None:
-        self.file = file
-        self.issues = issues
-        self.nodes: dict[tuple[Any, ...], NodeInfo] = {}
-        self.poisoned: list[tuple[Any, ...]] = []
-
-    def refuse(self, node: yaml.Node, path: tuple[Any, ...], message: str) -> None:
-        self.issues.append(SpecIssue(_pos(self.file, node.start_mark), format_path(path), message))
-        self.poisoned.append(path)
-
-    def convert(self, node: yaml.Node, path: tuple[Any, ...], key: Position | None) -> Any:
-        self.nodes[path] = NodeInfo(_pos(self.file, node.start_mark), key)
-        if len(path) > MAX_DEPTH:
-            self.refuse(node, path, f"nesting deeper than {MAX_DEPTH} levels")
-            return None
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP_TAG:
-                self.refuse(node, path, f"tag {node.tag!r} is not allowed")
-                return None
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ_TAG:
-                self.refuse(node, path, f"tag {node.tag!r} is not allowed")
-                return None
-            return [self.convert(item, path + (i,), None) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        if node.tag not in _SCALAR_TAGS:
-            self.refuse(node, path, f"tag {node.tag!r} is not allowed")
-            return None
-        try:
-            return _scalar_constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError) as exc:
-            self.refuse(node, path, f"cannot read value {node.value!r}: {exc}")
-            return None
-
-    def _mapping(self, node: yaml.MappingNode, path: tuple[Any, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        first_seen: dict[str, Position] = {}
-        for key_node, value_node in node.value:
-            key_pos = _pos(self.file, key_node.start_mark)
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.refuse(key_node, path, "mapping keys must be plain strings, not collections")
-                continue
-            if key_node.tag == _MERGE_TAG:
-                self.refuse(key_node, path, "merge keys ('<<') are not supported in a swarm spec")
-                continue
-            key = str(key_node.value)
-            if key in first_seen:
-                what = f"role {key!r}" if path == ("roles",) else f"key {key!r}"
-                self.issues.append(
-                    SpecIssue(
-                        key_pos,
-                        format_path(path + (key,)),
-                        f"duplicate {what} (first at {first_seen[key]}); "
-                        "YAML would silently keep only the last one",
-                        related=(first_seen[key],),
-                    )
-                )
-                continue
-            first_seen[key] = key_pos
-            out[key] = self.convert(value_node, path + (key,), key_pos)
-        return out
-
-
-def _yaml_error_issue(file: str, text: str, exc: yaml.YAMLError) -> SpecIssue:
-    if isinstance(exc, yaml.reader.ReaderError):
-        return SpecIssue(
-            _offset_position(file, text, exc.position),
-            "",
-            f"unacceptable character #x{exc.character:04x} (control characters are not allowed)"
-            if isinstance(exc.character, int)
-            else str(exc),
-        )
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        message = exc.problem or "invalid YAML"
-        if exc.context:
-            ctx = exc.context
-            if exc.context_mark is not None:
-                ctx += f" started at {_pos(file, exc.context_mark)}"
-            message = f"{message} ({ctx})"
-        prefix = "" if isinstance(exc, _AliasRefused) else "YAML syntax error: "
-        return SpecIssue(_pos(file, exc.problem_mark), "", prefix + message)
-    return SpecIssue(Position(file, 1, 1), "", f"YAML error: {exc}")
-
-
-def _compose_file(file: str, text: str, issues: list[SpecIssue]) -> tuple[list[ParsedDocument], bool]:
-    """All documents of one file; the flag is False when the file did not parse to the end."""
-    docs: list[ParsedDocument] = []
-    loader: _SpecYamlLoader | None = None
-    index = 0
-    try:
-        loader = _SpecYamlLoader(text)  # the reader already refuses control characters
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            doc_index = index
-            index += 1
-            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value == "":
-                continue  # an empty document, e.g. after a trailing '---'
-            conv = _Converter(file, issues)
-            data = conv.convert(node, (), None)
-            docs.append(ParsedDocument(file, doc_index, data, conv.nodes, tuple(conv.poisoned)))
-    except yaml.YAMLError as exc:
-        issues.append(_yaml_error_issue(file, text, exc))
-        return docs, False
-    except RecursionError:
-        issues.append(SpecIssue(Position(file, 1, 1), "", "nesting too deep to parse"))
-        return docs, False
-    finally:
-        if loader is not None:
-            loader.dispose()
-    return docs, True
 
 
 # --------------------------------------------------------------------------- documents
@@ -369,11 +163,11 @@ def parse_documents(files: Mapping[str, bytes]) -> tuple[list[ParsedDocument], l
     docs: list[ParsedDocument] = []
     complete = True
     for file in sorted(files):
-        text = _decode(file, files[file], issues)
+        text = decode_spec_bytes(file, files[file], issues)
         if text is None:
             complete = False
             continue
-        file_docs, ok = _compose_file(file, text, issues)
+        file_docs, ok = parse_yaml_documents(file, text, issues)
         docs.extend(file_docs)
         complete = complete and ok
     return docs, issues, complete

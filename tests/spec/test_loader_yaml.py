@@ -7,6 +7,7 @@ import time
 import pytest
 
 from swarm.errors import Position, SpecError
+from swarm.spec import yamldoc
 from swarm.spec.loader import MAX_DEPTH, MAX_FILE_BYTES, parse_spec_texts
 from tests.spec.specdata import AGENT, SWARM, SWARM_FILE, agent_file, at, files, issues, load, one
 
@@ -118,11 +119,31 @@ def test_control_character_is_positioned() -> None:
     assert issue.position == at(agent_file("w1"), text, "\x07")
 
 
+@pytest.fixture(autouse=True, params=["libyaml", "pure-python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with the fast (libyaml) and the pure-Python parser: same results."""
+    if request.param == "pure-python":
+        monkeypatch.setattr(yamldoc, "_FAST_LOADER", None)
+    elif yamldoc._FAST_LOADER is None:
+        pytest.skip("libyaml is not available")
+    return str(request.param)
+
+
 def test_deep_nesting_is_refused() -> None:
-    deep = "x: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n"
-    text = AGENT + deep.replace("x:", "metadata:")
-    found = issues(swarm=SWARM, w1=text)
-    assert one(found, "nesting deeper").position is not None
+    deep = "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5)
+    text = AGENT + f"metadata: {deep}\n"
+    issue = one(issues(swarm=SWARM, w1=text), f"nesting deeper than {MAX_DEPTH} levels")
+    assert issue.position == at(agent_file("w1"), text, "[", 2 + MAX_DEPTH - 1)
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_pathological_nesting_stops_early(opening: str) -> None:
+    # both parsers are quadratic in the depth: 1 MiB of '[' would run for minutes
+    count = 200_000 // len(opening)
+    closing = "]" if opening == "[" else "}"
+    bomb = "x: " + opening * count + closing * count + "\n"
+    issue = one(issues(swarm=SWARM, deep=bomb), "nesting deeper")
+    assert issue.position is not None and issue.position.line == 1
 
 
 def test_non_mapping_document() -> None:
