@@ -10,25 +10,28 @@ Why it is built this way:
   bytes}`` and does no I/O, so the reconciler can feed it a commit's blobs and
   tests can feed it literals. :func:`read_spec_files` is the only function here
   that touches the filesystem.
-* **Positions come from composed nodes.** PyYAML's loaded values carry no
-  positions and silently keep the last of duplicate keys, so we ``compose``
-  (safe loader only) and convert nodes ourselves; every value's and key's
-  position goes into a :class:`~swarm.spec.sourcemap.SourceMap`.
+* **Positions come from the parser's events.** PyYAML's loaded values carry no
+  positions and silently keep the last of duplicate keys, so
+  :mod:`swarm.spec.yamldoc` builds the data from the safe parser's events and
+  records every value's and key's position; a
+  :class:`~swarm.spec.sourcemap.SourceMap` maps them onto the merged Spec.
 * **Every problem at once.** YAML-level problems, pydantic errors (validated per
   document and mapped back to file:line:col) and semantic checks
   (:mod:`swarm.spec.checks`) are collected into one :class:`SpecError`.
 
-YAML hazards and the choices made for them:
+YAML hazards (details in :mod:`swarm.spec.yamldoc`): aliases are refused
+outright (a spec is read by people in diffs, and no alias means no "billion
+laughs" and no expansion budget to tune), merge keys with them; duplicate keys
+name both positions; files must be UTF-8 (BOM accepted) and at most
+:data:`MAX_FILE_BYTES`; nesting deeper than :data:`MAX_DEPTH` stops the file;
+only standard scalar tags; mapping keys are taken as written.
 
-* anchors/aliases are **rejected outright** (``*name`` is an error at its
-  position): a spec is read by people in diffs, and refusing aliases removes the
-  "billion laughs" expansion attack without a budget to tune; merge keys
-  (``<<``) go with them;
-* duplicate keys in one mapping are errors naming both positions;
-* files must be UTF-8 (a BOM is accepted) and at most :data:`MAX_FILE_BYTES`;
-* nesting deeper than :data:`MAX_DEPTH` is refused;
-* only the standard scalar tags are accepted, no ``!!python/...`` or custom tags;
-* mapping keys are taken as written (``on:`` is the key ``"on"``, not ``True``).
+Document rules: every document is a mapping with ``kind: Swarm`` or ``kind:
+Agent`` and ``apiVersion: swarm/v1``; exactly one Swarm document; empty
+documents (a trailing ``---``) and comment-only files are ignored. Each document
+is validated alone; an invalid Agent document (or inline agent) is left out and
+the semantic checks run on the rest, with agents still numbered by their place
+in the full merged list, so structural and semantic errors come in one report.
 
 Digest (:attr:`LoadedSpec.digest`): ``"sha256:" + hex(sha256(stream))`` where
 ``stream`` is, for each file in order of its *canonical path*, the UTF-8 path,
@@ -218,7 +221,7 @@ def structural_issues(files: Mapping[str, bytes]) -> list[SpecIssue]:
         kind = _document_kind(doc, issues)
         if kind is not None:
             model = SwarmDocument if kind == "Swarm" else AgentDocument
-            issues.extend(_validate(doc, model, DocSource(doc, 0))[1])
+            issues.extend(_validate(doc, model, DocSource(doc, -1))[1])
     return issues
 
 

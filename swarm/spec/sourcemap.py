@@ -45,14 +45,15 @@ class NodeInfo:
 class DocSource:
     """A document plus the index its agent has in the merged ``agents`` list.
 
-    For the Swarm document ``agent_index`` is unused (paths are shown as written).
+    Paths are shown as written for the Swarm document, and for any document when
+    ``agent_index`` is negative (checking documents one by one, unmerged).
     """
 
     doc: "ParsedDocument"
     agent_index: int
 
     def label(self, path: Path) -> Path:
-        if self.doc.data.get("kind") == "Agent":
+        if self.agent_index >= 0 and self.doc.data.get("kind") == "Agent":
             return ("agents", self.agent_index) + path
         return path
 
@@ -73,10 +74,16 @@ def format_path(path: Iterable[Any]) -> str:
     return out
 
 
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word`` (difflib ratio >= 0.6), if any."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    match = closest(word, candidates)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 class SourceMap:
@@ -288,7 +295,10 @@ def issues_from_validation(
     at the value. Errors under a path already refused at the YAML level are dropped.
     """
     issues: list[SpecIssue] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    missing = {tuple(e["loc"]) for e in errors if e["type"] == "missing"}
+    explained: set[Path] = set()  # missing fields already named by a did-you-mean
+    for err in errors:
         loc: Path = tuple(err["loc"])
         key_error = bool(loc) and loc[-1] == "[key]"
         if key_error:
@@ -297,14 +307,9 @@ def issues_from_validation(
             continue
         kind = err["type"]
         if kind == "missing":
-            parent = loc[:-1]
-            info = nodes.get(parent)
-            pos = info.value if info else Position(file, 1, 1)
-            issues.append(
-                SpecIssue(pos, format_path(source.label(parent)), f"missing required field {loc[-1]!r}")
-            )
-            continue
+            continue  # after the loop, so that a typo can explain it first
         # the deepest part of loc that exists in the document
+            info = nodes.get(parent)
         inner = loc
         while inner and inner not in nodes:
             inner = inner[:-1]
@@ -312,9 +317,16 @@ def issues_from_validation(
         if kind == "extra_forbidden":
             name = str(loc[-1])
             allowed = fields_at(model, loc[:-1])
-            hint = did_you_mean(name, allowed)
-            if not hint and allowed:
+            match = closest(name, allowed)
+            if match is not None:
+                hint = f" (did you mean {match!r}?)"
+                if loc[:-1] + (match,) in missing:
+                    explained.add(loc[:-1] + (match,))
+                    hint = f" (did you mean {match!r}? it is required)"
+            elif allowed:
                 hint = " (allowed: " + ", ".join(sorted(allowed)) + ")"
+            else:
+                hint = ""
             pos = (info.key or info.value) if info else Position(file, 1, 1)
             issues.append(SpecIssue(pos, format_path(source.label(loc)), f"unknown field {name!r}{hint}"))
             continue
@@ -325,4 +337,11 @@ def issues_from_validation(
         else:
             pos = info.value
         issues.append(SpecIssue(pos, format_path(source.label(inner)), _message(err, loc, key_error)))
+    for loc in sorted(missing - explained, key=str):
+        if any(loc[: len(p)] == p for p in poisoned):
+            continue
+        parent = loc[:-1]
+        info = nodes.get(parent)
+        pos = info.value if info else Position(file, 1, 1)
+        issues.append(SpecIssue(pos, format_path(source.label(parent)), f"missing required field {loc[-1]!r}"))
     return issues

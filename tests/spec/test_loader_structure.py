@@ -116,10 +116,12 @@ def test_bad_role_name_key_points_at_the_key() -> None:
 
 def test_every_structural_error_of_every_file_at_once() -> None:
     a = AGENT.replace("port: 8002", "port: nope")
-    b = AGENT.replace("id: w1", "id: w2").replace("role: worker", "rol: worker")
+    b = AGENT.replace("id: w1", "id: w2").replace("role: worker", "rolle: worker\nzzz: x")
     s = SWARM.replace("ttl_seconds: 30", "ttl_seconds: -1")
     found = issues(swarm=s, a=a, b=b)
-    assert {i.path for i in found} >= {"agents[1].port", "agents[2].rol", "agents[2]", "registry.ttl_seconds"}
+    assert {i.path for i in found} == {"agents[1].port", "agents[2].rolle", "agents[2].zzz", "registry.ttl_seconds"}
+    assert "it is required" in one(found, "'rolle'").message
+    assert "(allowed: " in one(found, "'zzz'").message
 
 
 def test_semantic_checks_still_run_when_an_agent_document_is_invalid() -> None:
@@ -215,3 +217,18 @@ def test_spec_error_lists_issues_sorted_by_position() -> None:
     assert len(lines) == 2
     assert lines[0].startswith(f"{agent_file('w1')}:4:7: error: agents[1].role:")
     assert lines[1].startswith(f"{agent_file('w1')}:5:7: error: agents[1].port:")
+
+
+def test_typo_of_a_required_field_is_one_issue() -> None:
+    text = AGENT.replace("role: worker", "rol: worker")
+    found = [i for i in issues(swarm=SWARM, w1=text)]
+    assert len(found) == 1
+    assert found[0].message == "unknown field 'rol' (did you mean 'role'? it is required)"
+    assert found[0].position == at(agent_file("w1"), text, "rol")
+
+
+def test_structural_issues_show_paths_as_written() -> None:
+    from swarm.spec.loader import structural_issues
+
+    (issue,) = structural_issues({"a.yaml": AGENT.replace("port: 8002", "port: x").encode()})
+    assert issue.path == "port" and issue.position == Position("a.yaml", 5, 7)
