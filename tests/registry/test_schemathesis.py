@@ -1,0 +1,38 @@
+"""schemathesis against /openapi.json of a real registry: no request may produce a 5xx.
+
+Runs the schemathesis CLI (``st run``) in a subprocess with bounded examples and a
+time budget, with the admin token so that writes reach the handlers (not only the
+auth check). /agents/watch is excluded: it is an endless event stream (covered by
+test_watch.py), and /metrics is plain text.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.registry.conftest import RegistryProcess
+
+
+def test_no_server_errors(registry: RegistryProcess, tmp_path: Path) -> None:
+    registry.register("architect")
+    st = Path(sys.executable).parent / "st"
+    args = [
+        str(st), "run", registry.url + "/openapi.json",
+        "--checks", "not_a_server_error",
+        "--max-examples", "8",
+        "--max-time", "15",
+        "--phases", "examples,coverage,fuzzing",
+        "--exclude-path", "/agents/watch",
+        "--request-timeout", "5",
+        "--generation-database", "none",
+        "--workers", "1",
+        "-H", f"Authorization: Bearer {registry.admin}",
+    ]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "No issues found" in out, out[-6000:]
+    assert "Traceback" not in registry.log_text()
