@@ -309,7 +309,6 @@ def issues_from_validation(
         if kind == "missing":
             continue  # after the loop, so that a typo can explain it first
         # the deepest part of loc that exists in the document
-            info = nodes.get(parent)
         inner = loc
         while inner and inner not in nodes:
             inner = inner[:-1]

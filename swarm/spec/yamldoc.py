@@ -169,6 +169,10 @@ class _DocumentBuilder:
         self.issues.append(SpecIssue(_pos(self.file, mark), format_path(path), message))
         self.poisoned.append(path)
 
+    def too_deep(self, mark: Any, path: Path) -> SpecIssue:
+        message = f"nesting deeper than {MAX_DEPTH} levels; the rest of the file was not read"
+        return SpecIssue(_pos(self.file, mark), format_path(path[:4]) + "...", message)
+
     def document(self) -> ParsedDocument:
         if self.aliases > 1:
             first = self.issues[self.first_alias]
@@ -181,13 +185,18 @@ class _DocumentBuilder:
         return ParsedDocument(self.file, self.index, self.root, self.nodes, tuple(self.poisoned))
 
 
-def _skip_node(loader: Any) -> None:
-    """Consume the events of one node (a whole subtree for collections)."""
-    depth = 0
+def _skip_events(doc: _DocumentBuilder, path: Path, loader: Any, depth: int) -> None:
+    """Consume events until ``depth`` open collections are closed (0: one whole node).
+
+    Skipped subtrees obey :data:`MAX_DEPTH` too: the parsers' cost is quadratic
+    in the nesting depth whether or not we keep the data.
+    """
     while True:
         event = loader.get_event()
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
+            if len(path) + depth > MAX_DEPTH:
+                raise _TooDeep(doc.too_deep(event.start_mark, path))
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
         if depth == 0:
@@ -205,14 +214,16 @@ def _read_key(doc: _DocumentBuilder, frame: _Frame, event: Any, loader: Any) -> 
     """Handle an event in key position of ``frame`` (a mapping)."""
     key_pos = _pos(doc.file, event.start_mark)
     if not isinstance(event, yaml.ScalarEvent):
-        doc.refuse(event.start_mark, frame.path, "mapping keys must be plain strings, not collections or aliases")
+        message = "mapping keys must be plain strings, not collections or aliases"
+        doc.refuse(event.start_mark, frame.path, message)
         if not isinstance(event, yaml.AliasEvent):
-            _skip_rest_of_collection_start(loader)
-        _skip_node(loader)  # its value
+            _skip_events(doc, frame.path, loader, 1)
+        _skip_events(doc, frame.path, loader, 0)  # its value
         return
-    if event.tag is None and event.implicit[0] and _resolver.resolve(yaml.ScalarNode, event.value, (True, False)) == _MERGE_TAG:
+    plain = event.tag is None and event.implicit[0]
+    if plain and _resolver.resolve(yaml.ScalarNode, event.value, (True, False)) == _MERGE_TAG:
         doc.refuse(event.start_mark, frame.path, "merge keys ('<<') are not supported in a swarm spec")
-        _skip_node(loader)
+        _skip_events(doc, frame.path, loader, 0)
         return
     key = str(event.value)
     first = frame.first_seen.get(key)
@@ -226,22 +237,11 @@ def _read_key(doc: _DocumentBuilder, frame: _Frame, event: Any, loader: Any) -> 
                 related=(first,),
             )
         )
-        _skip_node(loader)
+        _skip_events(doc, frame.path, loader, 0)
         return
     frame.first_seen[key] = key_pos
     frame.key = key
     frame.key_pos = key_pos
-
-
-def _skip_rest_of_collection_start(loader: Any) -> None:
-    """After a collection start event was consumed, consume the rest of that collection."""
-    depth = 1
-    while depth:
-        event = loader.get_event()
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
 
 
 def _place(doc: _DocumentBuilder, path: Path, value: Any) -> None:
@@ -309,15 +309,14 @@ def _read_value(doc: _DocumentBuilder, event: Any, loader: Any) -> None:
     expected = _MAP_TAG if is_map else _SEQ_TAG
     if tag is not None and tag != "!" and tag != expected:
         doc.refuse(event.start_mark, path, f"tag {tag!r} is not allowed")
-        _skip_rest_of_collection_start(loader)
+        _skip_events(doc, path, loader, 1)
         _place(doc, path, None)
         return
     if len(path) >= MAX_DEPTH:
         # Stop reading the file here: both parsers spend time quadratic in the
         # nesting depth, so skipping the subtree would still let 1 MiB of '['
         # run for minutes.
-        message = f"nesting deeper than {MAX_DEPTH} levels; the rest of the file was not read"
-        raise _TooDeep(SpecIssue(_pos(doc.file, event.start_mark), format_path(path[:4]) + "...", message))
+        raise _TooDeep(doc.too_deep(event.start_mark, path))
     container: dict[str, Any] | list[Any] = {} if is_map else []
     _place(doc, path, container)
     doc.stack.append(_Frame(path, container))

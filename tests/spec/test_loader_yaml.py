@@ -205,3 +205,11 @@ def test_errors_of_all_files_come_at_once() -> None:
         parse_spec_texts(raw)
     by_file = {i.position.file for i in info.value.issues if i.position}
     assert by_file == {agent_file("a"), agent_file("b"), agent_file("c")}
+
+
+def test_deep_value_of_a_refused_key_is_not_parsed_to_the_end() -> None:
+    count = 100_000
+    text = AGENT + "port: " + "[" * count + "]" * count + "\n"  # a duplicate key with a deep value
+    found = issues(swarm=SWARM, w1=text)
+    assert one(found, "duplicate key 'port'")
+    assert one(found, "nesting deeper")
