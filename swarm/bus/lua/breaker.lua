@@ -3,6 +3,7 @@
 -- ARGV: op (read|acquire|success|failure|reset|lock), epoch, failure_threshold, cooldown_ms,
 --       max_cooldown_ms, probe_timeout_ms, agent_id, now_ms ('' = Redis TIME), events_maxlen,
 --       lock_ms (op lock only)
+-- Watch events carry 'agent' like the registry's own events (and 'agent_id'), data JSON.
 -- Returns {state, failures, epoch, opened_at_ms, cooldown_ms, probe, ticket, transition, now_ms}
 -- ticket is the epoch a health check runs under (-1: none); transition is '' or the new state.
 local op = ARGV[1]
@@ -102,8 +103,9 @@ end
 if transition == 'open' or transition == 'closed' then
   local kind = 'breaker-closed'
   if transition == 'open' then kind = 'breaker-opened' end
-  local data = cjson.encode({state = s.state, failures = s.failures, epoch = s.epoch,
+  local data = cjson.encode({agent_id = ARGV[7], state = s.state, failures = s.failures, epoch = s.epoch,
     cooldown_ms = s.cooldown_ms, at_ms = now})
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', kind, 'agent_id', ARGV[7], 'data', data)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', kind, 'agent', ARGV[7], 'agent_id', ARGV[7],
+    'data', data)
 end
 return reply()
