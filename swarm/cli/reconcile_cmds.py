@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
-from swarm.errors import SpecError, SwarmError, TransientError
+from swarm.errors import SpecError, TransientError
 
 
 def secrets_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -273,8 +273,5 @@ def run_status(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     from swarm.reconcile.up import UpOptions, run_up as up
 
-    try:
-        return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
-                            demo=args.demo, prune=args.prune, state_dir=Path(args.state_dir)))
-    except SwarmError:
-        raise
+    return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
+                        demo=args.demo, prune=args.prune, state_dir=Path(args.state_dir)))

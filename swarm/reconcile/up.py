@@ -1,0 +1,250 @@
+"""``swarm up``: the one-command local environment — Redis, the registry and the watch loop.
+
+Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
+
+1. a ``redis-server`` of its own in ``.swarm/redis/`` (append-only on, so state
+   survives a restart) on the spec's Redis port when free, else a free port —
+   unless ``--redis-url`` is given. No redis-server on PATH is a clear error
+   saying how to install one or which flag to pass instead;
+2. the registry (``python -m swarm registry serve``, a subprocess so its
+   uvicorn owns its own event loop and logs to ``.swarm/registry.log``) on the
+   spec's registry port when free, else a free port;
+3. the reconcile watch loop in this process (``--prune`` when asked), writing
+   ``compiled/`` like ``swarm compile``;
+4. with ``--demo``, every compiled Python agent with ``registry: true`` under
+   uvicorn, with its registry token and its own Redis user, so a newcomer sees
+   them register and heartbeat.
+
+A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
+else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
+SIGTERM) stops the loop, then the agents, the registry and Redis, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import httpx
+
+from swarm.errors import PermanentError, SwarmError
+from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
+from swarm.reconcile.observe import make_ports_factory
+
+NO_REDIS = (
+    "swarm up: no redis-server found on PATH.\n"
+    "  Install one (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis;\n"
+    "  or run one in Docker: docker run -p 6379:6379 redis:7),\n"
+    "  or use a Redis you already have: swarm up --redis-url redis://HOST:PORT/0"
+)
+
+
+@dataclass
+class UpOptions:
+    spec_paths: list[Path]
+    redis_url: str | None = None
+    demo: bool = False
+    prune: bool = False
+    state_dir: Path = Path(".swarm")
+    compiled_dir: Path = Path("compiled")
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class LocalStack:
+    """The processes ``swarm up`` started; :meth:`stop` ends them in reverse order."""
+
+    children: list[_Child] = field(default_factory=list)
+
+    def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True)
+        self.children.append(_Child(name, proc, log))
+        return proc
+
+    def stop(self) -> None:
+        """Agents first (they deregister while the registry is up), then the registry, then Redis."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+            child.log.close()
+        self.children.clear()
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(preferred: int | None) -> int:
+    if preferred and port_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PermanentError(f"{what} exited with {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise PermanentError(f"{what} did not listen on port {port} within {timeout:g}s; see {log}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PermanentError(f"{what} exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise PermanentError(f"{what} not ready at {url} within {timeout:g}s; see {log}")
+
+
+def registry_secret(state_dir: Path, env: dict[str, str]) -> str:
+    """SWARM_REGISTRY_SECRET, else a secret generated once into ``state_dir/secret``."""
+    if env.get("SWARM_REGISTRY_SECRET"):
+        return env["SWARM_REGISTRY_SECRET"]
+    path = state_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None) -> str:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise PermanentError(NO_REDIS)
+    data = state_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    port = pick_port(preferred_port)
+    log = state_dir / "redis.log"
+    proc = stack.spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
+                                 "--appendonly", "yes", "--save", "", "--protected-mode", "no",
+                                 "--logfile", str(log.resolve())], log)
+    _wait_port(port, proc, "redis-server", log)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def run_up(options: UpOptions) -> int:
+    """Start everything, print the URLs, run the watch loop until Ctrl-C; the exit code."""
+    from swarm.bus.apply import agent_redis_url
+    from swarm.registry.auth import admin_token, agent_token
+    from swarm.spec.loader import load_spec_full
+
+    loaded = load_spec_full(options.spec_paths)  # an invalid spec: the dispatcher prints it (exit 2)
+    spec = loaded.spec
+    state = options.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    secret = registry_secret(state, env)
+    env["SWARM_REGISTRY_SECRET"] = secret
+    admin = env.get("SWARM_ADMIN_TOKEN") or admin_token(secret)
+    env["SWARM_ADMIN_TOKEN"] = admin
+    bus_secret = env.get("SWARM_BUS_SECRET") or secret
+
+    stack = LocalStack()
+    try:
+        if options.redis_url:
+            redis_url = options.redis_url
+        else:
+            redis_url = start_redis(stack, state, urlsplit(spec.swarm.bus.redis_url).port)
+        reg_port = pick_port(urlsplit(spec.swarm.registry.url).port)
+        registry_url = f"http://127.0.0.1:{reg_port}"
+        reg_log = state / "registry.log"
+        reg = stack.spawn("registry", [sys.executable, "-m", "swarm", "registry", "serve", "--port", str(reg_port),
+                                       "--redis-url", redis_url, "--swarm", spec.name], reg_log, env=env)
+        _wait_http(registry_url + "/health/live", reg, "the registry", reg_log)
+
+        print(f"swarm up: {spec.name}")
+        print(f"  redis     {redis_url}" + ("" if options.redis_url else f"  (data in {state / 'redis'})"))
+        print(f"  registry  {registry_url}  (status: {registry_url}/status, watch: {registry_url}/agents/watch)")
+        print(f"  logs      {state}/*.log;  admin token: swarm token --admin (secret in {state / 'secret'})"
+              if not os.environ.get("SWARM_REGISTRY_SECRET") else f"  logs      {state}/*.log")
+        print("  watching the spec; Ctrl-C stops everything", flush=True)
+
+        config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, registry_url=registry_url,
+                                 redis_url=redis_url, compiled_dir=options.compiled_dir)
+        reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
+        demo_started = False
+        last_line = ""
+
+        def on_pass(result: PassResult) -> None:
+            nonlocal demo_started, last_line
+            message = result.status.message if result.status else ""
+            line = f"{result.state}: {message}"
+            if line != last_line or result.applied:  # quiet resyncs
+                print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+                last_line = line
+            for action in result.applied:
+                print(f"    {action.description}", flush=True)
+            if options.demo and not demo_started and result.state == "synced":
+                demo_started = True
+                for agent in spec.agents:
+                    if agent.runtime != "python" or not agent.registry:
+                        continue
+                    folder = options.compiled_dir / spec.name / "agents" / agent.id
+                    agent_env = {**env, "AGENT_ID": agent.id, "AGENT_PORT": str(agent.port),
+                                 "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, agent.id),
+                                 "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
+                    stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",
+                                "127.0.0.1", "--port", str(agent.port), "--log-level", "warning"],
+                                state / f"agent-{agent.id}.log", env=agent_env, cwd=folder)
+                    print(f"    demo: started agent {agent.id} on port {agent.port}", flush=True)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await reconciler.watch(stop, on_pass=on_pass)
+
+        asyncio.run(main())
+        print("swarm up: stopping", flush=True)
+        return 0
+    except SwarmError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        stack.stop()
