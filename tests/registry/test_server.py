@@ -280,3 +280,53 @@ def test_access_log_flag(registry_factory: RegistryFactory, access_log: bool) ->
     httpx.get(reg.url + "/health/live")
     reg.stop()
     assert ('"GET /health/live HTTP/1.1" 200' in reg.log_text()) is access_log
+
+
+def test_health_prober_marks_an_unreachable_agent_critical(registry_factory: RegistryFactory) -> None:
+    from tests.registry.test_sweeper import wait_until
+    from tests.support.services import free_port
+
+    reg = registry_factory(extra_args=["--probe-interval", "0.1"])
+    reg.push()
+    dead = f"http://127.0.0.1:{free_port()}/health/live"
+    assert reg.register("architect", health_url=dead).status_code == 201
+    wait_until(lambda: httpx.get(reg.url + "/agents/architect").json()["status"] == "critical",
+               what="breaker to open")
+    assert [a["agent_id"] for a in httpx.get(reg.url + "/agents", params={"status": "critical"}).json()["agents"]] \
+        == ["architect"]
+
+
+def test_no_probe_leaves_breakers_alone(registry_factory: RegistryFactory) -> None:
+    import time
+
+    reg = registry_factory(extra_args=["--no-probe", "--probe-interval", "0.1"])
+    reg.push()
+    reg.register("architect", health_url="http://127.0.0.1:1/health/live")
+    time.sleep(0.6)  # several probe intervals: nothing may probe
+    r = reg.redis.client()
+    assert r.exists("swarm:{research}:breaker:architect") == 0  # type: ignore[attr-defined]
+    r.close()  # type: ignore[attr-defined]
+
+
+def test_cli_push_sends_the_compiled_catalog(registry_factory: RegistryFactory) -> None:
+    import subprocess
+    import sys
+
+    from tests.registry.conftest import REPO, TEST_SECRET
+
+    reg = registry_factory()
+    cmd = [sys.executable, "-m", "swarm", "registry", "push", "compiled/research", "--registry-url", reg.url,
+           "--revision", "r1"]
+    env = {"PATH": "/usr/bin:/bin", "SWARM_REGISTRY_SECRET": TEST_SECRET}
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "changed" in first.stdout and "unchanged" not in first.stdout
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert "unchanged" in again.stdout
+    assert httpx.get(reg.url + "/catalog").json()["revision"] == "r1"
+    denied = subprocess.run(cmd, cwd=REPO, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                            timeout=60)
+    assert denied.returncode == 2 and "401" in denied.stderr
+    missing = subprocess.run([*cmd[:4], "compiled/nowhere"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 2 and "compiled/nowhere" in missing.stderr

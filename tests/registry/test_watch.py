@@ -136,3 +136,28 @@ async def test_many_watchers_share_one_reader_and_all_receive(registry: Registry
         finally:
             for s in streams:
                 await s.__aexit__(None, None, None)
+
+
+async def test_slow_subscriber_overflows_and_is_dropped() -> None:
+    from swarm.registry.watch import Subscriber
+
+    sub = Subscriber(limit=2)
+    for i in range(3):
+        sub.offer((f"{i}-0", {"type": "registered"}))
+    assert sub.overflowed
+    assert await sub.next(timeout=0.1) is None  # the stream ends; the client resumes by Last-Event-ID
+    ok = Subscriber(limit=2)
+    ok.offer(("1-0", {"type": "registered"}))
+    assert await ok.next(timeout=0.1) == ("1-0", {"type": "registered"})
+    assert await ok.next(timeout=0.05) is None  # nothing more: timeout
+
+
+def test_filter_matching() -> None:
+    from swarm.registry.watch import matches
+
+    agent = {"capabilities": ["a"], "topics": {"publish": ["t.x"], "subscribe": ["t.y"]}}
+    assert matches(agent, None, None)
+    assert matches(agent, "a", "t.y")
+    assert not matches(agent, "b", None)
+    assert not matches(agent, None, "t.z")
+    assert matches({"revision": "r"}, "b", "t.z")  # catalog-changed passes any filter
