@@ -174,6 +174,14 @@ class EventBus:
         """Open the connection and load bus settings + ACL table unless given."""
         if self._redis is None:
             self._redis = self._client(blocking=False)
+        try:
+            return await self._load()
+        except BaseException:
+            await self.close()  # `async with` never reaches __aexit__ when connect fails
+            raise
+
+    async def _load(self) -> "EventBus":
+        assert self._redis is not None
         if self.plan is None or self._table is None:
             try:
                 bus_raw, acl_raw = await self._redis.mget([self.keys.bus, self.keys.acl])
@@ -227,6 +235,14 @@ class EventBus:
                 raise BusError("EventBus is not connected: call `await bus.connect()` first")
             decision = self._decisions[key] = self._table.decide(self.role, action, topic)
         return decision
+
+    def decide(self, action: Action, topic: str) -> Decision:
+        """This agent's ACL decision and the rule that made it (cached per topic)."""
+        return self._decide(action, topic)
+
+    def blocking_client(self) -> aioredis.Redis:
+        """A new client without socket timeout, for blocking reads; the caller closes it."""
+        return self._client(blocking=True)
 
     def can_publish(self, topic: str, role: str | None = None) -> bool:
         if role is not None and self._table is not None:

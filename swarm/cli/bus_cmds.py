@@ -1,0 +1,238 @@
+"""``swarm bus apply|publish|read|breaker``: wiring of the event bus to the command line.
+
+Every command finds the swarm and its Redis through the spec (``--spec``, default
+``specs/``: ``metadata.name`` and ``bus.redis_url``); ``--redis-url`` overrides the
+URL. ``apply`` reads the compiled ``bus.json``/``acl.json`` of a directory and, for
+the Redis users, the bus secret from ``SWARM_BUS_SECRET`` (else
+``SWARM_REGISTRY_SECRET``) — the only place the bus reads the environment.
+
+``read`` is for inspection and never changes delivery state: it checks that the
+agent may subscribe to the topic (same ACL as the bus) and then reads the stream
+with XRANGE / XREAD, without joining the agent's consumer group and without acks,
+so looking at a topic never steals or acknowledges an agent's messages.
+
+Exit codes: 0 ok (a duplicate publish is ok and prints the original entry id),
+1 refused (ACL, breaker open, undeclared topic, payload too large),
+2 usage or invalid input (bad JSON, unknown agent, invalid spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.errors import BusError, InvalidRequestError, NotDeclaredError
+
+
+def register(subparsers: Any) -> None:
+    bus = subparsers.add_parser("bus", help="the event bus: apply, publish, read, breaker",
+                                description="Install and use the event bus on Redis Streams.")
+    sub = bus.add_subparsers(dest="bus_command", metavar="COMMAND", parser_class=type(bus))
+    sub.required = True
+
+    a = sub.add_parser("apply", help="create streams, groups, ACL table, settings and Redis users",
+                       description="Idempotently install compiled/<swarm>/bus.json and acl.json in Redis.")
+    a.add_argument("compiled", metavar="COMPILED_DIR", help="compiled/<swarm> directory")
+    a.add_argument("--prune", action="store_true", help="delete streams, groups and users no longer declared")
+    _common(a)
+    a.set_defaults(handler=run_apply)
+
+    p = sub.add_parser("publish", help="publish one JSON message as an agent",
+                       description="Publish JSON (or '-' for stdin) to TOPIC as AGENT; prints the entry id.")
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("payload", metavar="JSON")
+    p.add_argument("--as", dest="agent", required=True, metavar="AGENT", help="publishing agent id")
+    p.add_argument("--id", dest="message_id", metavar="UUID", help="message id (dedup key); default a new UUID")
+    _common(p)
+    p.set_defaults(handler=run_publish)
+
+    r = sub.add_parser("read", help="show a topic's entries as an agent would see them (no ack)",
+                       description="Print the last N entries of TOPIC as JSON lines, if AGENT may subscribe.")
+    r.add_argument("topic", metavar="TOPIC")
+    r.add_argument("--as", dest="agent", required=True, metavar="AGENT", help="reading agent id (for the ACL)")
+    r.add_argument("--count", type=_positive, default=10, metavar="N", help="entries to show (default 10)")
+    r.add_argument("--follow", action="store_true", help="keep printing new entries until interrupted")
+    _common(r)
+    r.set_defaults(handler=run_read)
+
+    b = sub.add_parser("breaker", help="show or reset an agent's circuit breaker",
+                       description="Show state, failures and cooldown left of AGENT's breaker, or --reset it.")
+    b.add_argument("agent", metavar="AGENT")
+    b.add_argument("--reset", action="store_true", help="close the breaker now")
+    _common(b)
+    b.set_defaults(handler=run_breaker)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", default="specs", metavar="SPEC", help="spec file or directory (default: specs/)")
+    parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str]:
+    """(swarm name, redis url) from the spec, with --redis-url overriding."""
+    from swarm.spec.loader import load_spec_full
+
+    spec = load_spec_full(args.spec).spec
+    return spec.name, args.redis_url or spec.swarm.bus.redis_url
+
+
+def _refusable(run: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(run())
+    except (InvalidRequestError, NotDeclaredError) as exc:
+        print(f"swarm bus: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except BusError as exc:
+        print(f"swarm bus: refused: {exc}", file=sys.stderr)
+        return EXIT_DIFF
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from swarm.bus.apply import apply_bus
+    from swarm.desired import AclDocument, BusPlan
+
+    directory = Path(args.compiled)
+    try:
+        plan = BusPlan.model_validate_json((directory / "bus.json").read_bytes())
+        acl = AclDocument.model_validate_json((directory / "acl.json").read_bytes())
+    except OSError as exc:
+        print(f"swarm bus apply: cannot read {directory}: {exc} (run `swarm compile` first)", file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as exc:
+        print(f"swarm bus apply: {directory}: invalid compiled output: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    url = args.redis_url or plan.settings.redis_url
+    secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
+
+    async def run() -> int:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            report = await apply_bus(client, plan, acl, prune=args.prune, secret=secret)
+        finally:
+            await client.aclose()
+        for line in report.lines():
+            print(line)
+        if not report.changed:
+            print(f"bus of swarm {plan.swarm!r} is up to date")
+        return EXIT_OK
+
+    return _refusable(run)
+
+
+def _bus(args: argparse.Namespace, agent: str) -> Any:
+    from swarm.bus.bus import EventBus
+
+    swarm, url = _target(args)
+    return EventBus(redis_url=url, swarm=swarm, agent_id=agent)
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.payload == "-" else args.payload
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        print(f"swarm bus publish: JSON argument is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    bus = _bus(args, args.agent)
+
+    async def run() -> int:
+        async with bus:
+            result = await bus.publish(args.topic, payload, message_id=args.message_id)
+        print(f"{result.entry_id} duplicate" if result.duplicate else result.entry_id)
+        return EXIT_OK
+
+    return _refusable(run)
+
+
+def _line(entry_id: str, fields: dict[str, str]) -> str:
+    try:
+        payload: Any = json.loads(fields.get("payload", "null"))
+    except ValueError:
+        payload = fields.get("payload")
+    return json.dumps({"entry_id": entry_id, "message_id": fields.get("message_id"),
+                       "sender": fields.get("sender"), "payload": payload}, ensure_ascii=False)
+
+
+def run_read(args: argparse.Namespace) -> int:
+    bus = _bus(args, args.agent)
+
+    async def run() -> int:
+        from swarm.errors import AclDeniedError, UndeclaredTopicError
+
+        async with bus:
+            if args.topic not in bus.plan.topics:
+                raise UndeclaredTopicError(f"topic {args.topic!r} is not declared in swarm {bus.swarm!r}")
+            if not bus.can_subscribe(args.topic):
+                decision = bus.decide("subscribe", args.topic)
+                raise AclDeniedError(f"agent {bus.agent_id!r} (role {bus.role!r}) may not subscribe to "
+                                     f"{args.topic!r}: {decision.rule}")
+            stream = bus.plan.topics[args.topic].stream
+            entries = list(reversed(await bus.redis.xrevrange(stream, count=args.count)))
+            for entry_id, fields in entries:
+                print(_line(entry_id, fields), flush=True)
+            if not args.follow:
+                return EXIT_OK
+            last = entries[-1][0] if entries else "$"
+            reader = bus.blocking_client()
+            try:
+                while True:
+                    reply = await reader.xread({stream: last}, block=5000, count=100)
+                    for _, items in reply or []:
+                        for entry_id, fields in items:
+                            print(_line(entry_id, fields), flush=True)
+                            last = entry_id
+            finally:
+                await reader.aclose()
+
+    try:
+        return _refusable(run)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run_breaker(args: argparse.Namespace) -> int:
+    swarm, url = _target(args)
+
+    async def run() -> int:
+        import redis.asyncio as aioredis
+
+        from swarm.bus.breaker_store import BreakerStore, policy_from_settings
+        from swarm.desired import BusPlan
+        from swarm.keys import SwarmKeys
+
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            raw = await client.get(SwarmKeys(swarm).bus)
+            policy = policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker) if raw else None
+            store = BreakerStore(client, swarm, policy)
+            reply = await (store.reset(args.agent) if args.reset else store.read(args.agent))
+        finally:
+            await client.aclose()
+        snap = reply.snapshot
+        text = f"{args.agent}: {snap.state.value}, failures {snap.failures}, epoch {snap.epoch}"
+        retry_at = snap.retry_at_ms()
+        if retry_at is not None:
+            when = datetime.fromtimestamp(retry_at / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+            text += f", cooldown left {reply.cooldown_left_ms() / 1000:.1f}s (probe allowed after {when})"
+        if args.reset:
+            text = "reset: " + text
+        print(text)
+        return EXIT_OK
+
+    return _refusable(run)
