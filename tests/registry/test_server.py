@@ -330,3 +330,26 @@ def test_cli_push_sends_the_compiled_catalog(registry_factory: RegistryFactory) 
     missing = subprocess.run([*cmd[:4], "compiled/nowhere"], cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 2 and "compiled/nowhere" in missing.stderr
+
+
+async def test_unexpected_errors_are_json_500_without_internals() -> None:
+    from swarm.registry.config import RegistryConfig
+    from swarm.registry.server import create_app
+
+    app = create_app(RegistryConfig(swarm="research", insecure=True, redis_url="redis://127.0.0.1:1/0"))
+    registry = app.state.registry
+
+    async def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    registry.store.get_catalog = broken
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        r = await http.get("/catalog")
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal", "detail": "internal server error"}
+        assert "secret" not in r.text
+        # and a Redis that cannot be reached is 503, not 500
+        r = await http.post("/agents/a/heartbeat")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    await registry.redis.aclose()
+    await registry.reader.aclose()
