@@ -18,7 +18,7 @@ loader reports them as duplicate keys ("duplicate role 'planner'").
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from swarm.acl import ACTIONS, Action, PatternError, RoleRules, decide, parse_pattern
 from swarm.errors import Position, SpecIssue
@@ -35,7 +35,7 @@ def _issue(sources: SourceMap, path: tuple[object, ...], message: str, related: 
 
 
 def _duplicates(
-    sources: SourceMap, what: str, items: list[tuple[str, tuple[object, ...]]]
+    sources: SourceMap, what: str, items: Sequence[tuple[str, tuple[object, ...]]]
 ) -> list[SpecIssue]:
     """One issue per repeated value, naming where it was first declared."""
     issues: list[SpecIssue] = []

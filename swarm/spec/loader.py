@@ -55,6 +55,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pydantic import ValidationError
 
 from swarm.errors import Position, SpecError, SpecIssue
+from swarm.spec.checks import check_spec
 from swarm.spec.models import API_VERSION, AgentDocument, Spec, SwarmDocument
 from swarm.spec.sourcemap import DocSource, SourceMap, did_you_mean, issues_from_validation
 from swarm.spec.yamldoc import (
@@ -230,8 +231,6 @@ def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
 
     Raises :class:`SpecError` carrying every structural and semantic issue found.
     """
-    from swarm.spec.checks import check_spec
-
     if not files:
         raise SpecError([SpecIssue(None, "", "no spec files given (expected .yaml/.yml files)")])
     docs, issues, complete = parse_documents(files)

@@ -59,6 +59,12 @@ _resolver = yaml.resolver.Resolver()
 Path = tuple[Any, ...]
 
 
+def _resolve_scalar(value: str, implicit: tuple[bool, bool]) -> str:
+    """The YAML 1.1 tag a plain/quoted scalar resolves to (str, int, bool, ...)."""
+    tag: str = _resolver.resolve(yaml.ScalarNode, value, implicit)  # type: ignore[no-untyped-call]
+    return tag
+
+
 @dataclass(frozen=True)
 class ParsedDocument:
     """One YAML document: its plain data, its positions and where it came from."""
@@ -209,7 +215,7 @@ def _skip_events(doc: _DocumentBuilder, path: Path, loader: Any, depth: int) -> 
 def _scalar_value(event: yaml.ScalarEvent, tag: str) -> Any:
     if tag == _STR_TAG:
         return event.value
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    node = yaml.ScalarNode(tag, event.value, None, None, event.style)  # errors use the event's mark
     return _scalar_constructor.construct_object(node, deep=True)
 
 
@@ -224,7 +230,7 @@ def _read_key(doc: _DocumentBuilder, frame: _Frame, event: Any, loader: Any) -> 
         _skip_events(doc, frame.path, loader, 0)  # its value
         return
     plain = event.tag is None and event.implicit[0]
-    if plain and _resolver.resolve(yaml.ScalarNode, event.value, (True, False)) == _MERGE_TAG:
+    if plain and _resolve_scalar(event.value, (True, False)) == _MERGE_TAG:
         doc.refuse(event.start_mark, frame.path, "merge keys ('<<') are not supported in a swarm spec")
         _skip_events(doc, frame.path, loader, 0)
         return
@@ -292,7 +298,7 @@ def _read_value(doc: _DocumentBuilder, event: Any, loader: Any) -> None:
     if isinstance(event, yaml.ScalarEvent):
         tag = event.tag
         if tag is None or tag == "!":
-            tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = _resolve_scalar(event.value, event.implicit)
         if tag not in _SCALAR_TAGS:
             doc.refuse(event.start_mark, path, f"tag {tag!r} is not allowed")
             _place(doc, path, None)
