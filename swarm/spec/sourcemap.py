@@ -260,7 +260,10 @@ def _message(err: Any, loc: Path, key_error: bool) -> str:
     value = err.get("input")
     ctx = err.get("ctx") or {}
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {describe_value(value)}"
+        got = describe_value(value)
+        if isinstance(value, (str, int, float)) and len(repr(value)) <= 40:
+            got += f" ({value!r})"
+        return f"expected {_EXPECTED[kind]}, got {got}"
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, got {value!r}"
     if kind == "string_pattern_mismatch":

@@ -63,7 +63,7 @@ def test_unknown_nested_key_lists_allowed_fields_when_nothing_is_close() -> None
 def test_wrong_types_say_what_was_expected_and_found() -> None:
     text = AGENT.replace("port: 8002", 'port: "8002"').replace("subscribes: [tasks.a]", "subscribes: tasks.a")
     found = issues(swarm=SWARM, w1=text)
-    port = one(found, "expected an integer, got a string")
+    port = one(found, "expected an integer, got a string ('8002')")
     assert port.position == at(agent_file("w1"), text, '"8002"')
     assert port.path == "agents[1].port"
     subs = one(found, "expected a list, got a string")
