@@ -175,12 +175,15 @@ def check_heartbeat(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     explicit = reg.heartbeat_interval is not None
     path = ("registry", "heartbeat_interval" if explicit else "ttl_seconds")
     what = "heartbeat_interval" if explicit else "the default heartbeat_interval (ttl_seconds / 3, at least 1)"
+    ttl_pos = sources.position(("registry", "ttl_seconds"))
+    related = [ttl_pos] if explicit and ttl_pos is not None else []
     return [
         _issue(
             sources,
             path,
             f"{what} ({beat}) must be less than ttl_seconds ({reg.ttl_seconds}), "
             "or registrations expire between heartbeats",
+            related,
         )
     ]
 

@@ -117,6 +117,7 @@ def test_heartbeat_must_be_shorter_than_ttl() -> None:
     issue = one(issues(swarm=text), "must be less than ttl_seconds (30)")
     assert issue.path == "registry.heartbeat_interval"
     assert issue.position == at(SWARM_FILE, text, "30", 1)
+    assert issue.related == (at(SWARM_FILE, text, "30", 0),)  # ttl_seconds
     _clean(swarm=SWARM.replace("heartbeat_interval: 10", "heartbeat_interval: 29"))
 
 
