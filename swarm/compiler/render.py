@@ -256,11 +256,43 @@ def compose_document(spec: Spec) -> dict[str, Any]:
     return {"name": spec.name, "services": services, "volumes": {"redis-data": {}}}
 
 
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+_YAML_OPTIONS: dict[str, Any] = {
+    "sort_keys": True,
+    "allow_unicode": True,
+    "default_flow_style": False,
+    "width": 1 << 16,
+}
+
+
+def _all_printable_ascii(data: object) -> bool:
+    if isinstance(data, str):
+        return bool(_PRINTABLE_ASCII.match(data))
+    if isinstance(data, dict):
+        # an empty key is emitted differently ("? ''" vs "'':"): keep it off the fast path
+        return all(isinstance(k, str) and k and _all_printable_ascii(k) and _all_printable_ascii(v) for k, v in data.items())
+    if isinstance(data, list):
+        return all(_all_printable_ascii(v) for v in data)
+    return isinstance(data, (int, float, bool)) or data is None
+
+
+def safe_dump_yaml(data: dict[str, Any]) -> str:
+    """``yaml.safe_dump`` with the options above, byte-identical with or without libyaml.
+
+    libyaml's emitter (``CSafeDumper``) is ~4x faster than PyYAML's, and for
+    printable-ASCII scalars the two emit the same bytes (a property test holds
+    them to it); for anything else (non-ASCII, control characters) they differ
+    — libyaml escapes astral characters — so the pure emitter is used and the
+    output never depends on whether libyaml is installed.
+    """
+    dumper = getattr(yaml, "CSafeDumper", None)
+    if dumper is None or not _all_printable_ascii(data):
+        dumper = yaml.SafeDumper
+    return yaml.dump(data, Dumper=dumper, **_YAML_OPTIONS)
+
+
 def render_compose(spec: Spec, spec_digest: str, swarm_version: str) -> bytes:
-    body = yaml.safe_dump(
-        compose_document(spec), sort_keys=True, allow_unicode=True, default_flow_style=False, width=1 << 16
-    )
-    return (_header(swarm_version, spec_digest) + body).encode("utf-8")
+    return (_header(swarm_version, spec_digest) + safe_dump_yaml(compose_document(spec))).encode("utf-8")
 
 
 def render_desired(spec: Spec, desired: DesiredState, spec_digest: str, swarm_version: str) -> dict[str, bytes]:
