@@ -1,8 +1,9 @@
 """``swarm compile [SPEC ...] [--out DIR] [--check] [-o text|json]`` (a contract: CI calls it).
 
-Wiring only: load (:func:`swarm.spec.loader.load_spec_full`), render
-(:func:`swarm.compiler.compile_loaded`), then write or diff
-(:mod:`swarm.compiler.output`). Exit 0 when written or up to date, 1 when
+Wiring only: :func:`swarm.compiler.compile_to` (load, render, write, with the
+no-op stamp), or for ``--check`` always a full load and render
+(:func:`swarm.compiler.compile_loaded`) diffed against DIR
+(:func:`swarm.compiler.output.diff_output`). Exit 0 when written or up to date, 1 when
 ``--check`` finds differences, 2 for an invalid spec (the dispatcher prints
 every issue). A progress line is drawn on stderr only when it is a terminal.
 """
@@ -53,20 +54,24 @@ class _ProgressLine:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swarm.compiler import compile_loaded, diff_output, write_output
+    from swarm.compiler import compile_loaded, compile_to, diff_output
     from swarm.spec.loader import load_spec_full
 
     progress = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
-    loaded = load_spec_full(args.spec or "specs")
+    out_dir = Path(args.out)
+    spec_paths = args.spec or "specs"
     try:
-        files = compile_loaded(loaded, progress=progress)
+        if args.check:
+            loaded = load_spec_full(spec_paths)
+            files = compile_loaded(loaded, progress=progress)
+        else:
+            result = compile_to(spec_paths, out_dir, progress=progress)
     finally:
         if progress is not None:
             progress.clear()
-    out_dir = Path(args.out)
-    swarm = loaded.spec.name
 
     if args.check:
+        swarm = loaded.spec.name
         differing = diff_output(files, out_dir, swarm)
         if args.output == "json":
             print(json.dumps({"swarm": swarm, "up_to_date": not differing, "differing": differing}, indent=2))
@@ -78,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{out_dir / swarm}: up to date ({len(files)} files)")
         return EXIT_DIFF if differing else EXIT_OK
 
-    report = write_output(files, out_dir, swarm)
+    report = result.report
     if args.output == "json":
-        print(json.dumps({"swarm": swarm, "spec_digest": loaded.digest, **report.to_dict()}, indent=2))
+        print(json.dumps({"swarm": result.swarm, "spec_digest": result.spec_digest, **report.to_dict()}, indent=2))
         return EXIT_OK
     for rel in report.written:
         print(f"wrote    {out_dir / rel}")
     for rel in report.removed:
         print(f"removed  {out_dir / rel}")
     print(
-        f"{out_dir / swarm}: {len(report.written)} written, {len(report.unchanged)} unchanged, "
+        f"{out_dir / result.swarm}: {len(report.written)} written, {len(report.unchanged)} unchanged, "
         f"{len(report.removed)} removed"
     )
     return EXIT_OK

@@ -3,8 +3,8 @@
 Who calls it: ``swarm compile`` (:mod:`swarm.cli.compile_cmds`), library users
 (``swarm.compile_spec``) and the reconciler (:func:`compile_loaded`, which needs
 the bytes without writing them). Rendering (:mod:`.render`) is pure; writing
-(:mod:`.output`) is the only adapter, so the same bytes can be compared,
-written or diffed.
+(:mod:`.output`) and the no-op stamp (:mod:`.cache`) are the adapters, so the
+same bytes can be compared, written or diffed.
 
 >>> report = compile_spec("specs", "compiled")          # doctest: +SKIP
 >>> report.written, report.removed                      # doctest: +SKIP
@@ -14,6 +14,7 @@ written or diffed.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -23,9 +24,29 @@ from swarm.compiler.render import Progress, render
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
 
-__all__ = ["WriteReport", "compile_loaded", "compile_spec", "diff_output", "render", "write_output"]
+__all__ = [
+    "CompileResult",
+    "WriteReport",
+    "compile_loaded",
+    "compile_spec",
+    "compile_to",
+    "diff_output",
+    "render",
+    "write_output",
+]
 
 SpecPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What one compile did: the swarm, its spec digest, the write report, and whether
+    the no-op stamp proved the output current without rendering."""
+
+    swarm: str
+    spec_digest: str
+    report: WriteReport
+    from_stamp: bool = False
 
 
 def compile_loaded(loaded: "LoadedSpec", *, progress: Progress | None = None) -> dict[str, bytes]:
@@ -33,6 +54,35 @@ def compile_loaded(loaded: "LoadedSpec", *, progress: Progress | None = None) ->
     from swarm import __version__
 
     return render(loaded.spec, loaded.digest, swarm_version=__version__, progress=progress)
+
+
+def compile_to(
+    spec_path: SpecPaths,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    use_stamp: bool = True,
+) -> CompileResult:
+    """Read, check, render and write; skip parsing and rendering when the stamp of the
+    last compile into ``out_dir`` proves the output current (see :mod:`.cache`)."""
+    from swarm import __version__
+    from swarm.compiler import cache
+    from swarm.spec.loader import compute_digest, parse_spec_texts, read_spec_files
+
+    out = Path(out_dir)
+    raw = read_spec_files(spec_path)
+    digest = compute_digest(raw)
+    key = cache.stamp_key(digest, __version__)
+    if use_stamp:
+        stamp = cache.load_stamp(out, key)
+        if stamp is not None and stamp.spec_digest == digest and cache.outputs_match(stamp, out):
+            return CompileResult(stamp.swarm, digest, WriteReport(unchanged=sorted(stamp.files)), from_stamp=True)
+    loaded = parse_spec_texts(raw)
+    files = compile_loaded(loaded, progress=progress)
+    report = write_output(files, out, loaded.spec.name)
+    if use_stamp:
+        cache.save_stamp(out, key, loaded.spec.name, loaded.digest, files)
+    return CompileResult(loaded.spec.name, loaded.digest, report)
 
 
 def compile_spec(
@@ -44,8 +94,4 @@ def compile_spec(
     """Load, check, render and write a spec; raises :class:`~swarm.errors.SpecError`
     (every issue) for an invalid spec and :class:`~swarm.errors.CompileError` when
     the output cannot be written."""
-    from swarm.spec.loader import load_spec_full
-
-    loaded = load_spec_full(spec_path)
-    files = compile_loaded(loaded, progress=progress)
-    return write_output(files, Path(out_dir), loaded.spec.name)
+    return compile_to(spec_path, out_dir, progress=progress).report

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -32,7 +31,7 @@ from swarm.errors import CompileError
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
-#: Permissions of written files (mkstemp creates 0600, which docker COPY and git would keep).
+#: Permissions of written files (before the umask): readable by docker COPY and other users.
 FILE_MODE = 0o644
 
 
@@ -96,12 +95,21 @@ def _same_bytes(path: Path, data: bytes) -> bool:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to ``.<name>.<pid>.tmp`` beside ``path`` and rename it over ``path``.
+
+    The temp name is unique per process (O_EXCL refuses a stale one, which is then
+    replaced); mode 0644 minus the umask, like any file the user creates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, FILE_MODE)
+    except FileExistsError:
+        tmp.unlink()
+        fd = os.open(tmp, flags, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -140,6 +148,7 @@ def write_output(files: Mapping[str, bytes], out_dir: Path, swarm: str) -> Write
     written: list[str] = []
     unchanged: list[str] = []
     removed: list[str] = []
+    made_dirs: set[Path] = set()
     try:
         for rel in sorted(targets):
             target = targets[rel]
@@ -148,6 +157,9 @@ def write_output(files: Mapping[str, bytes], out_dir: Path, swarm: str) -> Write
                 continue
             if target.is_symlink() or target.is_dir():
                 _remove(target)
+            if target.parent not in made_dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made_dirs.add(target.parent)
             _atomic_write(target, files[rel])
             written.append(rel)
         wanted = {t.absolute() for t in targets.values()}

@@ -71,3 +71,11 @@ def example_copy(tmp_path: Path) -> Path:
     target = tmp_path / "specs"
     shutil.copytree(REPO / "specs", target)
     return target
+
+
+@pytest.fixture(autouse=True)
+def private_compile_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own no-op stamp directory (never the user's ~/.cache)."""
+    directory = tmp_path / "compile-cache"
+    monkeypatch.setenv("SWARM_CACHE_DIR", str(directory))
+    return directory

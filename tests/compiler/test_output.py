@@ -27,12 +27,14 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_first_write_creates_every_file_with_normal_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
     report = write_output(FILES, tmp_path / "out", "demo")
     assert report.written == sorted(FILES) and report.unchanged == [] and report.removed == []
     for rel, data in FILES.items():
         path = tmp_path / "out" / rel
         assert path.read_bytes() == data
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~umask
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 

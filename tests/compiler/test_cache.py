@@ -1,0 +1,101 @@
+"""The no-op stamp: a recompile with nothing changed skips rendering, and any doubt
+(edited, missing or extra output, changed spec, changed compiler, corrupt stamp)
+falls back to a full compile that repairs the output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swarm.compiler import cache, compile_to
+
+from .conftest import REPO
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def compiled(tmp_path: Path, example_copy: Path) -> Path:
+    out = tmp_path / "compiled"
+    first = compile_to(example_copy, out)
+    assert not first.from_stamp and len(first.report.written) == 25
+    return out
+
+
+def test_second_compile_is_proved_current_by_the_stamp(compiled: Path, example_copy: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in compiled.rglob("*") if p.is_file()}
+    again = compile_to(example_copy, compiled)
+    assert again.from_stamp
+    assert again.report.written == [] and again.report.removed == [] and len(again.report.unchanged) == 25
+    assert again.swarm == "research" and again.spec_digest.startswith("sha256:")
+    assert {p: p.stat().st_mtime_ns for p in compiled.rglob("*") if p.is_file()} == before
+    assert tree(compiled) == tree(REPO / "compiled")
+
+
+def test_hand_edited_output_is_repaired(compiled: Path, example_copy: Path) -> None:
+    (compiled / "research" / "acl.md").write_text("edited\n")
+    result = compile_to(example_copy, compiled)
+    assert not result.from_stamp and result.report.written == ["research/acl.md"]
+    assert tree(compiled) == tree(REPO / "compiled")
+
+
+def test_missing_and_extra_files_are_repaired(compiled: Path, example_copy: Path) -> None:
+    (compiled / "research" / "bus.json").unlink()
+    (compiled / "research" / "agents" / "stray.txt").write_text("?")
+    result = compile_to(example_copy, compiled)
+    assert not result.from_stamp
+    assert result.report.written == ["research/bus.json"]
+    assert result.report.removed == ["research/agents/stray.txt"]
+
+
+def test_spec_change_compiles_fully(compiled: Path, example_copy: Path) -> None:
+    swarm_yaml = example_copy / "swarm.yaml"
+    swarm_yaml.write_text(swarm_yaml.read_text().replace("ttl_seconds: 30", "ttl_seconds: 45"))
+    result = compile_to(example_copy, compiled)
+    assert not result.from_stamp
+    assert "research/registry.json" in result.report.written
+
+
+def test_compiler_change_invalidates_the_stamp(
+    compiled: Path, example_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "compiler_fingerprint", lambda: "a-different-compiler")
+    result = compile_to(example_copy, compiled)
+    assert not result.from_stamp and result.report.written == []
+
+
+def test_corrupt_stamp_means_full_compile(compiled: Path, example_copy: Path, private_compile_cache: Path) -> None:
+    stamps = list(private_compile_cache.glob("*.json"))
+    assert len(stamps) == 1
+    stamps[0].write_text("{not json")
+    assert not compile_to(example_copy, compiled).from_stamp
+    assert compile_to(example_copy, compiled).from_stamp  # rewritten by the full compile
+
+
+def test_empty_cache_dir_setting_disables_the_stamp(
+    compiled: Path, example_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWARM_CACHE_DIR", "")
+    assert not compile_to(example_copy, compiled).from_stamp
+    assert not compile_to(example_copy, compiled).from_stamp
+
+
+def test_fingerprint_covers_templates_and_rendering_code(tmp_path: Path) -> None:
+    import shutil
+
+    package = Path(cache.__file__).resolve().parent.parent
+    copy = tmp_path / "swarm"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    base = cache.fingerprint_of(copy)
+    assert base == cache.compiler_fingerprint()
+    for rel in ("compiler/templates/server.py.j2", "desired.py", "spec/models.py"):
+        original = (copy / rel).read_bytes()
+        (copy / rel).write_bytes(original + b"\n")
+        assert cache.fingerprint_of(copy) != base, rel
+        (copy / rel).write_bytes(original)
+    (copy / "bus").mkdir(exist_ok=True)
+    (copy / "bus" / "unrelated.py").write_text("x = 1\n")
+    assert cache.fingerprint_of(copy) == base  # code that does not render leaves it alone
