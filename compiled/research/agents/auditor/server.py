@@ -3,7 +3,8 @@
 """Agent server: health endpoints, event bus consumer.
 
 Run with ``uvicorn server:app --port <AGENT_PORT>``. Identity and addresses come
-from the environment (AGENT_ID, AGENT_HOST, AGENT_PORT, REDIS_URL), defaulting to the values compiled from the spec.
+from the environment (AGENT_ID, AGENT_HOST, AGENT_PORT, REDIS_URL), defaulting to the values compiled from the spec;
+SWARM_LOG_LEVEL sets the log level (default INFO).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ REDIS_URL = os.environ.get("REDIS_URL", 'redis://127.0.0.1:6379/0')
 RETRY_INITIAL = 0.5
 RETRY_CAP = 10.0
 
+logging.basicConfig(
+    level=os.environ.get("SWARM_LOG_LEVEL", "INFO").upper(),
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
 log = logging.getLogger("swarm.agent." + AGENT_ID)
 
 
@@ -65,6 +70,11 @@ class AgentState:
         if not self.bus_connected:
             missing.append("bus")
         return missing
+
+
+def level_of(exc: BaseException) -> int:
+    """Refusals (PermanentError) are errors an operator must fix; outages are warnings."""
+    return logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
 
 
 async def backoff(delay: float) -> float:
@@ -92,11 +102,8 @@ async def run_bus(bus: EventBus, state: AgentState, handler: Any) -> None:
         try:
             await bus.connect()
             break
-        except PermanentError:
-            log.exception("bus refused %s; not retrying", AGENT_ID)
-            return
-        except Exception as exc:  # Redis is briefly down: startup must not crash
-            log.warning("connecting to the bus failed (%s); retrying", exc)
+        except Exception as exc:  # Redis down or the bus not applied yet: keep trying, never crash
+            log.log(level_of(exc), "connecting to the bus failed (%s); retrying", exc)
             delay = await backoff(delay)
     state.bus_connected = True
     if not SUBSCRIBES:
@@ -109,11 +116,8 @@ async def run_bus(bus: EventBus, state: AgentState, handler: Any) -> None:
                 delay = RETRY_INITIAL
             log.warning("subscription ended; resubscribing")
             delay = await backoff(delay)
-        except PermanentError:
-            log.exception("subscription of %s refused; not retrying", AGENT_ID)
-            return
-        except Exception as exc:
-            log.warning("subscription interrupted (%s); resubscribing", exc)
+        except Exception as exc:  # e.g. no consumer group until `swarm bus apply`: keep trying
+            log.log(level_of(exc), "subscription interrupted (%s); resubscribing", exc)
             delay = await backoff(delay)
 
 
