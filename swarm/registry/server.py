@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
-from swarm.registry.admission import heartbeat_interval, resolve_registration
+from swarm.registry.admission import resolve_registration
 from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError
 from swarm.registry.config import RegistryConfig
 from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
@@ -252,10 +252,9 @@ class RegistryApp:
             return error_json(404, "not_registered", f"agent {agent_id!r} is not registered (lease expired or "
                               "never registered): register again")
         self.metrics.heartbeats.labels(result="ok").inc()
-        expiry, ttl_ms = renewed
-        ttl = ttl_ms // 1000
-        return json_model(Heartbeat(agent_id=agent_id, lease_expires_at=expiry, ttl_seconds=ttl,
-                                    heartbeat_interval=heartbeat_interval(await self.catalog(), ttl)))
+        expiry, ttl_ms, hb_ms = renewed
+        return json_model(Heartbeat(agent_id=agent_id, lease_expires_at=expiry, ttl_seconds=ttl_ms // 1000,
+                                    heartbeat_interval=hb_ms / 1000))
 
     async def deregister(self, request: Request) -> Response:
         """204 also when the agent was already gone: DELETE is idempotent."""

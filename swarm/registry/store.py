@@ -9,7 +9,7 @@ in-process source of truth. All clocks are Redis's (``TIME`` inside the scripts)
 so hosts with skewed clocks agree on every lease.
 
 Keys (see :mod:`swarm.keys`): ``agent:<id>`` hash {doc (registration JSON), fp
-(sha1 of doc), version, ttl_ms, registered_at, updated_at, health_url (read by the
+(sha1 of doc), version, ttl_ms, hb_ms, registered_at, updated_at, health_url (read by the
 bus's health prober), i:<immutable field>},
 ``leases`` zset id -> expiry ms, ``events`` stream {type, agent, data},
 ``catalog`` string JSON {revision, digest, catalog}, ``protection`` string (ms
@@ -40,7 +40,7 @@ local _t = redis.call('TIME')
 local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 """
 
-#: KEYS agent, leases, events; ARGV id, doc, ttl_ms, version, maxlen, health_url, (field, value)*
+#: KEYS agent, leases, events; ARGV id, doc, ttl_ms, version, maxlen, health_url, hb_ms, (field, value)*
 #: (health_url is also a hash field of its own: the bus's health prober reads it).
 REGISTER_LUA = _NOW + """
 local id, doc, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -51,7 +51,7 @@ if exp and tonumber(exp) > now and redis.call('EXISTS', KEYS[1]) == 1 then
   local cur = redis.call('HMGET', KEYS[1], 'version', 'fp', 'registered_at')
   if cur[1] == ARGV[4] then
     local changed = {}
-    for i = 7, #ARGV, 2 do
+    for i = 8, #ARGV, 2 do
       if redis.call('HGET', KEYS[1], 'i:' .. ARGV[i]) ~= ARGV[i + 1] then
         table.insert(changed, ARGV[i])
       end
@@ -66,13 +66,14 @@ redis.call('ZADD', KEYS[2], expiry, id)
 local updated_at = now
 if kind == 'same' then
   updated_at = tonumber(redis.call('HGET', KEYS[1], 'updated_at')) or now
+  redis.call('HSET', KEYS[1], 'hb_ms', ARGV[7])
   return {kind, registered_at, updated_at, expiry, ''}
 end
 redis.call('DEL', KEYS[1])
 local fields = {'doc', doc, 'fp', fp, 'version', ARGV[4], 'ttl_ms', ttl,
-                'registered_at', registered_at, 'updated_at', updated_at}
+                'registered_at', registered_at, 'updated_at', updated_at, 'hb_ms', ARGV[7]}
 if ARGV[6] ~= '' then table.insert(fields, 'health_url'); table.insert(fields, ARGV[6]) end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   table.insert(fields, 'i:' .. ARGV[i]); table.insert(fields, ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -86,12 +87,13 @@ return {kind, registered_at, updated_at, expiry, sid}
 #: protection) is renewed: only eviction ends a registration.
 HEARTBEAT_LUA = _NOW + """
 local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not exp then return {-1, 0} end
-local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms'))
-if not ttl then return {-1, 0} end
+if not exp then return {-1, 0, 0} end
+local h = redis.call('HMGET', KEYS[2], 'ttl_ms', 'hb_ms')
+local ttl = tonumber(h[1])
+if not ttl then return {-1, 0, 0} end
 local e = now + ttl
 if e > tonumber(exp) then redis.call('ZADD', KEYS[1], e, ARGV[1]) else e = tonumber(exp) end
-return {e, ttl}
+return {e, ttl, tonumber(h[2]) or math.floor(ttl / 3)}
 """
 
 #: KEYS leases, agent, events; ARGV id, maxlen
@@ -275,7 +277,7 @@ class RegistryStore:
         doc = canonical_json(fields.model_dump(mode="json"))
         args: list[Any] = [
             fields.agent_id, doc, fields.ttl_seconds * 1000, fields.version, self.events_maxlen,
-            fields.health_url or "",
+            fields.health_url or "", int(heartbeat_interval(catalog, fields.ttl_seconds) * 1000),
         ]
         for name, value in immutable_values(fields):
             args += [name, value]
@@ -300,13 +302,16 @@ class RegistryStore:
         )
         return RegisterOutcome(kind=kind, registration=reg, event_id=_s(res[4]) or None)
 
-    async def heartbeat(self, agent_id: str) -> tuple[int, int] | None:
-        """(new expiry ms, ttl ms), or None when the agent has no registration."""
+    async def heartbeat(self, agent_id: str) -> tuple[int, int, int] | None:
+        """(new expiry ms, ttl ms, heartbeat interval ms), or None when the agent is not registered.
+
+        One EVALSHA and nothing else: heartbeats are the hot path.
+        """
         async with redis_errors("heartbeat"):
             res = await self._heartbeat(keys=[self.keys.leases, self.keys.agent(agent_id)], args=[agent_id])
         if int(res[0]) < 0:
             return None
-        return int(res[0]), int(res[1])
+        return int(res[0]), int(res[1]), int(res[2])
 
     async def deregister(self, agent_id: str) -> str | None:
         """Remove the registration; the event id, or None when it was already gone."""
