@@ -135,3 +135,34 @@ def test_progress_is_not_drawn_when_stderr_is_not_a_terminal(
     captured = capsys.readouterr()
     assert "rendering agents" not in captured.err and "\r" not in captured.err
     assert "25 written, 0 unchanged, 0 removed" in captured.out
+
+
+def test_progress_is_drawn_on_a_terminal(tmp_path: Path, example_copy: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "swarm", "compile", str(example_copy), "--out", str(tmp_path / "c")],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            check=True,
+            env={**os.environ, "SWARM_CACHE_DIR": ""},
+        )
+        os.close(slave)
+        slave = -1
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert b"rendering agents 6/6" in drawn
+    assert drawn.endswith(b"\r\x1b[K")  # the line is cleared again
