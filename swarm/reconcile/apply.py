@@ -4,9 +4,10 @@ Called by the reconcile loop after :func:`~swarm.reconcile.plan.plan_actions`.
 Every step is idempotent, so a pass killed half-way (SIGKILL) and re-run from a
 fresh observation converges without doing anything twice that anyone can see:
 
-* all bus creations are one call of the bus's own idempotent ``apply_bus``
-  (XGROUP CREATE ... MKSTREAM ignoring BUSYGROUP, ACL SETUSER, one atomic SET
-  of the ACL table) — the same code ``swarm bus apply`` runs;
+* all bus creations are one :meth:`BusPort.apply` with exactly the objects
+  the plan names (XGROUP CREATE ... MKSTREAM ignoring BUSYGROUP, ACL SETUSER
+  with the bus's own ``user_rules``, one atomic MULTI for the ACL table and
+  bus settings) — what ``swarm bus apply`` does, limited to what differs;
 * the catalog is pushed only when the observed catalog differs, so a re-run
   after a push that landed sends no second push and the registry emits no
   second ``catalog-changed`` event;
@@ -24,7 +25,7 @@ from typing import Callable
 from swarm.desired import DesiredState
 from swarm.errors import PermanentError
 from swarm.reconcile.plan import BUS_CREATES, Action, ActionKind, Plan
-from swarm.reconcile.state import BusPort, RegistryPort
+from swarm.reconcile.state import BusChanges, BusPort, RegistryPort
 
 StepCallback = Callable[[Action], None]
 
@@ -55,7 +56,7 @@ def apply_plan(
 
     creates = [a for a in plan.actions if a.kind in BUS_CREATES]
     if creates:
-        bus.apply(desired.bus, desired.acl)
+        bus.apply(desired.bus, desired.acl, bus_changes(creates))
         mark(creates)
     for action in plan.actions:
         if action.kind in BUS_CREATES:
@@ -63,6 +64,16 @@ def apply_plan(
         _apply_one(action, desired, registry, bus, revision)
         mark([action])
     return done
+
+
+def bus_changes(actions: list[Action]) -> BusChanges:
+    """The bus objects named by the plan's creation actions."""
+    return BusChanges(
+        streams=tuple(a.target for a in actions if a.kind is ActionKind.CREATE_STREAM),
+        groups=tuple((a.target, a.group or "") for a in actions if a.kind is ActionKind.CREATE_GROUP),
+        documents=any(a.kind in (ActionKind.WRITE_ACL_TABLE, ActionKind.WRITE_BUS_SETTINGS) for a in actions),
+        users=tuple(a.target for a in actions if a.kind is ActionKind.PUT_REDIS_USER),
+    )
 
 
 def _apply_one(action: Action, desired: DesiredState, registry: RegistryPort, bus: BusPort, revision: str) -> None:

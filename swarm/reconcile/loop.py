@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -37,8 +38,8 @@ from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
 from swarm.reconcile.apply import apply_plan
 from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, working_revision
-from swarm.reconcile.plan import Action, Plan, plan_actions
-from swarm.reconcile.state import ActualState, BusPort, RegistryPort, observe
+from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
+from swarm.reconcile.state import ActualState, BusPort, RegistryPort, UserRights, observe
 from swarm.reconcile.status import (
     Applied,
     Attempt,
@@ -135,6 +136,8 @@ class Reconciler:
         self._cache: SpecSource | SpecError | None = None
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._failures = 0
+        self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
+        self._compiled = _CompiledWriter(config.compiled_dir) if config.compiled_dir and not config.rev else None
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
         if config.rev and self._repo is None:
             raise SpecError([SpecIssue(None, "", f"--rev needs a git repository; {config.spec_paths[0]} is not in one")])
@@ -185,6 +188,8 @@ class Reconciler:
         return self._ports[key]
 
     def close(self) -> None:
+        if self._compiled is not None:
+            self._compiled.flush()
         for ports in self._ports.values():
             ports.close()
         self._ports.clear()
@@ -219,8 +224,12 @@ class Reconciler:
         status.passes += 1
         status.last_attempted = attempt
         result = PassResult(state="synced", status=status)
+        # Event-triggered passes trust the Redis users this process wrote (existence is
+        # still checked); start, retry and the resync timer read every user back.
+        assumed = self._written_users if trigger in ("file", "git") else None
+        self._written_users = None
         try:
-            actual = observe(ports.registry, ports.bus, source.desired.bus)
+            actual = observe(ports.registry, ports.bus, source.desired.bus, assumed)
             status.live = live_summary(source.desired, actual)
             plan = plan_actions(source.desired, actual, prune=self.config.prune, force_prune=self.config.force_prune)
             result.plan = plan
@@ -238,7 +247,7 @@ class Reconciler:
                 )
                 after = plan_actions(
                     source.desired,
-                    observe(ports.registry, ports.bus, source.desired.bus),
+                    observe(ports.registry, ports.bus, source.desired.bus, desired_user_rights(source.desired)),
                     prune=self.config.prune,
                     force_prune=self.config.force_prune,
                 )
@@ -248,6 +257,7 @@ class Reconciler:
                         + "; ".join(a.description for a in after.actions)
                     )
             self._failures = 0
+            self._written_users = desired_user_rights(source.desired)
             applied_dicts = [a.to_dict() for a in result.applied]
             if result.applied and not new_spec and status.last_applied is not None and status.last_applied.digest == source.digest:
                 status.drift = [a.description for a in result.applied]
@@ -320,15 +330,8 @@ class Reconciler:
             log.warning("could not write status: %s", exc)
 
     def _write_compiled(self, source: SpecSource) -> None:
-        out = self.config.compiled_dir
-        if out is None or self.config.rev:
-            return  # with --rev the commit carries its own compiled output
-        try:
-            from swarm.compiler import compile_loaded, write_output
-
-            write_output(compile_loaded(source.loaded), out, source.loaded.spec.name)
-        except SwarmError as exc:
-            log.warning("could not write compiled output to %s: %s", out, exc)
+        if self._compiled is not None:  # with --rev the commit carries its own compiled output
+            self._compiled.submit(source)
 
     # ------------------------------------------------------------------ watch
 
@@ -405,6 +408,46 @@ async def _wait(kick: asyncio.Event, reasons: set[str], stop: asyncio.Event, tim
         reasons.clear()
         return name
     return idle
+
+
+class _CompiledWriter:
+    """Writes compiled/ in a background thread, newest spec wins, after the live system.
+
+    Rendering and writing every agent's files of a 100-agent spec takes hundreds of
+    milliseconds; on the pass's own thread it would delay the next save's apply.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._cond = threading.Condition()
+        self._pending: SpecSource | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, source: SpecSource) -> None:
+        with self._cond:
+            self._pending = source
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="swarm-compile", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                source, self._pending = self._pending, None
+                if source is None:
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+            try:
+                from swarm.compiler import compile_loaded, write_output
+
+                write_output(compile_loaded(source.loaded), self.out, source.loaded.spec.name)
+            except SwarmError as exc:
+                log.warning("could not write compiled output to %s: %s", self.out, exc)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._thread is None, timeout=timeout)
 
 
 class _Refused(PermanentError):

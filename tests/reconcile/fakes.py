@@ -7,11 +7,12 @@ the other test modules; these fakes only let plan/apply ordering be checked fast
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
 from swarm.errors import RedisUnavailableError
 from swarm.reconcile.plan import desired_user_rights
-from swarm.reconcile.state import BusObservation, LiveAgent, UserRights
+from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
 
 
 @dataclass
@@ -51,7 +52,7 @@ class FakeBus:
         if self.down:
             raise RedisUnavailableError("fake redis is down", delay=0.01)
 
-    def observe(self, bus: BusPlan) -> BusObservation:
+    def observe(self, bus: BusPlan, assumed_users: Mapping[str, UserRights] | None = None) -> BusObservation:
         self._check()
         return BusObservation(
             streams=frozenset(self.streams),
@@ -61,15 +62,19 @@ class FakeBus:
             settings=self.settings,
         )
 
-    def apply(self, bus: BusPlan, acl: AclDocument) -> None:
+    def apply(self, bus: BusPlan, acl: AclDocument, changes: BusChanges) -> None:
         self._check()
         self.calls.append("apply")
-        for name, topic in bus.topics.items():
+        for name in changes.streams:
             self.streams.add(name)
-            self.groups.setdefault(name, set()).update(g.group for g in topic.consumer_groups)
-        self.acl = acl
-        self.settings = bus
-        for aid, a in acl.agents.items():
+            self.groups.setdefault(name, set()).update(g.group for g in bus.topics[name].consumer_groups)
+        for name, group in changes.groups:
+            self.groups.setdefault(name, set()).add(group)
+        if changes.documents:
+            self.acl = acl
+            self.settings = bus
+        for aid in changes.users:
+            a = acl.agents[aid]
             self.users[aid] = UserRights(frozenset(a.publish), frozenset(a.subscribe))
 
     def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:

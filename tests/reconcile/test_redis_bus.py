@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import shutil
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+from redis import asyncio as aioredis
 
+from swarm.bus.apply import apply_bus
 from swarm.desired import DesiredState
 from swarm.errors import RedisUnavailableError
 from swarm.keys import SwarmKeys
 from swarm.reconcile.loop import Ports, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import RedisBusPort
-from swarm.reconcile.plan import ActionKind, plan_actions
-from swarm.reconcile.state import ActualState, RegistryObservation
+from swarm.reconcile.apply import bus_changes
+from swarm.reconcile.plan import BUS_CREATES, ActionKind, plan_actions
+from swarm.reconcile.state import ActualState, BusChanges, RegistryObservation
 from swarm.reconcile.status import parse_status
 from tests.reconcile.fakes import FakeRegistry
 from tests.reconcile.specdata import REPO, desired_from_docs, edit, example_docs, swarm_doc
@@ -22,6 +26,12 @@ from tests.support.services import RedisServer
 
 SECRET = "test-bus-secret"
 KEYS = SwarmKeys("research")
+
+
+def apply_all(port: RedisBusPort, desired: DesiredState) -> None:
+    """Create whatever the plan says is missing (what a pass does)."""
+    plan = plan_actions(desired, _actual(port, desired))
+    port.apply(desired.bus, desired.acl, bus_changes([a for a in plan.actions if a.kind in BUS_CREATES]))
 
 
 def _actual(port: RedisBusPort, desired: DesiredState) -> ActualState:
@@ -34,7 +44,7 @@ def test_apply_then_observe_is_converged(redis_server: RedisServer) -> None:
     try:
         first = plan_actions(desired, _actual(port, desired))
         assert {a.kind for a in first.actions} >= {ActionKind.CREATE_STREAM, ActionKind.PUT_REDIS_USER}
-        port.apply(desired.bus, desired.acl)
+        apply_all(port, desired)
         seen = port.observe(desired.bus)
         assert seen.streams == frozenset(desired.bus.topics)
         assert seen.groups["results.research"] == {"architect", "auditor", "reviewer"}
@@ -44,12 +54,56 @@ def test_apply_then_observe_is_converged(redis_server: RedisServer) -> None:
         port.close()
 
 
+def _canonical_user(info: dict[str, Any]) -> object:
+    """ACL GETUSER with Redis's hash-order of commands and patterns taken out."""
+    def words(v: object) -> object:
+        return sorted(str(v).split()) if isinstance(v, str) else sorted(map(str, v)) if isinstance(v, list) else v
+
+    selectors = sorted(
+        repr({k: words(v) for k, v in zip(sel[::2], sel[1::2])}) for sel in info.get("selectors", [])
+    )
+    return {k: words(v) for k, v in info.items() if k != "selectors"}, selectors
+
+
+def test_targeted_apply_leaves_redis_as_bus_apply_does(redis_factory: Callable[..., RedisServer]) -> None:
+    """Our per-object apply and the bus's own ``apply_bus`` produce the same Redis."""
+    desired = desired_from_docs(example_docs())
+    ours, theirs = redis_factory(appendonly=False), redis_factory(appendonly=False)
+    port = RedisBusPort(ours.url, "research", bus_secret=SECRET)
+
+    async def bus_apply() -> None:
+        client = aioredis.Redis.from_url(theirs.url)
+        try:
+            await apply_bus(client, desired.bus, desired.acl, secret=SECRET)
+        finally:
+            await client.aclose()
+
+    a: Any = ours.client(decode_responses=True)
+    b: Any = theirs.client(decode_responses=True)
+    try:
+        apply_all(port, desired)
+        asyncio.run(bus_apply())
+        for key in sorted(b.keys("swarm:*")):
+            assert a.type(key) == b.type(key), key
+            if b.type(key) == "string":
+                assert a.get(key) == b.get(key), key
+            else:
+                assert {g["name"] for g in a.xinfo_groups(key)} == {g["name"] for g in b.xinfo_groups(key)}, key
+        assert sorted(a.keys("swarm:*")) == sorted(b.keys("swarm:*"))
+        for user in b.acl_users():
+            assert _canonical_user(a.acl_getuser(user)) == _canonical_user(b.acl_getuser(user)), user
+    finally:
+        a.close()
+        b.close()
+        port.close()
+
+
 def test_hand_deleted_acl_key_and_user_are_planned_back(redis_server: RedisServer) -> None:
     desired = desired_from_docs(example_docs())
     port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
     client: Any = redis_server.client(decode_responses=True)
     try:
-        port.apply(desired.bus, desired.acl)
+        apply_all(port, desired)
         client.delete(KEYS.acl)
         client.acl_deluser(KEYS.redis_user("reviewer"))
         client.execute_command("ACL", "SETUSER", KEYS.redis_user("summarizer"), "off")
@@ -59,7 +113,7 @@ def test_hand_deleted_acl_key_and_user_are_planned_back(redis_server: RedisServe
             ("put-redis-user", "summarizer"),
             ("write-acl-table", "research"),
         ]
-        port.apply(desired.bus, desired.acl)
+        apply_all(port, desired)
         assert plan_actions(desired, _actual(port, desired)).empty
     finally:
         client.close()
@@ -71,7 +125,7 @@ def test_prune_deletes_exactly_what_the_plan_says(redis_server: RedisServer) -> 
     desired = desired_from_docs(docs)
     port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
     try:
-        port.apply(desired.bus, desired.acl)
+        apply_all(port, desired)
         changed = edit(docs)
         sw = swarm_doc(changed)
         sw["topics"] = [t for t in sw["topics"] if t["name"] != "tasks.admin.reset"]
@@ -87,7 +141,7 @@ def test_prune_deletes_exactly_what_the_plan_says(redis_server: RedisServer) -> 
                 port.delete_group(desired2.bus, action.target, action.group)
             elif action.kind is ActionKind.DELETE_REDIS_USER:
                 port.delete_user(desired2.bus, action.target)
-        port.apply(desired2.bus, desired2.acl)
+        apply_all(port, desired2)
         seen = port.observe(desired2.bus)
         assert "tasks.admin.reset" not in seen.streams and "reviewer" not in seen.users
         assert "reviewer" not in seen.groups["results.research"]
@@ -104,7 +158,7 @@ def test_unreachable_redis_is_transient(redis_server: RedisServer) -> None:
         with pytest.raises(RedisUnavailableError, match="redis at"):
             port.observe(desired.bus)
         with pytest.raises(RedisUnavailableError):
-            port.apply(desired.bus, desired.acl)
+            port.apply(desired.bus, desired.acl, BusChanges(documents=True, users=("architect",)))
     finally:
         port.close()
 
