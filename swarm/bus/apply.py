@@ -102,7 +102,7 @@ def user_rules(keys: SwarmKeys, agent_id: str, publish: list[str], subscribe: li
     """The ACL SETUSER rules of one agent (pure)."""
     pub_streams = [keys.topic(t) for t in publish]
     pub_marks = [keys.dedup(t, "*") for t in publish]
-    rules = ["reset", "on", f">{password}", *_BASE_COMMANDS, "+evalsha", "+eval", "+hmget"]
+    rules = ["reset", "on", f">{password}", *_BASE_COMMANDS, "+evalsha", "+eval", "+hget", "+hmget"]
     # EVALSHA of the publish script checks its declared keys read-write, in one selector.
     rules += [f"~{k}" for k in [keys.breaker(agent_id), *pub_streams, *pub_marks]]
     rules.append(f"(+get +mget %R~{keys.acl} %R~{keys.bus})")

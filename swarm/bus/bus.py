@@ -23,6 +23,7 @@ ack. Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
@@ -62,6 +63,8 @@ log = logging.getLogger("swarm.bus")
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 CONTENT_TYPE = "application/json"
 MAX_MESSAGE_ID = 200
+#: Messages per script call in publish_many (bounds how long one call holds Redis).
+BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,10 @@ class EventBus:
         self._visibility_override = visibility_timeout
         self._max_deliveries_override = max_deliveries
         self._decisions: dict[tuple[Action, str], Decision] = {}
-        self._publish_script: Any = None
+        self._publish_sha = ""
+        self._targets: dict[str, tuple[str, str, str, str]] = {}
+        self._breaker_key = self.keys.breaker(agent_id)
+        self._max_payload = 0
         self.stats = BusStats()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -203,7 +209,8 @@ class EventBus:
             if rights is None:
                 raise NotDeclaredError(f"agent {self.agent_id!r} is not declared in swarm {self.swarm!r}")
             self.role = rights.role
-        self._publish_script = self._redis.register_script(load_script("publish"))
+        self._max_payload = self.plan.settings.max_payload_bytes
+        self._publish_sha = hashlib.sha1(load_script("publish").encode()).hexdigest()
         return self
 
     async def close(self) -> None:
@@ -272,34 +279,44 @@ class EventBus:
 
     # -- publish ---------------------------------------------------------------------
 
-    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[list[str], list[Any], str]:
-        tp = self._topic(topic, "publish")
-        assert self.plan is not None
+    def _target(self, topic: str) -> tuple[str, str, str, str]:
+        """(stream, dedup key prefix, window ms, max_len) of a topic this agent may publish to, cached."""
+        target = self._targets.get(topic)
+        if target is None:
+            tp = self._topic(topic, "publish")
+            seconds = self._window_override if self._window_override is not None else tp.dedup_window_seconds
+            target = (tp.stream, self.keys.dedup(topic, ""), str(window_ms(seconds)), str(tp.max_len))
+            self._targets[topic] = target
+        return target
+
+    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[str, str, str, list[str]]:
+        """(message id, stream, dedup mark, script arguments) of one publish: every check but the breaker."""
+        stream, dedup_prefix, window, max_len = self._target(topic)
         try:
             body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable: {exc}") from exc
-        limit = self.plan.settings.max_payload_bytes
-        size = len(body.encode("utf-8")) if len(body) * 4 > limit else len(body)
-        if size > limit:
-            raise PayloadTooLargeError(f"payload for {topic!r} is {size} bytes, over the limit of {limit} bytes")
+        limit = self._max_payload
+        if len(body) * 4 > limit:  # a str of n chars is at most 4n UTF-8 bytes: encode only when it matters
+            size = len(body.encode("utf-8"))
+            if size > limit:
+                raise PayloadTooLargeError(f"payload for {topic!r} is {size} bytes, over the limit of {limit} bytes")
         if message_id is None:
             message_id = str(uuid.uuid4())
         elif not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
             raise InvalidRequestError(
                 f"message id {message_id!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
             )
-        seconds = self._window_override if self._window_override is not None else tp.dedup_window_seconds
-        keys = [self.keys.breaker(self.agent_id), tp.stream, self.keys.dedup(topic, message_id)]
-        args = [window_ms(seconds), tp.max_len, message_id, self.agent_id, body, CONTENT_TYPE]
-        return keys, args, message_id
+        return message_id, stream, dedup_prefix + message_id, [window, max_len, message_id, body]
 
-    def _result(self, topic: str, message_id: str, raw: Sequence[Any]) -> PublishResult:
-        kind = raw[0]
+    async def _load_publish_script(self) -> None:
+        self._publish_sha = await self.redis.script_load(load_script("publish"))
+
+    def _result(self, topic: str, message_id: str, kind: str, entry_id: str, raw: Sequence[Any]) -> PublishResult:
         if kind == "ok":
-            return PublishResult(raw[1], message_id, False)
+            return PublishResult(entry_id, message_id, False)
         if kind == "dup":
-            return PublishResult(raw[1], message_id, True)
+            return PublishResult(entry_id, message_id, True)
         state, retry_at, now = raw[1], int(raw[2]), int(raw[3])
         if retry_at > 0:
             when = datetime.fromtimestamp(retry_at / 1000, tz=timezone.utc).isoformat(timespec="seconds")
@@ -314,36 +331,59 @@ class EventBus:
     async def publish(self, topic: str, payload: Any, *, message_id: str | None = None) -> PublishResult:
         """Append one message; a message id seen inside the topic's window is a duplicate."""
         redis = self.redis
-        keys, args, mid = self._prepare(topic, payload, message_id)
+        mid, stream, mark, args = self._prepare(topic, payload, message_id)
+        command = ("EVALSHA", self._publish_sha, 3, self._breaker_key, stream, mark, self.agent_id, CONTENT_TYPE, *args)
         try:
-            raw = await self._publish_script(keys=keys, args=args, client=redis)
+            try:
+                raw = await redis.execute_command(*command)
+            except NoScriptError:  # a restarted or flushed Redis forgot the script
+                await self._load_publish_script()
+                raw = await redis.execute_command("EVALSHA", self._publish_sha, *command[2:])
         except (RedisError, OSError) as exc:
             raise _wrap(exc, f"publish to {topic!r}") from exc
-        return self._result(topic, mid, raw)
+        return self._result(topic, mid, raw[0], raw[1], raw)
 
     async def publish_many(self, items: Iterable[tuple[Any, ...]]) -> list[PublishResult]:
         """Publish ``(topic, payload)`` or ``(topic, payload, message_id)`` items in one round trip.
 
-        Every item is checked before anything is sent. If the breaker refuses, the
-        first refusal is raised; retrying the batch with the same message ids is safe
-        (those already appended come back as duplicates).
+        Every item is checked before anything is sent; then each chunk of
+        :data:`BATCH` items is one script call (breaker checked once per chunk) and all
+        chunks go in one pipeline. If the breaker refuses, BreakerOpenError is raised;
+        retrying the batch with the same message ids is safe (what was appended comes
+        back as duplicates).
         """
         redis = self.redis
-        prepared = []
-        for item in items:
-            topic, payload = item[0], item[1]
-            mid = item[2] if len(item) > 2 else None
-            prepared.append((topic, *self._prepare(topic, payload, mid)))
+        prepared = [
+            (item[0], self._prepare(item[0], item[1], item[2] if len(item) > 2 else None)) for item in items
+        ]
         if not prepared:
             return []
-        try:
+        chunks = [prepared[i:i + BATCH] for i in range(0, len(prepared), BATCH)]
+
+        async def send() -> list[Any]:
             async with redis.pipeline(transaction=False) as pipe:
-                for _, keys, args, _ in prepared:
-                    await self._publish_script(keys=keys, args=args, client=pipe)
-                raws = await pipe.execute()
+                for chunk in chunks:
+                    keys: list[str] = [self._breaker_key]
+                    args: list[str] = [self.agent_id, CONTENT_TYPE]
+                    for _, (_, stream, mark, item_args) in chunk:
+                        keys += (stream, mark)
+                        args += item_args
+                    pipe.execute_command("EVALSHA", self._publish_sha, len(keys), *keys, *args)
+                return await pipe.execute()
+
+        try:
+            try:
+                replies = await send()
+            except NoScriptError:  # nothing ran: every call of the batch failed alike
+                await self._load_publish_script()
+                replies = await send()
         except (RedisError, OSError) as exc:
             raise _wrap(exc, "publish_many") from exc
-        return [self._result(topic, mid, raw) for (topic, _, _, mid), raw in zip(prepared, raws)]
+        results: list[PublishResult] = []
+        for chunk, raw in zip(chunks, replies):
+            for i, (topic, (mid, _, _, _)) in enumerate(chunk):
+                results.append(self._result(topic, mid, raw[2 * i], raw[2 * i + 1], raw))
+        return results
 
     # -- subscribe -------------------------------------------------------------------
 

@@ -95,6 +95,10 @@ async def test_publish_many_keeps_order_and_dedups(make_bus: BusFactory, applied
     assert [r.entry_id for r in results[3:6]] == [r.entry_id for r in results[:3]]
     assert await applied.xlen("swarm:{lab}:topic:tasks.research") == 3
     assert await planner.publish_many([]) == []
+    many = await planner.publish_many([("tasks.summarize", {"i": i}, f"c-{i}") for i in range(250)])  # 3 script calls
+    assert [r.message_id for r in many] == [f"c-{i}" for i in range(250)] and not any(r.duplicate for r in many)
+    entries = await applied.xrange("swarm:{lab}:topic:tasks.summarize")
+    assert [e[0] for e in entries[1:]] == [r.entry_id for r in many]
     with pytest.raises(AclDeniedError):  # checked before anything is sent
         await planner.publish_many([("tasks.research", {}), ("tasks.admin.reset", {})])
     assert await applied.xlen("swarm:{lab}:topic:tasks.research") == 3

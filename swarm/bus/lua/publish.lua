@@ -1,23 +1,37 @@
--- Publish one message: breaker check, dedup mark and stream entry in one atomic step.
--- KEYS[1] breaker hash of the sender   KEYS[2] topic stream   KEYS[3] dedup mark
--- ARGV: window_ms, max_len, message_id, sender, payload, content_type
--- Returns {"ok", entry_id} | {"dup", original_entry_id} | {"breaker", state, retry_at_ms, now_ms}
+-- Publish messages of one sender: breaker check, dedup marks and stream entries, atomically.
+-- KEYS[1] breaker hash of the sender; for item i: KEYS[2i] topic stream, KEYS[2i+1] dedup mark
+-- ARGV[1] sender, ARGV[2] content_type; for item i: ARGV[4i-1] window_ms, ARGV[4i] max_len,
+--   ARGV[4i+1] message_id, ARGV[4i+2] payload (JSON)
+-- Returns {"ok"|"dup", entry_id} per item, flattened (a duplicate returns the original entry id),
+-- or {"breaker", state, retry_at_ms, now_ms} when the sender's breaker is not closed.
+-- One call carries a whole batch of publish_many: one script run instead of one per message.
 -- Every key touched is declared in KEYS (Redis ACL checks scripts against them).
-local state = redis.call('HMGET', KEYS[1], 'state', 'opened_at_ms', 'cooldown_ms')
-if state[1] and state[1] ~= 'closed' then
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'closed' then
+  local h = redis.call('HMGET', KEYS[1], 'opened_at_ms', 'cooldown_ms')
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local retry_at = 0
-  if state[1] == 'open' then
-    retry_at = tonumber(state[2] or '0') + tonumber(state[3] or '0')
+  if state == 'open' then
+    retry_at = tonumber(h[1] or '0') + tonumber(h[2] or '0')
   end
-  return {'breaker', state[1], tostring(retry_at), tostring(now)}
+  return {'breaker', state, tostring(retry_at), tostring(now)}
 end
--- The placeholder is never visible: the script is atomic and replaces it below.
-if not redis.call('SET', KEYS[3], '', 'NX', 'PX', ARGV[1]) then
-  return {'dup', redis.call('GET', KEYS[3])}
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local mark = KEYS[2 * i + 1]
+  local a = 4 * i - 1
+  -- SET NX PX marks the id; a duplicate leaves the window alone (no PX refresh). The empty
+  -- placeholder is never visible: the script is atomic and stores the entry id below.
+  if redis.call('SET', mark, '', 'NX', 'PX', ARGV[a]) then
+    local id = redis.call('XADD', KEYS[2 * i], 'MAXLEN', '~', ARGV[a + 1], '*',
+      'message_id', ARGV[a + 2], 'sender', ARGV[1], 'payload', ARGV[a + 3], 'content_type', ARGV[2])
+    redis.call('SET', mark, id, 'KEEPTTL')
+    out[2 * i - 1] = 'ok'
+    out[2 * i] = id
+  else
+    out[2 * i - 1] = 'dup'
+    out[2 * i] = redis.call('GET', mark)
+  end
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-  'message_id', ARGV[3], 'sender', ARGV[4], 'payload', ARGV[5], 'content_type', ARGV[6])
-redis.call('SET', KEYS[3], id, 'KEEPTTL')
-return {'ok', id}
+return out
