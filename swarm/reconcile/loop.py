@@ -30,6 +30,7 @@ import asyncio
 import logging
 import random
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -136,6 +137,7 @@ class Reconciler:
         self._cache: SpecSource | SpecError | None = None
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._failures = 0
+        self._pool: ThreadPoolExecutor | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
         self._compiled = _CompiledWriter(config.compiled_dir) if config.compiled_dir and not config.rev else None
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
@@ -144,7 +146,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ spec
 
-    def _read(self) -> tuple[object, Callable[[], tuple[dict[str, bytes], Revision]]]:
+    def _read(self) -> tuple[object, Callable[[], tuple[dict[str, bytes], "Revision | Future[Revision]"]]]:
         """A cheap cache key for the current input, and how to read it."""
         if self.config.rev:
             assert self._repo is not None
@@ -156,16 +158,26 @@ class Reconciler:
             )
         files = read_spec_files(self.config.spec_paths)
         key = ("tree", compute_digest(files))
-        return key, lambda: (files, working_revision(self.config.spec_paths))
+
+        def read() -> tuple[dict[str, bytes], Future[Revision]]:
+            # `git rev-parse` + `git status` take tens of milliseconds; run them
+            # while the caller parses (the revision is only needed afterwards).
+            return files, self._revision_pool().submit(working_revision, self.config.spec_paths)
+
+        return key, read
 
     def load(self) -> SpecSource:
         """The current spec (cached while its bytes or commit are unchanged); raises SpecError."""
         key, read = self._read()
         if key != self._cache_key or self._cache is None:
-            files, revision = read()
+            files, pending = read()
             try:
-                loaded = parse_spec_texts(files)
-                self._cache = SpecSource(loaded, desired_from_spec(loaded.spec, loaded.digest), revision)
+                try:
+                    loaded = parse_spec_texts(files)
+                    desired = desired_from_spec(loaded.spec, loaded.digest)
+                finally:
+                    revision = pending.result() if isinstance(pending, Future) else pending
+                self._cache = SpecSource(loaded, desired, revision)
             except SpecError as exc:
                 self._invalid_attempt = Attempt(
                     revision=revision, digest=compute_digest(files), at=now_iso(), trigger=""
@@ -175,6 +187,11 @@ class Reconciler:
         if isinstance(self._cache, SpecError):
             raise self._cache
         return self._cache
+
+    def _revision_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-git")
+        return self._pool
 
     # ------------------------------------------------------------------ ports
 
@@ -190,6 +207,9 @@ class Reconciler:
     def close(self) -> None:
         if self._compiled is not None:
             self._compiled.flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for ports in self._ports.values():
             ports.close()
         self._ports.clear()
