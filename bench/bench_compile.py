@@ -8,6 +8,7 @@ Not part of the test run. In one process it measures
   also shown without the stamp (load + render + compare with disk);
 * **floor**: ``yaml.safe_load_all`` of the same spec text plus writing the same
   output bytes with plain ``open``/``write`` (no checks, no rendering, no atomicity);
+  also a stricter floor with libyaml's ``CSafeLoader`` (the loader uses libyaml too);
 
 and prints the ratios against the floor measured in the same run, with a
 breakdown of the full compile (load / render / write) for profiling. Targets:
@@ -97,9 +98,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def floor_once(spec_dir: Path, files: dict[str, bytes], out: Path) -> None:
+def floor_once(spec_dir: Path, files: dict[str, bytes], out: Path, loader: Any = yaml.SafeLoader) -> None:
     for path in sorted(spec_dir.glob("*.yaml")):
-        list(yaml.safe_load_all(path.read_text()))
+        list(yaml.load_all(path.read_text(), Loader=loader))
     for rel, data in files.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ def main() -> None:
         floor_once(spec_dir, files, root / "warm-floor")
         compile_spec(spec_dir, root / "warm-full")
 
-        full, noop, noop_render, floor, load, render, write = [], [], [], [], [], [], []
+        full, noop, noop_render, floor, floor_c, load, render, write = [], [], [], [], [], [], [], []
         written_noop: set[int] = set()
         for i in range(args.repeat):
             out = root / f"full{i}"
@@ -139,6 +140,8 @@ def main() -> None:
             noop_render.append(t)
             written_noop.add(len(result.report.written) + len(result.report.removed))
             floor.append(timed(lambda: floor_once(spec_dir, files, root / f"floor{i}"))[0])
+            shutil.rmtree(root / f"floor{i}")
+            floor_c.append(timed(lambda: floor_once(spec_dir, files, root / f"floor{i}", yaml.CSafeLoader))[0])
             # breakdown of a full compile
             t_load, loaded = timed(lambda: load_spec_full(spec_dir))
             t_render, rendered = timed(lambda: compile_loaded(loaded))
@@ -156,6 +159,10 @@ def main() -> None:
         f"{sum(map(len, files.values())) / 1024 / 1024:.1f} MiB; median of {args.repeat} runs"
     )
     print(f"floor  (safe_load + plain writes)   {med(floor) * 1000:8.1f} ms")
+    print(
+        f"floor' (libyaml CSafeLoader + plain writes) {med(floor_c) * 1000:6.1f} ms   "
+        f"full is {med(full) / med(floor_c):5.2f}x this stricter floor"
+    )
     print(f"full   compile into empty dir       {med(full) * 1000:8.1f} ms   {med(full) / med(floor):5.2f}x floor (target <= 3)")
     print(f"  load+check {med(load) * 1000:.1f} ms, render {med(render) * 1000:.1f} ms, write {med(write) * 1000:.1f} ms")
     print(
