@@ -44,6 +44,10 @@ _FINGERPRINTED = (
 )
 
 
+#: Stamps kept in the cache directory; older ones (temp output dirs of tests...) are deleted.
+MAX_STAMPS = 64
+
+
 @functools.lru_cache(maxsize=1)
 def compiler_fingerprint() -> str:
     """sha256 over the rendering code and the libraries whose output we embed."""
@@ -156,8 +160,19 @@ def save_stamp(out_dir: Path, key: str, swarm: str, spec_digest: str, files: Map
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
         os.replace(tmp, path)
+        _prune(path.parent, keep=path)
     except OSError:
         pass
+
+
+def _prune(directory: Path, keep: Path) -> None:
+    """Keep the newest :data:`MAX_STAMPS` stamps (one per output directory ever compiled)."""
+    stamps = [p for p in directory.glob("*.json") if p != keep]
+    if len(stamps) < MAX_STAMPS:
+        return
+    stamps.sort(key=lambda p: p.stat().st_mtime_ns)
+    for old in stamps[: len(stamps) - MAX_STAMPS + 1]:
+        old.unlink(missing_ok=True)
 
 
 def forget(out_dir: Path) -> None:

@@ -4,6 +4,7 @@ falls back to a full compile that repairs the output."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,17 @@ def test_fingerprint_covers_templates_and_rendering_code(tmp_path: Path) -> None
     (copy / "bus").mkdir(exist_ok=True)
     (copy / "bus" / "unrelated.py").write_text("x = 1\n")
     assert cache.fingerprint_of(copy) == base  # code that does not render leaves it alone
+
+
+def test_old_stamps_are_pruned(tmp_path: Path, example_copy: Path, private_compile_cache: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "MAX_STAMPS", 3)
+    outs = [tmp_path / f"out{i}" for i in range(5)]
+    for i, out in enumerate(outs):
+        compile_to(example_copy, out)
+        stamp = cache._stamp_path(out)
+        assert stamp is not None
+        os.utime(stamp, ns=(10**18 + i * 10**9,) * 2)  # distinct ages, whatever the clock granularity
+    assert len(list(private_compile_cache.glob("*.json"))) == 3
+    assert compile_to(example_copy, outs[-1]).from_stamp  # the newest survive
+    assert not compile_to(example_copy, outs[0]).from_stamp  # the oldest was dropped

@@ -158,6 +158,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     state = AgentState()
     app.state.agent = state
     handler = load_handler()
+    # The client reads AGENT_HOST/AGENT_PORT itself (else hostname:8000): give it the
+    # values health_url uses, so the registry records one consistent address.
+    os.environ["AGENT_HOST"] = AGENT_HOST
+    os.environ["AGENT_PORT"] = str(AGENT_PORT)
     registry = AgentRegistryClient(
         REGISTRY_URL,
         AGENT_ID,
