@@ -62,12 +62,13 @@ log = logging.getLogger("swarm.bus")
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 CONTENT_TYPE = "application/json"
+_CT = CONTENT_TYPE.encode()
 MAX_MESSAGE_ID = 200
 #: Messages per script call in publish_many (bounds how long one call holds Redis).
 BATCH = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublishResult:
     """The stream entry id of a publish and whether it was a duplicate (then: the original id)."""
 
@@ -156,9 +157,10 @@ class EventBus:
         self._visibility_override = visibility_timeout
         self._max_deliveries_override = max_deliveries
         self._decisions: dict[tuple[Action, str], Decision] = {}
-        self._publish_sha = ""
+        self._publish_sha = b""
+        self._sender = agent_id.encode()
         self._targets: dict[str, tuple[str, str, str, str]] = {}
-        self._breaker_key = self.keys.breaker(agent_id)
+        self._breaker_key = self.keys.breaker(agent_id).encode()
         self._max_payload = 0
         self.stats = BusStats()
 
@@ -210,7 +212,7 @@ class EventBus:
                 raise NotDeclaredError(f"agent {self.agent_id!r} is not declared in swarm {self.swarm!r}")
             self.role = rights.role
         self._max_payload = self.plan.settings.max_payload_bytes
-        self._publish_sha = hashlib.sha1(load_script("publish").encode()).hexdigest()
+        self._publish_sha = hashlib.sha1(load_script("publish").encode()).hexdigest().encode()
         return self
 
     async def close(self) -> None:
@@ -279,17 +281,21 @@ class EventBus:
 
     # -- publish ---------------------------------------------------------------------
 
-    def _target(self, topic: str) -> tuple[str, str, str, str]:
-        """(stream, dedup key prefix, window ms, max_len) of a topic this agent may publish to, cached."""
+    def _target(self, topic: str) -> tuple[bytes, str, bytes, bytes]:
+        """(stream, dedup key prefix, window ms, max_len) of a topic this agent may publish to, cached.
+
+        The constant arguments are pre-encoded: publish is the hot path, and redis-py
+        passes bytes through without encoding them again."""
         target = self._targets.get(topic)
         if target is None:
             tp = self._topic(topic, "publish")
             seconds = self._window_override if self._window_override is not None else tp.dedup_window_seconds
-            target = (tp.stream, self.keys.dedup(topic, ""), str(window_ms(seconds)), str(tp.max_len))
+            target = (tp.stream.encode(), self.keys.dedup(topic, ""), str(window_ms(seconds)).encode(),
+                      str(tp.max_len).encode())
             self._targets[topic] = target
         return target
 
-    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[str, str, str, list[str]]:
+    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[str, bytes, str, list[Any]]:
         """(message id, stream, dedup mark, script arguments) of one publish: every check but the breaker."""
         stream, dedup_prefix, window, max_len = self._target(topic)
         try:
@@ -310,7 +316,7 @@ class EventBus:
         return message_id, stream, dedup_prefix + message_id, [window, max_len, message_id, body]
 
     async def _load_publish_script(self) -> None:
-        self._publish_sha = await self.redis.script_load(load_script("publish"))
+        self._publish_sha = (await self.redis.script_load(load_script("publish"))).encode()
 
     def _result(self, topic: str, message_id: str, kind: str, entry_id: str, raw: Sequence[Any]) -> PublishResult:
         if kind == "ok":
@@ -332,13 +338,13 @@ class EventBus:
         """Append one message; a message id seen inside the topic's window is a duplicate."""
         redis = self.redis
         mid, stream, mark, args = self._prepare(topic, payload, message_id)
-        command = ("EVALSHA", self._publish_sha, 3, self._breaker_key, stream, mark, self.agent_id, CONTENT_TYPE, *args)
+        command = (b"EVALSHA", self._publish_sha, b"3", self._breaker_key, stream, mark, self._sender, _CT, *args)
         try:
             try:
                 raw = await redis.execute_command(*command)
             except NoScriptError:  # a restarted or flushed Redis forgot the script
                 await self._load_publish_script()
-                raw = await redis.execute_command("EVALSHA", self._publish_sha, *command[2:])
+                raw = await redis.execute_command(b"EVALSHA", self._publish_sha, *command[2:])
         except (RedisError, OSError) as exc:
             raise _wrap(exc, f"publish to {topic!r}") from exc
         return self._result(topic, mid, raw[0], raw[1], raw)
@@ -363,12 +369,12 @@ class EventBus:
         async def send() -> list[Any]:
             async with redis.pipeline(transaction=False) as pipe:
                 for chunk in chunks:
-                    keys: list[str] = [self._breaker_key]
-                    args: list[str] = [self.agent_id, CONTENT_TYPE]
+                    keys: list[Any] = [self._breaker_key]
+                    args: list[Any] = [self._sender, _CT]
                     for _, (_, stream, mark, item_args) in chunk:
                         keys += (stream, mark)
                         args += item_args
-                    pipe.execute_command("EVALSHA", self._publish_sha, len(keys), *keys, *args)
+                    pipe.execute_command(b"EVALSHA", self._publish_sha, len(keys), *keys, *args)
                 return await pipe.execute()
 
         try:
