@@ -214,7 +214,7 @@ def compose_document(spec: Spec) -> dict[str, Any]:
             ],
             "environment": {
                 "SWARM_REGISTRY_SECRET": "${SWARM_REGISTRY_SECRET:?set SWARM_REGISTRY_SECRET: the key of per-agent tokens}",
-                "SWARM_ADMIN_TOKEN": "${SWARM_ADMIN_TOKEN:?set SWARM_ADMIN_TOKEN: the reconciler's bearer token}",
+                "SWARM_ADMIN_TOKEN": "${SWARM_ADMIN_TOKEN:-}",
             },
             "ports": [f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}"],
             "healthcheck": _healthcheck(REGISTRY_PORT),
@@ -291,8 +291,16 @@ def safe_dump_yaml(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=dumper, **_YAML_OPTIONS)
 
 
+COMPOSE_NOTES = (
+    "# Environment: SWARM_REGISTRY_SECRET (required: key of the agents' registry tokens);\n"
+    "# SWARM_ADMIN_TOKEN (optional: default derived from the secret, `swarm token --admin`);\n"
+    "# SWARM_AGENT_TOKEN_<ID> per registered agent (`swarm token <id>`; id upper-cased, '-' as '_').\n"
+)
+
+
 def render_compose(spec: Spec, spec_digest: str, swarm_version: str) -> bytes:
-    return (_header(swarm_version, spec_digest) + safe_dump_yaml(compose_document(spec))).encode("utf-8")
+    body = safe_dump_yaml(compose_document(spec))
+    return (_header(swarm_version, spec_digest) + COMPOSE_NOTES + body).encode("utf-8")
 
 
 def render_desired(spec: Spec, desired: DesiredState, spec_digest: str, swarm_version: str) -> dict[str, bytes]:
