@@ -200,13 +200,16 @@ def diff_output(files: Mapping[str, bytes], out_dir: Path, swarm: str) -> list[s
     out_dir = Path(out_dir).absolute()
     targets = _targets(files, out_dir, swarm)
     lines: list[tuple[str, str]] = []
-    for rel, target in targets.items():
-        if not target.exists() and not target.is_symlink():
-            lines.append((rel, "missing"))
-        elif not _same_bytes(target, files[rel]):
-            lines.append((rel, "changed"))
-    wanted = {t.absolute() for t in targets.values()}
-    for path in _existing_files(out_dir / swarm):
-        if path.absolute() not in wanted:
-            lines.append((_relative(path, out_dir), "extra"))
+    try:
+        for rel, target in targets.items():
+            if not target.exists() and not target.is_symlink():
+                lines.append((rel, "missing"))
+            elif not _same_bytes(target, files[rel]):
+                lines.append((rel, "changed"))
+        wanted = {t.absolute() for t in targets.values()}
+        for path in _existing_files(out_dir / swarm):
+            if path.absolute() not in wanted:
+                lines.append((_relative(path, out_dir), "extra"))
+    except OSError as exc:
+        raise CompileError(f"reading {out_dir / swarm} failed: {exc}") from exc
     return [f"{status}: {rel}" for rel, status in sorted(lines)]

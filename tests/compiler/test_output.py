@@ -147,3 +147,21 @@ def test_a_directory_in_the_way_of_a_file_is_replaced(tmp_path: Path) -> None:
     report = write_output(FILES, out, "demo")
     assert (out / "demo" / "a.txt").read_bytes() == b"alpha\n"
     assert "demo/a.txt" in report.written
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of permissions")
+def test_unreadable_output_is_a_compile_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_output(FILES, out, "demo")
+    (out / "demo" / "a.txt").chmod(0)
+    with pytest.raises(CompileError, match="failed"):
+        diff_output({**FILES, "demo/a.txt": b"other\n"}, out, "demo")
+
+
+def test_unwritable_output_is_a_compile_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "out" / "demo" / "agents"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"a file where a directory must go")
+    with pytest.raises(CompileError, match="failed") as info:
+        write_output(FILES, tmp_path / "out", "demo")
+    assert isinstance(info.value.__cause__, OSError)
