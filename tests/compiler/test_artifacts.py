@@ -101,7 +101,7 @@ def test_compose_wires_redis_registry_and_agents() -> None:
         assert env["AGENT_PORT"] == str(agent.port)
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert svc["build"]["context"] == f"./agents/{agent.id}"
-        assert f"/health/live" in " ".join(svc["healthcheck"]["test"])
+        assert "/health/live" in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
         if agent.registry:
             assert env["REGISTRY_URL"] == "http://registry:8700"
