@@ -34,7 +34,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 

@@ -253,15 +253,18 @@ class EventBus:
         """A new client without socket timeout, for blocking reads; the caller closes it."""
         return self._client(blocking=True)
 
-    def can_publish(self, topic: str, role: str | None = None) -> bool:
-        if role is not None and self._table is not None:
-            return self._table.can_publish(role, topic)
-        return self._decide("publish", topic).allow
+    def can_publish(self, role: str, topic: str) -> bool:
+        """Whether ``role`` may publish to ``topic``, from the compiled table (swarm.acl's matcher)."""
+        return self._acl_table().can_publish(role, topic)
 
-    def can_subscribe(self, topic: str, role: str | None = None) -> bool:
-        if role is not None and self._table is not None:
-            return self._table.can_subscribe(role, topic)
-        return self._decide("subscribe", topic).allow
+    def can_subscribe(self, role: str, topic: str) -> bool:
+        """Whether ``role`` may subscribe to ``topic``, from the compiled table."""
+        return self._acl_table().can_subscribe(role, topic)
+
+    def _acl_table(self) -> AclTable:
+        if self._table is None:
+            raise BusError("EventBus is not connected: call `await bus.connect()` first")
+        return self._table
 
     def _topic(self, topic: str, action: Action) -> TopicPlan:
         plan = self.plan

@@ -178,8 +178,8 @@ def run_read(args: argparse.Namespace) -> int:
         async with bus:
             if args.topic not in bus.plan.topics:
                 raise UndeclaredTopicError(f"topic {args.topic!r} is not declared in swarm {bus.swarm!r}")
-            if not bus.can_subscribe(args.topic):
-                decision = bus.decide("subscribe", args.topic)
+            decision = bus.decide("subscribe", args.topic)
+            if not decision.allow:
                 raise AclDeniedError(f"agent {bus.agent_id!r} (role {bus.role!r}) may not subscribe to "
                                      f"{args.topic!r}: {decision.rule}")
             stream = bus.plan.topics[args.topic].stream

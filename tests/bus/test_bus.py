@@ -60,8 +60,9 @@ async def test_refusals_are_distinct_and_say_why(make_bus: BusFactory) -> None:
     with pytest.raises(AclDeniedError, match="subscribe"):
         async for _ in planner.subscribe(["tasks.research"]):
             pass
-    assert planner.can_publish("tasks.research") and not planner.can_subscribe("tasks.research")
-    assert planner.can_subscribe("tasks.research", role="observer")
+    assert planner.can_publish("planner", "tasks.research") and not planner.can_subscribe("planner", "tasks.research")
+    assert planner.can_subscribe("observer", "tasks.research") and not planner.can_publish("observer", "tasks.research")
+    assert planner.decide("publish", "tasks.admin.reset").rule == "deny.publish: tasks.admin.>"
     assert planner.role == "planner"  # taken from the plan in Redis
 
 
@@ -185,7 +186,7 @@ async def _acl_roundtrip(url: str, allow: list[str], deny: list[str]) -> None:
                 EventBus(redis_url=url, swarm="aclp", agent_id="s", block_ms=50) as sub:
             for t in TOPIC_SET:
                 await pub.publish(t, {"t": t})
-            allowed = [t for t in TOPIC_SET if sub.can_subscribe(t)]
+            allowed = [t for t in TOPIC_SET if sub.can_subscribe("sub", t)]
             assert sorted(allowed) == expected
             for t in TOPIC_SET:
                 if t not in allowed:
