@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -327,9 +328,17 @@ def test_cli_push_sends_the_compiled_catalog(registry_factory: RegistryFactory) 
     denied = subprocess.run(cmd, cwd=REPO, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                             timeout=60)
     assert denied.returncode == 2 and "401" in denied.stderr
-    missing = subprocess.run([*cmd[:4], "compiled/nowhere"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=60)
-    assert missing.returncode == 2 and "compiled/nowhere" in missing.stderr
+
+
+def test_push_of_a_missing_catalog_names_the_path(tmp_path: Path) -> None:
+    from swarm.errors import InvalidRequestError
+    from swarm.registry.catalog_push import load_catalog
+
+    with pytest.raises(InvalidRequestError, match="nowhere"):
+        load_catalog(tmp_path / "nowhere")
+    (tmp_path / "registry.json").write_text('{"swarm": 1}')
+    with pytest.raises(InvalidRequestError, match="not a valid registry.json"):
+        load_catalog(tmp_path)
 
 
 async def test_unexpected_errors_are_json_500_without_internals() -> None:
