@@ -138,6 +138,7 @@ class Reconciler:
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._failures = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._compiled_digest: str | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
         self._compiled = _CompiledWriter(config.compiled_dir) if config.compiled_dir and not config.rev else None
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
@@ -218,24 +219,11 @@ class Reconciler:
 
     def run_pass(self, trigger: str = "once") -> PassResult:
         """Reconcile once; never raises for spec, transient or permanent faults."""
-        spec_error: SpecError | None = None
-        attempt: Attempt
-        try:
-            source = self.load()
-            attempt = Attempt(revision=source.revision, digest=source.digest, at=now_iso(), trigger=trigger)
-        except SpecError as exc:
-            spec_error = exc
-            seen = self._invalid_attempt if self._cache is exc else None
-            attempt = Attempt(
-                revision=seen.revision if seen else Revision(),
-                digest=seen.digest if seen else None,
-                at=now_iso(),
-                trigger=trigger,
-            )
-            source = self.good  # type: ignore[assignment]
-            if source is None:
-                log.error("spec is invalid and no valid spec was seen yet:\n%s", exc)
-                return PassResult(state="invalid-spec", error=exc)
+        source, attempt, spec_error = self._current_spec(trigger)
+        if source is None:
+            assert spec_error is not None
+            log.error("spec is invalid and no valid spec was seen yet:\n%s", spec_error)
+            return PassResult(state="invalid-spec", error=spec_error)
         new_spec = spec_error is None and (self.good is None or self.good.digest != source.digest)
         if spec_error is None:
             self.good = source
@@ -244,93 +232,119 @@ class Reconciler:
         status.passes += 1
         status.last_attempted = attempt
         result = PassResult(state="synced", status=status)
-        # Event-triggered passes trust the Redis users this process wrote (existence is
-        # still checked); start, retry and the resync timer read every user back.
-        assumed = self._written_users if trigger in ("file", "git") else None
-        self._written_users = None
         try:
-            actual = observe(ports.registry, ports.bus, source.desired.bus, assumed)
-            status.live = live_summary(source.desired, actual)
-            plan = plan_actions(source.desired, actual, prune=self.config.prune, force_prune=self.config.force_prune)
-            result.plan = plan
-            status.held_back = [a.description for a in plan.held_back]
-            if plan.refused:
-                raise _Refused(plan.refused)
-            if self.config.dry_run:
-                result.state = "synced" if plan.empty else "changes-pending"
-                return result
-            if not plan.empty:
-                status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
-                self._write_status(ports, status)
-                result.applied = apply_plan(
-                    plan, source.desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest)
-                )
-                after = plan_actions(
-                    source.desired,
-                    observe(ports.registry, ports.bus, source.desired.bus, desired_user_rights(source.desired)),
-                    prune=self.config.prune,
-                    force_prune=self.config.force_prune,
-                )
-                if not after.empty:
-                    raise _VerifyFailed(
-                        "after applying, the live system still differs: "
-                        + "; ".join(a.description for a in after.actions)
-                    )
-            self._failures = 0
-            self._written_users = desired_user_rights(source.desired)
-            applied_dicts = [a.to_dict() for a in result.applied]
-            if result.applied and not new_spec and status.last_applied is not None and status.last_applied.digest == source.digest:
-                status.drift = [a.description for a in result.applied]
-                status.drift_at = now_iso()
-            if new_spec or result.applied or status.last_applied is None or status.last_applied.digest != source.digest:
-                status.last_applied = Applied(**{**attempt.model_dump(), "revision": source.revision,
-                                                 "digest": source.digest, "actions": applied_dicts})
-            status.waiting_for = None
-            if spec_error is not None:
-                result.state = status.state = "invalid-spec"
-                result.error = spec_error
-                status.message = (
-                    f"the newest spec is invalid ({len(spec_error.issues)} error(s)); "
-                    f"still enforcing digest {source.digest[:19]}"
-                )
-                status.last_error = _error("spec", spec_error)
-            else:
-                status.state = "synced"
-                status.message = f"in sync with {source.revision.label()}"
-                status.last_error = None
-        except TransientError as exc:
-            self._failures += 1
-            delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
-            result.retry_in = delay * random.uniform(0.8, 1.2)
-            result.state = status.state = "waiting"
-            result.error = exc
-            status.waiting_for = str(exc)
-            status.message = f"waiting for {exc} (retry in {result.retry_in:.1f}s)"
-            status.last_error = _error("transient", exc)
-        except _Refused as exc:
-            result.state = status.state = "refused"
-            result.error = exc
-            status.message = str(exc)
-            status.last_error = _error("refused", exc)
-        except _VerifyFailed as exc:
-            self._failures += 1
-            result.retry_in = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
-            result.state = status.state = "error"
-            result.error = exc
-            status.message = str(exc)
-            status.last_error = _error("verify", exc)
+            self._reconcile(source, ports, result, trigger)
+            if not self.config.dry_run:
+                self._record_converged(source, attempt, result, new_spec=new_spec, spec_error=spec_error)
         except SwarmError as exc:
-            result.state = status.state = "error"
-            result.error = exc
-            status.message = str(exc)
-            status.last_error = _error("permanent", exc)
+            self._record_failure(exc, result)
         status.updated_at = now_iso()
         self.status = status
         if not self.config.dry_run:
             self._write_status(ports, status)
-            if new_spec and spec_error is None and result.state == "synced":
+            if spec_error is None and result.state == "synced" and self._compiled_digest != source.digest:
+                self._compiled_digest = source.digest
                 self._write_compiled(source)
         return result
+
+    def _current_spec(self, trigger: str) -> tuple[SpecSource | None, Attempt, SpecError | None]:
+        """The spec to enforce (the newest valid one), what was attempted, and the spec error if any."""
+        try:
+            source = self.load()
+            return source, Attempt(revision=source.revision, digest=source.digest, at=now_iso(), trigger=trigger), None
+        except SpecError as exc:
+            seen = self._invalid_attempt if self._cache is exc else None
+            attempt = Attempt(
+                revision=seen.revision if seen else Revision(),
+                digest=seen.digest if seen else None,
+                at=now_iso(),
+                trigger=trigger,
+            )
+            return self.good, attempt, exc
+
+    def _reconcile(self, source: SpecSource, ports: Ports, result: PassResult, trigger: str) -> None:
+        """Observe, plan, apply and verify; raises on refusal and on faults."""
+        status = result.status
+        assert status is not None
+        desired = source.desired
+        # Event-triggered passes trust the Redis users this process wrote (existence is
+        # still checked); start, retry and the resync timer read every user back.
+        assumed = self._written_users if trigger in ("file", "git") else None
+        self._written_users = None
+        actual = observe(ports.registry, ports.bus, desired.bus, assumed)
+        status.live = live_summary(desired, actual)
+        plan = plan_actions(desired, actual, prune=self.config.prune, force_prune=self.config.force_prune)
+        result.plan = plan
+        status.held_back = [a.description for a in plan.held_back]
+        if plan.refused:
+            raise _Refused(plan.refused)
+        if self.config.dry_run:
+            result.state = "synced" if plan.empty else "changes-pending"
+            return
+        if not plan.empty:
+            status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
+            self._write_status(ports, status)
+            result.applied = apply_plan(
+                plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest)
+            )
+            seen = observe(ports.registry, ports.bus, desired.bus, desired_user_rights(desired))
+            after = plan_actions(desired, seen, prune=self.config.prune, force_prune=self.config.force_prune)
+            if not after.empty:
+                raise _VerifyFailed(
+                    "after applying, the live system still differs: " + "; ".join(a.description for a in after.actions)
+                )
+        self._failures = 0
+        self._written_users = desired_user_rights(desired)
+
+    def _record_converged(
+        self, source: SpecSource, attempt: Attempt, result: PassResult, *, new_spec: bool, spec_error: SpecError | None
+    ) -> None:
+        status = result.status
+        assert status is not None
+        previous = status.last_applied
+        if result.applied and not new_spec and previous is not None and previous.digest == source.digest:
+            status.drift = [a.description for a in result.applied]  # the spec did not change: hand-made drift
+            status.drift_at = now_iso()
+        if new_spec or result.applied or previous is None or previous.digest != source.digest:
+            status.last_applied = Applied(
+                revision=source.revision,
+                digest=source.digest,
+                at=attempt.at,
+                trigger=attempt.trigger,
+                actions=[a.to_dict() for a in result.applied],
+            )
+        status.waiting_for = None
+        if spec_error is not None:
+            result.state = status.state = "invalid-spec"
+            result.error = spec_error
+            status.message = (
+                f"the newest spec is invalid ({len(spec_error.issues)} error(s)); "
+                f"still enforcing digest {source.digest[:19]}"
+            )
+            status.last_error = _error("spec", spec_error)
+        else:
+            status.state = "synced"
+            status.message = f"in sync with {source.revision.label()}"
+            status.last_error = None
+
+    def _record_failure(self, exc: SwarmError, result: PassResult) -> None:
+        status = result.status
+        assert status is not None
+        result.error = exc
+        if isinstance(exc, (TransientError, _VerifyFailed)):
+            self._failures += 1
+            delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
+            result.retry_in = delay * random.uniform(0.8, 1.2)
+        if isinstance(exc, TransientError):
+            result.state = status.state = "waiting"
+            status.waiting_for = str(exc)
+            status.message = f"waiting for {exc} (retry in {result.retry_in:.1f}s)"
+            status.last_error = _error("transient", exc)
+            return
+        kind = "refused" if isinstance(exc, _Refused) else "verify" if isinstance(exc, _VerifyFailed) else "permanent"
+        result.state = status.state = "refused" if kind == "refused" else "error"
+        status.message = str(exc)
+        status.last_error = _error(kind, exc)
 
     def _status_base(self, ports: Ports, swarm: str) -> ReconcileStatus:
         if self.status is not None and self.status.swarm == swarm:
