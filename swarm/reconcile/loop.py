@@ -50,6 +50,7 @@ from swarm.reconcile.status import (
     Revision,
     now_iso,
     parse_status,
+    short_digest,
 )
 from swarm.spec.loader import LoadedSpec, compute_digest, parse_spec_texts, read_spec_files
 
@@ -319,7 +320,7 @@ class Reconciler:
             result.error = spec_error
             status.message = (
                 f"the newest spec is invalid ({len(spec_error.issues)} error(s)); "
-                f"still enforcing digest {source.digest[:19]}"
+                f"still enforcing digest {short_digest(source.digest)}"
             )
             status.last_error = _error("spec", spec_error)
         else:

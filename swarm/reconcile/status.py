@@ -50,6 +50,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def short_digest(digest: str | None) -> str:
+    """``sha256:5d1e8a9f0b1c…`` → ``5d1e8a9f0b1c``."""
+    if not digest:
+        return "-"
+    return digest.split(":", 1)[-1][:12]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -130,14 +137,14 @@ class ReconcileStatus(_Model):
             out.append(f"waiting for: {self.waiting_for}")
         if self.last_applied:
             la = self.last_applied
-            out.append(f"last applied: {la.revision.label()} digest {(la.digest or '')[:12]} at {la.at} ({la.trigger})")
+            out.append(f"last applied: {la.revision.label()} digest {short_digest(la.digest)} at {la.at} ({la.trigger})")
             for action in la.actions:
                 out.append(f"  - {action.get('description')}")
         else:
             out.append("last applied: never")
         if self.last_attempted:
             at = self.last_attempted
-            out.append(f"last attempted: {at.revision.label()} digest {(at.digest or '-')[:12]} at {at.at} ({at.trigger})")
+            out.append(f"last attempted: {at.revision.label()} digest {short_digest(at.digest)} at {at.at} ({at.trigger})")
         if self.drift:
             out.append(f"drift healed at {self.drift_at}:")
             out.extend(f"  - {d}" for d in self.drift)
@@ -146,7 +153,8 @@ class ReconcileStatus(_Model):
             out.extend(f"  - {d}" for d in self.held_back)
         if self.last_error:
             e = self.last_error
-            out.append(f"last error ({e.kind}) at {e.at}: {e.message}")
+            summary = f"{len(e.issues)} problem(s) in the spec" if e.issues else e.message
+            out.append(f"last error ({e.kind}) at {e.at}: {summary}")
             for issue in e.issues:
                 where = f"{issue.get('file')}:{issue.get('line')}:{issue.get('column')}"
                 path = f"{issue.get('path')}: " if issue.get("path") else ""
