@@ -8,10 +8,10 @@ ack. Why it is built this way:
   cached per topic in-process) and the payload size in Python, then does the
   breaker check, the dedup mark and the XADD in ONE Lua script (``lua/publish.lua``):
   one round trip, and never a mark without an entry.
-* ``subscribe`` reads with XREADGROUP BLOCK on its own connection without a socket
-  timeout (redis-py 8 defaults to 5 s, which a blocking read would trip). Entries
-  not acked within the visibility timeout are reclaimed with XAUTOCLAIM (the
-  cursor followed to the end) and delivered again; once delivered
+* ``subscribe`` reads with XREADGROUP BLOCK on its own connection whose socket
+  timeout is BLOCK + 10 s (redis-py 8 defaults to 5 s, which a blocking read would
+  trip). Entries not acked within the visibility timeout are reclaimed with
+  XAUTOCLAIM (the cursor followed to the end) and delivered again; once delivered
   ``max_deliveries`` times an entry moves to the topic's dead-letter stream and is
   acked there, never dropped. Entries trimmed away while pending (Redis 7 reports
   them from XAUTOCLAIM) are counted in :attr:`EventBus.stats`.
@@ -172,8 +172,9 @@ class EventBus:
             self.redis_url,
             decode_responses=True,
             socket_connect_timeout=2.0,
-            # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s).
-            socket_timeout=None if blocking else 5.0,
+            # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s), yet a
+            # silently vanished server must not hang the reader forever: BLOCK plus a margin.
+            socket_timeout=self.block_ms / 1000 + 10.0 if blocking else 5.0,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
@@ -250,7 +251,7 @@ class EventBus:
         return self._decide(action, topic)
 
     def blocking_client(self) -> aioredis.Redis:
-        """A new client without socket timeout, for blocking reads; the caller closes it."""
+        """A new client whose socket timeout outlasts BLOCK, for blocking reads; the caller closes it."""
         return self._client(blocking=True)
 
     def can_publish(self, role: str, topic: str) -> bool:

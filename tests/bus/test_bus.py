@@ -199,3 +199,29 @@ async def _acl_roundtrip(url: str, allow: list[str], deny: list[str]) -> None:
                 assert all(m.payload == {"t": m.topic} for m in got)
     finally:
         await admin.aclose()
+
+
+async def test_a_block_longer_than_redis_py_default_socket_timeout_does_not_trip(
+    make_bus: BusFactory, applied: aioredis.Redis
+) -> None:
+    """redis-py 8 times sockets out after 5 s; a 5.6 s BLOCK must wait quietly (DESIGN §9).
+
+    redis-py's retry would hide a timeout by reconnecting and reading again, so the
+    test counts connections Redis accepted while the read was blocked: none."""
+    worker = await make_bus("worker-a", block_ms=5600, visibility_timeout=60)
+    planner = await make_bus("planner")
+    await planner.publish("tasks.summarize", {"warm": True})  # the publisher's connection exists now
+
+    async def late_publish() -> int:
+        await asyncio.sleep(0.5)  # the reader is connected and blocked by now
+        before = (await applied.info("stats"))["total_connections_received"]
+        await asyncio.sleep(4.8)
+        await planner.publish("tasks.research", {"late": True})
+        return int(before)
+
+    task = asyncio.create_task(late_publish())
+    got = await take(worker, ["tasks.research"], 1, timeout=15)
+    before = await task
+    after = (await applied.info("stats"))["total_connections_received"]
+    assert got[0].payload == {"late": True}
+    assert after - before == 0
