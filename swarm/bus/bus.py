@@ -159,7 +159,7 @@ class EventBus:
         self._decisions: dict[tuple[Action, str], Decision] = {}
         self._publish_sha = b""
         self._sender = agent_id.encode()
-        self._targets: dict[str, tuple[str, str, str, str]] = {}
+        self._targets: dict[str, tuple[bytes, str, bytes, bytes]] = {}
         self._breaker_key = self.keys.breaker(agent_id).encode()
         self._max_payload = 0
         self.stats = BusStats()
@@ -202,9 +202,15 @@ class EventBus:
                     f"{self.keys.acl}): run `swarm bus apply compiled/{self.swarm}`",
                     delay=2.0,
                 )
-            self.plan = self.plan or BusPlan.model_validate_json(bus_raw)
-            if self._table is None:
-                self._table = AclDocument.model_validate_json(acl_raw).to_table()
+            try:
+                self.plan = self.plan or BusPlan.model_validate_json(bus_raw)
+                if self._table is None:
+                    self._table = AclDocument.model_validate_json(acl_raw).to_table()
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise BusError(
+                    f"bus settings or ACL table in Redis ({self.keys.bus}, {self.keys.acl}) are not valid: {exc}; "
+                    f"run `swarm bus apply compiled/{self.swarm}` again"
+                ) from exc
         if self.plan.swarm != self.swarm:
             raise InvalidRequestError(f"bus plan is for swarm {self.plan.swarm!r}, not {self.swarm!r}")
         if self.role is None:
@@ -219,7 +225,7 @@ class EventBus:
     async def close(self) -> None:
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
-        self._redis = None
+            self._redis = None
 
     async def __aenter__(self) -> "EventBus":
         return await self.connect()

@@ -19,6 +19,7 @@ from swarm.desired import DesiredState
 from swarm.errors import (
     AclDeniedError,
     BreakerOpenError,
+    BusError,
     InvalidRequestError,
     PayloadTooLargeError,
     TransientError,
@@ -71,6 +72,13 @@ async def test_connect_before_apply_is_transient(redis_server: RedisServer) -> N
     with pytest.raises(TransientError, match="swarm bus apply"):
         await bus.connect()
     await bus.close()
+
+
+async def test_corrupt_settings_in_redis_are_a_clear_bus_error(redis_server: RedisServer, applied: aioredis.Redis) -> None:
+    await applied.set("swarm:{lab}:bus", '{"swarm": "lab"}')
+    bus = EventBus(redis_url=redis_server.url, swarm="lab", agent_id="planner")
+    with pytest.raises(BusError, match=r"swarm:\{lab\}:bus.*not valid"):
+        await bus.connect()
 
 
 async def test_open_breaker_blocks_publishing_with_when_to_retry(make_bus: BusFactory, applied: aioredis.Redis, desired: DesiredState) -> None:
