@@ -103,7 +103,7 @@ class HealthProber:
                 response = await http.get(url, timeout=self.timeout)
                 ok = response.status_code < 400
                 detail = str(response.status_code)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
                 ok, detail = False, type(exc).__name__
             reply = await (store.record_success if ok else store.record_failure)(agent_id, ticket)
             if reply.transition is not None:
@@ -119,6 +119,8 @@ class HealthProber:
                     await self.probe_once(http)
                 except (RedisError, OSError, SwarmError) as exc:
                     log.warning("health probe round failed: %s", exc)
+                except Exception:  # a background loop that dies silently is worse than a logged bug
+                    log.exception("health probe round failed unexpectedly")
                 try:
                     await asyncio.wait_for(stop_event.wait(), timeout=self.interval)
                 except asyncio.TimeoutError:

@@ -123,6 +123,8 @@ async def test_two_probers_count_one_check_per_interval(health_server: tuple[Hea
 
 async def test_unreachable_agent_counts_as_failure_and_run_stops(applied: aioredis.Redis) -> None:
     await register(applied, "planner", f"http://127.0.0.1:{free_port()}")
+    await applied.hset("swarm:{lab}:agent:worker-a", "health_url", "http://[bad")  # malformed: a failure too
+    await applied.zadd("swarm:{lab}:leases", {"worker-a": (int((await applied.time())[0]) + 60) * 1000})
     prober = HealthProber(applied, "lab", interval=INTERVAL, timeout=0.5)
     stop = asyncio.Event()
     task = asyncio.create_task(prober.run(stop))
@@ -132,4 +134,5 @@ async def test_unreachable_agent_counts_as_failure_and_run_stops(applied: aiored
         await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert await applied.hget("swarm:{lab}:breaker:planner", "state") in ("open", "half_open")
+    for agent in ("planner", "worker-a"):
+        assert await applied.hget(f"swarm:{{lab}}:breaker:{agent}", "state") in ("open", "half_open")
