@@ -96,9 +96,12 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
 
 def _reconciler(config: Any) -> Any:
     from swarm.reconcile.loop import Reconciler
-    from swarm.reconcile.observe import make_ports_factory
+    from swarm.reconcile.observe import RedisBusPort, make_ports_factory
 
-    return Reconciler(config, make_ports_factory(*secrets_from_env()))
+    def status_fallback(swarm: str, redis_url: str) -> RedisBusPort:
+        return RedisBusPort(redis_url, swarm, bus_secret=None)
+
+    return Reconciler(config, make_ports_factory(*secrets_from_env()), status_fallback)
 
 
 # --------------------------------------------------------------------------- plan
@@ -170,7 +173,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         else:
             print(result.plan.render())
         return EXIT_OK if result.plan.empty else EXIT_DIFF
-    if result.state == "invalid-spec" and result.status is None and isinstance(result.error, SpecError):
+    if result.state == "invalid-spec" and rec.good is None and isinstance(result.error, SpecError):
         raise result.error  # nothing valid to enforce: the dispatcher prints it, exit 2
     _print_pass(result, args.output)
     if result.state == "synced":
@@ -200,26 +203,13 @@ def _watch(config: Any, output: str) -> int:
 
 def _fallback_target(args: argparse.Namespace) -> tuple[str, str] | None:
     """(swarm, redis url) from a spec that does not validate, best effort."""
-    import yaml
-
+    from swarm.reconcile.loop import lenient_target
     from swarm.spec.loader import read_spec_files
 
     try:
-        files = read_spec_files(args.spec or "specs")
+        return lenient_target(read_spec_files(args.spec or "specs"))
     except SpecError:
         return None
-    for raw in files.values():
-        try:
-            docs = list(yaml.safe_load_all(raw))
-        except yaml.YAMLError:
-            continue
-        for doc in docs:
-            if isinstance(doc, dict) and doc.get("kind") == "Swarm":
-                name = (doc.get("metadata") or {}).get("name")
-                url = (doc.get("bus") or {}).get("redis_url") or "redis://127.0.0.1:6379/0"
-                if isinstance(name, str):
-                    return name, str(url)
-    return None
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
@@ -79,6 +79,8 @@ class Ports:
 
 
 PortsFactory = Callable[[DesiredState, "ReconcileConfig"], Ports]
+#: Where to keep status before any valid spec was seen: (swarm name, Redis URL) -> sink.
+StatusFallback = Callable[[str, str], StatusSink]
 
 
 @dataclass
@@ -128,9 +130,14 @@ class PassResult:
 class Reconciler:
     """One swarm's reconcile loop. Thread-compatible: passes run one at a time."""
 
-    def __init__(self, config: ReconcileConfig, ports_factory: PortsFactory) -> None:
+    def __init__(
+        self, config: ReconcileConfig, ports_factory: PortsFactory, status_fallback: StatusFallback | None = None
+    ) -> None:
         self.config = config
         self._ports_factory = ports_factory
+        self._status_fallback = status_fallback
+        self._fallback_sinks: dict[tuple[str, str], StatusSink] = {}
+        self._invalid_files: dict[str, bytes] | None = None
         self._ports: dict[tuple[str, str], Ports] = {}
         self.good: SpecSource | None = None  # newest valid spec: the one enforced
         self.status: ReconcileStatus | None = None
@@ -181,6 +188,7 @@ class Reconciler:
                     revision = pending.result() if isinstance(pending, Future) else pending
                 self._cache = SpecSource(loaded, desired, revision)
             except SpecError as exc:
+                self._invalid_files = files
                 self._invalid_attempt = Attempt(
                     revision=revision, digest=compute_digest(files), at=now_iso(), trigger=""
                 )
@@ -215,6 +223,11 @@ class Reconciler:
         for ports in self._ports.values():
             ports.close()
         self._ports.clear()
+        for sink in self._fallback_sinks.values():
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+        self._fallback_sinks.clear()
 
     # ------------------------------------------------------------------ one pass
 
@@ -224,7 +237,7 @@ class Reconciler:
         if source is None:
             assert spec_error is not None
             log.error("spec is invalid and no valid spec was seen yet:\n%s", spec_error)
-            return PassResult(state="invalid-spec", error=spec_error)
+            return self._record_without_spec(attempt, spec_error)
         new_spec = spec_error is None and (self.good is None or self.good.digest != source.digest)
         if spec_error is None:
             self.good = source
@@ -346,6 +359,31 @@ class Reconciler:
         result.state = status.state = "refused" if kind == "refused" else "error"
         status.message = str(exc)
         status.last_error = _error(kind, exc)
+
+    def _record_without_spec(self, attempt: Attempt, spec_error: SpecError) -> PassResult:
+        """No valid spec yet: enforce nothing, but say why in status when the swarm can be guessed."""
+        result = PassResult(state="invalid-spec", error=spec_error)
+        target = lenient_target(self._invalid_files or {}) if self._status_fallback else None
+        if target is None or self._status_fallback is None or self.config.dry_run:
+            return result
+        name, url = target[0], self.config.redis_url or target[1]
+        try:
+            if (name, url) not in self._fallback_sinks:
+                self._fallback_sinks[(name, url)] = self._status_fallback(name, url)
+            sink = self._fallback_sinks[(name, url)]
+            status = self.status if self.status is not None and self.status.swarm == name else None
+            status = status or parse_status(sink.read_status()) or ReconcileStatus(swarm=name)
+            status.passes += 1
+            status.state = "invalid-spec"
+            status.message = f"the spec is invalid ({len(spec_error.issues)} error(s)) and no valid spec was seen since start; nothing is enforced"
+            status.last_attempted = attempt
+            status.last_error = _error("spec", spec_error)
+            status.updated_at = now_iso()
+            sink.write_status(status.to_json())
+            self.status = result.status = status
+        except SwarmError as exc:
+            log.warning("could not write status: %s", exc)
+        return result
 
     def _status_base(self, ports: Ports, swarm: str) -> ReconcileStatus:
         if self.status is not None and self.status.swarm == swarm:
@@ -496,6 +534,25 @@ class _VerifyFailed(PermanentError):
 def _error(kind: str, exc: SwarmError) -> LastError:
     issues = [i.to_dict() for i in exc.issues] if isinstance(exc, SpecError) else []
     return LastError(kind=kind, message=str(exc), at=now_iso(), issues=issues)  # type: ignore[arg-type]
+
+
+def lenient_target(files: Mapping[str, bytes]) -> tuple[str, str] | None:
+    """(swarm name, bus.redis_url) read leniently from spec files that do not validate."""
+    import yaml
+
+    for raw in files.values():
+        try:
+            docs = list(yaml.safe_load_all(raw))
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "Swarm":
+                meta, bus = doc.get("metadata"), doc.get("bus")
+                name = meta.get("name") if isinstance(meta, dict) else None
+                url = bus.get("redis_url") if isinstance(bus, dict) else None
+                if isinstance(name, str) and name:
+                    return name, url if isinstance(url, str) else "redis://127.0.0.1:6379/0"
+    return None
 
 
 def live_summary(desired: DesiredState, actual: ActualState) -> LiveSummary:

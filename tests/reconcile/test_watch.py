@@ -67,3 +67,19 @@ def test_rev_applies_commits_not_the_working_tree(live: RegistryProcess, tmp_pat
     s = d.wait_for(lambda s: s.last_applied is not None and s.last_applied.revision.commit == second, timeout=10)
     assert s.state == "synced" and s.last_applied is not None and s.last_applied.revision.source == "git"
     assert catalog_digest_live(live) != before
+
+
+def test_daemon_started_on_an_invalid_spec_says_so_then_applies_the_fix(
+    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    workers = spec_dir / "agents" / "workers.yaml"
+    good = workers.read_text()
+    workers.write_text(good.replace("role: worker", "role: wroker", 1))
+    d = daemon_factory(spec_dir)
+    s = d.wait_for(lambda s: s.state == "invalid-spec")
+    assert s.last_applied is None and s.last_error is not None
+    assert any(i["file"].endswith("workers.yaml") and i["line"] for i in s.last_error.issues)
+    assert catalog_digest_live(live) is None, "nothing was applied"
+    workers.write_text(good)
+    s = d.wait_for(lambda s: s.state == "synced")
+    assert s.last_applied is not None and catalog_digest_live(live) == s.last_applied.digest
