@@ -30,6 +30,11 @@ Capability = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 #: closed), ``critical`` (breaker open or half-open), ``expiring`` (lease past its
 #: expiry but not evicted: during start-up grace or mass-eviction protection).
 AgentStatus = Literal["healthy", "critical", "expiring"]
+#: SSE event types of GET /agents/watch. ``data:`` is the registration JSON (with
+#: lease_expires_at, registered_at, updated_at) for agent events, the catalog summary
+#: {revision, digest, changed} for catalog-changed, {"agents": [...]} for reset. The
+#: bus's health prober may add its own types (e.g. health-changed); clients must
+#: ignore types they do not know.
 EVENT_TYPES = ("registered", "updated", "expired", "deregistered", "catalog-changed", "reset")
 
 
@@ -166,16 +171,6 @@ class Status(_Body):
     agents: AgentCounts | None
     protection: bool
     last_sweep: SweepInfo | None
-
-
-class WatchEvent(_Body):
-    """One SSE event: ``id:`` is the stream id, ``event:`` the type, ``data:`` this JSON."""
-
-    type: str
-    agent_id: str | None = None
-    agent: dict[str, Any] | None = None
-    catalog: CatalogPutResult | None = None
-    agents: list[Registration] | None = Field(default=None, description="Full snapshot (reset events).")
 
 
 def canonical_json(value: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from swarm.registry.models import (
+    EVENT_TYPES,
     AgentList,
     CatalogPut,
     CatalogPutResult,
@@ -110,7 +111,7 @@ def openapi_document() -> dict[str, Any]:
         }},
         "/agents/watch": {"get": {
             "operationId": "watch",
-            "summary": "Server-Sent Events: registered, updated, expired, deregistered, catalog-changed, reset.",
+            "summary": "Server-Sent Events: " + ", ".join(EVENT_TYPES) + ".",
             "parameters": [*filters,
                            _query("last_event_id", "resume after this event id", pattern=r"^[0-9]+-[0-9]+$"),
                            {"name": "Last-Event-ID", "in": "header", "required": False,

@@ -416,11 +416,17 @@ class RegistryStore:
     async def snapshot(self, catalog: RegistryCatalog | None) -> Snapshot:
         async with redis_errors("snapshot"):
             res = await self._snapshot(keys=[self.keys.leases, self.keys.events], args=[self.keys.agent("")])
-        now = int(res[1])
-        agents = []
-        for agent_id, score, doc, reg_at, upd_at in res[2]:
-            breaker = await self.redis.hget(self.keys.breaker(_s(agent_id)), "state")
-            agents.append(_registration([doc, reg_at, upd_at], int(float(score)), now, breaker, catalog))
+        now, rows = int(res[1]), res[2]
+        async with redis_errors("snapshot"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    pipe.hget(self.keys.breaker(_s(row[0])), "state")
+                breakers = await pipe.execute() if rows else []
+        agents = [
+            _registration([doc, reg_at, upd_at], int(float(score)), now, breaker, catalog)
+            for (_, score, doc, reg_at, upd_at), breaker in zip(rows, breakers)
+        ]
+        agents.sort(key=lambda r: r.agent_id)
         return Snapshot(last_id=_s(res[0]), agents=agents)
 
     async def events_after(self, last_id: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
