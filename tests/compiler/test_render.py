@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -11,6 +12,8 @@ from typing import Any, Callable
 import pyflakes.checker
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from swarm.compiler import compile_loaded
 from swarm.compiler.render import DISTRIBUTION, docker_quote, render
@@ -257,3 +260,40 @@ def test_acl_markdown_has_every_role_topic_pair_and_agent(make_spec: Make) -> No
         assert f"| `{row['role']}` | `{row['topic']}` |" in md
     assert "| `worker` | `tasks.work` | deny | `default deny` | allow | `subscribe: tasks.>` |" in md
     assert "| `w` | `worker` |" in md
+
+
+_names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=80)
+
+
+@pytest.fixture(scope="module")
+def base_spec() -> LoadedSpec:
+    return load_spec_full(REPO / "specs")
+
+
+@functools.lru_cache(maxsize=1)
+def _rendered_example(digest: str) -> dict[str, bytes]:
+    return render(load_spec_full(REPO / "specs").spec, digest, swarm_version="0.1.0")
+
+
+def _original(loaded: LoadedSpec) -> dict[str, bytes]:
+    return _rendered_example(loaded.digest)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_names, description=_names)
+def test_any_name_round_trips_through_every_target(base_spec: LoadedSpec, name: str, description: str) -> None:
+    agents = [
+        a.model_copy(update={"name": name, "description": description}) if a.id in ("architect", "auditor") else a
+        for a in base_spec.spec.agents
+    ]
+    spec = base_spec.spec.model_copy(update={"agents": agents})
+    files = render(spec, base_spec.digest, swarm_version="0.1.0")
+    for agent_id in ("architect", "auditor"):
+        source = server_of(files, "research", agent_id)
+        assert literal(source, "AGENT_NAME") == name
+        assert flakes(source) == []
+        dockerfile = f"research/agents/{agent_id}/Dockerfile"
+        assert files[dockerfile] == _original(base_spec)[dockerfile]  # names never reach Dockerfiles
+    compose = yaml.safe_load(files["research/docker-compose.yml"])
+    assert compose["services"]["architect"]["labels"]["io.swarm.agent-name"] == name.replace("$", "$$")
+    assert json.loads(files["research/registry.json"])["agents"]["auditor"]["agent_name"] == name
