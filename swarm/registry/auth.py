@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from swarm.errors import AuthError
 
@@ -41,6 +41,9 @@ def agent_token(secret: str, agent_id: str) -> str:
 def admin_token(secret: str) -> str:
     """The admin token derived from the secret (used when SWARM_ADMIN_TOKEN is unset)."""
     return _hmac_hex(secret, "admin")
+
+
+_TOKEN_CACHE_MAX = 100_000
 
 
 class MissingTokenError(AuthError):
@@ -68,12 +71,23 @@ class Authorizer:
     secret: str | None
     admin: str | None
     enabled: bool = True
+    _cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(cls, secret: str | None, admin: str | None, *, enabled: bool) -> "Authorizer":
         if admin is None and secret is not None:
             admin = admin_token(secret)
         return cls(secret=secret, admin=admin, enabled=enabled)
+
+    def _expected(self, agent_id: str) -> bytes:
+        """The agent's token, memoized: heartbeats are the hot path and ids are few."""
+        cache = self._cache
+        value = cache.get(agent_id)
+        if value is None:
+            if len(cache) >= _TOKEN_CACHE_MAX:
+                cache.clear()
+            value = cache[agent_id] = agent_token(self.secret or "", agent_id).encode()
+        return value
 
     def is_admin(self, token: str) -> bool:
         return self.admin is not None and hmac.compare_digest(token.encode(), self.admin.encode())
@@ -96,8 +110,6 @@ class Authorizer:
             raise MissingTokenError(f"missing bearer token (agent {agent_id!r} or admin token required)")
         if self.is_admin(token):
             return
-        if self.secret is not None and hmac.compare_digest(
-            token.encode(), agent_token(self.secret, agent_id).encode()
-        ):
+        if self.secret is not None and hmac.compare_digest(token.encode(), self._expected(agent_id)):
             return
         raise ForbiddenError(f"token does not grant acting on agent {agent_id!r}")

@@ -185,6 +185,9 @@ class RegistryApp:
             ratio=config.protect_ratio,
         )
         self.prober: Any = None
+        # Bound metric children: .labels() costs a lock and a dict lookup per request.
+        self._heartbeat_ok = self.metrics.heartbeats.labels(result="ok")
+        self._heartbeat_unknown = self.metrics.heartbeats.labels(result="unknown")
 
     async def _catalog_ttl(self) -> float | None:
         state = await self.store.get_catalog()
@@ -248,10 +251,10 @@ class RegistryApp:
         self.auth.require_agent(request.headers.get("authorization"), agent_id)
         renewed = await self.store.heartbeat(agent_id)
         if renewed is None:
-            self.metrics.heartbeats.labels(result="unknown").inc()
+            self._heartbeat_unknown.inc()
             return error_json(404, "not_registered", f"agent {agent_id!r} is not registered (lease expired or "
                               "never registered): register again")
-        self.metrics.heartbeats.labels(result="ok").inc()
+        self._heartbeat_ok.inc()
         expiry, ttl_ms, hb_ms = renewed
         return json_model(Heartbeat(agent_id=agent_id, lease_expires_at=expiry, ttl_seconds=ttl_ms // 1000,
                                     heartbeat_interval=hb_ms / 1000))
@@ -401,6 +404,7 @@ class RegistryApp:
     def timed(self, route: str, endpoint: Callable[[Request], Awaitable[Response]]
               ) -> Callable[[Request], Awaitable[Response]]:
         histogram = self.metrics.request_latency
+        children: dict[str, Any] = {}
 
         async def handler(request: Request) -> Response:
             started = time.perf_counter()
@@ -409,7 +413,10 @@ class RegistryApp:
             except Exception as exc:
                 return self.error_response(request, exc)
             finally:
-                histogram.labels(route=route, method=request.method).observe(time.perf_counter() - started)
+                child = children.get(request.method)
+                if child is None:
+                    child = children[request.method] = histogram.labels(route=route, method=request.method)
+                child.observe(time.perf_counter() - started)
 
         return handler
 
