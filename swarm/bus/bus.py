@@ -6,8 +6,9 @@ ack. Why it is built this way:
 
 * ``publish`` checks the topic is declared, the role's ACL (the compiled table,
   cached per topic in-process) and the payload size in Python, then does the
-  breaker check, the dedup mark and the XADD in ONE Lua script (``lua/publish.lua``):
-  one round trip, and never a mark without an entry.
+  breaker check, the dedup check, the XADD and the mark in ONE Lua script
+  (``lua/publish.lua``; see :mod:`swarm.bus.dedup`): one round trip, and never a mark
+  without an entry.
 * ``subscribe`` reads with XREADGROUP BLOCK on its own connection whose socket
   timeout is BLOCK + 10 s (redis-py 8 defaults to 5 s, which a blocking read would
   trip). Entries not acked within the visibility timeout are reclaimed with

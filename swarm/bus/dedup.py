@@ -1,13 +1,15 @@
 """Publish deduplication: the decision and a reference model (pure, clock injected).
 
-The bus deduplicates in Redis with ``lua/publish.lua``: SET the mark
-``dedup:<topic>:<message id>`` NX PX window; when it already existed return the
-entry id stored in it (a duplicate; the window is *not* extended), otherwise XADD
-the entry and store its id in the mark with KEEPTTL, all in one script so there is
-never a mark without an entry. The mark is per topic and message id, not per
-consumer: delivery to every consumer group is done by the stream itself, so a
-second subscriber always gets the message (an earlier registry keyed the mark per
-consumer and lost messages).
+The bus deduplicates in Redis with ``lua/publish.lua``, one atomic script per
+publish (or batch): if the mark ``dedup:<topic>:<message id>`` is alive it is a
+duplicate and the script returns the entry id stored in it (the window is *not*
+extended); otherwise it XADDs the entry and then SETs the mark to the new entry id
+with PX window. This is the SET NX PX + XADD of DESIGN §6 in the one order that
+survives a failing XADD: Lua scripts have no rollback, so marking first and then
+failing to append would leave a mark without an entry; appending first cannot.
+The mark is per topic and message id, not per consumer: delivery to every
+consumer group is done by the stream itself, so a second subscriber always gets
+the message (an earlier registry keyed the mark per consumer and lost messages).
 
 This module states the same rules without Redis so property tests can compare the
 Lua script with :class:`DedupModel`, and so the rules can be read in one place.

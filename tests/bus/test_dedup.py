@@ -147,3 +147,19 @@ async def test_same_id_on_two_topics_and_two_subscribers_both_get_it(make_bus) -
             await m.ack()
             break
         assert got == ["same"]
+
+
+async def test_a_failing_append_leaves_no_mark(make_bus, applied: aioredis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """Lua has no rollback: the script appends before it marks, so an XADD error marks nothing."""
+    from swarm.errors import BusError
+
+    planner = await make_bus("planner")
+    stream = "swarm:{lab}:topic:tasks.research"
+    await applied.delete(stream)
+    await applied.set(stream, "not a stream")
+    with pytest.raises(BusError, match="WRONGTYPE"):
+        await planner.publish("tasks.research", {"n": 1}, message_id="unlucky")
+    assert await applied.exists("swarm:{lab}:dedup:tasks.research:unlucky") == 0
+    await applied.delete(stream)
+    result = await planner.publish("tasks.research", {"n": 1}, message_id="unlucky")
+    assert not result.duplicate and await applied.xlen(stream) == 1

@@ -21,17 +21,19 @@ local out = {}
 for i = 1, (#KEYS - 1) / 2 do
   local mark = KEYS[2 * i + 1]
   local a = 4 * i - 1
-  -- SET NX PX marks the id; a duplicate leaves the window alone (no PX refresh). The empty
-  -- placeholder is never visible: the script is atomic and stores the entry id below.
-  if redis.call('SET', mark, '', 'NX', 'PX', ARGV[a]) then
+  -- A live mark is a duplicate: return the original entry id and leave the window alone.
+  -- Otherwise append first and mark after: scripts have no rollback, so if XADD fails
+  -- (wrong type, OOM) nothing was written, and a mark always names an existing entry.
+  local original = redis.call('GET', mark)
+  if original then
+    out[2 * i - 1] = 'dup'
+    out[2 * i] = original
+  else
     local id = redis.call('XADD', KEYS[2 * i], 'MAXLEN', '~', ARGV[a + 1], '*',
       'message_id', ARGV[a + 2], 'sender', ARGV[1], 'payload', ARGV[a + 3], 'content_type', ARGV[2])
-    redis.call('SET', mark, id, 'KEEPTTL')
+    redis.call('SET', mark, id, 'PX', ARGV[a])
     out[2 * i - 1] = 'ok'
     out[2 * i] = id
-  else
-    out[2 * i - 1] = 'dup'
-    out[2 * i] = redis.call('GET', mark)
   end
 end
 return out
