@@ -495,7 +495,11 @@ class EventBus:
 
     async def subscribe(self, topics: Sequence[str]) -> AsyncIterator[Message]:
         """Messages of ``topics`` for this agent's consumer group, at least once; ack each."""
+        if isinstance(topics, str):
+            raise InvalidRequestError(f"subscribe takes a list of topics, not the string {topics!r}")
         topics = list(dict.fromkeys(topics))
+        if not topics:
+            raise InvalidRequestError("subscribe needs at least one topic")
         for topic in topics:
             self._topic(topic, "subscribe")
         reader = self._client(blocking=True) if self.redis_url else self.redis

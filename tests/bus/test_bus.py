@@ -61,6 +61,10 @@ async def test_refusals_are_distinct_and_say_why(make_bus: BusFactory) -> None:
     with pytest.raises(AclDeniedError, match="subscribe"):
         async for _ in planner.subscribe(["tasks.research"]):
             pass
+    for bad in ([], "results.research"):
+        with pytest.raises(InvalidRequestError, match="subscribe"):
+            async for _ in planner.subscribe(bad):  # type: ignore[arg-type]
+                pass
     assert planner.can_publish("planner", "tasks.research") and not planner.can_subscribe("planner", "tasks.research")
     assert planner.can_subscribe("observer", "tasks.research") and not planner.can_publish("observer", "tasks.research")
     assert planner.decide("publish", "tasks.admin.reset").rule == "deny.publish: tasks.admin.>"
