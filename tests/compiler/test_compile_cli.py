@@ -166,3 +166,20 @@ def test_progress_is_drawn_on_a_terminal(tmp_path: Path, example_copy: Path) -> 
             os.close(slave)
     assert b"rendering agents 6/6" in drawn
     assert drawn.endswith(b"\r\x1b[K")  # the line is cleared again
+
+
+def test_a_one_agent_change_rewrites_only_what_depends_on_it(tmp_path: Path, example_copy: Path) -> None:
+    """Generated files carry no spec digest, so review diffs stay small."""
+    out = tmp_path / "compiled"
+    swarm.compile_spec(example_copy, out)
+    workers = example_copy / "agents" / "workers.yaml"
+    workers.write_text(workers.read_text().replace("version: 0.9.0", "version: 0.9.1"))
+    report = swarm.compile_spec(example_copy, out)
+    assert report.written == [
+        "research/acl.json",  # these three carry spec_digest by contract
+        "research/agents/summarizer/Dockerfile",
+        "research/agents/summarizer/server.py",
+        "research/bus.json",
+        "research/manifest.json",
+        "research/registry.json",
+    ]
