@@ -21,7 +21,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(spec_dir: Path, tmp_path: Path
     with open(out, "wb") as fh:
         proc = subprocess.Popen(python_cmd("-m", "swarm", "up", str(spec_dir)), cwd=tmp_path, env=env, stdout=fh, stderr=fh)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "push the registry catalog" not in out.read_text():
             assert proc.poll() is None, out.read_text()
             time.sleep(0.1)
@@ -29,12 +29,12 @@ def test_up_starts_everything_and_ctrl_c_stops_it(spec_dir: Path, tmp_path: Path
         registry = re.search(r"registry\s+(http://\S+)", text)
         redis_url = re.search(r"redis\s+(redis://\S+)", text)
         assert registry and redis_url, text
-        catalog = httpx.get(registry.group(1) + "/catalog", timeout=5).json()
-        assert len(catalog["catalog"]["agents"]) == 6
+        catalog = httpx.get(registry.group(1) + "/catalog", timeout=10).json()
+        assert len(catalog["catalog"]["agents"]) == 6, text
         assert (tmp_path / ".swarm" / "redis").is_dir() and (tmp_path / "compiled" / "research").is_dir()
         assert oct((tmp_path / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=30) == 0, out.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
