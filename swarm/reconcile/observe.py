@@ -188,7 +188,7 @@ class RedisBusPort:
         open_breakers = []
         for b in breakers:
             state = next(it)
-            if state == "open":
+            if state in ("open", "half_open"):  # publishing blocked (half-open: one probe only)
                 open_breakers.append(b[len(keys.breaker("")):])
         rights: dict[str, UserRights] = {u[len(user_prefix):]: assumed[u[len(user_prefix):]] for u in unread}
         for u in read:
@@ -205,7 +205,7 @@ class RedisBusPort:
             acl=_parse(AclDocument, acl_raw),
             settings=_parse(BusPlan, bus_raw),
             breakers_open=tuple(open_breakers),
-            protection=protection == "1",
+            protection=protection is not None,  # the registry keeps the time protection began
         )
 
     def apply(self, bus: BusPlan, acl: AclDocument, changes: BusChanges) -> None:

@@ -150,6 +150,22 @@ def test_prune_deletes_exactly_what_the_plan_says(redis_server: RedisServer) -> 
         port.close()
 
 
+def test_breakers_and_protection_are_seen(redis_server: RedisServer) -> None:
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    try:
+        assert port.observe(desired.bus).breakers_open == () and not port.observe(desired.bus).protection
+        client.hset(KEYS.breaker("summarizer"), mapping={"state": "open", "failures": "4"})
+        client.hset(KEYS.breaker("reviewer"), mapping={"state": "closed", "failures": "0"})
+        client.set(KEYS.protection, "1795306056843")
+        seen = port.observe(desired.bus)
+        assert seen.breakers_open == ("summarizer",) and seen.protection
+    finally:
+        client.close()
+        port.close()
+
+
 def test_unreachable_redis_is_transient(redis_server: RedisServer) -> None:
     desired = desired_from_docs(example_docs())
     port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
