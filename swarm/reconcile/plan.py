@@ -316,8 +316,9 @@ def plan_actions(
         )
 
     # 3. prunes: registrations, streams, users not declared
-    for aid in sorted(set(actual.registry.agents) - set(catalog.agents)):
-        prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+    if not catalog.settings.allow_undeclared:  # else undeclared registrations are welcome
+        for aid in sorted(set(actual.registry.agents) - set(catalog.agents)):
+            prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
     for name in sorted(seen.streams - set(bus.topics)):
         prunes.append(
             Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")

@@ -85,6 +85,16 @@ def test_removed_agent_is_held_back_without_prune_and_evicted_with_it() -> None:
     assert plan_actions(desired2, _actual(reg, bus, desired2), prune=True).empty
 
 
+def test_undeclared_registrations_stay_when_the_spec_allows_them() -> None:
+    docs = example_docs()
+    swarm_doc(docs)["registry"]["allow_undeclared"] = True
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    reg.agents["visitor"] = LiveAgent("visitor")
+    assert plan_actions(desired, _actual(reg, bus, desired), prune=True).empty
+
+
 def test_mass_prune_is_refused_unless_forced() -> None:
     docs = example_docs()
     desired = desired_from_docs(docs)
