@@ -186,12 +186,21 @@ def run_reconcile(args: argparse.Namespace) -> int:
 def _watch(config: Any, output: str) -> int:
     rec = _reconciler(config)
 
+    last = ""
+
+    def on_pass(result: Any) -> None:
+        nonlocal last
+        line = f"{result.state}: {result.status.message if result.status else ''}"
+        if output == "json" or result.applied or line != last:  # quiet resyncs in text mode
+            _print_pass(result, output)
+            last = line
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await rec.watch(stop, on_pass=lambda r: _print_pass(r, output))
+        await rec.watch(stop, on_pass=on_pass)
 
     print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
     asyncio.run(main())
