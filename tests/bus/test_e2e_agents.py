@@ -3,7 +3,8 @@ and a real redis-server with the bus applied, each agent connecting as its own R
 
 The sender's handler publishes a task and then retries it with the same message id; the
 receiver's handler must see exactly one copy. Meanwhile the registry probes both agents'
-health_url: healthy agents keep closed breakers, so the sender may publish at all.
+health_url: healthy agents keep closed breakers, so the sender may publish at all; when
+the receiver dies, its breaker opens and the registry lists it as critical.
 """
 
 from __future__ import annotations
@@ -145,6 +146,17 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
                 time.sleep(0.1)
                 state = await admin.hget(f"swarm:{{duo}}:breaker:{agent_id}", "state")
             assert state == "closed"
+            assert httpx.get(f"{registry.url}/agents/{agent_id}", timeout=5).json()["status"] == "healthy"
+
+        # The receiver dies; its lease is still live, so the prober keeps checking it: with
+        # failure_threshold 1 the second failed check opens its breaker, the registry lists
+        # it as critical and its watch stream carries the breaker-opened event.
+        agents[0].kill()
+        wait_until(lambda: httpx.get(f"{registry.url}/agents/receiver", timeout=5).json()["status"] == "critical")
+        events = await admin.xrange("swarm:{duo}:events")
+        assert [(e[1]["type"], e[1]["agent"]) for e in events if e[1]["type"].startswith("breaker")] == [
+            ("breaker-opened", "receiver")
+        ]
     finally:
         for agent in agents:
             agent.stop()
