@@ -48,17 +48,17 @@ def test_sigkill_mid_apply_then_restart_converges_without_repeats(
     r: Any = live.redis.client(decode_responses=True)
     try:
         (spec_dir / "agents" / "extra.yaml").write_text(many_agents(100))
-        # Kill once some of the new agents' Redis users exist: the bus half applied,
-        # the catalog not yet pushed.
+        # Kill as soon as the first of the 100 new Redis users exists: the bus is
+        # being applied (one pipeline), the catalog not yet pushed.
         deadline = time.monotonic() + 20
         created = 0
-        while time.monotonic() < deadline and created < 10:
+        while time.monotonic() < deadline and created < 1:
             created = sum(1 for u in r.acl_users() if u.startswith("swarm-research-extra-"))
         assert d.proc is not None
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         d.proc = None
-        assert created >= 10, "the daemon never started applying"
+        assert created >= 1, "the daemon never started applying"
         assert '"state":"applying"' in r.get(STATUS_KEY)
         assert len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]) == 6, "killed before the push"
     finally:
