@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
                        description="Idempotently install compiled/<swarm>/bus.json and acl.json in Redis.")
     a.add_argument("compiled", metavar="COMPILED_DIR", help="compiled/<swarm> directory")
     a.add_argument("--prune", action="store_true", help="delete streams, groups and users no longer declared")
-    _common(a)
+    _common(a, spec_help="accepted like every bus command; apply takes the swarm and, without --redis-url, "
+                         "the Redis URL from COMPILED_DIR/bus.json (compiled from the spec)")
     a.set_defaults(handler=run_apply)
 
     p = sub.add_parser("publish", help="publish one JSON message as an agent",
@@ -77,8 +78,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", default="specs", metavar="SPEC", help="spec file or directory (default: specs/)")
+def _common(parser: argparse.ArgumentParser, spec_help: str = "spec file or directory (default: specs/)") -> None:
+    parser.add_argument("--spec", default="specs", metavar="SPEC", help=spec_help)
     parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
 
 
