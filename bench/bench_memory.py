@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = SwarmKeys(SWARM)
     with registry_services() as services:
-        r = services.redis.client(decode_responses=True)
+        r: Any = services.redis.client(decode_responses=True)
         if args.hash_max_listpack_value is not None:
             r.config_set("hash-max-listpack-value", args.hash_max_listpack_value)
         listpack_value = r.config_get("hash-max-listpack-value")["hash-max-listpack-value"]

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             services.workdir / "bare.log",
         ).start()
         try:
-            asyncio.run(push_and_register(services.registry.url, ids, ttl_seconds=3600))
+            asyncio.run(push_and_register(services.registry.url, ids, ttl_seconds=60))
             script = wrk_script(ids, services.workdir / "heartbeat.lua")
             targets = {"bare": bare.url, "registry": services.registry.url}
             for url in targets.values():

@@ -79,6 +79,10 @@ def listed(registry: RegistryProcess) -> dict[str, dict[str, Any]]:
     return {a["agent_id"]: a for a in r.json()["agents"]}
 
 
+def as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def poll(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -139,7 +143,7 @@ async def test_generated_agent_registers_renews_and_deregisters_on_sigterm(
                 assert code in (0, -signal.SIGTERM), log_text[-3000:]
                 assert "Application shutdown complete" in log_text
                 event = await reader.next_event(timeout=5)
-                while not (event.event == "deregistered" and event.json()["agent_id"] == ENABLED):  # type: ignore[index]
+                while not (event.event == "deregistered" and as_dict(event.json()).get("agent_id") == ENABLED):
                     event = await reader.next_event(timeout=5)
                 assert event.id
         assert ENABLED not in listed(registry)

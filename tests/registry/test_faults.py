@@ -189,8 +189,8 @@ async def test_thousand_agents_heartbeating_through_redis_restart_none_evicted(
     pool = KeepAlivePool(registry.url, registry.admin_headers())
     async with httpx.AsyncClient(base_url=registry.url, headers=registry.admin_headers(), timeout=10) as http:
         for agent_id in silent:
-            r = await http.post("/agents/register", json={"agent_id": agent_id, "ttl_seconds": TTL})
-            assert r.status_code == 201, r.text
+            answer = await http.post("/agents/register", json={"agent_id": agent_id, "ttl_seconds": TTL})
+            assert answer.status_code == 201, answer.text
         stop = asyncio.Event()
         driver = asyncio.create_task(drive_heartbeats(pool, beating, stop, stats))
         try:
@@ -217,8 +217,8 @@ async def test_thousand_agents_heartbeating_through_redis_restart_none_evicted(
 
         status = (await http.get("/status")).json()
         agents = (await http.get("/agents")).json()
-    r: Any = redis_server.client(decode_responses=True)
-    events = r.xrange(f"swarm:{{{registry.swarm}}}:events")
+    redis_client: Any = redis_server.client(decode_responses=True)
+    events = redis_client.xrange(f"swarm:{{{registry.swarm}}}:events")
     expired = sorted(fields["agent"] for _, fields in events if fields["type"] == "expired")
     wrong = sorted(set(expired) - set(silent))
     # if the driver itself fell behind (an overloaded machine), evictions would be
@@ -226,7 +226,7 @@ async def test_thousand_agents_heartbeating_through_redis_restart_none_evicted(
     assert stats.get("max_gap_ms", 0) < TTL * 1000, f"the heartbeat driver fell behind the TTL: {stats}"
     assert expired == sorted(silent), f"{len(wrong)} wrongly evicted, e.g. {wrong[:5]}; driver {stats}"
     assert agents["count"] == HEARTBEATING
-    assert r.zcard(f"swarm:{{{registry.swarm}}}:leases") == HEARTBEATING
+    assert redis_client.zcard(f"swarm:{{{registry.swarm}}}:leases") == HEARTBEATING
     assert stats["reregistered"] == 0, stats  # Redis kept every registration (append-only)
     assert status["last_sweep"]["at"] > restarted and status["protection"] is False
 
@@ -243,8 +243,13 @@ async def read_until(reader: SSEReader, predicate: Any, timeout: float = 5.0) ->
             return events
 
 
+def agent_of(event: SSEEvent) -> Any:
+    data = event.json()
+    return data.get("agent_id") if isinstance(data, dict) else None
+
+
 def is_event(kind: str, agent_id: str) -> Any:
-    return lambda e: e.event == kind and e.json().get("agent_id") == agent_id
+    return lambda e: e.event == kind and agent_of(e) == agent_id
 
 
 async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_repeat(
@@ -279,7 +284,7 @@ async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_r
             resumed = await read_until(SSEReader(response), is_event("registered", "paper-researcher"))
         listed = {a["agent_id"] for a in (await http.get("/agents")).json()["agents"]}
 
-    got = [(e.event, e.json().get("agent_id")) for e in resumed]
+    got = [(e.event, agent_of(e)) for e in resumed]
     assert got == [("registered", "summarizer"), ("deregistered", "reviewer"), ("registered", "paper-researcher")]
     ids = [e.id for e in resumed]
     assert len(set(ids)) == len(ids) and all(i is not None for i in ids)
