@@ -8,9 +8,9 @@ a script atomically, several registry processes can serve one swarm with no
 in-process source of truth. All clocks are Redis's (``TIME`` inside the scripts),
 so hosts with skewed clocks agree on every lease.
 
-Keys (see :mod:`swarm.keys`): ``agent:<id>`` hash {doc (registration JSON), fp
-(sha1 of doc), version, ttl_ms, hb_ms, registered_at, updated_at, health_url (read by the
-bus's health prober), i:<immutable field>},
+Keys (see :mod:`swarm.keys`): ``agent:<id>`` hash {doc (registration JSON),
+version, ttl_ms, hb_ms, registered_at, updated_at, health_url (read by the bus's
+health prober), imm (digests of the immutable fields)},
 ``leases`` zset id -> expiry ms, ``events`` stream {type, agent, data},
 ``catalog`` string JSON {revision, digest, catalog}, ``protection`` string (ms
 since protection began), ``status`` (written by the reconciler, read here).
@@ -21,6 +21,7 @@ Every redis-py connection or timeout error is re-raised as
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,26 +41,30 @@ local _t = redis.call('TIME')
 local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 """
 
-#: KEYS agent, leases, events; ARGV id, doc, ttl_ms, version, maxlen, health_url, hb_ms, (field, value)*
-#: (health_url is also a hash field of its own: the bus's health prober reads it).
+#: KEYS agent, leases, events; ARGV id, doc, ttl_ms, version, maxlen, health_url, hb_ms, imm, field*
+#: ``imm`` holds one 16-hex-digit digest per immutable field (in ``field*`` order,
+#: space separated): the script names the fields that changed without storing the
+#: values twice (memory per agent is a target). health_url is also a hash field of
+#: its own: the bus's health prober reads it.
 REGISTER_LUA = _NOW + """
-local id, doc, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local fp = redis.sha1hex(doc)
+local id, doc, ttl, imm = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[8]
 local exp = redis.call('ZSCORE', KEYS[2], id)
 local kind, registered_at = 'registered', now
 if exp and tonumber(exp) > now and redis.call('EXISTS', KEYS[1]) == 1 then
-  local cur = redis.call('HMGET', KEYS[1], 'version', 'fp', 'registered_at')
-  if cur[1] == ARGV[4] then
+  local cur = redis.call('HMGET', KEYS[1], 'version', 'imm', 'registered_at', 'doc')
+  if cur[1] == ARGV[4] and cur[2] ~= imm then
     local changed = {}
-    for i = 8, #ARGV, 2 do
-      if redis.call('HGET', KEYS[1], 'i:' .. ARGV[i]) ~= ARGV[i + 1] then
-        table.insert(changed, ARGV[i])
+    local old = cur[2] or ''
+    for k = 9, #ARGV do
+      local off = (k - 9) * 17 + 1
+      if string.sub(old, off, off + 15) ~= string.sub(imm, off, off + 15) then
+        table.insert(changed, ARGV[k])
       end
     end
     if #changed > 0 then return {'conflict', changed} end
   end
   registered_at = tonumber(cur[3]) or now
-  if cur[2] == fp then kind = 'same' else kind = 'updated' end
+  if cur[4] == doc then kind = 'same' else kind = 'updated' end
 end
 local expiry = now + ttl
 redis.call('ZADD', KEYS[2], expiry, id)
@@ -70,12 +75,9 @@ if kind == 'same' then
   return {kind, registered_at, updated_at, expiry, ''}
 end
 redis.call('DEL', KEYS[1])
-local fields = {'doc', doc, 'fp', fp, 'version', ARGV[4], 'ttl_ms', ttl,
-                'registered_at', registered_at, 'updated_at', updated_at, 'hb_ms', ARGV[7]}
+local fields = {'doc', doc, 'version', ARGV[4], 'ttl_ms', ttl, 'registered_at', registered_at,
+                'updated_at', updated_at, 'hb_ms', ARGV[7], 'imm', imm}
 if ARGV[6] ~= '' then table.insert(fields, 'health_url'); table.insert(fields, ARGV[6]) end
-for i = 8, #ARGV, 2 do
-  table.insert(fields, 'i:' .. ARGV[i]); table.insert(fields, ARGV[i + 1])
-end
 redis.call('HSET', KEYS[1], unpack(fields))
 local data = '{"lease_expires_at":' .. expiry .. ',"registered_at":' .. registered_at ..
              ',"updated_at":' .. updated_at .. ',' .. string.sub(doc, 2)
@@ -279,8 +281,9 @@ class RegistryStore:
             fields.agent_id, doc, fields.ttl_seconds * 1000, fields.version, self.events_maxlen,
             fields.health_url or "", int(heartbeat_interval(catalog, fields.ttl_seconds) * 1000),
         ]
-        for name, value in immutable_values(fields):
-            args += [name, value]
+        values = immutable_values(fields)
+        args.append(" ".join(hashlib.sha256(value.encode()).hexdigest()[:16] for _, value in values))
+        args += [name for name, _ in values]
         async with redis_errors("register"):
             res = await self._register(
                 keys=[self.keys.agent(fields.agent_id), self.keys.leases, self.keys.events], args=args
