@@ -412,7 +412,9 @@ class Reconciler:
         if self.config.rev:
             assert self._repo is not None
             return ref_watch_paths(self._repo)
-        return [p if p.is_dir() else p.parent for p in (q.resolve() for q in self.config.spec_paths)]
+        # a file's folder (editors save by rename); folders inside another are covered by it
+        folders = {p if p.is_dir() else p.parent for p in (q.resolve() for q in self.config.spec_paths)}
+        return sorted(f for f in folders if not any(o != f and o in f.parents for o in folders))
 
     def _watch_filter(self) -> Callable[[object, str], bool]:
         if self.config.rev:
@@ -434,10 +436,18 @@ class Reconciler:
         kick = asyncio.Event()
         reasons: set[str] = set()
         watcher = asyncio.create_task(self._watch_files(kick, reasons, stop_event))
+        watcher.add_done_callback(_log_watcher_end)
         trigger = "start"
         try:
             while not stop_event.is_set():
-                result = await asyncio.to_thread(self.run_pass, trigger)
+                try:
+                    result = await asyncio.to_thread(self.run_pass, trigger)
+                except Exception as exc:  # a bug must not end the daemon: say so and try again
+                    log.exception("reconcile pass failed unexpectedly")
+                    self._failures += 1
+                    delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** self._failures)
+                    result = PassResult(state="error", error=SwarmError(f"unexpected {type(exc).__name__}: {exc}"),
+                                        retry_in=delay)
                 if on_pass is not None:
                     on_pass(result)
                 timeout = result.retry_in if result.retry_in is not None else self.config.resync_seconds
@@ -464,6 +474,11 @@ class Reconciler:
         ):
             reasons.add(reason)
             kick.set()
+
+
+def _log_watcher_end(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("file watcher stopped (only the resync timer triggers passes now): %s", task.exception())
 
 
 async def _wait(kick: asyncio.Event, reasons: set[str], stop: asyncio.Event, timeout: float, idle: str) -> str:

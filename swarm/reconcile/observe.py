@@ -79,17 +79,23 @@ class HttpRegistryPort:
         if response.status_code == 404:
             return None
         _expect(response, 200, "GET /catalog")
-        return RegistryCatalog.model_validate(response.json()["catalog"])
+        try:
+            return RegistryCatalog.model_validate(response.json()["catalog"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(f"registry at {self.url}: GET /catalog: unexpected body: {exc}") from exc
 
     def list_agents(self) -> dict[str, LiveAgent]:
         response = self._call("GET", "/agents")
         _expect(response, 200, "GET /agents")
-        return {
-            a["agent_id"]: LiveAgent(
-                agent_id=a["agent_id"], status=str(a.get("status", "healthy")), version=a.get("version"), role=a.get("role")
-            )
-            for a in response.json().get("agents", [])
-        }
+        try:
+            return {
+                a["agent_id"]: LiveAgent(
+                    agent_id=a["agent_id"], status=str(a.get("status", "healthy")), version=a.get("version"), role=a.get("role")
+                )
+                for a in response.json()["agents"]
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PermanentError(f"registry at {self.url}: GET /agents: unexpected body: {exc}") from exc
 
     def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
         # The body of `swarm registry push` (catalog_push.push_catalog), sent on this
