@@ -165,10 +165,11 @@ class RedisBusPort:
         keys = self.keys
         assumed = assumed_users or {}
         with redis_errors(self.url, "observe"):
-            streams = sorted(self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000))
-            breakers = sorted(self._redis.scan_iter(match=keys.breaker_pattern, count=1000))
+            streams = sorted(map(_text, self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000)))
+            breakers = sorted(map(_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
             user_prefix = keys.redis_user("")
-            users = sorted(u for u in self._redis.acl_users() if u.startswith(user_prefix)) if self.bus_secret else []
+            all_users = map(_text, self._redis.acl_users()) if self.bus_secret else iter(())
+            users = sorted(u for u in all_users if u.startswith(user_prefix))
             unread = [u for u in users if u[len(user_prefix):] in assumed]
             read = [u for u in users if u[len(user_prefix):] not in assumed]
             pipe = self._redis.pipeline(transaction=False)
@@ -244,7 +245,7 @@ class RedisBusPort:
                         keys, agent_id, rights.publish if rights else [], rights.subscribe if rights else [],
                         bus_password(self.bus_secret, bus.swarm, agent_id),
                     )
-                    pipe.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)
+                    pipe.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)  # type: ignore[no-untyped-call]
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
             for reply in replies:
                 if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
@@ -281,6 +282,10 @@ class RedisBusPort:
     def write_status(self, text: str) -> None:
         with redis_errors(self.url, "write status"):
             self._redis.set(self.keys.status, text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _parse(model: Any, raw: object) -> Any:
