@@ -200,8 +200,10 @@ def run_up(options: UpOptions) -> int:
         print(f"swarm up: {spec.name}")
         print(f"  redis     {redis_url}" + ("" if options.redis_url else f"  (data in {state / 'redis'})"))
         print(f"  registry  {registry_url}  (status: {registry_url}/status, watch: {registry_url}/agents/watch)")
-        print(f"  logs      {state}/*.log;  admin token: swarm token --admin (secret in {state / 'secret'})"
-              if not os.environ.get("SWARM_REGISTRY_SECRET") else f"  logs      {state}/*.log")
+        print(f"  logs      {state}/*.log")
+        spec_args = " ".join(str(p) for p in options.spec_paths)
+        secret_hint = "" if os.environ.get("SWARM_REGISTRY_SECRET") else f"SWARM_REGISTRY_SECRET=$(cat {state / 'secret'}) "
+        print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} --redis-url {redis_url}")
         print("  watching the spec; Ctrl-C stops everything", flush=True)
 
         config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, registry_url=registry_url,
