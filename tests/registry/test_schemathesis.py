@@ -1,9 +1,9 @@
 """schemathesis against /openapi.json of a real registry: no request may produce a 5xx.
 
-Runs the schemathesis CLI (``st run``) in a subprocess with bounded examples and an
+Runs the schemathesis CLI (``st run``) in a subprocess with bounded examples and a
 time budget, with the admin token so that writes reach the handlers (not only the
 auth check). /agents/watch is excluded: it is an endless event stream (covered by
-test_watch.py), and /metrics is plain text.
+test_watch.py).
 """
 
 from __future__ import annotations
