@@ -261,7 +261,10 @@ def compose_document(spec: Spec) -> dict[str, Any]:
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 _YAML_OPTIONS: dict[str, Any] = {
     "sort_keys": True,
-    "allow_unicode": True,
+    # Non-ASCII is written as \u escapes: PyYAML writes a raw NEL (U+0085) that it
+    # then reads back as a line break, and YAML 1.1 and 1.2 parsers disagree on
+    # U+2028/U+2029; escapes mean the same to every parser.
+    "allow_unicode": False,
     "default_flow_style": False,
     "width": 1 << 16,
 }

@@ -31,7 +31,7 @@ HOSTILE_NAMES = [
     "ünïcødé — 中文 🐝",
     "{{ jinja }} {% raw %} {# c #}",
     "${HOME} $$ $(whoami) `id`",
-    "nul \x00 and bell \x07 and \u2028 separator",
+    "nul \x00 and bell \x07 and \u2028 separator and \x85 next line",
 ]
 
 
