@@ -161,3 +161,19 @@ def test_filter_matching() -> None:
     assert not matches(agent, "b", None)
     assert not matches(agent, None, "t.z")
     assert matches({"revision": "r"}, "b", "t.z")  # catalog-changed passes any filter
+
+
+async def test_watch_continues_after_redis_restarts(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, registry, "architect")
+            first = await sse.next_event()
+            await asyncio.to_thread(registry.redis.restart)  # append-only: data and stream survive
+            for _ in range(50):  # the registry's pooled connections notice the restart on first use
+                if (await areg(http, registry, "reviewer")).status_code == 201:
+                    break
+                await asyncio.sleep(0.1)
+            ev = await sse.next_event(timeout=10)
+            assert ev.event == "registered" and ev.json()["agent_id"] == "reviewer"  # type: ignore[index]
+            assert ev.id > first.id  # type: ignore[operator]
