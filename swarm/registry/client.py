@@ -23,6 +23,12 @@ Why it is built this way:
 * A 404 on heartbeat means the registry no longer knows us (evicted, deleted, Redis
   lost its data): the loop registers again with the metadata remembered from the
   last :meth:`register` call instead of retrying the heartbeat forever.
+* ``register(metadata)`` posts agent_id, agent_name (``metadata["agent_name"]`` or
+  ``metadata["name"]`` or the id), host, port, ttl_seconds and metadata. The register
+  fields ``version``, ``role``, ``capabilities``, ``topics`` and ``health_url`` are
+  lifted out of ``metadata`` to the top level of the body (the generated server passes
+  them that way, and the registry checks them against the catalog only there); every
+  other key stays in ``metadata``. Fields left out are filled from the catalog.
 * If the agent starts while the registry is down, ``register()`` raises
   :class:`~swarm.errors.RegistryUnavailableError`; the caller may still start the
   loop, which registers first and so brings the agent up when the registry returns.

@@ -294,3 +294,10 @@ async def test_retry_after_is_carried_on_the_error() -> None:
         with pytest.raises(RegistryUnavailableError) as info:
             await c.heartbeat()
     assert info.value.delay == 3.0
+
+
+def test_package_exports_only_the_client() -> None:
+    import swarm.registry
+
+    assert swarm.registry.__all__ == sorted(swarm.registry.__all__) == ["AgentRegistryClient"]
+    assert all(getattr(swarm.registry, name) is not None for name in swarm.registry.__all__)
