@@ -59,7 +59,7 @@ from swarm.registry.models import (
 from swarm.registry.openapi import openapi_document
 from swarm.registry.store import FieldConflictError, RegistryStore, parse_stream_id
 from swarm.registry.sweeper import LeaseSweeper
-from swarm.registry.watch import WatchHub, event_stream
+from swarm.registry.watch import SSE_SEP, WatchHub, event_stream
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 log = logging.getLogger("swarm.registry")
@@ -310,7 +310,7 @@ class RegistryApp:
             raise
         self.metrics.watchers.inc()
 
-        async def stream() -> AsyncIterator[dict[str, str]]:
+        async def stream() -> AsyncIterator[dict[str, str] | bytes]:
             try:
                 async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
                                                 capability=capability, topic=topic):
@@ -318,7 +318,7 @@ class RegistryApp:
             finally:
                 self.metrics.watchers.dec()
 
-        return EventSourceResponse(stream(), ping=self.config.ping_interval,
+        return EventSourceResponse(stream(), ping=self.config.ping_interval, sep=SSE_SEP,
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # -- catalog ------------------------------------------------------------------

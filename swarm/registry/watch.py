@@ -29,12 +29,51 @@ from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
 
-from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
+from sse_starlette import ServerSentEvent
+
 from swarm.errors import RedisUnavailableError
+from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
 
 log = logging.getLogger("swarm.registry.watch")
 
-Entry = tuple[str, dict[str, str]]
+#: Line separator of the SSE frames (sse-starlette's default); the server passes it too.
+SSE_SEP = "\r\n"
+_UNPARSED = object()
+
+
+class Entry:
+    """One stream entry, shared by every subscriber: its JSON is parsed and its SSE
+    frame encoded at most once, however many clients it fans out to."""
+
+    __slots__ = ("id", "fields", "_data", "_frame")
+
+    def __init__(self, entry_id: str, fields: dict[str, str]) -> None:
+        self.id = entry_id
+        self.fields = fields
+        self._data: Any = _UNPARSED
+        self._frame: bytes | None = None
+
+    @property
+    def data(self) -> Any:
+        if self._data is _UNPARSED:
+            try:
+                self._data = json.loads(self.fields.get("data", "{}"))
+            except ValueError:
+                self._data = None
+        return self._data
+
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = ServerSentEvent(
+                id=self.id, event=self.fields.get("type", "message"), data=self.fields.get("data", "{}"), sep=SSE_SEP
+            ).encode()
+        return self._frame
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and (self.id, self.fields) == (other.id, other.fields)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.id!r}, {self.fields!r})"
 
 
 class Subscriber:
@@ -103,10 +142,10 @@ class WatchHub:
             for _stream, entries in reply or []:
                 for raw_id, fields in entries:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                    decoded = {_str(k): _str(v) for k, v in fields.items()}
+                    entry = Entry(entry_id, {_str(k): _str(v) for k, v in fields.items()})
                     self.position = entry_id
                     for sub in list(self.subscribers):
-                        sub.offer((entry_id, decoded))
+                        sub.offer(entry)
 
 
 async def _sleep_or_stop(stop_event: asyncio.Event, seconds: float) -> None:
@@ -134,17 +173,11 @@ def matches(data: Any, capability: str | None, topic: str | None) -> bool:
     return True
 
 
-def sse_event(entry: Entry, capability: str | None, topic: str | None) -> dict[str, str] | None:
-    """The SSE dict (id, event, data) of a stream entry, or None when filtered out."""
-    entry_id, fields = entry
-    raw = fields.get("data", "{}")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    if not matches(data, capability, topic):
+def sse_event(entry: Entry, capability: str | None, topic: str | None) -> bytes | None:
+    """The encoded SSE frame of a stream entry, or None when filtered out."""
+    if (capability is not None or topic is not None) and not matches(entry.data, capability, topic):
         return None
-    return {"id": entry_id, "event": fields.get("type", "message"), "data": raw}
+    return entry.frame()
 
 
 async def event_stream(
@@ -155,7 +188,7 @@ async def event_stream(
     reset: bool,
     capability: str | None,
     topic: str | None,
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[dict[str, str] | bytes]:
     """Yield backlog then live events for one subscribed client; unsubscribes at the end."""
     store = hub.store
     sent = start_after
@@ -171,9 +204,9 @@ async def event_stream(
             sent = snap.last_id
             yield {"id": sent, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
         while True:  # backlog, page by page
-            page = await store.events_after(sent)
+            page = [Entry(i, f) for i, f in await store.events_after(sent)]
             for entry in page:
-                sent = entry[0]
+                sent = entry.id
                 event = sse_event(entry, capability, topic)
                 if event is not None:
                     yield event
@@ -184,9 +217,9 @@ async def event_stream(
             if entry is None:
                 log.info("watch client fell %d events behind; disconnecting it", sub.limit)
                 return
-            if _id_tuple(entry[0]) <= _id_tuple(sent):
+            if _id_tuple(entry.id) <= _id_tuple(sent):
                 continue
-            sent = entry[0]
+            sent = entry.id
             event = sse_event(entry, capability, topic)
             if event is not None:
                 yield event

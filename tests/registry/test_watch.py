@@ -139,16 +139,18 @@ async def test_many_watchers_share_one_reader_and_all_receive(registry: Registry
 
 
 async def test_slow_subscriber_overflows_and_is_dropped() -> None:
-    from swarm.registry.watch import Subscriber
+    from swarm.registry.watch import Entry, Subscriber
 
     sub = Subscriber(limit=2)
     for i in range(3):
-        sub.offer((f"{i}-0", {"type": "registered"}))
+        sub.offer(Entry(f"{i}-0", {"type": "registered"}))
     assert sub.overflowed
     assert await sub.next(timeout=0.1) is None  # the stream ends; the client resumes by Last-Event-ID
     ok = Subscriber(limit=2)
-    ok.offer(("1-0", {"type": "registered"}))
-    assert await ok.next(timeout=0.1) == ("1-0", {"type": "registered"})
+    ok.offer(Entry("1-0", {"type": "registered", "data": "{}"}))
+    got = await ok.next(timeout=0.1)
+    assert got == Entry("1-0", {"type": "registered", "data": "{}"})
+    assert got is not None and got.frame() == b"id: 1-0\r\nevent: registered\r\ndata: {}\r\n\r\n"
     assert await ok.next(timeout=0.05) is None  # nothing more: timeout
 
 
