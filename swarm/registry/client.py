@@ -90,6 +90,8 @@ BASE_RETRY_DELAY = 0.2
 MIN_RETRY_DELAY = 0.05
 #: Upper bound of the retry window for transient errors (also capped by heartbeat_interval).
 MAX_RETRY_DELAY = 1.5
+#: Shortest heartbeat interval adopted from the registry's answers.
+MIN_ADOPTED_INTERVAL = 0.1
 #: Environment variable the token is read from when ``token`` is not given.
 TOKEN_ENV = "SWARM_AGENT_TOKEN"
 
@@ -217,6 +219,7 @@ class AgentRegistryClient:
         self._metadata: dict[str, Any] | None = None
         self._registered = False
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._effective_interval: float = float(heartbeat_interval)
         #: Times the loop had to register (again) since construction; useful for tests.
         self.registrations = 0
 
@@ -226,6 +229,16 @@ class AgentRegistryClient:
     def registered(self) -> bool:
         """True while the last register/heartbeat succeeded (the registry knows us)."""
         return self._registered
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        """Seconds the loop waits between heartbeats.
+
+        ``heartbeat_interval``, or shorter when the registry asks for it: it caps the
+        lease at its catalog's TTL, and a client heartbeating slower than that lease
+        would be evicted between heartbeats and flap.
+        """
+        return self._effective_interval
 
     def build_register_body(self, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The JSON body :meth:`register` posts (pure apart from host/port lookup).
@@ -277,7 +290,9 @@ class AgentRegistryClient:
                 answer = response.json()
             except ValueError:
                 answer = {}
-            return answer if isinstance(answer, dict) else {"result": answer}
+            answer = answer if isinstance(answer, dict) else {"result": answer}
+            self._adopt_interval(answer)
+            return answer
         self._raise_for(response, "register")
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -286,6 +301,12 @@ class AgentRegistryClient:
         response = await self._request("POST", f"/agents/{self.agent_id}/heartbeat")
         if response.status_code == 200:
             self._registered = True
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                self._adopt_interval(answer)
             return True
         if response.status_code == 404:
             self._registered = False
@@ -374,12 +395,26 @@ class AgentRegistryClient:
             raise InvalidRequestError(f"environment AGENT_PORT={raw!r} is outside 1..65535")
         return host, port
 
+    def _adopt_interval(self, answer: Mapping[str, Any]) -> None:
+        """Heartbeat at the registry's pace when it is faster than ours (never slower)."""
+        asked = answer.get("heartbeat_interval")
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)) or asked <= 0:
+            return
+        # floor: a registry asking for absurdly fast heartbeats must not make us spin
+        interval = max(MIN_ADOPTED_INTERVAL, min(float(self.heartbeat_interval), float(asked)))
+        if interval != self._effective_interval:
+            log.info(
+                "%s heartbeats every %.3gs (registry asks %.3gs, configured %.3gs)",
+                self.agent_id, interval, asked, self.heartbeat_interval,
+            )
+            self._effective_interval = interval
+
     async def _heartbeat(self) -> None:
         """Loop forever: (register if needed,) wait, renew. Ends only by cancellation."""
         try:
             while True:
                 if self._registered:
-                    await asyncio.sleep(self.heartbeat_interval)
+                    await asyncio.sleep(self._effective_interval)
                 await self._renew_or_register()
         except asyncio.CancelledError:
             log.debug("heartbeat loop of %s stopped", self.agent_id)
@@ -401,16 +436,16 @@ class AgentRegistryClient:
                 # The server's Retry-After (exc.delay) is deliberately not obeyed here:
                 # the jittered window already spreads a fleet, and a short cap is what
                 # brings agents back within ~2 s of the registry recovering.
-                delay = backoff_delay(failures, cap=min(MAX_RETRY_DELAY, float(self.heartbeat_interval)))
+                delay = backoff_delay(failures, cap=min(MAX_RETRY_DELAY, self._effective_interval))
                 log.warning("registry unavailable for %s (%s); retrying in %.2fs", self.agent_id, exc, delay)
             except PermanentError as exc:
-                delay = max(MIN_RETRY_DELAY, float(self.heartbeat_interval))
+                delay = max(MIN_RETRY_DELAY, self._effective_interval)
                 log.error("registry refused %s: %s; retrying in %.1fs", self.agent_id, exc, delay)
             except SwarmError as exc:
-                delay = backoff_delay(failures, cap=float(self.heartbeat_interval))
+                delay = backoff_delay(failures, cap=self._effective_interval)
                 log.error("registry error for %s: %s; retrying in %.2fs", self.agent_id, exc, delay)
             except Exception:  # a bug must not kill the agent's lease keeping
-                delay = backoff_delay(failures, cap=float(self.heartbeat_interval))
+                delay = backoff_delay(failures, cap=self._effective_interval)
                 log.exception("unexpected error in heartbeat loop of %s; retrying in %.2fs", self.agent_id, delay)
             failures += 1
             await asyncio.sleep(delay)

@@ -193,3 +193,27 @@ async def test_refusals_map_to_swarm_error_types(registry: RegistryProcess) -> N
         await client.register({**ARCHITECT_METADATA, "version": "1.1.0", "capabilities": ["planning", "juggling"]})
         stored = await get_agent(registry)
         assert stored is not None and stored["capabilities"] == ["juggling", "planning"]
+
+
+async def test_client_heartbeats_at_the_registrys_pace_when_its_lease_is_shorter(
+    registry_factory: Any,
+) -> None:
+    """Defaults (ttl 60, heartbeat 20) against a catalog TTL of 3 s: the registry caps
+    the lease at 3 s, so heartbeating every 20 s would lose the lease between beats."""
+    from tests.registry.conftest import make_catalog
+
+    registry = registry_factory()
+    registry.push(make_catalog(["alpha"], ttl_seconds=3, heartbeat_interval=1))
+    async with AgentRegistryClient(registry.url, "alpha", token=registry.agent_token("alpha")) as client:
+        await client.register()
+        assert client.effective_heartbeat_interval <= 1
+        stored = await get_agent(registry, "alpha")
+        assert stored is not None and stored["ttl_seconds"] == 3
+        await client.start_heartbeat_loop()
+
+        async def renewed() -> bool:
+            now = await get_agent(registry, "alpha")
+            return now is not None and now["lease_expires_at"] > stored["lease_expires_at"]
+
+        await wait_for(renewed)
+        assert client.registrations == 1  # never lost the lease, never had to register again

@@ -301,3 +301,15 @@ def test_package_exports_only_the_client() -> None:
 
     assert swarm.registry.__all__ == sorted(swarm.registry.__all__) == ["AgentRegistryClient"]
     assert all(getattr(swarm.registry, name) is not None for name in swarm.registry.__all__)
+
+
+@pytest.mark.parametrize(
+    ("asked", "effective"),
+    [(0.5, 0.5), (100, 20.0), (0.001, 0.1), ("soon", 20.0), (True, 20.0), (None, 20.0)],
+)
+async def test_loop_adopts_a_faster_interval_asked_by_the_registry(asked: object, effective: float) -> None:
+    transport = answering(201, {"agent_id": "architect", "heartbeat_interval": asked})
+    async with AgentRegistryClient("http://registry.test", "architect", transport=transport) as c:
+        await c.register({})
+        assert c.effective_heartbeat_interval == effective
+        assert c.heartbeat_interval == 20  # the configured value is kept
