@@ -94,6 +94,9 @@ def test_heartbeat_renews_and_404_for_unknown(registry: RegistryProcess) -> None
     assert hb.status_code == 200
     assert hb.json()["lease_expires_at"] >= reg["lease_expires_at"]
     assert hb.json()["heartbeat_interval"] == 10
+    from swarm.registry.models import Heartbeat
+
+    assert Heartbeat.model_validate_json(hb.content).agent_id == "architect"  # hand-formatted body = the model
     unknown = post(registry, "/agents/reviewer/heartbeat", "reviewer")
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "not_registered"
