@@ -4,7 +4,7 @@
 :class:`~swarm.registry.config.RegistryConfig` and runs it under uvicorn; tests
 do the same in a subprocess. The app's lifespan owns everything long-lived —
 the Redis clients, the :class:`~swarm.registry.store.RegistryStore`, the lease
-sweeper, the watch hub and (when ``swarm.bus.prober`` exists) the health prober —
+sweeper, the watch hub and the bus's health prober (``--no-probe`` turns it off) —
 so nothing is global and several apps can share one process.
 
 Handlers are thin: validate (pydantic models; 413 over 64 KiB, 422 with field
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import re
 import time
@@ -39,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from swarm.desired import RegistryCatalog
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
 from swarm.registry.admission import resolve_registration
 from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError
@@ -183,7 +183,7 @@ class RegistryApp:
             min_protect=config.min_protect,
             ratio=config.protect_ratio,
         )
-        self.prober: Any = None
+        self.prober: Any = None  # swarm.bus.prober.HealthProber once started
         # Bound metric children: .labels() costs a lock and a dict lookup per request.
         self._heartbeat_ok = self.metrics.heartbeats.labels(result="ok")
         self._heartbeat_unknown = self.metrics.heartbeats.labels(result="unknown")
@@ -192,7 +192,7 @@ class RegistryApp:
         state = await self.store.get_catalog()
         return float(state.catalog.settings.ttl_seconds) if state else None
 
-    async def catalog(self) -> Any:
+    async def catalog(self) -> RegistryCatalog | None:
         state = await self.store.get_catalog()
         return state.catalog if state else None
 
@@ -219,17 +219,17 @@ class RegistryApp:
             await self.redis.aclose()
 
     def start_prober(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
-        """Health-prober hook: run ``swarm.bus.prober.HealthProber`` when it exists and --probe is on."""
+        """Run the bus's :class:`~swarm.bus.prober.HealthProber` unless ``--no-probe``.
+
+        It probes each live agent's health_url and feeds the agent's circuit breaker,
+        which GET /agents reports as ``critical``; it reads everything from Redis
+        itself, so several registry processes may each run one.
+        """
         if not self.config.probe:
             return None
-        try:
-            module = importlib.import_module("swarm.bus.prober")
-        except ModuleNotFoundError:
-            return None
-        prober_cls = getattr(module, "HealthProber", None)
-        if prober_cls is None:
-            return None
-        self.prober = prober_cls(self.redis, self.config.swarm, interval=self.config.probe_interval)
+        from swarm.bus.prober import HealthProber
+
+        self.prober = HealthProber(self.redis, self.config.swarm, interval=self.config.probe_interval)
         return asyncio.create_task(self.prober.run(stop), name="health-prober")
 
     # -- agents ----------------------------------------------------------------
