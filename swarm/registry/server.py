@@ -10,7 +10,7 @@ so nothing is global and several apps can share one process.
 Handlers are thin: validate (pydantic models; 413 over 64 KiB, 422 with field
 errors), authorize (``auth.py``), admit against the catalog (``admission.py``),
 then one atomic store call. Errors are typed and mapped in one place
-(:func:`_error_response`): Redis trouble is 503 with Retry-After, never a 500
+(:meth:`RegistryApp.error_response`): Redis trouble is 503 with Retry-After, never a 500
 traceback; anything unexpected is a JSON 500 without internals.
 
 Several processes may serve one swarm: all state, including the catalog, is
