@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser("serve", help="run the registry HTTP service (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8700, help="port (default 8700)")
-    serve.add_argument("--redis-url", default=os.environ.get("SWARM_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                       help="Redis holding the registry state (default $SWARM_REDIS_URL or redis://127.0.0.1:6379/0)")
+    serve.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                       help="Redis holding the registry state (default redis://127.0.0.1:6379/0)")
     serve.add_argument("--swarm", required=True, type=_name, metavar="NAME", help="the swarm this registry serves")
     serve.add_argument("--insecure", action="store_true",
                        help="serve without authentication when SWARM_REGISTRY_SECRET is unset")
@@ -47,7 +47,8 @@ def register(subparsers: Any) -> None:
                        help="uvicorn access log (default off: it costs throughput)")
     serve.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                        help="run the agents' health prober (default on)")
-    serve.add_argument("--probe-interval", type=float, default=5.0, metavar="S", help="seconds between probes")
+    serve.add_argument("--probe-interval", type=float, default=5.0, metavar="S",
+                       help="seconds between health probes of each live agent (default 5)")
     serve.add_argument("--sweep-interval", type=float, default=None, metavar="S",
                        help="seconds between lease sweeps (default: catalog ttl / 10, at least 0.1)")
     serve.add_argument("--ping-interval", type=float, default=15.0, metavar="S",
