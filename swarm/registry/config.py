@@ -69,6 +69,8 @@ class RegistryConfig:
             )
         if self.sweep_interval is not None and self.sweep_interval <= 0:
             raise InvalidRequestError(f"sweep interval must be > 0, got {self.sweep_interval}")
+        if self.probe_interval <= 0:
+            raise InvalidRequestError(f"probe interval must be > 0, got {self.probe_interval}")
         if self.ping_interval <= 0:
             raise InvalidRequestError(f"ping interval must be > 0, got {self.ping_interval}")
         if self.events_maxlen < 1:
