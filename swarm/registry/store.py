@@ -12,7 +12,7 @@ Keys (see :mod:`swarm.keys`): ``agent:<id>`` hash {doc (registration JSON),
 version, ttl_ms, hb_ms, registered_at, updated_at, health_url (read by the bus's
 health prober), imm (digests of the immutable fields)},
 ``leases`` zset id -> expiry ms, ``events`` stream {type, agent, data},
-``catalog`` string JSON {revision, digest, catalog}, ``protection`` string (ms
+``catalog`` string JSON {digest, revision, catalog} (in that order), ``protection`` string (ms
 since protection began), ``status`` (written by the reconciler, read here).
 
 Every redis-py connection or timeout error is re-raised as
@@ -163,12 +163,9 @@ return n
 
 #: KEYS catalog, events; ARGV state JSON, digest, maxlen, summary JSON
 CATALOG_LUA = """
-local cur = redis.call('GET', KEYS[1])
+local head = redis.call('GETRANGE', KEYS[1], 0, 74)
 local changed = 1
-if cur then
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and old['digest'] == ARGV[2] then changed = 0 end
-end
+if string.sub(head, 12, 75) == ARGV[2] then changed = 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 if changed == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'catalog-changed', 'agent', '', 'data', ARGV[4])
@@ -192,6 +189,8 @@ if #last > 0 then lid = last[1][1] end
 return {lid, now, out}
 """
 
+#: Bytes at the start of the stored catalog that hold its digest and revision.
+CATALOG_HEAD = 2048  # > 75 + the longest JSON of a 256-char revision
 BREAKER_CRITICAL = frozenset({"open", "half_open"})
 _REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
 
@@ -252,26 +251,36 @@ class RegistryStore:
     # -- catalog ---------------------------------------------------------------
 
     async def put_catalog(self, catalog: RegistryCatalog, revision: str | None, digest: str) -> CatalogPutResult:
-        state = CatalogState(revision=revision, digest=digest, catalog=catalog)
+        # Digest and revision first (not sorted): readers compare the value's first
+        # CATALOG_HEAD bytes and fetch the whole catalog only when those changed.
+        value = (f'{{"digest":"{digest}","revision":{canonical_json(revision)},'
+                 f'"catalog":{canonical_json(catalog.model_dump(mode="json"))}}}')
         summary = canonical_json({"revision": revision, "digest": digest, "changed": True})
         async with redis_errors("catalog push"):
             changed = await self._catalog(
-                keys=[self.keys.catalog, self.keys.events],
-                args=[canonical_json(state.model_dump(mode="json")), digest, self.events_maxlen, summary],
+                keys=[self.keys.catalog, self.keys.events], args=[value, digest, self.events_maxlen, summary]
             )
         return CatalogPutResult(revision=revision, digest=digest, changed=bool(changed))
 
     async def get_catalog(self) -> CatalogState | None:
-        """The stored catalog; parsed once per distinct stored value."""
+        """The stored catalog, read from Redis on every call (several processes may push).
+
+        Cheap when unchanged: only the value's head (digest and revision) is read and
+        compared with the cached one; the full catalog (hundreds of KB for a big
+        fleet) is fetched and parsed only after a change.
+        """
         async with redis_errors("catalog read"):
+            head = await self.redis.getrange(self.keys.catalog, 0, CATALOG_HEAD - 1)
+            cached = self._catalog_cache
+            if not head:
+                return None
+            if cached is not None and head.startswith(b'{"digest":"') and cached[0] == head:
+                return cached[1]
             raw = await self.redis.get(self.keys.catalog)
         if raw is None:
             return None
-        cached = self._catalog_cache
-        if cached is not None and cached[0] == raw:
-            return cached[1]
         state = CatalogState.model_validate_json(raw)
-        self._catalog_cache = (raw, state)
+        self._catalog_cache = (raw[:CATALOG_HEAD], state)
         return state
 
     # -- registrations -----------------------------------------------------------

@@ -141,3 +141,20 @@ async def test_redis_errors_are_wrapped(redis_server: RedisServer, client: aiore
         await store.heartbeat("a0")
     assert "heartbeat" in str(info.value)
     assert await store.ping() is False
+
+
+async def test_catalog_cache_follows_every_push(redis_server: RedisServer, client: aioredis.Redis) -> None:
+    other = aioredis.Redis.from_url(redis_server.url)
+    reader, writer = RegistryStore(client, "research"), RegistryStore(other, "research")
+    assert await reader.get_catalog() is None
+    first = await writer.put_catalog(CATALOG, "r1", "d" * 64)
+    assert first.changed
+    assert (await reader.get_catalog()).revision == "r1"  # type: ignore[union-attr]
+    assert not (await writer.put_catalog(CATALOG, "r2", "d" * 64)).changed  # same digest: no event
+    assert (await reader.get_catalog()).revision == "r2"  # type: ignore[union-attr]  # another process pushed
+    smaller = make_catalog(["a0"])
+    assert (await writer.put_catalog(smaller, "r3", "e" * 64)).changed
+    state = await reader.get_catalog()
+    assert state is not None and list(state.catalog.agents) == ["a0"] and state.digest == "e" * 64
+    assert (await event_types(client)).count("catalog-changed") == 2
+    await other.aclose()
