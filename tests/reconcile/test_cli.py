@@ -34,6 +34,11 @@ def test_plan_reconcile_status_round_trip(live: RegistryProcess, spec_dir: Path,
     assert doc["state"] == "synced" and doc["live"]["agents_declared"] == 6
     assert doc["last_applied"]["revision"]["source"] == "working-tree"
 
+    (spec_dir / "swarm.yaml").write_text((spec_dir / "swarm.yaml").read_text().replace("ttl_seconds: 30", "ttl_seconds: -1"))
+    broken = run_cli("status", str(spec_dir), "--redis-url", live.redis.url, cwd=tmp_path)
+    assert broken.returncode == 0, broken.stderr  # the status of the last pass, found without a valid spec
+    assert broken.stdout.startswith("swarm research: synced")
+
 
 def test_invalid_spec_exits_2_with_positions(live: RegistryProcess, spec_dir: Path, tmp_path: Path) -> None:
     (spec_dir / "agents" / "workers.yaml").write_text("apiVersion: swarm/v1\nkind: Agent\nid: x\nrole: nobody\nport: \"80\"\n")
