@@ -28,6 +28,9 @@ DEFAULT_PORT = 8700
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Request bodies above this size are refused with 413.
 MAX_BODY_BYTES = 64 * 1024
+#: PUT /catalog (admin only, checked before the body is read) carries every declared
+#: agent: ~330 bytes each, so 1,000 agents need ~330 KB. Its own, larger cap.
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
 #: The watch stream is capped near this many events (XADD MAXLEN ~).
 EVENTS_MAXLEN = 10_000
 
@@ -56,6 +59,7 @@ class RegistryConfig:
     ping_interval: float = 15.0
     events_maxlen: int = EVENTS_MAXLEN
     max_body_bytes: int = MAX_BODY_BYTES
+    max_catalog_bytes: int = MAX_CATALOG_BYTES
     watch_queue_size: int = 1000
     min_protect: int = 10
     protect_ratio: float = 0.5

@@ -48,7 +48,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "token does not grant the action, or the catalog refuses the registration",
         404: "not found",
         409: "conflict",
-        413: "body over 64 KiB",
+        413: "body over 64 KiB (16 MiB for PUT /catalog)",
         503: "redis unavailable or no catalog loaded (with Retry-After)",
     }
     out: dict[str, Any] = {str(c): _json("ErrorBody", text[c]) for c in codes}

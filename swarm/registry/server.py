@@ -327,7 +327,7 @@ class RegistryApp:
 
     async def put_catalog(self, request: Request) -> Response:
         self.auth.require_admin(request.headers.get("authorization"))
-        body: CatalogPut = parse_model(CatalogPut, await read_body(request, self.config.max_body_bytes))
+        body: CatalogPut = parse_model(CatalogPut, await read_body(request, self.config.max_catalog_bytes))
         if body.catalog.swarm != self.config.swarm:
             raise SwarmMismatchError(
                 f"catalog is for swarm {body.catalog.swarm!r} but this registry serves {self.config.swarm!r}"

@@ -195,6 +195,18 @@ def test_bodies_over_64k_are_413_by_header_and_by_stream(registry: RegistryProce
     assert registry.register("architect").status_code == 201  # server still fine
 
 
+def test_catalog_of_a_thousand_agents_is_not_held_to_the_64k_agent_body_cap(registry: RegistryProcess) -> None:
+    catalog = make_catalog([f"agent-{i:04d}" for i in range(1000)])
+    assert len(catalog.model_dump_json()) > 64 * 1024
+    registry.push(catalog)
+    got = httpx.get(registry.url + "/catalog", timeout=10).json()
+    assert len(got["catalog"]["agents"]) == 1000
+    # the agent-facing cap is unchanged
+    big = json.dumps({"agent_id": "agent-0001", "metadata": {"x": "y" * 70_000}}).encode()
+    r = httpx.post(registry.url + "/agents/register", content=big, headers=registry.admin_headers())
+    assert r.status_code == 413
+
+
 def test_redis_down_is_503_with_retry_after_and_recovers(registry: RegistryProcess) -> None:
     registry.register("architect")
     registry.redis.stop()
