@@ -173,21 +173,33 @@ end
 return changed
 """
 
-#: KEYS leases, events; ARGV agent key prefix. An atomic snapshot for `reset`:
-#: the agents and the id of the last event they include. Agent keys are built
-#: from the prefix (same hash slot as KEYS, so safe on Redis Cluster).
+#: KEYS leases, events, agent*; ARGV id* (aligned: ARGV[i] <-> KEYS[i + 2]). An
+#: atomic snapshot for `reset`: the agents and the id of the last event they
+#: include. Every key it reads is declared (restricted ACL users, Cluster), so the
+#: caller passes the ids it read just before; an agent registered in between is
+#: returned as 'missing' and the caller runs the script again with it included.
 SNAPSHOT_LUA = _NOW + """
+local idx = {}
+for i = 1, #ARGV do idx[ARGV[i]] = i + 2 end
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local missing = {}
+for i = 1, #ids, 2 do
+  if not idx[ids[i]] then table.insert(missing, ids[i]) end
+end
+if #missing > 0 then return {'missing', missing} end
 local out = {}
 for i = 1, #ids, 2 do
-  local h = redis.call('HMGET', ARGV[1] .. ids[i], 'doc', 'registered_at', 'updated_at')
+  local h = redis.call('HMGET', KEYS[idx[ids[i]]], 'doc', 'registered_at', 'updated_at')
   if h[1] then table.insert(out, {ids[i], ids[i + 1], h[1], h[2], h[3]}) end
 end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local lid = '0-0'
 if #last > 0 then lid = last[1][1] end
-return {lid, now, out}
+return {'ok', lid, now, out}
 """
+
+#: Rounds of :meth:`RegistryStore.snapshot` racing new registrations before it gives up.
+SNAPSHOT_ATTEMPTS = 20
 
 #: Bytes at the start of the stored catalog that hold its digest and revision.
 CATALOG_HEAD = 2048  # > 75 + the longest JSON of a 256-char revision
@@ -435,9 +447,21 @@ class RegistryStore:
     # -- events ------------------------------------------------------------------
 
     async def snapshot(self, catalog: RegistryCatalog | None) -> Snapshot:
+        ids: list[str] = []
         async with redis_errors("snapshot"):
-            res = await self._snapshot(keys=[self.keys.leases, self.keys.events], args=[self.keys.agent("")])
-        now, rows = int(res[1]), res[2]
+            ids = [_s(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
+            for _ in range(SNAPSHOT_ATTEMPTS):
+                res = await self._snapshot(
+                    keys=[self.keys.leases, self.keys.events, *map(self.keys.agent, ids)], args=ids
+                )
+                if _s(res[0]) == "ok":
+                    break
+                ids += [_s(m) for m in res[1]]  # registered since we read the ids
+            else:
+                raise RedisUnavailableError(
+                    f"snapshot: registrations kept arriving for {SNAPSHOT_ATTEMPTS} rounds; try again"
+                )
+        last_id, now, rows = _s(res[1]), int(res[2]), res[3]
         async with redis_errors("snapshot"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for row in rows:
@@ -448,7 +472,7 @@ class RegistryStore:
             for (_, score, doc, reg_at, upd_at), breaker in zip(rows, breakers)
         ]
         agents.sort(key=lambda r: r.agent_id)
-        return Snapshot(last_id=_s(res[0]), agents=agents)
+        return Snapshot(last_id=last_id, agents=agents)
 
     async def events_after(self, last_id: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""

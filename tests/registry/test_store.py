@@ -127,6 +127,29 @@ async def test_snapshot_and_trim_detection(client: aioredis.Redis) -> None:
     assert await store.events_after(snap.last_id) == []
 
 
+async def test_snapshot_declares_its_keys_and_includes_an_agent_registered_meanwhile(
+    client: aioredis.Redis,
+) -> None:
+    store = RegistryStore(client, "research")
+    await store.register(fields("a1"), CATALOG)
+    script = store._snapshot
+    seen_keys: list[list[str]] = []
+
+    async def racing(keys: list[str], args: list[str]) -> object:
+        seen_keys.append(list(keys))
+        if len(seen_keys) == 1:  # a registration lands between reading the ids and the script
+            await RegistryStore(client, "research").register(fields("a2"), CATALOG)
+        return await script(keys=keys, args=args)
+
+    store._snapshot = racing  # type: ignore[assignment]
+    snap = await store.snapshot(CATALOG)
+    assert [a.agent_id for a in snap.agents] == ["a1", "a2"]
+    assert snap.last_id == await store.last_event_id()  # a2's event is inside the snapshot
+    assert len(seen_keys) == 2
+    # every agent key the script reads is declared in KEYS (DESIGN §9: ACL, Cluster)
+    assert seen_keys[-1][2:] == ["swarm:{research}:agent:a1", "swarm:{research}:agent:a2"]
+
+
 def test_parse_stream_id() -> None:
     assert parse_stream_id("12-3") == "12-3"
     assert parse_stream_id("12") == "12-0"
