@@ -4,7 +4,8 @@
 ``{"revision", "catalog"}`` to ``/catalog`` and returns the registry's answer
 (:class:`~swarm.registry.models.CatalogPutResult`: digest, and whether anything
 changed). The reconciler calls the same function (or :func:`push_catalog_async`
-from its event loop), so the CLI and the reconciler can never push differently.
+from its event loop), so the CLI and the reconciler can never push differently;
+both accept the caller's kept-alive HTTP client (``client=`` / ``http=``).
 HTTP trouble becomes a :mod:`swarm.errors` type: connection errors and 5xx are
 :class:`RegistryUnavailableError` (retry), 401/403 :class:`AuthError`, 409
 :class:`ConflictError` (catalog of another swarm), 422 :class:`InvalidRequestError`.
@@ -87,11 +88,20 @@ def push_catalog(
     admin_token: str | None,
     *,
     timeout: float = 10.0,
+    client: httpx.Client | None = None,
 ) -> CatalogPutResult:
-    """PUT the catalog; the registry's answer. Blocking (httpx.Client)."""
+    """PUT the catalog; the registry's answer. Blocking (httpx.Client).
+
+    ``client``: a caller's kept-alive :class:`httpx.Client` (the reconciler pushes
+    on every pass), used as is and left open; ``timeout`` then applies per request.
+    Without it a one-off request is made.
+    """
     url = registry_url.rstrip("/") + "/catalog"
     try:
-        response = httpx.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
+        if client is None:
+            response = httpx.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
+        else:
+            response = client.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
     except httpx.HTTPError as exc:
         raise RegistryUnavailableError(f"PUT {url}: {exc}") from exc
     return _result(url, response)

@@ -345,6 +345,24 @@ def test_cli_push_sends_the_compiled_catalog(registry_factory: RegistryFactory) 
     assert denied.returncode == 2 and "401" in denied.stderr
 
 
+def test_push_reuses_the_callers_kept_alive_client(registry_factory: RegistryFactory) -> None:
+    from swarm.errors import AuthError
+    from swarm.registry.catalog_push import push_catalog
+
+    reg = registry_factory()
+    sent: list[str] = []
+    with httpx.Client(event_hooks={"request": [lambda r: sent.append(f"{r.method} {r.url.path}")]}) as http:
+        first = push_catalog(reg.url, research_catalog(), "r1", reg.admin, client=http)
+        again = push_catalog(reg.url, research_catalog(), "r2", reg.admin, client=http)
+        other = push_catalog(reg.url, make_catalog(["alpha"]), "r3", reg.admin, client=http)
+        with pytest.raises(AuthError):
+            push_catalog(reg.url, research_catalog(), "r4", None, client=http)
+        assert not http.is_closed  # the caller's client is left open for its next pass
+    assert (first.changed, again.changed, other.changed) == (True, False, True)
+    assert sent == ["PUT /catalog"] * 4
+    assert httpx.get(reg.url + "/catalog").json()["revision"] == "r3"
+
+
 def test_push_of_a_missing_catalog_names_the_path(tmp_path: Path) -> None:
     from swarm.errors import InvalidRequestError
     from swarm.registry.catalog_push import load_catalog
