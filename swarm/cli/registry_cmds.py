@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
                        help="seconds between SSE keep-alive comments (default 15)")
     serve.add_argument("--events-maxlen", type=int, default=10_000, metavar="N",
                        help="approximate cap of the watch event stream (default 10000)")
+    serve.add_argument("--watch-queue-size", type=int, default=1000, metavar="N",
+                       help="events a watch client may fall behind before it is disconnected to resume "
+                            "by Last-Event-ID (default 1000)")
     serve.add_argument("--min-protect", type=int, default=10, metavar="N",
                        help="mass-eviction guard: least number of expiries that can trigger it (default 10)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -94,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sweep_interval=args.sweep_interval,
         ping_interval=args.ping_interval,
         events_maxlen=args.events_maxlen,
+        watch_queue_size=args.watch_queue_size,
         min_protect=args.min_protect,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -79,6 +79,8 @@ class RegistryConfig:
             raise InvalidRequestError(f"ping interval must be > 0, got {self.ping_interval}")
         if self.events_maxlen < 1:
             raise InvalidRequestError(f"events maxlen must be >= 1, got {self.events_maxlen}")
+        if self.watch_queue_size < 1:
+            raise InvalidRequestError(f"watch queue size must be >= 1, got {self.watch_queue_size}")
 
     @property
     def auth_enabled(self) -> bool:

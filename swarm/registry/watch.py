@@ -215,7 +215,8 @@ async def event_stream(
         while True:
             entry = await sub.next()
             if entry is None:
-                log.info("watch client fell %d events behind; disconnecting it", sub.limit)
+                log.warning("watch client fell %d events behind; disconnecting it (it resumes by Last-Event-ID)",
+                            sub.limit)
                 return
             if _id_tuple(entry.id) <= _id_tuple(sent):
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.registry.conftest import RegistryFactory, RegistryProcess, SSEReader
 
@@ -133,6 +134,11 @@ async def test_many_watchers_share_one_reader_and_all_receive(registry: Registry
             await areg(http, registry, "architect")
             events = await asyncio.gather(*(r.next_event() for r in readers))
             assert {e.id for e in events} == {events[0].id}
+            # ONE Redis reader for the five watchers: a single connection ever ran XREAD
+            r = registry.redis.client()
+            readers_in_redis = [c for c in r.client_list() if c["cmd"] == "xread"]  # type: ignore[attr-defined]
+            r.close()  # type: ignore[attr-defined]
+            assert len(readers_in_redis) == 1, readers_in_redis
         finally:
             for s in streams:
                 await s.__aexit__(None, None, None)
@@ -152,6 +158,38 @@ async def test_slow_subscriber_overflows_and_is_dropped() -> None:
     assert got == Entry("1-0", {"type": "registered", "data": "{}"})
     assert got is not None and got.frame() == b"id: 1-0\r\nevent: registered\r\ndata: {}\r\n\r\n"
     assert await ok.next(timeout=0.05) is None  # nothing more: timeout
+
+
+async def test_watcher_that_falls_behind_is_disconnected_and_resumes_without_gap(
+    registry_factory: RegistryFactory,
+) -> None:
+    reg = registry_factory(extra_args=["--watch-queue-size", "5"])
+    reg.push()
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", reg.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, reg, "architect")
+            last = await sse.next_event()
+            # 20 events in one transaction: the hub's one XREAD hands all of them to this
+            # client's buffer of 5 before it can send any, so it overflows
+            r = reg.redis.client()
+            with r.pipeline(transaction=True) as pipe:  # type: ignore[attr-defined]
+                for i in range(20):
+                    pipe.xadd("swarm:{research}:events", {"type": "noise", "agent": "", "data": f'{{"n":{i}}}'})
+                added = [x.decode() for x in pipe.execute()]
+            r.close()  # type: ignore[attr-defined]
+            got = []
+            with pytest.raises(EOFError):  # the server ends the stream
+                while True:
+                    got.append(await sse.next_event())
+        assert "fell 5 events behind" in reg.log_text()
+        ids = [e.id for e in got]
+        resume_from = ids[-1] if ids else last.id
+        async with http.stream("GET", reg.url + "/agents/watch", headers={"Last-Event-ID": resume_from}) as resp:
+            sse = SSEReader(resp)
+            rest = [await sse.next_event() for _ in range(20 - len(got))]
+        assert ids + [e.id for e in rest] == added  # every event once, in order
+        assert [e.json()["n"] for e in got + rest] == list(range(20))  # type: ignore[index]
 
 
 def test_filter_matching() -> None:
