@@ -101,6 +101,26 @@ async def test_protection_sets_key_and_evicts_none(client: aioredis.Redis) -> No
     assert "expired" not in await event_types(client)
 
 
+@pytest.mark.parametrize(
+    ("live", "expired", "protected"),
+    [(20, 10, False), (20, 11, True), (10, 9, False), (10, 10, True)],
+    ids=["exactly-half", "more-than-half", "fewer-than-10", "10-of-10"],
+)
+async def test_guard_needs_at_least_10_and_more_than_half(
+    client: aioredis.Redis, live: int, expired: int, protected: bool
+) -> None:
+    ids = [f"g{i:02d}" for i in range(live)]
+    catalog = make_catalog(ids)
+    store = RegistryStore(client, "research")
+    for agent_id in ids:
+        await store.register(resolve_registration(RegisterRequest(agent_id=agent_id), catalog), catalog)
+    await expire(client, ids[:expired])
+    outcome = await store.sweep(min_protect=10, ratio=0.5)  # the registry's defaults
+    assert outcome.protected is protected
+    assert outcome.evicted == (0 if protected else expired)
+    assert len(await store.list(catalog)) == (live if protected else live - expired)
+
+
 async def test_grace_extends_every_lease_to_a_full_ttl(client: aioredis.Redis) -> None:
     store = RegistryStore(client, "research")
     await store.register(fields("a3", ttl_seconds=20), CATALOG)
