@@ -2,8 +2,13 @@
 
 Every command finds the swarm and its Redis through the spec (``--spec``, default
 ``specs/``: ``metadata.name`` and ``bus.redis_url``); ``--redis-url`` overrides the
-URL. ``apply`` reads the compiled ``bus.json``/``acl.json`` of a directory and, for
-the Redis users, the bus secret from ``SWARM_BUS_SECRET`` (else
+URL. ``apply`` installs either a compiled directory (``compiled/<swarm>``: its
+``bus.json``/``acl.json``, the reviewed artifacts) or, without one, the desired state
+built from the spec exactly as the reconciler builds it. With a directory and no
+``--spec`` the URL is the one compiled into ``bus.json`` (the spec's, at compile
+time); an explicit ``--spec`` must name the same swarm and supplies the URL, and a
+directory compiled from another revision of that spec is applied with a warning.
+For the Redis users ``apply`` reads the bus secret from ``SWARM_BUS_SECRET`` (else
 ``SWARM_REGISTRY_SECRET``) — the only place the bus reads the environment.
 
 ``read`` is for inspection and never changes delivery state: it checks that the
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
-from swarm.errors import BusError, InvalidRequestError, NotDeclaredError
+from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
 
 
 def register(subparsers: Any) -> None:
@@ -38,11 +43,13 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     a = sub.add_parser("apply", help="create streams, groups, ACL table, settings and Redis users",
-                       description="Idempotently install compiled/<swarm>/bus.json and acl.json in Redis.")
-    a.add_argument("compiled", metavar="COMPILED_DIR", help="compiled/<swarm> directory")
+                       description="Idempotently install the bus in Redis: COMPILED_DIR's bus.json and acl.json, "
+                                   "or without COMPILED_DIR the desired state of the spec (--spec).")
+    a.add_argument("compiled", metavar="COMPILED_DIR", nargs="?",
+                   help="compiled/<swarm> directory (default: build the bus from the spec, like reconcile)")
     a.add_argument("--prune", action="store_true", help="delete streams, groups and users no longer declared")
-    _common(a, spec_help="accepted like every bus command; apply takes the swarm and, without --redis-url, "
-                         "the Redis URL from COMPILED_DIR/bus.json (compiled from the spec)")
+    _common(a, spec_help="spec file or directory (default: specs/); with COMPILED_DIR it must be the same "
+                         "swarm and gives the Redis URL, without --spec the URL compiled into bus.json is used")
     a.set_defaults(handler=run_apply)
 
     p = sub.add_parser("publish", help="publish one JSON message as an agent",
@@ -79,16 +86,17 @@ def _positive(text: str) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, spec_help: str = "spec file or directory (default: specs/)") -> None:
-    parser.add_argument("--spec", default="specs", metavar="SPEC", help=spec_help)
+    # default None, not "specs": `apply COMPILED_DIR` must tell an explicit --spec from the default
+    parser.add_argument("--spec", default=None, metavar="SPEC", help=spec_help)
     parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str]:
-    """(swarm name, redis url) from the spec, with --redis-url overriding."""
+def _target(args: argparse.Namespace) -> tuple[str, str, set[str]]:
+    """(swarm name, redis url, declared agent ids) from the spec, with --redis-url overriding."""
     from swarm.spec.loader import load_spec_full
 
-    spec = load_spec_full(args.spec).spec
-    return spec.name, args.redis_url or spec.swarm.bus.redis_url
+    spec = load_spec_full(args.spec or "specs").spec
+    return spec.name, args.redis_url or spec.swarm.bus.redis_url, {a.id for a in spec.agents}
 
 
 def _refusable(run: Callable[[], Awaitable[int]]) -> int:
@@ -104,19 +112,36 @@ def _refusable(run: Callable[[], Awaitable[int]]) -> int:
 
 def run_apply(args: argparse.Namespace) -> int:
     from swarm.bus.apply import apply_bus
-    from swarm.desired import AclDocument, BusPlan
+    from swarm.desired import AclDocument, BusPlan, desired_from_spec
+    from swarm.spec.loader import load_spec_full
 
-    directory = Path(args.compiled)
-    try:
-        plan = BusPlan.model_validate_json((directory / "bus.json").read_bytes())
-        acl = AclDocument.model_validate_json((directory / "acl.json").read_bytes())
-    except OSError as exc:
-        print(f"swarm bus apply: cannot read {directory}: {exc} (run `swarm compile` first)", file=sys.stderr)
-        return EXIT_INVALID
-    except ValueError as exc:
-        print(f"swarm bus apply: {directory}: invalid compiled output: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    url = args.redis_url or plan.settings.redis_url
+    if args.compiled is None:
+        loaded = load_spec_full(args.spec or "specs")  # an invalid spec: main prints it, exit 2
+        desired = desired_from_spec(loaded.spec, loaded.digest)
+        plan, acl = desired.bus, desired.acl
+        url = args.redis_url or plan.settings.redis_url
+    else:
+        directory = Path(args.compiled)
+        try:
+            plan = BusPlan.model_validate_json((directory / "bus.json").read_bytes())
+            acl = AclDocument.model_validate_json((directory / "acl.json").read_bytes())
+        except OSError as exc:
+            print(f"swarm bus apply: cannot read {directory}: {exc} (run `swarm compile` first)", file=sys.stderr)
+            return EXIT_INVALID
+        except ValueError as exc:
+            print(f"swarm bus apply: {directory}: invalid compiled output: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        url = args.redis_url or plan.settings.redis_url
+        if args.spec is not None:
+            loaded = load_spec_full(args.spec)
+            if loaded.spec.name != plan.swarm:
+                print(f"swarm bus apply: {directory} is swarm {plan.swarm!r} but the spec {args.spec} is swarm "
+                      f"{loaded.spec.name!r}", file=sys.stderr)
+                return EXIT_INVALID
+            url = args.redis_url or loaded.spec.swarm.bus.redis_url
+            if loaded.digest != plan.spec_digest:
+                print(f"swarm bus apply: warning: {directory} was compiled from another revision of {args.spec} "
+                      f"(run `swarm compile` to refresh it); applying {directory}", file=sys.stderr)
     secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
 
     async def run() -> int:
@@ -139,7 +164,7 @@ def run_apply(args: argparse.Namespace) -> int:
 def _bus(args: argparse.Namespace, agent: str) -> Any:
     from swarm.bus.bus import EventBus
 
-    swarm, url = _target(args)
+    swarm, url, _ = _target(args)
     return EventBus(redis_url=url, swarm=swarm, agent_id=agent)
 
 
@@ -174,6 +199,10 @@ def run_read(args: argparse.Namespace) -> int:
     bus = _bus(args, args.agent)
 
     async def run() -> int:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         from swarm.errors import AclDeniedError, UndeclaredTopicError
 
         async with bus:
@@ -184,16 +213,31 @@ def run_read(args: argparse.Namespace) -> int:
                 raise AclDeniedError(f"agent {bus.agent_id!r} (role {bus.role!r}) may not subscribe to "
                                      f"{args.topic!r}: {decision.rule}")
             stream = bus.plan.topics[args.topic].stream
-            entries = list(reversed(await bus.redis.xrevrange(stream, count=args.count)))
+            try:
+                entries = list(reversed(await bus.redis.xrevrange(stream, count=args.count)))
+            except (RedisError, OSError) as exc:
+                raise BusError(f"reading {stream}: {exc}") from exc
             for entry_id, fields in entries:
                 print(_line(entry_id, fields), flush=True)
             if not args.follow:
                 return EXIT_OK
-            last = entries[-1][0] if entries else "$"
+            # A concrete id, never "$": after a reconnect "$" would skip what came meanwhile.
+            # An empty stream has nothing to skip, so everything after 0-0 is new.
+            last = entries[-1][0] if entries else "0-0"
             reader = bus.blocking_client()
+            backoff = 0.1
             try:
                 while True:
-                    reply = await reader.xread({stream: last}, block=5000, count=100)
+                    try:
+                        reply = await reader.xread({stream: last}, block=5000, count=100)
+                    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                        print(f"swarm bus read: Redis unreachable ({exc}); retrying", file=sys.stderr, flush=True)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 2.0)
+                        continue
+                    except RedisError as exc:
+                        raise BusError(f"reading {stream}: {exc}") from exc
+                    backoff = 0.1
                     for _, items in reply or []:
                         for entry_id, fields in items:
                             print(_line(entry_id, fields), flush=True)
@@ -208,10 +252,13 @@ def run_read(args: argparse.Namespace) -> int:
 
 
 def run_breaker(args: argparse.Namespace) -> int:
-    swarm, url = _target(args)
+    swarm, url, declared = _target(args)
 
     async def run() -> int:
         import redis.asyncio as aioredis
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from swarm.bus.breaker_store import BreakerStore, policy_from_settings
         from swarm.desired import BusPlan
@@ -219,8 +266,21 @@ def run_breaker(args: argparse.Namespace) -> int:
 
         client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            raw = await client.get(SwarmKeys(swarm).bus)
-            policy = policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker) if raw else None
+            key = SwarmKeys(swarm).bus
+            try:
+                raw = await client.get(key)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise RedisUnavailableError(f"breaker of {args.agent!r}: Redis unreachable: {exc}") from exc
+            except RedisError as exc:
+                raise BusError(f"breaker of {args.agent!r}: reading {key}: {exc}") from exc
+            # An undeclared agent may still have a breaker (registries with allow_undeclared probe
+            # it too); without one, the name is a typo, and --reset would invent a breaker for it.
+            if args.agent not in declared and not await client.exists(SwarmKeys(swarm).breaker(args.agent)):
+                raise NotDeclaredError(f"agent {args.agent!r} is not declared in swarm {swarm!r} and has no breaker")
+            try:
+                policy = policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker) if raw else None
+            except ValueError as exc:
+                raise BusError(f"bus settings in Redis ({key}) are not valid: {exc}; run `swarm bus apply`") from exc
             store = BreakerStore(client, swarm, policy)
             reply = await (store.reset(args.agent) if args.reset else store.read(args.agent))
         finally:

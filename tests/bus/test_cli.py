@@ -4,6 +4,7 @@ real redis-server, through the real ``swarm`` entry point."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) 
         (["results.research", "{}", "--as", "architect"], 1, "default deny"),
         (["tasks.research", "{not json", "--as", "architect"], 2, "not valid JSON"),
         (["tasks.research", "{}", "--as", "ghost"], 2, "'ghost' is not declared"),
+        (["tasks.research", "{}", "--as", "architect", "--id", "two words"], 2, "message id"),
+        (["tasks.research", "{}", "--as", "architect", "--id", ""], 2, "message id"),
+        (["tasks.research", "{}", "--as", "architect", "--id", "x" * 201], 2, "message id"),
     ],
 )
 def test_publish_refusals_and_usage_errors(cli, argv: list[str], code: int, needle: str) -> None:  # type: ignore[no-untyped-def]
@@ -130,3 +134,109 @@ def test_read_follow_prints_new_entries(cli, redis_server: RedisServer, repo_roo
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_breaker_of_an_unknown_agent_is_a_usage_error_and_resets_nothing(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    for argv in (["breaker", "ghost"], ["breaker", "ghost", "--reset"]):
+        code, _, err = cli(*argv)
+        assert code == 2 and "'ghost' is not declared" in err
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert not r.exists("swarm:{research}:breaker:ghost")
+    r.close()
+
+
+# -- --spec finds the swarm and its Redis; --redis-url overrides it ---------------------------
+
+UNREACHABLE = "redis://127.0.0.1:1/0"
+
+
+def spec_copy(repo_root: Path, where: Path, *, redis_url: str, name: str = "research", extra: str = "") -> Path:
+    """specs/ copied to ``where`` with another bus.redis_url (and swarm name, description)."""
+    shutil.copytree(repo_root / "specs", where)
+    text = (where / "swarm.yaml").read_text()
+    text = text.replace("redis_url: redis://127.0.0.1:6379/0", f"redis_url: {redis_url}", 1)
+    text = text.replace("  name: research\n", f"  name: {name}\n", 1)
+    text = text.replace("  description: Plans", f"  description: {extra}Plans", 1)
+    (where / "swarm.yaml").write_text(text)
+    assert load_spec_full(where).spec.swarm.bus.redis_url == redis_url
+    return where
+
+
+def compile_spec(spec: Path, out: Path) -> Path:
+    loaded = load_spec_full(spec)
+    desired = desired_from_spec(loaded.spec, loaded.digest)
+    out.mkdir(parents=True)
+    (out / "bus.json").write_text(desired.bus.model_dump_json(indent=2))
+    (out / "acl.json").write_text(desired.acl.model_dump_json(indent=2))
+    return out
+
+
+@pytest.fixture
+def swarm_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`swarm ARGV...` in-process, from an empty working directory (no specs/ to fall back on)."""
+    monkeypatch.setenv("SWARM_BUS_SECRET", "cli-secret")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_every_bus_command_takes_the_redis_url_from_the_spec(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    spec = str(spec_copy(repo_root, tmp_path / "spec", redis_url=redis_server.url))
+    code, out, _ = swarm_cli("bus", "apply", "--spec", spec)  # no COMPILED_DIR: the spec's desired state
+    assert code == 0 and "created consumer group tasks.research/web-researcher" in out
+    assert "created Redis user swarm-research-architect" in out
+    assert swarm_cli("bus", "apply", "--spec", spec)[1].strip() == "bus of swarm 'research' is up to date"
+    code, entry, _ = swarm_cli("bus", "publish", "tasks.research", '{"q": 1}', "--as", "architect", "--spec", spec)
+    assert code == 0 and entry.strip().endswith("-0")
+    code, out, _ = swarm_cli("bus", "read", "tasks.research", "--as", "auditor", "--spec", spec)
+    assert code == 0 and json.loads(out)["entry_id"] == entry.strip()
+    code, out, _ = swarm_cli("bus", "breaker", "architect", "--spec", spec)
+    assert code == 0 and out.startswith("architect: closed")
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert r.xlen("swarm:{research}:topic:tasks.research") == 1
+    # the reconciler builds the same desired state: what apply wrote is what it would write
+    loaded = load_spec_full(spec)
+    assert r.get("swarm:{research}:bus") == desired_from_spec(loaded.spec, loaded.digest).bus.model_dump_json()
+    r.close()
+
+
+def test_the_spec_url_is_really_used_and_redis_url_overrides_it(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    spec = str(spec_copy(repo_root, tmp_path / "spec", redis_url=UNREACHABLE))
+    commands = [
+        ["apply"],
+        ["publish", "tasks.research", "{}", "--as", "architect"],
+        ["read", "tasks.research", "--as", "auditor"],
+        ["breaker", "architect"],
+    ]
+    for argv in commands:
+        code, _, err = swarm_cli("bus", *argv, "--spec", spec)
+        assert code == 2 and "unreachable" in err and "127.0.0.1:1" in err, (argv, err)
+    for argv in commands:
+        code, _, err = swarm_cli("bus", *argv, "--spec", spec, "--redis-url", redis_server.url)
+        assert code == 0, (argv, err)
+
+
+def test_apply_of_a_compiled_directory(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    spec = spec_copy(repo_root, tmp_path / "spec", redis_url=redis_server.url)
+    compiled = str(compile_spec(spec, tmp_path / "compiled" / "research"))
+    # without --spec (and no specs/ here) the URL compiled into bus.json is used
+    code, out, err = swarm_cli("bus", "apply", compiled)
+    assert code == 0 and "created consumer group tasks.research/web-researcher" in out and err == ""
+    code, out, err = swarm_cli("bus", "apply", compiled, "--spec", str(spec))
+    assert code == 0 and out.strip() == "bus of swarm 'research' is up to date" and err == ""
+    # an explicit --spec gives the URL, and must be the same swarm
+    unreachable = spec_copy(repo_root, tmp_path / "spec-down", redis_url=UNREACHABLE)
+    code, _, err = swarm_cli("bus", "apply", compiled, "--spec", str(unreachable))
+    assert code == 2 and "127.0.0.1:1" in err and "another revision" in err
+    other = spec_copy(repo_root, tmp_path / "spec-other", redis_url=redis_server.url, name="other")
+    code, _, err = swarm_cli("bus", "apply", compiled, "--spec", str(other))
+    assert code == 2 and "is swarm 'research' but the spec" in err and "'other'" in err
+    # a newer revision of the spec than the compiled directory: applied, with a warning
+    newer = spec_copy(repo_root, tmp_path / "spec-newer", redis_url=redis_server.url, extra="Edited. ")
+    code, out, err = swarm_cli("bus", "apply", compiled, "--spec", str(newer))
+    assert code == 0 and "up to date" in out and "compiled from another revision" in err
