@@ -214,9 +214,13 @@ class Reconciler:
             self._ports[key] = self._ports_factory(desired, self.config)
         return self._ports[key]
 
-    def close(self) -> None:
+    def flush_compiled(self) -> None:
+        """Wait until ``compiled/`` holds the newest applied spec (``swarm up --demo`` runs it)."""
         if self._compiled is not None:
             self._compiled.flush()
+
+    def close(self) -> None:
+        self.flush_compiled()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -11,9 +11,10 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
    spec's registry port when free, else a free port;
 3. the reconcile watch loop in this process (``--prune`` when asked), writing
    ``compiled/`` like ``swarm compile``;
-4. with ``--demo``, every compiled Python agent with ``registry: true`` under
-   uvicorn, with its registry token and its own Redis user, so a newcomer sees
-   them register and heartbeat.
+4. with ``--demo``, once the first pass has synced and ``compiled/`` is written,
+   every compiled Python agent with ``registry: true`` under uvicorn (on its
+   spec port when free, else a free port), with its registry token and its own
+   Redis user, so a newcomer sees them register and heartbeat.
 
 A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
 else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
@@ -76,7 +77,11 @@ class LocalStack:
     def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
         log = open(log_path, "ab")
-        proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True)
+        try:
+            proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True)
+        except OSError as exc:  # e.g. an agent's compiled folder is missing: say so, stop the rest
+            log.close()
+            raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
         self.children.append(_Child(name, proc, log))
         return proc
 
@@ -223,17 +228,19 @@ def run_up(options: UpOptions) -> int:
                 print(f"    {action.description}", flush=True)
             if options.demo and not demo_started and result.state == "synced":
                 demo_started = True
+                reconciler.flush_compiled()  # the agents run compiled/, written after the apply
                 for agent in spec.agents:
                     if agent.runtime != "python" or not agent.registry:
                         continue
                     folder = options.compiled_dir / spec.name / "agents" / agent.id
-                    agent_env = {**env, "AGENT_ID": agent.id, "AGENT_PORT": str(agent.port),
+                    port = pick_port(agent.port)  # the spec's port, unless something else holds it
+                    agent_env = {**env, "AGENT_ID": agent.id, "AGENT_PORT": str(port),
                                  "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, agent.id),
                                  "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
                     stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",
-                                "127.0.0.1", "--port", str(agent.port), "--log-level", "warning"],
+                                "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                                 state / f"agent-{agent.id}.log", env=agent_env, cwd=folder)
-                    print(f"    demo: started agent {agent.id} on port {agent.port}", flush=True)
+                    print(f"    demo: started agent {agent.id} on port {port}", flush=True)
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -1,49 +1,157 @@
-"""``swarm up`` as a process: its own redis-server and registry, the watch loop, clean Ctrl-C."""
+"""``swarm up`` as a process: its own redis-server and registry, the watch loop, demo agents, clean Ctrl-C.
+
+Each test runs ``swarm up`` in a temporary copy of the example project (specs/
+only: ``up`` must write compiled/ itself before the demo agents run it). Ports
+are whatever ``up`` picks (the spec's when free, else free ones) and are read
+back from its output. After SIGINT nothing it started may be left: no process
+whose command line or working directory lies in the test's folder, no port
+still listening.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
-from tests.support.services import python_cmd
+from swarm.reconcile.status import parse_status
+from tests.support.services import RedisServer, python_cmd
+
+REGISTERED = ("architect", "paper-researcher", "reviewer", "summarizer", "web-researcher")  # python, registry: true
 
 
-def test_up_starts_everything_and_ctrl_c_stops_it(spec_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
-    out = tmp_path / "up.out"
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(python_cmd("-m", "swarm", "up", str(spec_dir)), cwd=tmp_path, env=env, stdout=fh, stderr=fh)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "push the registry catalog" not in out.read_text():
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.1)
-        text = out.read_text()
-        registry = re.search(r"registry\s+(http://\S+)", text)
-        redis_url = re.search(r"redis\s+(redis://\S+)", text)
-        assert registry and redis_url, text
-        catalog = httpx.get(registry.group(1) + "/catalog", timeout=10).json()
-        assert len(catalog["catalog"]["agents"]) == 6, text
-        assert (tmp_path / ".swarm" / "redis").is_dir() and (tmp_path / "compiled" / "research").is_dir()
-        assert oct((tmp_path / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, out.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    port = int(redis_url.group(1).rsplit(":", 1)[1].split("/")[0])
-    import socket
+def _processes_in(folder: Path, *, besides: tuple[int, ...] = ()) -> list[str]:
+    """Processes (but this one and ``besides``) whose command line or working directory is inside ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *besides):
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if str(folder) in cmdline or cwd.startswith(str(folder)):
+            found.append(f"{entry.name}: {cmdline.strip()} (cwd {cwd})")
+    return found
 
+
+def _listening(port: int) -> bool:
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0, "redis-server was stopped"
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Up:
+    """``swarm up`` as a subprocess with its output in a file."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str]) -> None:
+        self.out = cwd / "up.out"
+        with open(self.out, "wb") as fh:
+            self.proc = subprocess.Popen(python_cmd("-m", "swarm", "up", *args), cwd=cwd, env=env, stdout=fh, stderr=fh)
+
+    def text(self) -> str:
+        return self.out.read_text()
+
+    def wait_until(self, predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.proc.poll() is None, f"swarm up exited while waiting for {what}:\n{self.text()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.text()}"
+            time.sleep(0.1)
+
+    def url(self, name: str) -> str:
+        found = re.search(rf"^  {name}\s+(\S+)", self.text(), flags=re.M)
+        assert found, self.text()
+        return found.group(1)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _project(tmp_path: Path, spec_dir: Path) -> Path:
+    """The example project with short leases, so a heartbeat comes within a second or two."""
+    swarm = spec_dir / "swarm.yaml"
+    text = swarm.read_text().replace("ttl_seconds: 30", "ttl_seconds: 4").replace("heartbeat_interval: 10", "heartbeat_interval: 1")
+    assert "ttl_seconds: 4" in text and "heartbeat_interval: 1" in text
+    swarm.write_text(text)
+    assert not (tmp_path / "compiled").exists()
+    return tmp_path
+
+
+def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir: Path, tmp_path: Path) -> None:
+    project = _project(tmp_path, spec_dir)
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
+    up = Up(project, str(spec_dir), "--demo", env=env)
+    try:
+        up.wait_until(lambda: all(f"started agent {a} " in up.text() for a in REGISTERED), "the demo agents")
+        registry, redis_url = up.url("registry"), up.url("redis")
+        agent_ports = {int(p) for p in re.findall(r"demo: started agent \S+ on port (\d+)", up.text())}
+
+        def agents() -> dict[str, dict[str, object]]:
+            return {a["agent_id"]: a for a in httpx.get(registry + "/agents", timeout=5).json()["agents"]}
+
+        up.wait_until(lambda: set(agents()) == set(REGISTERED), "every demo agent to register")
+        first = agents()
+        assert all(a["status"] == "healthy" for a in first.values()), first
+        up.wait_until(
+            lambda: all(a["lease_expires_at"] > first[i]["lease_expires_at"] for i, a in agents().items()),  # type: ignore[operator]
+            "a heartbeat from every demo agent",
+        )
+        status = httpx.get(registry + "/status", timeout=5).json()["reconcile"]
+        assert status["state"] == "synced" and status["live"]["agents_declared"] == 6
+        assert (project / "compiled" / "research" / "agents" / "architect" / "server.py").is_file()
+        assert oct((project / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
+        assert (project / ".swarm" / "redis").is_dir()
+        assert len(_processes_in(project)) >= 1 + 1 + 1 + len(REGISTERED), _processes_in(project)
+
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert "swarm up: stopping" in up.text()
+    assert "Traceback" not in up.text(), up.text()
+    assert _processes_in(project) == [], "swarm up left processes behind"
+    ports = {int(registry.rsplit(":", 1)[1]), int(redis_url.rsplit(":", 1)[1].split("/")[0]), *agent_ports}
+    assert [p for p in ports if _listening(p)] == [], "a port is still open"
+    for agent in REGISTERED:  # they deregistered while the registry was still up
+        assert "deregistered" in (project / ".swarm" / f"agent-{agent}.log").read_text()
+
+
+def test_up_with_redis_url_needs_no_redis_server(spec_dir: Path, tmp_path: Path, redis_server: RedisServer) -> None:
+    """With --redis-url no redis-server is started, nor needed on PATH; the given Redis holds the status."""
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin"), "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
+    up = Up(tmp_path, str(spec_dir), "--redis-url", redis_server.url, env=env)
+    try:
+        up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
+        assert up.url("redis") == redis_server.url
+        catalog = httpx.get(up.url("registry") + "/catalog", timeout=10).json()
+        assert len(catalog["catalog"]["agents"]) == 6
+        client = redis_server.client(decode_responses=True)
+        try:
+            status = parse_status(client.get("swarm:{research}:status"))  # type: ignore[arg-type]
+        finally:
+            client.close()
+        assert status is not None and status.state == "synced"
+        assert not (tmp_path / ".swarm" / "redis").exists()
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert redis_server.proc is not None
+    assert _processes_in(tmp_path, besides=(redis_server.proc.pid,)) == []
+    assert _listening(redis_server.port), "the user's Redis is not ours to stop"
 
 
 def test_up_without_redis_server_says_what_to_do(spec_dir: Path, tmp_path: Path) -> None:
@@ -52,3 +160,5 @@ def test_up_without_redis_server_says_what_to_do(spec_dir: Path, tmp_path: Path)
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "no redis-server found" in result.stderr and "--redis-url" in result.stderr
+    assert "apt-get install redis-server" in result.stderr
+    assert _processes_in(tmp_path) == []
