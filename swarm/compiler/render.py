@@ -48,6 +48,11 @@ REDIS_SERVICE = "redis"
 REGISTRY_SERVICE = "registry"
 COMPOSE_REDIS_URL = f"redis://{REDIS_SERVICE}:6379/0"
 COMPOSE_REGISTRY_URL = f"http://{REGISTRY_SERVICE}:{REGISTRY_PORT}"
+#: The named build context a handler's code is copied from (``COPY --from=source``), and
+#: where docker-compose.yml points it: the directory above ``<out>/`` (the repository
+#: root when the output is the default ``compiled/``), or ``$SWARM_SOURCE_DIR``.
+SOURCE_CONTEXT = "source"
+SOURCE_DIR = "${SWARM_SOURCE_DIR:-../..}"
 
 #: Version ranges of the generated agents' requirements (sorted by name when written).
 REQUIREMENT_RANGES: dict[str, str] = {
@@ -123,6 +128,21 @@ def uses_bus(agent: Agent) -> bool:
     return bool(agent.publishes or agent.subscribes)
 
 
+def handler_copy(handler: str) -> tuple[str, str]:
+    """``(source, destination)`` of the Dockerfile's ``COPY --from=source`` for a handler.
+
+    The image gets the handler's top-level package (``pkg.mod:fn`` copies ``pkg/`` to
+    ``/app/pkg/``) or, for an undotted module (``mod:fn``), the module file ``mod.py``;
+    ``/app`` is uvicorn's app dir, so the import in server.py finds it. An undotted
+    name is always taken to be a file: a handler in a package's ``__init__.py`` is
+    named through a submodule instead, and a wrong guess fails the image build
+    loudly (``mod.py: not found``) rather than the agent at startup.
+    """
+    module = handler.partition(":")[0]
+    top, dotted, _ = module.partition(".")
+    return (f"{top}/", f"./{top}/") if dotted else (f"{top}.py", "./")
+
+
 def _check_ids(spec: Spec) -> None:
     """Defence in depth: ids become paths, so refuse any the models would refuse."""
     for name in [spec.name, *(a.id for a in spec.agents)]:
@@ -165,6 +185,8 @@ def render_agent(spec: Spec, agent: Agent, spec_digest: str, swarm_version: str)
         "subscribes": sorted(set(agent.subscribes)),
         "env_names": env_names,
         "python_image": PYTHON_IMAGE,
+        "handler_copy": handler_copy(agent.handler) if agent.handler else None,
+        "source_context": SOURCE_CONTEXT,
     }
     base = f"agents/{agent.id}/"
     return {
@@ -239,8 +261,11 @@ def compose_document(spec: Spec) -> dict[str, Any]:
             token_var = "SWARM_AGENT_TOKEN_" + agent.id.upper().replace("-", "_")
             environment["SWARM_AGENT_TOKEN"] = f"${{{token_var}:-}}"
             depends[REGISTRY_SERVICE] = _healthy()
+        build: dict[str, Any] = {"context": f"./agents/{agent.id}"}
+        if agent.handler:
+            build["additional_contexts"] = {SOURCE_CONTEXT: SOURCE_DIR}
         service: dict[str, Any] = {
-            "build": {"context": f"./agents/{agent.id}"},
+            "build": build,
             "environment": environment,
             "expose": [str(agent.port)],
             "healthcheck": _healthcheck(agent.port),
@@ -301,11 +326,16 @@ COMPOSE_NOTES = (
     "# SWARM_ADMIN_TOKEN (optional: default derived from the secret, `swarm token --admin`);\n"
     "# SWARM_AGENT_TOKEN_<ID> per registered agent (`swarm token <id>`; id upper-cased, '-' as '_').\n"
 )
+SOURCE_NOTES = (
+    "# SWARM_SOURCE_DIR (optional): where the agents' handler code is copied from; default ../..,\n"
+    "# the directory holding compiled/ (see the COPY --from=source line of each Dockerfile).\n"
+)
 
 
 def render_compose(spec: Spec, spec_digest: str, swarm_version: str) -> bytes:
     body = safe_dump_yaml(compose_document(spec))
-    return (_header(swarm_version) + COMPOSE_NOTES + body).encode("utf-8")
+    notes = COMPOSE_NOTES + (SOURCE_NOTES if any(a.handler for a in spec.agents) else "")
+    return (_header(swarm_version) + notes + body).encode("utf-8")
 
 
 def render_desired(spec: Spec, desired: DesiredState, spec_digest: str, swarm_version: str) -> dict[str, bytes]:

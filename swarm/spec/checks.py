@@ -188,6 +188,30 @@ def check_heartbeat(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     ]
 
 
+#: Top-level modules a handler may not live in: the image copies the handler's top-level
+#: package or module into /app beside the generated ``server.py``, ahead of site-packages.
+RESERVED_HANDLER_MODULES = ("server", "swarm")
+
+
+def check_handlers(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for i, agent in enumerate(spec.agents):
+        if agent.handler is None:
+            continue
+        top = agent.handler.partition(":")[0].partition(".")[0]
+        if top in RESERVED_HANDLER_MODULES:
+            issues.append(
+                _issue(
+                    sources,
+                    ("agents", i, "handler"),
+                    f"handler {agent.handler!r} lives in {top!r}, which the generated image reserves "
+                    f"({'the generated server.py' if top == 'server' else 'the swarm package'}); "
+                    "move it to a package of another name",
+                )
+            )
+    return issues
+
+
 #: Every semantic rule, in the order they run.
 RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_duplicate_agents,
@@ -196,6 +220,7 @@ RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_agent_roles_and_topics,
     check_ports,
     check_heartbeat,
+    check_handlers,
 )
 
 

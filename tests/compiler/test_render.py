@@ -140,7 +140,9 @@ def test_handler_is_imported_only_when_declared(make_spec: Make) -> None:
     assert literal(handled, "HANDLER") == "my_pkg.agents:handle"
     assert "importlib.import_module(module_name)" in handled and "def default_handler" not in handled
     assert literal(default, "HANDLER") is None and "def default_handler" in default and "importlib" not in default
-    assert "# The handler my_pkg.agents:handle is user code" in files["demo/agents/handled/Dockerfile"].decode()
+    dockerfile = files["demo/agents/handled/Dockerfile"].decode()
+    assert "# The handler my_pkg.agents:handle is user code" in dockerfile
+    assert re.findall(r"^COPY --from=.*$", dockerfile, re.M) == ["COPY --from=source my_pkg/ ./my_pkg/"]
     assert "handler" not in files["demo/agents/default/Dockerfile"].decode()
 
 

@@ -133,3 +133,13 @@ def test_structural_and_semantic_issues_come_together() -> None:
     sem = SWARM.replace("heartbeat_interval: 10", "heartbeat_interval: 99")
     found: list[SpecIssue] = issues(swarm=sem, w1=bad)
     assert {i.path for i in found} == {"agents[1].port", "registry.heartbeat_interval"}
+
+
+def test_handler_may_not_live_in_a_module_the_image_reserves() -> None:
+    for handler, what in (("server:handle", "the generated server.py"), ("swarm.ext:handle", "the swarm package")):
+        text = AGENT + f"handler: {handler}\n"
+        issue = one(issues(swarm=SWARM, w1=text), f"handler {handler!r}")
+        assert what in issue.message
+        assert issue.path == "agents[1].handler"
+        assert issue.position == at(agent_file("w1"), text, handler)
+    _clean(swarm=SWARM, w1=AGENT + "handler: servers.swarm:handle\n")
