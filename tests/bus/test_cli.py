@@ -129,6 +129,11 @@ def test_read_follow_prints_new_entries(cli, redis_server: RedisServer, repo_roo
         cli("publish", "tasks.research", '{"late": true}', "--as", "architect")
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline())["payload"] == {"late": True}
+        redis_server.stop()  # down longer than redis-py's own retries: the follower must wait it out
+        time.sleep(1.5)
+        redis_server.start()
+        assert cli("publish", "tasks.research", '{"after": "restart"}', "--as", "architect")[0] == 0
+        assert json.loads(proc.stdout.readline())["payload"] == {"after": "restart"}
     finally:
         proc.kill()
         proc.wait()
