@@ -112,3 +112,22 @@ async def test_agents_work_through_their_own_redis_users(redis_server: RedisServ
         await asyncio.sleep(0.15)
         assert await sub.reclaim(["tasks.summarize"]) == []
         assert sub.stats.dead_lettered == 1
+
+
+async def test_a_new_table_replaces_the_old_in_one_transaction(redis_server: RedisServer, admin: aioredis.Redis, desired: DesiredState) -> None:
+    """acl.json and bus.json go in one MULTI/EXEC, so a reader's MGET never sees one new and one old."""
+    await apply_bus(admin, desired.bus, desired.acl)
+    smaller = make_desired({**SWARM_DOC, "topics": [t for t in SWARM_DOC["topics"] if t["name"] != "tasks.admin.reset"]})
+    watcher = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    seen: list[list[str]] = []  # [command, first argument] as Redis ran them
+    try:
+        async with watcher.monitor() as monitor:
+            task = asyncio.create_task(apply_bus(admin, smaller.bus, smaller.acl))
+            while not seen or seen[-1][0] != "EXEC":
+                seen.append((await asyncio.wait_for(monitor.next_command(), 5))["command"].split(" ")[:2])
+            report = await task
+    finally:
+        await watcher.aclose()
+    assert report.acl_updated and report.settings_updated
+    assert seen[-4:] == [["MULTI"], ["SET", "swarm:{lab}:acl"], ["SET", "swarm:{lab}:bus"], ["EXEC"]]
+    assert AclDocument.model_validate_json(await admin.get("swarm:{lab}:acl")) == smaller.acl

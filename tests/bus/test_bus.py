@@ -148,6 +148,19 @@ async def test_unacked_entries_are_redelivered_then_dead_lettered(make_bus: BusF
     assert worker.stats.dead_lettered == 1
 
 
+async def test_reclaim_follows_the_xautoclaim_cursor_past_one_page(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+    """XAUTOCLAIM hands out 100 entries a call and a cursor for the rest (DESIGN §9): all come back."""
+    planner = await make_bus("planner")
+    sent = await planner.publish_many([("tasks.research", {"i": i}) for i in range(230)])
+    worker = await make_bus("worker-a", visibility_timeout=0.1, read_count=500, max_deliveries=5)
+    first = await take(worker, ["tasks.research"], 230, ack=False)
+    assert len(first) == 230
+    await asyncio.sleep(0.15)
+    again = await worker.reclaim(["tasks.research"])
+    assert [m.entry_id for m in again] == [r.entry_id for r in sent]
+    assert {m.deliveries for m in again} == {2} and worker.stats.redelivered == 230
+
+
 async def test_trimmed_pending_entries_are_counted(make_bus: BusFactory, applied: aioredis.Redis) -> None:
     planner = await make_bus("planner")
     await planner.publish("tasks.research", {"n": 1})
