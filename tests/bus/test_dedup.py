@@ -163,3 +163,23 @@ async def test_a_failing_append_leaves_no_mark(make_bus, applied: aioredis.Redis
     await applied.delete(stream)
     result = await planner.publish("tasks.research", {"n": 1}, message_id="unlucky")
     assert not result.duplicate and await applied.xlen(stream) == 1
+
+
+async def test_each_topic_uses_its_own_window_from_the_plan(redis_server: RedisServer) -> None:
+    """The window is the topic's dedup_window_seconds when set, else the bus default (PX on Redis' clock)."""
+    from swarm.bus.apply import apply_bus
+    from tests.bus.conftest import SWARM_DOC
+
+    doc = {**SWARM_DOC, "topics": [{**t, "dedup_window_seconds": 900} if t["name"] == "tasks.summarize" else t
+                                   for t in SWARM_DOC["topics"]]}
+    desired = make_desired(doc)
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await apply_bus(admin, desired.bus, desired.acl)
+        async with EventBus(redis_url=redis_server.url, swarm="lab", agent_id="planner") as bus:
+            await bus.publish_many([("tasks.research", {}, "w"), ("tasks.summarize", {}, "w")])
+        default_ttl = await admin.pttl("swarm:{lab}:dedup:tasks.research:w")
+        topic_ttl = await admin.pttl("swarm:{lab}:dedup:tasks.summarize:w")
+        assert 59_000 < default_ttl <= 60_000 and 899_000 < topic_ttl <= 900_000
+    finally:
+        await admin.aclose()
