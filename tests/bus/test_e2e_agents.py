@@ -23,7 +23,7 @@ from swarm.bus.apply import agent_redis_url
 from swarm.compiler import compile_loaded, write_output
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
 from swarm.spec.loader import load_spec_full
-from tests.registry.conftest import registry_factory  # noqa: F401  (fixture)
+from tests.registry.conftest import SSEReader, registry_factory  # noqa: F401  (fixture)
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +157,14 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
         assert [(e[1]["type"], e[1]["agent"]) for e in events if e[1]["type"].startswith("breaker")] == [
             ("breaker-opened", "receiver")
         ]
+        # ... and a watcher of the registry gets it as an SSE event (resuming just before it)
+        at = next(i for i, e in enumerate(events) if e[1]["type"] == "breaker-opened")
+        async with httpx.AsyncClient(timeout=10) as http:
+            async with http.stream("GET", f"{registry.url}/agents/watch",
+                                   headers={"Last-Event-ID": events[at - 1][0]}) as resp:
+                event = await SSEReader(resp).next_event()
+        assert (event.id, event.event) == (events[at][0], "breaker-opened")
+        assert event.json()["agent_id"] == "receiver" and event.json()["state"] == "open"  # type: ignore[index]
     finally:
         for agent in agents:
             agent.stop()
