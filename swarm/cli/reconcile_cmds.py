@@ -110,6 +110,7 @@ def _reconciler(config: Any) -> Any:
 def run_plan(args: argparse.Namespace) -> int:
     from swarm.reconcile.plan import plan_actions
     from swarm.reconcile.state import observe
+    from swarm.reconcile.status import parse_status
 
     config = _config(args, dry_run=True)
     rec = _reconciler(config)
@@ -117,7 +118,9 @@ def run_plan(args: argparse.Namespace) -> int:
         source = rec.load()  # SpecError → the dispatcher prints every issue, exit 2
         ports = rec.ports_for(source.desired)
         actual = observe(ports.registry, ports.bus, source.desired.bus)
-        plan = plan_actions(source.desired, actual, prune=config.prune, force_prune=config.force_prune)
+        previous = parse_status(ports.status.read_status())  # which undeclared registrations are removals
+        retired = frozenset(previous.retired_agents) if previous and previous.swarm == source.desired.bus.swarm else frozenset()
+        plan = plan_actions(source.desired, actual, prune=config.prune, force_prune=config.force_prune, retired=retired)
     finally:
         rec.close()
     if args.output == "json":

@@ -291,9 +291,12 @@ class Reconciler:
         self._written_users = None
         actual = observe(ports.registry, ports.bus, desired.bus, assumed)
         status.live = live_summary(desired, actual)
-        plan = plan_actions(desired, actual, prune=self.config.prune, force_prune=self.config.force_prune)
+        retired = frozenset(status.retired_agents)
+        plan = plan_actions(desired, actual, prune=self.config.prune, force_prune=self.config.force_prune, retired=retired)
         result.plan = plan
         status.held_back = [a.description for a in plan.held_back]
+        if not self.config.dry_run:
+            status.retired_agents = sorted(plan.retired)
         if plan.refused:
             raise _Refused(plan.refused)
         if self.config.dry_run:
@@ -306,7 +309,9 @@ class Reconciler:
                 plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest)
             )
             seen = observe(ports.registry, ports.bus, desired.bus, desired_user_rights(desired))
-            after = plan_actions(desired, seen, prune=self.config.prune, force_prune=self.config.force_prune)
+            after = plan_actions(
+                desired, seen, prune=self.config.prune, force_prune=self.config.force_prune, retired=plan.retired
+            )
             if not after.empty:
                 raise _VerifyFailed(
                     "after applying, the live system still differs: " + "; ".join(a.description for a in after.actions)

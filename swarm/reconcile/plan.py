@@ -17,7 +17,22 @@ Order (and why):
 
 Deleting live things (registrations, consumer groups, streams, Redis users) is
 never planned without ``prune=True``; such actions are returned as ``held_back``
-so ``plan``/``status`` can say what ``--prune`` would do. A prune that would remove
+so ``plan``/``status`` can say what ``--prune`` would do.
+
+A registration the spec does not declare (while ``allow_undeclared`` is false)
+is one of two things, and only one of them is a deletion:
+
+* a **removal** — the agent was admitted by the live catalog (it declares the
+  agent, allows undeclared agents, or there is none to ask), or an earlier pass
+  already classified it so (``retired``, kept in status across passes and
+  restarts): the user removed it from the spec; evicting it needs ``--prune``;
+* a **stray** — no catalog this swarm ever pushed admitted it, so the registry
+  itself would refuse it (403): hand-made drift, evicted by any pass (the
+  resync timer heals it) like a deleted ACL key is written back.
+
+The classification sticks: :attr:`Plan.retired` lists the removals, the caller
+stores them and passes them back as ``retired`` — otherwise the pass that pushes
+the smaller catalog would turn a held-back removal into a stray for the next one. A prune that would remove
 more than half of the agents (registered, in the live catalog or holding a Redis
 user) or of the topic streams is refused (the whole
 pass is) unless ``force_prune=True`` — an empty render once pruned whole Argo CD
@@ -107,6 +122,7 @@ class Plan:
     actions: tuple[Action, ...]
     held_back: tuple[Action, ...] = ()
     refused: str | None = None
+    retired: frozenset[str] = frozenset()  # registered agents removed from the spec (evicted only with prune)
 
     @property
     def empty(self) -> bool:
@@ -240,8 +256,13 @@ def plan_actions(
     *,
     prune: bool = False,
     force_prune: bool = False,
+    retired: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Diff ``desired`` against ``actual``; see the module docstring for order and prune rules."""
+    """Diff ``desired`` against ``actual``; see the module docstring for order and prune rules.
+
+    ``retired``: agents an earlier pass classified as removed from the spec
+    (:attr:`Plan.retired` of that pass).
+    """
     bus, acl, catalog = desired.bus, desired.acl, desired.registry
     seen = actual.bus
     creates: list[Action] = []
@@ -315,10 +336,22 @@ def plan_actions(
             )
         )
 
-    # 3. prunes: registrations, streams, users not declared
+    # 3. registrations the spec does not declare: strays (drift) and removals (prunes)
+    strays: list[Action] = []
+    removed: set[str] = set()
     if not catalog.settings.allow_undeclared:  # else undeclared registrations are welcome
         for aid in sorted(set(actual.registry.agents) - set(catalog.agents)):
-            prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+            if _admitted(aid, seen_catalog) or aid in retired:
+                removed.add(aid)
+                prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+            else:
+                strays.append(
+                    Action(
+                        ActionKind.EVICT_AGENT,
+                        aid,
+                        f"agent {aid} will be evicted: never declared, the registry would refuse it (drift)",
+                    )
+                )
     for name in sorted(seen.streams - set(bus.topics)):
         prunes.append(
             Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")
@@ -332,10 +365,16 @@ def plan_actions(
     creates.sort(key=lambda a: rank[a.kind])
     prunes.sort(key=lambda a: rank[a.kind])
     if not prune:
-        return Plan(actions=tuple(creates + pushes), held_back=tuple(prunes))
+        return Plan(actions=tuple(creates + pushes + strays), held_back=tuple(prunes), retired=frozenset(removed))
 
     refused = None if force_prune else _mass_prune(actual, prunes)
-    return Plan(actions=tuple(creates + pushes + prunes), refused=refused)
+    deletes = sorted(strays + prunes, key=lambda a: rank[a.kind])
+    return Plan(actions=tuple(creates + pushes + deletes), refused=refused, retired=frozenset(removed))
+
+
+def _admitted(agent_id: str, catalog: RegistryCatalog | None) -> bool:
+    """Whether the live catalog may have admitted ``agent_id`` (no catalog: we cannot tell, so yes)."""
+    return catalog is None or catalog.settings.allow_undeclared or agent_id in catalog.agents
 
 
 def _mass_prune(actual: ActualState, prunes: list[Action]) -> str | None:

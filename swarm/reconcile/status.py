@@ -21,6 +21,7 @@ Format (``ReconcileStatus.model_dump(mode="json")``)::
       "drift": ["…"],               # changes the last pass made although the spec had not changed
       "drift_at": "…" | null,
       "held_back": ["agent x will be evicted: no longer declared"],   # needs --prune
+      "retired_agents": ["x"],      # registered agents removed from the spec: evicted only with --prune
       "last_error": {"kind": "spec" | "transient" | "refused" | "permanent" | "verify",
                      "message": "…", "at": "…",
                      "issues": [SpecIssue.to_dict(), …]} | null,
@@ -124,6 +125,7 @@ class ReconcileStatus(_Model):
     drift: list[str] = Field(default_factory=list)
     drift_at: str | None = None
     held_back: list[str] = Field(default_factory=list)
+    retired_agents: list[str] = Field(default_factory=list)
     last_error: LastError | None = None
     live: LiveSummary | None = None
 

@@ -11,7 +11,7 @@ from swarm.reconcile.loop import ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.reconcile.plan import ActionKind
 from swarm.registry.auth import admin_token
-from tests.reconcile.conftest import TEST_SECRET
+from tests.reconcile.conftest import TEST_SECRET, run_cli
 from tests.registry.conftest import RegistryProcess
 
 
@@ -72,3 +72,52 @@ def test_removed_agent_evicted_only_with_prune(live: RegistryProcess, spec_dir: 
         assert live.register("reviewer").status_code == 403, "the catalog no longer admits it"
     finally:
         pruning.close()
+
+
+def test_removal_stays_held_back_across_passes_and_restarts(live: RegistryProcess, spec_dir: Path) -> None:
+    """Once the smaller catalog is pushed the removed agent is no longer in it; it must not turn into drift."""
+    rec = reconciler(live, spec_dir)
+    try:
+        assert rec.run_pass("start").state == "synced"
+        assert live.register("reviewer").status_code in (200, 201)
+        review = spec_dir / "agents" / "review.yaml"
+        review.write_text(review.read_text().split("---")[1].lstrip("\n"))  # keep only the auditor
+        assert rec.run_pass("file").state == "synced"
+        again = rec.run_pass("resync")
+        assert again.applied == [] and again.status is not None and again.status.retired_agents == ["reviewer"]
+    finally:
+        rec.close()
+    restarted = reconciler(live, spec_dir)  # a new process: the memory comes from the status in Redis
+    try:
+        result = restarted.run_pass("start")
+        assert result.state == "synced" and result.applied == []
+        assert "agent reviewer will be evicted: no longer declared" in (result.status.held_back if result.status else [])
+        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 200
+    finally:
+        restarted.close()
+    plan = run_cli("plan", str(spec_dir), "--registry-url", live.url, "--redis-url", live.redis.url, cwd=spec_dir.parent)
+    assert plan.returncode == 0, plan.stdout + plan.stderr  # a held-back deletion is not a pending change
+    assert "held back" in plan.stdout and "agent reviewer will be evicted: no longer declared" in plan.stdout
+
+
+def test_hand_made_registration_is_evicted_by_a_resync_without_prune(live: RegistryProcess, spec_dir: Path) -> None:
+    rec = reconciler(live, spec_dir)
+    client: Any = live.redis.client(decode_responses=True)
+    try:
+        assert rec.run_pass("start").state == "synced"
+        assert live.register("architect").status_code in (200, 201)
+        # a registration the registry would refuse (403), written around it as with redis-cli
+        row = client.hgetall("swarm:{research}:agent:architect")
+        row["doc"] = row["doc"].replace('"architect"', '"ghost"')
+        client.hset("swarm:{research}:agent:ghost", mapping=row)
+        client.zadd("swarm:{research}:leases", {"ghost": client.zscore("swarm:{research}:leases", "architect")})
+        assert httpx.get(live.url + "/agents/ghost", timeout=5).status_code == 200
+        result = rec.run_pass("resync")
+        assert result.state == "synced", result.status
+        assert [a.target for a in result.applied if a.kind is ActionKind.EVICT_AGENT] == ["ghost"]
+        assert result.status is not None and any("ghost" in d for d in result.status.drift)
+        assert httpx.get(live.url + "/agents/ghost", timeout=5).status_code == 404
+        assert httpx.get(live.url + "/agents/architect", timeout=5).status_code == 200
+    finally:
+        client.close()
+        rec.close()

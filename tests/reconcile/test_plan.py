@@ -152,3 +152,52 @@ def test_render_and_json_agree() -> None:
     assert len(data["actions"]) == len(plan.actions)  # type: ignore[arg-type]
     assert plan.render().count("\n") >= len(plan.actions)
     assert "the registry has no catalog yet: 6 declared agent(s)" in plan.actions[-1].details
+
+
+def test_never_declared_registration_is_drift_evicted_without_prune() -> None:
+    desired = desired_from_docs(example_docs())
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    reg.agents["ghost"] = LiveAgent("ghost")  # written by hand: the catalog never admitted it
+    plan = plan_actions(desired, _actual(reg, bus, desired))
+    assert [(a.kind, a.target) for a in plan.actions] == [(ActionKind.EVICT_AGENT, "ghost")]
+    assert "never declared" in plan.actions[0].description and not plan.held_back
+    assert plan.retired == frozenset()
+    apply_plan(plan, desired, reg, bus, revision="r1")
+    assert "ghost" not in reg.agents
+    assert plan_actions(desired, _actual(reg, bus, desired)).empty
+
+
+def test_removed_agent_stays_a_removal_after_the_smaller_catalog_is_pushed() -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    reg.agents["reviewer"] = LiveAgent("reviewer")
+    desired2 = desired_from_docs([d for d in edit(docs) if d.get("id") != "reviewer"])
+    first = plan_actions(desired2, _actual(reg, bus, desired2))
+    assert first.retired == {"reviewer"}
+    apply_plan(first, desired2, reg, bus, revision="r2")  # the catalog no longer declares reviewer
+    assert "reviewer" in reg.agents
+
+    forgetful = plan_actions(desired2, _actual(reg, bus, desired2))
+    assert any(a.target == "reviewer" for a in forgetful.actions), "without the memory it looks like drift"
+    second = plan_actions(desired2, _actual(reg, bus, desired2), retired=first.retired)
+    assert not second.actions and second.retired == {"reviewer"}
+    assert "agent reviewer will be evicted: no longer declared" in [a.description for a in second.held_back]
+    del reg.agents["reviewer"]  # its lease ran out: nothing to remember
+    assert plan_actions(desired2, _actual(reg, bus, desired2), retired=first.retired).retired == frozenset()
+
+
+def test_registrations_admitted_by_a_permissive_catalog_are_removals() -> None:
+    docs = example_docs()
+    swarm_doc(docs)["registry"]["allow_undeclared"] = True
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired_from_docs(docs), reg, bus)
+    reg.agents["visitor"] = LiveAgent("visitor")
+    strict = edit(docs)
+    swarm_doc(strict)["registry"]["allow_undeclared"] = False
+    desired2 = desired_from_docs(strict)
+    plan = plan_actions(desired2, _actual(reg, bus, desired2))
+    assert [a.target for a in plan.held_back] == ["visitor"] and plan.retired == {"visitor"}
+    assert all(a.kind is not ActionKind.EVICT_AGENT for a in plan.actions)
