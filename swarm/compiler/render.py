@@ -35,6 +35,7 @@ import yaml
 
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import CompileError
+from swarm.keys import SwarmKeys
 from swarm.spec.models import NAME_PATTERN, Agent, Spec
 
 #: The distribution name on PyPI (``swarm`` there is an unrelated game).
@@ -46,7 +47,16 @@ REGISTRY_PORT = 8700
 #: Compose service names of the infrastructure; an agent id may not take one.
 REDIS_SERVICE = "redis"
 REGISTRY_SERVICE = "registry"
-COMPOSE_REDIS_URL = f"redis://{REDIS_SERVICE}:6379/0"
+#: One-shot services that install the compiled desired state before the agents start.
+BUS_APPLY_SERVICE = "swarm-bus-apply"
+CATALOG_PUSH_SERVICE = "swarm-catalog-push"
+INFRA_SERVICES = (REDIS_SERVICE, REGISTRY_SERVICE, BUS_APPLY_SERVICE, CATALOG_PUSH_SERVICE)
+#: Where the one-shot services see this directory (``compiled/<swarm>/``, mounted read-only).
+COMPILED_MOUNT = "/compiled"
+#: The default Redis user's password; the registry and ``swarm bus apply`` use it, agents never.
+REDIS_PASSWORD = "${SWARM_REDIS_PASSWORD:?set SWARM_REDIS_PASSWORD: the Redis admin password (URL-safe)}"
+COMPOSE_REDIS_HOST = f"{REDIS_SERVICE}:6379/0"
+COMPOSE_REDIS_URL = f"redis://:{REDIS_PASSWORD}@{COMPOSE_REDIS_HOST}"
 COMPOSE_REGISTRY_URL = f"http://{REGISTRY_SERVICE}:{REGISTRY_PORT}"
 #: The named build context a handler's code is copied from (``COPY --from=source``), and
 #: where docker-compose.yml points it: the directory above ``<out>/`` (the repository
@@ -149,7 +159,7 @@ def _check_ids(spec: Spec) -> None:
         if not _NAME.match(name) or len(name) > 63:
             raise CompileError(f"refusing to compile: {name!r} is not a valid swarm name or agent id")
     for agent in spec.agents:
-        if agent.id in (REDIS_SERVICE, REGISTRY_SERVICE):
+        if agent.id in INFRA_SERVICES:
             raise CompileError(
                 f"agent id {agent.id!r} collides with the docker-compose service of the same name; rename the agent"
             )
@@ -212,12 +222,46 @@ def _healthy() -> dict[str, str]:
     return {"condition": "service_healthy"}
 
 
+def _completed() -> dict[str, str]:
+    return {"condition": "service_completed_successfully"}
+
+
+def env_suffix(agent_id: str) -> str:
+    """``web-researcher`` -> ``WEB_RESEARCHER``: the per-agent part of a variable name."""
+    return agent_id.upper().replace("-", "_")
+
+
+def agent_redis_url(swarm: str, agent_id: str) -> str:
+    """An agent's REDIS_URL in compose: its own Redis ACL user (``swarm bus apply`` creates
+    it; the name is :meth:`swarm.keys.SwarmKeys.redis_user`) and its password from
+    ``SWARM_BUS_PASSWORD_<ID>`` (HMAC-SHA256 of the bus secret, :func:`swarm.bus.apply.bus_password`)."""
+    var = "SWARM_BUS_PASSWORD_" + env_suffix(agent_id)
+    user = SwarmKeys(swarm).redis_user(agent_id)
+    return f"redis://{user}:${{{var}:?set {var}: the agent's Redis password}}@{COMPOSE_REDIS_HOST}"
+
+
 def compose_document(spec: Spec) -> dict[str, Any]:
-    """docker-compose.yml as data; dumped with ``yaml.safe_dump`` so every value is escaped."""
+    """docker-compose.yml as data; dumped with ``yaml.safe_dump`` so every value is escaped.
+
+    Redis requires a password for its default user (the registry and the bus apply use
+    it); each bus agent connects as its own ACL user, so Redis itself refuses its
+    writes and reads outside its role's topics. Two one-shot services install the
+    compiled desired state from this directory (mounted read-only) before the agents
+    start: ``swarm bus apply`` (streams, groups, ACL table, agent users) and
+    ``swarm registry push`` (the catalog of declared agents).
+    """
+    setup_image = {"context": "./registry"}
+    secrets = {
+        "SWARM_REGISTRY_SECRET": "${SWARM_REGISTRY_SECRET:?set SWARM_REGISTRY_SECRET: the key of per-agent tokens}",
+        "SWARM_ADMIN_TOKEN": "${SWARM_ADMIN_TOKEN:-}",
+    }
     services: dict[str, Any] = {
         REDIS_SERVICE: {
             "image": REDIS_IMAGE,
-            "command": ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec"],
+            "command": [
+                "redis-server", "--appendonly", "yes", "--appendfsync", "everysec", "--requirepass", REDIS_PASSWORD,
+            ],
+            "environment": {"REDISCLI_AUTH": REDIS_PASSWORD},
             "healthcheck": {
                 "test": ["CMD", "redis-cli", "ping"],
                 "interval": "5s",
@@ -236,14 +280,27 @@ def compose_document(spec: Spec) -> dict[str, Any]:
                 "--redis-url", COMPOSE_REDIS_URL,
                 "--swarm", spec.name,
             ],
-            "environment": {
-                "SWARM_REGISTRY_SECRET": "${SWARM_REGISTRY_SECRET:?set SWARM_REGISTRY_SECRET: the key of per-agent tokens}",
-                "SWARM_ADMIN_TOKEN": "${SWARM_ADMIN_TOKEN:-}",
-            },
+            "environment": dict(secrets),
             "ports": [f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}"],
             "healthcheck": _healthcheck(REGISTRY_PORT),
             "depends_on": {REDIS_SERVICE: _healthy()},
             "restart": "unless-stopped",
+        },
+        BUS_APPLY_SERVICE: {
+            "build": dict(setup_image),
+            "command": ["swarm", "bus", "apply", COMPILED_MOUNT, "--redis-url", COMPOSE_REDIS_URL],
+            "environment": {"SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}", "SWARM_REGISTRY_SECRET": secrets["SWARM_REGISTRY_SECRET"]},
+            "volumes": [f".:{COMPILED_MOUNT}:ro"],
+            "depends_on": {REDIS_SERVICE: _healthy()},
+            "restart": "on-failure",
+        },
+        CATALOG_PUSH_SERVICE: {
+            "build": dict(setup_image),
+            "command": ["swarm", "registry", "push", COMPILED_MOUNT, "--registry-url", COMPOSE_REGISTRY_URL],
+            "environment": dict(secrets),
+            "volumes": [f".:{COMPILED_MOUNT}:ro"],
+            "depends_on": {REGISTRY_SERVICE: _healthy()},
+            "restart": "on-failure",
         },
     }
     for agent in sorted(spec.agents, key=lambda a: a.id):
@@ -254,13 +311,15 @@ def compose_document(spec: Spec) -> dict[str, Any]:
         }
         depends: dict[str, Any] = {}
         if uses_bus(agent):
-            environment["REDIS_URL"] = COMPOSE_REDIS_URL
+            environment["REDIS_URL"] = agent_redis_url(spec.name, agent.id)
             depends[REDIS_SERVICE] = _healthy()
+            depends[BUS_APPLY_SERVICE] = _completed()
         if agent.registry:
             environment["REGISTRY_URL"] = COMPOSE_REGISTRY_URL
-            token_var = "SWARM_AGENT_TOKEN_" + agent.id.upper().replace("-", "_")
+            token_var = "SWARM_AGENT_TOKEN_" + env_suffix(agent.id)
             environment["SWARM_AGENT_TOKEN"] = f"${{{token_var}:-}}"
             depends[REGISTRY_SERVICE] = _healthy()
+            depends[CATALOG_PUSH_SERVICE] = _completed()
         build: dict[str, Any] = {"context": f"./agents/{agent.id}"}
         if agent.handler:
             build["additional_contexts"] = {SOURCE_CONTEXT: SOURCE_DIR}
@@ -324,7 +383,11 @@ def safe_dump_yaml(data: dict[str, Any]) -> str:
 COMPOSE_NOTES = (
     "# Environment: SWARM_REGISTRY_SECRET (required: key of the agents' registry tokens);\n"
     "# SWARM_ADMIN_TOKEN (optional: default derived from the secret, `swarm token --admin`);\n"
-    "# SWARM_AGENT_TOKEN_<ID> per registered agent (`swarm token <id>`; id upper-cased, '-' as '_').\n"
+    "# SWARM_AGENT_TOKEN_<ID> per registered agent (`swarm token <id>`; id upper-cased, '-' as '_');\n"
+    "# SWARM_REDIS_PASSWORD (required: Redis default user, for the registry and `swarm bus apply`);\n"
+    "# SWARM_BUS_SECRET (optional: key of the agents' Redis passwords; default SWARM_REGISTRY_SECRET);\n"
+    "# SWARM_BUS_PASSWORD_<ID> per bus agent: HMAC-SHA256(bus secret, 'swarm-bus:<swarm>:<id>') in hex,\n"
+    "# i.e. swarm.bus.apply.bus_password(secret, swarm, id); the agent connects as Redis user swarm-<swarm>-<id>.\n"
 )
 SOURCE_NOTES = (
     "# SWARM_SOURCE_DIR (optional): where the agents' handler code is copied from; default ../..,\n"

@@ -90,7 +90,7 @@ def test_compose_wires_redis_registry_and_agents() -> None:
     registry = services["registry"]
     assert registry["command"][:3] == ["swarm", "registry", "serve"]
     assert registry["command"][registry["command"].index("--swarm") + 1] == "research"
-    assert registry["command"][registry["command"].index("--redis-url") + 1] == "redis://redis:6379/0"
+    assert registry["command"][registry["command"].index("--redis-url") + 1].startswith("redis://:${SWARM_REDIS_PASSWORD:?")
     assert registry["environment"]["SWARM_REGISTRY_SECRET"].startswith("${SWARM_REGISTRY_SECRET:?")
     assert registry["depends_on"] == {"redis": {"condition": "service_healthy"}}
     catalog = load_spec_full(REPO / "specs").spec
@@ -99,7 +99,8 @@ def test_compose_wires_redis_registry_and_agents() -> None:
         env = svc["environment"]
         assert env["AGENT_ID"] == agent.id and env["AGENT_HOST"] == agent.id
         assert env["AGENT_PORT"] == str(agent.port)
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["REDIS_URL"].startswith(f"redis://swarm-research-{agent.id}:${{SWARM_BUS_PASSWORD_")
+        assert env["REDIS_URL"].endswith("}@redis:6379/0")
         assert svc["build"]["context"] == f"./agents/{agent.id}"
         assert "/health/live" in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}

@@ -213,7 +213,7 @@ def test_agent_ids_that_would_escape_are_refused_before_rendering(make_spec: Mak
         render(bad, loaded.digest, swarm_version="0.1.0")
 
 
-@pytest.mark.parametrize("agent_id", ["redis", "registry"])
+@pytest.mark.parametrize("agent_id", ["redis", "registry", "swarm-bus-apply", "swarm-catalog-push"])
 def test_agent_ids_colliding_with_compose_services_are_refused(make_spec: Make, agent_id: str) -> None:
     loaded = make_spec([agent_doc(agent_id, 9001)])
     with pytest.raises(CompileError, match="collides"):

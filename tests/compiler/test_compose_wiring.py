@@ -1,0 +1,139 @@
+"""docker-compose.yml wires a working, Redis-enforced deployment (no docker here, so
+its commands and URLs are run against a redis-server of the test's own).
+
+The compose file is taken at its word: ``${VAR...}`` references are interpolated
+the way compose does, the hostname ``redis:6379`` becomes the test server, and
+``--requirepass`` is emulated with ``CONFIG SET``. Then the ``swarm-bus-apply``
+service's own command line installs the bus, and every agent's REDIS_URL logs in
+as that agent's ACL user: it may XADD where its role may publish and Redis
+itself answers NOPERM elsewhere. A mismatch between the user name or password
+formula the compose file uses and what ``swarm bus apply`` creates fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from swarm.acl import AclTable
+from swarm.bus.apply import bus_password
+from swarm.cli import build_parser
+from swarm.compiler import compile_loaded, write_output
+from swarm.compiler.render import BUS_APPLY_SERVICE, CATALOG_PUSH_SERVICE, COMPILED_MOUNT, env_suffix
+from swarm.keys import SwarmKeys
+from swarm.spec.loader import load_spec_full
+from tests.support.services import RedisServer
+
+from .conftest import REPO
+
+SECRET = "compose-registry-secret"
+ADMIN_PASSWORD = "compose-admin-password"
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([?-])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` (empty counts as unset)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.groups()
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+
+    return _REFERENCE.sub(one, value)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, redis_server: RedisServer) -> tuple[dict[str, Any], Path, dict[str, str]]:
+    loaded = load_spec_full(REPO / "specs")
+    write_output(compile_loaded(loaded), tmp_path / "out", "research")
+    compiled = tmp_path / "out" / "research"
+    env = {"SWARM_REGISTRY_SECRET": SECRET, "SWARM_REDIS_PASSWORD": ADMIN_PASSWORD}
+    for agent in loaded.spec.agents:
+        env["SWARM_BUS_PASSWORD_" + env_suffix(agent.id)] = bus_password(SECRET, "research", agent.id)
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.config_set("requirepass", ADMIN_PASSWORD)  # the redis service's --requirepass
+    admin.close()
+    return yaml.safe_load((compiled / "docker-compose.yml").read_text()), compiled, env
+
+
+def to_test_server(url: str, env: dict[str, str], server: RedisServer) -> str:
+    port = server.url.rsplit(":", 1)[1].split("/")[0]
+    return interpolate(url, env).replace("@redis:6379/", f"@127.0.0.1:{port}/")
+
+
+def test_bus_apply_service_then_each_agent_is_confined_to_its_topics_by_redis(
+    deployment: tuple[dict[str, Any], Path, dict[str, str]], redis_server: RedisServer
+) -> None:
+    compose, compiled, env = deployment
+    services = compose["services"]
+    apply = services[BUS_APPLY_SERVICE]
+    assert apply["volumes"] == [f".:{COMPILED_MOUNT}:ro"]
+    command = [to_test_server(a, env, redis_server) for a in apply["command"]]
+    assert command[:4] == ["swarm", "bus", "apply", COMPILED_MOUNT]
+    command[3] = str(compiled)
+    run_env = {k: interpolate(v, env) for k, v in apply["environment"].items()}
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm", *command[1:]], env={"PATH": "/usr/bin:/bin", **run_env},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped Redis users" not in result.stdout
+
+    spec = load_spec_full(REPO / "specs").spec
+    table = AclTable.from_spec_roles(spec.roles)
+    keys = SwarmKeys("research")
+    verdicts: list[bool] = []
+    for agent in spec.agents:
+        url = services[agent.id]["environment"]["REDIS_URL"]
+        assert url.startswith(f"redis://{keys.redis_user(agent.id)}:${{SWARM_BUS_PASSWORD_{env_suffix(agent.id)}:?")
+        client = redis.Redis.from_url(to_test_server(url, env, redis_server))
+        try:
+            wrong = {**env, "SWARM_BUS_PASSWORD_" + env_suffix(agent.id): "wrong"}
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis.from_url(to_test_server(url, wrong, redis_server)).xlen("x")
+            for topic in spec.topics:
+                stream = keys.topic(topic.name)
+                verdicts.append(table.can_publish(agent.role, topic.name))
+                if verdicts[-1]:
+                    client.xadd(stream, {"probe": "1"})
+                else:
+                    with pytest.raises(redis.exceptions.NoPermissionError):
+                        client.xadd(stream, {"probe": "1"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.acl_setuser(keys.redis_user(agent.id), enabled=True, nopass=True)
+        finally:
+            client.close()
+    assert len(verdicts) == len(spec.agents) * len(spec.topics) and any(verdicts) and not all(verdicts)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(redis_server.url).ping()  # the default user needs the admin password
+
+
+def test_agents_wait_for_the_one_shot_setup_and_setup_commands_parse(
+    deployment: tuple[dict[str, Any], Path, dict[str, str]],
+) -> None:
+    compose, _, env = deployment
+    services = compose["services"]
+    spec = load_spec_full(REPO / "specs").spec
+    for agent in spec.agents:
+        depends = services[agent.id]["depends_on"]
+        assert depends[BUS_APPLY_SERVICE] == {"condition": "service_completed_successfully"}
+        assert (CATALOG_PUSH_SERVICE in depends) == agent.registry
+    for name in (BUS_APPLY_SERVICE, CATALOG_PUSH_SERVICE):
+        args = build_parser().parse_args([interpolate(a, env) for a in services[name]["command"][1:]])
+        assert args.compiled in (COMPILED_MOUNT, Path(COMPILED_MOUNT))
+    redis_service = services["redis"]
+    assert redis_service["command"][redis_service["command"].index("--requirepass") + 1] == "${SWARM_REDIS_PASSWORD:?set SWARM_REDIS_PASSWORD: the Redis admin password (URL-safe)}"
+    assert interpolate(redis_service["environment"]["REDISCLI_AUTH"], env) == ADMIN_PASSWORD
+    for unset in ("SWARM_REDIS_PASSWORD", "SWARM_BUS_PASSWORD_ARCHITECT"):
+        with pytest.raises(KeyError, match=unset):
+            interpolate(yaml.safe_dump(compose), {k: v for k, v in env.items() if k != unset})
