@@ -12,7 +12,9 @@ Why it is built this way:
   repaired by the next one.
 * **The last valid spec stays enforced.** An invalid save records its errors
   (with positions) in status and the pass goes on enforcing the newest valid
-  spec, so hand-made drift is still healed while the user fixes the typo.
+  spec, so hand-made drift is still healed while the user fixes the typo. The
+  files of the last applied spec are kept in Redis beside the status, so a
+  daemon *restarted* onto an invalid spec reads them back and enforces them too.
 * **Never exits on a transient fault.** :class:`~swarm.errors.TransientError`
   (Redis or registry down) makes the pass end with ``waiting`` in status and a
   retry after a capped exponential backoff with jitter.
@@ -27,6 +29,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -61,11 +64,20 @@ EXPIRED_STATUSES = frozenset({"expiring", "expired"})
 
 
 class StatusSink(Protocol):
-    """Where status is kept (Redis in production). Errors: swarm.errors types only."""
+    """Where status is kept (Redis in production). Errors: swarm.errors types only.
+
+    Besides the status document it keeps the last applied spec (its files, as
+    :func:`applied_spec_json` writes them), read back after a restart onto an
+    invalid spec.
+    """
 
     def read_status(self) -> str | None: ...
 
     def write_status(self, text: str) -> None: ...
+
+    def read_applied_spec(self) -> str | None: ...
+
+    def write_applied_spec(self, text: str) -> None: ...
 
 
 @dataclass
@@ -109,6 +121,7 @@ class SpecSource:
     loaded: LoadedSpec
     desired: DesiredState
     revision: Revision
+    files: Mapping[str, bytes] = field(default_factory=dict)  # the bytes it was parsed from
 
     @property
     def digest(self) -> str:
@@ -148,6 +161,8 @@ class Reconciler:
         self._pool: ThreadPoolExecutor | None = None
         self._compiled_digest: str | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
+        self._stored_digest: str | None = None  # digest of the applied spec this process kept in Redis
+        self._recovered = False  # self.good was read back from Redis, not from the spec files
         self._compiled = _CompiledWriter(config.compiled_dir) if config.compiled_dir and not config.rev else None
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
         if config.rev and self._repo is None:
@@ -186,7 +201,7 @@ class Reconciler:
                     desired = desired_from_spec(loaded.spec, loaded.digest)
                 finally:
                     revision = pending.result() if isinstance(pending, Future) else pending
-                self._cache = SpecSource(loaded, desired, revision)
+                self._cache = SpecSource(loaded, desired, revision, files)
             except SpecError as exc:
                 self._invalid_files = files
                 self._invalid_attempt = Attempt(
@@ -238,6 +253,8 @@ class Reconciler:
     def run_pass(self, trigger: str = "once") -> PassResult:
         """Reconcile once; never raises for spec, transient or permanent faults."""
         source, attempt, spec_error = self._current_spec(trigger)
+        if source is None and spec_error is not None:
+            source = self.good = self._recover_applied_spec()
         if source is None:
             assert spec_error is not None
             log.error("spec is invalid and no valid spec was seen yet:\n%s", spec_error)
@@ -245,6 +262,7 @@ class Reconciler:
         new_spec = spec_error is None and (self.good is None or self.good.digest != source.digest)
         if spec_error is None:
             self.good = source
+            self._recovered = False
         ports = self.ports_for(source.desired)
         status = self._status_base(ports, source.desired.registry.swarm)
         status.passes += 1
@@ -259,6 +277,7 @@ class Reconciler:
         status.updated_at = now_iso()
         self.status = status
         if not self.config.dry_run:
+            self._store_applied_spec(ports, source, status)
             self._write_status(ports, status)
             if spec_error is None and result.state == "synced" and self._compiled_digest != source.digest:
                 self._compiled_digest = source.digest
@@ -343,6 +362,7 @@ class Reconciler:
             status.message = (
                 f"the newest spec is invalid ({len(spec_error.issues)} error(s)); "
                 f"still enforcing digest {short_digest(source.digest)}"
+                + (" (the last applied spec, read back from Redis)" if self._recovered else "")
             )
             status.last_error = _error("spec", spec_error)
         else:
@@ -377,9 +397,7 @@ class Reconciler:
             return result
         name, url = target[0], self.config.redis_url or target[1]
         try:
-            if (name, url) not in self._fallback_sinks:
-                self._fallback_sinks[(name, url)] = self._status_fallback(name, url)
-            sink = self._fallback_sinks[(name, url)]
+            sink = self._fallback_sink(name, url)
             status = self.status if self.status is not None and self.status.swarm == name else None
             status = status or parse_status(sink.read_status()) or ReconcileStatus(swarm=name)
             status.passes += 1
@@ -393,6 +411,45 @@ class Reconciler:
         except SwarmError as exc:
             log.warning("could not write status: %s", exc)
         return result
+
+    def _store_applied_spec(self, ports: Ports, source: SpecSource, status: ReconcileStatus) -> None:
+        """Keep the files of the spec just applied in Redis (once per digest), for a restart onto a broken one."""
+        applied = status.last_applied
+        if self._recovered or not source.files or self._stored_digest == source.digest:
+            return
+        if applied is None or applied.digest != source.digest or status.state not in ("synced", "invalid-spec"):
+            return
+        try:
+            ports.status.write_applied_spec(applied_spec_json(source))
+            self._stored_digest = source.digest
+        except SwarmError as exc:  # the next pass tries again
+            log.warning("could not store the applied spec: %s", exc)
+
+    def _recover_applied_spec(self) -> SpecSource | None:
+        """The last applied spec kept in Redis, for a daemon started onto an invalid spec; else None."""
+        target = lenient_target(self._invalid_files or {}) if self._status_fallback else None
+        if target is None or self._status_fallback is None:
+            return None
+        name, url = target[0], self.config.redis_url or target[1]
+        try:
+            sink = self._fallback_sink(name, url)
+            raw = getattr(sink, "read_applied_spec", lambda: None)()
+        except SwarmError as exc:
+            log.warning("could not read the last applied spec: %s", exc)
+            return None
+        source = parse_applied_spec(raw, name)
+        if source is not None:
+            log.warning("the spec is invalid; enforcing the last applied spec %s read back from Redis",
+                        short_digest(source.digest))
+            self._recovered = True
+            self._stored_digest = source.digest
+        return source
+
+    def _fallback_sink(self, name: str, url: str) -> StatusSink:
+        assert self._status_fallback is not None
+        if (name, url) not in self._fallback_sinks:
+            self._fallback_sinks[(name, url)] = self._status_fallback(name, url)
+        return self._fallback_sinks[(name, url)]
 
     def _status_base(self, ports: Ports, swarm: str) -> ReconcileStatus:
         if self.status is not None and self.status.swarm == swarm:
@@ -558,6 +615,34 @@ class _VerifyFailed(PermanentError):
 def _error(kind: str, exc: SwarmError) -> LastError:
     issues = [i.to_dict() for i in exc.issues] if isinstance(exc, SpecError) else []
     return LastError(kind=kind, message=str(exc), at=now_iso(), issues=issues)  # type: ignore[arg-type]
+
+
+def applied_spec_json(source: SpecSource) -> str:
+    """The stored form of an applied spec: its files (bytes kept exactly), digest and revision."""
+    return json.dumps({
+        "format": 1,
+        "swarm": source.desired.registry.swarm,
+        "digest": source.digest,
+        "revision": source.revision.model_dump(mode="json"),
+        "files": {name: data.decode("utf-8", "surrogateescape") for name, data in source.files.items()},
+    })
+
+
+def parse_applied_spec(raw: str | None, swarm: str) -> SpecSource | None:
+    """A :class:`SpecSource` from :func:`applied_spec_json` output; None when missing, foreign or not valid."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+        files = {name: text.encode("utf-8", "surrogateescape") for name, text in doc["files"].items()}
+        loaded = parse_spec_texts(files)
+        if doc.get("swarm") != swarm or loaded.spec.name != swarm or loaded.digest != doc.get("digest"):
+            return None
+        return SpecSource(loaded, desired_from_spec(loaded.spec, loaded.digest),
+                          Revision.model_validate(doc.get("revision") or {}), files)
+    except (ValueError, KeyError, TypeError, AttributeError, SwarmError) as exc:
+        log.warning("the stored applied spec is unusable: %s", exc)
+        return None
 
 
 def lenient_target(files: Mapping[str, bytes]) -> tuple[str, str] | None:

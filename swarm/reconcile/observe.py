@@ -283,6 +283,20 @@ class RedisBusPort:
         with redis_errors(self.url, "write status"):
             self._redis.set(self.keys.status, text)
 
+    @property
+    def applied_spec_key(self) -> str:
+        """``swarm:{N}:applied-spec``: the files of the last applied spec (JSON), beside the status."""
+        return self.keys.prefix + "applied-spec"
+
+    def read_applied_spec(self) -> str | None:
+        with redis_errors(self.url, "read the applied spec"):
+            value = self._redis.get(self.applied_spec_key)
+        return None if value is None else str(value)
+
+    def write_applied_spec(self, text: str) -> None:
+        with redis_errors(self.url, "store the applied spec"):
+            self._redis.set(self.applied_spec_key, text)
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

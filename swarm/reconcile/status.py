@@ -31,6 +31,10 @@ Format (``ReconcileStatus.model_dump(mode="json")``)::
     REV = {"source": "working-tree" | "git", "commit": "<sha>" | null, "dirty": bool | null,
            "ref": "main" | null}
 
+Beside it, ``swarm:{NAME}:applied-spec`` keeps the files of the last applied
+spec (``loop.applied_spec_json``), so a daemon restarted onto an invalid spec
+keeps enforcing it.
+
 ``last_error`` is cleared by the next pass that converges; ``last_applied`` only
 moves when a valid spec was applied and verified, so "last attempted vs last
 applied" shows at a glance when the newest spec was refused.

@@ -19,7 +19,16 @@ from tests.reconcile.specdata import REPO
 class FakeStatus:
     def __init__(self) -> None:
         self.text: str | None = None
+        self.applied_spec: str | None = None
         self.down = False
+
+    def read_applied_spec(self) -> str | None:
+        return self.applied_spec
+
+    def write_applied_spec(self, text: str) -> None:
+        if self.down:
+            raise RedisUnavailableError("fake redis is down")
+        self.applied_spec = text
 
     def read_status(self) -> str | None:
         return self.text
@@ -121,3 +130,48 @@ def test_mass_prune_refused_applies_nothing(spec_dir: Path) -> None:
     assert world.registry.pushes == pushes and len(world.registry.agents) == 3
     status = parse_status(world.status.text)
     assert status is not None and status.last_error is not None and "--force-prune" in status.last_error.message
+
+
+def test_restart_onto_an_invalid_spec_enforces_the_last_applied_one(spec_dir: Path) -> None:
+    world = World()
+    first = _reconciler(spec_dir, world)
+    assert first.run_pass("start").state == "synced"
+    good = first.good
+    assert good is not None and world.status.applied_spec is not None
+    first.close()
+
+    workers = spec_dir / "agents" / "workers.yaml"
+    fixed = workers.read_text()
+    workers.write_text(fixed.replace("role: worker", "role: wroker", 1))
+    world.bus.acl = None  # drift while no daemon runs
+    pushes = world.registry.pushes
+    restarted = Reconciler(ReconcileConfig(spec_paths=[spec_dir]), world.factory, lambda _name, _url: world.status)
+    result = restarted.run_pass("start")
+    assert result.state == "invalid-spec"
+    assert restarted.good is not None and restarted.good.digest == good.digest
+    assert world.bus.acl is not None, "the recovered spec is enforced: drift healed"
+    assert world.registry.pushes == pushes
+    status = parse_status(world.status.text)
+    assert status is not None and "read back from Redis" in status.message
+    assert status.last_applied is not None and status.last_applied.digest == good.digest
+    assert status.last_error is not None and any(i["file"].endswith("workers.yaml") for i in status.last_error.issues)
+
+    workers.write_text(fixed.replace("version: 1.2.0", "version: 1.3.0", 1))
+    result = restarted.run_pass("file")
+    assert result.state == "synced" and world.registry.pushes == pushes + 1
+    assert restarted.good is not None and restarted.good.digest != good.digest
+    assert "1.3.0" in (world.status.applied_spec or "")
+
+
+def test_stored_spec_of_another_swarm_or_tampered_is_ignored(spec_dir: Path) -> None:
+    from swarm.reconcile.loop import applied_spec_json, parse_applied_spec
+
+    world = World()
+    rec = _reconciler(spec_dir, world)
+    rec.run_pass("start")
+    assert rec.good is not None
+    text = applied_spec_json(rec.good)
+    assert parse_applied_spec(text, "research") is not None
+    assert parse_applied_spec(text, "other") is None
+    assert parse_applied_spec(text.replace("Architect", "Archie"), "research") is None  # digest mismatch
+    assert parse_applied_spec("{not json", "research") is None and parse_applied_spec(None, "research") is None

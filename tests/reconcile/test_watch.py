@@ -83,3 +83,32 @@ def test_daemon_started_on_an_invalid_spec_says_so_then_applies_the_fix(
     workers.write_text(good)
     s = d.wait_for(lambda s: s.state == "synced")
     assert s.last_applied is not None and catalog_digest_live(live) == s.last_applied.digest
+
+
+def test_daemon_restarted_onto_an_invalid_spec_keeps_enforcing_the_last_applied(
+    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = daemon_factory(spec_dir)
+    good = d.wait_for(lambda s: s.state == "synced")
+    assert good.last_applied is not None
+    d.stop()
+    workers = spec_dir / "agents" / "workers.yaml"
+    fixed = workers.read_text()
+    workers.write_text(fixed.replace("role: worker", "role: wroker", 1))
+    r: Any = live.redis.client(decode_responses=True)
+    try:
+        r.delete("swarm:{research}:acl")  # drift made while no daemon ran
+        d.start()
+        s = d.wait_for(lambda s: s.state == "invalid-spec" and s.passes > good.passes)
+        assert "read back from Redis" in s.message
+        assert s.last_applied is not None and s.last_applied.digest == good.last_applied.digest  # type: ignore[union-attr]
+        assert s.last_error is not None and any(i["file"].endswith("workers.yaml") for i in s.last_error.issues)
+        assert r.exists("swarm:{research}:acl"), "the last applied spec is enforced again"
+        assert catalog_digest_live(live) == good.last_applied.digest  # type: ignore[union-attr]
+    finally:
+        r.close()
+    workers.write_text(fixed)
+    with open(spec_dir / "agents" / "review.yaml", "a") as fh:
+        fh.write(NEW_AGENT)
+    s = d.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != good.last_applied.digest)  # type: ignore[union-attr]
+    assert catalog_digest_live(live) == s.last_applied.digest  # type: ignore[union-attr]
