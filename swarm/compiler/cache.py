@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Mapping
 
 from swarm.compiler.output import _existing_files, _swarm_root
+from swarm.errors import CompileError
 
 #: Modules whose source decides the compiled bytes (relative to the swarm package).
 _FINGERPRINTED = (
@@ -138,7 +139,7 @@ def outputs_match(stamp: Stamp, out_dir: Path) -> bool:
         for path, sha in expected.items():
             if path.is_symlink() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
                 return False
-    except (OSError, ValueError):
+    except (OSError, ValueError, CompileError):  # CompileError: a stamped swarm name that is no name
         return False
     return True
 

@@ -4,12 +4,15 @@ falls back to a full compile that repairs the output."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from swarm.compiler import cache, compile_to
+from swarm.compiler import cache, compile_loaded, compile_to, write_output
+from swarm.spec.loader import load_spec_full
 
 from .conftest import REPO
 
@@ -85,8 +88,6 @@ def test_empty_cache_dir_setting_disables_the_stamp(
 
 
 def test_fingerprint_covers_templates_and_rendering_code(tmp_path: Path) -> None:
-    import shutil
-
     package = Path(cache.__file__).resolve().parent.parent
     copy = tmp_path / "swarm"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -114,3 +115,41 @@ def test_old_stamps_are_pruned(tmp_path: Path, example_copy: Path, private_compi
     assert len(list(private_compile_cache.glob("*.json"))) == 3
     assert compile_to(example_copy, outs[-1]).from_stamp  # the newest survive
     assert not compile_to(example_copy, outs[0]).from_stamp  # the oldest was dropped
+
+
+def test_output_rewritten_by_another_writer_is_not_trusted(compiled: Path, example_copy: Path, tmp_path: Path) -> None:
+    """The reconciler writes compiled/ without the stamp: a stamp of the spec before
+    still has the right key, but the files no longer hash as stamped."""
+    other = tmp_path / "other-spec"
+    shutil.copytree(example_copy, other)
+    (other / "agents" / "review.yaml").unlink()
+    write_output(compile_loaded(load_spec_full(other)), compiled, "research")
+    assert tree(compiled) != tree(REPO / "compiled")
+    result = compile_to(example_copy, compiled)
+    assert not result.from_stamp and result.report.written
+    assert tree(compiled) == tree(REPO / "compiled")
+
+
+def test_a_stamp_that_lies_about_the_files_is_not_trusted(compiled: Path, example_copy: Path) -> None:
+    """A stamp with the right key whose file list or hashes do not match the disk."""
+    path = cache._stamp_path(compiled)
+    assert path is not None
+    good = json.loads(path.read_text())
+    lies = [
+        {**good, "files": {**good["files"], "research/extra.txt": "0" * 64}},  # a file that is not there
+        {**good, "files": {k: v for k, v in good["files"].items() if not k.endswith("acl.md")}},  # one missing
+        {**good, "files": {k: "0" * 64 if k.endswith("acl.md") else v for k, v in good["files"].items()}},
+        {**good, "files": {"../outside/x": "0" * 64, **good["files"]}},
+        {**good, "swarm": "../research"},  # once raised CompileError instead of falling back
+    ]
+    for lie in lies:
+        path.write_text(json.dumps(lie))
+        (compiled / "research" / "acl.md").write_text("edited\n")
+        result = compile_to(example_copy, compiled)
+        assert not result.from_stamp
+        assert tree(compiled) == tree(REPO / "compiled")
+
+
+def test_tests_never_use_the_real_cache(private_compile_cache: Path) -> None:
+    assert cache.cache_dir() == private_compile_cache
+    assert not private_compile_cache.is_relative_to(Path.home() / ".cache")
