@@ -133,3 +133,21 @@ def test_real_entry_point_validates_the_example(repo_root: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_acl_check_exit_codes_through_the_real_entry_point(spec_dir: Path) -> None:
+    """0 allow, 1 deny, 2 invalid spec or usage — as a script sees them."""
+
+    def acl(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "swarm", "acl", "check", *argv],
+            cwd=spec_dir.parent, capture_output=True, text=True, timeout=60,
+        )
+
+    assert acl("planner", "publish", "tasks.a").returncode == 0
+    assert acl("planner", "subscribe", "tasks.a").returncode == 1
+    assert acl("planner", "delete", "tasks.a").returncode == 2  # usage
+    (spec_dir / "agents" / "w1.yaml").write_text(AGENT.replace("role: worker", "role: wroker"))
+    broken = acl("planner", "publish", "tasks.a")
+    assert broken.returncode == 2 and broken.stdout == ""
+    assert "specs/agents/w1.yaml:4:7: error: agents[1].role: role 'wroker' is not defined" in broken.stderr
