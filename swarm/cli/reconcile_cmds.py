@@ -90,6 +90,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
         force_prune=getattr(args, "force_prune", False),
         registry_url=getattr(args, "registry_url", None),
         redis_url=args.redis_url,
+        pause_after=os.environ.get("SWARM_FAULT_PAUSE_AFTER") or None,  # tests only: see ReconcileConfig
         **extra,
     )
 

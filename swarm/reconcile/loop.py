@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -112,6 +113,10 @@ class ReconcileConfig:
     step_ms: int = 15
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    #: Fault-injection hook for tests (``SWARM_FAULT_PAUSE_AFTER``): after applying the
+    #: first action of this kind (an :class:`ActionKind` value) the pass stops for good,
+    #: so a test can SIGKILL the daemon at a known point of an apply.
+    pause_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,8 @@ class Reconciler:
             status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
             self._write_status(ports, status)
             result.applied = apply_plan(
-                plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest)
+                plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest),
+                on_applied=self._pause_hook if self.config.pause_after else None,
             )
             seen = observe(ports.registry, ports.bus, desired.bus, desired_user_rights(desired))
             after = plan_actions(
@@ -337,6 +343,11 @@ class Reconciler:
                 )
         self._failures = 0
         self._written_users = desired_user_rights(desired)
+
+    def _pause_hook(self, action: Action) -> None:
+        if action.kind.value == self.config.pause_after:
+            print(f"fault hook: paused after {action.kind.value} (SWARM_FAULT_PAUSE_AFTER)", file=sys.stderr, flush=True)
+            threading.Event().wait()  # for good: the test kills the process here
 
     def _record_converged(
         self, source: SpecSource, attempt: Attempt, result: PassResult, *, new_spec: bool, spec_error: SpecError | None

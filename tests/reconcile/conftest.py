@@ -60,10 +60,12 @@ class Daemon:
     live: RegistryProcess
     log: Path
     proc: subprocess.Popen[bytes] | None = field(default=None)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the next start()
 
     def start(self) -> "Daemon":
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(python_cmd("-m", "swarm", *self.args), cwd=self.cwd, env=cli_env(), stdout=out, stderr=out)
+            self.proc = subprocess.Popen(python_cmd("-m", "swarm", *self.args), cwd=self.cwd,
+                                         env={**cli_env(), **self.env}, stdout=out, stderr=out)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

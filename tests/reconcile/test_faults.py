@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import pytest
 
 from tests.reconcile.conftest import STATUS_KEY, Daemon, catalog_digest_live
 from tests.reconcile.test_watch import NEW_AGENT
@@ -37,38 +38,52 @@ def catalog_events(live: RegistryProcess) -> list[str]:
         r.close()
 
 
+@pytest.mark.parametrize("step", ["put-redis-user", "push-catalog"])
 def test_sigkill_mid_apply_then_restart_converges_without_repeats(
-    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
+    step: str, live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
 ) -> None:
+    """SIGKILL at a known point of an apply (the SWARM_FAULT_PAUSE_AFTER hook stops the
+    pass there for good), restart, and nothing anyone can see happens twice.
+
+    ``put-redis-user``: the bus objects of 100 new agents exist, the catalog is not pushed.
+    ``push-catalog``: the catalog is pushed, status still says "applying".
+    """
     d = daemon_factory(spec_dir)
     first = d.wait_for(lambda s: s.state == "synced")
+    assert first.last_applied is not None
     for agent in ("architect", "reviewer"):
         assert live.register(agent).status_code in (200, 201)
+    d.stop()
+    d.env = {"SWARM_FAULT_PAUSE_AFTER": step}
+    d.start()
+    d.wait_for(lambda s: s.passes > first.passes)  # the restarted daemon is up and in sync
+    (spec_dir / "agents" / "extra.yaml").write_text(many_agents(100))
+    deadline = time.monotonic() + 30
+    while f"paused after {step}" not in d.log.read_text():
+        assert d.alive() and time.monotonic() < deadline, d.log.read_text()[-3000:]
+        time.sleep(0.02)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.proc = None
 
     r: Any = live.redis.client(decode_responses=True)
     try:
-        (spec_dir / "agents" / "extra.yaml").write_text(many_agents(100))
-        # Kill as soon as the first of the 100 new Redis users exists: the bus is
-        # being applied (one pipeline), the catalog not yet pushed.
-        deadline = time.monotonic() + 20
-        created = 0
-        while time.monotonic() < deadline and created < 1:
-            created = sum(1 for u in r.acl_users() if u.startswith("swarm-research-extra-"))
-        assert d.proc is not None
-        d.proc.send_signal(signal.SIGKILL)
-        d.proc.wait()
-        d.proc = None
-        assert created >= 1, "the daemon never started applying"
-        assert '"state":"applying"' in r.get(STATUS_KEY)
-        assert len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]) == 6, "killed before the push"
+        assert '"state":"applying"' in r.get(STATUS_KEY), "killed in the middle of the apply"
+        assert sum(1 for u in r.acl_users() if u.startswith("swarm-research-extra-")) == 100
     finally:
         r.close()
+    pushed = len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"])
+    assert pushed == (106 if step == "push-catalog" else 6)
 
+    d.env = {}
     d.start()
     done = d.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest)  # type: ignore[union-attr]
     assert done.last_applied is not None
-    agents = httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]
-    assert len(agents) == 106
+    redone = [a["kind"] for a in done.last_applied.actions]
+    assert "put-redis-user" not in redone, "the users written before the kill are not written again"
+    assert redone.count("push-catalog") == (0 if step == "push-catalog" else 1), redone
+    assert len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]) == 106
     events = catalog_events(live)
     assert len(events) == 2, f"one catalog-changed event per distinct catalog, got {events}"
     for agent in ("architect", "reviewer"):  # no registration lost
@@ -85,9 +100,13 @@ def test_redis_stopped_during_apply_retries_and_converges(
     live.redis.stop()
     with open(spec_dir / "agents" / "review.yaml", "a") as fh:
         fh.write(NEW_AGENT)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 20
+    while '"state": "waiting"' not in d.log.read_text():  # status lives in the stopped Redis: read the log
+        assert d.alive(), "a transient fault must not end the daemon"
+        assert time.monotonic() < deadline, d.log.read_text()[-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few retries later
     assert d.alive(), "a transient fault must not end the daemon"
-    assert '"state": "waiting"' in d.log.read_text()
     live.redis.start()
     done = d.wait_for(
         lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest,  # type: ignore[union-attr]
