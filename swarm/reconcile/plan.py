@@ -194,6 +194,13 @@ def acl_changes(old: AclDocument | None, new: AclDocument) -> list[str]:
                 else:
                     why = getattr(a, action).rule if a is not None else "role removed"
                     out.append(f"role {role} loses {action} on {topic} [{why}]")
+    for aid in sorted(set(old.agents) - set(new.agents)):
+        out.append(f"agent {aid} leaves the table (no longer declared)")
+    for aid in sorted(set(new.agents) - set(old.agents)):
+        out.append(f"agent {aid} joins the table as role {new.agents[aid].role}")
+    for aid in sorted(set(old.agents) & set(new.agents)):
+        if old.agents[aid].role != new.agents[aid].role:
+            out.append(f"agent {aid}: role {old.agents[aid].role} -> {new.agents[aid].role}")
     if not out and old.roles != new.roles:
         out.append("role rules are rewritten; no decision on a declared topic changes")
     return out
@@ -236,13 +243,21 @@ def _settings_changed(old: BusPlan | None, new: BusPlan) -> list[str]:
     o, n = old.settings.model_dump(), new.settings.model_dump()
     out = [f"bus setting {k}: {o.get(k)!r} -> {n[k]!r}" for k in sorted(n) if o.get(k) != n[k]]
     ot, nt = old.topics, new.topics
+    out += [f"topic {name} is added" for name in sorted(set(nt) - set(ot))]
+    out += [f"topic {name} is removed" for name in sorted(set(ot) - set(nt))]
     for name in sorted(set(nt) & set(ot)):
         for k in ("max_len", "dedup_window_seconds"):
             if getattr(ot[name], k) != getattr(nt[name], k):
                 out.append(f"topic {name} {k}: {getattr(ot[name], k)} -> {getattr(nt[name], k)}")
-    if set(nt) != set(ot) or any(nt[t] != ot[t] for t in set(nt) & set(ot)):
-        if not out:
-            out.append("topic list / publishers / consumer groups change")
+        was, now = set(ot[name].publishers), set(nt[name].publishers)
+        if was != now:
+            out.append(f"topic {name} publishers: {_fmt(was)} -> {_fmt(now)}")
+        was = {g.group for g in ot[name].consumer_groups}
+        now = {g.group for g in nt[name].consumer_groups}
+        if was != now:
+            out.append(f"topic {name} consumer groups: {_fmt(was)} -> {_fmt(now)}")
+    if not out and _strip(old) != _strip(new):
+        out.append("agents' stream rights or key layout change")
     return out
 
 

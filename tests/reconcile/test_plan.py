@@ -201,3 +201,17 @@ def test_registrations_admitted_by_a_permissive_catalog_are_removals() -> None:
     plan = plan_actions(desired2, _actual(reg, bus, desired2))
     assert [a.target for a in plan.held_back] == ["visitor"] and plan.retired == {"visitor"}
     assert all(a.kind is not ActionKind.EVICT_AGENT for a in plan.actions)
+
+
+def test_documents_say_which_agents_and_groups_change() -> None:
+    docs = example_docs()
+    desired = desired_from_docs(docs)
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    desired2 = desired_from_docs([d for d in edit(docs) if d.get("id") != "reviewer"])
+    plan = plan_actions(desired2, _actual(reg, bus, desired2))
+    acl = next(a for a in plan.actions if a.kind is ActionKind.WRITE_ACL_TABLE)
+    assert acl.details == ("agent reviewer leaves the table (no longer declared)",)
+    settings = next(a for a in plan.actions if a.kind is ActionKind.WRITE_BUS_SETTINGS)
+    assert "topic results.research consumer groups: architect, auditor, reviewer -> architect, auditor" in settings.details
+    assert "topic reviews.verdict publishers: reviewer -> (none)" in settings.details
