@@ -16,7 +16,7 @@ reports no change. Decisions:
   so the command and the keys must match together: XADD only on streams of topics
   the role may publish, XREADGROUP/XACK/XAUTOCLAIM only on those it may subscribe
   to, the publish script (EVALSHA with its declared keys: own breaker, published
-  streams, their dedup marks) and GET of the swarm's acl/bus keys. Redis itself then
+  streams, their dedup marks) and GET/GETRANGE of the swarm's acl/bus keys. Redis itself then
   refuses an agent's raw XADD to a stream its role may not publish (NOPERM).
 * ``prune`` deletes topic streams (and their dead letters), consumer groups and
   users of the swarm that the plan no longer declares; the reconciler guards mass
@@ -105,7 +105,7 @@ def user_rules(keys: SwarmKeys, agent_id: str, publish: list[str], subscribe: li
     rules = ["reset", "on", f">{password}", *_BASE_COMMANDS, "+evalsha", "+eval", "+hget", "+hmget"]
     # EVALSHA of the publish script checks its declared keys read-write, in one selector.
     rules += [f"~{k}" for k in [keys.breaker(agent_id), *pub_streams, *pub_marks]]
-    rules.append(f"(+get +mget %R~{keys.acl} %R~{keys.bus})")
+    rules.append(f"(+get +mget +getrange %R~{keys.acl} %R~{keys.bus})")  # getrange: EventBus._refresh
     if publish:
         rules.append("(+set +get " + " ".join(f"~{k}" for k in pub_marks) + ")")
         rules.append("(+xadd " + " ".join(f"%W~{k}" for k in pub_streams) + ")")

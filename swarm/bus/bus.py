@@ -19,6 +19,12 @@ ack. Why it is built this way:
 * Connection errors become :class:`~swarm.errors.RedisUnavailableError`; the
   subscribe loop retries them with backoff, and the client reconnects on the next
   call, so a Redis restart needs no restart of the agent.
+* Settings and ACL table loaded from Redis are re-read when ``swarm bus apply`` or
+  the reconciler replaced them, so a running agent follows a spec change: at most
+  every ``refresh_seconds`` a publish or subscribe first reads the head of
+  ``bus.json`` (GETRANGE, ~200 bytes: swarm name and spec digest, which determines
+  both documents) and fetches the two documents only when it differs. Redis users
+  enforce the new rights at once in any case.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +46,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
@@ -67,6 +74,13 @@ _CT = CONTENT_TYPE.encode()
 MAX_MESSAGE_ID = 200
 #: Messages per script call in publish_many (bounds how long one call holds Redis).
 BATCH = 100
+#: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold
+#: both (at most ~165 bytes). Same spec digest, same documents.
+_HEAD_BYTES = 192
+
+
+def _head(raw: str | bytes) -> bytes:
+    return (raw.encode() if isinstance(raw, str) else raw)[:_HEAD_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +133,10 @@ class EventBus:
 
     Without ``plan``/``acl`` the bus settings and ACL table are loaded from Redis on
     :meth:`connect` (written there by ``swarm bus apply``); ``role=None`` takes the
-    agent's role from that plan. ``dedup_window_seconds``, ``visibility_timeout`` and
-    ``max_deliveries`` override the plan (tests, tooling).
+    agent's role from that plan, and both are re-read when they change in Redis
+    (checked at most every ``refresh_seconds``; 0 turns it off).
+    ``dedup_window_seconds``, ``visibility_timeout`` and ``max_deliveries`` override
+    the plan (tests, tooling).
     """
 
     def __init__(
@@ -139,6 +155,7 @@ class EventBus:
         dedup_window_seconds: float | None = None,
         visibility_timeout: float | None = None,
         max_deliveries: int | None = None,
+        refresh_seconds: float = 2.0,
     ) -> None:
         if redis_url is None and redis is None:
             raise InvalidRequestError("EventBus needs redis_url or a redis client")
@@ -164,6 +181,11 @@ class EventBus:
         self._breaker_key = self.keys.breaker(agent_id).encode()
         self._max_payload = 0
         self.stats = BusStats()
+        self.refresh_seconds = refresh_seconds
+        self._refreshes = plan is None and acl is None and refresh_seconds > 0
+        self._role_from_plan = role is None
+        self._version = b""  # head of the bus.json last loaded (see _refresh)
+        self._next_refresh = float("inf")  # monotonic time of the next check; inf: never
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -207,6 +229,9 @@ class EventBus:
                 self.plan = self.plan or BusPlan.model_validate_json(bus_raw)
                 if self._table is None:
                     self._table = AclDocument.model_validate_json(acl_raw).to_table()
+                if self._refreshes:
+                    self._version = _head(bus_raw)
+                    self._next_refresh = time.monotonic() + self.refresh_seconds
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise BusError(
                     f"bus settings or ACL table in Redis ({self.keys.bus}, {self.keys.acl}) are not valid: {exc}; "
@@ -222,6 +247,51 @@ class EventBus:
         self._max_payload = self.plan.settings.max_payload_bytes
         self._publish_sha = hashlib.sha1(load_script("publish").encode()).hexdigest().encode()
         return self
+
+    async def _refresh(self) -> None:
+        """Swap in new settings and ACL table if Redis holds another revision; errors keep the old.
+
+        A failure here never fails the caller: the publish or subscribe that follows
+        reports an unreachable Redis itself, and an uninstalled or invalid bus keeps
+        the last good revision (as the reconciler keeps the last good spec)."""
+        self._next_refresh = time.monotonic() + self.refresh_seconds
+        redis = self.redis
+        try:
+            try:
+                head: Any = await redis.getrange(self.keys.bus, 0, _HEAD_BYTES - 1)
+            # a Redis user written before GETRANGE was granted; a multi-byte character cut
+            # at the end of the range (a non-ASCII redis_url): compare the whole document
+            except (NoPermissionError, UnicodeDecodeError):
+                head = None
+            if head is not None and _head(head) == self._version:
+                return
+            bus_raw, acl_raw = await redis.mget([self.keys.bus, self.keys.acl])
+        except (RedisError, OSError):
+            return
+        if bus_raw is None or acl_raw is None or _head(bus_raw) == self._version:
+            return
+        try:
+            plan = BusPlan.model_validate_json(bus_raw)
+            table = AclDocument.model_validate_json(acl_raw).to_table()
+        except ValueError as exc:
+            log.warning("bus settings or ACL table of swarm %s in Redis are not valid (%s); keeping the last good ones",
+                        self.swarm, exc)
+            return
+        if plan.swarm != self.swarm:
+            return
+        role = self.role
+        if self._role_from_plan:
+            rights = plan.agents.get(self.agent_id)
+            if rights is None:
+                log.warning("agent %s is no longer declared in swarm %s; keeping its last rights", self.agent_id, self.swarm)
+                return
+            role = rights.role
+        self.plan, self._table, self.role = plan, table, role
+        self._version = _head(bus_raw)
+        self._max_payload = plan.settings.max_payload_bytes
+        self._decisions.clear()
+        self._targets.clear()
+        log.info("bus settings and ACL table of swarm %s reloaded (spec %s)", self.swarm, plan.spec_digest)
 
     async def close(self) -> None:
         if self._redis is not None and self._owns_redis:
@@ -348,6 +418,8 @@ class EventBus:
     async def publish(self, topic: str, payload: Any, *, message_id: str | None = None) -> PublishResult:
         """Append one message; a message id seen inside the topic's window is a duplicate."""
         redis = self.redis
+        if time.monotonic() >= self._next_refresh:
+            await self._refresh()
         mid, stream, mark, args = self._prepare(topic, payload, message_id)
         command = (b"EVALSHA", self._publish_sha, b"3", self._breaker_key, stream, mark, self._sender, _CT, *args)
         try:
@@ -370,6 +442,8 @@ class EventBus:
         back as duplicates).
         """
         redis = self.redis
+        if time.monotonic() >= self._next_refresh:
+            await self._refresh()
         prepared = [
             (item[0], self._prepare(item[0], item[1], item[2] if len(item) > 2 else None)) for item in items
         ]
@@ -500,6 +574,8 @@ class EventBus:
         topics = list(dict.fromkeys(topics))
         if not topics:
             raise InvalidRequestError("subscribe needs at least one topic")
+        if time.monotonic() >= self._next_refresh:
+            await self._refresh()
         for topic in topics:
             self._topic(topic, "subscribe")
         reader = self._client(blocking=True) if self.redis_url else self.redis

@@ -15,7 +15,7 @@ from swarm.acl import matches
 from swarm.bus import EventBus, Message
 from swarm.bus.apply import apply_bus
 from swarm.bus.breaker_store import BreakerStore, policy_from_settings
-from swarm.desired import DesiredState
+from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import (
     AclDeniedError,
     BreakerOpenError,
@@ -250,3 +250,50 @@ async def test_a_block_longer_than_redis_py_default_socket_timeout_does_not_trip
     after = (await applied.info("stats"))["total_connections_received"]
     assert got[0].payload == {"late": True}
     assert after - before == 0
+
+
+# -- a running bus follows a new revision of the settings and ACL table -------------------------
+
+
+async def test_a_running_bus_follows_a_new_acl_table_and_keeps_the_last_good_one(
+    redis_server: RedisServer, applied: aioredis.Redis
+) -> None:
+    from copy import deepcopy
+
+    from swarm.bus.apply import agent_redis_url
+    from swarm.errors import UndeclaredTopicError
+    from swarm.spec.models import Spec, SwarmDocument
+    from tests.bus.conftest import SECRET, SWARM_DOC
+
+    doc = deepcopy(SWARM_DOC)
+    doc["topics"].append({"name": "tasks.extra"})
+    doc["roles"]["planner"]["deny"]["publish"].append("tasks.summarize")
+    doc["agents"][0]["publishes"] = ["tasks.research", "tasks.extra"]
+    swarm_doc = SwarmDocument.model_validate(doc, strict=False)
+    newer = desired_from_spec(Spec(swarm=swarm_doc, agents=list(swarm_doc.agents)), "sha256:test-2")
+
+    async def calls(command: str) -> int:
+        return int((await applied.info("commandstats")).get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    url = agent_redis_url(redis_server.url, "lab", "planner", SECRET)  # its own Redis user: GETRANGE granted
+    async with EventBus(redis_url=url, swarm="lab", agent_id="planner", refresh_seconds=0.05) as bus:
+        await bus.publish("tasks.summarize", {})
+        with pytest.raises(UndeclaredTopicError):
+            await bus.publish("tasks.extra", {})
+        mgets = await calls("mget")
+        for _ in range(3):  # nothing changed: only the ~200-byte head of bus.json is read
+            await asyncio.sleep(0.06)
+            await bus.publish("tasks.research", {})
+        assert await calls("mget") == mgets and await calls("getrange") >= 3
+
+        await apply_bus(applied, newer.bus, newer.acl, secret=SECRET)
+        await asyncio.sleep(0.06)
+        with pytest.raises(AclDeniedError, match="deny.publish: tasks.summarize"):
+            await bus.publish("tasks.summarize", {})
+        assert not (await bus.publish("tasks.extra", {"new": True})).duplicate
+        assert bus.plan is not None and bus.plan.spec_digest == "sha256:test-2"
+
+        await applied.set("swarm:{lab}:bus", '{"swarm": "lab", "broken": true}')
+        await asyncio.sleep(0.06)
+        assert not (await bus.publish("tasks.extra", {})).duplicate  # the last good revision stays
+        assert bus.plan.spec_digest == "sha256:test-2"
