@@ -171,7 +171,9 @@ def render_requirements(agent: Agent, swarm_version: str) -> bytes:
         names.append("httpx")
     if uses_bus(agent):
         names.append("redis")
-    lines = sorted([f"{DISTRIBUTION}=={swarm_version}", *(REQUIREMENT_RANGES[n] for n in names)])
+    # the agent's own (handler) requirements: validated by the models (one requirement,
+    # no options or URLs) and checked not to repeat a project pinned here
+    lines = sorted([f"{DISTRIBUTION}=={swarm_version}", *(REQUIREMENT_RANGES[n] for n in names), *agent.requirements])
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

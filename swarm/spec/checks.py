@@ -18,6 +18,7 @@ loader reports them as duplicate keys ("duplicate role 'planner'").
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable, Sequence
 
 from swarm.acl import ACTIONS, Action, PatternError, RoleRules, decide, parse_pattern
@@ -212,6 +213,39 @@ def check_handlers(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     return issues
 
 
+#: Projects the generated requirements.txt already pins (the compiler's own; a test
+#: keeps the two lists equal): an agent's ``requirements`` may not pin them again.
+GENERATED_REQUIREMENTS = ("httpx", "redis", "starlette", "swarm-gitops", "uvicorn")
+_REQUIREMENT_NAME = re.compile(r"^[A-Za-z0-9._-]+")
+
+
+def requirement_name(requirement: str) -> str:
+    """The PEP 503 normalized project name of a requirement (``Foo_Bar[x]>=1`` -> ``foo-bar``)."""
+    match = _REQUIREMENT_NAME.match(requirement)
+    return re.sub(r"[-_.]+", "-", match.group(0) if match else requirement).lower()
+
+
+def check_requirements(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for i, agent in enumerate(spec.agents):
+        first: dict[str, int] = {}
+        for j, requirement in enumerate(agent.requirements):
+            name = requirement_name(requirement)
+            path = ("agents", i, "requirements", j)
+            if name in GENERATED_REQUIREMENTS:
+                issues.append(
+                    _issue(sources, path, f"{name!r} is pinned by the generated requirements.txt; leave it out")
+                )
+            elif name in first:
+                other = sources.nearest(("agents", i, "requirements", first[name]))
+                issues.append(
+                    _issue(sources, path, f"requirement {name!r} is listed twice (also at {other})", [other])
+                )
+            else:
+                first[name] = j
+    return issues
+
+
 #: Every semantic rule, in the order they run.
 RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_duplicate_agents,
@@ -221,6 +255,7 @@ RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_ports,
     check_heartbeat,
     check_handlers,
+    check_requirements,
 )
 
 

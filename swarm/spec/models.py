@@ -28,6 +28,15 @@ TOPIC_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
 ROLE_PATTERN = NAME_PATTERN
 VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$"
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+#: A pip requirement the generated image installs for the handler: a name, optional
+#: extras and version clauses, no spaces, URLs, markers or options (it becomes a
+#: line of requirements.txt, where ``-`` would start a pip option).
+_VERSION_CLAUSE = r"(===|==|!=|~=|<=|>=|<|>)[A-Za-z0-9.*+!_-]+"
+REQUIREMENT_PATTERN = (
+    r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?"
+    r"(\[[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*\])?"
+    rf"({_VERSION_CLAUSE}(,{_VERSION_CLAUSE})*)?$"
+)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX)]
 TopicName = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN, max_length=249)]
@@ -127,6 +136,11 @@ class AgentFields(_Model):
     registry: bool = Field(default=True, description="The generated server registers and heartbeats.")
     handler: Annotated[str, StringConstraints(pattern=HANDLER_PATTERN)] | None = Field(
         default=None, description="module:function called for each message."
+    )
+    requirements: list[Annotated[str, StringConstraints(pattern=REQUIREMENT_PATTERN, max_length=256)]] = Field(
+        default_factory=list,
+        description="pip requirements of the handler's code, added to the image's requirements.txt "
+        "(e.g. 'httpx-sse>=0.4').",
     )
     metadata: dict[str, str] = Field(default_factory=dict)
 

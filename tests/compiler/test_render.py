@@ -158,6 +158,14 @@ def test_requirements_are_sorted_pinned_and_name_the_compiling_version(make_spec
     }
 
 
+def test_handler_requirements_join_the_generated_ones(make_spec: Make) -> None:
+    loaded = make_spec([agent_doc("handled", 9003, handler="pkg.mod:fn", requirements=["zeta-sdk>=2", "anthropic"])])
+    lines = render(loaded.spec, loaded.digest, swarm_version="9.8.7")["demo/agents/handled/requirements.txt"]
+    assert lines.decode().splitlines() == sorted(
+        ["anthropic", "httpx>=0.26,<1", "starlette>=0.37,<2", f"{DISTRIBUTION}==9.8.7", "uvicorn>=0.29,<1", "zeta-sdk>=2"]
+    )
+
+
 def test_dockerfile_port_equals_server_port_and_agent_port(make_spec: Make) -> None:
     loaded = make_spec([agent_doc("a", 9101), agent_doc("b", 9202, registry=False)])
     files = compile_loaded(loaded)

@@ -143,3 +143,21 @@ def test_handler_may_not_live_in_a_module_the_image_reserves() -> None:
         assert issue.path == "agents[1].handler"
         assert issue.position == at(agent_file("w1"), text, handler)
     _clean(swarm=SWARM, w1=AGENT + "handler: servers.swarm:handle\n")
+
+
+def test_requirements_may_not_repeat_a_generated_pin_or_themselves() -> None:
+    text = AGENT + "requirements: [anthropic, Uvicorn>=0.30, 'httpx-sse>=0.4', ANTHROPIC==1]\n"
+    found = issues(swarm=SWARM, w1=text)
+    pinned = one(found, "'uvicorn' is pinned by the generated requirements.txt")
+    assert pinned.path == "agents[1].requirements[1]" and pinned.position == at(agent_file("w1"), text, "Uvicorn")
+    twice = one(found, "requirement 'anthropic' is listed twice")
+    assert twice.path == "agents[1].requirements[3]"
+    assert twice.related == (at(agent_file("w1"), text, "anthropic"),)
+    _clean(swarm=SWARM, w1=AGENT + "requirements: [anthropic, 'httpx-sse>=0.4']\n")
+
+
+def test_generated_requirement_names_match_the_compiler() -> None:
+    from swarm.compiler.render import DISTRIBUTION, REQUIREMENT_RANGES
+    from swarm.spec.checks import GENERATED_REQUIREMENTS
+
+    assert set(GENERATED_REQUIREMENTS) == {*REQUIREMENT_RANGES, DISTRIBUTION}

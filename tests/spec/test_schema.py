@@ -38,6 +38,7 @@ VALID = [
     MINIMAL_AGENT,
     MINIMAL_AGENT + "runtime: node\nregistry: false\nhandler: pkg.mod:run\nversion: 2.0.0-rc.1\n",
     MINIMAL_AGENT + "metadata: {team: search}\ncapabilities: [a, b]\nname: 'Ünïcode \"name\"'\n",
+    MINIMAL_AGENT + "requirements: [anthropic, 'httpx-sse>=0.4,<1', 'Foo.Bar[x,y]~=1.2']\n",
     "apiVersion: swarm/v1\nkind: Swarm\nmetadata: {name: x, labels: {env: prod}, description: d}\n",
     MINIMAL_SWARM + "bus: {breaker: {failure_threshold: 0, cooldown_seconds: 0.5}}\n",
     MINIMAL_SWARM + "registry: {heartbeat_interval: null}\ntopics: [{name: a-b.c_d, dedup_window_seconds: 5}]\n",
@@ -65,6 +66,9 @@ INVALID = {
     "port out of range": MINIMAL_AGENT.replace("port: 1", "port: 0"),
     "bad handler": MINIMAL_AGENT + "handler: 'not a handler'\n",
     "bad version": MINIMAL_AGENT + "version: v1\n",
+    "requirement as pip option": MINIMAL_AGENT + "requirements: ['--index-url=http://evil']\n",
+    "requirement with url": MINIMAL_AGENT + "requirements: ['x @ https://e/x.whl']\n",
+    "requirement with newline": MINIMAL_AGENT + "requirements: [\"x>=1\\n-r other.txt\"]\n",
     "agent field in swarm": MINIMAL_SWARM + "port: 1\n",
     "swarm field in agent": MINIMAL_AGENT + "topics: []\n",
     "not a mapping": "- a\n- b\n",
@@ -133,3 +137,10 @@ def test_example_specs_carry_the_modeline(repo_root: Path) -> None:
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("$schema=", 1)[1]).resolve()
         assert target == (repo_root / "schemas" / SCHEMA_FILE).resolve(), path
+
+
+def test_loader_refuses_a_requirement_with_a_trailing_newline() -> None:
+    """Python's ``re`` lets ``$`` match before a final newline, so jsonschema here would
+    accept it (editors' JavaScript regexes do not); the loader, which guards the
+    generated requirements.txt, must refuse it."""
+    assert not _loader_ok(MINIMAL_AGENT + 'requirements: ["x>=1\\n"]\n')
