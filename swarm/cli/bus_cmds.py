@@ -30,7 +30,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
@@ -99,7 +99,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, set[str]]:
     return spec.name, args.redis_url or spec.swarm.bus.redis_url, {a.id for a in spec.agents}
 
 
-def _refusable(run: Callable[[], Awaitable[int]]) -> int:
+def _refusable(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         return asyncio.run(run())
     except (InvalidRequestError, NotDeclaredError) as exc:
