@@ -255,5 +255,8 @@ def run_up(options: UpOptions) -> int:
     except SwarmError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while still starting (the loop's own handler is not installed yet)
+        print("swarm up: interrupted while starting; stopping", file=sys.stderr, flush=True)
+        return 130
     finally:
         stack.stop()
