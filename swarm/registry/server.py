@@ -301,23 +301,24 @@ class RegistryApp:
             if last is None:
                 raise RequestInvalidError([FieldError(loc=["header", "last-event-id"],
                                                       msg="not a stream id (ms-seq)", type="value_error")])
-        sub = self.hub.subscribe()
-        try:
-            if last is None:
-                start, reset = await self.store.last_event_id(), False
-            else:
-                start, reset = last, await self.store.trimmed_past(last)
-        except BaseException:
-            self.hub.unsubscribe(sub)
-            raise
-        self.metrics.watchers.inc()
+        if last is None:
+            start, reset = await self.store.last_event_id(), False
+        else:
+            start, reset = last, await self.store.trimmed_past(last)
 
         async def stream() -> AsyncIterator[dict[str, str] | bytes]:
+            # Subscribed only once the body is really streamed: a response that is never
+            # iterated (HEAD, a client gone before the first byte) must not leave a
+            # subscriber behind. No gap: event_stream reads the backlog after `start`
+            # only after this subscription, and skips live entries it already sent.
+            sub = self.hub.subscribe()
+            self.metrics.watchers.inc()
             try:
                 async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
                                                 capability=capability, topic=topic):
                     yield event
             finally:
+                self.hub.unsubscribe(sub)
                 self.metrics.watchers.dec()
 
         return EventSourceResponse(stream(), ping=self.config.ping_interval, sep=SSE_SEP,

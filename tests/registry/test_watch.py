@@ -144,6 +144,25 @@ async def test_many_watchers_share_one_reader_and_all_receive(registry: Registry
                 await s.__aexit__(None, None, None)
 
 
+async def test_watch_responses_never_streamed_leave_no_subscriber(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(3):  # HEAD answers the headers and never iterates the stream
+            head = await http.head(registry.url + "/agents/watch")
+            assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+        assert "swarm_registry_watchers 0.0" in (await http.get(registry.url + "/metrics")).text
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, registry, "architect")
+            assert (await sse.next_event()).event == "registered"
+            assert "swarm_registry_watchers 1.0" in (await http.get(registry.url + "/metrics")).text
+        for _ in range(50):  # the server notices the closed stream on its next write or ping
+            if "swarm_registry_watchers 0.0" in (await http.get(registry.url + "/metrics")).text:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the closed watch was not unsubscribed")
+
+
 async def test_slow_subscriber_overflows_and_is_dropped() -> None:
     from swarm.registry.watch import Entry, Subscriber
 
