@@ -19,8 +19,10 @@ reports no change. Decisions:
   streams, their dedup marks) and GET/GETRANGE of the swarm's acl/bus keys. Redis itself then
   refuses an agent's raw XADD to a stream its role may not publish (NOPERM).
 * ``prune`` deletes topic streams (and their dead letters), consumer groups and
-  users of the swarm that the plan no longer declares; the reconciler guards mass
-  prunes before calling this.
+  users of the swarm that the plan no longer declares. A prune that would remove
+  more than half of the existing topic streams or agent users is refused before
+  anything changes unless ``force_prune`` (the reconciler's rule, DESIGN §7: a spec
+  that suddenly declares nothing is a mistake until proven otherwise).
 """
 
 from __future__ import annotations
@@ -129,15 +131,63 @@ def _text(value: object) -> str:
 
 
 async def apply_bus(
-    redis: aioredis.Redis, bus_plan: BusPlan, acl: AclDocument, *, prune: bool = False, secret: str | None = None
+    redis: aioredis.Redis,
+    bus_plan: BusPlan,
+    acl: AclDocument,
+    *,
+    prune: bool = False,
+    force_prune: bool = False,
+    secret: str | None = None,
 ) -> ApplyReport:
-    """Make Redis hold ``bus_plan`` and ``acl``; return what changed."""
+    """Make Redis hold ``bus_plan`` and ``acl``; return what changed.
+
+    Raises :class:`BusError` (nothing changed) when a prune would remove more than
+    half of the swarm's topic streams or agent users and ``force_prune`` is false."""
     try:
+        if prune and not force_prune:
+            refused = await _mass_prune(redis, bus_plan, secret)
+            if refused is not None:
+                raise BusError(refused)
         return await _apply(redis, bus_plan, acl, prune=prune, secret=secret)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise RedisUnavailableError(f"bus apply: Redis unreachable: {exc}") from exc
     except RedisError as exc:
         raise BusError(f"bus apply: Redis refused: {exc}") from exc
+
+
+async def _prunable_users(redis: aioredis.Redis, plan: BusPlan) -> tuple[list[str], list[str]]:
+    """(users of this swarm, those the plan no longer declares)."""
+    keys = SwarmKeys(plan.swarm)
+    prefix = keys.redis_user("")
+    wanted = {keys.redis_user(a) for a in plan.agents}
+    ours, gone = [], []
+    for user in sorted(_text(u) for u in await redis.acl_users()):
+        if not user.startswith(prefix):
+            continue
+        if user not in wanted:
+            # "swarm-research-x-a" may belong to swarm "research-x": only users whose key
+            # patterns are inside this swarm's prefix are ours.
+            if keys.prefix not in repr(await redis.acl_getuser(user)):
+                continue
+            gone.append(user)
+        ours.append(user)
+    return ours, gone
+
+
+async def _mass_prune(redis: aioredis.Redis, plan: BusPlan, secret: str | None) -> str | None:
+    """Why a prune would remove too much (more than half of the streams or users), else None."""
+    keys = SwarmKeys(plan.swarm)
+    declared = {tp.stream for tp in plan.topics.values()}
+    streams = [_text(k) async for k in redis.scan_iter(match=keys.topic_pattern, _type="stream", count=500)]
+    checks = [("topic streams", sum(s not in declared for s in streams), len(streams))]
+    if secret:
+        ours, gone = await _prunable_users(redis, plan)
+        checks.append(("agents' Redis users", len(gone), len(ours)))
+    for what, count, total in checks:
+        if count and count * 2 > total:
+            return (f"the prune would remove {count} of {total} {what} of swarm {plan.swarm!r} (more than half); "
+                    "check the spec, then pass --force-prune to confirm")
+    return None
 
 
 async def _apply(
@@ -209,16 +259,7 @@ async def _apply(
                     report.pruned_streams.append(key)
         report.pruned_streams.sort()
         if secret:
-            prefix = keys.redis_user("")
-            wanted_users = {keys.redis_user(a) for a in plan.agents}
-            for user in sorted(_text(u) for u in await redis.acl_users()):
-                if not user.startswith(prefix) or user in wanted_users:
-                    continue
-                # "swarm-research-x-a" may belong to swarm "research-x": prune only users whose
-                # key patterns are inside this swarm's prefix.
-                info = await redis.acl_getuser(user)
-                if keys.prefix not in repr(info):
-                    continue
+            for user in (await _prunable_users(redis, plan))[1]:
                 await redis.acl_deluser(user)
                 report.pruned_users.append(user)
     return report

@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     a.add_argument("compiled", metavar="COMPILED_DIR", nargs="?",
                    help="compiled/<swarm> directory (default: build the bus from the spec, like reconcile)")
     a.add_argument("--prune", action="store_true", help="delete streams, groups and users no longer declared")
+    a.add_argument("--force-prune", action="store_true",
+                   help="allow a prune that removes more than half of the topic streams or agent users")
     _common(a, spec_help="spec file or directory (default: specs/); with COMPILED_DIR it must be the same "
                          "swarm and gives the Redis URL, without --spec the URL compiled into bus.json is used")
     a.set_defaults(handler=run_apply)
@@ -149,7 +151,8 @@ def run_apply(args: argparse.Namespace) -> int:
 
         client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            report = await apply_bus(client, plan, acl, prune=args.prune, secret=secret)
+            report = await apply_bus(client, plan, acl, prune=args.prune, force_prune=args.force_prune,
+                                     secret=secret)
         finally:
             await client.aclose()
         for line in report.lines():

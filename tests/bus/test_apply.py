@@ -13,6 +13,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from swarm.bus import EventBus
 from swarm.bus.apply import agent_redis_url, apply_bus, bus_password, user_rules
 from swarm.desired import AclDocument, BusPlan, DesiredState
+from swarm.errors import BusError
 from swarm.keys import SwarmKeys
 from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
 from tests.support.services import RedisServer
@@ -131,3 +132,21 @@ async def test_a_new_table_replaces_the_old_in_one_transaction(redis_server: Red
     assert report.acl_updated and report.settings_updated
     assert seen[-4:] == [["MULTI"], ["SET", "swarm:{lab}:acl"], ["SET", "swarm:{lab}:bus"], ["EXEC"]]
     assert AclDocument.model_validate_json(await admin.get("swarm:{lab}:acl")) == smaller.acl
+
+
+async def test_a_prune_of_more_than_half_is_refused_unless_forced(admin: aioredis.Redis, desired: DesiredState) -> None:
+    await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
+    doc = {**SWARM_DOC, "topics": SWARM_DOC["topics"][:1], "agents": SWARM_DOC["agents"][:1]}
+    doc["agents"] = [{**doc["agents"][0], "publishes": ["tasks.research"], "subscribes": []}]
+    tiny = make_desired(doc)
+    with pytest.raises(BusError, match=r"remove 4 of 5 topic streams .*--force-prune"):
+        await apply_bus(admin, tiny.bus, tiny.acl, secret=SECRET, prune=True)
+    assert await admin.exists(*(f"swarm:{{lab}}:topic:{t['name']}" for t in SWARM_DOC["topics"])) == 5
+    assert AclDocument.model_validate_json(await admin.get("swarm:{lab}:acl")) == desired.acl  # nothing changed
+    report = await apply_bus(admin, tiny.bus, tiny.acl, secret=SECRET, prune=True, force_prune=True)
+    assert len(report.pruned_streams) == 4 and len(report.pruned_users) == 3
+    # users alone: 3 of 4 agents gone is refused too, even when every topic stays
+    await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
+    few = make_desired({**SWARM_DOC, "agents": SWARM_DOC["agents"][:1]})
+    with pytest.raises(BusError, match=r"remove 3 of 4 agents' Redis users"):
+        await apply_bus(admin, few.bus, few.acl, secret=SECRET, prune=True)

@@ -245,3 +245,19 @@ def test_apply_of_a_compiled_directory(swarm_cli, repo_root: Path, tmp_path: Pat
     newer = spec_copy(repo_root, tmp_path / "spec-newer", redis_url=redis_server.url, extra="Edited. ")
     code, out, err = swarm_cli("bus", "apply", compiled, "--spec", str(newer))
     assert code == 0 and "up to date" in out and "compiled from another revision" in err
+
+
+def test_apply_prune_of_most_topics_exits_1_until_forced(cli, compiled: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    from swarm.desired import BusPlan
+
+    plan = BusPlan.model_validate_json((compiled / "bus.json").read_text())
+    keep = {"tasks.research": plan.topics["tasks.research"]}
+    (compiled / "bus.json").write_text(plan.model_copy(update={"topics": keep}).model_dump_json())
+    code, _, err = cli("apply", str(compiled), "--prune")
+    assert code == 1 and "more than half" in err and "--force-prune" in err
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert r.exists("swarm:{research}:topic:results.research") == 1
+    code, out, _ = cli("apply", str(compiled), "--prune", "--force-prune")
+    assert code == 0 and "pruned stream swarm:{research}:topic:results.research" in out
+    assert r.exists("swarm:{research}:topic:results.research") == 0
+    r.close()
