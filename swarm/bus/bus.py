@@ -532,6 +532,20 @@ class EventBus:
         self.stats.dead_lettered += 1
         log.warning("dead-lettered %s on %s for group %s after %d deliveries", entry_id, topic, self.agent_id, deliveries - 1)
 
+    async def _record_trimmed(self, topic: str, entry_ids: list[str]) -> None:
+        """Entries trimmed (max_len) while pending: Redis 7 drops them from the pending list on
+        claim. Their content is gone, but each leaves a record in the dead-letter stream, so
+        the loss is visible where operators look for undelivered messages, not only in a log."""
+        tp = self.plan.topics.get(topic) if self.plan else None
+        dlq = tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
+        self.stats.trimmed_while_pending += len(entry_ids)
+        log.warning("%d pending entries of %s were trimmed before being acked: %s", len(entry_ids), topic, entry_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for eid in entry_ids:
+                pipe.xadd(dlq, {"original_entry_id": eid, "topic": topic, "group": self.agent_id,
+                                "reason": "trimmed from the stream (max_len) before it was acked; content lost"})
+            await pipe.execute()
+
     async def reclaim(self, topics: Sequence[str]) -> list[Message]:
         """Claim entries of this agent's group idle longer than the visibility timeout."""
         out: list[Message] = []
@@ -546,8 +560,7 @@ class EventBus:
                 cursor, claimed = reply[0], reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
                 if deleted:
-                    self.stats.trimmed_while_pending += len(deleted)
-                    log.warning("%d pending entries of %s were trimmed before being acked: %s", len(deleted), topic, deleted)
+                    await self._record_trimmed(topic, [str(d) for d in deleted])
                 if claimed:
                     counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
                     for eid, fields in claimed:

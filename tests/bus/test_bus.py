@@ -161,15 +161,18 @@ async def test_reclaim_follows_the_xautoclaim_cursor_past_one_page(make_bus: Bus
     assert {m.deliveries for m in again} == {2} and worker.stats.redelivered == 230
 
 
-async def test_trimmed_pending_entries_are_counted(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+async def test_trimmed_pending_entries_are_counted_and_recorded_as_dead_letters(make_bus: BusFactory, applied: aioredis.Redis) -> None:
     planner = await make_bus("planner")
     await planner.publish("tasks.research", {"n": 1})
     worker = await make_bus("worker-a", visibility_timeout=0.1)
-    await take(worker, ["tasks.research"], 1, ack=False)
+    got = await take(worker, ["tasks.research"], 1, ack=False)
     await applied.xtrim("swarm:{lab}:topic:tasks.research", maxlen=0)
     await asyncio.sleep(0.15)
     assert await worker.reclaim(["tasks.research"]) == []
     assert worker.stats.trimmed_while_pending == 1
+    dead = await applied.xrange("swarm:{lab}:dlq:tasks.research")
+    assert [(f["original_entry_id"], f["group"]) for _, f in dead] == [(got[0].entry_id, "worker-a")]
+    assert "trimmed" in dead[0][1]["reason"]
 
 
 # -- ACL property, end to end ---------------------------------------------------------------
