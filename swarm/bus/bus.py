@@ -15,7 +15,8 @@ ack. Why it is built this way:
   XAUTOCLAIM (the cursor followed to the end) and delivered again; once delivered
   ``max_deliveries`` times an entry moves to the topic's dead-letter stream and is
   acked there, never dropped. Entries trimmed away while pending (Redis 7 reports
-  them from XAUTOCLAIM) are counted in :attr:`EventBus.stats`.
+  them from XAUTOCLAIM) are counted in :attr:`EventBus.stats` and recorded (id only:
+  the content is gone) in the dead-letter stream.
 * Connection errors become :class:`~swarm.errors.RedisUnavailableError`; the
   subscribe loop retries them with backoff, and the client reconnects on the next
   call, so a Redis restart needs no restart of the agent.
