@@ -481,17 +481,21 @@ class RegistryStore:
         return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in entries]
 
     async def trimmed_past(self, last_id: str) -> bool:
-        """Whether events after ``last_id`` were trimmed away (resume would have a gap)."""
+        """Whether resuming after ``last_id`` could miss events: they were trimmed away,
+        or the stream never produced that id (Redis lost its data and the stream began
+        anew, so the client's view holds agents no event will ever remove)."""
         async with redis_errors("stream info"):
             try:
                 info = await self.redis.xinfo_stream(self.keys.events)
             except rexc.ResponseError:
-                return False  # no stream yet: nothing was ever trimmed
+                return last_id != "0-0"  # no stream: only "from the start" is a valid resume
         # Redis 7.0 updates max-deleted-entry-id on XDEL only, not on MAXLEN trimming,
         # so also compare with the oldest kept entry whenever anything was ever trimmed.
         # (A client whose id was the very entry before the oldest kept one gets a reset
         # it did not strictly need: harmless, a snapshot is never a gap.)
         last = _id_tuple(last_id)
+        if last > _id_tuple(_s(info.get("last-generated-id", "0-0"))):
+            return True  # an id from the future: not this stream's
         if last < _id_tuple(_s(info.get("max-deleted-entry-id", "0-0"))):
             return True
         if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):

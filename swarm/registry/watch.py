@@ -11,8 +11,9 @@ No gap, no repeat: a client subscribes to the hub *before* it reads its backlog
 with XRANGE (exclusive start), then skips every live entry whose id it has
 already sent; ids are the stream's, strictly increasing. A resume id older than
 what the capped stream still holds (``XINFO STREAM`` max-deleted-entry-id is past
-it) gets ``event: reset`` carrying an atomic snapshot of all agents and the id of
-the last event it includes, then continues from there.
+it), or one the stream never produced (Redis lost its data and the stream began
+anew), gets ``event: reset`` carrying an atomic snapshot of all agents and the id
+of the last event it includes, then continues from there.
 
 Filters ``capability`` and ``topic`` apply to events that carry an agent
 registration; events without one (catalog-changed, a prober's health events

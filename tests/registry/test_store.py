@@ -135,9 +135,13 @@ async def test_grace_extends_every_lease_to_a_full_ttl(client: aioredis.Redis) -
 async def test_snapshot_and_trim_detection(client: aioredis.Redis) -> None:
     store = RegistryStore(client, "research", events_maxlen=1)
     assert await store.trimmed_past("0-0") is False  # no stream yet
+    assert await store.trimmed_past("5-0") is True  # an id of a stream that is gone (Redis lost its data)
     first = await store.register(fields("a5"), CATALOG)
     assert first.event_id is not None
     assert await store.trimmed_past(first.event_id) is False
+    ms, _, seq = first.event_id.partition("-")
+    assert await store.trimmed_past(f"{ms}-{int(seq) + 1}") is True  # never produced by this stream
+    assert await store.trimmed_past(f"{int(ms) - 1}-0") is False
     for _ in range(200):
         await client.xadd("swarm:{research}:events", {"type": "noise"}, maxlen=1, approximate=False)
     assert await store.trimmed_past(first.event_id) is True

@@ -98,6 +98,25 @@ async def test_trimmed_resume_id_gets_reset_with_snapshot(registry_factory: Regi
             assert live.id > reset.id  # type: ignore[operator]
 
 
+async def test_resume_after_redis_lost_its_data_gets_reset(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, registry, "architect")
+            old = await sse.next_event()
+        # Redis comes back empty (no persistence): architect is gone with no event
+        r = registry.redis.client()
+        r.delete("swarm:{research}:events", "swarm:{research}:leases", "swarm:{research}:agent:architect")  # type: ignore[attr-defined]
+        r.close()  # type: ignore[attr-defined]
+        async with http.stream("GET", registry.url + "/agents/watch", headers={"Last-Event-ID": old.id}) as resp:
+            sse = SSEReader(resp)
+            reset = await sse.next_event()
+            assert reset.event == "reset" and reset.json() == {"agents": []}
+            await areg(http, registry, "reviewer")
+            live = await sse.next_event()
+            assert live.event == "registered" and live.json()["agent_id"] == "reviewer"  # type: ignore[index]
+
+
 async def test_filters_by_capability_and_topic(registry: RegistryProcess) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch", params={"capability": "citations"}) as a, \
