@@ -135,7 +135,9 @@ class AgentFields(_Model):
     subscribes: list[TopicName] = Field(default_factory=list)
     registry: bool = Field(default=True, description="The generated server registers and heartbeats.")
     handler: Annotated[str, StringConstraints(pattern=HANDLER_PATTERN)] | None = Field(
-        default=None, description="module:function called for each message."
+        default=None,
+        description="module:function called for each message; the agent's image copies the module's "
+        "top-level package (or the module file, when undotted) from the directory holding compiled/.",
     )
     requirements: list[Annotated[str, StringConstraints(pattern=REQUIREMENT_PATTERN, max_length=256)]] = Field(
         default_factory=list,
