@@ -91,6 +91,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
         registry_url=getattr(args, "registry_url", None),
         redis_url=args.redis_url,
         pause_after=os.environ.get("SWARM_FAULT_PAUSE_AFTER") or None,  # tests only: see ReconcileConfig
+        resume_file=Path(os.environ["SWARM_FAULT_RESUME_FILE"]) if os.environ.get("SWARM_FAULT_RESUME_FILE") else None,
         **extra,
     )
 

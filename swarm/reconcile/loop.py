@@ -114,9 +114,12 @@ class ReconcileConfig:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     #: Fault-injection hook for tests (``SWARM_FAULT_PAUSE_AFTER``): after applying the
-    #: first action of this kind (an :class:`ActionKind` value) the pass stops for good,
-    #: so a test can SIGKILL the daemon at a known point of an apply.
+    #: first action of this kind (an :class:`ActionKind` value) the pass stops — for good,
+    #: so a test can SIGKILL the daemon at a known point of an apply, or, with
+    #: ``resume_file`` (``SWARM_FAULT_RESUME_FILE``), until that file exists, so a test
+    #: can stop Redis or the registry in the middle of an apply. Once per process.
     pause_after: str | None = None
+    resume_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class Reconciler:
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
         self._stored_digest: str | None = None  # digest of the applied spec this process kept in Redis
         self._recovered = False  # self.good was read back from Redis, not from the spec files
+        self._paused = False  # the fault hook (config.pause_after) has fired
         self._compiled = _CompiledWriter(config.compiled_dir) if config.compiled_dir and not config.rev else None
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
         if config.rev and self._repo is None:
@@ -345,9 +349,14 @@ class Reconciler:
         self._written_users = desired_user_rights(desired)
 
     def _pause_hook(self, action: Action) -> None:
-        if action.kind.value == self.config.pause_after:
-            print(f"fault hook: paused after {action.kind.value} (SWARM_FAULT_PAUSE_AFTER)", file=sys.stderr, flush=True)
-            threading.Event().wait()  # for good: the test kills the process here
+        if action.kind.value != self.config.pause_after or self._paused:
+            return
+        self._paused = True
+        print(f"fault hook: paused after {action.kind.value} (SWARM_FAULT_PAUSE_AFTER)", file=sys.stderr, flush=True)
+        resume = self.config.resume_file
+        while resume is None or not resume.exists():
+            threading.Event().wait(0.02)  # without a resume file: for good, the test kills the process
+        print("fault hook: resumed", file=sys.stderr, flush=True)
 
     def _record_converged(
         self, source: SpecSource, attempt: Attempt, result: PassResult, *, new_spec: bool, spec_error: SpecError | None

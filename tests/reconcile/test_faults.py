@@ -11,6 +11,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from swarm.reconcile.status import ReconcileStatus
 from tests.reconcile.conftest import STATUS_KEY, Daemon, catalog_digest_live
 from tests.reconcile.test_watch import NEW_AGENT
 from tests.registry.conftest import RegistryProcess
@@ -92,14 +93,30 @@ def test_sigkill_mid_apply_then_restart_converges_without_repeats(
     assert len(catalog_events(live)) == 2
 
 
-def test_redis_stopped_during_apply_retries_and_converges(
-    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
-) -> None:
-    d = daemon_factory(spec_dir)
+def _pause_mid_apply(d: Daemon, spec_dir: Path, resume: Path) -> ReconcileStatus:
+    """Restart ``d`` so its next apply pauses after the bus creations; save an edit; wait for the pause."""
     first = d.wait_for(lambda s: s.state == "synced")
-    live.redis.stop()
+    d.stop()
+    d.env = {"SWARM_FAULT_PAUSE_AFTER": "put-redis-user", "SWARM_FAULT_RESUME_FILE": str(resume)}
+    d.start()
+    d.wait_for(lambda s: s.passes > first.passes)
     with open(spec_dir / "agents" / "review.yaml", "a") as fh:
         fh.write(NEW_AGENT)
+    deadline = time.monotonic() + 20
+    while "paused after put-redis-user" not in d.log.read_text():
+        assert d.alive() and time.monotonic() < deadline, d.log.read_text()[-3000:]
+        time.sleep(0.02)
+    return first
+
+
+def test_redis_stopped_mid_apply_retries_and_converges(
+    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Redis stops between the bus creations and the catalog push of one apply."""
+    d = daemon_factory(spec_dir)
+    first = _pause_mid_apply(d, spec_dir, tmp_path / "resume")
+    live.redis.stop()
+    (tmp_path / "resume").touch()
     deadline = time.monotonic() + 20
     while '"state": "waiting"' not in d.log.read_text():  # status lives in the stopped Redis: read the log
         assert d.alive(), "a transient fault must not end the daemon"
@@ -112,22 +129,34 @@ def test_redis_stopped_during_apply_retries_and_converges(
         lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest,  # type: ignore[union-attr]
         timeout=30,
     )
-    assert done.last_error is None
+    assert done.last_error is None and done.last_applied is not None
+    redone = sorted({a["kind"] for a in done.last_applied.actions})
+    # Streams, groups and documents survive in the append-only file and are not redone;
+    # ACL users live only in Redis's memory (no aclfile), so the restart lost them: re-created.
+    assert redone == ["push-catalog", "put-redis-user"], redone
     assert "fact-checker" in httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]
+    assert len(catalog_events(live)) == 2
 
 
-def test_registry_stopped_status_says_what_it_waits_for(
-    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
+def test_registry_stopped_mid_apply_waits_then_converges_without_repeats(
+    live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
+    """The registry stops between the bus creations and the catalog push of one apply."""
     d = daemon_factory(spec_dir)
-    first = d.wait_for(lambda s: s.state == "synced")
     before = catalog_digest_live(live)
-    live.stop()
-    with open(spec_dir / "agents" / "review.yaml", "a") as fh:
-        fh.write(NEW_AGENT)
+    resume = tmp_path / "resume"
+    first = _pause_mid_apply(d, spec_dir, resume)
+    assert first.last_applied is not None
+    live.stop()  # the bus objects of fact-checker exist; the catalog push is next
+    resume.touch()
     waiting = d.wait_for(lambda s: s.state == "waiting")
     assert waiting.waiting_for is not None and live.url in waiting.waiting_for
-    assert waiting.last_applied is not None and waiting.last_applied.digest == first.last_applied.digest  # type: ignore[union-attr]
+    assert waiting.last_applied is not None and waiting.last_applied.digest == first.last_applied.digest
+    assert d.alive(), "a transient fault must not end the daemon"
     live.start()
-    d.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest, timeout=30)  # type: ignore[union-attr]
+    done = d.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest != first.last_applied.digest, timeout=30)  # type: ignore[union-attr]
+    assert done.last_error is None and done.waiting_for is None and done.last_applied is not None
+    assert [a["kind"] for a in done.last_applied.actions] == ["push-catalog"], "the bus part is not redone"
     assert catalog_digest_live(live) != before
+    assert "fact-checker" in httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]
+    assert len(catalog_events(live)) == 2, "one push per distinct catalog"
