@@ -24,6 +24,8 @@ def test_plan_reconcile_status_round_trip(live: RegistryProcess, spec_dir: Path,
     once = run_cli("reconcile", str(spec_dir), *urls, "--once", "--compiled-dir", str(tmp_path / "out"), cwd=tmp_path)
     assert once.returncode == 0, once.stdout + once.stderr
     assert (tmp_path / "out" / "research" / "registry.json").is_file()
+    same = run_cli("compile", str(spec_dir), "--out", str(tmp_path / "out"), "--check", cwd=tmp_path)
+    assert same.returncode == 0, same.stdout + same.stderr  # written as `swarm compile` writes it
 
     again = run_cli("plan", str(spec_dir), *urls, cwd=tmp_path)
     assert again.returncode == 0 and "no changes" in again.stdout
