@@ -286,7 +286,7 @@ class Reconciler:
         status.updated_at = now_iso()
         self.status = status
         if not self.config.dry_run:
-            self._store_applied_spec(ports, source, status)
+            self._store_applied_spec(ports, source, status, rewrite=bool(result.applied))
             self._write_status(ports, status)
             if spec_error is None and result.state == "synced" and self._compiled_digest != source.digest:
                 self._compiled_digest = source.digest
@@ -432,10 +432,14 @@ class Reconciler:
             log.warning("could not write status: %s", exc)
         return result
 
-    def _store_applied_spec(self, ports: Ports, source: SpecSource, status: ReconcileStatus) -> None:
-        """Keep the files of the spec just applied in Redis (once per digest), for a restart onto a broken one."""
+    def _store_applied_spec(self, ports: Ports, source: SpecSource, status: ReconcileStatus, *, rewrite: bool) -> None:
+        """Keep the files of the spec just applied in Redis, for a restart onto a broken one.
+
+        Once per digest, and again whenever a pass changed something (another
+        process may have applied another spec meanwhile: drift this pass undid).
+        """
         applied = status.last_applied
-        if self._recovered or not source.files or self._stored_digest == source.digest:
+        if self._recovered or not source.files or (self._stored_digest == source.digest and not rewrite):
             return
         if applied is None or applied.digest != source.digest or status.state not in ("synced", "invalid-spec"):
             return

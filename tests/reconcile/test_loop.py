@@ -175,3 +175,15 @@ def test_stored_spec_of_another_swarm_or_tampered_is_ignored(spec_dir: Path) -> 
     assert parse_applied_spec(text, "other") is None
     assert parse_applied_spec(text.replace("Architect", "Archie"), "research") is None  # digest mismatch
     assert parse_applied_spec("{not json", "research") is None and parse_applied_spec(None, "research") is None
+
+
+def test_a_pass_that_changed_something_stores_its_spec_again(spec_dir: Path) -> None:
+    world = World()
+    rec = _reconciler(spec_dir, world)
+    rec.run_pass("start")
+    stored = world.status.applied_spec
+    world.status.applied_spec = "written by another process"
+    assert rec.run_pass("resync").applied == [] and world.status.applied_spec == "written by another process"
+    world.registry.catalog = None  # that process's apply, undone by ours
+    assert rec.run_pass("resync").applied
+    assert world.status.applied_spec == stored
