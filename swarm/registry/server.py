@@ -24,8 +24,9 @@ import contextlib
 import logging
 import re
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
+import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from pydantic import BaseModel, ValidationError
@@ -58,13 +59,15 @@ from swarm.registry.models import (
 from swarm.registry.openapi import openapi_document
 from swarm.registry.store import FieldConflictError, RegistryStore, parse_stream_id
 from swarm.registry.sweeper import LeaseSweeper
-from swarm.registry.watch import SSE_SEP, WatchHub, event_stream
+from swarm.registry.watch import SSE_SEP, Subscriber, WatchHub, event_stream
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 log = logging.getLogger("swarm.registry")
 
 _NAME = re.compile(NAME_PATTERN)
 _STATUSES = ("healthy", "critical", "expiring")
+#: Seconds a watch stream gets to end cleanly once the server shuts down.
+SSE_SHUTDOWN_GRACE = 1.0
 
 
 class BodyTooLargeError(InvalidRequestError):
@@ -150,7 +153,7 @@ def json_model(model: BaseModel, status_code: int = 200, headers: dict[str, str]
                     headers=headers)
 
 
-def error_json(status_code: int, error: str, detail: Any, headers: dict[str, str] | None = None,
+def error_json(status_code: int, error: str, detail: Any, headers: Mapping[str, str] | None = None,
                **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers)
 
@@ -306,6 +309,11 @@ class RegistryApp:
         else:
             start, reset = last, await self.store.trimmed_past(last)
 
+        # sse-starlette sets this when the server shuts down, then waits up to the grace
+        # period for the stream to end by itself: ending it (rather than being cancelled)
+        # completes the chunked body, so clients see a clean end, not a protocol error.
+        shutdown = anyio.Event()
+
         async def stream() -> AsyncIterator[dict[str, str] | bytes]:
             # Subscribed only once the body is really streamed: a response that is never
             # iterated (HEAD, a client gone before the first byte) must not leave a
@@ -313,15 +321,18 @@ class RegistryApp:
             # only after this subscription, and skips live entries it already sent.
             sub = self.hub.subscribe()
             self.metrics.watchers.inc()
+            closer = asyncio.create_task(_close_on(shutdown, sub))
             try:
                 async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
                                                 capability=capability, topic=topic):
                     yield event
             finally:
+                closer.cancel()
                 self.hub.unsubscribe(sub)
                 self.metrics.watchers.dec()
 
         return EventSourceResponse(stream(), ping=self.config.ping_interval, sep=SSE_SEP,
+                                   shutdown_event=shutdown, shutdown_grace_period=SSE_SHUTDOWN_GRACE,
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # -- catalog ------------------------------------------------------------------
@@ -467,6 +478,11 @@ class RegistryApp:
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
+
+
+async def _close_on(shutdown: anyio.Event, sub: Subscriber) -> None:
+    await shutdown.wait()
+    sub.close()
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

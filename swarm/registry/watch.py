@@ -85,6 +85,12 @@ class Subscriber:
         self.items: deque[Entry] = deque()
         self.wakeup = asyncio.Event()
         self.overflowed = False
+        self.closed = False
+
+    def close(self) -> None:
+        """End this client's stream at its next wait (the server is shutting down)."""
+        self.closed = True
+        self.wakeup.set()
 
     def offer(self, entry: Entry) -> None:
         if len(self.items) >= self.limit:
@@ -94,14 +100,14 @@ class Subscriber:
         self.wakeup.set()
 
     async def next(self, timeout: float | None = None) -> Entry | None:
-        """The next entry; None on overflow or timeout."""
-        while not self.items and not self.overflowed:
+        """The next entry; None on overflow, close or timeout."""
+        while not self.items and not self.overflowed and not self.closed:
             self.wakeup.clear()
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
             except asyncio.TimeoutError:
                 return None
-        if self.overflowed:
+        if self.overflowed or self.closed:
             return None
         return self.items.popleft()
 
@@ -214,15 +220,17 @@ async def event_stream(
             if len(page) < 1000:
                 break
         while True:
-            entry = await sub.next()
-            if entry is None:
+            live = await sub.next()
+            if live is None and sub.closed:
+                return  # shutting down: end the response cleanly; the client resumes elsewhere
+            if live is None:
                 log.warning("watch client fell %d events behind; disconnecting it (it resumes by Last-Event-ID)",
                             sub.limit)
                 return
-            if _id_tuple(entry.id) <= _id_tuple(sent):
+            if _id_tuple(live.id) <= _id_tuple(sent):
                 continue
-            sent = entry.id
-            event = sse_event(entry, capability, topic)
+            sent = live.id
+            event = sse_event(live, capability, topic)
             if event is not None:
                 yield event
     except RedisUnavailableError as exc:

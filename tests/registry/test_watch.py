@@ -230,6 +230,20 @@ async def test_watcher_that_falls_behind_is_disconnected_and_resumes_without_gap
         assert [e.json()["n"] for e in got + rest] == list(range(20))  # type: ignore[index]
 
 
+async def test_shutdown_ends_open_watches_cleanly(registry: RegistryProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", registry.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, registry, "architect")
+            assert (await sse.next_event()).event == "registered"
+            code = await asyncio.to_thread(registry.stop)  # SIGTERM
+            with pytest.raises(EOFError):  # a complete body, not a protocol error (cut chunked stream)
+                await sse.next_event()
+    log = registry.log_text()
+    assert code in (0, -15), log[-2000:]
+    assert "without completing response" not in log  # uvicorn's ERROR for a cut response
+
+
 def test_filter_matching() -> None:
     from swarm.registry.watch import matches
 
