@@ -21,11 +21,12 @@ Every redis-py connection or timeout error is re-raised as
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -474,7 +475,7 @@ class RegistryStore:
         agents.sort(key=lambda r: r.agent_id)
         return Snapshot(last_id=last_id, agents=agents)
 
-    async def events_after(self, last_id: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+    async def events_after(self, last_id: str, count: int = 1000) -> builtins.list[tuple[str, dict[str, str]]]:
         """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""
         async with redis_errors("event read"):
             entries = await self.redis.xrange(self.keys.events, min="(" + last_id, max="+", count=count)
@@ -544,6 +545,7 @@ def _registration(
 ) -> Registration:
     data = json.loads(row[0])
     ttl = int(data["ttl_seconds"])
+    status: Literal["healthy", "critical", "expiring"]
     if expiry <= now:
         status = "expiring"
     elif breaker is not None and _s(breaker) in BREAKER_CRITICAL:
