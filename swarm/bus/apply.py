@@ -240,7 +240,7 @@ async def _apply(
             user = keys.redis_user(agent_id)
             before = await redis.acl_getuser(user)
             rules = user_rules(keys, agent_id, publish, subscribe, bus_password(secret, plan.swarm, agent_id))
-            await redis.execute_command("ACL", "SETUSER", user, *rules)
+            await redis.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
             if before is None:
                 report.created_users.append(user)
             elif before != await redis.acl_getuser(user):

@@ -67,7 +67,7 @@ class BreakerStore:
 
     async def _call(self, op: str, agent_id: str, *, epoch: int = -1, now_ms: int | None = None, lock_ms: int = 0) -> BreakerReply:
         p = self.policy
-        args = [
+        args: list[Any] = [
             op, epoch, p.failure_threshold, p.cooldown_ms, p.max_cooldown_ms, p.probe_timeout_ms,
             agent_id, "" if now_ms is None else now_ms, EVENTS_MAXLEN, lock_ms,
         ]

@@ -425,10 +425,10 @@ class EventBus:
         command = (b"EVALSHA", self._publish_sha, b"3", self._breaker_key, stream, mark, self._sender, _CT, *args)
         try:
             try:
-                raw = await redis.execute_command(*command)
+                raw = await redis.execute_command(*command)  # type: ignore[no-untyped-call]
             except NoScriptError:  # a restarted or flushed Redis forgot the script
                 await self._load_publish_script()
-                raw = await redis.execute_command(b"EVALSHA", self._publish_sha, *command[2:])
+                raw = await redis.execute_command(b"EVALSHA", self._publish_sha, *command[2:])  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
             raise _wrap(exc, f"publish to {topic!r}") from exc
         return self._result(topic, mid, raw[0], raw[1], raw)
@@ -527,7 +527,8 @@ class EventBus:
             "reason": f"not acked after {deliveries - 1} deliveries (max_deliveries {self.max_deliveries})",
         }
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(dlq, {**fields, **extra})
+            entry: dict[Any, Any] = {**fields, **extra}
+            pipe.xadd(dlq, entry)
             pipe.xack(self.keys.topic(topic), self.agent_id, entry_id)
             await pipe.execute()
         self.stats.dead_lettered += 1
@@ -576,7 +577,7 @@ class EventBus:
         return out
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
-        rows = await self.redis.xpending_range(
+        rows: Any = await self.redis.xpending_range(
             stream, self.agent_id, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer_name
         )
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
@@ -607,7 +608,7 @@ class EventBus:
                         last_reclaim = loop.time()
                         batch.extend(await self.reclaim(topics))
                     if not batch:
-                        reply = await reader.xreadgroup(
+                        reply: Any = await reader.xreadgroup(
                             self.agent_id, self.consumer_name, {s: ">" for s in streams}, count=self.read_count, block=block
                         )
                         for stream, entries in reply or []:
