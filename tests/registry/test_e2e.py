@@ -177,9 +177,12 @@ async def test_agent_with_registry_false_contacts_no_registry(
     try:
         async with httpx.AsyncClient(base_url=agent.url) as http:
             assert (await http.get("/health/live")).status_code == 200
-            # an enabled agent tries to register at startup; give it a full heartbeat
-            # interval and more (1 s in this spec)
-            await asyncio.sleep(1.5)
+            # an enabled agent tries to register at startup: the control is done as soon
+            # as the trap catches it; the disabled agent gets a full heartbeat interval
+            # and more (1 s in this spec) to prove it never calls
+            deadline = asyncio.get_running_loop().time() + 1.5
+            while not (contacts_registry and contacts) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
             health = (await http.get("/health")).json()
         assert health["agent_id"] == agent_id
         assert bool(contacts) is contacts_registry, contacts
