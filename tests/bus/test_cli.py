@@ -70,6 +70,7 @@ def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) 
         (["tasks.admin.reset", "{}", "--as", "architect"], 1, "deny.publish: tasks.admin.>"),
         (["tasks.nope", "{}", "--as", "architect"], 1, "not declared"),
         (["results.research", "{}", "--as", "architect"], 1, "default deny"),
+        (["tasks.research", json.dumps({"x": "y" * (1 << 20)}), "--as", "architect"], 1, "over the limit of 1048576"),
         (["tasks.research", "{not json", "--as", "architect"], 2, "not valid JSON"),
         (["tasks.research", "{}", "--as", "ghost"], 2, "'ghost' is not declared"),
         (["tasks.research", "{}", "--as", "architect", "--id", "two words"], 2, "message id"),
@@ -80,6 +81,18 @@ def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) 
 def test_publish_refusals_and_usage_errors(cli, argv: list[str], code: int, needle: str) -> None:  # type: ignore[no-untyped-def]
     got, _, err = cli("publish", *argv)
     assert got == code and needle in err
+
+
+def test_publish_reads_the_payload_from_stdin(cli, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"from": "stdin"}'))
+    code, entry, _ = cli("publish", "tasks.research", "-", "--as", "architect")
+    assert code == 0
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert json.loads(r.xrange("swarm:{research}:topic:tasks.research")[0][1]["payload"]) == {"from": "stdin"}
+    assert r.xrange("swarm:{research}:topic:tasks.research")[0][0] == entry.strip()
+    r.close()
 
 
 def test_breaker_show_and_reset_and_refused_publish(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
