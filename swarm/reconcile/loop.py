@@ -262,7 +262,7 @@ class Reconciler:
     def run_pass(self, trigger: str = "once") -> PassResult:
         """Reconcile once; never raises for spec, transient or permanent faults."""
         source, attempt, spec_error = self._current_spec(trigger)
-        if source is None and spec_error is not None:
+        if source is None and spec_error is not None and not self.config.dry_run:  # a dry run reports the error
             source = self.good = self._recover_applied_spec()
         if source is None:
             assert spec_error is not None

@@ -187,3 +187,13 @@ def test_a_pass_that_changed_something_stores_its_spec_again(spec_dir: Path) -> 
     world.registry.catalog = None  # that process's apply, undone by ours
     assert rec.run_pass("resync").applied
     assert world.status.applied_spec == stored
+
+
+def test_dry_run_onto_an_invalid_spec_recovers_nothing(spec_dir: Path) -> None:
+    world = World()
+    _reconciler(spec_dir, world).run_pass("start")
+    assert world.status.applied_spec is not None
+    (spec_dir / "agents" / "review.yaml").write_text("kind: Agent\nid: [unclosed\n")
+    dry = Reconciler(ReconcileConfig(spec_paths=[spec_dir], dry_run=True), world.factory, lambda _n, _u: world.status)
+    result = dry.run_pass("once")
+    assert result.state == "invalid-spec" and dry.good is None and result.plan is None
