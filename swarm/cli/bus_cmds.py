@@ -17,7 +17,8 @@ with XRANGE / XREAD, without joining the agent's consumer group and without acks
 so looking at a topic never steals or acknowledges an agent's messages.
 
 Exit codes: 0 ok (a duplicate publish is ok and prints the original entry id),
-1 refused (ACL, breaker open, undeclared topic, payload too large),
+1 refused (ACL, breaker open, undeclared topic, payload too large, a prune of
+more than half without --force-prune),
 2 usage or invalid input (bad JSON, unknown agent, invalid spec).
 """
 
