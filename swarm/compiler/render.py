@@ -379,7 +379,8 @@ def safe_dump_yaml(data: dict[str, Any]) -> str:
     dumper = getattr(yaml, "CSafeDumper", None)
     if dumper is None or not _all_printable_ascii(data):
         dumper = yaml.SafeDumper
-    return yaml.dump(data, Dumper=dumper, **_YAML_OPTIONS)
+    text: str = yaml.dump(data, Dumper=dumper, **_YAML_OPTIONS)  # str, since no stream is given
+    return text
 
 
 COMPOSE_NOTES = (
