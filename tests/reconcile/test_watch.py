@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.reconcile.conftest import Daemon, catalog_digest_live
+from tests.reconcile.conftest import Daemon, catalog_digest_live, run_cli
 from tests.registry.conftest import RegistryProcess
 
 NEW_AGENT = """
@@ -61,6 +61,9 @@ def test_rev_applies_commits_not_the_working_tree(live: RegistryProcess, tmp_pat
         fh.write(NEW_AGENT)
     d.wait_for(lambda s: s.passes >= 3)  # a couple of resyncs later
     assert catalog_digest_live(live) == before
+    urls = ("--registry-url", live.url, "--redis-url", live.redis.url)
+    assert run_cli("plan", str(spec_dir), "--rev", "main", *urls, cwd=repo).returncode == 0, "the commit is applied"
+    assert run_cli("plan", str(spec_dir), *urls, cwd=repo).returncode == 1, "the working tree is not"
 
     _git(repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "add fact-checker")
     second = _git(repo, "rev-parse", "HEAD")
