@@ -22,6 +22,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _private_compile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compile stamps go to a temporary directory, never the developer's ~/.cache/swarm.
+
+    Set in the environment so subprocesses (``swarm compile``, ``swarm up``) inherit it.
+    """
+    monkeypatch.setenv("SWARM_CACHE_DIR", str(tmp_path_factory.mktemp("swarm-cache")))
+
+
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start any number of redis-servers on free ports; all are stopped after the test."""
