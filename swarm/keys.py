@@ -16,6 +16,7 @@ swarm:{N}:events                       stream  registry watch events (capped, MA
 swarm:{N}:sweeper                      string  lock: one sweeper acts on each expiry
 swarm:{N}:protection                   string  "1" while mass-eviction protection holds
 swarm:{N}:status                       string  JSON reconcile status
+swarm:{N}:applied-spec                 string  JSON files of the last applied spec (restart recovery)
 swarm:{N}:breaker:<id>                 hash    circuit breaker of one agent
 swarm:{N}:acl                          string  JSON ACL table applied by ``bus apply``
 swarm:{N}:bus                          string  JSON bus settings applied by ``bus apply``
@@ -73,6 +74,10 @@ class SwarmKeys:
     @property
     def status(self) -> str:
         return self.prefix + "status"
+
+    @property
+    def applied_spec(self) -> str:
+        return self.prefix + "applied-spec"
 
     def breaker(self, agent_id: str) -> str:
         return f"{self.prefix}breaker:{agent_id}"

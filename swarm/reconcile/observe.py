@@ -286,7 +286,7 @@ class RedisBusPort:
     @property
     def applied_spec_key(self) -> str:
         """``swarm:{N}:applied-spec``: the files of the last applied spec (JSON), beside the status."""
-        return self.keys.prefix + "applied-spec"
+        return self.keys.applied_spec
 
     def read_applied_spec(self) -> str | None:
         with redis_errors(self.url, "read the applied spec"):
