@@ -16,11 +16,27 @@ Observation is pipelined: one SCAN for the swarm's streams, one pipeline for
 their consumer groups, the ACL/bus documents, the Redis users, the open
 breakers and the protection flag — a pass costs a few round trips however many
 agents the swarm has.
+
+A Redis user read back in full (the resync timer; see ``assumed_users``) is
+compared whole, not only by its topics: :func:`parse_user_rights` reads the
+topics it may XADD / XREADGROUP, and the user must then equal, field for field
+of ACL GETUSER (password hash, flags, commands, keys, channels, selectors),
+what ``user_rules`` writes for exactly those topics. Whatever differs — a rule
+removed by hand, a changed password, rules of an older swarm version — lands in
+:attr:`UserRights.differs` and the plan re-applies the user. The expected
+GETUSER reply is not guessed in Python (Redis 7.0 lists commands in its hash
+order, random per process): Redis computes it on a scratch user
+(``swarm-<N>-:expected``, a name no agent id can spell) created, read and
+deleted inside one MULTI, so no client can ever see or log in as it. Replies
+are cached per rules tuple for the port's lifetime, so a steady resync costs
+no extra round trip; a user that differs from its cached reply is checked
+against a fresh one before it is called changed.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping
 
 import httpx
@@ -149,6 +165,29 @@ def parse_user_rights(info: dict[str, Any] | None, keys: SwarmKeys) -> UserRight
     return UserRights(publish=frozenset(publish), subscribe=frozenset(subscribe), enabled=bool(info.get("enabled", True)))
 
 
+#: The agent id part of the scratch user: ':' is outside the agent id charset.
+SCRATCH_ID = ":expected"
+
+
+def user_differences(live: Mapping[str, Any], expected: Mapping[str, Any]) -> frozenset[str]:
+    """ACL GETUSER fields (redis-py's parsed reply) in which ``live`` differs from ``expected``.
+
+    ``passwords`` is reported as "password"; the on/off flag is left out (it is
+    :attr:`UserRights.enabled`), the other flags are compared as a set.
+    """
+    out: set[str] = set()
+    for name in sorted(set(live) | set(expected)):
+        if name in ("enabled", "flags"):
+            continue
+        if live.get(name) != expected.get(name):
+            out.add("password" if name == "passwords" else name)
+    flags_live = set(live.get("flags") or ()) - {"on", "off"}
+    flags_expected = set(expected.get("flags") or ()) - {"on", "off"}
+    if flags_live != flags_expected:
+        out.add("flags")
+    return frozenset(out)
+
+
 class RedisBusPort:
     """:class:`~swarm.reconcile.state.BusPort` and the status store, on one Redis."""
 
@@ -157,6 +196,10 @@ class RedisBusPort:
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
         self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
+        self._canonical: dict[tuple[str, ...], dict[str, Any]] = {}
+        # (agent id, publish, subscribe) -> its rules: user_rules + HMAC cost ~40 us, per user per resync
+        self._rules_memo: dict[tuple[str, frozenset[str], frozenset[str]], tuple[str, ...]] = {}
 
     def close(self) -> None:
         self._redis.close()
@@ -198,12 +241,15 @@ class RedisBusPort:
             if state in ("open", "half_open"):  # publishing blocked (half-open: one probe only)
                 open_breakers.append(b[len(keys.breaker("")):])
         rights: dict[str, UserRights] = {u[len(user_prefix):]: assumed[u[len(user_prefix):]] for u in unread}
+        infos: dict[str, tuple[dict[str, Any], UserRights]] = {}
         for u in read:
             info = next(it)
             parsed = None if isinstance(info, Exception) else parse_user_rights(info, keys)
             # only users whose keys live in this swarm (swarm "research-x" shares the name prefix)
             if parsed is not None and keys.prefix in repr(info):
-                rights[u[len(user_prefix):]] = parsed
+                infos[u[len(user_prefix):]] = (info, parsed)
+        if infos:
+            rights.update(self._compare_users(infos))
         return BusObservation(
             streams=frozenset(groups),
             groups=groups,
@@ -214,6 +260,56 @@ class RedisBusPort:
             breakers_open=tuple(open_breakers),
             protection=protection is not None,  # the registry keeps the time protection began
         )
+
+    def _rules(self, agent_id: str, publish: frozenset[str], subscribe: frozenset[str]) -> tuple[str, ...]:
+        """The ACL SETUSER rules of an agent with these topics (topics sorted: one spelling per set)."""
+        from swarm.bus.apply import bus_password, user_rules
+
+        assert self.bus_secret is not None
+        password = bus_password(self.bus_secret, self.keys.swarm, agent_id)
+        return tuple(user_rules(self.keys, agent_id, sorted(publish), sorted(subscribe), password))
+
+    def _compare_users(self, infos: Mapping[str, tuple[dict[str, Any], UserRights]]) -> dict[str, UserRights]:
+        """Each user's rights with :attr:`UserRights.differs` filled from a whole-user comparison.
+
+        The rules compared with are those of the topics the user itself holds: a
+        user equal to them differs from the spec only in topics, which the plan
+        compares; together that is "the user equals ``user_rules`` of the spec".
+        """
+        memo, self._rules_memo = self._rules_memo, {}  # keep only this pass's entries: bounded
+        rules: dict[str, tuple[str, ...]] = {}
+        for aid, (_, parsed) in infos.items():
+            key = (aid, parsed.publish, parsed.subscribe)
+            rules[aid] = self._rules_memo[key] = memo.get(key) or self._rules(*key)
+        cache = self._canonical
+        # a reply cached by an earlier pass confirms equality; anything else is asked afresh
+        ask = sorted({rules[aid] for aid, (info, _) in infos.items() if cache.get(rules[aid]) != info})
+        fresh = self._canonical_replies(ask) if ask else {}
+        self._canonical = kept = {r: fresh.get(r) or cache[r] for r in rules.values()}
+        out: dict[str, UserRights] = {}
+        for aid, (info, parsed) in infos.items():
+            differs = user_differences(info, kept[rules[aid]])
+            out[aid] = replace(parsed, differs=differs) if differs else parsed
+        return out
+
+    def _canonical_replies(self, rule_sets: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
+        """ACL GETUSER of a user given exactly each rules tuple, computed by Redis on a scratch user.
+
+        One MULTI: set, read back, …, delete. Every rules tuple starts with
+        ``reset``, so the scratch user holds nothing of the previous one, and no
+        other client runs between the commands (no one can log in as it, and a
+        connection lost half-way leaves nothing behind).
+        """
+        scratch = self.keys.redis_user(SCRATCH_ID)
+        with redis_errors(self.url, "compute the expected Redis users"):
+            with self._redis.pipeline(transaction=True) as tx:
+                for rules in rule_sets:
+                    assert rules[0] == "reset", rules
+                    tx.execute_command("ACL", "SETUSER", scratch, *rules)  # type: ignore[no-untyped-call]
+                    tx.acl_getuser(scratch)
+                tx.acl_deluser(scratch)
+                replies = tx.execute()
+        return {rules: replies[2 * i + 1] for i, rules in enumerate(rule_sets)}
 
     def apply(self, bus: BusPlan, acl: AclDocument, changes: BusChanges) -> None:
         """Create / rewrite exactly ``changes``, with the rules of :mod:`swarm.bus.apply`.
@@ -241,8 +337,10 @@ class RedisBusPort:
             if changes.users and self.bus_secret:
                 for agent_id in changes.users:
                     rights = acl.agents.get(agent_id)
+                    # topics sorted, as observe spells the rules it compares users with
                     rules = user_rules(
-                        keys, agent_id, rights.publish if rights else [], rights.subscribe if rights else [],
+                        keys, agent_id,
+                        sorted(rights.publish) if rights else [], sorted(rights.subscribe) if rights else [],
                         bus_password(self.bus_secret, bus.swarm, agent_id),
                     )
                     pipe.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)  # type: ignore[no-untyped-call]

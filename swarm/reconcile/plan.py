@@ -41,7 +41,9 @@ proven otherwise.
 
 Descriptions speak the user's terms, including what an ACL change means:
 "role worker gains publish on results.summary", "agent reviewer will be evicted:
-no longer declared", "topic x: create stream and consumer groups a, b".
+no longer declared", "topic x: create stream and consumer groups a, b",
+"agent x: Redis user swarm-research-x differs from the spec (rules changed by
+hand); re-apply" (a user read back whole that is not exactly ``user_rules``).
 """
 
 from __future__ import annotations
@@ -237,6 +239,26 @@ def desired_user_rights(desired: DesiredState) -> dict[str, UserRights]:
     }
 
 
+#: What a differing ACL GETUSER field of a Redis user means (UserRights.differs).
+_USER_FIELDS = {
+    "password": "its password is not the one derived from the bus secret",
+    "commands": "its command rules differ from what swarm writes",
+    "categories": "its command categories differ from what swarm writes",
+    "keys": "its key patterns differ from what swarm writes",
+    "channels": "its Pub/Sub channel rules differ from what swarm writes",
+    "selectors": "its selectors (per-key command rules) differ from what swarm writes",
+    "flags": "its flags differ from what swarm writes",
+}
+
+
+def _user_drift(differs: frozenset[str]) -> list[str]:
+    """Details of a Redis user's non-topic differences, in words."""
+    out = [_USER_FIELDS.get(name, f"its {name} differ from what swarm writes") for name in sorted(differs)]
+    if differs - {"password"}:
+        out.append("(edited by hand, or written by another swarm version)")
+    return out
+
+
 def _settings_changed(old: BusPlan | None, new: BusPlan) -> list[str]:
     if old is None:
         return ["bus settings are not in Redis yet"]
@@ -334,9 +356,16 @@ def plan_actions(
             details += [f"loses publish on {t}" for t in sorted(have_rights.publish - rights.publish)]
             details += [f"gains subscribe on {t}" for t in sorted(rights.subscribe - have_rights.subscribe)]
             details += [f"loses subscribe on {t}" for t in sorted(have_rights.subscribe - rights.subscribe)]
-            creates.append(
-                Action(ActionKind.PUT_REDIS_USER, aid, f"agent {aid}: update Redis user {user}", tuple(details))
-            )
+            details += _user_drift(have_rights.differs)
+            if (have_rights.publish, have_rights.subscribe) == (rights.publish, rights.subscribe):
+                # same topics: the spec did not change the user, someone else did
+                why = [w for w, bad in (("disabled", not have_rights.enabled),
+                                        ("password changed", "password" in have_rights.differs),
+                                        ("rules changed", bool(have_rights.differs - {"password"}))) if bad]
+                description = f"agent {aid}: Redis user {user} differs from the spec ({', '.join(why)} by hand); re-apply"
+            else:
+                description = f"agent {aid}: update Redis user {user}"
+            creates.append(Action(ActionKind.PUT_REDIS_USER, aid, description, tuple(details)))
 
     # 2. catalog
     pushes: list[Action] = []

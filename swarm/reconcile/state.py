@@ -33,11 +33,18 @@ class LiveAgent:
 
 @dataclass(frozen=True)
 class UserRights:
-    """The stream rights of one Redis ACL user, read back as topic names."""
+    """The stream rights of one Redis ACL user, read back as topic names.
+
+    ``differs``: what else of the user is not exactly what ``swarm.bus.apply.user_rules``
+    writes for these topics, as ACL GETUSER field names ("password", "commands",
+    "keys", "channels", "selectors", "flags"; the on/off flag is ``enabled``).
+    Empty when equal, for the desired rights, and for users not read back.
+    """
 
     publish: frozenset[str] = frozenset()
     subscribe: frozenset[str] = frozenset()
     enabled: bool = True
+    differs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,9 @@ def observe(
 
     ``assumed_users``: rights this process itself wrote last time. Reading a Redis
     user back (ACL GETUSER) costs Redis ~0.4 ms per user, so event-triggered passes
-    check those users' existence only; the resync timer reads every user in full.
+    check those users' existence only; the resync timer reads every user in full
+    and compares it whole (password hash, flags, commands, keys, selectors) with
+    what the rules would write, so any hand edit is healed.
     """
     bus_seen = bus.observe(plan, assumed_users)
     return ActualState(

@@ -1,0 +1,269 @@
+"""Redis users changed outside their topics are healed by the resync pass (real redis-server).
+
+The resync timer reads every agent's Redis user back whole and compares it with
+what ``swarm.bus.apply.user_rules`` writes: a rule removed by hand, a disabled
+user, a changed password or the rules of an older swarm version are re-applied;
+the save-triggered path keeps trusting the users the daemon wrote itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from redis import asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.exceptions import AuthenticationError, NoPermissionError
+
+from swarm.bus.apply import apply_bus, bus_password, user_rules
+from swarm.desired import DesiredState
+from swarm.keys import SwarmKeys
+from swarm.reconcile.loop import Ports, ReconcileConfig, Reconciler
+from swarm.reconcile.observe import RedisBusPort, user_differences
+from swarm.reconcile.plan import ActionKind, desired_user_rights, plan_actions
+from swarm.reconcile.state import ActualState, RegistryObservation, UserRights
+from tests.reconcile.fakes import FakeRegistry
+from tests.reconcile.specdata import REPO, desired_from_docs, example_docs
+from tests.support.services import RedisServer
+
+SECRET = "test-bus-secret"
+KEYS = SwarmKeys("research")
+AGENT = "summarizer"  # publishes results.*, subscribes tasks.*: every selector kind
+USER = KEYS.redis_user(AGENT)
+PASSWORD = bus_password(SECRET, "research", AGENT)
+
+
+def _rules(drop: Callable[[str], bool] = lambda r: False, swap: dict[str, str] | None = None) -> list[str]:
+    """The agent's desired rules, minus those ``drop`` says, with ``swap`` replacements."""
+    desired = desired_from_docs(example_docs())
+    a = desired.acl.agents[AGENT]
+    rules = user_rules(KEYS, AGENT, a.publish, a.subscribe, PASSWORD)
+    return [(swap or {}).get(r, r) for r in rules if not drop(r)]
+
+
+_ACL_SELECTOR = f"(+get +mget +getrange %R~{KEYS.acl} %R~{KEYS.bus})"
+_DEAD_LETTER_SELECTOR = f"(+xadd %W~{KEYS.dead_letter('tasks.research')} %W~{KEYS.dead_letter('tasks.summarize')})"
+_DEDUP_SELECTOR = f"(+set +get ~{KEYS.dedup('results.research', '*')} ~{KEYS.dedup('results.summary', '*')})"
+
+
+def _as_agent(server: RedisServer, password: str = PASSWORD) -> Any:
+    # no retries: a refused login is the expected answer, not a fault to back off from
+    return redis.Redis(host="127.0.0.1", port=server.port, username=USER, password=password, decode_responses=True,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def _getrange(server: RedisServer) -> None:
+    agent = _as_agent(server)
+    try:
+        agent.getrange(KEYS.bus, 0, 10)
+    finally:
+        agent.close()
+
+
+def _evalsha(server: RedisServer) -> None:
+    agent = _as_agent(server)
+    try:
+        sha = agent.script_load("return 1")
+        assert agent.evalsha(sha, 0) == 1
+    finally:
+        agent.close()
+
+
+def _dead_letter(server: RedisServer) -> None:
+    agent = _as_agent(server)
+    try:
+        agent.xadd(KEYS.dead_letter("tasks.research"), {"reason": "test"})
+    finally:
+        agent.close()
+
+
+def _dedup_mark(server: RedisServer) -> None:
+    agent = _as_agent(server)
+    try:
+        agent.set(KEYS.dedup("results.summary", "m-1"), "1-0", nx=True, px=1000)
+    finally:
+        agent.close()
+
+
+def _ping(server: RedisServer) -> None:
+    agent = _as_agent(server)
+    try:
+        assert agent.ping()
+    finally:
+        agent.close()
+
+
+# (what is changed by hand, the ACL SETUSER arguments, what the agent can no longer do, the words of the plan)
+CASES = {
+    "root-rule-removed": (["-evalsha"], _evalsha, "rules changed"),
+    "older-rules-without-getrange": (
+        _rules(swap={_ACL_SELECTOR: f"(+get +mget %R~{KEYS.acl} %R~{KEYS.bus})"}), _getrange, "rules changed"),
+    "dead-letter-selector-dropped": (_rules(drop=lambda r: r == _DEAD_LETTER_SELECTOR), _dead_letter, "rules changed"),
+    "dedup-selector-dropped": (_rules(drop=lambda r: r == _DEDUP_SELECTOR), _dedup_mark, "rules changed"),
+    "disabled": (["off"], _ping, "disabled"),
+    "password-changed": (["resetpass", ">changed-by-hand"], _ping, "password changed"),
+}
+
+
+@pytest.fixture
+def world(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Reconciler, RedisBusPort, Any]]:
+    spec_dir = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", spec_dir)
+    registry = FakeRegistry()
+    bus = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+
+    def factory(_d: DesiredState, _c: ReconcileConfig) -> Ports:
+        return Ports(registry=registry, bus=bus, status=bus)
+
+    rec = Reconciler(ReconcileConfig(spec_paths=[spec_dir], redis_url=redis_server.url), factory)
+    client: Any = redis_server.client(decode_responses=True)
+    try:
+        yield rec, bus, client
+    finally:
+        client.close()
+        bus.close()
+        rec.close()
+
+
+def _commands(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_acl|{name}", {}).get("calls", 0)) for name in ("getuser", "setuser")}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_resync_reapplies_a_user_changed_outside_its_topics(
+    case: str, world: tuple[Reconciler, RedisBusPort, Any], redis_server: RedisServer
+) -> None:
+    rec, _bus, client = world
+    setuser, operation, why = CASES[case]
+    assert rec.run_pass("start").state == "synced"
+    desired_user = client.acl_getuser(USER)
+    operation(redis_server)  # the agent can do it
+
+    client.execute_command("ACL", "SETUSER", USER, *setuser)
+    assert client.acl_getuser(USER) != desired_user
+    with pytest.raises((NoPermissionError, AuthenticationError)):
+        operation(redis_server)
+
+    result = rec.run_pass("resync")
+    assert result.state == "synced", result
+    assert [(a.kind, a.target) for a in result.applied] == [(ActionKind.PUT_REDIS_USER, AGENT)]
+    action = result.applied[0]
+    assert action.description == f"agent {AGENT}: Redis user {USER} differs from the spec ({why} by hand); re-apply"
+    assert client.acl_getuser(USER) == desired_user
+    operation(redis_server)  # works again
+    assert rec.status is not None and rec.status.drift == [action.description]
+
+    again = rec.run_pass("resync")
+    assert again.state == "synced" and again.applied == []
+
+
+def test_plan_details_name_what_differs(world: tuple[Reconciler, RedisBusPort, Any]) -> None:
+    rec, bus, client = world
+    assert rec.run_pass("start").state == "synced"
+    assert rec.good is not None
+    desired = rec.good.desired
+    client.execute_command("ACL", "SETUSER", USER, "-evalsha", "resetpass", ">x")
+    seen = bus.observe(desired.bus)
+    assert seen.users[AGENT].differs == {"password", "commands"}
+    assert all(not r.differs for aid, r in seen.users.items() if aid != AGENT)
+    actual = ActualState(registry=RegistryObservation(catalog=desired.registry), bus=seen)
+    (action,) = plan_actions(desired, actual).actions
+    assert action.description == (
+        f"agent {AGENT}: Redis user {USER} differs from the spec (password changed, rules changed by hand); re-apply"
+    )
+    assert action.details == (
+        "its command rules differ from what swarm writes",
+        "its password is not the one derived from the bus secret",
+        "(edited by hand, or written by another swarm version)",
+    )
+
+
+def test_topic_change_and_drift_together_is_an_update(world: tuple[Reconciler, RedisBusPort, Any]) -> None:
+    rec, bus, client = world
+    assert rec.run_pass("start").state == "synced"
+    assert rec.good is not None
+    desired = rec.good.desired
+    rights = desired.acl.agents[AGENT]
+    rules = user_rules(KEYS, AGENT, rights.publish[:1], rights.subscribe, PASSWORD)  # one publish topic fewer
+    client.execute_command("ACL", "SETUSER", USER, *rules, "off")
+    seen = bus.observe(desired.bus)
+    assert seen.users[AGENT] == UserRights(
+        publish=frozenset(rights.publish[:1]), subscribe=frozenset(rights.subscribe), enabled=False
+    )
+    actual = ActualState(registry=RegistryObservation(catalog=desired.registry), bus=seen)
+    (action,) = plan_actions(desired, actual).actions
+    assert action.description == f"agent {AGENT}: update Redis user {USER}"
+    assert action.details == ("is disabled: enable it", f"gains publish on {rights.publish[1]}")
+
+
+def test_save_path_trusts_written_users_and_resync_reads_without_writing(
+    world: tuple[Reconciler, RedisBusPort, Any],
+) -> None:
+    """Cost: a file-triggered pass reads no user; a steady resync reads each once and writes none."""
+    rec, _bus, client = world
+    assert rec.run_pass("start").state == "synced"
+    assert rec.good is not None
+    users = len(rec.good.desired.acl.agents)
+    assert rec.run_pass("resync").applied == []  # fills the expected-user cache if start did not
+    before = _commands(client)
+    assert rec.run_pass("file").applied == []
+    assert _commands(client) == before
+    assert rec.run_pass("resync").applied == []
+    after = _commands(client)
+    assert after == {"getuser": before["getuser"] + users, "setuser": before["setuser"]}
+
+    client.execute_command("ACL", "SETUSER", USER, "-evalsha")
+    assert rec.run_pass("file").applied == []  # the save path does not look (by design)
+    assert [a.target for a in rec.run_pass("resync").applied] == [AGENT]
+
+
+def test_users_written_by_bus_apply_are_equal(redis_server: RedisServer) -> None:
+    """``swarm bus apply`` (the compose setup service) and the reconciler agree: nothing to re-apply."""
+    desired = desired_from_docs(example_docs())
+    asyncio.run(_apply_with_bus_apply(redis_server, desired))
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    try:
+        seen = port.observe(desired.bus)
+        assert seen.users == desired_user_rights(desired)
+        actual = ActualState(registry=RegistryObservation(catalog=desired.registry), bus=seen)
+        assert plan_actions(desired, actual).empty
+        assert not [u for u in port._redis.acl_users() if ":" in u]  # the scratch user is gone
+    finally:
+        port.close()
+
+
+def test_a_stale_cached_reply_never_calls_a_user_changed(redis_server: RedisServer) -> None:
+    """A live user that differs from the cached reply is checked against a fresh one."""
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    try:
+        asyncio.run(_apply_with_bus_apply(redis_server, desired))
+        assert not port.observe(desired.bus).users[AGENT].differs
+        port._canonical = {rules: {**reply, "commands": ["+stale"]} for rules, reply in port._canonical.items()}
+        assert all(not r.differs for r in port.observe(desired.bus).users.values())
+    finally:
+        port.close()
+
+
+async def _apply_with_bus_apply(server: RedisServer, desired: DesiredState) -> None:
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        await apply_bus(client, desired.bus, desired.acl, secret=SECRET)
+    finally:
+        await client.aclose()
+
+
+def test_user_differences_names_fields() -> None:
+    want = {"flags": ["on", "sanitize-payload"], "passwords": ["a"], "commands": ["+ping"], "keys": [],
+            "channels": [], "selectors": [], "categories": ["-@all"], "enabled": True}
+    assert user_differences(want, want) == frozenset()
+    assert user_differences({**want, "flags": ["off", "sanitize-payload"], "enabled": False}, want) == frozenset()
+    assert user_differences({**want, "flags": ["on", "sanitize-payload", "nopass"], "passwords": []}, want) == {
+        "flags", "password"}
+    assert user_differences({**want, "selectors": [["commands", "-@all +xadd"]]}, want) == {"selectors"}
