@@ -499,10 +499,12 @@ class RegistryStore:
             return True  # an id from the future: not this stream's
         if last < _id_tuple(_s(info.get("max-deleted-entry-id", "0-0"))):
             return True
-        if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
-            return False
         first = info.get("first-entry")
         oldest = _s(first[0]) if first else _s(info.get("last-generated-id", "0-0"))
+        if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
+            # nothing ever removed: every id this stream gave out is "0-0" or still in it,
+            # so an older one comes from a stream Redis lost (recreated since)
+            return last != (0, 0) and last < _id_tuple(oldest)
         return last < _id_tuple(oldest)
 
     async def last_event_id(self) -> str:

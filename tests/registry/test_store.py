@@ -141,7 +141,8 @@ async def test_snapshot_and_trim_detection(client: aioredis.Redis) -> None:
     assert await store.trimmed_past(first.event_id) is False
     ms, _, seq = first.event_id.partition("-")
     assert await store.trimmed_past(f"{ms}-{int(seq) + 1}") is True  # never produced by this stream
-    assert await store.trimmed_past(f"{int(ms) - 1}-0") is False
+    assert await store.trimmed_past(f"{int(ms) - 1}-0") is True  # before this stream's first event
+    assert await store.trimmed_past("0-0") is False  # "from the start" is always valid
     for _ in range(200):
         await client.xadd("swarm:{research}:events", {"type": "noise"}, maxlen=1, approximate=False)
     assert await store.trimmed_past(first.event_id) is True
