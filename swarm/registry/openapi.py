@@ -12,7 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from swarm.registry.models import (
     EVENT_TYPES,
@@ -30,7 +31,7 @@ from swarm.registry.models import (
 )
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
-_MODELS = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogState, CatalogPutResult,
+_MODELS: list[type[BaseModel]] = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogState, CatalogPutResult,
            ErrorBody, ValidationErrorBody, Health, Status]
 
 
@@ -60,7 +61,7 @@ _AGENT_ID = {
     "name": "agent_id", "in": "path", "required": True,
     "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX},
 }
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -71,9 +72,8 @@ def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     """The full OpenAPI 3.1 document (cached; it depends only on the code)."""
-    _, schemas = models_json_schema(
-        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
-    )
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in _MODELS]
+    _, schemas = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     filters = [
         _query("capability", "agents with this capability", maxLength=128),
         _query("topic", "agents publishing or subscribing to this topic", maxLength=249),

@@ -26,7 +26,7 @@ import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -283,13 +283,13 @@ class RegistryStore:
         fleet) is fetched and parsed only after a change.
         """
         async with redis_errors("catalog read"):
-            head = await self.redis.getrange(self.keys.catalog, 0, CATALOG_HEAD - 1)
+            head = cast(bytes, await self.redis.getrange(self.keys.catalog, 0, CATALOG_HEAD - 1))
             cached = self._catalog_cache
             if not head:
                 return None
             if cached is not None and head.startswith(b'{"digest":"') and cached[0] == head:
                 return cached[1]
-            raw = await self.redis.get(self.keys.catalog)
+            raw = cast("bytes | None", await self.redis.get(self.keys.catalog))
         if raw is None:
             return None
         state = CatalogState.model_validate_json(raw)
@@ -478,7 +478,10 @@ class RegistryStore:
     async def events_after(self, last_id: str, count: int = 1000) -> builtins.list[tuple[str, dict[str, str]]]:
         """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""
         async with redis_errors("event read"):
-            entries = await self.redis.xrange(self.keys.events, min="(" + last_id, max="+", count=count)
+            entries = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                await self.redis.xrange(self.keys.events, min="(" + last_id, max="+", count=count),
+            )
         return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in entries]
 
     async def trimmed_past(self, last_id: str) -> bool:

@@ -26,7 +26,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, cast
 
 import redis.asyncio as aioredis
 
@@ -140,7 +140,10 @@ class WatchHub:
                 if self.position is None:
                     self.position = await self.store.last_event_id()
                 async with redis_errors("watch read"):
-                    reply = await self.reader.xread({key: self.position}, count=1000, block=self.block_ms)
+                    reply = cast(
+                        "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+                        await self.reader.xread({key: self.position}, count=1000, block=self.block_ms),
+                    )
             except RedisUnavailableError as exc:
                 log.warning("watch reader: %s; retrying", exc)
                 await _sleep_or_stop(stop_event, 0.5)
