@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from swarm.cli import EXIT_INVALID, EXIT_OK
+from swarm.errors import InvalidRequestError
+from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL
 from swarm.spec.models import NAME_PATTERN
 
 
@@ -37,10 +39,16 @@ def register(subparsers: Any) -> None:
 
     serve = sub.add_parser("serve", help="run the registry HTTP service (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8700, help="port (default 8700)")
-    serve.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
-                       help="Redis holding the registry state (default redis://127.0.0.1:6379/0)")
-    serve.add_argument("--swarm", required=True, type=_name, metavar="NAME", help="the swarm this registry serves")
+    serve.add_argument("--port", type=int, default=None,
+                       help="port (default: the port of the spec's registry.url when --swarm is not given, else 8700)")
+    serve.add_argument("--redis-url", default=None,
+                       help="Redis holding the registry state (default: the spec's bus.redis_url when --swarm is "
+                            "not given, else redis://127.0.0.1:6379/0)")
+    serve.add_argument("--swarm", default=None, type=_name, metavar="NAME",
+                       help="the swarm this registry serves (default: metadata.name of --spec)")
+    serve.add_argument("--spec", default=None, type=Path, metavar="SPEC",
+                       help="spec to take the swarm, redis_url and port from when --swarm is not given "
+                            "(default specs/)")
     serve.add_argument("--insecure", action="store_true",
                        help="serve without authentication when SWARM_REGISTRY_SECRET is unset")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
@@ -73,6 +81,11 @@ def register(subparsers: Any) -> None:
     token = subparsers.add_parser("token", help="print an agent's registry bearer token")
     token.add_argument("agent_id", nargs="?", type=_name, metavar="AGENT_ID")
     token.add_argument("--admin", action="store_true", help="print the admin token instead")
+    token.add_argument("--bus", action="store_true",
+                       help="print the agent's Redis password instead (its Redis user swarm-<swarm>-<id>; "
+                            "key SWARM_BUS_SECRET, default SWARM_REGISTRY_SECRET)")
+    token.add_argument("--spec", default=Path("specs"), type=Path, metavar="SPEC",
+                       help="with --bus: the spec naming the swarm (default specs/)")
     token.set_defaults(handler=run_token)
 
 
@@ -84,12 +97,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from swarm.registry.config import config_from_env
     from swarm.registry.server import create_app
 
+    swarm, redis_url, port = _serve_target(args)
     config = config_from_env(
         os.environ,
-        swarm=args.swarm,
-        redis_url=args.redis_url,
+        swarm=swarm,
+        redis_url=redis_url,
         host=args.host,
-        port=args.port,
+        port=port,
         insecure=args.insecure,
         access_log=args.access_log,
         probe=args.probe,
@@ -112,6 +126,21 @@ def run_serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     return EXIT_OK
+
+
+def _serve_target(args: argparse.Namespace) -> tuple[str, str, int]:
+    """(swarm, redis_url, port): flags win; without --swarm the spec supplies what is missing."""
+    if args.swarm is not None and args.spec is None:
+        return args.swarm, args.redis_url or DEFAULT_REDIS_URL, args.port or DEFAULT_PORT
+    from urllib.parse import urlsplit
+
+    from swarm.spec.loader import load_spec
+
+    spec = load_spec(args.spec or Path("specs"))
+    if args.swarm is not None and args.swarm != spec.name:
+        raise InvalidRequestError(f"--swarm {args.swarm!r} but the spec {args.spec} declares swarm {spec.name!r}")
+    port = args.port or urlsplit(spec.swarm.registry.url).port or DEFAULT_PORT
+    return spec.name, args.redis_url or spec.swarm.bus.redis_url, port
 
 
 def _git_head(directory: Path) -> str | None:
@@ -143,6 +172,8 @@ def run_token(args: argparse.Namespace) -> int:
     from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
 
     secret = os.environ.get(SECRET_ENV) or None
+    if args.bus:
+        return _print_bus_password(args)
     if args.admin:
         token = os.environ.get(ADMIN_TOKEN_ENV) or (admin_token(secret) if secret else None)
         if token is None:
@@ -157,4 +188,23 @@ def run_token(args: argparse.Namespace) -> int:
         print(f"swarm: error: {SECRET_ENV} is not set", file=sys.stderr)
         return EXIT_INVALID
     print(agent_token(secret, args.agent_id))
+    return EXIT_OK
+
+
+def _print_bus_password(args: argparse.Namespace) -> int:
+    from swarm.bus.apply import bus_password
+    from swarm.spec.loader import load_spec
+
+    if args.agent_id is None:
+        print("swarm: error: give AGENT_ID with --bus", file=sys.stderr)
+        return EXIT_INVALID
+    secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
+    if secret is None:
+        print("swarm: error: neither SWARM_BUS_SECRET nor SWARM_REGISTRY_SECRET is set", file=sys.stderr)
+        return EXIT_INVALID
+    spec = load_spec(args.spec)
+    if spec.agent(args.agent_id) is None:
+        print(f"swarm: error: agent {args.agent_id!r} is not declared in {args.spec}", file=sys.stderr)
+        return EXIT_INVALID
+    print(bus_password(secret, spec.name, args.agent_id))
     return EXIT_OK
