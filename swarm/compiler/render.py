@@ -390,7 +390,7 @@ COMPOSE_NOTES = (
     "# SWARM_REDIS_PASSWORD (required: Redis default user, for the registry and `swarm bus apply`);\n"
     "# SWARM_BUS_SECRET (optional: key of the agents' Redis passwords; default SWARM_REGISTRY_SECRET);\n"
     "# SWARM_BUS_PASSWORD_<ID> per bus agent: HMAC-SHA256(bus secret, 'swarm-bus:<swarm>:<id>') in hex,\n"
-    "# i.e. swarm.bus.apply.bus_password(secret, swarm, id); the agent connects as Redis user swarm-<swarm>-<id>.\n"
+    "# printed by `swarm token --bus <id>`; the agent connects as Redis user swarm-<swarm>-<id>.\n"
 )
 SOURCE_NOTES = (
     "# SWARM_SOURCE_DIR (optional): where the agents' handler code is copied from; default ../..,\n"
