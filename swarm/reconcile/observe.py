@@ -49,7 +49,6 @@ from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
 from swarm.errors import (
     AuthError,
     BusError,
-    ConflictError,
     PermanentError,
     RedisUnavailableError,
     RegistryUnavailableError,
@@ -114,14 +113,12 @@ class HttpRegistryPort:
             raise PermanentError(f"registry at {self.url}: GET /agents: unexpected body: {exc}") from exc
 
     def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
-        # The body of `swarm registry push` (catalog_push.push_catalog), sent on this
-        # port's kept-alive client: a fresh httpx client per push costs ~60 ms of TLS
-        # context set-up alone, a third of the save-to-live budget.
-        body = {"revision": revision, "catalog": catalog.model_dump(mode="json")}
-        response = self._call("PUT", "/catalog", json=body)
-        if response.status_code == 409:
-            raise ConflictError(f"registry at {self.url}: PUT /catalog: {response.text[:300]}")
-        _expect(response, 200, "PUT /catalog")
+        # `swarm registry push`'s own code, on this port's kept-alive client: a fresh
+        # httpx client per push costs ~60 ms of TLS context set-up alone, a third of
+        # the save-to-live budget.
+        from swarm.registry.catalog_push import push_catalog
+
+        push_catalog(self.url, catalog, revision, self._admin_token, client=self._http)
 
     def evict(self, agent_id: str) -> None:
         response = self._call("DELETE", f"/agents/{agent_id}")
