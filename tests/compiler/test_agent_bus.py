@@ -125,3 +125,75 @@ async def test_generated_agent_consumes_acks_and_publishes(
     assert code in (0, -15)
     log_text = agent_log.read_text()
     assert "handler failed on" in log_text and "Application shutdown complete" in log_text
+
+
+SYNC_HANDLER_MODULE = '''
+def handle(message, publish):
+    # a sync handler: publish() starts the publish; the server awaits it before acking
+    if message.payload.get("unserialisable"):
+        publish("results.work", {"bad": {1, 2}})  # the publish fails: the message must stay unacked
+        return
+    publish("results.work", {"done": message.payload["n"]})
+'''
+
+
+async def test_sync_handler_publish_is_awaited_before_ack(
+    tmp_path: Path, make_spec: Callable[..., LoadedSpec], redis_server: RedisServer
+) -> None:
+    port = free_port()
+    roles = {"worker": {"publish": ["results.*"], "subscribe": ["tasks.>"]}, "boss": {"publish": ["tasks.*"]}}
+    loaded = make_spec(
+        [
+            agent_doc("consumer", port, role="worker", registry=False, subscribes=["tasks.work"],
+                      publishes=["results.work"], handler="sync_handlers:handle"),
+            agent_doc("boss", port + 1, role="boss", registry=False, publishes=["tasks.work"]),
+        ],
+        roles=roles,
+    )
+    files = compile_loaded(loaded)
+    write_output(files, tmp_path / "out", "demo")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "sync_handlers.py").write_text(SYNC_HANDLER_MODULE)
+    agent_log = tmp_path / "agent.log"
+    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await apply_bus(
+        redis, BusPlan.model_validate_json(files["demo/bus.json"]), AclDocument.model_validate_json(files["demo/acl.json"])
+    )
+    agent = ProcessServer(
+        python_cmd("-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+        port=port,
+        cwd=tmp_path / "out" / "demo" / "agents" / "consumer",
+        env={"AGENT_PORT": str(port), "REDIS_URL": redis_server.url, "PYTHONPATH": f"{tmp_path / 'user'}:{REPO}"},
+        log=agent_log,
+    ).start()
+    keys = SwarmKeys("demo")
+    try:
+        wait_until(lambda: ready_status(agent.url) == 200)
+        async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss", role="boss") as boss:
+            await boss.publish("tasks.work", {"n": 7})
+            bad = await boss.publish("tasks.work", {"n": 8, "unserialisable": True})
+
+        deadline = time.monotonic() + 30
+        while not await redis.xrange(keys.topic("results.work")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        results = await redis.xrange(keys.topic("results.work"))
+        assert len(results) == 1
+        assert results[0][1]["sender"] == "consumer" and json.loads(results[0][1]["payload"]) == {"done": 7}
+
+        async def pending_ids() -> list[str]:
+            rows = await redis.xpending_range(keys.topic("tasks.work"), "consumer", min="-", max="+", count=10)
+            return [row["message_id"] for row in rows]
+
+        deadline = time.monotonic() + 30
+        while (await pending_ids() != [bad.entry_id] or "handler failed on" not in agent_log.read_text()) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        # the published one is acked; the one whose publish failed stays pending for redelivery
+        assert await pending_ids() == [bad.entry_id]
+    finally:
+        await redis.aclose()
+        code = agent.stop()
+    assert code in (0, -15)
+    log_text = agent_log.read_text()
+    assert "never awaited" not in log_text and "not JSON-serialisable" in log_text

@@ -115,12 +115,44 @@ async def start_registration(registry: AgentRegistryClient) -> None:
     await registry.start_heartbeat_loop()
 
 
+class Publisher:
+    """The handler's ``publish(topic, payload, message_id=None)``, for sync and async handlers.
+
+    Each call starts the publish at once and returns it as an awaitable task: an
+    async handler may ``await publish(...)``; a sync handler just calls it. The
+    server awaits every publish a handler started before it acks the message.
+    """
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.started: list[asyncio.Task[Any]] = []
+
+    def __call__(self, topic: str, payload: Any, *, message_id: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self.bus.publish(topic, payload, message_id=message_id))
+        self.started.append(task)
+        return task
+
+    async def settle(self) -> None:
+        """Wait for every started publish; raise the first failure (after all have finished)."""
+        results = await asyncio.gather(*self.started, return_exceptions=True)
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise RuntimeError("a publish was cancelled before it finished")
+            if isinstance(result, BaseException):
+                raise result
+
+
 async def handle(message: Any, handler: Any, bus: EventBus) -> None:
-    """Call the handler; ack only when it returns, so a failure is redelivered later."""
+    """Call the handler, then wait for its publishes; ack only when all succeeded,
+    so a failure (of the handler or of one of its publishes) is redelivered later."""
+    publish = Publisher(bus)
     try:
-        result = handler(message, bus.publish)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = handler(message, publish)
+            if inspect.isawaitable(result):
+                await result
+        finally:
+            await publish.settle()
     except Exception:
         log.exception("handler failed on %s (%s); left unacked for redelivery", message.message_id, message.topic)
         return
