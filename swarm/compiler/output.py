@@ -6,6 +6,9 @@ never damage anything outside its own directory and never leaves a half file:
 
 * every path is checked before the first write: relative, under ``<swarm>/``,
   no ``..``, and (after resolving symlinks) inside ``<out_dir>/<swarm>/``;
+  ``<out_dir>/<swarm>`` itself and every directory below it must not be a
+  symlink (a linked directory would make compile write into and delete from
+  the link's target);
 * each file is written to a temporary file in the same directory and renamed
   over the target (``os.replace`` is atomic on POSIX), so readers — the
   reconciler, git, docker — see the old file or the new one, never a mix;
@@ -54,7 +57,13 @@ class WriteReport:
 def _swarm_root(out_dir: Path, swarm: str) -> Path:
     if not _NAME.match(swarm) or len(swarm) > NAME_MAX:
         raise CompileError(f"refusing to write: {swarm!r} is not a valid swarm name")
-    return (out_dir / swarm).resolve()
+    root = out_dir / swarm
+    if root.is_symlink():
+        raise CompileError(
+            f"refusing to use {root}: it is a symlink (to {os.readlink(root)}); compile writes and deletes "
+            "only inside a real directory: remove the link or compile with --out pointing at the real location"
+        )
+    return root.resolve()
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -81,6 +90,13 @@ def _targets(files: Mapping[str, bytes], out_dir: Path, swarm: str) -> dict[str,
         # resolve() follows symlinks already in the tree: a link pointing outside is refused too
         if not _inside(target.resolve(), root) or target.resolve() == root:
             raise CompileError(f"refusing to write {rel!r}: it resolves outside {root}")
+        for depth in range(2, len(parts)):  # the directories compile creates below <swarm>/
+            directory = out_dir.joinpath(*parts[:depth])
+            if directory.is_symlink():
+                raise CompileError(
+                    f"refusing to write {rel!r}: {directory} is a symlink; compile writes only into real "
+                    "directories: remove the link"
+                )
         targets[rel] = target
     return targets
 

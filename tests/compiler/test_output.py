@@ -165,3 +165,28 @@ def test_unwritable_output_is_a_compile_error(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="failed") as info:
         write_output(FILES, tmp_path / "out", "demo")
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_symlinked_swarm_dir_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_bytes(b"keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "demo").symlink_to(victim, target_is_directory=True)
+    for call in (write_output, diff_output):
+        with pytest.raises(CompileError, match="is a symlink"):
+            call(FILES, out, "demo")
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    assert (victim / "precious.txt").read_bytes() == b"keep me\n"
+
+
+def test_a_symlinked_directory_inside_the_swarm_dir_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "demo" / "real").mkdir(parents=True)
+    (out / "demo" / "real" / "keep.txt").write_bytes(b"k")
+    (out / "demo" / "agents").symlink_to(out / "demo" / "real", target_is_directory=True)  # inside, still refused
+    with pytest.raises(CompileError, match="is a symlink"):
+        write_output(FILES, out, "demo")
+    assert sorted(p.name for p in (out / "demo" / "real").iterdir()) == ["keep.txt"]
+    assert not (out / "demo" / "a.txt").exists()  # refused before the first write
