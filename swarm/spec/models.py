@@ -15,9 +15,11 @@ quoted ``port: "8001"`` is an error rather than a silent coercion.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 #: metadata.name and agent ids: they become file paths and Redis keys.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -43,7 +45,30 @@ TopicName = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN, max_length=2
 #: ACL patterns are checked by ``acl.parse_pattern`` in checks.py so the error can
 #: say exactly what is wrong ("'>' must be the last token"); here only a string.
 Pattern = Annotated[str, StringConstraints(min_length=1, max_length=249)]
-Url = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://\S+$", max_length=2048)]
+#: A URL whose authority holds userinfo (``user:password@host``): credentials, refused.
+USERINFO_PATTERN = r"^[a-z][a-z0-9+.-]*://[^/?#\s]*@"
+_USERINFO = re.compile(USERINFO_PATTERN)
+
+
+def _no_credentials(url: str) -> str:
+    """The spec is committed and compiled into committed files: no passwords in its URLs."""
+    if _USERINFO.match(url):
+        raise PydanticCustomError(
+            "url_credentials",
+            "URL contains credentials (user:password@): the spec and the files compiled from it are "
+            "committed, so pass credentials via --redis-url or the environment (REDIS_URL, REGISTRY_URL), "
+            "never in the spec",
+        )
+    return url
+
+
+#: registry.url and bus.redis_url: a URL without userinfo (the schema says the same with ``not``).
+Url = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://\S+$", max_length=2048),
+    AfterValidator(_no_credentials),
+    Field(json_schema_extra={"not": {"pattern": USERINFO_PATTERN}}),
+]
 
 API_VERSION = "swarm/v1"
 

@@ -43,6 +43,7 @@ VALID = [
     MINIMAL_SWARM + "bus: {breaker: {failure_threshold: 0, cooldown_seconds: 0.5}}\n",
     MINIMAL_SWARM + "registry: {heartbeat_interval: null}\ntopics: [{name: a-b.c_d, dedup_window_seconds: 5}]\n",
     MINIMAL_SWARM + "roles: {r: {deny: {subscribe: ['>']}}}\n",
+    MINIMAL_SWARM + "bus: {redis_url: 'unix:///run/redis.sock?db=1'}\nregistry: {url: 'http://h:1/a@b?x=@'}\n",
 ]
 
 INVALID = {
@@ -72,6 +73,10 @@ INVALID = {
     "agent field in swarm": MINIMAL_SWARM + "port: 1\n",
     "swarm field in agent": MINIMAL_AGENT + "topics: []\n",
     "not a mapping": "- a\n- b\n",
+    "password in redis_url": MINIMAL_SWARM + "bus: {redis_url: 'redis://:s3cret@127.0.0.1:6379/0'}\n",
+    "user and password in redis_url": MINIMAL_SWARM + "bus: {redis_url: 'rediss://agent:pw@redis/0'}\n",
+    "user in registry url": MINIMAL_SWARM + "registry: {url: 'https://admin@registry:8700'}\n",
+    "password in registry url": MINIMAL_SWARM + "registry: {url: 'http://u:p@127.0.0.1:8700/'}\n",
 }
 
 
@@ -144,3 +149,12 @@ def test_loader_refuses_a_requirement_with_a_trailing_newline() -> None:
     accept it (editors' JavaScript regexes do not); the loader, which guards the
     generated requirements.txt, must refuse it."""
     assert not _loader_ok(MINIMAL_AGENT + 'requirements: ["x>=1\\n"]\n')
+
+
+@pytest.mark.parametrize("field", ["bus: {redis_url: 'redis://:s3cret@h:6379/0'}", "registry: {url: 'http://u:p@h'}"])
+def test_credentials_in_urls_get_a_clear_message(field: str) -> None:
+    issues = structural_issues({"doc.yaml": (MINIMAL_SWARM + field + "\n").encode()})
+    assert len(issues) == 1
+    message = issues[0].message
+    assert "credentials" in message and "--redis-url" in message and "environment" in message
+    assert "s3cret" not in message and "u:p" not in message  # the error does not echo the password
