@@ -13,7 +13,9 @@ already sent; ids are the stream's, strictly increasing. A resume id older than
 what the capped stream still holds (``XINFO STREAM`` max-deleted-entry-id is past
 it), or one the stream never produced (Redis lost its data and the stream began
 anew), gets ``event: reset`` carrying an atomic snapshot of all agents and the id
-of the last event it includes, then continues from there.
+of the last event it includes, then continues from there. The same check runs
+again after every backlog page, since the stream may be trimmed while a slow
+client is still reading its backlog.
 
 Filters ``capability`` and ``topic`` apply to events that carry an agent
 registration; events without one (catalog-changed, a prober's health events
@@ -202,19 +204,34 @@ async def event_stream(
     """Yield backlog then live events for one subscribed client; unsubscribes at the end."""
     store = hub.store
     sent = start_after
+
+    async def snapshot() -> dict[str, str]:
+        catalog_state = await store.get_catalog()
+        snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
+        agents = [
+            a.model_dump(mode="json")
+            for a in snap.agents
+            if matches(a.model_dump(mode="json"), capability, topic)
+        ]
+        return {"id": snap.last_id, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
+
     try:
         if reset:
-            catalog_state = await store.get_catalog()
-            snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
-            agents = [
-                a.model_dump(mode="json")
-                for a in snap.agents
-                if matches(a.model_dump(mode="json"), capability, topic)
-            ]
-            sent = snap.last_id
-            yield {"id": sent, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
+            frame = await snapshot()
+            sent = frame["id"]
+            yield frame
         while True:  # backlog, page by page
-            page = [Entry(i, f) for i, f in await store.events_after(sent)]
+            before = sent
+            page = [Entry(i, f) for i, f in await store.events_after(before)]
+            # The capped stream may have been trimmed past `before` since the last check
+            # (a slow client reading a long backlog): XRANGE then silently starts at the
+            # oldest kept entry. Checking after the read is race-free, as trimming only
+            # ever removes the oldest entries: not trimmed now means not trimmed then.
+            if page and await store.trimmed_past(before):
+                frame = await snapshot()
+                sent = frame["id"]
+                yield frame
+                continue
             for entry in page:
                 sent = entry.id
                 event = sse_event(entry, capability, topic)

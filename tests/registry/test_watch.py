@@ -271,3 +271,57 @@ async def test_watch_continues_after_redis_restarts(registry: RegistryProcess) -
             ev = await sse.next_event(timeout=10)
             assert ev.event == "registered" and ev.json()["agent_id"] == "reviewer"  # type: ignore[index]
             assert ev.id > first.id  # type: ignore[operator]
+
+
+async def test_stream_trimmed_while_backlog_is_read_gets_reset_not_gap(registry_factory: RegistryFactory) -> None:
+    """A slow client reading a long backlog while churn trims the capped stream: the
+    next backlog page would silently start at the oldest kept entry; instead the
+    client gets every event id contiguously, or a reset snapshot."""
+    reg = registry_factory(extra_args=["--events-maxlen", "1100", "--watch-queue-size", "5000"])
+    reg.push()
+    key = "swarm:{research}:events"
+    r = reg.redis.client()
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", reg.url + "/agents/watch") as resp:
+            sse = SSEReader(resp)
+            await areg(http, reg, "architect")
+            old = await sse.next_event()
+        assert old.id is not None
+        # a full first backlog page of big events: far more than the socket buffers hold,
+        # so the server is still sending page 1 when the churn below trims the stream
+        big = '"' + "x" * 30_000 + '"'
+        pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for _ in range(1050):
+            pipe.xadd(key, {"type": "noise", "agent": "", "data": big})
+        produced: list[str] = [old.id, *(i.decode() for i in pipe.execute())]
+        async with http.stream("GET", reg.url + "/agents/watch", headers={"Last-Event-ID": old.id}) as resp:
+            sse = SSEReader(resp)
+            received = [await sse.next_event()]
+            pipe = r.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for _ in range(1200):
+                pipe.xadd(key, {"type": "noise", "agent": "", "data": "{}"}, maxlen=1100, approximate=False)
+            produced += [i.decode() for i in pipe.execute()]
+            await areg(http, reg, "summarizer")
+            while True:
+                ev = await sse.next_event()
+                received.append(ev)
+                if ev.event in ("registered", "reset"):
+                    break
+            if ev.event == "reset":  # it includes summarizer; then live events follow it
+                assert "summarizer" in [a["agent_id"] for a in ev.json()["agents"]]  # type: ignore[index]
+                await areg(http, reg, "reviewer")
+                received.append(await sse.next_event())
+        r.close()  # type: ignore[attr-defined]
+        produced += [e.id for e in received if e.event in ("registered", "reset")]  # type: ignore[misc]
+        position = {event_id: n for n, event_id in enumerate(produced)}
+        previous = old.id
+        resets = 0
+        for ev in received:
+            assert ev.id is not None
+            if ev.event == "reset":
+                resets += 1
+            else:
+                assert position[ev.id] == position[previous] + 1, f"gap after {previous}: got {ev.id}"
+            previous = ev.id
+        assert resets <= 1
+        assert received[-1].event == "registered"
