@@ -44,7 +44,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune", action="store_true", help="delete registrations, streams, groups and Redis users no longer declared")
-    parser.add_argument("--force-prune", action="store_true", help="allow a prune that removes more than half of the agents or topics")
+    parser.add_argument("--force-prune", action="store_true", help="allow a plan (with or without --prune) that removes more than half of the live agents or topics")
     parser.add_argument("--rev", metavar="GIT_REF", help="read the spec from this git ref (a commit), not the working tree")
 
 

@@ -32,12 +32,16 @@ is one of two things, and only one of them is a deletion:
 
 The classification sticks: :attr:`Plan.retired` lists the removals, the caller
 stores them and passes them back as ``retired`` — otherwise the pass that pushes
-the smaller catalog would turn a held-back removal into a stray for the next one. A prune that would remove
-more than half of the agents (registered, in the live catalog or holding a Redis
-user) or of the topic streams is refused (the whole
-pass is) unless ``force_prune=True`` — an empty render once pruned whole Argo CD
-applications; a spec that suddenly declares almost nothing is a mistake until
-proven otherwise.
+the smaller catalog would turn a held-back removal into a stray for the next one.
+
+A plan that would remove more than half of the live agents (in the live ACL
+table or catalog, registered or holding a Redis user) or of the live topics (in
+the bus settings or with a stream) is refused — the whole pass is, nothing is
+applied — unless ``force_prune=True``. This holds with or without ``prune``:
+without it, registrations, streams and Redis users stay, but the ACL table and
+catalog written would already refuse every removed agent. An empty render once
+pruned whole Argo CD applications (hence ``allowEmpty``); a spec that suddenly
+declares almost nothing is a mistake until proven otherwise.
 
 Descriptions speak the user's terms, including what an ACL change means:
 "role worker gains publish on results.summary", "agent reviewer will be evicted:
@@ -408,10 +412,12 @@ def plan_actions(
     rank = {k: i for i, k in enumerate(ORDER)}
     creates.sort(key=lambda a: rank[a.kind])
     prunes.sort(key=lambda a: rank[a.kind])
+    refused = None if force_prune else _mass_removal(desired, actual, prunes if prune else [])
     if not prune:
-        return Plan(actions=tuple(creates + pushes + strays), held_back=tuple(prunes), retired=frozenset(removed))
+        return Plan(
+            actions=tuple(creates + pushes + strays), held_back=tuple(prunes), refused=refused, retired=frozenset(removed)
+        )
 
-    refused = None if force_prune else _mass_prune(actual, prunes)
     deletes = sorted(strays + prunes, key=lambda a: rank[a.kind])
     return Plan(actions=tuple(creates + pushes + deletes), refused=refused, retired=frozenset(removed))
 
@@ -421,21 +427,33 @@ def _admitted(agent_id: str, catalog: RegistryCatalog | None) -> bool:
     return catalog is None or catalog.settings.allow_undeclared or agent_id in catalog.agents
 
 
-def _mass_prune(actual: ActualState, prunes: list[Action]) -> str | None:
-    """Why a prune removes too much (more than half of the agents or topics), else None.
+def _mass_removal(desired: DesiredState, actual: ActualState, prunes: list[Action]) -> str | None:
+    """Why a plan removes too much (more than half of the live agents or topics), else None.
 
-    The agents of the swarm are those registered, declared in the live catalog or
-    holding a Redis user; an agent is removed when its registration is evicted or
-    its Redis user deleted. Topics are the existing streams.
+    Checked on every plan, with or without ``--prune``: dropping an agent from the
+    ACL table and the catalog refuses it at once (its registration and Redis user
+    only go with ``--prune``), dropping a topic from the bus settings stops its
+    use. The live agents are those in the live ACL table or catalog, registered
+    or holding a Redis user; one is removed when it leaves the table or catalog,
+    or (``prunes``: with ``--prune``) its registration is evicted or Redis user
+    deleted. The live topics are those in the live bus settings or with a stream;
+    one is removed when it leaves the bus settings or (with ``--prune``) its
+    stream is deleted.
     """
-    catalog = actual.registry.catalog
-    agents = set(actual.registry.agents) | set(actual.bus.users) | set(catalog.agents if catalog else ())
-    removed = {a.target for a in prunes if a.kind in (ActionKind.EVICT_AGENT, ActionKind.DELETE_REDIS_USER)}
-    streams = sum(1 for a in prunes if a.kind is ActionKind.DELETE_STREAM)
-    for what, count, total in (("agents", len(removed), len(agents)), ("topics", streams, len(actual.bus.streams))):
+    catalog, seen = actual.registry.catalog, actual.bus
+    declared = set(catalog.agents if catalog else ()) | set(seen.acl.agents if seen.acl else ())
+    agents = declared | set(actual.registry.agents) | set(seen.users)
+    want_agents = set(desired.acl.agents) | set(desired.registry.agents)
+    removed = declared - want_agents
+    removed |= {a.target for a in prunes if a.kind in (ActionKind.EVICT_AGENT, ActionKind.DELETE_REDIS_USER)}
+    planned = set(seen.settings.topics if seen.settings else ())
+    topics = planned | set(seen.streams)
+    gone = planned - set(desired.bus.topics)
+    gone |= {a.target for a in prunes if a.kind is ActionKind.DELETE_STREAM}
+    for what, count, total in (("agents", len(removed), len(agents)), ("topics", len(gone), len(topics))):
         if count and count * 2 > total:
             return (
-                f"the prune would remove {count} of {total} {what} (more than half); "
-                "check the spec, then pass --force-prune to confirm"
+                f"the plan would remove {count} of {total} {what} (more than half) from the live system; "
+                "nothing is applied: check the spec, then pass --force-prune to confirm"
             )
     return None

@@ -56,3 +56,35 @@ def test_unreachable_registry_is_reported_not_a_traceback(spec_dir: Path, tmp_pa
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "waiting" in result.stdout + result.stderr
+
+
+EMPTY_SPEC = """apiVersion: swarm/v1
+kind: Swarm
+metadata: {name: research}
+registry: {url: "http://127.0.0.1:8700", ttl_seconds: 30}
+bus: {redis_url: "redis://127.0.0.1:6379/0"}
+"""
+
+
+def test_empty_spec_is_refused_without_force_prune(live: RegistryProcess, spec_dir: Path, tmp_path: Path) -> None:
+    import httpx
+
+    urls = ["--registry-url", live.url, "--redis-url", live.redis.url, "--compiled-dir", ""]
+    first = run_cli("reconcile", str(spec_dir), *urls, "--once", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(EMPTY_SPEC)
+
+    refused = run_cli("reconcile", str(empty), *urls, "--once", "-o", "json", cwd=tmp_path)  # no --prune either
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    doc = json.loads(refused.stdout)
+    assert doc["state"] == "refused" and doc["applied"] == []
+    assert "6 of 6 agents" in doc["status"]["last_error"]["message"] and "--force-prune" in doc["status"]["message"]
+    catalog = httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]
+    assert len(catalog["agents"]) == 6, "nothing was applied"
+    status = json.loads(run_cli("status", str(spec_dir), "--redis-url", live.redis.url, "-o", "json", cwd=tmp_path).stdout)
+    assert status["state"] == "refused"
+
+    forced = run_cli("reconcile", str(empty), *urls, "--once", "--force-prune", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"] == {}

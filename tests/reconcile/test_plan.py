@@ -215,3 +215,40 @@ def test_documents_say_which_agents_and_groups_change() -> None:
     settings = next(a for a in plan.actions if a.kind is ActionKind.WRITE_BUS_SETTINGS)
     assert "topic results.research consumer groups: architect, auditor, reviewer -> architect, auditor" in settings.details
     assert "topic reviews.verdict publishers: reviewer -> (none)" in settings.details
+
+
+def _empty(docs: list[dict[str, object]]) -> DesiredState:
+    """The spec with every agent and topic gone (roles kept): what an empty render looks like."""
+    sw = edit([d for d in docs if d["kind"] == "Swarm"])
+    swarm_doc(sw)["agents"] = []
+    swarm_doc(sw)["topics"] = []
+    return desired_from_docs(sw)
+
+
+def test_mass_removal_is_refused_without_prune_too() -> None:
+    docs = example_docs()
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired_from_docs(docs), reg, bus)
+    empty = _empty(docs)
+    plan = plan_actions(empty, _actual(reg, bus, empty))  # no --prune: the ACL table and catalog would still empty
+    assert plan.refused is not None
+    assert "6 of 6 agents" in plan.refused and "--force-prune" in plan.refused
+    forced = plan_actions(empty, _actual(reg, bus, empty), force_prune=True)
+    assert forced.refused is None and all(not a.prune for a in forced.actions)
+    apply_plan(forced, empty, reg, bus, revision="r2")
+    assert reg.catalog is not None and not reg.catalog.agents
+
+
+def test_topics_leaving_the_bus_settings_count_without_prune() -> None:
+    docs = example_docs()
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired_from_docs(docs), reg, bus)
+    few = edit(docs)
+    keep = {"tasks.research", "results.research"}  # 4 of 6 topics go; every agent stays
+    swarm_doc(few)["topics"] = [t for t in swarm_doc(few)["topics"] if t["name"] in keep]
+    desired2 = desired_from_docs(few)
+    plan = plan_actions(desired2, _actual(reg, bus, desired2))
+    assert plan.refused is not None and "4 of 6 topics" in plan.refused
+    one = edit(docs)  # one agent of six removed: not a mass removal
+    desired3 = desired_from_docs([d for d in one if d.get("id") != "reviewer"])
+    assert plan_actions(desired3, _actual(reg, bus, desired3)).refused is None
