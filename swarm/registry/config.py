@@ -61,6 +61,8 @@ class RegistryConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     max_catalog_bytes: int = MAX_CATALOG_BYTES
     watch_queue_size: int = 1000
+    watch_block_ms: int = 5000
+    watch_read_margin: float = 10.0
     min_protect: int = 10
     protect_ratio: float = 0.5
     retry_after_seconds: int = 1
@@ -81,6 +83,10 @@ class RegistryConfig:
             raise InvalidRequestError(f"events maxlen must be >= 1, got {self.events_maxlen}")
         if self.watch_queue_size < 1:
             raise InvalidRequestError(f"watch queue size must be >= 1, got {self.watch_queue_size}")
+        if self.watch_block_ms < 1:
+            raise InvalidRequestError(f"watch block must be >= 1 ms, got {self.watch_block_ms}")
+        if self.watch_read_margin <= 0:
+            raise InvalidRequestError(f"watch read margin must be > 0, got {self.watch_read_margin}")
 
     @property
     def auth_enabled(self) -> bool:

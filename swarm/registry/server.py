@@ -59,7 +59,7 @@ from swarm.registry.models import (
 from swarm.registry.openapi import openapi_document
 from swarm.registry.store import FieldConflictError, RegistryStore, parse_stream_id
 from swarm.registry.sweeper import LeaseSweeper
-from swarm.registry.watch import SSE_SEP, Subscriber, WatchHub, event_stream
+from swarm.registry.watch import SSE_SEP, Subscriber, WatchHub, event_stream, reader_client
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 log = logging.getLogger("swarm.registry")
@@ -172,12 +172,13 @@ class RegistryApp:
         self.redis = aioredis.Redis.from_url(
             config.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=retry
         )
-        # The watch reader blocks in XREAD: no socket timeout on its own connection.
-        self.reader = aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=None, socket_connect_timeout=2, retry=retry
-        )
+        # The watch reader blocks in XREAD on its own connection: its socket timeout is the
+        # block time plus a margin, so a silently dropped connection reconnects, not hangs.
+        self.reader = reader_client(config.redis_url, block_ms=config.watch_block_ms,
+                                    margin=config.watch_read_margin, retry=retry)
         self.store = RegistryStore(self.redis, config.swarm, events_maxlen=config.events_maxlen)
-        self.hub = WatchHub(self.reader, self.store, queue_size=config.watch_queue_size)
+        self.hub = WatchHub(self.reader, self.store, queue_size=config.watch_queue_size,
+                            block_ms=config.watch_block_ms)
         self.sweeper = LeaseSweeper(
             self.store,
             self.metrics,

@@ -2,8 +2,10 @@
 
 The server creates one :class:`WatchHub` per process in its lifespan. The hub's
 single background task reads ``swarm:{N}:events`` with ``XREAD BLOCK`` on its own
-Redis connection (``socket_timeout=None``: redis-py 8's default 5 s socket timeout
-would break a long block) and hands every entry to each client's bounded buffer.
+Redis connection (:func:`reader_client`: its socket timeout is the block time plus
+a margin, so a long block is not cut short, yet a TCP flow that silently died —
+a NAT or firewall losing it — times out and the read reconnects instead of
+hanging the hub forever) and hands every entry to each client's bounded buffer.
 A client that falls ``queue_size`` events behind is disconnected; it resumes with
 Last-Event-ID, so nothing is lost, and a slow client cannot stall the others.
 
@@ -31,6 +33,7 @@ from collections import deque
 from typing import Any, AsyncIterator, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 
 from sse_starlette import ServerSentEvent
 
@@ -42,6 +45,23 @@ log = logging.getLogger("swarm.registry.watch")
 #: Line separator of the SSE frames (sse-starlette's default); the server passes it too.
 SSE_SEP = "\r\n"
 _UNPARSED = object()
+#: Milliseconds the hub's XREAD blocks for.
+BLOCK_MS = 5000
+#: Seconds past the block time the hub's reader waits for a reply before it treats
+#: the connection as dead and reconnects.
+READ_MARGIN = 10.0
+
+
+def reader_socket_timeout(block_ms: int, margin: float = READ_MARGIN) -> float:
+    """The socket timeout of the hub's XREAD BLOCK connection."""
+    return block_ms / 1000 + margin
+
+
+def reader_client(url: str, *, block_ms: int = BLOCK_MS, margin: float = READ_MARGIN,
+                  retry: Retry | None = None) -> aioredis.Redis:
+    """The hub's own Redis client: a socket timeout past the XREAD block time."""
+    return aioredis.Redis.from_url(url, socket_timeout=reader_socket_timeout(block_ms, margin),
+                                   socket_connect_timeout=2, retry=retry)
 
 
 class Entry:
@@ -118,7 +138,7 @@ class WatchHub:
     """One XREAD BLOCK reader per process, fanning out to every subscriber."""
 
     def __init__(self, reader: aioredis.Redis, store: RegistryStore, *, queue_size: int = 1000,
-                 block_ms: int = 5000) -> None:
+                 block_ms: int = BLOCK_MS) -> None:
         self.reader = reader
         self.store = store
         self.queue_size = queue_size

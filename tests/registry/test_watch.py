@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.registry.conftest import RegistryFactory, RegistryProcess, SSEReader
+from tests.support.services import RedisServer
 
 
 async def areg(http: httpx.AsyncClient, reg: RegistryProcess, agent_id: str, **body: object) -> httpx.Response:
@@ -325,3 +327,75 @@ async def test_stream_trimmed_while_backlog_is_read_gets_reset_not_gap(registry_
             previous = ev.id
         assert resets <= 1
         assert received[-1].event == "registered"
+
+
+def test_hub_reader_socket_timeout_is_block_plus_margin() -> None:
+    from swarm.registry.config import RegistryConfig
+    from swarm.registry.server import RegistryApp
+    from swarm.registry.watch import READ_MARGIN, reader_socket_timeout
+
+    app = RegistryApp(RegistryConfig(swarm="research", insecure=True, probe=False))
+    timeout = app.reader.connection_pool.connection_kwargs["socket_timeout"]
+    assert timeout == reader_socket_timeout(app.hub.block_ms) == app.hub.block_ms / 1000 + READ_MARGIN
+    assert timeout is not None and timeout > app.hub.block_ms / 1000
+
+
+async def test_hub_reconnects_when_its_connection_silently_dies(redis_server: RedisServer) -> None:
+    """A NAT or firewall drops the hub's TCP flow without a reset: the blocked XREAD
+    times out past block + margin, and the reader reconnects instead of hanging."""
+    import redis.asyncio as aioredis
+
+    from swarm.registry.models import AgentFields
+    from swarm.registry.store import RegistryStore
+    from swarm.registry.watch import WatchHub, reader_client
+
+    flows: list[dict[str, Any]] = []
+
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, flow: dict[str, Any]) -> None:
+        while data := await src.read(65536):
+            if not flow["dead"]:  # a dead flow swallows everything, both ways
+                dst.write(data)
+                await dst.drain()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", redis_server.port)
+        flow: dict[str, Any] = {"dead": False, "writers": [writer, up_w]}
+        flows.append(flow)
+        await asyncio.gather(pump(reader, up_w, flow), pump(up_r, writer, flow), return_exceptions=True)
+
+    def agent(i: int) -> AgentFields:
+        return AgentFields(agent_id=f"a{i}", agent_name="a", host="h", port=1, ttl_seconds=60, version="1",
+                           role="w", health_url="", capabilities=[], metadata={}, declared=False,
+                           topics={"publish": [], "subscribe": []})
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    direct = aioredis.Redis.from_url(redis_server.url)
+    reader = reader_client(f"redis://127.0.0.1:{port}/0", block_ms=300, margin=1.0)
+    store = RegistryStore(direct, "hang")
+    hub = WatchHub(reader, store, block_ms=300)
+    sub = hub.subscribe()
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    try:
+        while hub.reads == 0:  # the hub is reading through the proxy
+            await asyncio.sleep(0.05)
+        await store.register(agent(0), None)
+        first = await sub.next(timeout=10)
+        assert first is not None and first.fields["agent"] == "a0"
+        for flow in flows:
+            flow["dead"] = True
+        await store.register(agent(1), None)
+        second = await sub.next(timeout=15)  # hangs forever (None) without the socket timeout
+        assert second is not None and second.fields["agent"] == "a1"
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await reader.aclose()
+        await direct.aclose()
+        for flow in flows:
+            for w in flow["writers"]:
+                w.close()
+        server.close()
+        await server.wait_closed()
