@@ -3,7 +3,9 @@
 Called by the reconcile loop. With ``--rev REF`` the spec is read from the
 commit REF points to (``git ls-tree`` + ``git cat-file --batch``), never from
 the working tree, so what is applied is exactly what was reviewed and committed;
-:func:`swarm.spec.loader.parse_spec_texts` parses those bytes (pure). Without
+:func:`swarm.spec.loader.parse_spec_texts` parses those bytes (pure); which
+files are read follows the working tree's rules (hidden entries skipped, only
+``.yaml``/``.yml`` under a directory, a missing path is an error). Without
 ``--rev`` the working tree is read and :func:`working_revision` records which
 commit it was on and whether the spec paths had uncommitted changes.
 
@@ -63,16 +65,48 @@ def working_revision(paths: list[Path]) -> Revision:
     return Revision(source="working-tree", commit=head, dirty=bool(changes.strip()))
 
 
-def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, bytes]:
-    """The spec files (``*.yaml``/``*.yml``) under ``spec_paths`` as committed in ``commit``.
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
 
+
+def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, bytes]:
+    """The spec files under ``spec_paths`` as committed in ``commit``.
+
+    The same rules as :func:`swarm.spec.loader.read_spec_files` on the working
+    tree: a path naming a file is read whatever its name; under a path naming a
+    directory, files ending in ``.yaml``/``.yml`` are read and hidden files and
+    directories (any component ``.name`` below it) are skipped. Every path must
+    exist in the commit (and a directory hold a spec file), else SpecError.
     Keys are repository-relative paths, so error positions name the file as it is in git.
     """
-    rel = [str(p.resolve().relative_to(repo.resolve())) for p in spec_paths]
+    root = repo.resolve()
+    rel: list[str] = []
+    for p in spec_paths:
+        try:
+            rel.append(p.resolve().relative_to(root).as_posix())
+        except ValueError:
+            raise SpecError([SpecIssue(None, "", f"spec path {str(p)!r} is not inside the repository {root}")]) from None
     listing = _git(repo, "ls-tree", "-r", "-z", "--name-only", commit, "--", *rel)
-    names = sorted(n for n in listing.decode().split("\0") if n.endswith(SPEC_SUFFIXES))
-    if not names:
-        raise SpecError([SpecIssue(None, "", f"no spec files under {', '.join(rel)} in commit {commit[:10]}")])
+    entries = [n for n in listing.decode().split("\0") if n]
+    short = commit[:10]
+    issues: list[SpecIssue] = []
+    chosen: set[str] = set()
+    for path in rel:
+        if path in entries:  # a file, named explicitly
+            chosen.add(path)
+            continue
+        prefix = "" if path == "." else path.rstrip("/") + "/"
+        under = [n for n in entries if n.startswith(prefix)]
+        if not under:
+            issues.append(SpecIssue(None, "", f"spec path {path!r} does not exist in commit {short}"))
+            continue
+        found = [n for n in under if n.endswith(SPEC_SUFFIXES) and not _hidden(n[len(prefix):])]
+        if not found:
+            issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {path!r} in commit {short}"))
+        chosen.update(found)
+    if issues:
+        raise SpecError(issues)
+    names = sorted(chosen)
     batch = "".join(f"{commit}:{n}\n" for n in names).encode()
     out = _git(repo, "cat-file", "--batch", input_bytes=batch)
     files: dict[str, bytes] = {}
