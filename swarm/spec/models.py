@@ -28,7 +28,16 @@ NAME_MAX = 63
 TOPIC_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
 #: role names follow the same rule as ids (they appear in Redis ACL usernames).
 ROLE_PATTERN = NAME_PATTERN
-VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$"
+#: SemVer 2.0 (https://semver.org): MAJOR.MINOR.PATCH without leading zeros, an optional
+#: pre-release (``-rc.1``; numeric identifiers without leading zeros) and optional build
+#: metadata (``+build.5``). The official regex, with [0-9] for \d (ASCII only).
+_NUMERIC = r"(0|[1-9][0-9]*)"
+_PRERELEASE_ID = r"(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+VERSION_PATTERN = (
+    rf"^{_NUMERIC}\.{_NUMERIC}\.{_NUMERIC}"
+    rf"(-{_PRERELEASE_ID}(\.{_PRERELEASE_ID})*)?"
+    r"(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+)
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 #: A pip requirement the generated image installs for the handler: a name, optional
 #: extras and version clauses, no spaces, URLs, markers or options (it becomes a
@@ -151,7 +160,9 @@ class AgentFields(_Model):
     id: Name = Field(description="Agent id; becomes compiled/<swarm>/agents/<id>/ and Redis keys.")
     name: str | None = Field(default=None, min_length=1, max_length=256, description="Display name; default the id.")
     description: str | None = Field(default=None, max_length=4096)
-    version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN)] = "0.1.0"
+    version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN, max_length=128)] = Field(
+        default="0.1.0", description="SemVer 2.0, e.g. 1.2.3, 1.0.0-rc.1 or 1.0.0-rc.1+build.5."
+    )
     role: Name
     runtime: Literal["python", "node"] = "python"
     port: int = Field(ge=1, le=65535)

@@ -161,7 +161,7 @@ _PATTERN_WORDS = {
     models.NAME_PATTERN: "lowercase letters, digits and '-', starting and ending with a letter "
     f"or digit, at most {models.NAME_MAX} characters",
     models.TOPIC_PATTERN: "dot-separated tokens of lowercase letters, digits, '_' and '-'",
-    models.VERSION_PATTERN: "a version like 1.2.3",
+    models.VERSION_PATTERN: "a SemVer 2.0 version like 1.2.3, 1.0.0-rc.1 or 1.0.0-rc.1+build.5",
     models.HANDLER_PATTERN: "'package.module:function'",
 }
 _URL_WORDS = "a URL like scheme://host:port/path"

@@ -43,6 +43,10 @@ VALID = [
     MINIMAL_SWARM + "bus: {breaker: {failure_threshold: 0, cooldown_seconds: 0.5}}\n",
     MINIMAL_SWARM + "registry: {heartbeat_interval: null}\ntopics: [{name: a-b.c_d, dedup_window_seconds: 5}]\n",
     MINIMAL_SWARM + "roles: {r: {deny: {subscribe: ['>']}}}\n",
+    MINIMAL_AGENT + "version: 1.0.0-rc.1+build.5\n",
+    MINIMAL_AGENT + "version: 1.0.0+20130313144700\n",
+    MINIMAL_AGENT + "version: 1.0.0-x-y-z.--.0.3.7\n",
+    MINIMAL_AGENT + "version: 0.0.0-0a.beta+exp.sha.5114f85\n",
     MINIMAL_SWARM + "bus: {redis_url: 'unix:///run/redis.sock?db=1'}\nregistry: {url: 'http://h:1/a@b?x=@'}\n",
 ]
 
@@ -73,6 +77,11 @@ INVALID = {
     "agent field in swarm": MINIMAL_SWARM + "port: 1\n",
     "swarm field in agent": MINIMAL_AGENT + "topics: []\n",
     "not a mapping": "- a\n- b\n",
+    "version with leading zero": MINIMAL_AGENT + "version: 01.0.0\n",
+    "version with empty pre-release": MINIMAL_AGENT + "version: 1.0.0-\n",
+    "version with numeric pre-release leading zero": MINIMAL_AGENT + "version: 1.0.0-rc.01\n",
+    "version with empty build identifier": MINIMAL_AGENT + "version: 1.0.0+a..b\n",
+    "version with two build parts": MINIMAL_AGENT + "version: 1.0.0+a+b\n",
     "password in redis_url": MINIMAL_SWARM + "bus: {redis_url: 'redis://:s3cret@127.0.0.1:6379/0'}\n",
     "user and password in redis_url": MINIMAL_SWARM + "bus: {redis_url: 'rediss://agent:pw@redis/0'}\n",
     "user in registry url": MINIMAL_SWARM + "registry: {url: 'https://admin@registry:8700'}\n",
@@ -158,3 +167,8 @@ def test_credentials_in_urls_get_a_clear_message(field: str) -> None:
     message = issues[0].message
     assert "credentials" in message and "--redis-url" in message and "environment" in message
     assert "s3cret" not in message and "u:p" not in message  # the error does not echo the password
+
+
+def test_a_bad_version_names_semver() -> None:
+    issues = structural_issues({"doc.yaml": (MINIMAL_AGENT + "version: 1.0.0-\n").encode()})
+    assert len(issues) == 1 and "SemVer 2.0" in issues[0].message and "1.0.0-rc.1+build.5" in issues[0].message
