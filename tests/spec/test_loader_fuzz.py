@@ -7,6 +7,8 @@ same result, so which one a machine has never changes what a user sees.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,12 +46,16 @@ def _load(raw: dict[str, bytes]) -> LoadedSpec | list[SpecIssue]:
         return exc.issues
 
 
+_YAML_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
 def _assert_positions_inside(raw: dict[str, bytes], found: list[SpecIssue]) -> None:
     for issue in found:
         for pos in (issue.position, *issue.related):
             if pos is None:
                 continue
-            lines = raw[pos.file].decode("utf-8", "replace").split("\n")
+            # lines as YAML counts them: a lone \r (and NEL, LS, PS) breaks a line too
+            lines = _YAML_LINE_BREAK.split(raw[pos.file].decode("utf-8", "replace"))
             assert 1 <= pos.line <= len(lines), issue.format()
             assert 1 <= pos.column <= len(lines[pos.line - 1]) + 1, issue.format()
 
