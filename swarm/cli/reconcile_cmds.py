@@ -8,7 +8,9 @@ here and nowhere deeper: ``SWARM_ADMIN_TOKEN`` (else derived from
 
 Exit codes: ``plan`` 0 no changes, 1 changes pending, 2 error; ``reconcile``
 0 in sync, 1 refused / invalid spec still enforcing the last valid one / dry-run
-with changes, 2 error; ``status`` 0 synced, 1 anything else, 2 no status.
+with changes, 2 error; ``status`` 0 synced with the given spec applied, 1
+anything else (including a valid spec that differs from the applied one), 2 the
+given spec is invalid (its issues are printed, then the recorded status) or no status.
 """
 
 from __future__ import annotations
@@ -235,18 +237,23 @@ def run_status(args: argparse.Namespace) -> int:
 
     rec = _reconciler(_config(args))
     live = None
+    spec_error: SpecError | None = None
     try:
         try:
             source = rec.load()
             name, url = source.desired.bus.swarm, args.redis_url or source.desired.bus.settings.redis_url
-        except SpecError:
-            source = None
+        except SpecError as exc:
+            source, spec_error = None, exc
             target = _fallback_target(args)
             if args.swarm:
                 target = (args.swarm, args.redis_url or (target[1] if target else "redis://127.0.0.1:6379/0"))
             if target is None:
                 raise
             name, url = target[0], args.redis_url or target[1]
+            # said first, so a Redis that is down does not hide it
+            print(f"swarm: the given spec is invalid ({len(exc.issues)} error(s)); it is not applied:", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"  {issue.format()}", file=sys.stderr)
         store = RedisBusPort(url, name, bus_secret=None)
         try:
             status = parse_status(store.read_status())
@@ -267,11 +274,26 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if live is not None:
         status.live = live
+    applied = status.last_applied.digest if status.last_applied else None
+    differs = source is not None and source.digest != applied
     if args.output == "json":
-        print(json.dumps(status.model_dump(mode="json"), indent=2))
+        doc = status.model_dump(mode="json")
+        doc["given_spec"] = {
+            "valid": spec_error is None,
+            "digest": source.digest if source is not None else None,
+            "applied": source is not None and not differs,
+            "issues": [i.to_dict() for i in spec_error.issues] if spec_error is not None else [],
+        }
+        print(json.dumps(doc, indent=2))
     else:
         print(status.render())
-    return EXIT_OK if status.state == "synced" else EXIT_DIFF
+        if spec_error is not None:
+            print(f"the given spec is invalid ({len(spec_error.issues)} error(s), listed above): the status is of the last pass")
+        elif differs:
+            print(f"spec differs from the applied one (not yet applied): digest {source.digest[:12] if source else ''}")
+    if spec_error is not None:
+        return EXIT_INVALID
+    return EXIT_OK if status.state == "synced" and not differs else EXIT_DIFF
 
 
 # --------------------------------------------------------------------------- up

@@ -36,10 +36,24 @@ def test_plan_reconcile_status_round_trip(live: RegistryProcess, spec_dir: Path,
     assert doc["state"] == "synced" and doc["live"]["agents_declared"] == 6
     assert doc["last_applied"]["revision"]["source"] == "working-tree"
 
-    (spec_dir / "swarm.yaml").write_text((spec_dir / "swarm.yaml").read_text().replace("ttl_seconds: 30", "ttl_seconds: -1"))
+    assert "spec differs" not in run_cli("status", str(spec_dir), *urls, cwd=tmp_path).stdout
+    original = (spec_dir / "swarm.yaml").read_text()
+    (spec_dir / "swarm.yaml").write_text(original.replace("ttl_seconds: 30", "ttl_seconds: 40"))
+    edited = run_cli("status", str(spec_dir), *urls, cwd=tmp_path)
+    assert edited.returncode == 1, edited.stdout + edited.stderr  # synced, but not with this spec
+    assert "spec differs from the applied one (not yet applied)" in edited.stdout
+    assert json.loads(run_cli("status", str(spec_dir), *urls, "-o", "json", cwd=tmp_path).stdout)["given_spec"]["applied"] is False
+
+    (spec_dir / "swarm.yaml").write_text(original.replace("ttl_seconds: 30", "ttl_seconds: -1"))
     broken = run_cli("status", str(spec_dir), "--redis-url", live.redis.url, cwd=tmp_path)
-    assert broken.returncode == 0, broken.stderr  # the status of the last pass, found without a valid spec
+    assert broken.returncode == 2, broken.stdout + broken.stderr  # invalid spec: its issues, then the last pass's status
     assert broken.stdout.startswith("swarm research: synced")
+    assert "the given spec is invalid" in broken.stdout
+    assert "the given spec is invalid (1 error(s))" in broken.stderr
+    assert "swarm.yaml:11:" in broken.stderr, broken.stderr  # with its position
+
+    down = run_cli("status", str(spec_dir), "--redis-url", "redis://127.0.0.1:9/0", cwd=tmp_path)
+    assert down.returncode == 2 and "swarm.yaml:11:" in down.stderr, down.stderr  # Redis down: the spec issues still show
 
 
 def test_invalid_spec_exits_2_with_positions(live: RegistryProcess, spec_dir: Path, tmp_path: Path) -> None:
