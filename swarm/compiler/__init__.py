@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from swarm.compiler.output import WriteReport, diff_output, write_output
 from swarm.compiler.render import Progress, render
+from swarm.errors import CompileError
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
@@ -31,6 +32,7 @@ __all__ = [
     "compile_spec",
     "compile_to",
     "diff_output",
+    "refuse_output_overlapping_spec",
     "render",
     "write_output",
 ]
@@ -56,6 +58,21 @@ def compile_loaded(loaded: "LoadedSpec", *, progress: Progress | None = None) ->
     return render(loaded.spec, loaded.digest, swarm_version=__version__, progress=progress)
 
 
+def refuse_output_overlapping_spec(spec_path: SpecPaths, out_dir: str | os.PathLike[str], swarm: str) -> None:
+    """Raise :class:`~swarm.errors.CompileError` when ``out_dir/swarm`` lies inside a spec
+    path or holds one: compiled files (docker-compose.yml...) would be read back as spec
+    by the next load, and a recompile would prune the spec's own files."""
+    root = (Path(out_dir) / swarm).absolute().resolve()
+    paths = [spec_path] if isinstance(spec_path, (str, os.PathLike)) else list(spec_path)
+    for raw in paths:
+        spec = Path(raw).absolute().resolve()
+        if spec == root or spec in root.parents or root in spec.parents:
+            raise CompileError(
+                f"refusing to write {Path(out_dir) / swarm}: it overlaps the spec path {os.fspath(raw)} "
+                "(the next load would read the compiled files as spec); choose an --out outside the spec"
+            )
+
+
 def compile_to(
     spec_path: SpecPaths,
     out_dir: str | os.PathLike[str],
@@ -76,9 +93,11 @@ def compile_to(
     if use_stamp:
         stamp = cache.load_stamp(out, key)
         if stamp is not None and stamp.spec_digest == digest and cache.outputs_match(stamp, out):
+            refuse_output_overlapping_spec(spec_path, out, stamp.swarm)
             return CompileResult(stamp.swarm, digest, WriteReport(unchanged=sorted(stamp.files)), from_stamp=True)
     loaded = parse_spec_texts(raw)
     files = compile_loaded(loaded, progress=progress)
+    refuse_output_overlapping_spec(spec_path, out, loaded.spec.name)
     report = write_output(files, out, loaded.spec.name)
     if use_stamp:
         cache.save_stamp(out, key, loaded.spec.name, loaded.digest, files)

@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 import swarm
 from swarm.cli import main
-from swarm.errors import SpecError
+from swarm.errors import CompileError, SpecError
 
 from .conftest import REPO, agent_doc, swarm_doc, write_spec
 
@@ -183,3 +184,35 @@ def test_a_one_agent_change_rewrites_only_what_depends_on_it(tmp_path: Path, exa
         "research/manifest.json",
         "research/registry.json",
     ]
+
+
+@pytest.mark.parametrize(
+    "out_of",
+    [
+        lambda spec: spec,  # swarm compile in1 --out in1 → in1/research inside the spec
+        lambda spec: spec / "agents",  # deeper inside the spec
+        lambda spec: spec.parent,  # ... --out <parent> with a spec at <parent>/research
+    ],
+    ids=["out-is-spec-dir", "out-inside-spec", "spec-is-the-swarm-dir"],
+)
+def test_output_overlapping_the_spec_is_refused_and_nothing_written(
+    tmp_path: Path, example_copy: Path, capsys: pytest.CaptureFixture[str], out_of: Callable[[Path], Path]
+) -> None:
+    spec = example_copy
+    if out_of(spec) == spec.parent:  # make the spec directory itself be <out>/<swarm>
+        spec = example_copy.rename(example_copy.parent / "research")
+    before = tree(spec)
+    out = out_of(spec)
+    assert main(["compile", str(spec), "--out", str(out)]) == 2
+    assert "overlaps the spec path" in capsys.readouterr().err
+    assert tree(spec) == before
+    with pytest.raises(CompileError, match="overlaps the spec path"):
+        swarm.compile_spec([spec / "swarm.yaml", spec], out)
+    assert tree(spec) == before
+    assert main(["compile", str(spec), "--out", str(tmp_path / "elsewhere")]) == 0  # the spec still loads
+
+
+def test_output_beside_the_spec_is_fine(tmp_path: Path, example_copy: Path) -> None:
+    swarm.compile_spec(example_copy, tmp_path / "specs-compiled")
+    swarm.compile_spec(example_copy, tmp_path)  # tmp/research next to tmp/specs: no overlap
+    assert (tmp_path / "research" / "manifest.json").is_file()
