@@ -72,6 +72,7 @@ __all__ = [
     "LoadedSpec",
     "ParsedDocument",
     "compute_digest",
+    "is_spec_file_name",
     "load_spec",
     "load_spec_full",
     "parse_documents",
@@ -81,6 +82,14 @@ __all__ = [
 ]
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def is_spec_file_name(name: str) -> bool:
+    """Whether a directory walk reads this file: not hidden, ending in .yaml/.yml in any case
+    (``Review.YML`` is a spec file too, never silently skipped)."""
+    return name.lower().endswith(SPEC_SUFFIXES) and not name.startswith(".")
+
+
 KINDS = ("Swarm", "Agent")
 
 
@@ -339,8 +348,9 @@ def _read_one(path: Path, out: dict[str, bytes], issues: list[SpecIssue]) -> Non
 def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> dict[str, bytes]:
     """Read spec files: each path is a file or a directory searched recursively.
 
-    In a directory, files ending in ``.yaml``/``.yml`` are read, hidden files and
-    directories (``.name``) are skipped, symlinked directories are not followed.
+    In a directory, files ending in ``.yaml``/``.yml`` (in any case: ``.YML`` too) are
+    read, hidden files and directories (``.name``) are skipped, symlinked directories
+    are not followed.
     Display paths are relative to the current directory when possible, POSIX form.
     Raises :class:`SpecError` for missing paths, unreadable or oversized files.
     """
@@ -355,7 +365,7 @@ def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
-                    Path(root, n) for n in names if n.endswith(SPEC_SUFFIXES) and not n.startswith(".")
+                    Path(root, n) for n in names if is_spec_file_name(n)
                 )
             if not found:
                 issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {_display(path)}"))

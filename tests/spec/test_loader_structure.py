@@ -8,7 +8,14 @@ import pytest
 
 import swarm
 from swarm.errors import Position, SpecError
-from swarm.spec.loader import MAX_FILE_BYTES, compute_digest, load_spec_full, parse_spec_texts, read_spec_files
+from swarm.spec.loader import (
+    MAX_FILE_BYTES,
+    compute_digest,
+    is_spec_file_name,
+    load_spec_full,
+    parse_spec_texts,
+    read_spec_files,
+)
 from tests.spec.specdata import AGENT, SWARM, SWARM_FILE, agent_file, at, files, issues, load, one
 
 
@@ -232,3 +239,17 @@ def test_structural_issues_show_paths_as_written() -> None:
 
     (issue,) = structural_issues({"a.yaml": AGENT.replace("port: 8002", "port: x").encode()})
     assert issue.path == "port" and issue.position == Position("a.yaml", 5, 7)
+
+
+def test_uppercase_extensions_are_read_not_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "swarm.YAML").write_text(SWARM)
+    (tmp_path / "specs" / "Review.YML").write_text(AGENT)
+    (tmp_path / "specs" / ".Hidden.YML").write_text("garbage: [")
+    (tmp_path / "specs" / "old.YML.bak").write_text("garbage: [")
+    monkeypatch.chdir(tmp_path)
+    assert list(read_spec_files("specs")) == ["specs/Review.YML", "specs/swarm.YAML"]
+    loaded = load_spec_full("specs")
+    assert loaded.files == ("specs/Review.YML", "specs/swarm.YAML")
+    assert loaded.spec.agents == load_spec_full([tmp_path / "specs" / "swarm.YAML", tmp_path / "specs" / "Review.YML"]).spec.agents
+    assert is_spec_file_name("a.Yml") and not is_spec_file_name(".a.yaml") and not is_spec_file_name("a.yaml~")
