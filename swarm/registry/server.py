@@ -384,7 +384,7 @@ class RegistryApp:
                 catalog_loaded = await self.store.get_catalog() is not None
                 agents = int(await self.redis.zcard(self.store.keys.leases))
                 protection = await self.store.protection()
-            except (RedisUnavailableError, rexc.ConnectionError, rexc.TimeoutError):
+            except (RedisUnavailableError, rexc.RedisError, OSError):
                 redis_ok = False
         ok = redis_ok and catalog_loaded
         return json_model(Health(status="ok" if ok else "degraded", redis=redis_ok,
@@ -453,7 +453,9 @@ class RegistryApp:
             return error_json(409, "swarm_mismatch", str(exc))
         if isinstance(exc, NoCatalogError):
             return error_json(503, "no_catalog", str(exc), headers=retry)
-        if isinstance(exc, (RedisUnavailableError, rexc.ConnectionError, rexc.TimeoutError)):
+        if isinstance(exc, (RedisUnavailableError, rexc.RedisError)):
+            # Redis down or refusing (OOM, READONLY, NOPERM, BUSY): the client retries later.
+            log.warning("%s %s: 503: %s", request.method, request.url.path, exc)
             return error_json(503, "redis_unavailable", str(exc), headers=retry)
         if isinstance(exc, HTTPException):
             return error_json(exc.status_code, "http", exc.detail)

@@ -205,16 +205,25 @@ SNAPSHOT_ATTEMPTS = 20
 #: Bytes at the start of the stored catalog that hold its digest and revision.
 CATALOG_HEAD = 2048  # > 75 + the longest JSON of a 256-char revision
 BREAKER_CRITICAL = frozenset({"open", "half_open"})
-_REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError)
+#: Redis trouble that becomes RedisUnavailableError (503 with Retry-After): the connection
+#: failing, and Redis refusing the command (ResponseError: OOM over maxmemory, READONLY
+#: replica, NOPERM, BUSY script, MISCONF, LOADING): nothing a retry later cannot cure.
+_REDIS_ERRORS = (rexc.RedisError, OSError)
 
 
 @asynccontextmanager
 async def redis_errors(what: str) -> AsyncIterator[None]:
-    """Re-raise Redis connection trouble as RedisUnavailableError."""
+    """Re-raise Redis connection trouble and refusals as RedisUnavailableError."""
     try:
         yield
     except _REDIS_ERRORS as exc:
-        raise RedisUnavailableError(f"redis unavailable during {what}: {exc}") from exc
+        raise RedisUnavailableError(_unavailable(what, exc)) from exc
+
+
+def _unavailable(what: str, exc: BaseException) -> str:
+    if isinstance(exc, rexc.ResponseError):
+        return f"redis refused {what}: {exc}"
+    return f"redis unavailable during {what}: {exc}"
 
 
 def _s(value: Any) -> str:
@@ -342,7 +351,7 @@ class RegistryStore:
             except rexc.NoScriptError:
                 res = await script(keys=[self._leases, self.keys.agent(agent_id)], args=[agent_id])
         except _REDIS_ERRORS as exc:
-            raise RedisUnavailableError(f"redis unavailable during heartbeat: {exc}") from exc
+            raise RedisUnavailableError(_unavailable("heartbeat", exc)) from exc
         if int(res[0]) < 0:
             return None
         return int(res[0]), int(res[1]), int(res[2])
@@ -491,7 +500,9 @@ class RegistryStore:
         async with redis_errors("stream info"):
             try:
                 info = await self.redis.xinfo_stream(self.keys.events)
-            except rexc.ResponseError:
+            except rexc.ResponseError as exc:
+                if "no such key" not in str(exc).lower():
+                    raise  # a refusal (NOPERM, ...): unavailable, below
                 return last_id != "0-0"  # no stream: only "from the start" is a valid resume
         # Redis 7.0 updates max-deleted-entry-id on XDEL only, not on MAXLEN trimming,
         # so also compare with the oldest kept entry whenever anything was ever trimmed.

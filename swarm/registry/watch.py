@@ -170,6 +170,10 @@ class WatchHub:
                 log.warning("watch reader: %s; retrying", exc)
                 await _sleep_or_stop(stop_event, 0.5)
                 continue
+            except Exception:  # a bug or an odd reply must not stop every watch for good
+                log.exception("watch reader failed; retrying")
+                await _sleep_or_stop(stop_event, 0.5)
+                continue
             self.reads += 1
             for _stream, entries in reply or []:
                 for raw_id, fields in entries:

@@ -295,3 +295,26 @@ async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_r
     assert [entry_id for entry_id, _ in stream] == ids  # nothing in the stream was skipped
     # no registration was lost to the SIGKILL
     assert listed == {"architect", "web-researcher", "summarizer", "paper-researcher"}
+
+
+# -- Redis refusing commands -------------------------------------------------------------
+
+
+def test_redis_refusing_writes_is_503_with_retry_after_not_500(registry: RegistryProcess) -> None:
+    """OOM (and READONLY, NOPERM, BUSY: all ResponseError) is Redis unavailable, not a bug."""
+    assert registry.register("architect").status_code == 201
+    r = registry.redis.client()
+    try:
+        r.config_set("maxmemory", "1")  # type: ignore[attr-defined]
+        refused = registry.register("reviewer")
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "redis_unavailable"
+        assert "maxmemory" in refused.json()["detail"]
+    finally:
+        r.config_set("maxmemory", "0")  # type: ignore[attr-defined]
+        r.close()  # type: ignore[attr-defined]
+    assert registry.register("reviewer").status_code == 201
+    log = registry.log_text()
+    assert "503" in log and "maxmemory" in log
+    assert "Traceback" not in log

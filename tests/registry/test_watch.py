@@ -399,3 +399,45 @@ async def test_hub_reconnects_when_its_connection_silently_dies(redis_server: Re
                 w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_hub_logs_and_keeps_running_on_refusals_and_odd_errors(caplog: pytest.LogCaptureFixture) -> None:
+    import redis.exceptions as rexc
+
+    from swarm.registry.watch import WatchHub
+
+    class Keys:
+        events = "swarm:{t}:events"
+
+    class Store:
+        keys = Keys()
+
+        async def last_event_id(self) -> str:
+            return "0-0"
+
+    class Reader:
+        def __init__(self) -> None:
+            self.replies: list[Any] = [rexc.ResponseError("NOPERM no permissions"), RuntimeError("odd reply"),
+                                       [(b"k", [(b"1-1", {b"type": b"registered", b"data": b"{}"})])]]
+
+        async def xread(self, streams: dict[str, str], count: int, block: int) -> Any:
+            reply = self.replies.pop(0) if self.replies else None
+            if isinstance(reply, Exception):
+                raise reply
+            if reply is None:
+                await asyncio.sleep(0.01)
+            return reply
+
+    hub = WatchHub(Reader(), Store(), block_ms=10)  # type: ignore[arg-type]
+    sub = hub.subscribe()
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop))
+    try:
+        entry = await sub.next(timeout=10)
+        assert entry is not None and entry.id == "1-1"
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "swarm.registry.watch"]
+    assert ("WARNING", "watch reader: redis refused watch read: NOPERM no permissions; retrying") in messages
+    assert ("ERROR", "watch reader failed; retrying") in messages
