@@ -12,7 +12,11 @@ ack. Why it is built this way:
 * ``subscribe`` reads with XREADGROUP BLOCK on its own connection whose socket
   timeout is BLOCK + 10 s (redis-py 8 defaults to 5 s, which a blocking read would
   trip). Entries not acked within the visibility timeout are reclaimed with
-  XAUTOCLAIM (the cursor followed to the end) and delivered again; once delivered
+  XAUTOCLAIM, one page of ``read_count`` entries per call (the cursor kept between
+  calls), so a consumer never holds more claimed-but-unhandled entries than one
+  batch: claiming restarts an entry's idle clock, and entries claimed far ahead of
+  the handler would pass the timeout again and be claimed by another consumer,
+  inflating delivery counts. They are delivered again; once delivered
   ``max_deliveries`` times an entry moves to the topic's dead-letter stream and is
   acked there, never dropped. Entries trimmed away while pending (Redis 7 reports
   them from XAUTOCLAIM) are counted in :attr:`EventBus.stats` and recorded (id only:
@@ -78,6 +82,10 @@ BATCH = 100
 #: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold
 #: both (at most ~165 bytes). Same spec digest, same documents.
 _HEAD_BYTES = 192
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _head(raw: str | bytes) -> bytes:
@@ -187,6 +195,8 @@ class EventBus:
         self._role_from_plan = role is None
         self._version = b""  # head of the bus.json last loaded (see _refresh)
         self._next_refresh = float("inf")  # monotonic time of the next check; inf: never
+        self._reclaim_cursors: dict[str, str] = {}  # stream -> XAUTOCLAIM cursor of the next page
+        self._reclaim_more = False  # the last reclaim stopped short of the end of a pending list
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -549,31 +559,45 @@ class EventBus:
             await pipe.execute()
 
     async def reclaim(self, topics: Sequence[str]) -> list[Message]:
-        """Claim entries of this agent's group idle longer than the visibility timeout."""
+        """Claim entries of this agent's group idle longer than the visibility timeout.
+
+        One XAUTOCLAIM page per topic, at most ``read_count`` entries (the COUNT of
+        XREADGROUP), continuing from where the previous call stopped and starting over
+        once Redis reports the end (cursor 0-0). Claiming restarts an entry's idle clock:
+        claiming more than the caller handles before the timeout would let other
+        consumers claim them again, inflating delivery counts up to dead letters.
+        """
         out: list[Message] = []
         idle_ms = max(1, int(self.visibility_timeout * 1000))
+        more = False
         for topic in topics:
             stream = self.keys.topic(topic)
-            cursor = "0-0"
-            while True:
-                reply = await self.redis.xautoclaim(
-                    stream, self.agent_id, self.consumer_name, min_idle_time=idle_ms, start_id=cursor, count=100
-                )
-                cursor, claimed = reply[0], reply[1]
-                deleted = reply[2] if len(reply) > 2 else []
-                if deleted:
-                    await self._record_trimmed(topic, [str(d) for d in deleted])
-                if claimed:
-                    counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
-                    for eid, fields in claimed:
-                        n = counts.get(eid, 1)
-                        if n > self.max_deliveries:
-                            await self._dead_letter(topic, eid, fields or {}, n)
-                        else:
-                            self.stats.redelivered += 1
-                            out.append(self._message(topic, eid, fields or {}, n))
-                if cursor in ("0-0", "0"):
-                    break
+            reply = await self.redis.xautoclaim(
+                stream,
+                self.agent_id,
+                self.consumer_name,
+                min_idle_time=idle_ms,
+                start_id=self._reclaim_cursors.get(stream, "0-0"),
+                count=self.read_count,
+            )
+            cursor, claimed = _text(reply[0]), reply[1]
+            # A client without decode_responses answers b"0-0": compared as text, or the
+            # cursor would never be seen to end.
+            self._reclaim_cursors[stream] = "0-0" if cursor in ("0-0", "0") else cursor
+            more = more or self._reclaim_cursors[stream] != "0-0"
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                await self._record_trimmed(topic, [_text(d) for d in deleted])
+            if claimed:
+                counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
+                for eid, fields in claimed:
+                    n = counts.get(eid, 1)
+                    if n > self.max_deliveries:
+                        await self._dead_letter(topic, eid, fields or {}, n)
+                    else:
+                        self.stats.redelivered += 1
+                        out.append(self._message(topic, eid, fields or {}, n))
+        self._reclaim_more = more
         return out
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
@@ -604,7 +628,8 @@ class EventBus:
             while True:
                 batch: list[Message] = []
                 try:
-                    if loop.time() - last_reclaim >= reclaim_every:
+                    # The next page at once while a pending list is only partly scanned.
+                    if self._reclaim_more or loop.time() - last_reclaim >= reclaim_every:
                         last_reclaim = loop.time()
                         batch.extend(await self.reclaim(topics))
                     if not batch:

@@ -148,17 +148,81 @@ async def test_unacked_entries_are_redelivered_then_dead_lettered(make_bus: BusF
     assert worker.stats.dead_lettered == 1
 
 
-async def test_reclaim_follows_the_xautoclaim_cursor_past_one_page(make_bus: BusFactory, applied: aioredis.Redis) -> None:
-    """XAUTOCLAIM hands out 100 entries a call and a cursor for the rest (DESIGN §9): all come back."""
+STREAM = "swarm:{lab}:topic:tasks.research"
+
+
+async def test_reclaim_claims_one_page_a_call_and_keeps_the_cursor(make_bus: BusFactory, applied: aioredis.Redis) -> None:
+    """One XAUTOCLAIM page (read_count entries) a call; the next call goes on from the cursor,
+    not from the start, and after the end it starts over: all entries come back, in order."""
     planner = await make_bus("planner")
-    sent = await planner.publish_many([("tasks.research", {"i": i}) for i in range(230)])
-    worker = await make_bus("worker-a", visibility_timeout=0.1, read_count=500, max_deliveries=5)
-    first = await take(worker, ["tasks.research"], 230, ack=False)
-    assert len(first) == 230
+    sent = [r.entry_id for r in await planner.publish_many([("tasks.research", {"i": i}) for i in range(230)])]
+    await applied.xreadgroup("worker-a", "crashed", {STREAM: ">"}, count=1000)  # read, never acked
+    worker = await make_bus("worker-a", visibility_timeout=0.1, read_count=100, max_deliveries=5)
+    pages: list[list[Message]] = []
+    for _ in range(3):
+        await asyncio.sleep(0.15)  # every entry idle again, those of earlier pages too
+        pages.append(await worker.reclaim(["tasks.research"]))
+    assert [len(p) for p in pages] == [100, 100, 30]
+    assert [m.entry_id for p in pages for m in p] == sent
+    assert {m.deliveries for p in pages for m in p} == {2} and worker.stats.redelivered == 230
     await asyncio.sleep(0.15)
-    again = await worker.reclaim(["tasks.research"])
-    assert [m.entry_id for m in again] == [r.entry_id for r in sent]
-    assert {m.deliveries for m in again} == {2} and worker.stats.redelivered == 230
+    wrapped = await worker.reclaim(["tasks.research"])  # the cursor reached 0-0: from the start again
+    assert [m.entry_id for m in wrapped] == sent[:100] and {m.deliveries for m in wrapped} == {3}
+
+
+async def test_a_backlog_is_reclaimed_a_batch_at_a_time_so_no_handled_entry_is_dead_lettered(
+    make_bus: BusFactory, applied: aioredis.Redis
+) -> None:
+    """A crashed consumer left 60 entries pending. Two consumers take them over; a batch of 8
+    handled well within the visibility timeout must not be claimed again by the other
+    consumer (claiming all 60 at once did: their idle clocks ran out while they waited)."""
+    planner = await make_bus("planner")
+    sent = {r.entry_id for r in await planner.publish_many([("tasks.research", {"i": i}) for i in range(60)])}
+    await applied.xreadgroup("worker-a", "crashed", {STREAM: ">"}, count=1000)
+    await asyncio.sleep(0.55)
+    handled: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def consume(name: str) -> None:
+        bus = await make_bus("worker-a", consumer_name=name, visibility_timeout=0.5, read_count=8, max_deliveries=2)
+        async for m in bus.subscribe(["tasks.research"]):
+            await asyncio.sleep(0.01)  # a handler that always succeeds
+            handled[m.entry_id] = handled.get(m.entry_id, 0) + 1
+            await m.ack()
+            if set(handled) >= sent:
+                done.set()
+
+    tasks = {asyncio.create_task(consume(name)) for name in ("A", "B")}
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        # Cancel until they end: Python 3.11's asyncio.wait_for (redis-py sends every command
+        # through it) drops a cancellation that arrives as the awaited send completes.
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=1)
+    assert set(handled) == sent
+    assert await applied.xrange("swarm:{lab}:dlq:tasks.research") == []
+    assert (await applied.xpending(STREAM, "worker-a"))["pending"] == 0
+
+
+async def test_reclaim_ends_with_a_client_without_decode_responses(
+    redis_server: RedisServer, applied: aioredis.Redis, make_bus: BusFactory
+) -> None:
+    """Such a client answers the cursor as b"0-0": reclaim must still see the end."""
+    planner = await make_bus("planner")
+    await planner.publish_many([("tasks.research", {"i": i}) for i in range(5)])
+    await applied.xreadgroup("worker-a", "crashed", {STREAM: ">"}, count=1000)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        worker = await make_bus("worker-a", redis_url=None, redis=raw, visibility_timeout=0.1, read_count=2)
+        await asyncio.sleep(0.15)
+        for _ in range(4):  # pages of 2, 2, 1, then the end seen, from the start again
+            await asyncio.wait_for(worker.reclaim(["tasks.research"]), 5)
+        assert worker.stats.redelivered == 5
+    finally:
+        await raw.aclose()
 
 
 async def test_trimmed_pending_entries_are_counted_and_recorded_as_dead_letters(make_bus: BusFactory, applied: aioredis.Redis) -> None:
