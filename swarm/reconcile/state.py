@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
+from swarm.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,20 @@ def observe(
     check those users' existence only; the resync timer reads every user in full
     and compares it whole (password hash, flags, commands, keys, selectors) with
     what the rules would write, so any hand edit is healed.
+
+    A registry whose catalog names another swarm is not ours: its agents would
+    look like removals and strays of this one. That is a
+    :class:`~swarm.errors.PermanentError` naming both swarms, raised before Redis
+    is read (and so before any change is planned or applied).
     """
+    catalog = registry.get_catalog()
+    if catalog is not None and catalog.swarm != plan.swarm:
+        raise PermanentError(
+            f"the registry serves swarm {catalog.swarm!r}, not {plan.swarm!r} (its catalog names {catalog.swarm!r}); "
+            "check registry.url / --registry-url — nothing was changed"
+        )
     bus_seen = bus.observe(plan, assumed_users)
     return ActualState(
-        registry=RegistryObservation(catalog=registry.get_catalog(), agents=registry.list_agents()),
+        registry=RegistryObservation(catalog=catalog, agents=registry.list_agents()),
         bus=bus_seen,
     )

@@ -197,3 +197,23 @@ def test_dry_run_onto_an_invalid_spec_recovers_nothing(spec_dir: Path) -> None:
     dry = Reconciler(ReconcileConfig(spec_paths=[spec_dir], dry_run=True), world.factory, lambda _n, _u: world.status)
     result = dry.run_pass("once")
     assert result.state == "invalid-spec" and dry.good is None and result.plan is None
+
+
+def test_a_registry_of_another_swarm_is_an_error_before_any_change(spec_dir: Path) -> None:
+    from swarm.desired import RegistryCatalog
+
+    world = World()
+    mine = _reconciler(spec_dir, world)
+    mine.run_pass("start")
+    assert world.registry.catalog is not None
+    world.registry.catalog = RegistryCatalog.model_validate({**world.registry.catalog.model_dump(), "swarm": "other"})
+    world.registry.agents["someone"] = LiveAgent("someone")
+    world.bus.calls.clear()
+    world.registry.calls.clear()
+    result = _reconciler(spec_dir, world, prune=True, force_prune=True).run_pass("start")
+    assert result.state == "error" and not result.applied
+    message = str(result.error)
+    assert "'other'" in message and "'research'" in message
+    assert world.bus.calls == [] and world.registry.calls == [] and "someone" in world.registry.agents
+    status = parse_status(world.status.text)
+    assert status is not None and status.last_error is not None and status.last_error.kind == "permanent"
