@@ -21,8 +21,7 @@ from pathlib import Path
 
 from swarm.errors import SpecError, SpecIssue
 from swarm.reconcile.status import Revision
-
-SPEC_SUFFIXES = (".yaml", ".yml")
+from swarm.spec.loader import is_spec_file_name
 
 
 def _git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
@@ -65,8 +64,10 @@ def working_revision(paths: list[Path]) -> Revision:
     return Revision(source="working-tree", commit=head, dirty=bool(changes.strip()))
 
 
-def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/"))
+def _walked(rel: str) -> bool:
+    """Whether a directory walk of the working tree reads ``rel`` (a path below the directory)."""
+    *dirs, name = rel.split("/")
+    return not any(d.startswith(".") for d in dirs) and is_spec_file_name(name)
 
 
 def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, bytes]:
@@ -74,7 +75,8 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
 
     The same rules as :func:`swarm.spec.loader.read_spec_files` on the working
     tree: a path naming a file is read whatever its name; under a path naming a
-    directory, files ending in ``.yaml``/``.yml`` are read and hidden files and
+    directory, files ending in ``.yaml``/``.yml`` in any case are read
+    (:func:`~swarm.spec.loader.is_spec_file_name`) and hidden files and
     directories (any component ``.name`` below it) are skipped. Every path must
     exist in the commit (and a directory hold a spec file), else SpecError.
     Keys are repository-relative paths, so error positions name the file as it is in git.
@@ -100,7 +102,7 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
         if not under:
             issues.append(SpecIssue(None, "", f"spec path {path!r} does not exist in commit {short}"))
             continue
-        found = [n for n in under if n.endswith(SPEC_SUFFIXES) and not _hidden(n[len(prefix):])]
+        found = [n for n in under if _walked(n[len(prefix):])]
         if not found:
             issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {path!r} in commit {short}"))
         chosen.update(found)

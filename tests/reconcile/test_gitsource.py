@@ -81,11 +81,13 @@ def test_hidden_entries_and_other_extensions_are_skipped_like_the_working_tree(s
     (spec_dir / "agents" / ".old.yaml").write_text("garbage: [\n")
     (spec_dir / ".drafts").mkdir()
     (spec_dir / ".drafts" / "wip.yaml").write_text("garbage: [\n")
-    (spec_dir / "agents" / "Review.YML").write_text("garbage: [\n")
+    (spec_dir / "agents" / "Extra.YML").write_text("apiVersion: swarm/v1\n")  # any case: a spec file
     (spec_dir / "agents" / "notes.txt").write_text("not yaml\n")
     repo, commit = _committed(spec_dir)
     files = read_spec_at(repo, commit, [spec_dir])
-    assert sorted(files) == ["specs/agents/review.yaml", "specs/agents/workers.yaml", "specs/swarm.yaml"]
+    assert sorted(files) == [
+        "specs/agents/Extra.YML", "specs/agents/review.yaml", "specs/agents/workers.yaml", "specs/swarm.yaml"
+    ]
     tree = read_spec_files([spec_dir])
     assert sorted(Path(k).name for k in tree) == sorted(Path(k).name for k in files)
     # a file named explicitly is read whatever its name, as in the working tree
