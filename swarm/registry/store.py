@@ -147,16 +147,24 @@ end
 return {'swept', evicted, n, total, left}
 """
 
-#: KEYS leases, agent*; ARGV id* (aligned from index 2 <-> 1). Start/reconnect
-#: grace: every lease ends no sooner than one full TTL from now. Monotone, so
-#: any number of processes may run it at any time.
+#: KEYS leases, agent*; ARGV outage ms (-1: unconditional), id* (aligned: ARGV[i] <->
+#: KEYS[i]). Grace: a lease ends no sooner than one full TTL from now. After an outage
+#: of known length, only leases it may have hurt get it: those whose agent could have
+#: missed its renewal (the outage is longer than its TTL minus two heartbeat
+#: intervals), so short flaps do not keep dead agents registered. Monotone, so any
+#: number of processes may run it at any time.
 GRACE_LUA = _NOW + """
+local outage = tonumber(ARGV[1])
 local n = 0
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   local exp = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  local ttl = tonumber(redis.call('HGET', KEYS[i + 1], 'ttl_ms'))
+  local h = redis.call('HMGET', KEYS[i], 'ttl_ms', 'hb_ms')
+  local ttl = tonumber(h[1])
   if exp and ttl and tonumber(exp) < now + ttl then
-    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]); n = n + 1
+    local hb = tonumber(h[2]) or math.floor(ttl / 3)
+    if outage < 0 or outage > ttl - 2 * hb then
+      redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]); n = n + 1
+    end
   end
 end
 return n
@@ -418,13 +426,19 @@ class RegistryStore:
             protection_changed=bool(int(res[4])),
         )
 
-    async def grace(self) -> int:
-        """Give every lease at least one full TTL from now; the number extended."""
+    async def grace(self, outage_ms: int | None = None) -> int:
+        """Give every lease at least one full TTL from now; the number extended.
+
+        With ``outage_ms`` (how long this process could not reach Redis), only the
+        leases whose agents that outage may have kept from renewing.
+        """
         async with redis_errors("grace"):
             ids = [_s(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
             if not ids:
                 return 0
-            return int(await self._grace(keys=[self.keys.leases, *map(self.keys.agent, ids)], args=ids))
+            outage = -1 if outage_ms is None else max(0, outage_ms)
+            return int(await self._grace(keys=[self.keys.leases, *map(self.keys.agent, ids)],
+                                         args=[outage, *ids]))
 
     async def protection(self) -> bool:
         async with redis_errors("protection read"):

@@ -15,11 +15,13 @@ leases); that sweep gives the still-expired leases one more TTL instead of
 evicting them at once (the rest of the fleet is probably renewing right now), and
 later sweeps evict normally whoever still does not renew.
 
-Grace: when this process starts, and whenever Redis comes back (a failed sweep,
-or a changed Redis ``run_id`` after a restart), every lease is extended to at
-least one full TTL from now (``store.GRACE_LUA``) before anything is evicted, so
-agents that could not heartbeat while Redis or the registry was away are not
-evicted for it. We extend leases instead of keeping a "grace-until" timestamp
+Grace: when this process starts, and when Redis restarted (a changed ``run_id``),
+every lease is extended to at least one full TTL from now (``store.GRACE_LUA``)
+before anything is evicted, so agents that could not heartbeat while Redis or the
+registry was away are not evicted for it. After failed sweeps against the same
+Redis, only the leases the outage may have hurt get it: those whose TTL minus two
+heartbeat intervals is shorter than the outage (measured from this process's last
+good sweep), so a flaky link does not keep dead agents registered for many TTLs. We extend leases instead of keeping a "grace-until" timestamp
 because the extension lives in Redis, is monotone (any number of processes may
 apply it) and heartbeats keep working unchanged during the grace.
 """
@@ -64,7 +66,8 @@ class LeaseSweeper:
         self.protected = False
         self.graces = 0
         self._run_id: str | None = None
-        self._need_grace = True
+        self._owed = False  # a sweep failed since the last good one
+        self._last_ok: float | None = None  # monotonic time of the last good sweep
 
     async def interval(self) -> float:
         if self.fixed_interval is not None:
@@ -79,15 +82,21 @@ class LeaseSweeper:
         """Grace if Redis is new to us, then one sweep; None when Redis is unreachable."""
         try:
             run_id = await self.store.run_id()
-            if self._need_grace or run_id != self._run_id:
-                extended = await self.store.grace()
+            if run_id != self._run_id or (self._owed and self._last_ok is None):
+                extended = await self.store.grace()  # this process starts, or Redis restarted
                 self.graces += 1
                 log.info("lease grace applied (redis run_id %s): %d leases extended", run_id, extended)
-                self._run_id = run_id
-                self._need_grace = False
+            elif self._owed and self._last_ok is not None:
+                outage_ms = int((time.monotonic() - self._last_ok) * 1000)
+                extended = await self.store.grace(outage_ms=outage_ms)
+                self.graces += 1
+                log.info("lease grace after a %d ms outage: %d leases extended", outage_ms, extended)
+            self._run_id = run_id
+            self._owed = False
             outcome = await self.store.sweep(min_protect=self.min_protect, ratio=self.ratio)
+            self._last_ok = time.monotonic()
         except RedisUnavailableError as exc:
-            self._need_grace = True
+            self._owed = True
             self.metrics.sweeps.labels(result="error").inc()
             log.warning("sweep skipped: %s", exc)
             return None

@@ -178,3 +178,47 @@ async def _tick_until_swept(sweeper: LeaseSweeper) -> Any:
         if info is not None:
             return info
     raise AssertionError("no sweep succeeded")
+
+
+async def test_short_outage_grants_no_grace_so_flaps_do_not_keep_dead_agents(redis_server: RedisServer) -> None:
+    """After a failed sweep against the same Redis, only leases the outage may have hurt
+    (outage > TTL - 2 heartbeat intervals) get grace; a start or a Redis restart still
+    gives every lease grace."""
+    from swarm.errors import RedisUnavailableError
+    from swarm.registry.admission import resolve_registration
+    from swarm.registry.models import RegisterRequest
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = RegistryStore(client, "research")
+    catalog = make_catalog(["alpha", "beta"], ttl_seconds=30)
+    await store.put_catalog(catalog, "r", "d")
+    sweeper = LeaseSweeper(store, RegistryMetrics(), interval=0.1, ttl_seconds=_none)
+    for agent_id in ("alpha", "beta"):
+        await store.register(resolve_registration(RegisterRequest(agent_id=agent_id), catalog), catalog)
+    assert await sweeper.tick() is not None and sweeper.graces == 1  # start: grace for all
+
+    real_sweep = store.sweep
+
+    async def failing_sweep(**kw: Any) -> Any:
+        raise RedisUnavailableError("flaky link")
+
+    store.sweep = failing_sweep  # type: ignore[method-assign]
+    assert await sweeper.tick() is None  # a transient failure
+    store.sweep = real_sweep  # type: ignore[method-assign]
+    sync = redis_server.client()
+    expire(sync, ["alpha"])  # alpha died: its lease ran out
+    info = await sweeper.tick()  # a short outage (< 30 s - 2 x 10 s): no lease was hurt by it
+    assert info is not None and info.evicted == 1
+    assert events_of(sync, "expired") == ["alpha"]
+
+    store.sweep = failing_sweep  # type: ignore[method-assign]
+    assert await sweeper.tick() is None
+    store.sweep = real_sweep  # type: ignore[method-assign]
+    expire(sync, ["beta"])
+    assert sweeper._last_ok is not None
+    sweeper._last_ok -= 15  # an outage of 15 s: beta may have missed its renewals
+    info = await sweeper.tick()
+    assert info is not None and info.evicted == 0
+    assert [a.agent_id for a in await store.list(catalog)] == ["beta"]
+    sync.close()
+    await client.aclose()
