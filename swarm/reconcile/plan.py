@@ -153,10 +153,13 @@ class Plan:
                 first, *rest = a.lines()
                 out.append(f"{i:3}. {first}")
                 out.extend(f"     {line}" for line in rest)
+        elif self.held_back:
+            out.append(f"no changes to apply; {len(self.held_back)} deletion(s) held back (run with --prune):")
         else:
             out.append("no changes: the live system equals the spec")
-        if self.held_back:
+        if self.held_back and self.actions:
             out.append(f"{len(self.held_back)} deletion(s) held back (run with --prune to apply):")
+        if self.held_back:
             out.extend(f"   - {a.description}" for a in self.held_back)
         return "\n".join(out)
 

@@ -252,3 +252,20 @@ def test_topics_leaving_the_bus_settings_count_without_prune() -> None:
     one = edit(docs)  # one agent of six removed: not a mass removal
     desired3 = desired_from_docs([d for d in one if d.get("id") != "reviewer"])
     assert plan_actions(desired3, _actual(reg, bus, desired3)).refused is None
+
+
+def test_render_of_only_held_back_deletions_does_not_claim_equality() -> None:
+    docs = example_docs()
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired_from_docs(docs), reg, bus)
+    desired2 = desired_from_docs([d for d in edit(docs) if d.get("id") != "reviewer"])
+    apply_plan(plan_actions(desired2, _actual(reg, bus, desired2)), desired2, reg, bus, revision="r2")
+    plan = plan_actions(desired2, _actual(reg, bus, desired2))
+    assert plan.empty and plan.held_back
+    text = plan.render()
+    assert "equals the spec" not in text
+    assert text.startswith(f"no changes to apply; {len(plan.held_back)} deletion(s) held back (run with --prune):")
+    assert "agent reviewer: delete Redis user (no longer declared)" in text
+    converged = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
+    apply_plan(converged, desired2, reg, bus, revision="r3")
+    assert plan_actions(desired2, _actual(reg, bus, desired2)).render() == "no changes: the live system equals the spec"
