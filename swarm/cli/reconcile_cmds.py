@@ -78,6 +78,7 @@ def register(subparsers: Any) -> None:
     u.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one in .swarm/")
     u.add_argument("--demo", action="store_true", help="also start the compiled Python agents")
     u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
+    u.add_argument("--force-prune", action="store_true", help="run the watch loop with --force-prune")
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
     u.set_defaults(handler=run_up)
 
@@ -303,4 +304,5 @@ def run_up(args: argparse.Namespace) -> int:
     from swarm.reconcile.up import UpOptions, run_up as up
 
     return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
-                        demo=args.demo, prune=args.prune, state_dir=Path(args.state_dir)))
+                        demo=args.demo, prune=args.prune, force_prune=args.force_prune,
+                        state_dir=Path(args.state_dir)))

@@ -57,6 +57,7 @@ class UpOptions:
     redis_url: str | None = None
     demo: bool = False
     prune: bool = False
+    force_prune: bool = False  # confirm a plan removing more than half of the live agents or topics
     state_dir: Path = Path(".swarm")
     compiled_dir: Path = Path("compiled")
 
@@ -211,7 +212,8 @@ def run_up(options: UpOptions) -> int:
         print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} --redis-url {redis_url}")
         print("  watching the spec; Ctrl-C stops everything", flush=True)
 
-        config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, registry_url=registry_url,
+        config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, force_prune=options.force_prune,
+                                 registry_url=registry_url,
                                  redis_url=redis_url, compiled_dir=options.compiled_dir)
         reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
         demo_started = False

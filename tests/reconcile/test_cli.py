@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.reconcile.conftest import run_cli
 from tests.registry.conftest import RegistryProcess
 
@@ -102,3 +104,14 @@ def test_empty_spec_is_refused_without_force_prune(live: RegistryProcess, spec_d
     forced = run_cli("reconcile", str(empty), *urls, "--once", "--force-prune", cwd=tmp_path)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"] == {}
+
+
+def test_up_passes_force_prune_to_the_watch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import swarm.reconcile.up as up
+    from swarm.cli import main
+
+    seen: list[up.UpOptions] = []
+    monkeypatch.setattr(up, "run_up", lambda options: seen.append(options) or 0)
+    assert main(["up", "specs", "--prune", "--force-prune"]) == 0
+    assert seen[0].prune and seen[0].force_prune
+    assert main(["up", "specs"]) == 0 and not seen[1].force_prune
