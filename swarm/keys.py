@@ -109,3 +109,9 @@ class SwarmKeys:
 
     def redis_user(self, agent_id: str) -> str:
         return f"swarm-{self.swarm}-{agent_id}"
+
+
+def as_text(value: object) -> str:
+    """A Redis reply value as text: bytes with a client made without
+    ``decode_responses``, str with one made with it."""
+    return value.decode() if isinstance(value, bytes) else str(value)

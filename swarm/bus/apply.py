@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.desired import AclDocument, BusPlan
 from swarm.errors import BusError, RedisUnavailableError
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 
 #: Commands an agent may run outside key-bound selectors.
 _BASE_COMMANDS = ["+ping", "+echo", "+time", "+multi", "+exec", "+discard", "+script|load", "+script|exists"]
@@ -123,11 +123,9 @@ async def _groups(redis: aioredis.Redis, stream: str) -> set[str]:
         infos = await redis.xinfo_groups(stream)
     except ResponseError:
         return set()
-    return {_text(i["name"]) for i in infos}
+    return {as_text(i["name"]) for i in infos}
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def apply_bus(
@@ -161,7 +159,7 @@ async def _prunable_users(redis: aioredis.Redis, plan: BusPlan) -> tuple[list[st
     prefix = keys.redis_user("")
     wanted = {keys.redis_user(a) for a in plan.agents}
     ours, gone = [], []
-    for user in sorted(_text(u) for u in await redis.acl_users()):
+    for user in sorted(as_text(u) for u in await redis.acl_users()):
         if not user.startswith(prefix):
             continue
         if user not in wanted:
@@ -178,7 +176,7 @@ async def _mass_prune(redis: aioredis.Redis, plan: BusPlan, secret: str | None) 
     """Why a prune would remove too much (more than half of the streams or users), else None."""
     keys = SwarmKeys(plan.swarm)
     declared = {tp.stream for tp in plan.topics.values()}
-    streams = [_text(k) async for k in redis.scan_iter(match=keys.topic_pattern, _type="stream", count=500)]
+    streams = [as_text(k) async for k in redis.scan_iter(match=keys.topic_pattern, _type="stream", count=500)]
     checks = [("topic streams", sum(s not in declared for s in streams), len(streams))]
     if secret:
         ours, gone = await _prunable_users(redis, plan)
@@ -223,7 +221,7 @@ async def _apply(
 
     acl_json, bus_json = acl.model_dump_json(), plan.model_dump_json()
     old_acl, old_bus = await redis.mget([keys.acl, keys.bus])
-    old_acl, old_bus = (_text(v) if v is not None else None for v in (old_acl, old_bus))
+    old_acl, old_bus = (as_text(v) if v is not None else None for v in (old_acl, old_bus))
     if old_acl != acl_json or old_bus != bus_json:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.acl, acl_json)
@@ -253,7 +251,7 @@ async def _apply(
         dead = {tp.dead_letter_stream for tp in plan.topics.values()}
         for pattern, wanted in ((keys.topic_pattern, declared), (keys.dead_letter("*"), dead)):
             async for key in redis.scan_iter(match=pattern, _type="stream", count=500):
-                key = _text(key)
+                key = as_text(key)
                 if key not in wanted:
                     await redis.delete(key)
                     report.pruned_streams.append(key)

@@ -69,7 +69,7 @@ from swarm.errors import (
     TransientError,
     UndeclaredTopicError,
 )
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 
 log = logging.getLogger("swarm.bus")
 
@@ -84,8 +84,6 @@ BATCH = 100
 _HEAD_BYTES = 192
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _head(raw: str | bytes) -> bytes:
@@ -580,14 +578,14 @@ class EventBus:
                 start_id=self._reclaim_cursors.get(stream, "0-0"),
                 count=self.read_count,
             )
-            cursor, claimed = _text(reply[0]), reply[1]
+            cursor, claimed = as_text(reply[0]), reply[1]
             # A client without decode_responses answers b"0-0": compared as text, or the
             # cursor would never be seen to end.
             self._reclaim_cursors[stream] = "0-0" if cursor in ("0-0", "0") else cursor
             more = more or self._reclaim_cursors[stream] != "0-0"
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:
-                await self._record_trimmed(topic, [_text(d) for d in deleted])
+                await self._record_trimmed(topic, [as_text(d) for d in deleted])
             if claimed:
                 counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
                 for eid, fields in claimed:

@@ -53,7 +53,7 @@ from swarm.errors import (
     RedisUnavailableError,
     RegistryUnavailableError,
 )
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
 
 
@@ -205,10 +205,10 @@ class RedisBusPort:
         keys = self.keys
         assumed = assumed_users or {}
         with redis_errors(self.url, "observe"):
-            streams = sorted(map(_text, self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000)))
-            breakers = sorted(map(_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
+            streams = sorted(map(as_text, self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000)))
+            breakers = sorted(map(as_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
             user_prefix = keys.redis_user("")
-            all_users = map(_text, self._redis.acl_users()) if self.bus_secret else iter(())
+            all_users = map(as_text, self._redis.acl_users()) if self.bus_secret else iter(())
             users = sorted(u for u in all_users if u.startswith(user_prefix))
             unread = [u for u in users if u[len(user_prefix):] in assumed]
             read = [u for u in users if u[len(user_prefix):] not in assumed]
@@ -393,8 +393,6 @@ class RedisBusPort:
             self._redis.set(self.applied_spec_key, text)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _parse(model: Any, raw: object) -> Any:

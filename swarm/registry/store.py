@@ -33,7 +33,7 @@ import redis.exceptions as rexc
 
 from swarm.desired import RegistryCatalog
 from swarm.errors import ConflictError, RedisUnavailableError
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 from swarm.registry.admission import heartbeat_interval, immutable_values
 from swarm.registry.models import AgentFields, CatalogPutResult, CatalogState, Registration, canonical_json
 
@@ -234,8 +234,6 @@ def _unavailable(what: str, exc: BaseException) -> str:
     return f"redis unavailable during {what}: {exc}"
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -328,9 +326,9 @@ class RegistryStore:
             res = await self._register(
                 keys=[self.keys.agent(fields.agent_id), self.keys.leases, self.keys.events], args=args
             )
-        kind = _s(res[0])
+        kind = as_text(res[0])
         if kind == "conflict":
-            changed = [_s(f) for f in res[1]]
+            changed = [as_text(f) for f in res[1]]
             raise FieldConflictError(
                 f"agent {fields.agent_id!r} is registered at version {fields.version} with different "
                 f"{', '.join(changed)}; change the version to change them",
@@ -343,7 +341,7 @@ class RegistryStore:
             lease_expires_at=int(res[3]),
             heartbeat_interval=heartbeat_interval(catalog, fields.ttl_seconds),
         )
-        return RegisterOutcome(kind=kind, registration=reg, event_id=_s(res[4]) or None)
+        return RegisterOutcome(kind=kind, registration=reg, event_id=as_text(res[4]) or None)
 
     async def heartbeat(self, agent_id: str) -> tuple[int, int, int] | None:
         """(new expiry ms, ttl ms, heartbeat interval ms), or None when the agent is not registered.
@@ -371,7 +369,7 @@ class RegistryStore:
                 keys=[self.keys.leases, self.keys.agent(agent_id), self.keys.events],
                 args=[agent_id, self.events_maxlen],
             )
-        return _s(sid) or None
+        return as_text(sid) or None
 
     async def get(self, agent_id: str, catalog: RegistryCatalog | None) -> Registration | None:
         async with redis_errors("agent read"):
@@ -392,7 +390,7 @@ class RegistryStore:
                 pipe.time()
                 pipe.zrange(self.keys.leases, 0, -1, withscores=True)
                 now, leases = await pipe.execute()
-            ids = [_s(m) for m, _ in leases]
+            ids = [as_text(m) for m, _ in leases]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for agent_id in ids:
                     pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
@@ -413,13 +411,13 @@ class RegistryStore:
         """Evict expired leases unless that would be a mass eviction (then protect)."""
         async with redis_errors("sweep"):
             now = _now_ms(await self.redis.time())
-            ids = [_s(m) for m in await self.redis.zrangebyscore(self.keys.leases, "-inf", now)]
+            ids = [as_text(m) for m in await self.redis.zrangebyscore(self.keys.leases, "-inf", now)]
             res = await self._sweep(
                 keys=[self.keys.leases, self.keys.events, self.keys.protection, *map(self.keys.agent, ids)],
                 args=[self.events_maxlen, min_protect, ratio, *ids],
             )
         return SweepOutcome(
-            protected=_s(res[0]) == "protected",
+            protected=as_text(res[0]) == "protected",
             evicted=int(res[1]),
             expired_seen=int(res[2]),
             live=int(res[3]),
@@ -433,7 +431,7 @@ class RegistryStore:
         leases whose agents that outage may have kept from renewing.
         """
         async with redis_errors("grace"):
-            ids = [_s(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
+            ids = [as_text(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
             if not ids:
                 return 0
             outage = -1 if outage_ms is None else max(0, outage_ms)
@@ -458,7 +456,7 @@ class RegistryStore:
         try:
             value = json.loads(raw)
         except ValueError:
-            return {"unparsable": _s(raw)[:1000]}
+            return {"unparsable": as_text(raw)[:1000]}
         return value if isinstance(value, dict) else {"value": value}
 
     async def ping(self) -> bool:
@@ -473,23 +471,23 @@ class RegistryStore:
     async def snapshot(self, catalog: RegistryCatalog | None) -> Snapshot:
         ids: list[str] = []
         async with redis_errors("snapshot"):
-            ids = [_s(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
+            ids = [as_text(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
             for _ in range(SNAPSHOT_ATTEMPTS):
                 res = await self._snapshot(
                     keys=[self.keys.leases, self.keys.events, *map(self.keys.agent, ids)], args=ids
                 )
-                if _s(res[0]) == "ok":
+                if as_text(res[0]) == "ok":
                     break
-                ids += [_s(m) for m in res[1]]  # registered since we read the ids
+                ids += [as_text(m) for m in res[1]]  # registered since we read the ids
             else:
                 raise RedisUnavailableError(
                     f"snapshot: registrations kept arriving for {SNAPSHOT_ATTEMPTS} rounds; try again"
                 )
-        last_id, now, rows = _s(res[1]), int(res[2]), res[3]
+        last_id, now, rows = as_text(res[1]), int(res[2]), res[3]
         async with redis_errors("snapshot"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    pipe.hget(self.keys.breaker(_s(row[0])), "state")
+                    pipe.hget(self.keys.breaker(as_text(row[0])), "state")
                 breakers = await pipe.execute() if rows else []
         agents = [
             _registration([doc, reg_at, upd_at], int(float(score)), now, breaker, catalog)
@@ -505,7 +503,7 @@ class RegistryStore:
                 "list[tuple[bytes, dict[bytes, bytes]]]",
                 await self.redis.xrange(self.keys.events, min="(" + last_id, max="+", count=count),
             )
-        return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in entries]
+        return [(as_text(i), {as_text(k): as_text(v) for k, v in f.items()}) for i, f in entries]
 
     async def trimmed_past(self, last_id: str) -> bool:
         """Whether resuming after ``last_id`` could miss events: they were trimmed away,
@@ -523,12 +521,12 @@ class RegistryStore:
         # (A client whose id was the very entry before the oldest kept one gets a reset
         # it did not strictly need: harmless, a snapshot is never a gap.)
         last = _id_tuple(last_id)
-        if last > _id_tuple(_s(info.get("last-generated-id", "0-0"))):
+        if last > _id_tuple(as_text(info.get("last-generated-id", "0-0"))):
             return True  # an id from the future: not this stream's
-        if last < _id_tuple(_s(info.get("max-deleted-entry-id", "0-0"))):
+        if last < _id_tuple(as_text(info.get("max-deleted-entry-id", "0-0"))):
             return True
         first = info.get("first-entry")
-        oldest = _s(first[0]) if first else _s(info.get("last-generated-id", "0-0"))
+        oldest = as_text(first[0]) if first else as_text(info.get("last-generated-id", "0-0"))
         if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
             # nothing ever removed: every id this stream gave out is "0-0" or still in it,
             # so an older one comes from a stream Redis lost (recreated since)
@@ -538,7 +536,7 @@ class RegistryStore:
     async def last_event_id(self) -> str:
         async with redis_errors("stream read"):
             last = await self.redis.xrevrange(self.keys.events, "+", "-", count=1)
-        return _s(last[0][0]) if last else "0-0"
+        return as_text(last[0][0]) if last else "0-0"
 
 
 class FieldConflictError(ConflictError):
@@ -578,7 +576,7 @@ def _registration(
     status: Literal["healthy", "critical", "expiring"]
     if expiry <= now:
         status = "expiring"
-    elif breaker is not None and _s(breaker) in BREAKER_CRITICAL:
+    elif breaker is not None and as_text(breaker) in BREAKER_CRITICAL:
         status = "critical"
     else:
         status = "healthy"

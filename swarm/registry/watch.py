@@ -37,6 +37,7 @@ from redis.asyncio.retry import Retry
 
 from sse_starlette import ServerSentEvent
 
+from swarm.keys import as_text
 from swarm.errors import RedisUnavailableError
 from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
 
@@ -178,7 +179,7 @@ class WatchHub:
             for _stream, entries in reply or []:
                 for raw_id, fields in entries:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                    entry = Entry(entry_id, {_str(k): _str(v) for k, v in fields.items()})
+                    entry = Entry(entry_id, {as_text(k): as_text(v) for k, v in fields.items()})
                     self.position = entry_id
                     for sub in list(self.subscribers):
                         sub.offer(entry)
@@ -191,8 +192,6 @@ async def _sleep_or_stop(stop_event: asyncio.Event, seconds: float) -> None:
         pass
 
 
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def matches(data: Any, capability: str | None, topic: str | None) -> bool:
