@@ -8,8 +8,7 @@ type: the reconcile loop retries :class:`TransientError` with backoff and report
 
     SwarmError
     ├── SpecError                  invalid spec; carries every SpecIssue at once
-    ├── CompileError               output could not be written / is stale
-    │   └── StaleOutputError       --check found differences
+    ├── CompileError               output could not be written where asked
     ├── PermanentError             retrying will not help
     │   ├── InvalidRequestError    bad argument, or a body the registry rejected (422)
     │   ├── AuthError              bad or missing token
@@ -96,15 +95,7 @@ class SpecError(SwarmError):
 
 
 class CompileError(SwarmError):
-    """Compiled output could not be produced or written."""
-
-
-class StaleOutputError(CompileError):
-    """``--check`` found files that differ from what the spec produces."""
-
-    def __init__(self, differing: list[str]) -> None:
-        self.differing = differing
-        super().__init__("stale output: " + ", ".join(differing))
+    """Compiled output could not be produced or written where asked."""
 
 
 class PermanentError(SwarmError):
