@@ -121,7 +121,8 @@ def test_bus_wiring_only_for_agents_with_topics(make_spec: Make) -> None:
     assert "EventBus" not in plain and "REDIS_URL" not in plain
     assert "redis" not in files["demo/agents/plain/requirements.txt"].decode()
     assert "EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID, role=ROLE)" in worker
-    assert "bus.subscribe(SUBSCRIBES)" in worker and "await message.ack()" in worker
+    assert "run_bus(bus, SUBSCRIBES, handler, log, connected)" in worker and "from swarm.agent_runtime import AgentState, run_bus" in worker
+    assert "run_bus" not in plain
     assert literal(worker, "SUBSCRIBES") == ["tasks.work"]
     assert literal(sender, "SUBSCRIBES") == [] and literal(sender, "PUBLISHES") == ["results.work"]
     assert "redis>=" in files["demo/agents/sender/requirements.txt"].decode()

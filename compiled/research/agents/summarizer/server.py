@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
-import random
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -22,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from swarm.agent_runtime import AgentState, run_bus
 from swarm.bus import EventBus
-from swarm.errors import PermanentError
 from swarm.registry import AgentRegistryClient
 
 SWARM = 'research'
@@ -42,10 +40,6 @@ REGISTRY_URL = os.environ.get("REGISTRY_URL", 'http://127.0.0.1:8700')
 TTL_SECONDS = 30
 HEARTBEAT_INTERVAL = 10
 
-#: Backoff between attempts while a dependency is down (seconds, doubled up to the cap, with jitter).
-RETRY_INITIAL = 0.5
-RETRY_CAP = 10.0
-
 logging.basicConfig(
     level=os.environ.get("SWARM_LOG_LEVEL", "INFO").upper(),
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -60,34 +54,6 @@ def default_handler(message: Any, publish: Any) -> None:
 
 def load_handler() -> Any:
     return default_handler
-
-
-class AgentState:
-    """What /health/ready reports: every startup step done, nothing crashed."""
-
-    def __init__(self) -> None:
-        self.registry: AgentRegistryClient | None = None
-        self.bus_connected = False
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def pending(self) -> list[str]:
-        missing: list[str] = []
-        if self.registry is None or not self.registry.registered:
-            missing.append("registry")
-        if not self.bus_connected:
-            missing.append("bus")
-        return missing
-
-
-def level_of(exc: BaseException) -> int:
-    """Refusals (PermanentError) are errors an operator must fix; outages are warnings."""
-    return logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
-
-
-async def backoff(delay: float) -> float:
-    """Sleep ``delay`` plus jitter and return the next, capped delay."""
-    await asyncio.sleep(delay + random.uniform(0, delay / 2))
-    return min(delay * 2, RETRY_CAP)
 
 
 def registration_metadata() -> dict[str, Any]:
@@ -115,76 +81,6 @@ async def start_registration(registry: AgentRegistryClient) -> None:
     await registry.start_heartbeat_loop()
 
 
-class Publisher:
-    """The handler's ``publish(topic, payload, message_id=None)``, for sync and async handlers.
-
-    Each call starts the publish at once and returns it as an awaitable task: an
-    async handler may ``await publish(...)``; a sync handler just calls it. The
-    server awaits every publish a handler started before it acks the message.
-    """
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-        self.started: list[asyncio.Task[Any]] = []
-
-    def __call__(self, topic: str, payload: Any, *, message_id: str | None = None) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(self.bus.publish(topic, payload, message_id=message_id))
-        self.started.append(task)
-        return task
-
-    async def settle(self) -> None:
-        """Wait for every started publish; raise the first failure (after all have finished)."""
-        results = await asyncio.gather(*self.started, return_exceptions=True)
-        for result in results:
-            if isinstance(result, asyncio.CancelledError):
-                raise RuntimeError("a publish was cancelled before it finished")
-            if isinstance(result, BaseException):
-                raise result
-
-
-async def handle(message: Any, handler: Any, bus: EventBus) -> None:
-    """Call the handler, then wait for its publishes; ack only when all succeeded,
-    so a failure (of the handler or of one of its publishes) is redelivered later."""
-    publish = Publisher(bus)
-    try:
-        try:
-            result = handler(message, publish)
-            if inspect.isawaitable(result):
-                await result
-        finally:
-            await publish.settle()
-    except Exception:
-        log.exception("handler failed on %s (%s); left unacked for redelivery", message.message_id, message.topic)
-        return
-    await message.ack()
-
-
-async def run_bus(bus: EventBus, state: AgentState, handler: Any) -> None:
-    """Connect (retrying while Redis is down), then consume the subscribed topics."""
-    delay = RETRY_INITIAL
-    while True:
-        try:
-            await bus.connect()
-            break
-        except Exception as exc:  # Redis down or the bus not applied yet: keep trying, never crash
-            log.log(level_of(exc), "connecting to the bus failed (%s); retrying", exc)
-            delay = await backoff(delay)
-    state.bus_connected = True
-    if not SUBSCRIBES:
-        return
-    delay = RETRY_INITIAL
-    while True:
-        try:
-            async for message in bus.subscribe(SUBSCRIBES):
-                await handle(message, handler, bus)
-                delay = RETRY_INITIAL
-            log.warning("subscription ended; resubscribing")
-            delay = await backoff(delay)
-        except Exception as exc:  # e.g. no consumer group until `swarm bus apply`: keep trying
-            log.log(level_of(exc), "subscription interrupted (%s); resubscribing", exc)
-            delay = await backoff(delay)
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     state = AgentState()
@@ -201,11 +97,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         heartbeat_interval=HEARTBEAT_INTERVAL,
         token=os.environ.get("SWARM_AGENT_TOKEN"),
     )
-    state.registry = registry
+    state.checks["registry"] = lambda: registry.registered
     state.tasks.append(asyncio.create_task(start_registration(registry)))
     bus = EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID, role=ROLE)
     app.state.bus = bus
-    state.tasks.append(asyncio.create_task(run_bus(bus, state, handler)))
+    connected = asyncio.Event()
+    state.checks["bus"] = connected.is_set
+    state.tasks.append(asyncio.create_task(run_bus(bus, SUBSCRIBES, handler, log, connected)))
     try:
         yield
     finally:
