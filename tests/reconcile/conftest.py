@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,7 +16,7 @@ from swarm.reconcile.status import ReconcileStatus, parse_status
 from swarm.registry.auth import admin_token
 from tests.reconcile.specdata import REPO
 from tests.registry.conftest import TEST_SECRET, RegistryFactory, RegistryProcess, registry_factory  # noqa: F401
-from tests.support.services import RedisServer, python_cmd
+from tests.support.services import ProcessServer, RedisServer, python_cmd
 
 
 @pytest.fixture
@@ -51,35 +49,23 @@ def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
     return subprocess.run(python_cmd("-m", "swarm", *args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-@dataclass
-class Daemon:
-    """``swarm reconcile --watch`` as a subprocess, and its status in Redis."""
+class Daemon(ProcessServer):
+    """``swarm reconcile --watch`` as a subprocess, and its status in Redis.
 
-    args: list[str]
-    cwd: Path
-    live: RegistryProcess
-    log: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None)
-    env: dict[str, str] = field(default_factory=dict)  # extra environment of the next start()
+    It listens on no port: :meth:`start` does not wait for readiness (tests wait
+    on its status instead); ``stop`` is :meth:`ProcessServer.stop`'s.
+    """
 
-    def start(self) -> "Daemon":
+    def __init__(self, args: list[str], *, cwd: Path, live: RegistryProcess, log: Path) -> None:
+        super().__init__(python_cmd("-m", "swarm", *args), port=0, cwd=cwd, ready_path=None, log=log)
+        self.live = live
+        self.log: Path = log
+        self.env: dict[str, str] = {}  # extra environment of the next start()
+
+    def start(self, timeout: float = 0.0) -> "Daemon":
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(python_cmd("-m", "swarm", *self.args), cwd=self.cwd,
-                                         env={**cli_env(), **self.env}, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(self.args, cwd=self.cwd, env={**cli_env(), **self.env}, stdout=out, stderr=out)
         return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
-        return code
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -113,7 +99,7 @@ def daemon_factory(live: RegistryProcess, tmp_path: Path) -> Iterator[Callable[.
     def make(spec: Path, *extra: str, start: bool = True) -> Daemon:
         args = ["reconcile", str(spec), "--watch", "--resync", "0.5", "--registry-url", live.url,
                 "--redis-url", live.redis.url, "--compiled-dir", str(tmp_path / "compiled"), "-o", "json", *extra]
-        d = Daemon(args=args, cwd=tmp_path, live=live, log=tmp_path / f"daemon{len(started)}.log")
+        d = Daemon(args, cwd=tmp_path, live=live, log=tmp_path / f"daemon{len(started)}.log")
         started.append(d)
         return d.start() if start else d
 
