@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarm.bus.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from swarm.bus.scripts import load_script
 from swarm.errors import BusError, RedisUnavailableError
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 
 #: Watch events kept in the swarm's event stream (XADD MAXLEN ~).
 EVENTS_MAXLEN = 10_000
@@ -104,7 +104,7 @@ class BreakerStore:
 
 
 def parse_reply(raw: list[Any]) -> BreakerReply:
-    text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+    text = [as_text(x) for x in raw]
     snap = BreakerSnapshot(
         state=BreakerState(text[0]),
         failures=int(text[1]),

@@ -34,7 +34,7 @@ from swarm.bus.breaker import BreakerPolicy
 from swarm.bus.breaker_store import BreakerStore, policy_from_settings
 from swarm.desired import BusPlan
 from swarm.errors import SwarmError
-from swarm.keys import SwarmKeys
+from swarm.keys import SwarmKeys, as_text
 
 log = logging.getLogger("swarm.bus.prober")
 
@@ -77,7 +77,7 @@ class HealthProber:
         seconds, micros = await self.redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         members = await self.redis.zrangebyscore(self.keys.leases, f"({now_ms}", "+inf")
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        return sorted(as_text(m) for m in members)
 
     async def probe_once(self, http: httpx.AsyncClient) -> dict[str, str]:
         """One round; returns agent id -> what happened (for logs and tests)."""
@@ -92,7 +92,7 @@ class HealthProber:
             url = await self.redis.hget(self.keys.agent(agent_id), "health_url")
             if not url:
                 return "no health_url"
-            url = url.decode() if isinstance(url, bytes) else str(url)
+            url = as_text(url)
             # The slot lasts a little less than the interval so the next round is never locked out.
             if not await store.lock(agent_id, int(self.interval * 900)):
                 return "locked"
