@@ -177,7 +177,7 @@ def render_requirements(agent: Agent, swarm_version: str) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def render_agent(spec: Spec, agent: Agent, spec_digest: str, swarm_version: str) -> dict[str, bytes]:
+def render_agent(spec: Spec, agent: Agent, swarm_version: str) -> dict[str, bytes]:
     """The three files of one agent, keyed by their path under ``agents/<id>/``."""
     env = environment()
     bus = uses_bus(agent)
@@ -189,7 +189,6 @@ def render_agent(spec: Spec, agent: Agent, spec_digest: str, swarm_version: str)
     context: dict[str, Any] = {
         "spec": spec,
         "agent": agent,
-        "spec_digest": spec_digest,
         "swarm_version": swarm_version,
         "uses_bus": bus,
         "capabilities": sorted(set(agent.capabilities)),
@@ -398,18 +397,17 @@ SOURCE_NOTES = (
 )
 
 
-def render_compose(spec: Spec, spec_digest: str, swarm_version: str) -> bytes:
+def render_compose(spec: Spec, swarm_version: str) -> bytes:
     body = safe_dump_yaml(compose_document(spec))
     notes = COMPOSE_NOTES + (SOURCE_NOTES if any(a.handler for a in spec.agents) else "")
     return (_header(swarm_version) + notes + body).encode("utf-8")
 
 
-def render_desired(spec: Spec, desired: DesiredState, spec_digest: str, swarm_version: str) -> dict[str, bytes]:
+def render_desired(spec: Spec, desired: DesiredState, swarm_version: str) -> dict[str, bytes]:
     acl_md = environment().get_template("acl.md.j2").render(
         spec=spec,
         acl=desired.acl,
         bus=desired.bus,
-        spec_digest=spec_digest,
         swarm_version=swarm_version,
     )
     return {
@@ -450,17 +448,16 @@ def render(
     agents = sorted(spec.agents, key=lambda a: a.id)
     files: dict[str, bytes] = {}
     for done, agent in enumerate(agents, start=1):
-        files.update(render_agent(spec, agent, spec_digest, swarm_version))
+        files.update(render_agent(spec, agent, swarm_version))
         if progress is not None:
             progress(done, len(agents))
-    files.update(render_desired(spec, desired_from_spec(spec, spec_digest), spec_digest, swarm_version))
-    files["docker-compose.yml"] = render_compose(spec, spec_digest, swarm_version)
+    files.update(render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version))
+    files["docker-compose.yml"] = render_compose(spec, swarm_version)
     files["registry/Dockerfile"] = (
         environment()
         .get_template("registry.Dockerfile.j2")
         .render(
             spec=spec,
-            spec_digest=spec_digest,
             swarm_version=swarm_version,
             python_image=PYTHON_IMAGE,
             distribution=DISTRIBUTION,
