@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from swarm.acl import AclTable
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import SpecError
 from swarm.spec.loader import load_spec_full
 from swarm.spec.models import TOPIC_PATTERN
 from swarm.spec.schema import schema_files
 from swarm.spec.sourcemap import did_you_mean
 
-EXIT_OK = 0
-EXIT_DIFF = 1
-EXIT_INVALID = 2
 DEFAULT_SPEC = "specs/"
 DEFAULT_SCHEMA_DIR = "schemas/"
 
