@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Sequence
 
-from swarm.acl import ACTIONS, Action, PatternError, RoleRules, decide, parse_pattern
+from swarm.acl import ACTIONS, DEFAULT_DENY, Action, PatternError, RoleRules, decide, parse_pattern
 from swarm.errors import Position, SpecIssue
 from swarm.spec.models import Spec
 from swarm.spec.sourcemap import SourceMap, did_you_mean
@@ -133,7 +133,7 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
                 if not decision.allow:
                     why = (
                         f"no {action} rule of role {agent.role!r} matches (default deny)"
-                        if decision.rule == "default deny"
+                        if decision.rule == DEFAULT_DENY
                         else f"denied by {decision.rule}"
                     )
                     issues.append(

@@ -111,10 +111,6 @@ class SourceMap:
         agents.extend((doc, (), index) for index, doc in agent_docs)
         return cls(swarm_doc, agents)
 
-    @property
-    def files(self) -> tuple[str, ...]:
-        return tuple(sorted({self._swarm.file} | {d.file for d, _, _ in self._agents}))
-
     def _resolve(self, path: Path) -> tuple["ParsedDocument", Path, Path]:
         """(document, path inside it, path as shown to the user)."""
         if path[:1] == ("swarm",):
