@@ -207,16 +207,9 @@ def run_read(args: argparse.Namespace) -> int:
         from redis.exceptions import RedisError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        from swarm.errors import AclDeniedError, UndeclaredTopicError
-
         async with bus:
-            if args.topic not in bus.plan.topics:
-                raise UndeclaredTopicError(f"topic {args.topic!r} is not declared in swarm {bus.swarm!r}")
-            decision = bus.decide("subscribe", args.topic)
-            if not decision.allow:
-                raise AclDeniedError(f"agent {bus.agent_id!r} (role {bus.role!r}) may not subscribe to "
-                                     f"{args.topic!r}: {decision.rule}")
-            stream = bus.plan.topics[args.topic].stream
+            # the bus's own check: declared topic, then the ACL (UndeclaredTopicError, AclDeniedError)
+            stream = bus._topic(args.topic, "subscribe").stream
             try:
                 entries = list(reversed(await bus.redis.xrevrange(stream, count=args.count)))
             except (RedisError, OSError) as exc:
