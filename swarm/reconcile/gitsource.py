@@ -64,7 +64,7 @@ def working_revision(paths: list[Path]) -> Revision:
     return Revision(source="working-tree", commit=head, dirty=bool(changes.strip()))
 
 
-def _walked(rel: str) -> bool:
+def walked(rel: str) -> bool:
     """Whether a directory walk of the working tree reads ``rel`` (a path below the directory)."""
     *dirs, name = rel.split("/")
     return not any(d.startswith(".") for d in dirs) and is_spec_file_name(name)
@@ -102,7 +102,7 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
         if not under:
             issues.append(SpecIssue(None, "", f"spec path {path!r} does not exist in commit {short}"))
             continue
-        found = [n for n in under if _walked(n[len(prefix):])]
+        found = [n for n in under if walked(n[len(prefix):])]
         if not found:
             issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {path!r} in commit {short}"))
         chosen.update(found)

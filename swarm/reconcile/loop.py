@@ -42,7 +42,7 @@ from typing import Callable, Mapping, Protocol
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
 from swarm.reconcile.apply import apply_plan
-from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, working_revision
+from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, walked, working_revision
 from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
 from swarm.reconcile.state import ActualState, BusPort, RegistryPort, UserRights, observe
 from swarm.reconcile.status import (
@@ -513,12 +513,12 @@ class Reconciler:
                 return name in ("HEAD", "packed-refs") or "/refs/" in path or name.endswith(".lock")
             return git_filter
         files = {p.resolve() for p in self.config.spec_paths if not p.is_dir()}
+        dirs = [p.resolve() for p in self.config.spec_paths if p.is_dir()]
 
         def spec_filter(_change: object, path: str) -> bool:
-            p = Path(path)
-            if files and p.resolve() not in files:
-                return False
-            return p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+            """Whether reading the spec reads ``path``: a file named, or one a directory walk finds."""
+            p = Path(path).resolve()
+            return p in files or any(d in p.parents and walked(p.relative_to(d).as_posix()) for d in dirs)
         return spec_filter
 
     async def watch(self, stop_event: asyncio.Event, on_pass: Callable[[PassResult], None] | None = None) -> None:

@@ -55,3 +55,20 @@ async def test_watch_survives_a_bug_applies_saves_and_stops(spec_dir: Path) -> N
         stop.set()
         await asyncio.wait_for(task, timeout=10)
     assert task.done() and task.exception() is None
+
+
+def test_watch_filter_takes_exactly_the_files_the_spec_read_reads(spec_dir: Path, tmp_path: Path) -> None:
+    """A folder and a file named together: saves in both count; in a folder the walk's rules apply."""
+    named = tmp_path / "extra-spec.txt"  # a file named explicitly is read whatever its name
+    named.write_text("")
+    agents = spec_dir / "agents"
+    rec = Reconciler(ReconcileConfig(spec_paths=[agents, named]), lambda _d, _c: Ports(FakeRegistry(), FakeBus(), FakeStatus()))
+    keep = rec._watch_filter()
+    assert keep(None, str(named))
+    assert keep(None, str(agents / "review.yaml"))
+    assert keep(None, str(agents / "deep" / "Extra.YML"))  # any case, as the walk reads it
+    assert not keep(None, str(agents / ".hidden.yaml"))
+    assert not keep(None, str(agents / ".git" / "x.yaml"))  # hidden folders are not walked
+    assert not keep(None, str(agents / "notes.txt"))
+    assert not keep(None, str(spec_dir / "swarm.yaml"))  # outside every path named
+    assert not keep(None, str(tmp_path / "other.txt"))
