@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm.acl import ACTIONS, AclTable, RoleRules
+from swarm.acl import ACTIONS, AclTable, Action, RoleRules
 from swarm.keys import SwarmKeys
 from swarm.spec.models import Spec
 
@@ -156,13 +156,6 @@ class DesiredState(_Frozen):
     acl: AclDocument
 
 
-def effective_rights(table: AclTable, role: str, topics: list[str]) -> dict[str, list[str]]:
-    """Declared topics the role may publish / subscribe to (sorted)."""
-    return {
-        action: sorted(t for t in topics if table.decide(role, action, t).allow) for action in ACTIONS
-    }
-
-
 def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
     """Build the desired state of a structurally and semantically valid spec."""
     keys = SwarmKeys(spec.name)
@@ -235,7 +228,13 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
         },
     )
 
-    rights_by_role = {role: effective_rights(table, role, topic_names) for role in {a.role for a in agents}}
+    rows = [AclRow.model_validate(row) for row in table.rows(topic_names)]
+    # an agent's rights are its role's allowed rows of the table (sorted by topic already)
+    rights_by_role: dict[str, dict[Action, list[str]]] = {role: {"publish": [], "subscribe": []} for role in spec.roles}
+    for row in rows:
+        for action in ACTIONS:
+            if getattr(row, action).allow:
+                rights_by_role[row.role][action].append(row.topic)
     acl = AclDocument(
         swarm=spec.name,
         spec_digest=spec_digest,
@@ -243,8 +242,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             name: RoleOut.model_validate(RoleRules.from_role(r).to_dict())
             for name, r in sorted(spec.roles.items())
         },
-        table=[AclRow.model_validate(row) for row in table.rows(topic_names)],
-        # rights depend on the role only: decide once per role, not once per agent
+        table=rows,
         agents={a.id: AgentAcl(role=a.role, **rights_by_role[a.role]) for a in agents},
     )
     return DesiredState(registry=registry, bus=bus, acl=acl)
