@@ -524,9 +524,13 @@ class EventBus:
             _bus=self,
         )
 
+    def _dead_letter_stream(self, topic: str) -> str:
+        """The plan's dead-letter stream of ``topic``; the key layout's if a refresh dropped the topic."""
+        tp = self.plan.topics.get(topic) if self.plan else None
+        return tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
+
     async def _dead_letter(self, topic: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
-        tp = self.plan.topics[topic] if self.plan else None
-        dlq = tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
+        dlq = self._dead_letter_stream(topic)
         extra = {
             "original_entry_id": entry_id,
             "topic": topic,
@@ -546,8 +550,7 @@ class EventBus:
         """Entries trimmed (max_len) while pending: Redis 7 drops them from the pending list on
         claim. Their content is gone, but each leaves a record in the dead-letter stream, so
         the loss is visible where operators look for undelivered messages, not only in a log."""
-        tp = self.plan.topics.get(topic) if self.plan else None
-        dlq = tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
+        dlq = self._dead_letter_stream(topic)
         self.stats.trimmed_while_pending += len(entry_ids)
         log.warning("%d pending entries of %s were trimmed before being acked: %s", len(entry_ids), topic, entry_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
