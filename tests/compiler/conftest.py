@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from swarm.spec.loader import LoadedSpec, load_spec_full
+from tests.support.services import ProcessServer, python_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -79,3 +80,23 @@ def private_compile_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     directory = tmp_path / "compile-cache"
     monkeypatch.setenv("SWARM_CACHE_DIR", str(directory))
     return directory
+
+
+def start_agent(
+    out: Path, agent_id: str, port: int, env: dict[str, str], log: Path, path: tuple[Path, ...] = ()
+) -> ProcessServer:
+    """Run the compiled ``out/demo/agents/<agent_id>/server.py`` under uvicorn (real HTTP);
+    ``path`` goes on PYTHONPATH before the repository (handler modules)."""
+    server = ProcessServer(
+        python_cmd("-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+        port=port,
+        cwd=out / "demo" / "agents" / agent_id,
+        env={
+            "AGENT_PORT": str(port),
+            "AGENT_HOST": "127.0.0.1",
+            "PYTHONPATH": ":".join(str(p) for p in (*path, REPO)),
+            **env,
+        },
+        log=log,
+    )
+    return server.start()

@@ -21,9 +21,9 @@ from swarm.compiler import compile_loaded, write_output
 from swarm.desired import AclDocument, BusPlan
 from swarm.keys import SwarmKeys
 from swarm.spec.loader import LoadedSpec
-from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
+from tests.support.services import RedisServer, free_port
 
-from .conftest import REPO, agent_doc
+from .conftest import agent_doc, start_agent
 
 HANDLER_MODULE = '''
 import json, os
@@ -72,18 +72,14 @@ async def test_generated_agent_consumes_acks_and_publishes(
     handler_log = tmp_path / "handled.jsonl"
     agent_log = tmp_path / "agent.log"
 
-    agent = ProcessServer(
-        python_cmd("-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
-        port=port,
-        cwd=tmp_path / "out" / "demo" / "agents" / "consumer",
-        env={
-            "AGENT_PORT": str(port),
-            "REDIS_URL": redis_server.url,
-            "HANDLER_LOG": str(handler_log),
-            "PYTHONPATH": f"{tmp_path / 'user'}:{REPO}",
-        },
-        log=agent_log,
-    ).start()
+    agent = start_agent(
+        tmp_path / "out",
+        "consumer",
+        port,
+        {"REDIS_URL": redis_server.url, "HANDLER_LOG": str(handler_log)},
+        agent_log,
+        path=(tmp_path / "user",),
+    )
     redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         # the bus is not applied yet: alive, not ready, still running
@@ -159,13 +155,9 @@ async def test_sync_handler_publish_is_awaited_before_ack(
     await apply_bus(
         redis, BusPlan.model_validate_json(files["demo/bus.json"]), AclDocument.model_validate_json(files["demo/acl.json"])
     )
-    agent = ProcessServer(
-        python_cmd("-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
-        port=port,
-        cwd=tmp_path / "out" / "demo" / "agents" / "consumer",
-        env={"AGENT_PORT": str(port), "REDIS_URL": redis_server.url, "PYTHONPATH": f"{tmp_path / 'user'}:{REPO}"},
-        log=agent_log,
-    ).start()
+    agent = start_agent(
+        tmp_path / "out", "consumer", port, {"REDIS_URL": redis_server.url}, agent_log, path=(tmp_path / "user",)
+    )
     keys = SwarmKeys("demo")
     try:
         wait_until(lambda: ready_status(agent.url) == 200)

@@ -15,20 +15,9 @@ import httpx
 
 from swarm.compiler import compile_loaded, write_output
 from swarm.spec.loader import LoadedSpec
-from tests.support.services import ProcessServer, free_port, python_cmd
+from tests.support.services import free_port
 
-from .conftest import REPO, agent_doc
-
-
-def start_agent(out: Path, agent_id: str, port: int, env: dict[str, str], log: Path) -> ProcessServer:
-    server = ProcessServer(
-        python_cmd("-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
-        port=port,
-        cwd=out / "demo" / "agents" / agent_id,
-        env={"AGENT_PORT": str(port), "AGENT_HOST": "127.0.0.1", "PYTHONPATH": str(REPO), **env},
-        log=log,
-    )
-    return server.start()
+from .conftest import agent_doc, start_agent
 
 
 def test_registry_false_agent_answers_its_three_health_endpoints(
