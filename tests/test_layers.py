@@ -29,6 +29,7 @@ CORE_MODULES = [
     "swarm.reconcile.plan",
     "swarm.reconcile.state",
     "swarm.reconcile.status",
+    "swarm.agent_runtime",  # generated agents import it: no Redis/HTTP unless the agent uses them
 ]
 FORBIDDEN = ["redis", "httpx", "starlette", "uvicorn", "watchfiles", "sse_starlette", "hiredis"]
 
