@@ -412,10 +412,10 @@ class Reconciler:
     def _record_without_spec(self, attempt: Attempt, spec_error: SpecError) -> PassResult:
         """No valid spec yet: enforce nothing, but say why in status when the swarm can be guessed."""
         result = PassResult(state="invalid-spec", error=spec_error)
-        target = lenient_target(self._invalid_files or {}) if self._status_fallback else None
-        if target is None or self._status_fallback is None or self.config.dry_run:
+        target = self._invalid_spec_target()
+        if target is None or self.config.dry_run:
             return result
-        name, url = target[0], self.config.redis_url or target[1]
+        name, url = target
         try:
             sink = self._fallback_sink(name, url)
             status = self.status if self.status is not None and self.status.swarm == name else None
@@ -451,13 +451,12 @@ class Reconciler:
 
     def _recover_applied_spec(self) -> SpecSource | None:
         """The last applied spec kept in Redis, for a daemon started onto an invalid spec; else None."""
-        target = lenient_target(self._invalid_files or {}) if self._status_fallback else None
-        if target is None or self._status_fallback is None:
+        target = self._invalid_spec_target()
+        if target is None:
             return None
-        name, url = target[0], self.config.redis_url or target[1]
+        name, url = target
         try:
-            sink = self._fallback_sink(name, url)
-            raw = getattr(sink, "read_applied_spec", lambda: None)()
+            raw = self._fallback_sink(name, url).read_applied_spec()
         except SwarmError as exc:
             log.warning("could not read the last applied spec: %s", exc)
             return None
@@ -468,6 +467,13 @@ class Reconciler:
             self._recovered = True
             self._stored_digest = source.digest
         return source
+
+    def _invalid_spec_target(self) -> tuple[str, str] | None:
+        """(swarm, Redis URL) read leniently from the invalid spec's files, when a status fallback is set."""
+        if self._status_fallback is None:
+            return None
+        target = lenient_target(self._invalid_files or {})
+        return None if target is None else (target[0], self.config.redis_url or target[1])
 
     def _fallback_sink(self, name: str, url: str) -> StatusSink:
         assert self._status_fallback is not None
