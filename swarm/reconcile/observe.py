@@ -1,6 +1,6 @@
 """The real ports: the registry over HTTP (httpx) and the bus objects in Redis (redis-py).
 
-Built by :func:`make_ports` for the reconcile loop (``swarm plan``, ``reconcile``,
+Built by :func:`make_ports_factory` for the reconcile loop (``swarm plan``, ``reconcile``,
 ``status``, ``up``). Each adapter is synchronous — the loop runs a whole pass in
 a worker thread — and turns every library error into a :mod:`swarm.errors` type:
 connection problems and 5xx become :class:`~swarm.errors.TransientError`
@@ -378,19 +378,14 @@ class RedisBusPort:
         with redis_errors(self.url, "write status"):
             self._redis.set(self.keys.status, text)
 
-    @property
-    def applied_spec_key(self) -> str:
-        """``swarm:{N}:applied-spec``: the files of the last applied spec (JSON), beside the status."""
-        return self.keys.applied_spec
-
     def read_applied_spec(self) -> str | None:
         with redis_errors(self.url, "read the applied spec"):
-            value = self._redis.get(self.applied_spec_key)
+            value = self._redis.get(self.keys.applied_spec)
         return None if value is None else str(value)
 
     def write_applied_spec(self, text: str) -> None:
         with redis_errors(self.url, "store the applied spec"):
-            self._redis.set(self.applied_spec_key, text)
+            self._redis.set(self.keys.applied_spec, text)
 
 
 

@@ -11,7 +11,6 @@ from typing import Mapping
 
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
 from swarm.errors import RedisUnavailableError
-from swarm.reconcile.plan import desired_user_rights
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
 
 
@@ -94,4 +93,4 @@ class FakeBus:
         self.users.pop(agent_id, None)
 
 
-__all__ = ["FakeBus", "FakeRegistry", "desired_user_rights"]
+__all__ = ["FakeBus", "FakeRegistry"]
