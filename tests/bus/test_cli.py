@@ -127,6 +127,8 @@ def test_read_shows_entries_without_acking_and_checks_the_acl(cli, redis_server:
     r.close()
     code, _, err = cli("read", "tasks.research", "--as", "architect")
     assert code == 1 and "may not subscribe" in err
+    code, _, err = cli("read", "tasks.nope", "--as", "auditor")
+    assert code == 1 and "'tasks.nope' is not declared" in err
 
 
 def test_read_follow_prints_new_entries(cli, redis_server: RedisServer, repo_root: Path) -> None:  # type: ignore[no-untyped-def]
