@@ -84,7 +84,7 @@ class BreakerStore:
 
     async def acquire(self, agent_id: str, *, now_ms: int | None = None) -> int | None:
         """The epoch to run a health check under, or None (open before cooldown, probe in flight)."""
-        return (await self._call("acquire", agent_id, now_ms=now_ms)).ticket
+        return (await self.acquire_reply(agent_id, now_ms=now_ms)).ticket
 
     async def acquire_reply(self, agent_id: str, *, now_ms: int | None = None) -> BreakerReply:
         return await self._call("acquire", agent_id, now_ms=now_ms)
