@@ -11,8 +11,8 @@ sides of a pair see the same load on a shared machine); the median paired ratio
 is reported with its range:
 
 1. sequential ``EventBus.publish`` (declared-topic + ACL check in-process, then ONE
-   EVALSHA doing the breaker check, the dedup mark SET NX PX, XADD MAXLEN ~ and
-   the mark update) vs raw ``XADD MAXLEN ~`` of the same four fields.
+   EVALSHA doing the breaker check, the GET of the dedup mark, XADD MAXLEN ~ and
+   the SET PX of the mark) vs raw ``XADD MAXLEN ~`` of the same four fields.
    Target ratio >= 0.80.
 2. ``publish_many`` in batches of 100 (one pipelined round trip per batch) vs a
    redis-py pipeline of 100 raw XADDs. Target ratio >= 0.70.
