@@ -41,6 +41,7 @@ from typing import Any, Callable
 import httpx
 import redis
 
+from swarm.keys import SwarmKeys
 from swarm.registry.auth import admin_token
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
 
@@ -48,6 +49,7 @@ SECRET = "bench-secret"
 TOPICS = 20  # used topics
 SPARE = 30  # declared, unused topics: the ones removed with --prune
 DEBOUNCE_MS, STEP_MS = 80, 15
+KEYS = SwarmKeys("bench")
 
 
 def swarm_yaml(spare: list[int], worker_extra: bool, redis_url: str, registry_url: str) -> str:
@@ -186,7 +188,7 @@ def main() -> None:
         manifest = root / "compiled" / "bench" / "manifest.json"
 
         def status_state() -> str:
-            raw = r.get("swarm:{bench}:status")
+            raw = r.get(KEYS.status)
             return json.loads(raw)["state"] if raw else ""
 
         try:
@@ -202,10 +204,10 @@ def main() -> None:
                 if kind == "add agent":
                     aid = f"agent-{next_agent:03d}"
                     sub = "results.r" if next_agent % 10 == 0 else "work.t"
-                    stream = f"swarm:{{bench}}:topic:{sub}{next_agent % TOPICS}"
+                    stream = KEYS.topic(f"{sub}{next_agent % TOPICS}")
                     t0 = time.perf_counter()
                     (spec / "agents" / f"new-{next_agent}.yaml").write_text(agent_doc(next_agent))
-                    wait_until(lambda: r.acl_getuser(f"swarm-bench-{aid}") is not None
+                    wait_until(lambda: r.acl_getuser(KEYS.redis_user(aid)) is not None
                                and aid in {g["name"] for g in r.xinfo_groups(stream)}
                                and aid in catalog_agents())
                     next_agent += 1
@@ -216,10 +218,10 @@ def main() -> None:
                     (spec / "swarm.yaml").write_text(swarm_yaml(spare, worker_extra, rs.url, registry.url))
 
                     def acl_live() -> bool:
-                        table = json.loads(r.get("swarm:{bench}:acl") or "{}")
+                        table = json.loads(r.get(KEYS.acl) or "{}")
                         row = next((x for x in table.get("table", []) if x["role"] == "worker" and x["topic"] == "work.t0"), None)
-                        user = r.acl_getuser("swarm-bench-agent-001") or {}
-                        has = "%W~swarm:{bench}:topic:work.t0" in json.dumps(user.get("selectors", []))
+                        user = r.acl_getuser(KEYS.redis_user("agent-001")) or {}
+                        has = "%W~" + KEYS.topic("work.t0") in json.dumps(user.get("selectors", []))
                         return row is not None and row["publish"]["allow"] is want and has is want
 
                     wait_until(acl_live)
@@ -227,12 +229,12 @@ def main() -> None:
                     gone = spare.pop(0)
                     t0 = time.perf_counter()
                     (spec / "swarm.yaml").write_text(swarm_yaml(spare, worker_extra, rs.url, registry.url))
-                    wait_until(lambda: not r.exists(f"swarm:{{bench}}:topic:spare.s{gone}"))
+                    wait_until(lambda: not r.exists(KEYS.topic(f"spare.s{gone}")))
                 latencies[kind].append(time.perf_counter() - t0)
                 wait_until(lambda: status_state() == "synced")
                 # Quiet before the next edit, as between a person's saves: the daemon
                 # writes compiled/ after the apply, in a background thread.
-                digest = json.loads(r.get("swarm:{bench}:status"))["last_applied"]["digest"]
+                digest = json.loads(r.get(KEYS.status))["last_applied"]["digest"]
                 wait_until(lambda: digest in manifest.read_text(errors="replace") if manifest.exists() else False,
                            timeout=30)
                 time.sleep(0.05)
