@@ -323,7 +323,8 @@ class EventBus:
 
     # -- ACL -------------------------------------------------------------------------
 
-    def _decide(self, action: Action, topic: str) -> Decision:
+    def decide(self, action: Action, topic: str) -> Decision:
+        """This agent's ACL decision and the rule that made it (cached per topic)."""
         key = (action, topic)
         decision = self._decisions.get(key)
         if decision is None:
@@ -331,10 +332,6 @@ class EventBus:
                 raise BusError("EventBus is not connected: call `await bus.connect()` first")
             decision = self._decisions[key] = self._table.decide(self.role, action, topic)
         return decision
-
-    def decide(self, action: Action, topic: str) -> Decision:
-        """This agent's ACL decision and the rule that made it (cached per topic)."""
-        return self._decide(action, topic)
 
     def blocking_client(self) -> aioredis.Redis:
         """A new client whose socket timeout outlasts BLOCK, for blocking reads; the caller closes it."""
@@ -362,7 +359,7 @@ class EventBus:
             raise UndeclaredTopicError(
                 f"topic {topic!r} is not declared in swarm {self.swarm!r} (declared: {', '.join(sorted(plan.topics))})"
             )
-        decision = self._decide(action, topic)
+        decision = self.decide(action, topic)
         if not decision.allow:
             raise AclDeniedError(
                 f"agent {self.agent_id!r} (role {self.role!r}) may not {action} to {topic!r}: {decision.rule}"
