@@ -48,6 +48,8 @@ SSE_SEP = "\r\n"
 _UNPARSED = object()
 #: Milliseconds the hub's XREAD blocks for.
 BLOCK_MS = 5000
+#: Entries per XREAD of the hub and per backlog page (XRANGE) of a resuming client.
+PAGE = 1000
 #: Seconds past the block time the hub's reader waits for a reply before it treats
 #: the connection as dead and reconnects.
 READ_MARGIN = 10.0
@@ -165,7 +167,7 @@ class WatchHub:
                 async with redis_errors("watch read"):
                     reply = cast(
                         "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
-                        await self.reader.xread({key: self.position}, count=1000, block=self.block_ms),
+                        await self.reader.xread({key: self.position}, count=PAGE, block=self.block_ms),
                     )
             except RedisUnavailableError as exc:
                 log.warning("watch reader: %s; retrying", exc)
@@ -178,7 +180,7 @@ class WatchHub:
             self.reads += 1
             for _stream, entries in reply or []:
                 for raw_id, fields in entries:
-                    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                    entry_id = as_text(raw_id)
                     entry = Entry(entry_id, {as_text(k): as_text(v) for k, v in fields.items()})
                     self.position = entry_id
                     for sub in list(self.subscribers):
@@ -231,11 +233,8 @@ async def event_stream(
     async def snapshot() -> dict[str, str]:
         catalog_state = await store.get_catalog()
         snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
-        agents = [
-            a.model_dump(mode="json")
-            for a in snap.agents
-            if matches(a.model_dump(mode="json"), capability, topic)
-        ]
+        dumped = (a.model_dump(mode="json") for a in snap.agents)
+        agents = [data for data in dumped if matches(data, capability, topic)]
         return {"id": snap.last_id, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
 
     try:
@@ -245,7 +244,7 @@ async def event_stream(
             yield frame
         while True:  # backlog, page by page
             before = sent
-            page = [Entry(i, f) for i, f in await store.events_after(before)]
+            page = [Entry(i, f) for i, f in await store.events_after(before, count=PAGE)]
             # The capped stream may have been trimmed past `before` since the last check
             # (a slow client reading a long backlog): XRANGE then silently starts at the
             # oldest kept entry. Checking after the read is race-free, as trimming only
@@ -260,7 +259,7 @@ async def event_stream(
                 event = sse_event(entry, capability, topic)
                 if event is not None:
                     yield event
-            if len(page) < 1000:
+            if len(page) < PAGE:
                 break
         while True:
             live = await sub.next()
