@@ -50,6 +50,7 @@ from swarm.registry.models import (
     AgentList,
     CatalogPut,
     CatalogPutResult,
+    CatalogState,
     FieldError,
     Health,
     RegisterRequest,
@@ -356,16 +357,17 @@ class RegistryApp:
 
     # -- health and status ------------------------------------------------------------
 
-    async def counts(self) -> tuple[AgentCounts, Any]:
-        catalog = await self.catalog()
+    async def counts(self) -> tuple[AgentCounts, CatalogState | None]:
+        """Agent counts (also set as gauges) and the catalog state they were counted against."""
+        state = await self.store.get_catalog()
+        catalog = state.catalog if state else None
         agents = await self.store.list(catalog)
         by = {s: sum(1 for a in agents if a.status == s) for s in _STATUSES}
         self.metrics.set_agent_counts(by)
-        return AgentCounts(declared=len(catalog.agents) if catalog else 0, live=len(agents), **by), catalog
+        return AgentCounts(declared=len(catalog.agents) if catalog else 0, live=len(agents), **by), state
 
     async def status(self, request: Request) -> Response:
-        counts, _ = await self.counts()
-        state = await self.store.get_catalog()
+        counts, state = await self.counts()
         protection = await self.store.protection()
         return json_model(Status(
             swarm=self.config.swarm,
