@@ -23,12 +23,12 @@ from typing import Any
 from swarm.cli import EXIT_INVALID, EXIT_OK
 from swarm.errors import InvalidRequestError
 from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL
-from swarm.spec.models import NAME_PATTERN
+from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
 def _name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value) or len(value) > 63:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most 63 chars)")
+    if not re.match(NAME_PATTERN, value) or len(value) > NAME_MAX:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
     return value
 
 
@@ -168,14 +168,15 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from swarm.registry.auth import admin_token, agent_token
+    from swarm.registry.auth import agent_token
+    from swarm.registry.catalog_push import admin_token_from_env
     from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
 
     secret = os.environ.get(SECRET_ENV) or None
     if args.bus:
         return _print_bus_password(args)
     if args.admin:
-        token = os.environ.get(ADMIN_TOKEN_ENV) or (admin_token(secret) if secret else None)
+        token = admin_token_from_env()
         if token is None:
             print(f"swarm: error: neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set", file=sys.stderr)
             return EXIT_INVALID
