@@ -37,7 +37,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import httpx
 
@@ -46,6 +46,9 @@ if str(REPO) not in sys.path:  # `python bench/bench_registry.py` works too
     sys.path.insert(0, str(REPO))
 
 from tests.support.services import ProcessServer, RedisServer, free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    from swarm.desired import RegistryCatalog
 
 SECRET = "bench-secret"
 SWARM = "bench"
@@ -85,8 +88,6 @@ def registry_app() -> Any:
         redis_url=os.environ["BENCH_REDIS_URL"],
         # the agents here are fictitious: probing their health URLs would only add noise
         probe=False,
-        # a 1,000-agent catalog is ~300 KB; the default 64 KiB body cap refuses it (reported)
-        max_body_bytes=16 * 1024 * 1024,
     )
     return create_app(config)
 
@@ -110,11 +111,11 @@ def admin_token() -> str:
     return derive(SECRET)
 
 
-def catalog_body(ids: list[str], *, ttl_seconds: int = 60, heartbeat_interval: int = 20) -> dict[str, Any]:
-    """A PUT /catalog body declaring ``ids`` (one worker role, one topic each)."""
+def make_catalog(ids: list[str], *, ttl_seconds: int = 60, heartbeat_interval: int = 20) -> "RegistryCatalog":
+    """A RegistryCatalog declaring ``ids`` (one worker role, one topic each)."""
     from swarm.desired import DeclaredAgent, RegistryCatalog, RegistryDefaults, TopicRights
 
-    catalog = RegistryCatalog(
+    return RegistryCatalog(
         swarm=SWARM,
         spec_digest="bench",
         settings=RegistryDefaults(
@@ -138,7 +139,6 @@ def catalog_body(ids: list[str], *, ttl_seconds: int = 60, heartbeat_interval: i
             for agent_id in ids
         },
     )
-    return {"revision": "bench", "catalog": catalog.model_dump(mode="json")}
 
 
 @dataclass
@@ -170,14 +170,11 @@ def registry_services(*, appendonly: bool = False) -> Iterator[Services]:
 
 
 async def push_catalog(url: str, ids: list[str], *, ttl_seconds: int = 60) -> None:
-    """PUT /catalog declaring ``ids`` (admin token)."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        r = await http.put(
-            "/catalog",
-            json=catalog_body(ids, ttl_seconds=ttl_seconds, heartbeat_interval=max(1, ttl_seconds // 3)),
-            headers={"Authorization": f"Bearer {admin_token()}"},
-        )
-        r.raise_for_status()
+    """PUT /catalog declaring ``ids`` (admin token), as ``swarm registry push`` does."""
+    from swarm.registry.catalog_push import push_catalog_async
+
+    catalog = make_catalog(ids, ttl_seconds=ttl_seconds, heartbeat_interval=max(1, ttl_seconds // 3))
+    await push_catalog_async(url, catalog, "bench", admin_token(), timeout=30)
 
 
 async def register_all(url: str, ids: list[str], *, ttl_seconds: int = 60, concurrency: int = 32) -> None:

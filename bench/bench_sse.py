@@ -102,15 +102,15 @@ async def watch_all(url: str, watchers: int, expected: int, out: Path, ready: Pa
 async def bare_fanout(redis_url: str, watchers: int, rounds: int, gap: float) -> list[float]:
     import redis.asyncio as aredis
 
+    from swarm.keys import as_text
+
     stream = "bench:bare:events"
     latencies: list[float] = []
     sent: dict[str, float] = {}
-    start_id = "$"
     readers = [aredis.Redis.from_url(redis_url, socket_timeout=None) for _ in range(watchers)]
     writer = aredis.Redis.from_url(redis_url)
     await writer.xadd(stream, {"x": "0"})
-    last = (await writer.xinfo_stream(stream))["last-generated-id"]
-    start_id = last.decode() if isinstance(last, bytes) else last
+    start_id = as_text((await writer.xinfo_stream(stream))["last-generated-id"])
 
     async def read(r: Any) -> None:
         cursor = start_id
