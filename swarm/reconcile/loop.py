@@ -395,9 +395,7 @@ class Reconciler:
         assert status is not None
         result.error = exc
         if isinstance(exc, (TransientError, _VerifyFailed)):
-            self._failures += 1
-            delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
-            result.retry_in = delay * random.uniform(0.8, 1.2)
+            result.retry_in = self._backoff()
         if isinstance(exc, TransientError):
             result.state = status.state = "waiting"
             status.waiting_for = str(exc)
@@ -408,6 +406,12 @@ class Reconciler:
         result.state = status.state = "refused" if kind == "refused" else "error"
         status.message = str(exc)
         status.last_error = _error(kind, exc)
+
+    def _backoff(self) -> float:
+        """Count a failed pass; the delay before the retry: capped exponential backoff, ±20 % jitter."""
+        self._failures += 1
+        delay = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** (self._failures - 1))
+        return delay * random.uniform(0.8, 1.2)
 
     def _record_without_spec(self, attempt: Attempt, spec_error: SpecError) -> PassResult:
         """No valid spec yet: enforce nothing, but say why in status when the swarm can be guessed."""
@@ -540,10 +544,8 @@ class Reconciler:
                     result = await asyncio.to_thread(self.run_pass, trigger)
                 except Exception as exc:  # a bug must not end the daemon: say so and try again
                     log.exception("reconcile pass failed unexpectedly")
-                    self._failures += 1
-                    delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** self._failures)
                     result = PassResult(state="error", error=SwarmError(f"unexpected {type(exc).__name__}: {exc}"),
-                                        retry_in=delay)
+                                        retry_in=self._backoff())
                 if on_pass is not None:
                     on_pass(result)
                 timeout = result.retry_in if result.retry_in is not None else self.config.resync_seconds
