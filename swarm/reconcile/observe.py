@@ -317,8 +317,6 @@ class RedisBusPort:
         id 0, an empty stream is made with a throw-away group, the ACL table and bus
         settings are replaced together in one MULTI, users get ``user_rules``.
         """
-        from swarm.bus.apply import bus_password, user_rules
-
         keys = self.keys
         with redis_errors(self.url, "bus apply"):
             pipe = self._redis.pipeline(transaction=False)
@@ -334,12 +332,9 @@ class RedisBusPort:
             if changes.users and self.bus_secret:
                 for agent_id in changes.users:
                     rights = acl.agents.get(agent_id)
-                    # topics sorted, as observe spells the rules it compares users with
-                    rules = user_rules(
-                        keys, agent_id,
-                        sorted(rights.publish) if rights else [], sorted(rights.subscribe) if rights else [],
-                        bus_password(self.bus_secret, bus.swarm, agent_id),
-                    )
+                    # the very rules observe compares users with (one spelling: topics sorted)
+                    rules = self._rules(agent_id, frozenset(rights.publish if rights else ()),
+                                        frozenset(rights.subscribe if rights else ()))
                     pipe.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)  # type: ignore[no-untyped-call]
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
             for reply in replies:
