@@ -12,6 +12,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from swarm.registry.models import AGENT_STATUSES
+
 __all__ = ["CONTENT_TYPE_LATEST", "RegistryMetrics"]
 
 
@@ -42,11 +44,11 @@ class RegistryMetrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        for status in ("healthy", "critical", "expiring"):
+        for status in AGENT_STATUSES:
             self.agents.labels(status=status).set(0)
 
     def set_agent_counts(self, counts: dict[str, int]) -> None:
-        for status in ("healthy", "critical", "expiring"):
+        for status in AGENT_STATUSES:
             self.agents.labels(status=status).set(counts.get(status, 0))
 
     def render(self) -> bytes:

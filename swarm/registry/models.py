@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -30,6 +30,7 @@ Capability = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 #: closed), ``critical`` (breaker open or half-open), ``expiring`` (lease past its
 #: expiry but not evicted: during start-up grace or mass-eviction protection).
 AgentStatus = Literal["healthy", "critical", "expiring"]
+AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
 #: SSE event types of GET /agents/watch. ``data:`` is the registration JSON (with
 #: lease_expires_at, registered_at, updated_at) for agent events, the catalog summary
 #: {revision, digest, changed} for catalog-changed, {"agents": [...]} for reset. The

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from swarm.registry.models import (
+    AGENT_STATUSES,
     EVENT_TYPES,
     AgentList,
     CatalogPut,
@@ -106,7 +107,7 @@ def openapi_document() -> dict[str, Any]:
         "/agents": {"get": {
             "operationId": "listAgents", "summary": "Registered agents, filtered.",
             "parameters": [*filters, _query("role", "agents with this role", maxLength=NAME_MAX),
-                           _query("status", "agent status", enum=["healthy", "critical", "expiring"])],
+                           _query("status", "agent status", enum=list(AGENT_STATUSES))],
             "responses": {"200": _json("AgentList", "matching agents"), **_errors(503)},
         }},
         "/agents/watch": {"get": {

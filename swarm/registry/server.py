@@ -46,6 +46,7 @@ from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError
 from swarm.registry.config import RegistryConfig
 from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
 from swarm.registry.models import (
+    AGENT_STATUSES,
     AgentCounts,
     AgentList,
     CatalogPut,
@@ -66,7 +67,7 @@ from swarm.spec.models import NAME_MAX, NAME_PATTERN
 log = logging.getLogger("swarm.registry")
 
 _NAME = re.compile(NAME_PATTERN)
-_STATUSES = ("healthy", "critical", "expiring")
+_STATUS_PATTERN = f"^({'|'.join(AGENT_STATUSES)})$"
 #: Seconds a watch stream gets to end cleanly once the server shuts down.
 SSE_SHUTDOWN_GRACE = 1.0
 
@@ -285,7 +286,7 @@ class RegistryApp:
         capability = query_param(request, "capability", max_length=128)
         topic = query_param(request, "topic", max_length=249)
         role = query_param(request, "role", max_length=NAME_MAX)
-        status = query_param(request, "status", pattern=r"^(healthy|critical|expiring)$")
+        status = query_param(request, "status", pattern=_STATUS_PATTERN)
         agents = await self.store.list(await self.catalog())
         selected = [
             a for a in agents
@@ -362,7 +363,7 @@ class RegistryApp:
         state = await self.store.get_catalog()
         catalog = state.catalog if state else None
         agents = await self.store.list(catalog)
-        by = {s: sum(1 for a in agents if a.status == s) for s in _STATUSES}
+        by = {s: sum(1 for a in agents if a.status == s) for s in AGENT_STATUSES}
         self.metrics.set_agent_counts(by)
         return AgentCounts(declared=len(catalog.agents) if catalog else 0, live=len(agents), **by), state
 

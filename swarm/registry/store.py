@@ -26,7 +26,7 @@ import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Sequence, cast
+from typing import Any, AsyncIterator, Sequence, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -35,7 +35,7 @@ from swarm.desired import RegistryCatalog
 from swarm.errors import ConflictError, RedisUnavailableError
 from swarm.keys import SwarmKeys, as_text
 from swarm.registry.admission import heartbeat_interval, immutable_values
-from swarm.registry.models import AgentFields, CatalogPutResult, CatalogState, Registration, canonical_json
+from swarm.registry.models import AgentFields, AgentStatus, CatalogPutResult, CatalogState, Registration, canonical_json
 
 _NOW = """
 local _t = redis.call('TIME')
@@ -573,7 +573,7 @@ def _registration(
 ) -> Registration:
     data = json.loads(row[0])
     ttl = int(data["ttl_seconds"])
-    status: Literal["healthy", "critical", "expiring"]
+    status: AgentStatus
     if expiry <= now:
         status = "expiring"
     elif breaker is not None and as_text(breaker) in BREAKER_CRITICAL:
