@@ -22,7 +22,7 @@ from typing import Any
 
 from swarm.cli import EXIT_INVALID, EXIT_OK
 from swarm.errors import InvalidRequestError
-from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL
+from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
@@ -61,8 +61,8 @@ def register(subparsers: Any) -> None:
                        help="seconds between lease sweeps (default: catalog ttl / 10, at least 0.1)")
     serve.add_argument("--ping-interval", type=float, default=15.0, metavar="S",
                        help="seconds between SSE keep-alive comments (default 15)")
-    serve.add_argument("--events-maxlen", type=int, default=10_000, metavar="N",
-                       help="approximate cap of the watch event stream (default 10000)")
+    serve.add_argument("--events-maxlen", type=int, default=EVENTS_MAXLEN, metavar="N",
+                       help=f"approximate cap of the watch event stream (default {EVENTS_MAXLEN})")
     serve.add_argument("--watch-queue-size", type=int, default=1000, metavar="N",
                        help="events a watch client may fall behind before it is disconnected to resume "
                             "by Last-Event-ID (default 1000)")

@@ -33,6 +33,11 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
 #: The watch stream is capped near this many events (XADD MAXLEN ~).
 EVENTS_MAXLEN = 10_000
+#: Milliseconds the watch hub's XREAD blocks for.
+WATCH_BLOCK_MS = 5000
+#: Seconds past the block time the hub's reader waits for a reply before it treats
+#: the connection as dead and reconnects.
+WATCH_READ_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,8 @@ class RegistryConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     max_catalog_bytes: int = MAX_CATALOG_BYTES
     watch_queue_size: int = 1000
-    watch_block_ms: int = 5000
-    watch_read_margin: float = 10.0
+    watch_block_ms: int = WATCH_BLOCK_MS
+    watch_read_margin: float = WATCH_READ_MARGIN
     min_protect: int = 10
     protect_ratio: float = 0.5
     retry_after_seconds: int = 1

@@ -39,6 +39,7 @@ from sse_starlette import ServerSentEvent
 
 from swarm.keys import as_text
 from swarm.errors import RedisUnavailableError
+from swarm.registry.config import WATCH_BLOCK_MS, WATCH_READ_MARGIN
 from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
 
 log = logging.getLogger("swarm.registry.watch")
@@ -46,13 +47,11 @@ log = logging.getLogger("swarm.registry.watch")
 #: Line separator of the SSE frames (sse-starlette's default); the server passes it too.
 SSE_SEP = "\r\n"
 _UNPARSED = object()
-#: Milliseconds the hub's XREAD blocks for.
-BLOCK_MS = 5000
+#: Defaults of the hub's XREAD block time and reader margin (RegistryConfig's).
+BLOCK_MS = WATCH_BLOCK_MS
+READ_MARGIN = WATCH_READ_MARGIN
 #: Entries per XREAD of the hub and per backlog page (XRANGE) of a resuming client.
 PAGE = 1000
-#: Seconds past the block time the hub's reader waits for a reply before it treats
-#: the connection as dead and reconnects.
-READ_MARGIN = 10.0
 
 
 def reader_socket_timeout(block_ms: int, margin: float = READ_MARGIN) -> float:
