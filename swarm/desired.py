@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm.acl import ACTIONS, AclTable, Action, RoleRules
+from swarm.acl import AclTable, Action, RoleRules
 from swarm.keys import SwarmKeys
 from swarm.spec.models import Spec
 
@@ -73,28 +73,38 @@ class BusConfig(_Frozen):
     visibility_timeout_seconds: float
     max_deliveries: int
     breaker: BreakerConfig
-
-
-class ConsumerGroup(_Frozen):
-    group: str
-    agent_id: str
+    #: the router trims an outbox to about this many unrouted entries (a flooding agent loses its own)
+    outbox_max_len: int = 10000
+    #: receipts kept per agent, and refused entries kept per swarm (XADD MAXLEN ~)
+    receipts_max_len: int = 1000
+    refused_max_len: int = 10000
 
 
 class TopicPlan(_Frozen):
+    """One topic: its canonical log (written by the router only) and who uses it."""
+
     name: str
     stream: str
     dead_letter_stream: str
     max_len: int
     dedup_window_seconds: int
+    #: agents allowed to publish it (declared by the agent and permitted by its role)
     publishers: list[str]
-    consumer_groups: list[ConsumerGroup]
+    #: agents whose inbox receives it (declared and permitted)
+    subscribers: list[str]
 
 
 class AgentRights(_Frozen):
+    """One agent's effective rights (declared topics permitted by its role) and its own keys."""
+
     role: str
     publish: list[str]
     subscribe: list[str]
     redis_user: str
+    outbox: str
+    inbox: str
+    receipts: str
+    dead_letter_stream: str
 
 
 class BusPlan(_Frozen):
@@ -190,6 +200,18 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
         },
     )
 
+    # Least privilege: an agent's rights are the topics it declares AND its role permits
+    # (a valid spec declares only permitted topics; the intersection keeps that true for
+    # whatever reaches here). The role alone would grant every topic its patterns match.
+    declared_topics = set(topic_names)
+    effective: dict[str, dict[Action, list[str]]] = {
+        a.id: {
+            "publish": sorted(t for t in set(a.publishes) & declared_topics if table.can_publish(a.role, t)),
+            "subscribe": sorted(t for t in set(a.subscribes) & declared_topics if table.can_subscribe(a.role, t)),
+        }
+        for a in agents
+    }
+
     b = sw.bus
     bus = BusPlan(
         swarm=spec.name,
@@ -210,31 +232,27 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
                 dead_letter_stream=keys.dead_letter(t.name),
                 max_len=t.max_len,
                 dedup_window_seconds=spec.dedup_window(t),
-                publishers=sorted(a.id for a in agents if t.name in a.publishes),
-                consumer_groups=[
-                    ConsumerGroup(group=a.id, agent_id=a.id) for a in agents if t.name in a.subscribes
-                ],
+                publishers=[a.id for a in agents if t.name in effective[a.id]["publish"]],
+                subscribers=[a.id for a in agents if t.name in effective[a.id]["subscribe"]],
             )
             for t in sorted(spec.topics, key=lambda t: t.name)
         },
         agents={
             a.id: AgentRights(
                 role=a.role,
-                publish=sorted(set(a.publishes)),
-                subscribe=sorted(set(a.subscribes)),
+                publish=effective[a.id]["publish"],
+                subscribe=effective[a.id]["subscribe"],
                 redis_user=keys.redis_user(a.id),
+                outbox=keys.outbox(a.id),
+                inbox=keys.inbox(a.id),
+                receipts=keys.receipts(a.id),
+                dead_letter_stream=keys.agent_dead_letter(a.id),
             )
             for a in agents
         },
     )
 
     rows = [AclRow.model_validate(row) for row in table.rows(topic_names)]
-    # an agent's rights are its role's allowed rows of the table (sorted by topic already)
-    rights_by_role: dict[str, dict[Action, list[str]]] = {role: {"publish": [], "subscribe": []} for role in spec.roles}
-    for row in rows:
-        for action in ACTIONS:
-            if getattr(row, action).allow:
-                rights_by_role[row.role][action].append(row.topic)
     acl = AclDocument(
         swarm=spec.name,
         spec_digest=spec_digest,
@@ -243,6 +261,6 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             for name, r in sorted(spec.roles.items())
         },
         table=rows,
-        agents={a.id: AgentAcl(role=a.role, **rights_by_role[a.role]) for a in agents},
+        agents={a.id: AgentAcl(role=a.role, **effective[a.id]) for a in agents},
     )
     return DesiredState(registry=registry, bus=bus, acl=acl)

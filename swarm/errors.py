@@ -14,11 +14,12 @@ type: the reconcile loop retries :class:`TransientError` with backoff and report
     │   ├── AuthError              bad or missing token
     │   ├── NotDeclaredError       agent/topic not in the catalog
     │   ├── ConflictError          immutable field changed at the same version
-    │   └── BusError
-    │       ├── UndeclaredTopicError
-    │       ├── AclDeniedError
-    │       ├── BreakerOpenError
-    │       └── PayloadTooLargeError
+    │   ├── BusError
+    │   │   ├── UndeclaredTopicError
+    │   │   ├── AclDeniedError
+    │   │   ├── BreakerOpenError
+    │   │   └── PayloadTooLargeError
+    │   └── RedisRefusedError      Redis refused a command a retry will not change (NOPERM ...)
     └── TransientError             retry later (carries delay)
         ├── RedisUnavailableError
         └── RegistryUnavailableError
@@ -136,6 +137,14 @@ class BreakerOpenError(BusError):
 
 class PayloadTooLargeError(BusError):
     """The payload is over the configured limit."""
+
+
+class RedisRefusedError(PermanentError):
+    """Redis refused a command for a reason a retry will not change (``code``: NOPERM, WRONGTYPE ...)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TransientError(SwarmError):

@@ -1,13 +1,13 @@
-"""The Redis key layout of a swarm (pure; a contract between registry, bus and reconciler).
+"""The Redis key layout of a swarm (pure; a contract between registry, bus, router and reconciler).
 
 Every key of a swarm starts with ``swarm:{<name>}:``. The braces are a Redis Cluster
 hash tag: all keys of one swarm live in one slot, so every Lua script and MULTI
 block may touch any of them (registry lease + event stream, dedup mark + stream
-entry) and the layout works unchanged on Redis Cluster. Several swarms share one
-Redis without seeing each other's keys.
+entry + inboxes) and the layout works unchanged on Redis Cluster. Several swarms
+share one Redis without seeing each other's keys.
 
 =====================================  ======  ==============================================
-key                                    type    holds
+key                                    type    holds (writer)
 =====================================  ======  ==============================================
 swarm:{N}:catalog                      string  JSON catalog pushed by the reconciler
 swarm:{N}:agent:<id>                   hash    one registration (fields of the register body)
@@ -17,21 +17,58 @@ swarm:{N}:sweeper                      string  lock: one sweeper acts on each ex
 swarm:{N}:protection                   string  "1" while mass-eviction protection holds
 swarm:{N}:status                       string  JSON reconcile status
 swarm:{N}:applied-spec                 string  JSON files of the last applied spec (restart recovery)
-swarm:{N}:breaker:<id>                 hash    circuit breaker of one agent
-swarm:{N}:acl                          string  JSON ACL table applied by ``bus apply``
-swarm:{N}:bus                          string  JSON bus settings applied by ``bus apply``
-swarm:{N}:topic:<topic>                stream  the topic's messages
-swarm:{N}:dlq:<topic>                  stream  entries delivered max_deliveries times
-swarm:{N}:dedup:<topic>:<message-id>   string  dedup mark -> original entry id (PX window)
+swarm:{N}:lease                        string  reconcile lease: JSON owner + fencing token (PX TTL)
+swarm:{N}:fence                        string  counter: the fencing token of the last lease taken
+swarm:{N}:breaker:<id>                 hash    circuit breaker of one agent (prober; agent may read)
+swarm:{N}:acl                          string  JSON ACL table (reconciler; agents may read)
+swarm:{N}:bus                          string  JSON bus settings (reconciler; agents may read)
+swarm:{N}:outbox:<id>                  stream  what agent <id> publishes (only <id> writes; router reads)
+swarm:{N}:inbox:<id>                   stream  what agent <id> receives (router writes; only <id> reads)
+swarm:{N}:receipts:<id>                stream  router's verdict on each outbox entry of <id> (capped)
+swarm:{N}:topic:<topic>                stream  the topic's canonical log (router only)
+swarm:{N}:dlq:<topic>                  stream  legacy/operator dead letters of a topic
+swarm:{N}:dlq:@<id>                    stream  inbox entries of <id> delivered max_deliveries times (<id>)
+swarm:{N}:refused                      stream  outbox entries the router refused, with the reason (capped)
+swarm:{N}:dedup:<topic>:<sender>:<mid> string  dedup mark -> topic entry id (PX window; router only)
 =====================================  ======  ==============================================
 
-Redis ACL users are named ``swarm-<N>-<agent id>`` (ids and names share a charset
-without ':' or '{', so no key of one swarm can be spelled inside another's).
+The bus is mediated: an agent writes only its outbox and reads only its inbox. A
+trusted router (consumer group :data:`ROUTER_GROUP` on every outbox) checks each
+entry against the compiled rules and, in one script, dedups it, appends it to the
+topic's log and to every subscriber's inbox, writes a receipt and deletes the
+outbox entry. The sender of an entry is the owner of the outbox it was read from;
+nothing in the entry can claim otherwise. Dedup marks are scoped by sender, so no
+agent can make another agent's future message id a "duplicate".
+
+Entry formats (field names; all values UTF-8 text):
+
+* outbox (written by any Redis client of an agent): ``topic``, ``payload`` (JSON),
+  optionally ``message_id`` (1-200 non-whitespace characters; default
+  ``<agent id>:<outbox entry id>``) and ``content_type`` (``application/json``).
+  Any other field, a ``sender`` other than the owner, invalid UTF-8 or JSON, or a
+  payload over ``max_payload_bytes`` is refused.
+* inbox: ``topic``, ``message_id``, ``sender``, ``payload``, ``content_type``,
+  ``topic_entry_id`` (the entry's id in the topic's log).
+* topic log: ``message_id``, ``sender``, ``payload``, ``content_type``.
+* receipts: ``outbox_id``, ``message_id``, ``status`` (``routed`` | ``duplicate`` |
+  ``refused``), ``entry_id`` (topic entry id, the original one for a duplicate),
+  ``reason`` (refused only).
+
+Redis ACL users are named ``swarm.<N>.<agent id>``: ``.`` is outside the charset of
+swarm names and agent ids, so no two (swarm, agent) pairs share a user name (with
+``-`` as separator ``research``/``x-w`` and ``research-x``/``w`` collided).
+Ids and names have no ``:``, ``{``, ``@`` or ``.``, so no key of one swarm or agent
+can be spelled inside another's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: Consumer group of the router(s) on every outbox.
+ROUTER_GROUP = "router"
+#: Start of every Redis ACL user swarm creates (``swarm.<swarm>.<agent>``).
+REDIS_USER_PREFIX = "swarm."
 
 
 @dataclass(frozen=True)
@@ -104,11 +141,48 @@ class SwarmKeys:
     def dead_letter(self, topic: str) -> str:
         return f"{self.prefix}dlq:{topic}"
 
-    def dedup(self, topic: str, message_id: str) -> str:
-        return f"{self.prefix}dedup:{topic}:{message_id}"
+    def agent_dead_letter(self, agent_id: str) -> str:
+        return f"{self.prefix}dlq:@{agent_id}"
+
+    def outbox(self, agent_id: str) -> str:
+        return f"{self.prefix}outbox:{agent_id}"
+
+    @property
+    def outbox_pattern(self) -> str:
+        return self.prefix + "outbox:*"
+
+    def inbox(self, agent_id: str) -> str:
+        return f"{self.prefix}inbox:{agent_id}"
+
+    @property
+    def inbox_pattern(self) -> str:
+        return self.prefix + "inbox:*"
+
+    def receipts(self, agent_id: str) -> str:
+        return f"{self.prefix}receipts:{agent_id}"
+
+    @property
+    def refused(self) -> str:
+        return self.prefix + "refused"
+
+    @property
+    def lease(self) -> str:
+        return self.prefix + "lease"
+
+    @property
+    def fence(self) -> str:
+        return self.prefix + "fence"
+
+    def dedup(self, topic: str, sender: str, message_id: str) -> str:
+        return f"{self.prefix}dedup:{topic}:{sender}:{message_id}"
 
     def redis_user(self, agent_id: str) -> str:
-        return f"swarm-{self.swarm}-{agent_id}"
+        return f"{REDIS_USER_PREFIX}{self.swarm}.{agent_id}"
+
+    @property
+    def redis_user_prefix(self) -> str:
+        """Every Redis user of this swarm starts with this (and no other swarm's does)."""
+        return f"{REDIS_USER_PREFIX}{self.swarm}."
 
 
 def as_text(value: object) -> str:
