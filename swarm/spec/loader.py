@@ -26,6 +26,18 @@ name both positions; files must be UTF-8 (BOM accepted) and at most
 :data:`MAX_FILE_BYTES`; nesting deeper than :data:`MAX_DEPTH` stops the file;
 only standard scalar tags; mapping keys are taken as written.
 
+Files (:func:`read_spec_files`): only regular files are read. A FIFO, socket or
+device named like a spec is refused without being opened (a FIFO would block the
+reader forever), and files are opened with ``O_NONBLOCK`` and checked again with
+``fstat``. A symbolic link found under a spec directory is refused whether it
+points inside the directory or out of it: a spec is what a reviewer reads in a
+diff, git stores a link as its target path only, and ``ln -s ../.env
+specs/env.yaml`` must not turn a secrets file into spec input. A file that is
+not a spec — no ``kind:`` or ``apiVersion:`` key at the start of any line, see
+:func:`looks_like_spec` — is reported as one issue naming the file and never
+quoted: spec errors are printed, returned by ``-o json`` and stored in the
+reconciler's status, which the registry serves.
+
 Document rules: every document is a mapping with ``kind: Swarm`` or ``kind:
 Agent`` and ``apiVersion: swarm/v1``; exactly one Swarm document; empty
 documents (a trailing ``---``) and comment-only files are ignored. Each document
