@@ -23,6 +23,7 @@ from swarm.reconcile.gitsource import read_spec_at, resolve_ref
 from swarm.reconcile.loop import _error
 from swarm.spec.loader import load_spec_full, parse_spec_texts, read_spec_files
 from tests.spec.specdata import AGENT, SWARM
+from tests.support.services import RedisServer
 
 SECRET = "hunter2"
 SWARM_BIN = [sys.executable, "-m", "swarm"]
@@ -188,3 +189,29 @@ def test_walked_spec_directory_still_reads_regular_files(repo: Path) -> None:
     (repo / "specs" / "README").write_text("notes, not read\n")
     os.mkfifo(repo / "specs" / "not-a-spec-name")  # not a spec name: never opened
     assert sorted(read_spec_files("specs")) == ["specs/agents/w1.yaml", "specs/swarm.yaml"]
+
+
+def test_the_reconcilers_status_never_holds_the_secret(repo: Path, redis_server: RedisServer) -> None:
+    """The real daemon (one pass) on a spec dir with a copied .env and one linked: status names, never quotes."""
+    (repo / "specs" / "env.yaml").write_text((repo / ".env").read_text())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "SWARM_REGISTRY_SECRET": "x"}
+    args = [*SWARM_BIN, "reconcile", "specs", "--once", "--redis-url", redis_server.url]
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    client = redis_server.client(decode_responses=True)
+    try:
+        raw = client.get("swarm:{demo}:status")
+        assert isinstance(raw, str)
+        status = json.loads(raw)
+        assert status["state"] == "invalid-spec"
+        assert [i["file"] for i in status["last_error"]["issues"]] == ["specs/env.yaml"]
+        assert SECRET not in raw and SECRET not in result.stdout + result.stderr
+
+        (repo / "specs" / "env.yaml").unlink()
+        (repo / "specs" / "env.yaml").symlink_to("../.env")
+        result = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 2 and "symbolic link" in result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        assert SECRET not in str(client.get("swarm:{demo}:status"))
+    finally:
+        client.close()
