@@ -16,6 +16,7 @@ CORE_MODULES = [
     "swarm.acl",
     "swarm.keys",
     "swarm.errors",
+    "swarm.backoff",
     "swarm.desired",
     "swarm.spec.models",
     "swarm.spec.loader",
