@@ -200,20 +200,20 @@ def parse_inbox_entry(fields: Mapping[Any, Any]) -> tuple[dict[str, str], Any] |
 
 
 def refusal_error(agent_id: str, topic: str, receipt: Mapping[str, str]) -> BusError:
-    """The BusError of a ``refused`` receipt, chosen from its reason."""
+    """The BusError of a ``refused`` receipt, chosen by its reason code (``acl_denied``,
+    ``breaker_open`` ...: the router's stable codes)."""
     reason = receipt.get("reason", "") or "no reason given"
-    text = (f"the router refused {agent_id!r}'s message {receipt.get('message_id', '')!r} to {topic!r} "
+    text = (f"the router refused {agent_id!r}'s message {_printable(receipt.get('message_id', ''))!r} to {topic!r} "
             f"(outbox entry {receipt.get('outbox_id', '')}): {reason}")
-    low = reason.lower()
-    if "breaker" in low:
-        return BreakerOpenError(text)
-    if "too large" in low or "over the limit" in low or "max_payload" in low:
-        return PayloadTooLargeError(text)
-    if "not declared in swarm" in low or "undeclared topic" in low:
-        return UndeclaredTopicError(text)
-    if "may not publish" in low or "not declared by" in low or "denied" in low or "acl" in low:
-        return AclDeniedError(text)
-    return BusError(text)
+    if reason.startswith("breaker_"):
+        return BreakerOpenError(text + "; its circuit breaker is not closed "
+                                f"(`swarm bus breaker {agent_id}` shows it)")
+    error = {
+        "undeclared_topic": UndeclaredTopicError,
+        "acl_denied": AclDeniedError,
+        "too_large": PayloadTooLargeError,
+    }.get(reason, BusError)
+    return error(text)
 
 
 class EventBus:
@@ -617,7 +617,7 @@ class EventBus:
             receipt = receipts[a.outbox_id]
             status = receipt.get("status", "")
             if status == "refused":
-                if "breaker" in receipt.get("reason", "").lower():
+                if receipt.get("reason", "").startswith("breaker_"):
                     self._next_check = self._next_breaker = 0.0  # read the breaker before the next publish
                 raise refusal_error(self.agent_id, topic, receipt)
             if status not in ("routed", "duplicate"):
