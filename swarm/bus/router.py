@@ -281,28 +281,33 @@ class Router:
         if loop.time() >= self._next_housekeeping:
             self._next_housekeeping = loop.time() + self.housekeeping_seconds
             await self.housekeeping()
-        handled = 0
-        if loop.time() >= self._next_reclaim:
-            self._next_reclaim = loop.time() + self.reclaim_idle_ms / 2000
-            claimed = await self.reclaim()
-            if claimed:
-                handled += await self.route(claimed)
         if not self._ready_logged:
             self._ready_logged = True
             log.info("router %s ready: swarm %s, %d outboxes", self.consumer, self.swarm, len(self._senders))
+        try:
+            return await self._read_and_route(loop.time())
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # an outbox deleted (and maybe re-created by an XADD) by hand: give it its group back
+            log.warning("router %s: %s; re-creating the router groups", self.consumer, exc)
+            await self.ensure_groups()
+            return 0
+
+    async def _read_and_route(self, now: float) -> int:
+        handled = 0
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.reclaim_idle_ms / 2000
+            claimed = await self.reclaim()
+            if claimed:
+                handled += await self.route(claimed)
         if not self._senders:
             await asyncio.sleep(self.block_ms / 1000)
             return handled
         streams = {s.outbox: b">" for s in self._senders.values()}
         assert self._reader is not None
-        try:
-            reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
-                                                       count=self.read_count, block=self.block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_groups()  # an outbox deleted or created by hand: recreate the group
-            return handled
+        reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
+                                                   count=self.read_count, block=self.block_ms)
         entries: list[tuple[str, str, dict[bytes, bytes]]] = []
         for stream, items in reply or []:
             agent = self._by_outbox.get(stream if isinstance(stream, bytes) else str(stream).encode())
@@ -477,15 +482,19 @@ class Router:
                     backoff.reset()
                     continue
                 except TransientError as exc:
-                    log.warning("router %s: %s", self.consumer, exc)
+                    (log.warning if backoff.failures == 0 else log.debug)("router %s: %s", self.consumer, exc)
                 except REDIS_ERRORS as exc:
                     err = redis_error(exc, "routing")
-                    (log.warning if isinstance(err, TransientError) else log.error)("router %s: %s", self.consumer, err)
+                    level = logging.WARNING if isinstance(err, TransientError) else logging.ERROR
+                    log.log(level if backoff.failures == 0 else logging.DEBUG, "router %s: %s", self.consumer, err)
                 except SwarmError as exc:
                     log.error("router %s: %s", self.consumer, exc)
                 except Exception:  # a router that dies silently stops the whole swarm's bus
                     log.exception("router %s: unexpected error; continuing", self.consumer)
                 self.stats.errors += 1
+                if backoff.failures == 0:
+                    log.info("router %s: retrying with backoff (repeats of this error are logged at debug level)",
+                             self.consumer)
                 try:
                     await asyncio.wait_for(stop_event.wait(), timeout=backoff.next_delay())
                 except asyncio.TimeoutError:
