@@ -119,7 +119,15 @@ def _head(raw: bytes | str | None) -> bytes:
 
 
 class Router:
-    """Routes every declared agent's outbox of one swarm; see the module docstring."""
+    """Routes every declared agent's outbox of one swarm; see the module docstring.
+
+    ``block_ms`` bounds both a read's wait and how long a stop takes; ``max_batch``
+    entries of one sender go in one script run; entries pending longer than
+    ``reclaim_idle_ms`` are taken over; ``backlog_alarm`` (default half of
+    ``outbox_max_len``) is the backlog that logs the alarm; ``dedup_window_seconds``
+    overrides every topic's window (tests, tooling); ``fault`` is a test hook
+    (:data:`FAULT_POINTS`).
+    """
 
     def __init__(
         self,
@@ -134,6 +142,7 @@ class Router:
         refresh_seconds: float = 2.0,
         housekeeping_seconds: float = 5.0,
         backlog_alarm: int | None = None,
+        dedup_window_seconds: float | None = None,
         fault: str | None = None,
     ) -> None:
         if fault is not None and fault not in FAULT_POINTS:
@@ -149,6 +158,7 @@ class Router:
         self.refresh_seconds = refresh_seconds
         self.housekeeping_seconds = housekeeping_seconds
         self._backlog_alarm = backlog_alarm
+        self._window_override = dedup_window_seconds  # tests and tooling: sub-second windows
         self._fault = fault
         self.plan: BusPlan | None = None
         self.stats = RouterStats()
@@ -246,7 +256,7 @@ class Router:
         self._topics = {
             name: _Topic(
                 tp.stream.encode(),
-                str(window_ms(tp.dedup_window_seconds)).encode(),
+                str(window_ms(self._window_override or tp.dedup_window_seconds)).encode(),
                 str(tp.max_len).encode(),
                 tuple(plan.agents[a].inbox.encode() for a in tp.subscribers if a in plan.agents),
             )
