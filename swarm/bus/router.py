@@ -119,7 +119,15 @@ def _head(raw: bytes | str | None) -> bytes:
 
 
 class Router:
-    """Routes every declared agent's outbox of one swarm; see the module docstring."""
+    """Routes every declared agent's outbox of one swarm; see the module docstring.
+
+    ``block_ms`` bounds both a read's wait and how long a stop takes; ``max_batch``
+    entries of one sender go in one script run; entries pending longer than
+    ``reclaim_idle_ms`` are taken over; ``backlog_alarm`` (default half of
+    ``outbox_max_len``) is the backlog that logs the alarm; ``dedup_window_seconds``
+    overrides every topic's window (tests, tooling); ``fault`` is a test hook
+    (:data:`FAULT_POINTS`).
+    """
 
     def __init__(
         self,
@@ -134,6 +142,7 @@ class Router:
         refresh_seconds: float = 2.0,
         housekeeping_seconds: float = 5.0,
         backlog_alarm: int | None = None,
+        dedup_window_seconds: float | None = None,
         fault: str | None = None,
     ) -> None:
         if fault is not None and fault not in FAULT_POINTS:
@@ -149,6 +158,7 @@ class Router:
         self.refresh_seconds = refresh_seconds
         self.housekeeping_seconds = housekeeping_seconds
         self._backlog_alarm = backlog_alarm
+        self._window_override = dedup_window_seconds  # tests and tooling: sub-second windows
         self._fault = fault
         self.plan: BusPlan | None = None
         self.stats = RouterStats()
@@ -246,7 +256,7 @@ class Router:
         self._topics = {
             name: _Topic(
                 tp.stream.encode(),
-                str(window_ms(tp.dedup_window_seconds)).encode(),
+                str(window_ms(self._window_override or tp.dedup_window_seconds)).encode(),
                 str(tp.max_len).encode(),
                 tuple(plan.agents[a].inbox.encode() for a in tp.subscribers if a in plan.agents),
             )
@@ -281,28 +291,33 @@ class Router:
         if loop.time() >= self._next_housekeeping:
             self._next_housekeeping = loop.time() + self.housekeeping_seconds
             await self.housekeeping()
-        handled = 0
-        if loop.time() >= self._next_reclaim:
-            self._next_reclaim = loop.time() + self.reclaim_idle_ms / 2000
-            claimed = await self.reclaim()
-            if claimed:
-                handled += await self.route(claimed)
         if not self._ready_logged:
             self._ready_logged = True
             log.info("router %s ready: swarm %s, %d outboxes", self.consumer, self.swarm, len(self._senders))
+        try:
+            return await self._read_and_route(loop.time())
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # an outbox deleted (and maybe re-created by an XADD) by hand: give it its group back
+            log.warning("router %s: %s; re-creating the router groups", self.consumer, exc)
+            await self.ensure_groups()
+            return 0
+
+    async def _read_and_route(self, now: float) -> int:
+        handled = 0
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.reclaim_idle_ms / 2000
+            claimed = await self.reclaim()
+            if claimed:
+                handled += await self.route(claimed)
         if not self._senders:
             await asyncio.sleep(self.block_ms / 1000)
             return handled
         streams = {s.outbox: b">" for s in self._senders.values()}
         assert self._reader is not None
-        try:
-            reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
-                                                       count=self.read_count, block=self.block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_groups()  # an outbox deleted or created by hand: recreate the group
-            return handled
+        reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
+                                                   count=self.read_count, block=self.block_ms)
         entries: list[tuple[str, str, dict[bytes, bytes]]] = []
         for stream, items in reply or []:
             agent = self._by_outbox.get(stream if isinstance(stream, bytes) else str(stream).encode())
@@ -477,15 +492,19 @@ class Router:
                     backoff.reset()
                     continue
                 except TransientError as exc:
-                    log.warning("router %s: %s", self.consumer, exc)
+                    (log.warning if backoff.failures == 0 else log.debug)("router %s: %s", self.consumer, exc)
                 except REDIS_ERRORS as exc:
                     err = redis_error(exc, "routing")
-                    (log.warning if isinstance(err, TransientError) else log.error)("router %s: %s", self.consumer, err)
+                    level = logging.WARNING if isinstance(err, TransientError) else logging.ERROR
+                    log.log(level if backoff.failures == 0 else logging.DEBUG, "router %s: %s", self.consumer, err)
                 except SwarmError as exc:
                     log.error("router %s: %s", self.consumer, exc)
                 except Exception:  # a router that dies silently stops the whole swarm's bus
                     log.exception("router %s: unexpected error; continuing", self.consumer)
                 self.stats.errors += 1
+                if backoff.failures == 0:
+                    log.info("router %s: retrying with backoff (repeats of this error are logged at debug level)",
+                             self.consumer)
                 try:
                     await asyncio.wait_for(stop_event.wait(), timeout=backoff.next_delay())
                 except asyncio.TimeoutError:
