@@ -78,6 +78,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
 from swarm.backoff import Backoff
+from swarm.bus.routing import REASONS
+from swarm.bus.routing import refusal_error as route_refusal
 from swarm.desired import AclDocument, AgentRights, BusPlan, TopicPlan
 from swarm.errors import (
     AclDeniedError,
@@ -200,20 +202,15 @@ def parse_inbox_entry(fields: Mapping[Any, Any]) -> tuple[dict[str, str], Any] |
 
 
 def refusal_error(agent_id: str, topic: str, receipt: Mapping[str, str]) -> BusError:
-    """The BusError of a ``refused`` receipt, chosen by its reason code (``acl_denied``,
-    ``breaker_open`` ...: the router's stable codes)."""
-    reason = receipt.get("reason", "") or "no reason given"
+    """The BusError of a ``refused`` receipt: the class is chosen from the router's reason code
+    by :func:`swarm.bus.routing.refusal_error` (one mapping for every runtime)."""
+    reason = receipt.get("reason", "") or "unknown"
+    meaning = REASONS.get(reason, "no explanation known for this reason")
     text = (f"the router refused {agent_id!r}'s message {_printable(receipt.get('message_id', ''))!r} to {topic!r} "
-            f"(outbox entry {receipt.get('outbox_id', '')}): {reason}")
+            f"(outbox entry {receipt.get('outbox_id', '')}): {reason}: {meaning}")
     if reason.startswith("breaker_"):
-        return BreakerOpenError(text + "; its circuit breaker is not closed "
-                                f"(`swarm bus breaker {agent_id}` shows it)")
-    error = {
-        "undeclared_topic": UndeclaredTopicError,
-        "acl_denied": AclDeniedError,
-        "too_large": PayloadTooLargeError,
-    }.get(reason, BusError)
-    return error(text)
+        text += f" (`swarm bus breaker {agent_id}` shows it)"
+    return route_refusal(reason, text)
 
 
 class EventBus:
@@ -622,8 +619,9 @@ class EventBus:
                 raise refusal_error(self.agent_id, topic, receipt)
             if status not in ("routed", "duplicate"):
                 raise BusError(f"the router answered {status!r} for outbox entry {a.outbox_id}: {receipt}")
+            verdict: PublishStatus = "routed" if status == "routed" else "duplicate"
             mid = receipt.get("message_id") or a.message_id
-            results.append(PublishResult(receipt.get("entry_id", ""), mid, status, a.outbox_id))  # type: ignore[arg-type]
+            results.append(PublishResult(receipt.get("entry_id", ""), mid, verdict, a.outbox_id))
         return results
 
     async def wait_for_receipts(self, outbox_ids: Sequence[str], *, after: str, timeout: float) -> dict[str, dict[str, str]]:
