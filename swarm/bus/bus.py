@@ -109,6 +109,8 @@ _BREAKER_FIELDS = ("state", "opened_at_ms", "cooldown_ms")
 _INBOX_FIELDS = ("topic", "message_id", "sender", "payload")
 
 PublishStatus = Literal["accepted", "routed", "duplicate"]
+#: Compact strict JSON, made once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _head(raw: str | bytes) -> bytes:
@@ -505,7 +507,7 @@ class EventBus:
             self.check_topic(topic, "publish")
             name = self._publishable[topic] = topic.encode()
         try:
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            body = _ENCODER.encode(payload).encode()
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
             raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable as UTF-8: {exc}") from exc
         if len(body) > self._max_payload:
