@@ -41,6 +41,7 @@ entry. Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from swarm.backoff import Backoff
 from swarm.bus.dedup import window_ms
@@ -136,7 +137,7 @@ class Router:
         swarm: str,
         consumer: str | None = None,
         block_ms: int = 1000,
-        read_count: int = 100,
+        read_count: int = 500,
         max_batch: int = 100,
         reclaim_idle_ms: int = 5000,
         refresh_seconds: float = 2.0,
@@ -153,7 +154,7 @@ class Router:
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.block_ms = max(1, block_ms)
         self.read_count = max(1, read_count)
-        self.max_batch = max(1, max_batch)
+        self.max_batch = max(1, min(max_batch, 1000))  # the script unpacks a batch's ids in one call
         self.reclaim_idle_ms = max(1, reclaim_idle_ms)
         self.refresh_seconds = refresh_seconds
         self.housekeeping_seconds = housekeeping_seconds
@@ -164,7 +165,7 @@ class Router:
         self.stats = RouterStats()
         self._redis: aioredis.Redis | None = None
         self._reader: aioredis.Redis | None = None
-        self._script: Any = None
+        self._sha = ""
         self._version = b""
         self._senders: dict[str, _Sender] = {}
         self._by_outbox: dict[bytes, str] = {}
@@ -188,7 +189,7 @@ class Router:
         if self._redis is None:
             self._redis = self._client(5.0)
             self._reader = self._client(self.block_ms / 1000 + 10.0)
-            self._script = self._redis.register_script(load_script("route"))
+            self._sha = hashlib.sha1(load_script("route").encode()).hexdigest()
         if self.plan is None:
             await self._refresh(force=True)
         return self
@@ -402,10 +403,7 @@ class Router:
         self.stats.batches += 1
         if self._fault is not None and len(calls) >= 2:
             return await self._route_with_fault(calls)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, (keys, args, _) in calls:
-                await self._script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._run([call for _, call in calls])
         handled = 0
         for (agent, call), reply in zip(calls, replies):
             if isinstance(reply, Exception):
@@ -414,6 +412,27 @@ class Router:
                 reply = self._chunk_failed(agent, call, reply)
             handled += self._account(agent, reply)
         return handled
+
+    async def _run(self, calls: Sequence[tuple[list[bytes], list[Any], int]]) -> list[Any]:
+        """Run the route script once per call, pipelined; replies (or errors) in order.
+
+        EVALSHA by hand rather than redis-py's Script: its pipelines ask SCRIPT EXISTS
+        on every execute, one more round trip per batch. A Redis that forgot the script
+        (restart, SCRIPT FLUSH) answers NOSCRIPT without running anything: load and
+        re-run those calls."""
+        async def send(todo: Sequence[tuple[list[bytes], list[Any], int]]) -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args, _ in todo:
+                    pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                return list(await pipe.execute(raise_on_error=False))
+
+        replies = await send(calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.redis.script_load(load_script("route"))
+            for i, reply in zip(missing, await send([calls[i] for i in missing])):
+                replies[i] = reply
+        return replies
 
     def _chunk_failed(self, agent: str, call: tuple[list[bytes], list[Any], int], error: Exception) -> list[Any]:
         """A chunk the script refused as a whole (a wrong-typed key): log it; its entries stay
@@ -430,7 +449,10 @@ class Router:
         for i, (agent, (keys, args, _)) in enumerate(calls):
             if self._fault == "before-script" or (self._fault == "mid-batch" and i == 1):
                 os.kill(os.getpid(), signal.SIGKILL)
-            handled += self._account(agent, await self._script(keys=keys, args=args))
+            (reply,) = await self._run([(keys, args, 0)])
+            if isinstance(reply, Exception):
+                raise reply
+            handled += self._account(agent, reply)
         if self._fault == "after-script":
             os.kill(os.getpid(), signal.SIGKILL)
         return handled

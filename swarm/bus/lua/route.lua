@@ -14,12 +14,16 @@
 local outbox, breaker, receipts, refused = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sender, group, receipts_max, refused_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-local function kind_of(key)
-  return redis.call('TYPE', key)['ok']
-end
+-- Each distinct key is type-checked once per run (a batch repeats the same topic and inboxes).
+local checked = {}
 local function stream_ok(key)
-  local t = kind_of(key)
-  return t == 'stream' or t == 'none'
+  local ok = checked[key]
+  if ok == nil then
+    local t = redis.call('TYPE', key)['ok']
+    ok = t == 'stream' or t == 'none'
+    checked[key] = ok
+  end
+  return ok
 end
 if not stream_ok(receipts) or not stream_ok(refused) or not stream_ok(outbox) then
   return redis.error_reply('WRONGTYPE receipts, refused or outbox key of ' .. sender .. ' is not a stream')
@@ -57,6 +61,7 @@ local function refuse(oid, mid, topic, reason, detail, size, preview, payload)
 end
 
 local out = {}
+local routed_ids = {}  -- XDELed in one call at the end
 local k, a = 5, 5
 while a <= #ARGV do
   local kind, oid, mid = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -69,7 +74,7 @@ while a <= #ARGV do
     if redis.call('XACK', outbox, group, oid) == 0 then
       out[#out + 1] = 'gone'; out[#out + 1] = ''
     else
-      redis.call('XDEL', outbox, oid)
+      routed_ids[#routed_ids + 1] = oid
       local size = tostring(#payload)
       if breaker_reason then
         refuse(oid, mid, topic, breaker_reason, 'the circuit breaker of ' .. sender .. ' is not closed', size,
@@ -80,17 +85,16 @@ while a <= #ARGV do
         -- topic/inbox that is not a stream, refuses the entry instead of half-routing it.
         local bad = nil
         if not stream_ok(tkey) then bad = tkey end
-        local mt = kind_of(mark)
-        if mt ~= 'string' and mt ~= 'none' then bad = mark end
         for i = first, first + n - 1 do
           if not stream_ok(KEYS[i]) then bad = KEYS[i] end
         end
+        -- A live mark is a duplicate: the original entry id, and the window is left alone.
+        local original = redis.pcall('GET', mark)
+        if type(original) == 'table' and original.err then bad = mark end
         if bad then
           refuse(oid, mid, topic, 'route_failed', bad .. ' is of the wrong type', size, '', payload)
           out[#out + 1] = 'refused'; out[#out + 1] = 'route_failed'
         else
-          -- A live mark is a duplicate: the original entry id, and the window is left alone.
-          local original = redis.call('GET', mark)
           if original then
             receipt(oid, mid, 'duplicate', original, nil)
             out[#out + 1] = 'duplicate'; out[#out + 1] = original
@@ -114,12 +118,15 @@ while a <= #ARGV do
     if redis.call('XACK', outbox, group, oid) == 0 then
       out[#out + 1] = 'gone'; out[#out + 1] = ''
     else
-      redis.call('XDEL', outbox, oid)
+      routed_ids[#routed_ids + 1] = oid
       refuse(oid, mid, topic, reason, detail, size, preview, nil)
       out[#out + 1] = 'refused'; out[#out + 1] = reason
     end
   else
     return redis.error_reply('ERR route.lua: unknown item kind ' .. tostring(kind))
   end
+end
+if #routed_ids > 0 then
+  redis.call('XDEL', outbox, unpack(routed_ids))
 end
 return out
