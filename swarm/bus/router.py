@@ -56,7 +56,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from swarm.backoff import Backoff
 from swarm.bus.dedup import window_ms
-from swarm.bus.routing import Accepted, Refused, check_entry
+from swarm.bus.routing import CONTENT_TYPE, Accepted, check_entry
 from swarm.bus.scripts import load_script
 from swarm.desired import BusPlan
 from swarm.errors import SwarmError, TransientError
@@ -366,32 +366,44 @@ class Router:
             await pipe.execute()
 
     def _calls(self, agent: str, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[tuple[list[bytes], list[Any], int]]:
-        """The script calls (keys, args, item count) routing ``entries`` of ``agent``."""
+        """The script calls (keys, args, item count) routing ``entries`` of ``agent`` (see route.lua)."""
         assert self.plan is not None
         s = self._senders[agent]
         settings = self.plan.settings
         head_keys = [s.outbox, s.breaker, s.receipts, self._refused_key]
-        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len]
+        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len, CONTENT_TYPE]
         calls: list[tuple[list[bytes], list[Any], int]] = []
-        keys, args, items, size = list(head_keys), list(head_args), 0, 0
+        table: dict[str, int] = {}
+        topic_keys: list[bytes] = []
+        topic_args: list[Any] = []
+        marks: list[bytes] = []
+        items: list[Any] = []
+        count = size = 0
+
+        def flush() -> None:
+            calls.append((head_keys + topic_keys + marks, head_args + [len(table)] + topic_args + items, count))
+
         for oid, fields in entries:
             verdict = check_entry(self.plan, agent, oid, fields)
             if isinstance(verdict, Accepted):
-                t = self._topics[verdict.topic]
-                mark = self.keys.dedup(verdict.topic, agent, verdict.message_id).encode()
-                keys += [t.stream, mark, *t.inboxes]
-                args += [b"r", oid, verdict.message_id, verdict.topic, verdict.payload, verdict.content_type,
-                         t.window_ms, t.max_len, len(t.inboxes)]
+                index = table.get(verdict.topic)
+                if index is None:
+                    t = self._topics[verdict.topic]
+                    index = table[verdict.topic] = len(table) + 1
+                    topic_keys += [t.stream, *t.inboxes]
+                    topic_args += [verdict.topic, t.window_ms, t.max_len, len(t.inboxes)]
+                marks.append(self.keys.dedup(verdict.topic, agent, verdict.message_id).encode())
+                items += [b"r", oid, verdict.message_id, index, verdict.payload]
                 size += len(verdict.payload)
             else:
-                args += [b"x", oid, verdict.message_id, verdict.topic, verdict.reason, verdict.detail,
-                         verdict.size, verdict.preview]
-            items += 1
-            if items >= self.max_batch or size >= CHUNK_BYTES:
-                calls.append((keys, args, items))
-                keys, args, items, size = list(head_keys), list(head_args), 0, 0
-        if items:
-            calls.append((keys, args, items))
+                items += [b"x", oid, verdict.message_id, verdict.topic, verdict.reason, verdict.detail,
+                          verdict.size, verdict.preview]
+            count += 1
+            if count >= self.max_batch or size >= CHUNK_BYTES:
+                flush()
+                table, topic_keys, topic_args, marks, items, count, size = {}, [], [], [], [], 0, 0
+        if count:
+            flush()
         return calls
 
     async def route(self, entries: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> int:

@@ -3,16 +3,19 @@
 -- The shebang makes Redis refuse the whole script when over maxmemory, before any write:
 -- scripts have no rollback, so a write failing half-way must not happen.
 -- KEYS[1] outbox  KEYS[2] breaker hash of the sender  KEYS[3] receipts of the sender  KEYS[4] refused
---   then for each routed item: topic stream, dedup mark, one key per subscriber inbox
+--   then for each topic of the table: its log stream and one key per subscriber inbox,
+--   then one dedup mark per routed item, in item order
 -- ARGV[1] sender  ARGV[2] router group  ARGV[3] receipts_max_len  ARGV[4] refused_max_len
+--   ARGV[5] content_type  ARGV[6] number of topics T, then per topic: name, window_ms, max_len, n_inboxes
 --   then the items, each starting with kind, outbox_id, message_id:
---   'r' route:  topic, payload, content_type, window_ms, max_len, n_inboxes       (9 arguments)
---   'x' refuse: topic, reason, detail, size, preview                              (8 arguments)
+--   'r' route:  topic index (1-based, in the table), payload                     (5 arguments)
+--   'x' refuse: topic, reason, detail, size, preview                             (8 arguments)
+-- A topic's settings and keys come once per run, not once per entry: half the arguments.
 -- Returns {status, value} per item, flattened: routed/entry id, duplicate/original entry id,
 -- refused/reason, or gone/'' when the entry was no longer pending (another router replica
 -- routed it after reclaiming it): XACK is the fence, so no entry is routed twice.
 local outbox, breaker, receipts, refused = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local sender, group, receipts_max, refused_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local sender, group, receipts_max, refused_max, ct = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 -- Each distinct key is type-checked once per run (a batch repeats the same topic and inboxes).
 local checked = {}
@@ -60,17 +63,25 @@ local function refuse(oid, mid, topic, reason, detail, size, preview, payload)
   receipt(oid, mid, 'refused', '', reason)
 end
 
+local topics = {}
+local k, a = 5, 7
+for t = 1, tonumber(ARGV[6]) do
+  local n = tonumber(ARGV[a + 3])
+  topics[t] = {name = ARGV[a], window = ARGV[a + 1], max_len = ARGV[a + 2], stream = KEYS[k], first = k + 1, n = n}
+  k = k + 1 + n
+  a = a + 4
+end
+
 local out = {}
 local routed_ids = {}  -- XDELed in one call at the end
-local k, a = 5, 5
 while a <= #ARGV do
   local kind, oid, mid = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if kind == 'r' then
-    local topic, payload, ct, window, max_len = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-    local n = tonumber(ARGV[a + 8])
-    local tkey, mark, first = KEYS[k], KEYS[k + 1], k + 2
-    a = a + 9
-    k = k + 2 + n
+    local tp, payload = topics[tonumber(ARGV[a + 3])], ARGV[a + 4]
+    local topic, tkey, first, n = tp.name, tp.stream, tp.first, tp.n
+    local mark = KEYS[k]
+    a = a + 5
+    k = k + 1
     if redis.call('XACK', outbox, group, oid) == 0 then
       out[#out + 1] = 'gone'; out[#out + 1] = ''
     else
@@ -99,11 +110,11 @@ while a <= #ARGV do
             receipt(oid, mid, 'duplicate', original, nil)
             out[#out + 1] = 'duplicate'; out[#out + 1] = original
           else
-            local id = redis.call('XADD', tkey, 'MAXLEN', '~', max_len, '*', 'message_id', mid, 'sender', sender,
+            local id = redis.call('XADD', tkey, 'MAXLEN', '~', tp.max_len, '*', 'message_id', mid, 'sender', sender,
               'payload', payload, 'content_type', ct)
-            redis.call('SET', mark, id, 'NX', 'PX', window)
+            redis.call('SET', mark, id, 'NX', 'PX', tp.window)
             for i = first, first + n - 1 do
-              redis.call('XADD', KEYS[i], 'MAXLEN', '~', max_len, '*', 'topic', topic, 'message_id', mid,
+              redis.call('XADD', KEYS[i], 'MAXLEN', '~', tp.max_len, '*', 'topic', topic, 'message_id', mid,
                 'sender', sender, 'payload', payload, 'content_type', ct, 'topic_entry_id', id)
             end
             receipt(oid, mid, 'routed', id, nil)
