@@ -349,13 +349,13 @@ class EventBus:
                         self.agent_id, self.role, rights.role)
         self.role = rights.role
 
-    async def _checks(self, now: float, *, plan: bool = True) -> None:
-        """Read the breaker (and the head of bus.json when due) in one round trip.
+    async def _checks(self, now: float, *, plan: bool = True, breaker: bool = True) -> None:
+        """Read the breaker and the head of bus.json, those that are due, in one round trip.
 
         A failure here never fails the caller: the publish or subscribe that follows
         reports an unreachable Redis itself, and an uninstalled or invalid bus keeps
         the last good revision (as the reconciler keeps the last good spec)."""
-        breaker_due = now >= self._next_breaker
+        breaker_due = breaker and now >= self._next_breaker
         plan_due = plan and self._refreshes and now >= self._next_refresh
         if breaker_due:
             self._next_breaker = now + self.breaker_refresh_seconds
@@ -793,8 +793,8 @@ class EventBus:
         try:
             while True:
                 now = time.monotonic()
-                if now >= self._next_check:
-                    await self._checks(now)
+                if now >= self._next_refresh:  # the breaker only matters to publish
+                    await self._checks(now, breaker=False)
                 block = max(1, min(self.block_ms, int(self.visibility_timeout * 500)))
                 batch: list[Message] = []
                 try:
