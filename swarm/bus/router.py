@@ -113,6 +113,24 @@ class _Sender:
     receipts: bytes
 
 
+try:  # hiredis packs a route call's long argument list ~7x faster than redis-py's asyncio packer
+    from redis.connection import HiredisRespSerializer
+    from redis.utils import HIREDIS_AVAILABLE
+except ImportError:  # pragma: no cover - other redis-py versions
+    HIREDIS_AVAILABLE = False
+
+
+class _HiredisPackedConnection(aioredis.Connection):
+    """A connection that packs commands with hiredis (the parser is hiredis' already)."""
+
+    _packer = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if self._packer is None:  # pragma: no cover
+            return super().pack_command(*args)
+        return self._packer.pack(*args)  # type: ignore[no-any-return]
+
+
 def _head(raw: bytes | str | None) -> bytes:
     if raw is None:
         return b""
@@ -182,7 +200,8 @@ class Router:
 
     def _client(self, socket_timeout: float) -> aioredis.Redis:
         # No decode_responses: entries are bytes until check_entry has looked at them.
-        return aioredis.Redis.from_url(self.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=2.0)
+        extra: dict[str, Any] = {"connection_class": _HiredisPackedConnection} if self.redis_url.startswith("redis://") else {}
+        return aioredis.Redis.from_url(self.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=2.0, **extra)
 
     async def connect(self) -> "Router":
         """Open the clients and load the plan (TransientError while the bus is not installed)."""
