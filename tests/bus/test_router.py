@@ -424,3 +424,31 @@ async def test_an_undeclared_swarm_bus_waits_and_routes_once_installed(
     finally:
         await raw.aclose()
     assert waiting.stop(signal.SIGINT) == 0
+
+
+async def test_the_registry_runs_a_router_in_its_lifespan_unless_no_route(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, tmp_path: Any
+) -> None:
+    from tests.support.services import ProcessServer, free_port, python_cmd
+
+    def serve(*flags: str) -> ProcessServer:
+        port = free_port()
+        return ProcessServer(python_cmd("-m", "swarm", "registry", "serve", "--insecure", "--swarm", "lab",
+                                        "--redis-url", redis_server.url, "--port", str(port), "--no-probe", *flags),
+                             port=port, log=tmp_path / f"registry-{port}.log").start()
+
+    quiet = serve("--no-route")
+    try:
+        await publish(raw, "planner", "tasks.research", {}, "waits")
+        await asyncio.sleep(0.5)
+        assert await inbox(admin, "worker-a") == []  # nobody routes
+        assert await admin.xinfo_consumers(K.outbox("planner"), "router") == []
+    finally:
+        quiet.stop()
+    registry = serve()
+    try:
+        got = await _wait_routed(admin, "worker-a", 1)
+        assert [m["message_id"] for m in got] == ["waits"]
+    finally:
+        registry.stop()
+    assert registry.log is not None and "stopped: 1 routed" in registry.log.read_text()  # the lifespan ended it
