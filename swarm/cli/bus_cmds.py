@@ -16,6 +16,11 @@ agent may subscribe to the topic (same ACL as the bus) and then reads the stream
 with XRANGE / XREAD, without joining the agent's consumer group and without acks,
 so looking at a topic never steals or acknowledges an agent's messages.
 
+``route`` runs the trusted router (:class:`swarm.bus.router.Router`) until SIGTERM or
+SIGINT (then exit 0): ``--swarm`` with ``--redis-url`` needs no spec; ``--consumer``
+names it in the ``router`` group (default host:pid:random); any number may run at once.
+``SWARM_FAULT_ROUTER`` (tests only) makes it SIGKILL itself at a point of a batch.
+
 Exit codes: 0 ok (a duplicate publish is ok and prints the original entry id),
 1 refused (ACL, breaker open, undeclared topic, payload too large, a prune of
 more than half without --force-prune),

@@ -482,3 +482,46 @@ async def test_the_registry_runs_a_router_in_its_lifespan_unless_no_route(
     finally:
         registry.stop()
     assert registry.log is not None and "stopped: 1 routed" in registry.log.read_text()  # the lifespan ended it
+
+
+async def test_a_broken_receipts_key_stalls_only_its_sender_until_fixed(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    """The script refuses a run whose fixed keys are of the wrong type before any write; the
+    entries stay pending, other senders go on, and a fixed key lets them through on reclaim."""
+    await admin.set(K.receipts("planner"), "not a stream")
+    await publish(raw, "planner", "tasks.research", {}, "stalled")
+    await publish(raw, "worker-a", "results.research", {}, "flows")
+    await drain(router)
+    assert [m["message_id"] for m in await inbox(admin, "planner")] == ["flows"]
+    assert await inbox(admin, "worker-a") == [] and router.stats.per_agent["planner"]["errors"] >= 1
+    assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 1
+    await admin.delete(K.receipts("planner"))
+    await asyncio.sleep(0.25)
+    router._next_reclaim = 0
+    await drain(router)
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["stalled"]
+
+
+def test_swarm_bus_route_reads_the_spec_and_stops_cleanly_on_sigterm(redis_server: RedisServer, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    log = tmp_path / "route.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "swarm", "bus", "route", "--spec", str(REPO / "specs"),
+                                 "--redis-url", redis_server.url, "--block-ms", "100"], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 20
+        while "not installed" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert "is not installed in Redis" in log.read_text()  # it names the swarm of the spec and waits
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
