@@ -25,6 +25,11 @@ consumer group or ack. Entries are read as bytes and printed as JSON lines: byte
 that are not UTF-8 are shown backslash-escaped and a payload that is not JSON is
 shown as a string, so a hostile entry never makes it print a traceback.
 
+``route`` runs the trusted router (:class:`swarm.bus.router.Router`) until SIGTERM or
+SIGINT (then exit 0): ``--swarm`` with ``--redis-url`` needs no spec; ``--consumer``
+names it in the ``router`` group (default host:pid:random); any number may run at once.
+``SWARM_FAULT_ROUTER`` (tests only) makes it SIGKILL itself at a point of a batch.
+
 Exit codes: 0 ok (a duplicate publish is ok and prints the original entry id),
 1 refused (ACL, breaker open, undeclared topic, payload too large, no router
 answered the publish, a prune of more than half without --force-prune),
