@@ -78,7 +78,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
 from swarm.backoff import Backoff
-from swarm.bus.routing import REASONS
+from swarm.bus.routing import CONTENT_TYPE, MAX_MESSAGE_ID, REASONS, valid_message_id
 from swarm.bus.routing import refusal_error as route_refusal
 from swarm.desired import AclDocument, AgentRights, BusPlan, TopicPlan
 from swarm.errors import (
@@ -98,8 +98,6 @@ from swarm.keys import SwarmKeys
 
 log = logging.getLogger("swarm.bus")
 
-CONTENT_TYPE = "application/json"
-MAX_MESSAGE_ID = 200
 #: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold
 #: both (at most ~165 bytes). Same spec digest, same documents.
 _HEAD_BYTES = 192
@@ -516,7 +514,7 @@ class EventBus:
             )
         if message_id is None:
             return [b"topic", name, b"payload", body]
-        if not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
+        if not valid_message_id(message_id):  # the router's rule, so both refuse the same ids
             raise InvalidRequestError(
                 f"message id {_printable(message_id)!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
             )
