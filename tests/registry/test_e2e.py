@@ -67,7 +67,7 @@ def start_agent(compiled: Path, agent_id: str, *, registry_url: str, redis: Redi
         "AGENT_HOST": "127.0.0.1",
         "AGENT_PORT": str(port),
         "REDIS_URL": redis.url,
-        "SWARM_AGENT_TOKEN": agent_token(TEST_SECRET, agent_id),
+        "SWARM_AGENT_TOKEN": agent_token(TEST_SECRET, "research", agent_id),
     }
     args = [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port)]
     return ProcessServer(args, port=port, env=env, cwd=compiled / "agents" / agent_id, log=log).start()
