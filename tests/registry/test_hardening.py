@@ -251,7 +251,7 @@ def test_health_url_must_be_on_the_agents_own_host_and_port(
     reg.push()
     internal = f"http://127.0.0.1:{counting.port}/admin/secrets"
     own_port = free_port()
-    attempts = [
+    attempts: list[dict[str, Any]] = [
         {"host": "127.0.0.1", "port": own_port, "health_url": internal},  # another port
         {"host": "10.0.0.5", "port": counting.port, "health_url": internal},  # another host
         {"health_url": internal},  # no host to compare with
@@ -264,12 +264,12 @@ def test_health_url_must_be_on_the_agents_own_host_and_port(
         assert r.json()["detail"][0]["loc"] == ["body", "health_url"], r.text
     # a registration on an address of its own: the prober probes that, and only that
     assert reg.register("architect", host="127.0.0.1", port=own_port).status_code == 201
-    r = reg.redis.client()
+    client = redis.Redis.from_url(reg.redis.url)
     try:
-        wait_until(lambda: r.hget("swarm:{research}:breaker:architect", "failures") is not None,  # type: ignore[attr-defined]
+        wait_until(lambda: client.hget("swarm:{research}:breaker:architect", "failures") is not None,
                    what="the prober to probe the agent's own address")
     finally:
-        r.close()  # type: ignore[attr-defined]
+        client.close()
     assert counting.hits == 0
     # the same server as an agent's own address is fine: proof the prober would have reached it
     ok = reg.register("reviewer", host="127.0.0.1", port=counting.port,
