@@ -173,7 +173,7 @@ class AgentRegistryClient:
     ) -> None:
         if not isinstance(registry_url, str) or not re.match(r"^https?://[^\s/]+", registry_url):
             raise InvalidRequestError(f"registry_url must be an http(s) URL, got {registry_url!r}")
-        if not isinstance(agent_id, str) or len(agent_id) > AGENT_ID_MAX or not _AGENT_ID.match(agent_id):
+        if not isinstance(agent_id, str) or len(agent_id) > AGENT_ID_MAX or not _AGENT_ID.fullmatch(agent_id):
             raise InvalidRequestError(
                 f"agent_id {agent_id!r} must match {AGENT_ID_PATTERN} and be at most {AGENT_ID_MAX} characters"
             )

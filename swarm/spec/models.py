@@ -1,4 +1,4 @@
-"""Pydantic models of the swarm spec (DESIGN §3, a contract).
+"""Pydantic models of the swarm spec (a contract: the compiler, registry and reconciler read them).
 
 Pure: no I/O. The loader (``loader.py``) turns YAML files into these models and
 keeps a source map so that errors point at file:line:col; the semantic checks

@@ -171,7 +171,7 @@ async def test_snapshot_declares_its_keys_and_includes_an_agent_registered_meanw
     assert [a.agent_id for a in snap.agents] == ["a1", "a2"]
     assert snap.last_id == await store.last_event_id()  # a2's event is inside the snapshot
     assert len(seen_keys) == 2
-    # every agent key the script reads is declared in KEYS (DESIGN §9: ACL, Cluster)
+    # every agent key the script reads is declared in KEYS (restricted ACL users and Redis Cluster need that)
     assert seen_keys[-1][2:] == ["swarm:{research}:agent:a1", "swarm:{research}:agent:a2"]
 
 
