@@ -371,8 +371,8 @@ class RegistryApp:
         role = query_param(request, "role", max_length=NAME_MAX)
         status = query_param(request, "status", pattern=_STATUS_PATTERN)
         catalog = await self.catalog()
+        reader = await self.read_access(request, catalog)  # before the listing: a refusal costs little
         agents = await self.store.list(catalog)
-        reader = await self.read_access(request, catalog, [a.agent_id for a in agents])
         private = self.private_fields(catalog)
         selected = [
             self.visible(a, reader, private) for a in agents
