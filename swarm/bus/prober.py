@@ -18,7 +18,10 @@ Breaker settings and the interval come from the bus settings in Redis
 (``swarm bus apply`` writes bus.json), read again every round, so a new
 ``bus.breaker.probe_interval_seconds`` takes effect from the next round; the
 defaults of the spec apply when the bus is not installed. A fixed ``interval``
-(``swarm registry serve --probe-interval``) overrides the spec's.
+(``swarm registry serve --probe-interval``) overrides the spec's. While a long
+interval is waited out, the spec's is re-read every :data:`RECHECK` seconds, so a
+shorter one applies soon; an agent probed just before the change keeps its check
+slot (0.9 of the old interval) until it ends.
 
 >>> # prober = HealthProber(redis, "research")          # the spec's interval
 >>> # prober = HealthProber(redis, "research", interval=5.0)
