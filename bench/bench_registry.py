@@ -102,13 +102,19 @@ def agent_ids(n: int) -> list[str]:
 def agent_token(agent_id: str) -> str:
     from swarm.registry.auth import agent_token as derive
 
-    return derive(SECRET, agent_id)
+    return derive(SECRET, os.environ.get("BENCH_SWARM", SWARM), agent_id)
 
 
 def admin_token() -> str:
     from swarm.registry.auth import admin_token as derive
 
-    return derive(SECRET)
+    return derive(SECRET, os.environ.get("BENCH_SWARM", SWARM))
+
+
+def read_token() -> str:
+    from swarm.registry.auth import read_token as derive
+
+    return derive(SECRET, os.environ.get("BENCH_SWARM", SWARM))
 
 
 def make_catalog(ids: list[str], *, ttl_seconds: int = 60, heartbeat_interval: int = 20) -> "RegistryCatalog":

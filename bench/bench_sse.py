@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.bench_registry import agent_ids, agent_token, push_catalog, registry_services
+from bench.bench_registry import agent_ids, agent_token, push_catalog, read_token, registry_services
 
 TARGET_P99_MS = 50.0
 
@@ -56,11 +56,14 @@ async def watch_all(url: str, watchers: int, expected: int, out: Path, ready: Pa
     connected = 0
     done = asyncio.Event()
 
+    token = read_token()
+
     async def one(index: int) -> None:
         nonlocal connected
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(
-            f"GET /agents/watch HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+            f"GET /agents/watch HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n".encode()
         )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")

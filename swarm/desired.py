@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.acl import AclTable, Action, RoleRules
 from swarm.keys import SwarmKeys
-from swarm.spec.models import Spec
+from swarm.spec.models import DEFAULT_PRIVATE_METADATA, Spec
 
 #: Registration fields that may not change without a version change.
 IMMUTABLE_FIELDS: tuple[str, ...] = ("role", "capabilities", "topics")
@@ -47,6 +47,10 @@ class RegistryDefaults(_Frozen):
     ttl_seconds: int
     heartbeat_interval: int
     allow_undeclared: bool
+    #: reads without a token (GET /agents, /catalog, /status, the watch); off by default
+    public_reads: bool = False
+    #: metadata keys shown only to the agent itself and the admin
+    private_metadata: list[str] = Field(default_factory=lambda: list(DEFAULT_PRIVATE_METADATA))
 
 
 class RegistryCatalog(_Frozen):
@@ -182,6 +186,8 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             ttl_seconds=sw.registry.ttl_seconds,
             heartbeat_interval=sw.registry.effective_heartbeat_interval,
             allow_undeclared=sw.registry.allow_undeclared,
+            public_reads=sw.registry.public_reads,
+            private_metadata=sorted(set(sw.registry.private_metadata)),
         ),
         agents={
             a.id: DeclaredAgent(

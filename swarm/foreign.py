@@ -47,6 +47,14 @@ TRANSIENT_REDIS_CODES = frozenset(
 )
 
 
+_CLASS_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (rexc.OutOfMemoryError, "OOM"),
+    (rexc.TryAgainError, "TRYAGAIN"),
+    (rexc.ClusterDownError, "CLUSTERDOWN"),
+    (rexc.MasterDownError, "MASTERDOWN"),
+)
+
+
 def redis_error_code(exc: BaseException) -> str:
     """The leading word of a Redis error reply (``NOPERM``, ``OOM`` ...), or ``""``."""
     if isinstance(exc, rexc.NoPermissionError):
@@ -55,6 +63,10 @@ def redis_error_code(exc: BaseException) -> str:
         return "LOADING"
     if isinstance(exc, rexc.ReadOnlyError):
         return "READONLY"
+    # redis-py strips the leading word of the replies it maps to a class of its own
+    for cls, code in _CLASS_CODES:
+        if isinstance(exc, cls):
+            return code
     if isinstance(exc, rexc.ResponseError):
         text = str(exc).lstrip()
         return text.split(" ", 1)[0] if text[:1].isupper() else ""

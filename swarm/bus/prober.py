@@ -1,7 +1,7 @@
 """HealthProber: calls each live agent's health_url and feeds its circuit breaker.
 
 Started by the registry server in its lifespan (one per registry process). Every
-``interval`` seconds it lists the live agents (members of the swarm's leases zset
+interval it lists the live agents (members of the swarm's leases zset
 whose expiry is after the Redis clock's now), and for each one whose registration
 hash has a ``health_url``:
 
@@ -14,9 +14,16 @@ hash has a ``health_url``:
    transport error or any other status a failure, under the ticket's epoch, so a
    late answer from before a transition changes nothing.
 
-Breaker settings come from the bus settings in Redis (``swarm bus apply``), read
-each round, or the defaults of the spec when the bus is not installed.
+Breaker settings and the interval come from the bus settings in Redis
+(``swarm bus apply`` writes bus.json), read again every round, so a new
+``bus.breaker.probe_interval_seconds`` takes effect from the next round; the
+defaults of the spec apply when the bus is not installed. A fixed ``interval``
+(``swarm registry serve --probe-interval``) overrides the spec's. While a long
+interval is waited out, the spec's is re-read every :data:`RECHECK` seconds, so a
+shorter one applies soon; an agent probed just before the change keeps its check
+slot (0.9 of the old interval) until it ends.
 
+>>> # prober = HealthProber(redis, "research")          # the spec's interval
 >>> # prober = HealthProber(redis, "research", interval=5.0)
 >>> # task = asyncio.create_task(prober.run(stop_event)); ...; stop_event.set(); await task
 """
@@ -28,13 +35,19 @@ import logging
 
 import httpx
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from swarm.bus.breaker import BreakerPolicy
 from swarm.bus.breaker_store import BreakerStore, policy_from_settings
 from swarm.desired import BusPlan
 from swarm.errors import SwarmError
+from swarm.foreign import REDIS_ERRORS
 from swarm.keys import SwarmKeys, as_text
+from swarm.spec.models import BreakerSettings
+
+#: The spec's default probe interval, used while no bus.json is in Redis.
+DEFAULT_INTERVAL = BreakerSettings().probe_interval_seconds
+#: Seconds between re-reads of the spec's interval while waiting out a long one.
+RECHECK = 5.0
 
 log = logging.getLogger("swarm.bus.prober")
 
@@ -47,18 +60,20 @@ class HealthProber:
         redis: aioredis.Redis,
         swarm: str,
         *,
-        interval: float,
+        interval: float | None = None,
         http: httpx.AsyncClient | None = None,
         timeout: float = 2.0,
         policy: BreakerPolicy | None = None,
         concurrency: int = 16,
     ) -> None:
-        if interval <= 0:
+        if interval is not None and interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         self.redis = redis
         self.swarm = swarm
         self.keys = SwarmKeys(swarm)
-        self.interval = interval
+        self.fixed_interval = interval
+        #: seconds between rounds: the fixed one, else the spec's as of the last round
+        self.interval = interval if interval is not None else DEFAULT_INTERVAL
         self.timeout = timeout
         self._http = http
         self._fixed_policy = policy
@@ -66,12 +81,14 @@ class HealthProber:
         self.rounds = 0
 
     async def _policy(self) -> BreakerPolicy:
+        """The round's breaker policy; also takes the spec's interval unless it is fixed."""
+        raw = await self.redis.get(self.keys.bus) if self._fixed_policy is None or self.fixed_interval is None else None
+        settings = BusPlan.model_validate_json(raw).settings.breaker if raw is not None else None
+        if self.fixed_interval is None:
+            self.interval = settings.probe_interval_seconds if settings is not None else DEFAULT_INTERVAL
         if self._fixed_policy is not None:
             return self._fixed_policy
-        raw = await self.redis.get(self.keys.bus)
-        if raw is None:
-            return BreakerPolicy()
-        return policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker)
+        return policy_from_settings(settings) if settings is not None else BreakerPolicy()
 
     async def live_agents(self) -> list[str]:
         seconds, micros = await self.redis.time()
@@ -110,6 +127,25 @@ class HealthProber:
                 log.warning("breaker of %s is now %s (health %s)", agent_id, reply.transition.value, detail)
             return ("ok " if ok else "failed ") + detail
 
+    async def _wait(self, stop_event: asyncio.Event) -> None:
+        """Sleep one interval; a spec interval is re-read every RECHECK seconds meanwhile,
+        so shortening a long interval takes effect without waiting the old one out."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not stop_event.is_set():
+            left = started + self.interval - loop.time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(stop_event.wait(), timeout=min(left, RECHECK))
+            except asyncio.TimeoutError:
+                pass
+            if self.fixed_interval is None and not stop_event.is_set():
+                try:
+                    await self._policy()
+                except REDIS_ERRORS + (SwarmError, ValueError) as exc:
+                    log.warning("cannot re-read the probe interval: %s", exc)
+
     async def run(self, stop_event: asyncio.Event) -> None:
         """Probe every ``interval`` seconds until ``stop_event`` is set; errors are logged, not raised."""
         http = self._http or httpx.AsyncClient(follow_redirects=False)
@@ -117,14 +153,11 @@ class HealthProber:
             while not stop_event.is_set():
                 try:
                     await self.probe_once(http)
-                except (RedisError, OSError, SwarmError) as exc:
+                except REDIS_ERRORS + (SwarmError,) as exc:
                     log.warning("health probe round failed: %s", exc)
                 except Exception:  # a background loop that dies silently is worse than a logged bug
                     log.exception("health probe round failed unexpectedly")
-                try:
-                    await asyncio.wait_for(stop_event.wait(), timeout=self.interval)
-                except asyncio.TimeoutError:
-                    pass
+                await self._wait(stop_event)
         finally:
             if self._http is None:
                 await http.aclose()

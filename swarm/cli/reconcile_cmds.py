@@ -17,24 +17,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import SpecError, TransientError
 
 
-def secrets_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
-    """(admin token, bus secret) from the environment."""
+def secrets_from_env(
+    env: Mapping[str, str] | None = None,
+) -> tuple[Callable[[str], str | None], str | None]:
+    """(admin token of a swarm, bus secret) from the environment; the token binds the swarm name."""
     from swarm.registry.catalog_push import admin_token_from_env
 
     env = os.environ if env is None else env
-    return admin_token_from_env(env), env.get("SWARM_BUS_SECRET") or env.get("SWARM_REGISTRY_SECRET") or None
+    return functools.partial(admin_token_from_env, env), (
+        env.get("SWARM_BUS_SECRET") or env.get("SWARM_REGISTRY_SECRET") or None)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

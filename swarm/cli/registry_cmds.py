@@ -7,7 +7,10 @@ access log is OFF by default: it costs a large share of a tiny endpoint's
 throughput; ``--access-log`` turns it on. ``push`` sends
 ``compiled/<swarm>/registry.json`` with the same code the reconciler uses
 (:func:`swarm.registry.catalog_push.push_catalog`). ``token AGENT_ID`` prints
-the agent's bearer token (``--admin``: the admin token).
+the agent's bearer token (``--admin``: the admin token, ``--read``: the read-only
+token, ``--bus``: the agent's Redis password). Tokens bind the swarm name, which
+is read from ``--spec`` (default specs/); an id the spec does not declare is
+refused (exit 2).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
 def _name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value) or len(value) > NAME_MAX:
+    if not re.fullmatch(NAME_PATTERN, value) or len(value) > NAME_MAX:
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
     return value
 
@@ -57,8 +60,9 @@ def register(subparsers: Any) -> None:
                        help="run the agents' health prober (default on)")
     serve.add_argument("--route", action=argparse.BooleanOptionalAction, default=True,
                        help="run the bus's trusted router (outboxes -> topic logs and inboxes; default on)")
-    serve.add_argument("--probe-interval", type=float, default=5.0, metavar="S",
-                       help="seconds between health probes of each live agent (default 5)")
+    serve.add_argument("--probe-interval", type=float, default=None, metavar="S",
+                       help="seconds between health probes of each live agent (default: the spec's "
+                            "bus.breaker.probe_interval_seconds, read from bus.json in Redis; 5 without it)")
     serve.add_argument("--sweep-interval", type=float, default=None, metavar="S",
                        help="seconds between lease sweeps (default: catalog ttl / 10, at least 0.1)")
     serve.add_argument("--ping-interval", type=float, default=15.0, metavar="S",
@@ -81,13 +85,18 @@ def register(subparsers: Any) -> None:
     push.set_defaults(handler=run_push)
 
     token = subparsers.add_parser("token", help="print an agent's registry bearer token")
-    token.add_argument("agent_id", nargs="?", type=_name, metavar="AGENT_ID")
-    token.add_argument("--admin", action="store_true", help="print the admin token instead")
+    token.add_argument("agent_id", nargs="?", type=_name, metavar="AGENT_ID",
+                       help="an agent the spec declares")
+    kind = token.add_mutually_exclusive_group()
+    kind.add_argument("--admin", action="store_true", help="print the admin token instead")
+    kind.add_argument("--read", action="store_true",
+                      help="print the read-only token instead (GET /agents, /catalog, /status, the watch; "
+                           "private metadata stays hidden)")
     token.add_argument("--bus", action="store_true",
-                       help="print the agent's Redis password instead (its Redis user swarm-<swarm>-<id>; "
+                       help="print the agent's Redis password instead (its Redis user swarm.<swarm>.<id>; "
                             "key SWARM_BUS_SECRET, default SWARM_REGISTRY_SECRET)")
     token.add_argument("--spec", default=Path("specs"), type=Path, metavar="SPEC",
-                       help="with --bus: the spec naming the swarm (default specs/)")
+                       help="the spec naming the swarm and declaring the agents (default specs/)")
     token.set_defaults(handler=run_token)
 
 
@@ -110,7 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         probe=args.probe,
         route=args.route,
-        probe_interval=args.probe_interval,
+        probe_interval=args.probe_interval,  # None: the spec's, from bus.json
         sweep_interval=args.sweep_interval,
         ping_interval=args.ping_interval,
         events_maxlen=args.events_maxlen,
@@ -163,7 +172,7 @@ def run_push(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.compiled)
     url = args.registry_url or catalog.settings.url
     revision = args.revision if args.revision is not None else _git_head(args.compiled)
-    result = push_catalog(url, catalog, revision, admin_token_from_env())
+    result = push_catalog(url, catalog, revision, admin_token_from_env(os.environ, catalog.swarm))
     state = "changed" if result.changed else "unchanged"
     print(f"pushed catalog of {catalog.swarm} ({len(catalog.agents)} agents) to {url}: {state}, "
           f"revision {result.revision or '-'}, digest {result.digest[:12]}")
@@ -171,27 +180,39 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from swarm.registry.auth import agent_token
+    from swarm.registry.auth import agent_token, read_token
     from swarm.registry.catalog_push import admin_token_from_env
     from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
+    from swarm.spec.loader import load_spec
 
-    secret = os.environ.get(SECRET_ENV) or None
     if args.bus:
         return _print_bus_password(args)
+    if (args.admin or args.read) and args.agent_id is not None:
+        print("swarm: error: --admin and --read take no AGENT_ID", file=sys.stderr)
+        return EXIT_INVALID
+    if not (args.admin or args.read) and args.agent_id is None:
+        print("swarm: error: give AGENT_ID (or --admin, --read)", file=sys.stderr)
+        return EXIT_INVALID
+    spec = load_spec(args.spec)  # an invalid or missing spec: the dispatcher prints it (exit 2)
+    secret = os.environ.get(SECRET_ENV) or None
     if args.admin:
-        token = admin_token_from_env()
+        token = admin_token_from_env(os.environ, spec.name)
         if token is None:
             print(f"swarm: error: neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set", file=sys.stderr)
             return EXIT_INVALID
         print(token)
         return EXIT_OK
-    if args.agent_id is None:
-        print("swarm: error: give AGENT_ID (or --admin)", file=sys.stderr)
-        return EXIT_INVALID
     if secret is None:
         print(f"swarm: error: {SECRET_ENV} is not set", file=sys.stderr)
         return EXIT_INVALID
-    print(agent_token(secret, args.agent_id))
+    if args.read:
+        print(read_token(secret, spec.name))
+        return EXIT_OK
+    if spec.agent(args.agent_id) is None:
+        print(f"swarm: error: agent {args.agent_id!r} is not declared in {args.spec} (swarm {spec.name!r}); "
+              f"declared: {', '.join(sorted(a.id for a in spec.agents)) or 'none'}", file=sys.stderr)
+        return EXIT_INVALID
+    print(agent_token(secret, spec.name, args.agent_id))
     return EXIT_OK
 
 

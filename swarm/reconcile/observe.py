@@ -394,12 +394,17 @@ def _parse(model: Any, raw: object) -> Any:
         return None
 
 
-def make_ports_factory(admin_token: str | None, bus_secret: str | None) -> Callable[..., Any]:
-    """A :data:`~swarm.reconcile.loop.PortsFactory` building the real adapters."""
+def make_ports_factory(admin_token: str | None | Callable[[str], str | None],
+                       bus_secret: str | None) -> Callable[..., Any]:
+    """A :data:`~swarm.reconcile.loop.PortsFactory` building the real adapters.
+
+    ``admin_token`` may be a function of the swarm name (the derived admin token binds it).
+    """
     from swarm.reconcile.loop import Ports, ReconcileConfig
 
     def factory(desired: DesiredState, config: ReconcileConfig) -> Ports:
-        registry = HttpRegistryPort(config.registry_url or desired.registry.settings.url, admin_token)
+        token = admin_token(desired.registry.swarm) if callable(admin_token) else admin_token
+        registry = HttpRegistryPort(config.registry_url or desired.registry.settings.url, token)
         bus = RedisBusPort(config.redis_url or desired.bus.settings.redis_url, desired.bus.swarm, bus_secret=bus_secret)
 
         def close() -> None:

@@ -327,7 +327,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
     env = dict(os.environ)
     secret = registry_secret(state, env)
     env["SWARM_REGISTRY_SECRET"] = secret
-    admin = env.get("SWARM_ADMIN_TOKEN") or admin_token(secret)
+    admin = env.get("SWARM_ADMIN_TOKEN") or admin_token(secret, spec.name)
     env["SWARM_ADMIN_TOKEN"] = admin
     bus_secret = env.get("SWARM_BUS_SECRET") or secret
 
@@ -379,7 +379,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                     folder = options.compiled_dir / spec.name / "agents" / agent.id
                     port = pick_port(agent.port)  # the spec's port, unless something else holds it
                     agent_env = {**env, "AGENT_ID": agent.id, "AGENT_PORT": str(port),
-                                 "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, agent.id),
+                                 "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
                                  "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
                     stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",
                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"],

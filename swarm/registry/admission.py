@@ -3,7 +3,14 @@
 The server calls :func:`resolve_registration` before it touches Redis: it fills
 the fields the client left out from the agent's :class:`~swarm.desired.DeclaredAgent`,
 caps the TTL, and refuses (403) what the catalog does not allow: an undeclared id
-while ``allow_undeclared`` is false, or a role or topics other than declared.
+while ``allow_undeclared`` is false, a role or topics other than declared, or
+capabilities that were never declared (they must be a subset of the declared
+ones, so a worker cannot show up in ``?capability=planning``). A ``health_url``
+must point at the agent's own registered host and port (422,
+:class:`HealthUrlError`): the registry's prober GETs it every interval, and it
+must never be steered at an internal address. Undeclared agents (only with
+``allow_undeclared``) have no declaration to compare with: the operator chose to
+trust what they send, except the health_url rule, which holds for everyone.
 Immutability against the *current* registration is decided atomically in Redis
 (``store.py``'s register script), because only there is "current" well defined
 when several registry processes serve one swarm; :func:`immutable_values`
@@ -13,13 +20,47 @@ produces the canonical strings that script compares.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from swarm.desired import IMMUTABLE_FIELDS, RegistryCatalog
-from swarm.errors import NotDeclaredError
+from swarm.errors import InvalidRequestError, NotDeclaredError
 from swarm.registry.models import AgentFields, RegisterRequest, Topics, canonical_json
 
 #: Version of an undeclared agent that sent none.
 DEFAULT_VERSION = "0.0.0"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HealthUrlError(InvalidRequestError):
+    """health_url is not an http(s) URL on the agent's registered host and port (422)."""
+
+
+def check_health_url(url: str | None, host: str | None, port: int | None) -> None:
+    """Refuse a health_url that is not ``http(s)://<host>:<port>/...`` of the registration itself.
+
+    >>> check_health_url("http://10.0.0.5:8001/health/live", "10.0.0.5", 8001)
+    >>> check_health_url("http://169.254.169.254/latest", "10.0.0.5", 8001)
+    Traceback (most recent call last):
+    ...
+    swarm.registry.admission.HealthUrlError: health_url must be on the agent's host and port (10.0.0.5:8001), got 169.254.169.254:80
+    """
+    if url is None:
+        return
+    if host is None or port is None:
+        raise HealthUrlError("health_url needs host and port in the registration (it must point at them)")
+    try:
+        parts = urlsplit(url)
+        url_port = parts.port
+    except ValueError as exc:
+        raise HealthUrlError(f"health_url is not a valid URL: {exc}") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise HealthUrlError("health_url must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise HealthUrlError("health_url must not carry credentials")
+    url_port = url_port if url_port is not None else _DEFAULT_PORTS[parts.scheme]
+    if parts.hostname.lower() != host.lower().strip("[]") or url_port != port:
+        raise HealthUrlError(f"health_url must be on the agent's host and port ({host}:{port}), "
+                             f"got {parts.hostname}:{url_port}")
 
 
 def resolve_registration(req: RegisterRequest, catalog: RegistryCatalog) -> AgentFields:
@@ -34,6 +75,7 @@ def resolve_registration(req: RegisterRequest, catalog: RegistryCatalog) -> Agen
                 "(allow_undeclared is false)"
             )
         topics = req.topics or Topics()
+        check_health_url(req.health_url, req.host, req.port)
         return AgentFields(
             agent_id=req.agent_id,
             agent_name=req.agent_name or req.agent_id,
@@ -64,7 +106,15 @@ def resolve_registration(req: RegisterRequest, catalog: RegistryCatalog) -> Agen
                     + (f"; not declared: {', '.join(extra)}" if extra else "")
                     + (f"; declared but missing: {', '.join(missing)}" if missing else "")
                 )
+    if req.capabilities is not None:
+        extra = sorted(set(req.capabilities) - set(declared.capabilities))
+        if extra:
+            raise NotDeclaredError(
+                f"agent {req.agent_id!r} registers capabilities that are not declared: {', '.join(extra)} "
+                f"(declared: {', '.join(declared.capabilities) or 'none'})"
+            )
     port = req.port if req.port is not None else declared.port
+    check_health_url(req.health_url, req.host, port)
     metadata: dict[str, Any] = {**declared.metadata, **(req.metadata or {})}
     return AgentFields(
         agent_id=req.agent_id,

@@ -1,19 +1,28 @@
-"""Bearer tokens of the registry: per-agent HMAC tokens and the admin token.
+"""Bearer tokens of the registry: per-agent, admin and read-only HMAC tokens.
 
 Pure (no I/O). The server (``server.py``) calls :class:`Authorizer` for every
-write; ``swarm token AGENT_ID`` prints :func:`agent_token`; generated agents and
-the reconciler compute the same values from the shared secret.
+request that needs a token; ``swarm token AGENT_ID`` prints :func:`agent_token`
+(``--admin`` :func:`admin_token`, ``--read`` :func:`read_token`); generated
+agents and the reconciler get the same values from the shared secret.
 
-A per-agent token is ``hex(HMAC-SHA256(secret, "agent:" + agent_id))``: the
-registry stores no token table, any registry process holding the secret can check
-any agent, and a leaked agent token lets its holder act only as that agent. The
-admin token is ``SWARM_ADMIN_TOKEN`` or, when that is unset,
-``hex(HMAC-SHA256(secret, "admin"))`` (:func:`admin_token`). Comparisons use
-:func:`hmac.compare_digest`.
+Every token binds the swarm name, so two swarms sharing one secret cannot replay
+each other's tokens (``:`` is outside the name charset, so no two (swarm, id)
+pairs give the same message):
+
+* agent ``<id>`` of swarm ``<N>``: ``hex(HMAC-SHA256(secret, "agent:<N>:<id>"))``;
+* admin: ``SWARM_ADMIN_TOKEN`` or, when that is unset, ``hex(HMAC-SHA256(secret, "admin:<N>"))``;
+* read-only: ``hex(HMAC-SHA256(secret, "read:<N>"))``.
+
+The registry stores no token table: any registry process holding the secret can
+check any token, and a leaked agent token lets its holder act only as that agent.
+Comparisons use :func:`hmac.compare_digest`.
 
 Rules: writes about an agent (register, heartbeat, deregister) need that agent's
-token or the admin token; ``PUT /catalog`` needs the admin token; reads are open.
-A missing token is 401, a token that does not grant the action 403.
+token or the admin token; ``PUT /catalog`` needs the admin token; reads (GET
+/agents, /agents/{id}, /agents/watch, /catalog, /status) need any of the three
+kinds unless the catalog says ``public_reads``. Private metadata fields are shown
+only to the agent itself and the admin (:meth:`Authorizer.reader`). A missing
+token is 401, a token that does not grant the action 403.
 """
 
 from __future__ import annotations
@@ -29,18 +38,23 @@ def _hmac_hex(secret: str, message: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def agent_token(secret: str, agent_id: str) -> str:
-    """The bearer token of ``agent_id``: hex HMAC-SHA256(secret, "agent:" + agent_id).
+def agent_token(secret: str, swarm: str, agent_id: str) -> str:
+    """The bearer token of agent ``agent_id`` of ``swarm``: hex HMAC-SHA256(secret, "agent:<swarm>:<id>").
 
-    >>> agent_token("s3cret", "architect")[:16]
-    '09b7040b2919f723'
+    >>> agent_token("s3cret", "research", "architect") != agent_token("s3cret", "other", "architect")
+    True
     """
-    return _hmac_hex(secret, "agent:" + agent_id)
+    return _hmac_hex(secret, f"agent:{swarm}:{agent_id}")
 
 
-def admin_token(secret: str) -> str:
-    """The admin token derived from the secret (used when SWARM_ADMIN_TOKEN is unset)."""
-    return _hmac_hex(secret, "admin")
+def admin_token(secret: str, swarm: str) -> str:
+    """The admin token of ``swarm`` derived from the secret (used when SWARM_ADMIN_TOKEN is unset)."""
+    return _hmac_hex(secret, f"admin:{swarm}")
+
+
+def read_token(secret: str, swarm: str) -> str:
+    """The read-only token of ``swarm``: GET /agents, /catalog, /status and the watch; no private metadata."""
+    return _hmac_hex(secret, f"read:{swarm}")
 
 
 _TOKEN_CACHE_MAX = 100_000
@@ -65,19 +79,37 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Reader:
+    """Who is reading: ``admin`` sees everything, ``agent_id`` its own private fields too."""
+
+    admin: bool = False
+    agent_id: str | None = None
+
+    def sees_private_of(self, agent_id: str) -> bool:
+        return self.admin or self.agent_id == agent_id
+
+
+#: The reader of an app without auth (``--insecure``): nothing is private from it.
+EVERYONE = Reader(admin=True)
+#: A reader that holds no token (public reads) or the read token: sees no private field.
+ANONYMOUS = Reader()
+
+
+@dataclass(frozen=True)
 class Authorizer:
     """Decides whether a bearer token may act; ``enabled=False`` allows everything."""
 
     secret: str | None
     admin: str | None
+    swarm: str = ""
     enabled: bool = True
     _cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def create(cls, secret: str | None, admin: str | None, *, enabled: bool) -> "Authorizer":
+    def create(cls, secret: str | None, admin: str | None, *, swarm: str, enabled: bool) -> "Authorizer":
         if admin is None and secret is not None:
-            admin = admin_token(secret)
-        return cls(secret=secret, admin=admin, enabled=enabled)
+            admin = admin_token(secret, swarm)
+        return cls(secret=secret, admin=admin, swarm=swarm, enabled=enabled)
 
     def _expected(self, agent_id: str) -> bytes:
         """The agent's token, memoized: heartbeats are the hot path and ids are few."""
@@ -86,11 +118,18 @@ class Authorizer:
         if value is None:
             if len(cache) >= _TOKEN_CACHE_MAX:
                 cache.clear()
-            value = cache[agent_id] = agent_token(self.secret or "", agent_id).encode()
+            value = cache[agent_id] = agent_token(self.secret or "", self.swarm, agent_id).encode()
         return value
 
     def is_admin(self, token: str) -> bool:
         return self.admin is not None and hmac.compare_digest(token.encode(), self.admin.encode())
+
+    def is_agent(self, token: str, agent_id: str) -> bool:
+        return self.secret is not None and hmac.compare_digest(token.encode(), self._expected(agent_id))
+
+    def is_read(self, token: str) -> bool:
+        return self.secret is not None and hmac.compare_digest(
+            token.encode(), read_token(self.secret, self.swarm).encode())
 
     def require_admin(self, authorization: str | None) -> None:
         if not self.enabled:
@@ -108,8 +147,30 @@ class Authorizer:
         token = bearer_token(authorization)
         if token is None:
             raise MissingTokenError(f"missing bearer token (agent {agent_id!r} or admin token required)")
-        if self.is_admin(token):
-            return
-        if self.secret is not None and hmac.compare_digest(token.encode(), self._expected(agent_id)):
+        if self.is_admin(token) or self.is_agent(token, agent_id):
             return
         raise ForbiddenError(f"token does not grant acting on agent {agent_id!r}")
+
+    def reader(self, authorization: str | None, *, public: bool, agent_ids: "set[str] | frozenset[str]") -> Reader:
+        """Who reads: the admin, one of ``agent_ids`` (the agents registered or declared), or the read token.
+
+        Without a (valid) token the read is refused unless ``public``; a public read
+        with a token that is not valid is refused too (a wrong token is a mistake to
+        report, not to ignore).
+        """
+        if not self.enabled:
+            return EVERYONE
+        token = bearer_token(authorization)
+        if token is None:
+            if public:
+                return ANONYMOUS
+            raise MissingTokenError("missing bearer token (an agent's, the admin or the read token is required "
+                                    "to read; `swarm token --read` prints the read token)")
+        if self.is_admin(token):
+            return EVERYONE
+        if self.is_read(token):
+            return ANONYMOUS
+        for agent_id in agent_ids:
+            if self.is_agent(token, agent_id):
+                return Reader(agent_id=agent_id)
+        raise ForbiddenError("token is not valid for this swarm's registry")

@@ -6,9 +6,12 @@
 changed). The reconciler calls the same function (or :func:`push_catalog_async`
 from its event loop), so the CLI and the reconciler can never push differently;
 both accept the caller's kept-alive HTTP client (``client=`` / ``http=``).
-HTTP trouble becomes a :mod:`swarm.errors` type: connection errors and 5xx are
-:class:`RegistryUnavailableError` (retry), 401/403 :class:`AuthError`, 409
-:class:`ConflictError` (catalog of another swarm), 422 :class:`InvalidRequestError`.
+HTTP trouble becomes a :mod:`swarm.errors` type through :mod:`swarm.foreign`
+(``http_transport_error`` / ``http_status_error``): connection errors, 429 and 5xx
+are :class:`~swarm.errors.RegistryUnavailableError` (retry, honouring
+Retry-After), 401/403 :class:`~swarm.errors.AuthError`, 409
+:class:`~swarm.errors.ConflictError` (catalog of another swarm), 413/422
+:class:`~swarm.errors.InvalidRequestError`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,8 @@ from typing import Any, Mapping
 import httpx
 
 from swarm.desired import RegistryCatalog
-from swarm.errors import (
-    AuthError,
-    ConflictError,
-    InvalidRequestError,
-    RegistryUnavailableError,
-    SwarmError,
-)
+from swarm.errors import InvalidRequestError
+from swarm.foreign import http_status_error, http_transport_error
 from swarm.registry.auth import admin_token as derived_admin_token
 from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
 from swarm.registry.models import CatalogPutResult
@@ -46,12 +44,18 @@ def load_catalog(compiled_dir: Path) -> RegistryCatalog:
         raise InvalidRequestError(f"{path}: not a valid registry.json: {exc}") from exc
 
 
-def admin_token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """SWARM_ADMIN_TOKEN, else the token derived from SWARM_REGISTRY_SECRET, else None."""
+def admin_token_from_env(environ: Mapping[str, str] | None = None, swarm: str | None = None) -> str | None:
+    """SWARM_ADMIN_TOKEN, else the token of ``swarm`` derived from SWARM_REGISTRY_SECRET, else None.
+
+    The derived token binds the swarm name, so deriving it needs ``swarm``.
+    """
     env = os.environ if environ is None else environ
     token = env.get(ADMIN_TOKEN_ENV) or None
     if token is None and env.get(SECRET_ENV):
-        token = derived_admin_token(env[SECRET_ENV])
+        if swarm is None:
+            raise InvalidRequestError(f"the admin token derived from {SECRET_ENV} binds the swarm name: "
+                                      "name the swarm (or set " + ADMIN_TOKEN_ENV + ")")
+        token = derived_admin_token(env[SECRET_ENV], swarm)
     return token
 
 
@@ -64,21 +68,9 @@ def _request_args(catalog: RegistryCatalog, revision: str | None, admin_token: s
 
 
 def _result(url: str, response: httpx.Response) -> CatalogPutResult:
-    where = f"PUT {url}"
-    code = response.status_code
-    if code == 200:
+    if response.status_code == 200:
         return CatalogPutResult.model_validate_json(response.content)
-    detail = response.text[:2000]
-    if code >= 500:
-        retry = response.headers.get("retry-after", "1")
-        raise RegistryUnavailableError(f"{where}: {code} {detail}", delay=float(retry) if retry.isdigit() else 1.0)
-    if code in (401, 403):
-        raise AuthError(f"{where}: {code} {detail}")
-    if code == 409:
-        raise ConflictError(f"{where}: {detail}")
-    if code in (413, 422):
-        raise InvalidRequestError(f"{where}: {code} {detail}")
-    raise SwarmError(f"{where}: unexpected answer {code}: {detail}")
+    raise http_status_error(response, f"PUT {url}")
 
 
 def push_catalog(
@@ -103,7 +95,7 @@ def push_catalog(
         else:
             response = client.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
     except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"PUT {url}: {exc}") from exc
+        raise http_transport_error(exc, f"PUT {url}") from exc
     return _result(url, response)
 
 
@@ -122,7 +114,7 @@ async def push_catalog_async(
     try:
         response = await client.put(url, **_request_args(catalog, revision, admin_token))
     except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"PUT {url}: {exc}") from exc
+        raise http_transport_error(exc, f"PUT {url}") from exc
     finally:
         if http is None:
             await client.aclose()

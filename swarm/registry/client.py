@@ -1,8 +1,7 @@
 """AgentRegistryClient: how an agent registers itself and keeps its lease alive.
 
 Who calls it: every generated agent server (``compiled/<swarm>/agents/<id>/server.py``)
-in its lifespan, and anyone writing an agent by hand. It is the user's plan, kept to
-the letter (DESIGN §5)::
+in its lifespan, and anyone writing an agent by hand. It is used like this::
 
     client = AgentRegistryClient("http://127.0.0.1:8700", "architect", ttl_seconds=30,
                                  heartbeat_interval=10, token=token)
@@ -15,8 +14,8 @@ Why it is built this way:
 
 * The heartbeat loop must survive anything the network or the registry does, because
   a dead loop means the agent silently drops out of the swarm. Transient failures
-  (connection errors, timeouts, 5xx) are retried with capped exponential backoff and
-  full jitter, with a small floor so it can never become a hot loop; the cap is at
+  (connection errors, timeouts, 5xx) are retried with :mod:`swarm.backoff` (capped
+  exponential, full jitter, a small floor so it can never become a hot loop); the cap is at
   most :data:`MAX_RETRY_DELAY` seconds so an agent is back within ~2 s of the registry
   (or its Redis) recovering. Permanent refusals (401/403/409/422) are logged and
   retried on the slow ``heartbeat_interval`` cadence: the catalog may change.
@@ -32,8 +31,12 @@ Why it is built this way:
 * If the agent starts while the registry is down, ``register()`` raises
   :class:`~swarm.errors.RegistryUnavailableError`; the caller may still start the
   loop, which registers first and so brings the agent up when the registry returns.
-* The module imports only httpx and the standard library (plus ``swarm.errors``):
-  generated agents import it, so it must stay light (``tests/test_layers.py``).
+* The module imports only httpx and the standard library (plus ``swarm.errors`` and
+  ``swarm.backoff``): generated agents import it, so it must stay light
+  (``tests/test_layers.py``). That is why it maps HTTP answers itself instead of
+  through :mod:`swarm.foreign` (which imports redis-py), and because a 403 here has
+  two meanings the agent handles differently (a catalog refusal is
+  :class:`NotDeclaredError`, a token refusal :class:`AuthError`).
 
 Errors are :mod:`swarm.errors` types, never httpx exceptions:
 connection errors and 5xx → :class:`RegistryUnavailableError` (``delay`` from
@@ -51,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import re
 import socket
 from types import TracebackType
@@ -59,6 +61,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from swarm.backoff import backoff_delay as _backoff_delay
 from swarm.errors import (
     AuthError,
     ConflictError,
@@ -96,28 +99,9 @@ MIN_ADOPTED_INTERVAL = 0.1
 TOKEN_ENV = "SWARM_AGENT_TOKEN"
 
 
-def backoff_delay(
-    failures: int,
-    *,
-    base: float = BASE_RETRY_DELAY,
-    cap: float = MAX_RETRY_DELAY,
-    floor: float = MIN_RETRY_DELAY,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait after ``failures`` consecutive failures (0 = the first one).
-
-    "Full jitter" (uniform over ``[0, min(cap, base * 2**failures)]``) spreads a fleet's
-    retries so they do not hit a recovering registry in lockstep; ``floor`` keeps it
-    from ever being a busy loop. Pure apart from the random draw.
-
-    >>> 0.05 <= backoff_delay(10, rng=random.Random(1)) <= 1.5
-    True
-    """
-    if failures < 0:
-        raise InvalidRequestError(f"failures must be >= 0, got {failures}")
-    ceiling = min(cap, base * 2 ** min(failures, 32))
-    draw = (rng or random).uniform(0.0, ceiling)
-    return max(floor, min(draw, cap))
+#: The one backoff of swarm (:func:`swarm.backoff.backoff_delay`); its defaults are the
+#: constants above. Kept under this name for callers that imported it from here.
+backoff_delay = _backoff_delay
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
@@ -189,7 +173,7 @@ class AgentRegistryClient:
     ) -> None:
         if not isinstance(registry_url, str) or not re.match(r"^https?://[^\s/]+", registry_url):
             raise InvalidRequestError(f"registry_url must be an http(s) URL, got {registry_url!r}")
-        if not isinstance(agent_id, str) or len(agent_id) > AGENT_ID_MAX or not _AGENT_ID.match(agent_id):
+        if not isinstance(agent_id, str) or len(agent_id) > AGENT_ID_MAX or not _AGENT_ID.fullmatch(agent_id):
             raise InvalidRequestError(
                 f"agent_id {agent_id!r} must match {AGENT_ID_PATTERN} and be at most {AGENT_ID_MAX} characters"
             )

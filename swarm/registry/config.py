@@ -61,7 +61,8 @@ class RegistryConfig:
     probe: bool = True
     #: run the bus's trusted router (swarm.bus.router.Router) in the lifespan (--route/--no-route)
     route: bool = True
-    probe_interval: float = 5.0
+    #: None: the spec's bus.breaker.probe_interval_seconds from bus.json (``--probe-interval`` overrides it)
+    probe_interval: float | None = None
     sweep_interval: float | None = None
     ping_interval: float = 15.0
     events_maxlen: int = EVENTS_MAXLEN
@@ -73,6 +74,12 @@ class RegistryConfig:
     min_protect: int = 10
     protect_ratio: float = 0.5
     retry_after_seconds: int = 1
+    #: connections of the blocking Redis pool, and how long a command waits for one
+    redis_max_connections: int = 64
+    redis_pool_timeout: float = 10.0
+    #: requests running their handler at once; the others queue up to queue_timeout (then 503)
+    max_concurrency: int = 256
+    queue_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         if self.secret is None and not self.insecure:
@@ -82,10 +89,14 @@ class RegistryConfig:
             )
         if self.sweep_interval is not None and self.sweep_interval <= 0:
             raise InvalidRequestError(f"sweep interval must be > 0, got {self.sweep_interval}")
-        if self.probe_interval <= 0:
+        if self.probe_interval is not None and self.probe_interval <= 0:
             raise InvalidRequestError(f"probe interval must be > 0, got {self.probe_interval}")
         if self.ping_interval <= 0:
             raise InvalidRequestError(f"ping interval must be > 0, got {self.ping_interval}")
+        if self.redis_max_connections < 1 or self.max_concurrency < 1:
+            raise InvalidRequestError("redis max connections and max concurrency must be >= 1")
+        if self.redis_pool_timeout <= 0 or self.queue_timeout <= 0:
+            raise InvalidRequestError("redis pool timeout and queue timeout must be > 0")
         if self.events_maxlen < 1:
             raise InvalidRequestError(f"events maxlen must be >= 1, got {self.events_maxlen}")
         if self.watch_queue_size < 1:

@@ -1,4 +1,4 @@
-"""Request and response bodies of the registry HTTP API (DESIGN §5).
+"""Request and response bodies of the registry HTTP API.
 
 Pure pydantic models. The server validates bodies with them and serializes
 answers through them; ``server.openapi_document`` builds /openapi.json from their
@@ -181,3 +181,15 @@ def canonical_json(value: Any) -> str:
 
 def catalog_digest(catalog: RegistryCatalog) -> str:
     return hashlib.sha256(canonical_json(catalog.model_dump(mode="json")).encode()).hexdigest()
+
+
+def redact_metadata(data: dict[str, Any], private: frozenset[str]) -> dict[str, Any]:
+    """A registration as JSON without its ``private`` metadata keys (a copy; ``data`` is unchanged).
+
+    >>> redact_metadata({"agent_id": "a", "metadata": {"api_key": "k", "team": "x"}}, frozenset({"api_key"}))
+    {'agent_id': 'a', 'metadata': {'team': 'x'}}
+    """
+    metadata = data.get("metadata")
+    if not private or not isinstance(metadata, dict) or not private & metadata.keys():
+        return data
+    return {**data, "metadata": {k: v for k, v in metadata.items() if k not in private}}

@@ -63,6 +63,8 @@ _AGENT_ID = {
     "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX},
 }
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+#: Reads: a bearer token, or none when the catalog allows public reads (``{}``).
+_READ: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -96,7 +98,8 @@ def openapi_document() -> dict[str, Any]:
         "/agents/{agent_id}": {
             "get": {
                 "operationId": "getAgent", "summary": "One registration.", "parameters": [_AGENT_ID],
-                "responses": {"200": _json("Registration", "the registration"), **_errors(404, 503)},
+                "security": _READ,
+                "responses": {"200": _json("Registration", "the registration"), **_errors(401, 403, 404, 503)},
             },
             "delete": {
                 "operationId": "deregister", "security": _BEARER, "parameters": [_AGENT_ID],
@@ -108,7 +111,8 @@ def openapi_document() -> dict[str, Any]:
             "operationId": "listAgents", "summary": "Registered agents, filtered.",
             "parameters": [*filters, _query("role", "agents with this role", maxLength=NAME_MAX),
                            _query("status", "agent status", enum=list(AGENT_STATUSES))],
-            "responses": {"200": _json("AgentList", "matching agents"), **_errors(503)},
+            "security": _READ,
+            "responses": {"200": _json("AgentList", "matching agents"), **_errors(401, 403, 503)},
         }},
         "/agents/watch": {"get": {
             "operationId": "watch",
@@ -119,7 +123,8 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}}],
             "responses": {"200": {"description": "event stream; `id:` is the Redis stream id",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_errors(503)},
+                          **_errors(401, 403, 503)},
+            "security": _READ,
         }},
         "/catalog": {
             "put": {
@@ -129,12 +134,14 @@ def openapi_document() -> dict[str, Any]:
             },
             "get": {
                 "operationId": "getCatalog", "summary": "The catalog with revision and digest.",
-                "responses": {"200": _json("CatalogState", "the catalog"), **_errors(404, 503)},
+                "security": _READ,
+                "responses": {"200": _json("CatalogState", "the catalog"), **_errors(401, 403, 404, 503)},
             },
         },
         "/status": {"get": {
             "operationId": "status", "summary": "Reconcile status and live summary.",
-            "responses": {"200": _json("Status", "status"), **_errors(503)},
+            "security": _READ,
+            "responses": {"200": _json("Status", "status"), **_errors(401, 403, 503)},
         }},
         "/health": {"get": {"operationId": "health", "summary": "Health summary.",
                             "responses": {"200": _json("Health", "summary")}}},
@@ -155,8 +162,12 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "swarm agent registry", "version": "1",
-                 "description": "Agent registry of a swarm (DESIGN §5). Writes need bearer tokens: an agent's "
-                                "own HMAC token or the admin token."},
+                 "description": "Agent registry of a swarm. Writes need bearer tokens: an agent's own "
+                                "HMAC token or the admin token (PUT /catalog: the admin token). Reads need "
+                                "any agent's token, the admin token or the read-only token unless the spec "
+                                "sets registry.public_reads; metadata keys in registry.private_metadata are "
+                                "returned only to the agent itself and the admin. Tokens bind the swarm "
+                                "name. /health*, /metrics and /openapi.json are open."},
         "paths": paths,
         "components": {
             "schemas": schemas.get("$defs", {}),

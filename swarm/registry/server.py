@@ -1,4 +1,4 @@
-"""The agent registry HTTP service: a Starlette app factory (DESIGN §5).
+"""The agent registry HTTP service: a Starlette app factory.
 
 ``swarm registry serve`` calls :func:`create_app` with a
 :class:`~swarm.registry.config.RegistryConfig` and runs it under uvicorn; tests
@@ -10,7 +10,22 @@ so nothing is global and several apps can share one process.
 
 Handlers are thin: validate (pydantic models; 413 over 64 KiB, 422 with field
 errors), authorize (``auth.py``), admit against the catalog (``admission.py``),
-then one atomic store call. Errors are typed and mapped in one place
+then one atomic store call.
+
+Reads (GET /agents, /agents/{id}, /agents/watch, /catalog, /status) need a bearer
+token when the registry has a secret (an agent's, the admin or the read token),
+unless the pushed catalog says ``public_reads``; before any catalog is pushed they
+need one too. Metadata keys the catalog marks private are removed from what any
+reader but the agent itself and the admin gets. /health, /health/live,
+/health/ready, /openapi.json and /metrics stay open: probes and scrapers carry no
+token, and none of them returns an agent id or metadata (/metrics has counts by
+status and request latencies by route only).
+
+Bursts: Redis commands go through a blocking connection pool (a request waits
+for a free connection up to ``redis_pool_timeout`` instead of failing at once),
+and at most ``max_concurrency`` requests run their handler at a time; the others
+queue, and only one that waited ``queue_timeout`` gets 503 with Retry-After.
+/health/live, /metrics and /openapi.json are not queued. Errors are typed and mapped in one place
 (:meth:`RegistryApp.error_response`): Redis trouble is 503 with Retry-After, never a 500
 traceback; anything unexpected is a JSON 500 without internals.
 
@@ -25,14 +40,14 @@ import contextlib
 import logging
 import re
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from pydantic import BaseModel, ValidationError
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import AbstractBackoff
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,9 +56,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from swarm.desired import RegistryCatalog
-from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
-from swarm.registry.admission import resolve_registration
-from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError
+from swarm.backoff import backoff_delay
+from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisRefusedError, RedisUnavailableError
+from swarm.registry.admission import HealthUrlError, resolve_registration
+from swarm.registry.auth import EVERYONE, Authorizer, ForbiddenError, MissingTokenError, Reader
 from swarm.registry.config import RegistryConfig
 from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
 from swarm.registry.models import (
@@ -56,19 +72,21 @@ from swarm.registry.models import (
     FieldError,
     Health,
     RegisterRequest,
+    Registration,
     Status,
     catalog_digest,
+    redact_metadata,
 )
 from swarm.registry.openapi import openapi_document
-from swarm.registry.store import FieldConflictError, RegistryStore, parse_stream_id
+from swarm.registry.store import REDIS_TROUBLE, FieldConflictError, RegistryStore, parse_stream_id
 from swarm.registry.sweeper import LeaseSweeper
 from swarm.registry.watch import SSE_SEP, Subscriber, WatchHub, event_stream, reader_client
-from swarm.spec.models import NAME_MAX, NAME_PATTERN
+from swarm.spec.models import DEFAULT_PRIVATE_METADATA, NAME_MAX, NAME_PATTERN
 
 log = logging.getLogger("swarm.registry")
 
 _NAME = re.compile(NAME_PATTERN)
-_STATUS_PATTERN = f"^({'|'.join(AGENT_STATUSES)})$"
+_STATUS_PATTERN = f"({'|'.join(AGENT_STATUSES)})"
 #: Seconds a watch stream gets to end cleanly once the server shuts down.
 SSE_SHUTDOWN_GRACE = 1.0
 
@@ -91,6 +109,24 @@ class NoCatalogError(RedisUnavailableError):
 
 class SwarmMismatchError(ConflictError):
     """The pushed catalog belongs to another swarm (409)."""
+
+
+class BusyError(RedisUnavailableError):
+    """A request waited its whole queue timeout for a handler slot (503 with Retry-After)."""
+
+
+class RedisRetryBackoff(AbstractBackoff):
+    """redis-py's retry backoff drawn from :func:`swarm.backoff.backoff_delay` (one policy)."""
+
+    def __init__(self, *, base: float = 0.01, cap: float = 0.1) -> None:
+        self.base, self.cap = base, cap
+
+    def reset(self) -> None:
+        pass
+
+    def compute(self, failures: int) -> float:
+        # redis-py counts the first retry as 1; swarm.backoff counts the first failure as 0
+        return backoff_delay(max(0, failures - 1), base=self.base, cap=self.cap, floor=self.base)
 
 
 # -- request helpers ----------------------------------------------------------------
@@ -131,7 +167,7 @@ def parse_model(model: type[BaseModel], body: bytes) -> Any:
 
 def agent_id_param(request: Request) -> str:
     value = request.path_params["agent_id"]
-    if len(value) > NAME_MAX or not _NAME.match(value):
+    if len(value) > NAME_MAX or not _NAME.fullmatch(value):
         raise RequestInvalidError(
             [FieldError(loc=["path", "agent_id"], msg=f"must match {NAME_PATTERN} (at most {NAME_MAX} chars)",
                         type="string_pattern_mismatch")]
@@ -143,7 +179,7 @@ def query_param(request: Request, name: str, pattern: str | None = None, max_len
     value = request.query_params.get(name)
     if value is None:
         return None
-    if len(value) > max_length or (pattern is not None and not re.match(pattern, value)):
+    if len(value) > max_length or (pattern is not None and not re.fullmatch(pattern, value)):
         raise RequestInvalidError(
             [FieldError(loc=["query", name], msg=f"invalid value (max {max_length} chars"
                         + (f", pattern {pattern})" if pattern else ")"), type="value_error")]
@@ -169,12 +205,18 @@ class RegistryApp:
 
     def __init__(self, config: RegistryConfig) -> None:
         self.config = config
-        self.auth = Authorizer.create(config.secret, config.admin_token, enabled=config.auth_enabled)
+        self.auth = Authorizer.create(config.secret, config.admin_token, swarm=config.swarm,
+                                      enabled=config.auth_enabled)
         self.metrics = RegistryMetrics()
-        retry = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), retries=2)
-        self.redis = aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=retry
+        retry = Retry(RedisRetryBackoff(), retries=2)
+        # Blocking: a burst waits for a free connection (up to the pool timeout) instead of
+        # failing with "Too many connections" like redis-py's default pool.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=config.redis_max_connections, timeout=config.redis_pool_timeout,
+            socket_timeout=5, socket_connect_timeout=2, retry=retry,
         )
+        self.redis = aioredis.Redis.from_pool(pool)
+        self._slots = asyncio.Semaphore(config.max_concurrency)
         # The watch reader blocks in XREAD on its own connection: its socket timeout is the
         # block time plus a margin, so a silently dropped connection reconnects, not hangs.
         self.reader = reader_client(config.redis_url, block_ms=config.watch_block_ms,
@@ -203,6 +245,44 @@ class RegistryApp:
     async def catalog(self) -> RegistryCatalog | None:
         state = await self.store.get_catalog()
         return state.catalog if state else None
+
+    # -- read access -------------------------------------------------------------
+
+    async def read_access(self, request: Request, catalog: RegistryCatalog | None,
+                          agent_ids: Iterable[str] = ()) -> Reader:
+        """Who reads (see :meth:`Authorizer.reader`); 401/403 when the read is not allowed.
+
+        An agent's token counts for the agents the catalog declares, ``agent_ids``
+        (those the handler already has) and, with ``allow_undeclared``, the agents
+        registered now.
+        """
+        if not self.auth.enabled:
+            return EVERYONE
+        public = catalog is not None and catalog.settings.public_reads
+        ids = set(agent_ids)
+        if catalog is not None:
+            ids.update(catalog.agents)
+        header = request.headers.get("authorization")
+        try:
+            return self.auth.reader(header, public=public, agent_ids=ids)
+        except ForbiddenError:
+            if catalog is None or not catalog.settings.allow_undeclared:
+                raise
+            registered = set(await self.store.registered_ids()) - ids
+            return self.auth.reader(header, public=public, agent_ids=registered)
+
+    @staticmethod
+    def private_fields(catalog: RegistryCatalog | None) -> frozenset[str]:
+        if catalog is None:
+            return frozenset(DEFAULT_PRIVATE_METADATA)
+        return frozenset(catalog.settings.private_metadata)
+
+    @staticmethod
+    def visible(reg: Registration, reader: Reader, private: frozenset[str]) -> Registration:
+        """``reg`` as ``reader`` may see it: private metadata only for the agent itself and the admin."""
+        if reader.sees_private_of(reg.agent_id) or not private & reg.metadata.keys():
+            return reg
+        return reg.model_copy(update={"metadata": {k: v for k, v in reg.metadata.items() if k not in private}})
 
     # -- lifespan --------------------------------------------------------------
 
@@ -240,6 +320,7 @@ class RegistryApp:
             return None
         from swarm.bus.prober import HealthProber
 
+        # No --probe-interval: the spec's bus.breaker.probe_interval_seconds (bus.json), re-read every round.
         self.prober = HealthProber(self.redis, self.config.swarm, interval=self.config.probe_interval)
         return asyncio.create_task(self.prober.run(stop), name="health-prober")
 
@@ -297,19 +378,24 @@ class RegistryApp:
 
     async def get_agent(self, request: Request) -> Response:
         agent_id = agent_id_param(request)
-        reg = await self.store.get(agent_id, await self.catalog())
+        catalog = await self.catalog()
+        reader = await self.read_access(request, catalog, [agent_id])
+        reg = await self.store.get(agent_id, catalog)
         if reg is None:
             return error_json(404, "not_registered", f"agent {agent_id!r} is not registered")
-        return json_model(reg)
+        return json_model(self.visible(reg, reader, self.private_fields(catalog)))
 
     async def list_agents(self, request: Request) -> Response:
         capability = query_param(request, "capability", max_length=128)
         topic = query_param(request, "topic", max_length=249)
         role = query_param(request, "role", max_length=NAME_MAX)
         status = query_param(request, "status", pattern=_STATUS_PATTERN)
-        agents = await self.store.list(await self.catalog())
+        catalog = await self.catalog()
+        reader = await self.read_access(request, catalog)  # before the listing: a refusal costs little
+        agents = await self.store.list(catalog)
+        private = self.private_fields(catalog)
         selected = [
-            a for a in agents
+            self.visible(a, reader, private) for a in agents
             if (capability is None or capability in a.capabilities)
             and (topic is None or topic in a.topics.publish or topic in a.topics.subscribe)
             and (role is None or a.role == role)
@@ -320,6 +406,9 @@ class RegistryApp:
     async def watch(self, request: Request) -> Response:
         capability = query_param(request, "capability", max_length=128)
         topic = query_param(request, "topic", max_length=249)
+        catalog = await self.catalog()
+        reader = await self.read_access(request, catalog)
+        private = self.private_fields(catalog)
         raw_last = request.headers.get("last-event-id") or query_param(request, "last_event_id", max_length=64)
         last: str | None = None
         if raw_last is not None:
@@ -347,7 +436,8 @@ class RegistryApp:
             closer = asyncio.create_task(_close_on(shutdown, sub))
             try:
                 async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
-                                                capability=capability, topic=topic):
+                                                capability=capability, topic=topic,
+                                                private=private, reader=reader):
                     yield event
             finally:
                 closer.cancel()
@@ -372,8 +462,18 @@ class RegistryApp:
 
     async def get_catalog(self, request: Request) -> Response:
         state = await self.store.get_catalog()
+        reader = await self.read_access(request, state.catalog if state else None)
         if state is None:
             return error_json(404, "no_catalog", "no catalog has been pushed")
+        private = self.private_fields(state.catalog)
+        hidden = [a for a in state.catalog.agents.values()
+                  if not reader.sees_private_of(a.agent_id) and private & a.metadata.keys()]
+        if hidden:
+            agents = dict(state.catalog.agents)
+            for a in hidden:
+                agents[a.agent_id] = a.model_copy(update={"metadata": redact_metadata(
+                    {"metadata": a.metadata}, private)["metadata"]})
+            state = state.model_copy(update={"catalog": state.catalog.model_copy(update={"agents": agents})})
         return json_model(state)
 
     # -- health and status ------------------------------------------------------------
@@ -388,6 +488,7 @@ class RegistryApp:
         return AgentCounts(declared=len(catalog.agents) if catalog else 0, live=len(agents), **by), state
 
     async def status(self, request: Request) -> Response:
+        await self.read_access(request, await self.catalog())
         counts, state = await self.counts()
         protection = await self.store.protection()
         return json_model(Status(
@@ -407,7 +508,7 @@ class RegistryApp:
                 catalog_loaded = await self.store.get_catalog() is not None
                 agents = int(await self.redis.zcard(self.store.keys.leases))
                 protection = await self.store.protection()
-            except (RedisUnavailableError, rexc.RedisError, OSError):
+            except REDIS_TROUBLE + (rexc.RedisError, OSError):
                 redis_ok = False
         ok = redis_ok and catalog_loaded
         return json_model(Health(status="ok" if ok else "degraded", redis=redis_ok,
@@ -422,7 +523,7 @@ class RegistryApp:
                               headers={"Retry-After": str(self.config.retry_after_seconds)})
         try:
             loaded = await self.store.get_catalog() is not None
-        except RedisUnavailableError:
+        except REDIS_TROUBLE:
             loaded = False
         if not loaded:
             return error_json(503, "no_catalog", "no catalog loaded",
@@ -430,7 +531,7 @@ class RegistryApp:
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        with contextlib.suppress(RedisUnavailableError):
+        with contextlib.suppress(*REDIS_TROUBLE):
             await self.counts()
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -439,15 +540,27 @@ class RegistryApp:
 
     # -- wiring -------------------------------------------------------------------
 
-    def timed(self, route: str, endpoint: Callable[[Request], Awaitable[Response]]
+    def timed(self, route: str, endpoint: Callable[[Request], Awaitable[Response]], *, queued: bool = True
               ) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint with its latency metric and error mapping; ``queued``: it waits for a handler slot."""
         histogram = self.metrics.request_latency
         children: dict[str, Any] = {}
+        slots, wait = self._slots, self.config.queue_timeout
 
         async def handler(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                return await endpoint(request)
+                if not queued:
+                    return await endpoint(request)
+                try:
+                    await asyncio.wait_for(slots.acquire(), wait)
+                except asyncio.TimeoutError:
+                    raise BusyError(f"busy: no handler slot within {wait} s; retry later") from None
+                try:
+                    # the watch's stream runs after this returns: it holds no slot while it streams
+                    return await endpoint(request)
+                finally:
+                    slots.release()
             except Exception as exc:
                 return self.error_response(request, exc)
             finally:
@@ -468,6 +581,9 @@ class RegistryApp:
             return error_json(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
         if isinstance(exc, ForbiddenError):
             return error_json(403, "forbidden", str(exc))
+        if isinstance(exc, HealthUrlError):
+            return error_json(422, "invalid", [FieldError(loc=["body", "health_url"], msg=str(exc),
+                                                          type="health_url").model_dump()])
         if isinstance(exc, NotDeclaredError):
             return error_json(403, "not_declared", str(exc))
         if isinstance(exc, FieldConflictError):
@@ -476,6 +592,12 @@ class RegistryApp:
             return error_json(409, "swarm_mismatch", str(exc))
         if isinstance(exc, NoCatalogError):
             return error_json(503, "no_catalog", str(exc), headers=retry)
+        if isinstance(exc, BusyError):
+            return error_json(503, "busy", str(exc), headers=retry)
+        if isinstance(exc, RedisRefusedError):
+            # a refusal that will not pass by itself (NOPERM, WRONGTYPE): the operator must act
+            log.error("%s %s: 503: %s", request.method, request.url.path, exc)
+            return error_json(503, "redis_refused", str(exc), headers=retry)
         if isinstance(exc, (RedisUnavailableError, rexc.RedisError)):
             # Redis down or refusing (OOM, READONLY, NOPERM, BUSY): the client retries later.
             log.warning("%s %s: 503: %s", request.method, request.url.path, exc)
@@ -499,7 +621,7 @@ class RegistryApp:
             Route("/catalog", t("/catalog", self.get_catalog), methods=["GET"]),
             Route("/status", t("/status", self.status), methods=["GET"]),
             Route("/health", t("/health", self.health), methods=["GET"]),
-            Route("/health/live", t("/health/live", self.live), methods=["GET"]),
+            Route("/health/live", t("/health/live", self.live, queued=False), methods=["GET"]),
             Route("/health/ready", t("/health/ready", self.ready), methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),

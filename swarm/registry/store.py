@@ -15,8 +15,8 @@ health prober), imm (digests of the immutable fields)},
 ``catalog`` string JSON {digest, revision, catalog} (in that order), ``protection`` string (ms
 since protection began), ``status`` (written by the reconciler, read here).
 
-Every redis-py connection or timeout error is re-raised as
-:class:`~swarm.errors.RedisUnavailableError` (the server answers 503).
+Every redis-py error is re-raised through :func:`swarm.foreign.redis_error`
+(:func:`redis_errors`); the server answers 503 to it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from swarm.desired import RegistryCatalog
-from swarm.errors import ConflictError, RedisUnavailableError
+from swarm.errors import ConflictError, RedisRefusedError, RedisUnavailableError
+from swarm.foreign import REDIS_ERRORS, redis_error
 from swarm.keys import SwarmKeys, as_text
 from swarm.registry.admission import heartbeat_interval, immutable_values
 from swarm.registry.models import AgentFields, AgentStatus, CatalogPutResult, CatalogState, Registration, canonical_json
@@ -213,27 +214,25 @@ SNAPSHOT_ATTEMPTS = 20
 #: Bytes at the start of the stored catalog that hold its digest and revision.
 CATALOG_HEAD = 2048  # > 75 + the longest JSON of a 256-char revision
 BREAKER_CRITICAL = frozenset({"open", "half_open"})
-#: Redis trouble that becomes RedisUnavailableError (503 with Retry-After): the connection
-#: failing, and Redis refusing the command (ResponseError: OOM over maxmemory, READONLY
-#: replica, NOPERM, BUSY script, MISCONF, LOADING): nothing a retry later cannot cure.
-_REDIS_ERRORS = (rexc.RedisError, OSError)
+
+
+#: What :func:`redis_errors` raises: callers that must go on (loops, health) catch these.
+REDIS_TROUBLE: tuple[type[Exception], ...] = (RedisUnavailableError, RedisRefusedError)
 
 
 @asynccontextmanager
 async def redis_errors(what: str) -> AsyncIterator[None]:
-    """Re-raise Redis connection trouble and refusals as RedisUnavailableError."""
+    """Re-raise redis-py trouble through :func:`swarm.foreign.redis_error`.
+
+    The connection failing and refusals that pass (OOM, READONLY, BUSY, LOADING ...)
+    become :class:`~swarm.errors.RedisUnavailableError`; other refusals (NOPERM,
+    WRONGTYPE ...) :class:`~swarm.errors.RedisRefusedError`. The server answers 503
+    to both; background loops log and retry both.
+    """
     try:
         yield
-    except _REDIS_ERRORS as exc:
-        raise RedisUnavailableError(_unavailable(what, exc)) from exc
-
-
-def _unavailable(what: str, exc: BaseException) -> str:
-    if isinstance(exc, rexc.ResponseError):
-        return f"redis refused {what}: {exc}"
-    return f"redis unavailable during {what}: {exc}"
-
-
+    except REDIS_ERRORS as exc:
+        raise redis_error(exc, what) from exc
 
 
 @dataclass(frozen=True)
@@ -356,8 +355,8 @@ class RegistryStore:
                 res = await self.redis.evalsha(script.sha, 2, self._leases, self.keys.agent(agent_id), agent_id)
             except rexc.NoScriptError:
                 res = await script(keys=[self._leases, self.keys.agent(agent_id)], args=[agent_id])
-        except _REDIS_ERRORS as exc:
-            raise RedisUnavailableError(_unavailable("heartbeat", exc)) from exc
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, "heartbeat") from exc
         if int(res[0]) < 0:
             return None
         return int(res[0]), int(res[1]), int(res[2])
@@ -382,6 +381,11 @@ class RegistryStore:
         if score is None or row[0] is None:
             return None
         return _registration(row, int(score), _now_ms(now), breaker, catalog)
+
+    async def registered_ids(self) -> builtins.list[str]:
+        """Ids holding a lease now (live or expiring)."""
+        async with redis_errors("lease read"):
+            return [as_text(m) for m in await self.redis.zrange(self.keys.leases, 0, -1)]
 
     async def list(self, catalog: RegistryCatalog | None) -> list[Registration]:
         """Every registered agent (live or expiring), sorted by id."""
@@ -463,7 +467,7 @@ class RegistryStore:
         try:
             async with redis_errors("ping"):
                 return bool(await self.redis.ping())
-        except RedisUnavailableError:
+        except REDIS_TROUBLE:
             return False
 
     # -- events ------------------------------------------------------------------

@@ -33,10 +33,9 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-from swarm.errors import RedisUnavailableError
 from swarm.registry.metrics import RegistryMetrics
 from swarm.registry.models import SweepInfo
-from swarm.registry.store import RegistryStore
+from swarm.registry.store import REDIS_TROUBLE, RegistryStore
 
 log = logging.getLogger("swarm.registry.sweeper")
 
@@ -74,7 +73,7 @@ class LeaseSweeper:
             return self.fixed_interval
         try:
             ttl = await self.ttl_seconds()
-        except RedisUnavailableError:
+        except REDIS_TROUBLE:
             ttl = None
         return max(MIN_INTERVAL, (ttl or 10.0) / 10)
 
@@ -95,7 +94,7 @@ class LeaseSweeper:
             self._owed = False
             outcome = await self.store.sweep(min_protect=self.min_protect, ratio=self.ratio)
             self._last_ok = time.monotonic()
-        except RedisUnavailableError as exc:
+        except REDIS_TROUBLE as exc:
             self._owed = True
             self.metrics.sweeps.labels(result="error").inc()
             log.warning("sweep skipped: %s", exc)

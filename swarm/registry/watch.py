@@ -19,7 +19,9 @@ of the last event it includes, then continues from there. The same check runs
 again after every backlog page, since the stream may be trimmed while a slow
 client is still reading its backlog.
 
-Filters ``capability`` and ``topic`` apply to events that carry an agent
+Each client sees the events as its token allows: metadata keys the catalog marks
+private are removed from other agents' events (the redacted frame is also
+encoded once per entry). Filters ``capability`` and ``topic`` apply to events that carry an agent
 registration; events without one (catalog-changed, a prober's health events
 without those fields) always pass.
 """
@@ -38,9 +40,11 @@ from redis.asyncio.retry import Retry
 from sse_starlette import ServerSentEvent
 
 from swarm.keys import as_text
-from swarm.errors import RedisUnavailableError
+from swarm.backoff import Backoff
+from swarm.registry.auth import EVERYONE, Reader
 from swarm.registry.config import WATCH_BLOCK_MS, WATCH_READ_MARGIN
-from swarm.registry.store import RegistryStore, _id_tuple, redis_errors
+from swarm.registry.models import redact_metadata
+from swarm.registry.store import REDIS_TROUBLE, RegistryStore, _id_tuple, redis_errors
 
 log = logging.getLogger("swarm.registry.watch")
 
@@ -70,13 +74,14 @@ class Entry:
     """One stream entry, shared by every subscriber: its JSON is parsed and its SSE
     frame encoded at most once, however many clients it fans out to."""
 
-    __slots__ = ("id", "fields", "_data", "_frame")
+    __slots__ = ("id", "fields", "_data", "_frame", "_redacted")
 
     def __init__(self, entry_id: str, fields: dict[str, str]) -> None:
         self.id = entry_id
         self.fields = fields
         self._data: Any = _UNPARSED
         self._frame: bytes | None = None
+        self._redacted: tuple[frozenset[str], bytes] | None = None
 
     @property
     def data(self) -> Any:
@@ -93,6 +98,23 @@ class Entry:
                 id=self.id, event=self.fields.get("type", "message"), data=self.fields.get("data", "{}"), sep=SSE_SEP
             ).encode()
         return self._frame
+
+    def frame_for(self, private: frozenset[str], reader: Reader) -> bytes:
+        """The frame ``reader`` may see: without the ``private`` metadata keys unless it
+        is the agent of the event or the admin (encoded once per private set)."""
+        if not private or reader.sees_private_of(self.fields.get("agent", "")):
+            return self.frame()
+        cached = self._redacted
+        if cached is None or cached[0] != private:
+            data = self.data
+            redacted = redact_metadata(data, private) if isinstance(data, dict) else data
+            if redacted is data:
+                frame = self.frame()
+            else:
+                frame = ServerSentEvent(id=self.id, event=self.fields.get("type", "message"),
+                                        data=json.dumps(redacted, separators=(",", ":")), sep=SSE_SEP).encode()
+            cached = self._redacted = (private, frame)
+        return cached[1]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Entry) and (self.id, self.fields) == (other.id, other.fields)
@@ -159,6 +181,7 @@ class WatchHub:
 
     async def run(self, stop_event: asyncio.Event) -> None:
         key = self.store.keys.events
+        backoff = Backoff(base=0.1, cap=2.0)
         while not stop_event.is_set():
             try:
                 if self.position is None:
@@ -168,14 +191,15 @@ class WatchHub:
                         "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
                         await self.reader.xread({key: self.position}, count=PAGE, block=self.block_ms),
                     )
-            except RedisUnavailableError as exc:
+            except REDIS_TROUBLE as exc:
                 log.warning("watch reader: %s; retrying", exc)
-                await _sleep_or_stop(stop_event, 0.5)
+                await _sleep_or_stop(stop_event, backoff.next_delay())
                 continue
             except Exception:  # a bug or an odd reply must not stop every watch for good
                 log.exception("watch reader failed; retrying")
-                await _sleep_or_stop(stop_event, 0.5)
+                await _sleep_or_stop(stop_event, backoff.next_delay())
                 continue
+            backoff.reset()
             self.reads += 1
             for _stream, entries in reply or []:
                 for raw_id, fields in entries:
@@ -209,11 +233,12 @@ def matches(data: Any, capability: str | None, topic: str | None) -> bool:
     return True
 
 
-def sse_event(entry: Entry, capability: str | None, topic: str | None) -> bytes | None:
-    """The encoded SSE frame of a stream entry, or None when filtered out."""
+def sse_event(entry: Entry, capability: str | None, topic: str | None,
+              private: frozenset[str] = frozenset(), reader: Reader = EVERYONE) -> bytes | None:
+    """The encoded SSE frame of a stream entry as ``reader`` may see it, or None when filtered out."""
     if (capability is not None or topic is not None) and not matches(entry.data, capability, topic):
         return None
-    return entry.frame()
+    return entry.frame_for(private, reader)
 
 
 async def event_stream(
@@ -224,8 +249,14 @@ async def event_stream(
     reset: bool,
     capability: str | None,
     topic: str | None,
+    private: frozenset[str] = frozenset(),
+    reader: Reader = EVERYONE,
 ) -> AsyncIterator[dict[str, str] | bytes]:
-    """Yield backlog then live events for one subscribed client; unsubscribes at the end."""
+    """Yield backlog then live events for one subscribed client; unsubscribes at the end.
+
+    Private metadata keys (``private``) are removed from every event and snapshot
+    entry ``reader`` may not see them in (another agent's, for an agent's token).
+    """
     store = hub.store
     sent = start_after
 
@@ -233,7 +264,8 @@ async def event_stream(
         catalog_state = await store.get_catalog()
         snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
         dumped = (a.model_dump(mode="json") for a in snap.agents)
-        agents = [data for data in dumped if matches(data, capability, topic)]
+        agents = [data if reader.sees_private_of(data["agent_id"]) else redact_metadata(data, private)
+                  for data in dumped if matches(data, capability, topic)]
         return {"id": snap.last_id, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
 
     try:
@@ -255,7 +287,7 @@ async def event_stream(
                 continue
             for entry in page:
                 sent = entry.id
-                event = sse_event(entry, capability, topic)
+                event = sse_event(entry, capability, topic, private, reader)
                 if event is not None:
                     yield event
             if len(page) < PAGE:
@@ -271,10 +303,10 @@ async def event_stream(
             if _id_tuple(live.id) <= _id_tuple(sent):
                 continue
             sent = live.id
-            event = sse_event(live, capability, topic)
+            event = sse_event(live, capability, topic, private, reader)
             if event is not None:
                 yield event
-    except RedisUnavailableError as exc:
+    except REDIS_TROUBLE as exc:
         log.warning("watch client ended: %s", exc)
     finally:
         hub.unsubscribe(sub)

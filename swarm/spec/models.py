@@ -81,6 +81,8 @@ Url = Annotated[
 ]
 
 API_VERSION = "swarm/v1"
+#: Metadata keys private by default: what agents put credentials under.
+DEFAULT_PRIVATE_METADATA: tuple[str, ...] = ("api_key", "password", "secret", "token")
 
 
 class _Model(BaseModel):
@@ -101,6 +103,17 @@ class RegistrySettings(_Model):
     )
     allow_undeclared: bool = Field(
         default=False, description="Accept registrations of agents that the spec does not declare."
+    )
+    public_reads: bool = Field(
+        default=False,
+        description="Serve GET /agents, /agents/{id}, /agents/watch, /catalog and /status without a token. "
+        "Default false: with a registry secret, reads need an agent's, the admin or the read token "
+        "(`swarm token --read`).",
+    )
+    private_metadata: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=lambda: list(DEFAULT_PRIVATE_METADATA),
+        description="Metadata keys the registry returns only to the agent itself and the admin "
+        "(never to another agent's token, the read token or a public read).",
     )
 
     @property

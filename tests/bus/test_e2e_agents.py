@@ -147,27 +147,27 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
 
         # The registry's prober checked both live agents and left their breakers closed.
         for agent_id in ("sender", "receiver"):
-            wait_until(lambda: httpx.get(f"{registry.url}/agents/{agent_id}", timeout=5).status_code == 200)
+            wait_until(lambda: registry.get(f"/agents/{agent_id}", timeout=5).status_code == 200)
             state = await admin.hget(f"swarm:{{duo}}:breaker:{agent_id}", "state")
             deadline = time.monotonic() + 10
             while state is None and time.monotonic() < deadline:
                 time.sleep(0.1)
                 state = await admin.hget(f"swarm:{{duo}}:breaker:{agent_id}", "state")
             assert state == "closed"
-            assert httpx.get(f"{registry.url}/agents/{agent_id}", timeout=5).json()["status"] == "healthy"
+            assert registry.get(f"/agents/{agent_id}", timeout=5).json()["status"] == "healthy"
 
         # The receiver dies; its lease is still live, so the prober keeps checking it: with
         # failure_threshold 1 the second failed check opens its breaker, the registry lists
         # it as critical and its watch stream carries the breaker-opened event.
         agents[0].kill()
-        wait_until(lambda: httpx.get(f"{registry.url}/agents/receiver", timeout=5).json()["status"] == "critical")
+        wait_until(lambda: registry.get(f"/agents/receiver", timeout=5).json()["status"] == "critical")
         events = await admin.xrange("swarm:{duo}:events")
         assert [(e[1]["type"], e[1]["agent"]) for e in events if e[1]["type"].startswith("breaker")] == [
             ("breaker-opened", "receiver")
         ]
         # ... and a watcher of the registry gets it as an SSE event (resuming just before it)
         at = next(i for i, e in enumerate(events) if e[1]["type"] == "breaker-opened")
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
             async with http.stream("GET", f"{registry.url}/agents/watch",
                                    headers={"Last-Event-ID": events[at - 1][0]}) as resp:
                 event = await SSEReader(resp).next_event()

@@ -41,7 +41,7 @@ STATUS_KEY = "swarm:{research}:status"
 
 
 def cli_env() -> dict[str, str]:
-    return {**os.environ, "SWARM_REGISTRY_SECRET": TEST_SECRET, "SWARM_ADMIN_TOKEN": admin_token(TEST_SECRET)}
+    return {**os.environ, "SWARM_REGISTRY_SECRET": TEST_SECRET, "SWARM_ADMIN_TOKEN": admin_token(TEST_SECRET, "research")}
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -111,5 +111,5 @@ def daemon_factory(live: RegistryProcess, tmp_path: Path) -> Iterator[Callable[.
 def catalog_digest_live(live: RegistryProcess) -> str | None:
     import httpx
 
-    r = httpx.get(live.url + "/catalog", timeout=5)
+    r = live.get("/catalog", timeout=5)
     return None if r.status_code == 404 else str(json.loads(r.text)["catalog"]["spec_digest"])

@@ -96,14 +96,14 @@ def test_empty_spec_is_refused_without_force_prune(live: RegistryProcess, spec_d
     doc = json.loads(refused.stdout)
     assert doc["state"] == "refused" and doc["applied"] == []
     assert "6 of 6 agents" in doc["status"]["last_error"]["message"] and "--force-prune" in doc["status"]["message"]
-    catalog = httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]
+    catalog = live.get("/catalog", timeout=5).json()["catalog"]
     assert len(catalog["agents"]) == 6, "nothing was applied"
     status = json.loads(run_cli("status", str(spec_dir), "--redis-url", live.redis.url, "-o", "json", cwd=tmp_path).stdout)
     assert status["state"] == "refused"
 
     forced = run_cli("reconcile", str(empty), *urls, "--once", "--force-prune", cwd=tmp_path)
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"] == {}
+    assert live.get("/catalog", timeout=5).json()["catalog"]["agents"] == {}
 
 
 def test_up_passes_force_prune_to_the_watch_loop(monkeypatch: pytest.MonkeyPatch) -> None:

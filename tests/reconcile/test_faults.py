@@ -74,7 +74,7 @@ def test_sigkill_mid_apply_then_restart_converges_without_repeats(
         assert sum(1 for u in r.acl_users() if u.startswith("swarm-research-extra-")) == 100
     finally:
         r.close()
-    pushed = len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"])
+    pushed = len(live.get("/catalog", timeout=5).json()["catalog"]["agents"])
     assert pushed == (106 if step == "push-catalog" else 6)
 
     d.env = {}
@@ -84,11 +84,11 @@ def test_sigkill_mid_apply_then_restart_converges_without_repeats(
     redone = [a["kind"] for a in done.last_applied.actions]
     assert "put-redis-user" not in redone, "the users written before the kill are not written again"
     assert redone.count("push-catalog") == (0 if step == "push-catalog" else 1), redone
-    assert len(httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]) == 106
+    assert len(live.get("/catalog", timeout=5).json()["catalog"]["agents"]) == 106
     events = catalog_events(live)
     assert len(events) == 2, f"one catalog-changed event per distinct catalog, got {events}"
     for agent in ("architect", "reviewer"):  # no registration lost
-        assert httpx.get(f"{live.url}/agents/{agent}", timeout=5).status_code == 200
+        assert live.get(f"/agents/{agent}", timeout=5).status_code == 200
     d.wait_for(lambda s: s.passes >= done.passes + 1)  # a resync later: still nothing to do
     assert len(catalog_events(live)) == 2
 
@@ -134,7 +134,7 @@ def test_redis_stopped_mid_apply_retries_and_converges(
     # Streams, groups and documents survive in the append-only file and are not redone;
     # ACL users live only in Redis's memory (no aclfile), so the restart lost them: re-created.
     assert redone == ["push-catalog", "put-redis-user"], redone
-    assert "fact-checker" in httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]
+    assert "fact-checker" in live.get("/catalog", timeout=5).json()["catalog"]["agents"]
     assert len(catalog_events(live)) == 2
 
 
@@ -158,5 +158,5 @@ def test_registry_stopped_mid_apply_waits_then_converges_without_repeats(
     assert done.last_error is None and done.waiting_for is None and done.last_applied is not None
     assert [a["kind"] for a in done.last_applied.actions] == ["push-catalog"], "the bus part is not redone"
     assert catalog_digest_live(live) != before
-    assert "fact-checker" in httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]["agents"]
+    assert "fact-checker" in live.get("/catalog", timeout=5).json()["catalog"]["agents"]
     assert len(catalog_events(live)) == 2, "one push per distinct catalog"

@@ -17,7 +17,7 @@ from tests.registry.conftest import RegistryProcess
 
 def reconciler(live: RegistryProcess, spec_dir: Path, **options: Any) -> Reconciler:
     config = ReconcileConfig(spec_paths=[spec_dir], registry_url=live.url, redis_url=live.redis.url, **options)
-    return Reconciler(config, make_ports_factory(admin_token(TEST_SECRET), TEST_SECRET))
+    return Reconciler(config, make_ports_factory(admin_token(TEST_SECRET, "research"), TEST_SECRET))
 
 
 def catalog_events(live: RegistryProcess) -> int:
@@ -35,14 +35,14 @@ def test_converges_then_second_pass_applies_nothing(live: RegistryProcess, spec_
         first = rec.run_pass("start")
         assert first.state == "synced", first.status
         assert first.applied[-1].kind is ActionKind.PUSH_CATALOG
-        catalog = httpx.get(live.url + "/catalog", timeout=5).json()
+        catalog = live.get("/catalog", timeout=5).json()
         assert sorted(catalog["catalog"]["agents"]) == [
             "architect", "auditor", "paper-researcher", "reviewer", "summarizer", "web-researcher"
         ]
         second = rec.run_pass("resync")
         assert second.state == "synced" and second.applied == []
         assert catalog_events(live) == 1
-        status = httpx.get(live.url + "/status", timeout=5).json()
+        status = live.get("/status", timeout=5).json()
         assert status["reconcile"]["state"] == "synced"
         assert status["reconcile"]["last_applied"]["digest"] == rec.good.digest  # type: ignore[union-attr]
     finally:
@@ -59,7 +59,7 @@ def test_removed_agent_evicted_only_with_prune(live: RegistryProcess, spec_dir: 
         result = rec.run_pass("file")
         assert result.state == "synced"
         assert "agent reviewer will be evicted: no longer declared" in (result.status.held_back if result.status else [])
-        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 200
+        assert live.get("/agents/reviewer", timeout=5).status_code == 200
     finally:
         rec.close()
     pruning = reconciler(live, spec_dir, prune=True)
@@ -68,7 +68,7 @@ def test_removed_agent_evicted_only_with_prune(live: RegistryProcess, spec_dir: 
         assert result.state == "synced", result.status
         done = [a.description for a in result.applied]
         assert "agent reviewer will be evicted: no longer declared" in done
-        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 404
+        assert live.get("/agents/reviewer", timeout=5).status_code == 404
         assert live.register("reviewer").status_code == 403, "the catalog no longer admits it"
     finally:
         pruning.close()
@@ -92,7 +92,7 @@ def test_removal_stays_held_back_across_passes_and_restarts(live: RegistryProces
         result = restarted.run_pass("start")
         assert result.state == "synced" and result.applied == []
         assert "agent reviewer will be evicted: no longer declared" in (result.status.held_back if result.status else [])
-        assert httpx.get(live.url + "/agents/reviewer", timeout=5).status_code == 200
+        assert live.get("/agents/reviewer", timeout=5).status_code == 200
     finally:
         restarted.close()
     plan = run_cli("plan", str(spec_dir), "--registry-url", live.url, "--redis-url", live.redis.url, cwd=spec_dir.parent)
@@ -111,13 +111,13 @@ def test_hand_made_registration_is_evicted_by_a_resync_without_prune(live: Regis
         row["doc"] = row["doc"].replace('"architect"', '"ghost"')
         client.hset("swarm:{research}:agent:ghost", mapping=row)
         client.zadd("swarm:{research}:leases", {"ghost": client.zscore("swarm:{research}:leases", "architect")})
-        assert httpx.get(live.url + "/agents/ghost", timeout=5).status_code == 200
+        assert live.get("/agents/ghost", timeout=5).status_code == 200
         result = rec.run_pass("resync")
         assert result.state == "synced", result.status
         assert [a.target for a in result.applied if a.kind is ActionKind.EVICT_AGENT] == ["ghost"]
         assert result.status is not None and any("ghost" in d for d in result.status.drift)
-        assert httpx.get(live.url + "/agents/ghost", timeout=5).status_code == 404
-        assert httpx.get(live.url + "/agents/architect", timeout=5).status_code == 200
+        assert live.get("/agents/ghost", timeout=5).status_code == 404
+        assert live.get("/agents/architect", timeout=5).status_code == 200
     finally:
         client.close()
         rec.close()

@@ -95,6 +95,13 @@ def _project(tmp_path: Path, spec_dir: Path) -> Path:
     return tmp_path
 
 
+def _read_headers(project: Path) -> dict[str, str]:
+    """The registry's read token: `swarm up` keeps the secret it generated in .swarm/secret."""
+    from swarm.registry.auth import read_token
+
+    return {"Authorization": f"Bearer {read_token((project / '.swarm' / 'secret').read_text().strip(), 'research')}"}
+
+
 def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir: Path, tmp_path: Path) -> None:
     project = _project(tmp_path, spec_dir)
     env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
@@ -104,8 +111,10 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         registry, redis_url = up.url("registry"), up.url("redis")
         agent_ports = {int(p) for p in re.findall(r"demo: started agent \S+ on port (\d+)", up.text())}
 
+        read = _read_headers(project)
+
         def agents() -> dict[str, dict[str, object]]:
-            return {a["agent_id"]: a for a in httpx.get(registry + "/agents", timeout=5).json()["agents"]}
+            return {a["agent_id"]: a for a in httpx.get(registry + "/agents", headers=read, timeout=5).json()["agents"]}
 
         up.wait_until(lambda: set(agents()) == set(REGISTERED), "every demo agent to register")
         first = agents()
@@ -114,7 +123,7 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
             lambda: all(a["lease_expires_at"] > first[i]["lease_expires_at"] for i, a in agents().items()),  # type: ignore[operator]
             "a heartbeat from every demo agent",
         )
-        status = httpx.get(registry + "/status", timeout=5).json()["reconcile"]
+        status = httpx.get(registry + "/status", headers=read, timeout=5).json()["reconcile"]
         assert status["state"] == "synced" and status["live"]["agents_declared"] == 6
         assert (project / "compiled" / "research" / "agents" / "architect" / "server.py").is_file()
         assert oct((project / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
@@ -140,7 +149,7 @@ def test_up_with_redis_url_needs_no_redis_server(spec_dir: Path, tmp_path: Path,
     try:
         up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
         assert up.url("redis") == redis_server.url
-        catalog = httpx.get(up.url("registry") + "/catalog", timeout=10).json()
+        catalog = httpx.get(up.url("registry") + "/catalog", headers=_read_headers(tmp_path), timeout=10).json()
         assert len(catalog["catalog"]["agents"]) == 6
         client = redis_server.client(decode_responses=True)
         try:

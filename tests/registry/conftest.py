@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from swarm.desired import DeclaredAgent, RegistryCatalog, RegistryDefaults, TopicRights
-from swarm.registry.auth import admin_token, agent_token
+from swarm.registry.auth import admin_token, agent_token, read_token
 from swarm.registry.catalog_push import push_catalog
 from swarm.registry.models import CatalogPutResult
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
@@ -96,7 +96,21 @@ class RegistryProcess:
 
     def agent_token(self, agent_id: str) -> str:
         assert self.secret is not None, "insecure registry: no tokens"
-        return agent_token(self.secret, agent_id)
+        return agent_token(self.secret, self.swarm, agent_id)
+
+    def read_token(self) -> str:
+        assert self.secret is not None, "insecure registry: no tokens"
+        return read_token(self.secret, self.swarm)
+
+    def read_headers(self) -> dict[str, str]:
+        """The read-only token's header (reads need a token unless the catalog says public_reads)."""
+        return {"Authorization": f"Bearer {self.read_token()}"} if self.secret else {}
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        """GET ``path`` with the read token (unless ``headers`` are given)."""
+        kwargs.setdefault("headers", self.read_headers())
+        kwargs.setdefault("timeout", 10)
+        return httpx.get(self.url + path, **kwargs)  # type: ignore[arg-type]
 
     def agent_headers(self, agent_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.agent_token(agent_id)}"} if self.secret else {}
@@ -162,7 +176,7 @@ def registry_factory(redis_factory: Callable[..., RedisServer], tmp_path: Path) 
         run_env = {"SWARM_REGISTRY_SECRET": secret or "", "SWARM_ADMIN_TOKEN": "", **(env or {})}
         server = ProcessServer(args, port=port, env=run_env, cwd=REPO, log=log)
         proc = RegistryProcess(server=server, redis=redis, swarm=swarm, secret=secret if not insecure or secret else None,
-                               log=log, admin=admin_token(secret) if secret else None)
+                               log=log, admin=admin_token(secret, swarm) if secret else None)
         started.append(proc)
         return proc.start() if start else proc
 

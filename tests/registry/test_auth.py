@@ -1,4 +1,7 @@
-"""Registry auth: HMAC agent tokens, the admin token, and the insecure switch."""
+"""Registry auth: HMAC agent tokens, the admin token, and the insecure switch.
+
+Read tokens, private metadata and swarm-bound tokens against real registries are
+in test_hardening.py."""
 
 from __future__ import annotations
 
@@ -11,16 +14,28 @@ import httpx
 import pytest
 
 from swarm.errors import AuthError
-from swarm.registry.auth import Authorizer, ForbiddenError, MissingTokenError, admin_token, agent_token, bearer_token
+from swarm.registry.auth import (
+    Authorizer,
+    ForbiddenError,
+    MissingTokenError,
+    Reader,
+    admin_token,
+    agent_token,
+    bearer_token,
+    read_token,
+)
 from tests.registry.conftest import REPO, RegistryFactory, RegistryProcess
 
 
-def test_agent_token_is_documented_hmac() -> None:
-    expected = hmac.new(b"k", b"agent:architect", hashlib.sha256).hexdigest()
-    assert agent_token("k", "architect") == expected
-    assert agent_token("k", "architect") != agent_token("k", "reviewer")
-    assert agent_token("k", "architect") != agent_token("k2", "architect")
-    assert admin_token("k") == hmac.new(b"k", b"admin", hashlib.sha256).hexdigest()
+def test_tokens_are_the_documented_hmacs_bound_to_the_swarm() -> None:
+    expected = hmac.new(b"k", b"agent:research:architect", hashlib.sha256).hexdigest()
+    assert agent_token("k", "research", "architect") == expected
+    assert agent_token("k", "research", "architect") != agent_token("k", "research", "reviewer")
+    assert agent_token("k", "research", "architect") != agent_token("k2", "research", "architect")
+    assert agent_token("k", "research", "architect") != agent_token("k", "other", "architect")
+    assert admin_token("k", "research") == hmac.new(b"k", b"admin:research", hashlib.sha256).hexdigest()
+    assert read_token("k", "research") == hmac.new(b"k", b"read:research", hashlib.sha256).hexdigest()
+    assert admin_token("k", "research") != admin_token("k", "other")
 
 
 def test_bearer_parsing() -> None:
@@ -32,21 +47,41 @@ def test_bearer_parsing() -> None:
 
 
 def test_authorizer_rules() -> None:
-    auth = Authorizer.create("k", None, enabled=True)
-    auth.require_agent(f"Bearer {agent_token('k', 'a')}", "a")
-    auth.require_agent(f"Bearer {admin_token('k')}", "a")
-    auth.require_admin(f"Bearer {admin_token('k')}")
+    auth = Authorizer.create("k", None, swarm="s", enabled=True)
+    auth.require_agent(f"Bearer {agent_token('k', 's', 'a')}", "a")
+    auth.require_agent(f"Bearer {admin_token('k', 's')}", "a")
+    auth.require_admin(f"Bearer {admin_token('k', 's')}")
     with pytest.raises(MissingTokenError):
         auth.require_agent(None, "a")
     with pytest.raises(ForbiddenError):
-        auth.require_agent(f"Bearer {agent_token('k', 'b')}", "a")
+        auth.require_agent(f"Bearer {agent_token('k', 's', 'b')}", "a")
     with pytest.raises(ForbiddenError):
-        auth.require_admin(f"Bearer {agent_token('k', 'a')}")
-    explicit = Authorizer.create("k", "root", enabled=True)
+        auth.require_agent(f"Bearer {agent_token('k', 'other', 'a')}", "a")
+    with pytest.raises(ForbiddenError):
+        auth.require_agent(f"Bearer {read_token('k', 's')}", "a")
+    with pytest.raises(ForbiddenError):
+        auth.require_admin(f"Bearer {agent_token('k', 's', 'a')}")
+    with pytest.raises(ForbiddenError):
+        auth.require_admin(f"Bearer {read_token('k', 's')}")
+    explicit = Authorizer.create("k", "root", swarm="s", enabled=True)
     explicit.require_admin("Bearer root")
     with pytest.raises(AuthError):
-        explicit.require_admin(f"Bearer {admin_token('k')}")
-    Authorizer.create(None, None, enabled=False).require_admin(None)
+        explicit.require_admin(f"Bearer {admin_token('k', 's')}")
+    Authorizer.create(None, None, swarm="s", enabled=False).require_admin(None)
+
+
+def test_reader_rules() -> None:
+    auth = Authorizer.create("k", None, swarm="s", enabled=True)
+    ids = {"a", "b"}
+    assert auth.reader(f"Bearer {admin_token('k', 's')}", public=False, agent_ids=ids).admin
+    assert auth.reader(f"Bearer {agent_token('k', 's', 'a')}", public=False, agent_ids=ids) == Reader(agent_id="a")
+    assert auth.reader(f"Bearer {read_token('k', 's')}", public=False, agent_ids=ids) == Reader()
+    assert auth.reader(None, public=True, agent_ids=ids) == Reader()
+    with pytest.raises(MissingTokenError):
+        auth.reader(None, public=False, agent_ids=ids)
+    for wrong in (read_token("k", "other"), agent_token("k", "s", "c"), agent_token("k", "other", "a"), "x"):
+        with pytest.raises(ForbiddenError):
+            auth.reader(f"Bearer {wrong}", public=True, agent_ids=ids)
 
 
 def test_agent_acts_only_on_itself_admin_on_all(registry: RegistryProcess) -> None:
@@ -65,11 +100,11 @@ def test_agent_acts_only_on_itself_admin_on_all(registry: RegistryProcess) -> No
     assert httpx.post(url + "/agents/architect/heartbeat", headers=mine).status_code == 200
     assert httpx.post(url + "/agents/reviewer/heartbeat", headers=admin).status_code == 200
     assert httpx.delete(url + "/agents/architect", headers=other).status_code == 403
-    assert httpx.get(url + "/agents/architect").status_code == 200  # reads are open
+    assert registry.get("/agents/architect").status_code == 200
     assert httpx.delete(url + "/agents/architect", headers=mine).status_code == 204
     assert httpx.delete(url + "/agents/reviewer", headers=admin).status_code == 204
     bad = {"Authorization": "Bearer nonsense"}
-    body = {"revision": None, "catalog": httpx.get(url + "/catalog").json()["catalog"]}
+    body = {"revision": None, "catalog": registry.get("/catalog", headers=admin).json()["catalog"]}
     assert httpx.put(url + "/catalog", json=body).status_code == 401
     assert httpx.put(url + "/catalog", json=body, headers=bad).status_code == 403
     assert httpx.put(url + "/catalog", json=body, headers=mine).status_code == 403
@@ -80,7 +115,7 @@ def test_admin_token_from_environment(registry_factory: RegistryFactory) -> None
     reg = registry_factory(env={"SWARM_ADMIN_TOKEN": "root-token"})
     reg.admin = "root-token"
     assert reg.push().changed is True
-    derived = {"Authorization": f"Bearer {admin_token(reg.secret or '')}"}
+    derived = {"Authorization": f"Bearer {admin_token(reg.secret or '', reg.swarm)}"}
     assert httpx.delete(reg.url + "/agents/architect", headers=derived).status_code == 403
 
 
@@ -103,14 +138,32 @@ def test_insecure_serves_without_auth(registry_factory: RegistryFactory) -> None
     assert "WITHOUT authentication" in reg.log_text()
 
 
+def _token(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "swarm", "token", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+
+
 def test_token_command_prints_the_agent_token() -> None:
     env = {"PATH": "/usr/bin:/bin", "SWARM_REGISTRY_SECRET": "k"}
-    out = subprocess.run([sys.executable, "-m", "swarm", "token", "architect"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and out.stdout.strip() == agent_token("k", "architect")
-    out = subprocess.run([sys.executable, "-m", "swarm", "token", "--admin"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == admin_token("k")
+    out = _token("architect", env=env)  # swarm 'research' from specs/
+    assert out.returncode == 0 and out.stdout.strip() == agent_token("k", "research", "architect")
+    out = _token("--admin", env=env)
+    assert out.returncode == 0 and out.stdout.strip() == admin_token("k", "research")
+    out = _token("--read", env=env)
+    assert out.returncode == 0 and out.stdout.strip() == read_token("k", "research")
+    out = _token("--admin", env={**env, "SWARM_ADMIN_TOKEN": "root"})
+    assert out.stdout.strip() == "root"
+
+
+def test_token_command_refuses_an_undeclared_agent() -> None:
+    env = {"PATH": "/usr/bin:/bin", "SWARM_REGISTRY_SECRET": "k"}
+    out = _token("nosuchagent", env=env)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "'nosuchagent' is not declared" in out.stderr and "architect" in out.stderr
+    out = _token("architect", "--spec", "no/such/dir", env=env)
+    assert out.returncode == 2 and out.stdout == ""
+    out = _token("architect\n", env=env)  # not a name: a trailing newline is refused too
+    assert out.returncode == 2 and out.stdout == ""
     out = subprocess.run([sys.executable, "-m", "swarm", "token", "architect"], env={"PATH": "/usr/bin:/bin"},
                          cwd=REPO, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "SWARM_REGISTRY_SECRET" in out.stderr

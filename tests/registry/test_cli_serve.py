@@ -32,7 +32,7 @@ def test_serve_takes_the_swarm_from_the_spec(repo_root: Path, redis_server: Redi
         port=port, env={"SWARM_REGISTRY_SECRET": SECRET}, log=tmp_path / "registry.log",
     ).start()
     try:
-        admin = admin_token(SECRET)
+        admin = admin_token(SECRET, "research")
         result = push_catalog(server.url, research_catalog(), "r1", admin)  # swarm 'research' is accepted
         assert result.changed
         with pytest.raises(SwarmError):  # and another swarm's catalog is refused: it serves 'research'

@@ -47,7 +47,7 @@ def client_for(registry: RegistryProcess, agent_id: str = "architect", **kw: Any
 
 
 async def get_agent(registry: RegistryProcess, agent_id: str = "architect") -> dict[str, Any] | None:
-    async with httpx.AsyncClient(base_url=registry.url, timeout=5) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), base_url=registry.url, timeout=5) as http:
         r = await http.get(f"/agents/{agent_id}")
     if r.status_code == 404:
         return None
@@ -187,12 +187,14 @@ async def test_refusals_map_to_swarm_error_types(registry: RegistryProcess) -> N
             await client.register({**ARCHITECT_METADATA, "version": "one"})
         assert not client.registered
         await client.register(ARCHITECT_METADATA)
-        with pytest.raises(ConflictError, match="capabilities"):
+        with pytest.raises(NotDeclaredError, match="capabilities that are not declared: juggling"):
             await client.register({**ARCHITECT_METADATA, "capabilities": ["planning", "juggling"]})
-        # a new version may change an immutable field
-        await client.register({**ARCHITECT_METADATA, "version": "1.1.0", "capabilities": ["planning", "juggling"]})
+        with pytest.raises(ConflictError, match="capabilities"):
+            await client.register({**ARCHITECT_METADATA, "capabilities": []})
+        # a new version may change an immutable field (within the declared capabilities)
+        await client.register({**ARCHITECT_METADATA, "version": "1.1.0", "capabilities": []})
         stored = await get_agent(registry)
-        assert stored is not None and stored["capabilities"] == ["juggling", "planning"]
+        assert stored is not None and stored["capabilities"] == []
 
 
 async def test_client_heartbeats_at_the_registrys_pace_when_its_lease_is_shorter(

@@ -43,6 +43,7 @@ def closed_url() -> str:
     [
         ({"agent_id": "Bad_Id"}, "agent_id 'Bad_Id'"),
         ({"agent_id": "-x"}, "agent_id '-x'"),
+        ({"agent_id": "architect\n"}, "agent_id 'architect"),  # re.match with $ would accept it
         ({"agent_id": "a" * 64}, "at most 63"),
         ({"registry_url": "ftp://x"}, "registry_url"),
         ({"ttl_seconds": 0}, "ttl_seconds"),

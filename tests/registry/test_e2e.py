@@ -67,14 +67,14 @@ def start_agent(compiled: Path, agent_id: str, *, registry_url: str, redis: Redi
         "AGENT_HOST": "127.0.0.1",
         "AGENT_PORT": str(port),
         "REDIS_URL": redis.url,
-        "SWARM_AGENT_TOKEN": agent_token(TEST_SECRET, agent_id),
+        "SWARM_AGENT_TOKEN": agent_token(TEST_SECRET, "research", agent_id),
     }
     args = [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port)]
     return ProcessServer(args, port=port, env=env, cwd=compiled / "agents" / agent_id, log=log).start()
 
 
 def listed(registry: RegistryProcess) -> dict[str, dict[str, Any]]:
-    r = httpx.get(registry.url + "/agents", timeout=5)
+    r = registry.get("/agents", timeout=5)
     r.raise_for_status()
     return {a["agent_id"]: a for a in r.json()["agents"]}
 
@@ -113,7 +113,7 @@ async def test_generated_agent_registers_renews_and_deregisters_on_sigterm(
 ) -> None:
     registry = registry_factory(redis_server)
     push_with_cli(compiled, registry)
-    assert httpx.get(registry.url + "/catalog").json()["catalog"]["settings"]["ttl_seconds"] == 3
+    assert registry.get("/catalog").json()["catalog"]["settings"]["ttl_seconds"] == 3
 
     agent = start_agent(compiled, ENABLED, registry_url=registry.url, redis=redis_server,
                         log=tmp_path / "agent.log")
@@ -133,7 +133,7 @@ async def test_generated_agent_registers_renews_and_deregisters_on_sigterm(
         assert renewed, "lease never renewed"
 
         # SIGTERM: deregistered, and watchers are told
-        async with httpx.AsyncClient(base_url=registry.url, timeout=httpx.Timeout(10, read=None)) as http:
+        async with httpx.AsyncClient(headers=registry.read_headers(), base_url=registry.url, timeout=httpx.Timeout(10, read=None)) as http:
             async with http.stream("GET", "/agents/watch") as response:
                 assert response.status_code == 200
                 reader = SSEReader(response)

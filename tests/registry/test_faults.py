@@ -46,7 +46,7 @@ async def test_redis_down_503_and_clients_recover_within_2s(
                                   token=registry.agent_token("architect"))
     late = AgentRegistryClient(registry.url, "reviewer", ttl_seconds=3, heartbeat_interval=1,
                                token=registry.agent_token("reviewer"))
-    async with running, late, httpx.AsyncClient(base_url=registry.url, timeout=5) as http:
+    async with running, late, httpx.AsyncClient(headers=registry.read_headers(), base_url=registry.url, timeout=5) as http:
         await running.register()
         await running.start_heartbeat_loop()
 
@@ -258,7 +258,7 @@ async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_r
     for agent_id in ("architect", "reviewer"):
         assert registry.register(agent_id).status_code == 201
     timeout = httpx.Timeout(10, read=None)
-    async with httpx.AsyncClient(base_url=registry.url, timeout=timeout) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), base_url=registry.url, timeout=timeout) as http:
         async with http.stream("GET", "/agents/watch") as response:
             reader = SSEReader(response)
             assert (await http.post("/agents/register", json={"agent_id": "web-researcher"},
@@ -278,7 +278,7 @@ async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_r
     registry.start()  # same port, same Redis
     assert registry.register("paper-researcher").status_code == 201
 
-    async with httpx.AsyncClient(base_url=registry.url, timeout=timeout) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), base_url=registry.url, timeout=timeout) as http:
         async with http.stream("GET", "/agents/watch", headers={"Last-Event-ID": last_id}) as response:
             assert response.status_code == 200
             resumed = await read_until(SSEReader(response), is_event("registered", "paper-researcher"))

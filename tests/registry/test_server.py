@@ -43,18 +43,19 @@ def test_ttl_is_capped_by_the_catalog(registry: RegistryProcess) -> None:
 
 
 def test_immutable_fields_conflict_at_same_version_but_not_across_versions(registry: RegistryProcess) -> None:
-    assert registry.register("architect").status_code == 201
-    conflict = registry.register("architect", capabilities=["planning", "other"])
+    agent = "paper-researcher"  # declares citations and research
+    assert registry.register(agent).status_code == 201
+    conflict = registry.register(agent, capabilities=["citations"])
     assert conflict.status_code == 409
     assert conflict.json()["fields"] == ["capabilities"]
     assert "capabilities" in conflict.json()["detail"]
     # a mutable field may change at the same version
-    updated = registry.register("architect", host="h2")
+    updated = registry.register(agent, host="h2")
     assert updated.status_code == 200 and updated.json()["host"] == "h2"
-    bumped = registry.register("architect", version="1.1.0", capabilities=["other"])
+    bumped = registry.register(agent, version="1.1.0", capabilities=["research"])
     assert bumped.status_code == 200, bumped.text
-    assert bumped.json()["capabilities"] == ["other"]
-    assert httpx.get(registry.url + "/agents/architect").json()["capabilities"] == ["other"]
+    assert bumped.json()["capabilities"] == ["research"]
+    assert registry.get(f"/agents/{agent}").json()["capabilities"] == ["research"]
 
 
 def test_catalog_refusals_are_403_with_reason(registry: RegistryProcess) -> None:
@@ -83,9 +84,9 @@ def test_register_without_catalog_is_503(registry_factory: RegistryFactory) -> N
     assert r.status_code == 503
     assert r.json()["error"] == "no_catalog"
     assert "retry-after" in r.headers
-    assert httpx.get(reg.url + "/health/ready").status_code == 503
+    assert reg.get("/health/ready").status_code == 503
     reg.push()
-    assert httpx.get(reg.url + "/health/ready").status_code == 200
+    assert reg.get("/health/ready").status_code == 200
 
 
 def test_heartbeat_renews_and_404_for_unknown(registry: RegistryProcess) -> None:
@@ -106,7 +107,7 @@ def test_deregister_is_204_and_idempotent(registry: RegistryProcess) -> None:
     registry.register("architect")
     headers = registry.agent_headers("architect")
     assert httpx.delete(registry.url + "/agents/architect", headers=headers).status_code == 204
-    assert httpx.get(registry.url + "/agents/architect").status_code == 404
+    assert registry.get("/agents/architect").status_code == 404
     assert httpx.delete(registry.url + "/agents/architect", headers=headers).status_code == 204
     assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 404
 
@@ -115,7 +116,7 @@ def test_list_filters(registry: RegistryProcess) -> None:
     for agent_id in ("architect", "paper-researcher", "reviewer"):
         assert registry.register(agent_id).status_code == 201
     def ids(**params: str) -> list[str]:
-        r = httpx.get(registry.url + "/agents", params=params)
+        r = registry.get("/agents", params=params)
         assert r.status_code == 200, r.text
         assert r.json()["count"] == len(r.json()["agents"])
         return [a["agent_id"] for a in r.json()["agents"]]
@@ -132,18 +133,18 @@ def test_list_filters(registry: RegistryProcess) -> None:
     r.hset("swarm:{research}:breaker:reviewer", mapping={"state": "open"})  # type: ignore[attr-defined]
     r.close()  # type: ignore[attr-defined]
     assert ids(status="critical") == ["reviewer"]
-    assert httpx.get(registry.url + "/agents/reviewer").json()["status"] == "critical"
-    assert httpx.get(registry.url + "/agents", params={"status": "sleepy"}).status_code == 422
+    assert registry.get("/agents/reviewer").json()["status"] == "critical"
+    assert registry.get("/agents", params={"status": "sleepy"}).status_code == 422
 
 
 def test_catalog_put_get_and_swarm_mismatch(registry_factory: RegistryFactory) -> None:
     reg = registry_factory()
-    assert httpx.get(reg.url + "/catalog").status_code == 404
+    assert reg.get("/catalog").status_code == 404
     first = reg.push(revision="abc")
     assert first.changed is True and len(first.digest) == 64
     again = reg.push(revision="abc")
     assert again.changed is False and again.digest == first.digest
-    got = httpx.get(reg.url + "/catalog").json()
+    got = reg.get("/catalog").json()
     assert got["revision"] == "abc" and got["digest"] == first.digest
     assert set(got["catalog"]["agents"]) == set(research_catalog().agents)
     other = make_catalog(["x"], swarm="other")
@@ -155,10 +156,10 @@ def test_catalog_put_get_and_swarm_mismatch(registry_factory: RegistryFactory) -
 def test_agents_no_longer_declared_are_kept_until_deleted_by_admin(registry: RegistryProcess) -> None:
     registry.register("architect")
     registry.push(make_catalog(["alpha"]))
-    assert httpx.get(registry.url + "/agents/architect").status_code == 200
+    assert registry.get("/agents/architect").status_code == 200
     r = httpx.delete(registry.url + "/agents/architect", headers=registry.admin_headers())
     assert r.status_code == 204
-    assert httpx.get(registry.url + "/agents/architect").status_code == 404
+    assert registry.get("/agents/architect").status_code == 404
 
 
 def test_malformed_bodies_and_ids_are_422_with_field_errors(registry: RegistryProcess) -> None:
@@ -177,7 +178,7 @@ def test_malformed_bodies_and_ids_are_422_with_field_errors(registry: RegistryPr
     path = httpx.post(registry.url + "/agents/Bad_Id/heartbeat", headers=h)
     assert path.status_code == 422 and path.json()["detail"][0]["loc"] == ["path", "agent_id"]
     long_id = "a" * 64
-    assert httpx.get(registry.url + f"/agents/{long_id}").status_code == 422
+    assert registry.get(f"/agents/{long_id}").status_code == 422
 
 
 def test_bodies_over_64k_are_413_by_header_and_by_stream(registry: RegistryProcess) -> None:
@@ -199,7 +200,7 @@ def test_catalog_of_a_thousand_agents_is_not_held_to_the_64k_agent_body_cap(regi
     catalog = make_catalog([f"agent-{i:04d}" for i in range(1000)])
     assert len(catalog.model_dump_json()) > 64 * 1024
     registry.push(catalog)
-    got = httpx.get(registry.url + "/catalog", timeout=10).json()
+    got = registry.get("/catalog", timeout=10).json()
     assert len(got["catalog"]["agents"]) == 1000
     # the agent-facing cap is unchanged
     big = json.dumps({"agent_id": "agent-0001", "metadata": {"x": "y" * 70_000}}).encode()
@@ -215,25 +216,25 @@ def test_redis_down_is_503_with_retry_after_and_recovers(registry: RegistryProce
     assert r.headers["retry-after"] == "1"
     assert r.json()["error"] in ("redis_unavailable", "no_catalog")
     assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 503
-    assert httpx.get(registry.url + "/agents").status_code == 503
-    assert httpx.get(registry.url + "/status").status_code == 503
-    assert httpx.get(registry.url + "/health/ready").status_code == 503
-    assert httpx.get(registry.url + "/health/live").status_code == 200
-    health = httpx.get(registry.url + "/health").json()
+    assert registry.get("/agents").status_code == 503
+    assert registry.get("/status").status_code == 503
+    assert registry.get("/health/ready").status_code == 503
+    assert registry.get("/health/live").status_code == 200
+    health = registry.get("/health").json()
     assert health["redis"] is False and health["status"] == "degraded"
     registry.redis.start()
-    assert httpx.get(registry.url + "/health/ready").status_code == 200
+    assert registry.get("/health/ready").status_code == 200
     assert post(registry, "/agents/architect/heartbeat", "architect").status_code == 200
 
 
 def test_health_and_status(registry: RegistryProcess) -> None:
     registry.register("architect")
-    health = httpx.get(registry.url + "/health").json()
+    health = registry.get("/health").json()
     assert health == {"status": "ok", "redis": True, "catalog_loaded": True, "agents": 1, "protection": False}
     r = registry.redis.client()
     r.set("swarm:{research}:status", json.dumps({"revision": "abc", "drift": []}))  # type: ignore[attr-defined]
     r.close()  # type: ignore[attr-defined]
-    status = httpx.get(registry.url + "/status").json()
+    status = registry.get("/status").json()
     assert status["reconcile"] == {"revision": "abc", "drift": []}
     assert status["agents"] == {"declared": 6, "live": 1, "healthy": 1, "critical": 0, "expiring": 0}
     assert status["protection"] is False
@@ -242,7 +243,7 @@ def test_health_and_status(registry: RegistryProcess) -> None:
 
 
 def test_openapi_lists_every_route_with_bodies(registry: RegistryProcess) -> None:
-    doc = httpx.get(registry.url + "/openapi.json").json()
+    doc = registry.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     routes = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     expected = {
@@ -272,7 +273,7 @@ def test_metrics_exposes_the_named_metrics(registry: RegistryProcess) -> None:
     registry.register("architect")
     post(registry, "/agents/architect/heartbeat", "architect")
     post(registry, "/agents/reviewer/heartbeat", "reviewer")
-    text = httpx.get(registry.url + "/metrics").text
+    text = registry.get("/metrics").text
     assert 'swarm_registry_agents{status="healthy"} 1.0' in text
     assert 'swarm_registry_registrations_total{result="registered"} 1.0' in text
     assert 'swarm_registry_heartbeats_total{result="ok"} 1.0' in text
@@ -284,7 +285,7 @@ def test_metrics_exposes_the_named_metrics(registry: RegistryProcess) -> None:
 
 
 def test_unknown_route_and_method_are_json(registry: RegistryProcess) -> None:
-    r = httpx.get(registry.url + "/nowhere")
+    r = registry.get("/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "http"
     r = httpx.patch(registry.url + "/catalog")
     assert r.status_code == 405
@@ -293,7 +294,7 @@ def test_unknown_route_and_method_are_json(registry: RegistryProcess) -> None:
 @pytest.mark.parametrize("access_log", [False, True])
 def test_access_log_flag(registry_factory: RegistryFactory, access_log: bool) -> None:
     reg = registry_factory(extra_args=["--access-log" if access_log else "--no-access-log", "--log-level", "info"])
-    httpx.get(reg.url + "/health/live")
+    reg.get("/health/live")
     reg.stop()
     assert ('"GET /health/live HTTP/1.1" 200' in reg.log_text()) is access_log
 
@@ -304,11 +305,12 @@ def test_health_prober_marks_an_unreachable_agent_critical(registry_factory: Reg
 
     reg = registry_factory(extra_args=["--probe-interval", "0.1"])
     reg.push()
-    dead = f"http://127.0.0.1:{free_port()}/health/live"
-    assert reg.register("architect", health_url=dead).status_code == 201
-    wait_until(lambda: httpx.get(reg.url + "/agents/architect").json()["status"] == "critical",
+    port = free_port()
+    dead = f"http://127.0.0.1:{port}/health/live"
+    assert reg.register("architect", host="127.0.0.1", port=port, health_url=dead).status_code == 201
+    wait_until(lambda: reg.get("/agents/architect").json()["status"] == "critical",
                what="breaker to open")
-    assert [a["agent_id"] for a in httpx.get(reg.url + "/agents", params={"status": "critical"}).json()["agents"]] \
+    assert [a["agent_id"] for a in reg.get("/agents", params={"status": "critical"}).json()["agents"]] \
         == ["architect"]
 
 
@@ -317,7 +319,8 @@ def test_no_probe_leaves_breakers_alone(registry_factory: RegistryFactory) -> No
 
     reg = registry_factory(extra_args=["--no-probe", "--probe-interval", "0.1"])
     reg.push()
-    reg.register("architect", health_url="http://127.0.0.1:1/health/live")
+    assert reg.register("architect", host="127.0.0.1", port=1,
+                        health_url="http://127.0.0.1:1/health/live").status_code == 201
     time.sleep(0.6)  # several probe intervals: nothing may probe
     r = reg.redis.client()
     assert r.exists("swarm:{research}:breaker:architect") == 0  # type: ignore[attr-defined]
@@ -339,7 +342,7 @@ def test_cli_push_sends_the_compiled_catalog(registry_factory: RegistryFactory) 
     assert "changed" in first.stdout and "unchanged" not in first.stdout
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert "unchanged" in again.stdout
-    assert httpx.get(reg.url + "/catalog").json()["revision"] == "r1"
+    assert reg.get("/catalog").json()["revision"] == "r1"
     denied = subprocess.run(cmd, cwd=REPO, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                             timeout=60)
     assert denied.returncode == 2 and "401" in denied.stderr
@@ -360,7 +363,7 @@ def test_push_reuses_the_callers_kept_alive_client(registry_factory: RegistryFac
         assert not http.is_closed  # the caller's client is left open for its next pass
     assert (first.changed, again.changed, other.changed) == (True, False, True)
     assert sent == ["PUT /catalog"] * 4
-    assert httpx.get(reg.url + "/catalog").json()["revision"] == "r3"
+    assert reg.get("/catalog").json()["revision"] == "r3"
 
 
 def test_push_of_a_missing_catalog_names_the_path(tmp_path: Path) -> None:

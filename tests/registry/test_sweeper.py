@@ -47,7 +47,7 @@ def events_of(r: redis.Redis, kind: str) -> list[str]:
 
 
 def ids_of(reg: RegistryProcess) -> list[str]:
-    return [a["agent_id"] for a in httpx.get(reg.url + "/agents").json()["agents"]]
+    return [a["agent_id"] for a in reg.get("/agents").json()["agents"]]
 
 
 def test_expired_lease_is_evicted_with_one_event(registry_factory: RegistryFactory) -> None:
@@ -59,7 +59,7 @@ def test_expired_lease_is_evicted_with_one_event(registry_factory: RegistryFacto
     r = reg.redis.client()
     assert sorted(events_of(r, "expired")) == ["alpha", "beta"]
     r.close()
-    assert "swarm_registry_evictions_total 2.0" in httpx.get(reg.url + "/metrics").text
+    assert "swarm_registry_evictions_total 2.0" in reg.get("/metrics").text
     hb = httpx.post(reg.url + "/agents/alpha/heartbeat", headers=reg.agent_headers("alpha"))
     assert hb.status_code == 404
 
@@ -72,20 +72,20 @@ def test_mass_eviction_protection_holds_then_ends_with_renewals(registry_factory
         assert reg.register(agent_id).status_code == 201
     r = reg.redis.client()
     expire(r, ids)
-    wait_until(lambda: httpx.get(reg.url + "/status").json()["protection"], what="protection mode")
-    status = httpx.get(reg.url + "/status").json()
+    wait_until(lambda: reg.get("/status").json()["protection"], what="protection mode")
+    status = reg.get("/status").json()
     assert status["last_sweep"]["protected"] is True
     assert status["agents"]["expiring"] == 12
     assert len(ids_of(reg)) == 12  # none evicted
     assert events_of(r, "expired") == []
-    assert "swarm_registry_protection_mode 1.0" in httpx.get(reg.url + "/metrics").text
-    assert httpx.get(reg.url + "/health").json()["protection"] is True
+    assert "swarm_registry_protection_mode 1.0" in reg.get("/metrics").text
+    assert reg.get("/health").json()["protection"] is True
     # renewals return: heartbeats renew even the expired-but-kept leases
     for agent_id in ids:
         hb = httpx.post(reg.url + f"/agents/{agent_id}/heartbeat", headers=reg.agent_headers(agent_id))
         assert hb.status_code == 200
-    wait_until(lambda: not httpx.get(reg.url + "/status").json()["protection"], what="protection to end")
-    assert "swarm_registry_protection_mode 0.0" in httpx.get(reg.url + "/metrics").text
+    wait_until(lambda: not reg.get("/status").json()["protection"], what="protection to end")
+    assert "swarm_registry_protection_mode 0.0" in reg.get("/metrics").text
     # a few expiries (below the guard) are evicted normally
     expire(r, ids[:3])
     wait_until(lambda: len(ids_of(reg)) == 9, what="normal eviction of 3")
@@ -103,8 +103,8 @@ def test_leases_get_one_ttl_of_grace_after_registry_restart(registry_factory: Re
     r = reg.redis.client()
     expire(r, ["alpha", "beta", "gamma"])  # they "expired" while the registry was away
     reg.start()
-    wait_until(lambda: httpx.get(reg.url + "/status").json()["last_sweep"], what="a sweep")
-    agents = httpx.get(reg.url + "/agents").json()["agents"]
+    wait_until(lambda: reg.get("/status").json()["last_sweep"], what="a sweep")
+    agents = reg.get("/agents").json()["agents"]
     assert [a["agent_id"] for a in agents] == ["alpha", "beta", "gamma"]
     seconds, _ = r.time()
     assert all(a["lease_expires_at"] >= seconds * 1000 + 25_000 for a in agents)
@@ -129,7 +129,7 @@ def test_two_registry_processes_evict_each_agent_once(registry_factory: Registry
     assert sorted(expired) == sorted(ids)  # each exactly once
     total = 0.0
     for reg in (one, two):
-        for line in httpx.get(reg.url + "/metrics").text.splitlines():
+        for line in reg.get("/metrics").text.splitlines():
             if line.startswith("swarm_registry_evictions_total "):
                 total += float(line.split()[1])
     assert total == len(ids)

@@ -18,7 +18,7 @@ async def areg(http: httpx.AsyncClient, reg: RegistryProcess, agent_id: str, **b
 
 
 async def test_events_arrive_for_every_change(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
             assert resp.status_code == 200
             assert resp.headers["content-type"].startswith("text/event-stream")
@@ -45,7 +45,7 @@ async def test_events_arrive_for_every_change(registry: RegistryProcess) -> None
 
 async def test_resume_with_last_event_id_has_no_gap_and_no_repeat(registry: RegistryProcess) -> None:
     ids = ["architect", "reviewer", "summarizer", "paper-researcher", "web-researcher"]
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, registry, ids[0])
@@ -76,7 +76,7 @@ async def test_resume_with_last_event_id_has_no_gap_and_no_repeat(registry: Regi
 async def test_trimmed_resume_id_gets_reset_with_snapshot(registry_factory: RegistryFactory) -> None:
     reg = registry_factory(extra_args=["--events-maxlen", "1"])
     reg.push()
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=reg.read_headers(), timeout=10) as http:
         async with http.stream("GET", reg.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, reg, "architect")
@@ -101,7 +101,7 @@ async def test_trimmed_resume_id_gets_reset_with_snapshot(registry_factory: Regi
 
 
 async def test_resume_after_redis_lost_its_data_gets_reset(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, registry, "architect")
@@ -122,7 +122,7 @@ async def test_resume_after_redis_lost_its_data_gets_reset(registry: RegistryPro
 
 
 async def test_filters_by_capability_and_topic(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch", params={"capability": "citations"}) as a, \
                 http.stream("GET", registry.url + "/agents/watch", params={"topic": "tasks.summarize"}) as b:
             by_cap, by_topic = SSEReader(a), SSEReader(b)
@@ -140,14 +140,14 @@ async def test_filters_by_capability_and_topic(registry: RegistryProcess) -> Non
 
 async def test_keep_alive_comments(registry_factory: RegistryFactory) -> None:
     reg = registry_factory(extra_args=["--ping-interval", "0.2"])
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=reg.read_headers(), timeout=10) as http:
         async with http.stream("GET", reg.url + "/agents/watch") as resp:
             comment = await SSEReader(resp).next_comment(timeout=5)
             assert comment.startswith("ping")
 
 
 async def test_many_watchers_share_one_reader_and_all_receive(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         streams = [http.stream("GET", registry.url + "/agents/watch") for _ in range(5)]
         responses = [await s.__aenter__() for s in streams]
         try:
@@ -168,7 +168,7 @@ async def test_many_watchers_share_one_reader_and_all_receive(registry: Registry
 
 
 async def test_watch_responses_never_streamed_leave_no_subscriber(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         for _ in range(3):  # HEAD answers the headers and never iterates the stream
             head = await http.head(registry.url + "/agents/watch")
             assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
@@ -207,7 +207,7 @@ async def test_watcher_that_falls_behind_is_disconnected_and_resumes_without_gap
 ) -> None:
     reg = registry_factory(extra_args=["--watch-queue-size", "5"])
     reg.push()
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=reg.read_headers(), timeout=10) as http:
         async with http.stream("GET", reg.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, reg, "architect")
@@ -235,7 +235,7 @@ async def test_watcher_that_falls_behind_is_disconnected_and_resumes_without_gap
 
 
 async def test_shutdown_ends_open_watches_cleanly(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, registry, "architect")
@@ -260,7 +260,7 @@ def test_filter_matching() -> None:
 
 
 async def test_watch_continues_after_redis_restarts(registry: RegistryProcess) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, registry, "architect")
@@ -283,7 +283,7 @@ async def test_stream_trimmed_while_backlog_is_read_gets_reset_not_gap(registry_
     reg.push()
     key = "swarm:{research}:events"
     r = reg.redis.client()
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(headers=reg.read_headers(), timeout=10) as http:
         async with http.stream("GET", reg.url + "/agents/watch") as resp:
             sse = SSEReader(resp)
             await areg(http, reg, "architect")
@@ -439,5 +439,5 @@ async def test_hub_logs_and_keeps_running_on_refusals_and_odd_errors(caplog: pyt
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "swarm.registry.watch"]
-    assert ("WARNING", "watch reader: redis refused watch read: NOPERM no permissions; retrying") in messages
+    assert ("WARNING", "watch reader: watch read: Redis refused it: NOPERM no permissions; retrying") in messages
     assert ("ERROR", "watch reader failed; retrying") in messages
