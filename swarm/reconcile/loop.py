@@ -23,10 +23,11 @@ Why it is built this way:
   token; without it the pass only reports ``standby`` (who holds the lease), and
   ``--watch`` tries again every third of the lease TTL.
 * **Redis restarts heal at once.** ACL users live in memory only (AOF does not
-  keep them), so ``--watch`` reads Redis' ``run_id`` (INFO server) every
-  ``redis_check_seconds``; a new run_id, or Redis answering again after an
-  outage, starts a pass that reads every user back and re-creates the missing
-  ones, without waiting for the resync timer. The same task renews the lease.
+  keep them), so each pass notes Redis' ``run_id`` (INFO server, new at every
+  start) and ``--watch`` reads it again every ``redis_check_seconds``; a
+  different one starts a pass that reads every user back and re-creates the
+  missing ones, without waiting for the resync timer. The same task renews
+  the lease.
 * **Blocking work in a thread.** The ports are synchronous (httpx, redis-py);
   :meth:`watch` runs each pass with ``asyncio.to_thread`` while ``awatch``
   keeps collecting events; ``stop_event`` ends both (watchfiles' ``awatch``
@@ -188,6 +189,7 @@ class Reconciler:
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._backoff = Backoff(base=config.backoff_initial, cap=config.backoff_max)
         self._lease: Lease | None = None
+        self._run_id: str | None = None  # Redis' run_id when the last pass started
         self._pool: ThreadPoolExecutor | None = None
         self._compiled_digest: str | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
@@ -305,6 +307,11 @@ class Reconciler:
         standby = None if self.config.dry_run else self._take_lease(ports, source.desired.registry.swarm)
         if standby is not None:
             return standby
+        if ports.lease_client is not None:  # the Redis process this pass sees (a restart changes it)
+            run_id = _run_id(ports.lease_client)
+            if run_id is not None and run_id != self._run_id:
+                self._written_users = None  # a new Redis process: none of the users written before is there
+                self._run_id = run_id
         status = self._status_base(ports, source.desired.registry.swarm)
         status.passes += 1
         status.last_attempted = attempt
@@ -381,20 +388,14 @@ class Reconciler:
                     return "lease"
             except SwarmError:
                 pass  # Redis down: the restart check below notices it too
-        try:
-            run_id = str(client.info("server").get("run_id"))
-        except Exception:  # any failure to read it means Redis is away; the pass loop reports why
-            seen["down"] = True
+        run_id = _run_id(client)
+        ref = self._run_id
+        if run_id is None or ref is None or run_id == ref or seen.get("kicked") == run_id:
             return None
-        before, was_down = seen.get("run_id"), seen.pop("down", False)
-        seen["run_id"] = run_id
-        if before is not None and (before != run_id or was_down):
-            log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", before, run_id)
-            self._written_users = None
-            return "redis-restart"
-        if before is None and was_down:
-            return "redis-restart"
-        return None
+        seen["kicked"] = run_id  # one pass per restart; that pass records the new run_id
+        log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", ref, run_id)
+        self._written_users = None
+        return "redis-restart"
 
     def _ports_of_good(self) -> Ports | None:
         if self.good is None:
@@ -704,6 +705,15 @@ class Reconciler:
         ):
             reasons.add(reason)
             kick.set()
+
+
+def _run_id(client: Any) -> str | None:
+    """Redis' run_id (INFO server; new at every start), None when it cannot be read now."""
+    try:
+        value = client.info("server").get("run_id")
+    except Exception:  # Redis away or refusing: the pass loop reports why
+        return None
+    return str(value) if value else None
 
 
 def _no_lease(lease: Lease) -> Fence:
