@@ -94,6 +94,8 @@ def _apply_one(action: Action, desired: DesiredState, registry: RegistryPort, bu
         bus.delete_group(desired.bus, action.target, action.group)
     elif kind is ActionKind.DELETE_STREAM:
         bus.delete_stream(desired.bus, action.target)
+    elif kind is ActionKind.DELETE_LEGACY_USER:
+        bus.delete_legacy_user(desired.bus, action.target)
     elif kind is ActionKind.DELETE_MAILBOX:
         bus.delete_mailbox(desired.bus, action.target)
     elif kind is ActionKind.DELETE_REDIS_USER:

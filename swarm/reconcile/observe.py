@@ -164,6 +164,27 @@ def user_differences(live: Mapping[str, Any], expected: Mapping[str, Any]) -> fr
 
 Topics = tuple[frozenset[str], frozenset[str]]
 
+_KEY_PATTERN = re.compile(r"%?[RW]*~(\S+)")
+
+
+def _only_keys_of(info: object, keys: SwarmKeys) -> bool:
+    """Whether a user's every key pattern (top level and selectors) lies inside this swarm's keys.
+
+    How a ``swarm-<N>-<id>`` user of the old naming is told from one of swarm
+    ``<N>-<x>`` (``swarm-research-x-w`` is both): its keys say whose it is. A user
+    with no key pattern at all, or one outside, is not ours and is left alone.
+    """
+    if not isinstance(info, dict):
+        return False
+    texts: list[str] = []
+    for value in (info.get("keys"),):
+        texts += value.split() if isinstance(value, str) else [str(v) for v in value or ()]
+    for selector in info.get("selectors") or []:
+        fields = dict(zip(selector[::2], selector[1::2])) if isinstance(selector, list) else dict(selector)
+        texts += str(fields.get("keys", "")).split()
+    patterns = [m.group(1) for t in texts if (m := _KEY_PATTERN.fullmatch(t))]
+    return bool(patterns) and len(patterns) == len(texts) and all(p.startswith(keys.prefix) for p in patterns)
+
 
 def _topics(rights: Any) -> Topics:
     return frozenset(rights.publish), frozenset(rights.subscribe)
@@ -241,9 +262,11 @@ class RedisBusPort:
             outboxes = scan(keys.outbox_pattern)
             inboxes = scan(keys.inbox_pattern)
             breakers = sorted(map(as_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
-            all_users = map(as_text, self._redis.acl_users()) if self.bus_secret else iter(())
+            all_users = list(map(as_text, self._redis.acl_users())) if self.bus_secret else []
             # "swarm.<N>." starts only this swarm's users ('.' is in no name); the rest must be an agent id
             users = sorted(u[len(prefix):] for u in all_users if u.startswith(prefix) and is_agent_id(u[len(prefix):]))
+            old_prefix = f"swarm-{keys.swarm}-"
+            maybe_legacy = sorted(u for u in all_users if u.startswith(old_prefix))
             unread = [a for a in users if a in assumed]
             read = [a for a in users if a not in assumed]
             pipe = self._redis.pipeline(transaction=False)
@@ -256,6 +279,8 @@ class RedisBusPort:
                 pipe.hget(b, "state")
             for a in read:
                 pipe.acl_getuser(keys.redis_user(a))
+            for u in maybe_legacy:
+                pipe.acl_getuser(u)
             replies = pipe.execute(raise_on_error=False)
         it = iter(replies)
 
@@ -280,6 +305,7 @@ class RedisBusPort:
         applied = _parse(BusPlan, bus_raw)
         rights: dict[str, UserRights] = {a: self._assumed(a, assumed[a], bus) for a in unread}
         infos = {a: info for a in read if isinstance(info := next(it), dict)}
+        legacy = tuple(u for u in maybe_legacy if _only_keys_of(next(it), keys))
         if infos:
             rights.update(self._compare_users(infos, bus, applied))
         return BusObservation(
@@ -293,6 +319,7 @@ class RedisBusPort:
             settings=applied,
             breakers_open=tuple(open_breakers),
             protection=protection is not None,  # the registry keeps the time protection began
+            legacy_users=legacy,
         )
 
     def _rules(self, agent_id: str, publish: frozenset[str], subscribe: frozenset[str]) -> tuple[str, ...]:
@@ -443,6 +470,9 @@ class RedisBusPort:
         k = self.keys
         self._write(f"delete the mailboxes of {agent_id}",
                     lambda tx: tx.delete(k.outbox(agent_id), k.inbox(agent_id), k.receipts(agent_id)))
+
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        self._write(f"delete legacy Redis user {user}", lambda tx: tx.acl_deluser(user))
 
     def delete_user(self, bus: BusPlan, agent_id: str) -> None:
         self._write(f"delete Redis user of {agent_id}", lambda tx: tx.acl_deluser(self.keys.redis_user(agent_id)))

@@ -73,6 +73,7 @@ class ActionKind(str, Enum):
     WRITE_ACL_TABLE = "write-acl-table"
     WRITE_BUS_SETTINGS = "write-bus-settings"
     PUT_REDIS_USER = "put-redis-user"
+    DELETE_LEGACY_USER = "delete-legacy-user"
     PUSH_CATALOG = "push-catalog"
     EVICT_AGENT = "evict-agent"
     DELETE_GROUP = "delete-group"
@@ -390,6 +391,19 @@ def plan_actions(
             else:
                 description = f"agent {aid}: update Redis user {user}"
             creates.append(Action(ActionKind.PUT_REDIS_USER, aid, description, tuple(details)))
+
+    # Users of the naming before swarm.<N>.<id> keep the rights of the old, unmediated bus
+    # (scripts, topic streams) and the agent's password still opens them: deleted by any pass,
+    # like other hand-made drift, not held back for --prune.
+    for user in sorted(seen.legacy_users):
+        creates.append(
+            Action(
+                ActionKind.DELETE_LEGACY_USER,
+                user,
+                f"delete Redis user {user}: the naming before swarm.<swarm>.<agent>, with the old rights "
+                "(scripts, topic streams) that the agent's password still opens",
+            )
+        )
 
     # 2. catalog
     pushes: list[Action] = []

@@ -77,6 +77,9 @@ class BusObservation:
     acl: AclDocument | None = None
     settings: BusPlan | None = None
     breakers_open: tuple[str, ...] = ()
+    #: users of this swarm under the naming before ``swarm.<N>.<id>`` (``swarm-<N>-<id>``, with the
+    #: old rights: scripts and topic streams); found by their key patterns, all inside this swarm
+    legacy_users: tuple[str, ...] = ()
     protection: bool = False
 
 
@@ -131,6 +134,10 @@ class BusPort(Protocol):
         ...
 
     def delete_user(self, bus: BusPlan, agent_id: str) -> None: ...
+
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        """Delete a Redis user of this swarm under the old naming (see BusObservation.legacy_users)."""
+        ...
 
 
 def observe(

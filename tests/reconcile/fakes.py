@@ -98,6 +98,10 @@ class FakeBus:
         self.outboxes.pop(agent_id, None)
         self.inboxes.pop(agent_id, None)
 
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        self._check()
+        self.calls.append(f"delete-legacy-user:{user}")
+
     def delete_user(self, bus: BusPlan, agent_id: str) -> None:
         self._check()
         self.calls.append(f"delete-user:{agent_id}")

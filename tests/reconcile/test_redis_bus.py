@@ -263,3 +263,44 @@ def test_reconciler_heals_drift_and_keeps_status_in_redis(redis_server: RedisSer
     finally:
         client.close()
         bus.close()
+
+
+def test_users_of_the_old_naming_are_deleted_without_touching_another_swarms(redis_server: RedisServer) -> None:
+    """``swarm-research-summarizer`` (before ``swarm.<N>.<id>``) still opens EVAL and raw topic XADD with the
+    agent's password: any pass deletes it. ``swarm-research-x-w`` has swarm research-x's keys: it stays."""
+    from swarm.bus.apply import bus_password
+
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    password = bus_password(SECRET, "research", "summarizer")
+    old = "swarm-research-summarizer"
+    theirs = "swarm-research-x-w"
+    handmade = "swarm-research-ops"  # a hand-made user with keys outside the swarm: not ours to judge
+    try:
+        client.execute_command("ACL", "SETUSER", old, "reset", "on", f">{password}", "+eval", "+evalsha",
+                               f"~{KEYS.breaker('summarizer')}", f"(+xadd %W~{KEYS.topic('results.summary')})")
+        client.execute_command("ACL", "SETUSER", theirs, "reset", "on", ">x", "+eval",
+                               f"~{SwarmKeys('research-x').breaker('w')}")
+        client.execute_command("ACL", "SETUSER", handmade, "reset", "on", ">y", "+info", "~*")
+        agent = redis.Redis(host="127.0.0.1", port=redis_server.port, username=old, password=password)
+        try:
+            assert agent.eval("return 1", 0) == 1  # the hole: scripts with the agent's own password
+        finally:
+            agent.close()
+        before = {u: client.acl_getuser(u) for u in (theirs, handmade)}
+        plan = plan_actions(desired, _actual(port, desired))  # no --prune
+        legacy = [a for a in plan.actions if a.kind is ActionKind.DELETE_LEGACY_USER]
+        assert [a.target for a in legacy] == [old]
+        assert legacy[0].description.startswith(f"delete Redis user {old}: the naming before swarm.<swarm>.<agent>")
+        from swarm.reconcile.apply import apply_plan
+
+        apply_plan(plan, desired, FakeRegistry(), port, revision="r1")
+        assert old not in client.acl_users()
+        assert {u: client.acl_getuser(u) for u in before} == before
+        apply_all(port, desired)
+        assert not [a for a in plan_actions(desired, _actual(port, desired)).actions
+                    if a.kind is ActionKind.DELETE_LEGACY_USER]
+    finally:
+        client.close()
+        port.close()
