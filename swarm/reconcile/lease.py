@@ -152,6 +152,10 @@ class Lease:
         self.holder: Holder | None = None  # the last holder seen (ourselves included)
 
     @property
+    def client(self) -> Any:
+        return self._redis
+
+    @property
     def ttl_ms(self) -> int:
         return max(1, int(self.ttl * 1000))
 

@@ -339,7 +339,7 @@ class Reconciler:
         if self.config.lease_ttl <= 0 or ports.lease_client is None:
             return None
         lease = self._lease
-        if lease is None or lease.keys.swarm != swarm or lease._redis is not ports.lease_client:
+        if lease is None or lease.keys.swarm != swarm or lease.client is not ports.lease_client:
             if lease is not None:
                 lease.release()
             lease = self._lease = Lease(ports.lease_client, swarm, ttl=self.config.lease_ttl)
