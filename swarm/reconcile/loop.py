@@ -53,7 +53,7 @@ from swarm.backoff import Backoff
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
 from swarm.reconcile.apply import apply_plan
-from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost
+from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost, read_lease
 from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, walked, working_revision
 from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
 from swarm.reconcile.state import ActualState, BusPort, RegistryPort, UserRights, observe
@@ -546,6 +546,13 @@ class Reconciler:
         name, url = target
         try:
             sink = self._fallback_sink(name, url)
+            client = getattr(sink, "client", None)
+            if client is not None and self.config.lease_ttl > 0:
+                holder = read_lease(client, name)[0]
+                if holder is not None and (self._lease is None or holder.owner != self._lease.owner):
+                    # the status document is the lease holder's: say it here only
+                    log.error("spec is invalid; not writing status: the reconcile lease is held by %s", holder.describe())
+                    return result
             status = self.status if self.status is not None and self.status.swarm == name else None
             status = status or parse_status(sink.read_status()) or ReconcileStatus(swarm=name)
             status.passes += 1

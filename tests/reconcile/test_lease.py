@@ -191,6 +191,21 @@ def test_once_refuses_while_a_daemon_holds_the_lease(
     assert once.returncode == 1, once.stdout + once.stderr
     assert "standing by" in once.stdout and "another reconciler holds the lease" in once.stderr
     assert _catalog_events(live) == events
+
+    # an invalid spec (the last applied one is read back from Redis) stands by too: the status stays the holder's
+    client = _client(live.redis)
+    try:
+        held = client.get(KEYS.status)
+        broken = tmp_path / "broken-specs"
+        shutil.copytree(spec_dir, broken)
+        (broken / "agents" / "workers.yaml").write_text("id: [unclosed\n")
+        bad = run_cli("reconcile", str(broken), "--once", "--registry-url", live.url, "--redis-url", live.redis.url,
+                      "--compiled-dir", "", cwd=tmp_path)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert "standing by" in bad.stdout
+        assert client.get(KEYS.status) == held
+    finally:
+        client.close()
     d.stop()  # SIGTERM releases the lease at once
     again = run_cli("reconcile", str(other), "--once", "--registry-url", live.url, "--redis-url", live.redis.url,
                     "--compiled-dir", "", cwd=tmp_path)
