@@ -161,7 +161,7 @@ class Lease:
 
     @property
     def standby_key(self) -> str:
-        return self.keys.prefix + "standby"
+        return self.keys.standby
 
     def _call(self, script: str, keys: list[str], args: list[object], what: str) -> Any:
         try:
@@ -206,7 +206,8 @@ class Lease:
 
     def mark_standby(self, detail: str) -> None:
         """Record this process as standing by (for ``swarm status``); best effort."""
-        doc = json.dumps({"since_ms": int(time.time() * 1000), "seen_ms": int(time.time() * 1000),
+        now_ms = int(time.time() * 1000)
+        doc = json.dumps({"since_ms": now_ms, "seen_ms": now_ms, "stale_after_ms": now_ms + 3 * self.ttl_ms,
                           "pid": os.getpid(), "host": socket.gethostname(), "detail": detail})
         try:
             old = self._redis.hget(self.standby_key, self.owner)
@@ -217,7 +218,8 @@ class Lease:
                 except (ValueError, KeyError, TypeError):
                     pass
             self._redis.hset(self.standby_key, self.owner, doc)
-            self._redis.pexpire(self.standby_key, self.ttl_ms * 3)
+            if int(self._redis.pttl(self.standby_key)) < self.ttl_ms * 3:  # only ever extend it
+                self._redis.pexpire(self.standby_key, self.ttl_ms * 3)
         except REDIS_ERRORS:
             pass
 
@@ -229,20 +231,23 @@ class Lease:
 
 
 def read_lease(client: Any, swarm: str) -> tuple[Holder | None, int, dict[str, dict[str, Any]]]:
-    """(holder, its remaining TTL in ms, standbys seen within three TTLs) for ``swarm status``."""
+    """(holder, its remaining TTL in ms, standbys seen within their last three TTLs) for ``swarm status``."""
     keys = SwarmKeys(swarm)
     try:
         pipe = client.pipeline(transaction=False)
         pipe.get(keys.lease)
         pipe.pttl(keys.lease)
-        pipe.hgetall(keys.prefix + "standby")
+        pipe.hgetall(keys.standby)
         raw, pttl, standby = pipe.execute()
     except REDIS_ERRORS as exc:
         raise redis_error(exc, "read the reconcile lease") from exc
     waiting: dict[str, dict[str, Any]] = {}
+    now_ms = int(time.time() * 1000)
     for owner, value in (standby or {}).items():
         try:
-            waiting[as_text(owner)] = dict(json.loads(as_text(value)))
+            doc = dict(json.loads(as_text(value)))
         except (ValueError, TypeError):
             continue
+        if int(doc.get("stale_after_ms", 0)) >= now_ms:  # a standby that stopped refreshing is gone
+            waiting[as_text(owner)] = doc
     return parse_holder(raw), int(pttl or -2), waiting

@@ -55,6 +55,11 @@ def test_one_holder_renewal_and_release(redis_server: RedisServer) -> None:
         assert not a.renew() and a.fence is None
         holder, pttl, _standby = read_lease(a_client, "research")
         assert holder is not None and holder.owner == "b" and 0 < pttl <= 30_000
+        a.mark_standby("waiting for b")
+        quick = Lease(a_client, "research", owner="gone", ttl=0.01)
+        quick.mark_standby("a standby that then died")
+        time.sleep(0.1)  # past its three TTLs
+        assert set(read_lease(a_client, "research")[2]) == {"a"}
         other = Lease(a_client, "research-x", owner="a", ttl=30)
         assert other.acquire() is not None  # another swarm's lease is another key
     finally:
