@@ -217,3 +217,35 @@ def test_once_refuses_while_a_daemon_holds_the_lease(
                     "--compiled-dir", "", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _catalog_events(live) == events + 1
+
+
+def test_a_holder_paused_mid_apply_cannot_push_after_losing_the_lease(
+    live: RegistryProcess, spec_dir: Path, tmp_path: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """Daemon A stops (SIGSTOP) between its bus creations and its catalog push; its lease expires
+    and B applies its own spec; A resumes (SIGCONT): its push is refused by the fence, B's catalog stays."""
+    other_dir = tmp_path / "other-specs"
+    shutil.copytree(spec_dir, other_dir)
+    _spec_variant(other_dir, "8.8.8")
+    theirs = _digest(other_dir)
+    resume = tmp_path / "resume"
+    a = daemon_factory(spec_dir, "--lease-ttl", str(TTL), start=False)
+    a.env = {"SWARM_FAULT_PAUSE_AFTER": "put-redis-user", "SWARM_FAULT_RESUME_FILE": str(resume)}
+    a.start()
+    _wait(lambda: "paused after put-redis-user" in a.log.read_text(), 30, "A never reached the pause")
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)  # the whole process: no more lease renewals either
+    try:
+        b = daemon_factory(other_dir, "--lease-ttl", str(TTL))
+        b.wait_for(lambda s: s.state == "synced" and s.last_applied is not None and s.last_applied.digest == theirs)
+        events = _catalog_events(live)
+        resume.touch()
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    _wait(lambda: "fault hook: resumed" in a.log.read_text(), 20, "A did not resume")
+    _wait(lambda: "standby" in a.log.read_text().split("fault hook: resumed", 1)[1], 20, "A did not stand by")
+    assert catalog_digest_live(live) == theirs, "the paused ex-holder pushed its catalog"
+    assert _catalog_events(live) == events
+    status = b.status()
+    assert status is not None and status.last_applied is not None and status.last_applied.digest == theirs
+    assert a.alive() and b.alive()
