@@ -19,6 +19,7 @@ swarm:{N}:status                       string  JSON reconcile status
 swarm:{N}:applied-spec                 string  JSON files of the last applied spec (restart recovery)
 swarm:{N}:lease                        string  reconcile lease: JSON owner + fencing token (PX TTL)
 swarm:{N}:fence                        string  counter: the fencing token of the last lease taken
+swarm:{N}:standby                      hash    reconcilers standing by: owner -> JSON (since, pid, host)
 swarm:{N}:breaker:<id>                 hash    circuit breaker of one agent (prober; agent may read)
 swarm:{N}:acl                          string  JSON ACL table (reconciler; agents may read)
 swarm:{N}:bus                          string  JSON bus settings (reconciler; agents may read)
@@ -175,6 +176,10 @@ class SwarmKeys:
     @property
     def fence(self) -> str:
         return self.prefix + "fence"
+
+    @property
+    def standby(self) -> str:
+        return self.prefix + "standby"
 
     def dedup(self, topic: str, sender: str, message_id: str) -> str:
         return f"{self.prefix}dedup:{topic}:{sender}:{message_id}"

@@ -6,9 +6,13 @@ here and nowhere deeper: ``SWARM_ADMIN_TOKEN`` (else derived from
 ``SWARM_REGISTRY_SECRET``) for the registry, ``SWARM_BUS_SECRET`` (else
 ``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes.
 
+One writer per swarm: ``reconcile`` takes the reconcile lease in Redis
+(:mod:`swarm.reconcile.lease`); ``--watch`` stands by while another process holds
+it, ``--once`` refuses (exit 1, naming the holder) instead of racing it.
+
 Exit codes: ``plan`` 0 no changes, 1 changes pending, 2 error; ``reconcile``
 0 in sync, 1 refused / invalid spec still enforcing the last valid one / dry-run
-with changes, 2 error; ``status`` 0 synced with the given spec applied, 1
+with changes / another process holds the lease, 2 error; ``status`` 0 synced with the given spec applied, 1
 anything else (including a valid spec that differs from the applied one), 2 the
 given spec is invalid (its issues are printed, then the recorded status) or no status.
 """
@@ -54,6 +58,17 @@ def _prune_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rev", metavar="GIT_REF", help="read the spec from this git ref (a commit), not the working tree")
 
 
+#: ``swarm.reconcile.lease.DEFAULT_TTL`` (not imported: the CLI parser loads without the reconciler)
+DEFAULT_LEASE_TTL = 10.0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("plan", help="show what reconcile would change", description="Compile in memory, observe the live registry and Redis, print the ordered actions.")
     _common(p)
@@ -70,6 +85,10 @@ def register(subparsers: Any) -> None:
     r.add_argument("--resync", type=float, default=30.0, metavar="SECONDS", help="resync timer (default 30)")
     r.add_argument("--compiled-dir", default="compiled", metavar="DIR", help="where a new valid spec's compiled output is written (default compiled/; '' for nowhere)")
     r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="--once: how long to retry transient faults (default 60)")
+    r.add_argument("--lease-ttl", type=_positive, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
+                   help=f"reconcile lease TTL: a standby takes over within about this long after the holder dies (default {DEFAULT_LEASE_TTL:g})")
+    r.add_argument("--redis-check", type=_positive, default=0.5, metavar="SECONDS",
+                   help="--watch: how often to check whether Redis restarted (its users are then re-created at once; default 0.5)")
     r.set_defaults(handler=run_reconcile)
 
     s = subparsers.add_parser("status", help="show the reconcile status and a live summary")
@@ -165,6 +184,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         resync_seconds=args.resync,
         compiled_dir=Path(args.compiled_dir) if args.compiled_dir else None,
+        lease_ttl=args.lease_ttl,
+        redis_check_seconds=args.redis_check,
     )
     if args.watch:
         return _watch(config, args.output)
@@ -188,6 +209,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
     if result.state == "invalid-spec" and rec.good is None and isinstance(result.error, SpecError):
         raise result.error  # nothing valid to enforce: the dispatcher prints it, exit 2
     _print_pass(result, args.output)
+    if result.state == "standby":
+        print("swarm: another reconciler holds the lease; not applying (stop it, or let it apply this spec)",
+              file=sys.stderr)
+        return EXIT_DIFF
     if result.state == "synced":
         return EXIT_OK
     if result.state in ("refused", "invalid-spec"):
@@ -234,6 +259,7 @@ def _fallback_target(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from swarm.reconcile.lease import read_lease
     from swarm.reconcile.loop import live_summary
     from swarm.reconcile.observe import RedisBusPort
     from swarm.reconcile.plan import desired_user_rights
@@ -262,6 +288,10 @@ def run_status(args: argparse.Namespace) -> int:
         store = RedisBusPort(url, name, bus_secret=None)
         try:
             status = parse_status(store.read_status())
+            try:
+                lease = read_lease(store.client, name)
+            except TransientError:
+                lease = None
         finally:
             store.close()
         if source is not None:
@@ -283,6 +313,7 @@ def run_status(args: argparse.Namespace) -> int:
     differs = source is not None and source.digest != applied
     if args.output == "json":
         doc = status.model_dump(mode="json")
+        doc["lease"] = _lease_json(lease)
         doc["given_spec"] = {
             "valid": spec_error is None,
             "digest": source.digest if source is not None else None,
@@ -292,6 +323,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(status.render())
+        for line in _lease_lines(lease):
+            print(line)
         if spec_error is not None:
             print(f"the given spec is invalid ({len(spec_error.issues)} error(s), listed above): the status is of the last pass")
         elif differs:
@@ -299,6 +332,33 @@ def run_status(args: argparse.Namespace) -> int:
     if spec_error is not None:
         return EXIT_INVALID
     return EXIT_OK if status.state == "synced" and not differs else EXIT_DIFF
+
+
+def _lease_json(lease: Any) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    holder, pttl, standby = lease
+    return {
+        "holder": None if holder is None else {"owner": holder.owner, "token": holder.token, "since_ms": holder.since_ms,
+                                              "pid": holder.pid, "host": holder.host},
+        "expires_in_ms": pttl if holder is not None else None,
+        "standby": standby,
+    }
+
+
+def _lease_lines(lease: Any) -> list[str]:
+    """Who holds the reconcile lease, since when, and who stands by."""
+    if lease is None:
+        return ["reconcile lease: unknown (Redis unreachable)"]
+    holder, pttl, standby = lease
+    out = [f"reconcile lease: held by {holder.describe()} (expires in {pttl / 1000:.1f}s unless renewed)"
+           if holder is not None else "reconcile lease: free (no reconciler is running)"]
+    for owner, doc in sorted(standby.items()):
+        if holder is not None and owner == holder.owner:
+            continue
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(doc.get("since_ms", 0)) / 1000))
+        out.append(f"standing by: {owner} (pid {doc.get('pid')} on {doc.get('host')}) since {since}")
+    return out
 
 
 # --------------------------------------------------------------------------- up

@@ -50,7 +50,14 @@ REGISTRY_SERVICE = "registry"
 #: One-shot services that install the compiled desired state before the agents start.
 BUS_APPLY_SERVICE = "swarm-bus-apply"
 CATALOG_PUSH_SERVICE = "swarm-catalog-push"
-INFRA_SERVICES = (REDIS_SERVICE, REGISTRY_SERVICE, BUS_APPLY_SERVICE, CATALOG_PUSH_SERVICE)
+#: The long-running ``swarm reconcile --watch``: heals drift and a Redis restart (lost ACL users).
+RECONCILER_SERVICE = "swarm-reconciler"
+INFRA_SERVICES = (REDIS_SERVICE, REGISTRY_SERVICE, BUS_APPLY_SERVICE, CATALOG_PUSH_SERVICE, RECONCILER_SERVICE)
+#: Where the reconciler service reads the spec (mounted read-only from ``SPEC_DIR``).
+SPEC_MOUNT = "/specs"
+#: The spec directory as compose sees it: ``specs/`` beside ``compiled/`` (the repository
+#: layout of ``swarm init``), or ``$SWARM_SPEC_DIR``.
+SPEC_DIR = "${SWARM_SPEC_DIR:-../../specs}"
 #: Where the one-shot services see this directory (``compiled/<swarm>/``, mounted read-only).
 COMPILED_MOUNT = "/compiled"
 #: The default Redis user's password; the registry and ``swarm bus apply`` use it, agents never.
@@ -245,11 +252,16 @@ def compose_document(spec: Spec) -> dict[str, Any]:
     """docker-compose.yml as data; dumped with ``yaml.safe_dump`` so every value is escaped.
 
     Redis requires a password for its default user (the registry and the bus apply use
-    it); each bus agent connects as its own ACL user, so Redis itself refuses its
-    writes and reads outside its role's topics. Two one-shot services install the
-    compiled desired state from this directory (mounted read-only) before the agents
-    start: ``swarm bus apply`` (streams, groups, ACL table, agent users) and
-    ``swarm registry push`` (the catalog of declared agents).
+    it); each bus agent connects as its own ACL user, so Redis itself confines it to
+    its outbox and inbox. Two one-shot services install the compiled desired state
+    from this directory (mounted read-only) before the agents start: ``swarm bus
+    apply`` (streams, groups, ACL table, agent users) and ``swarm registry push``
+    (the catalog of declared agents). Beside them the ``swarm-reconciler`` service
+    runs ``swarm reconcile --watch`` on the spec (``SPEC_DIR``, read-only) for good
+    (``restart: unless-stopped``): Redis keeps ACL users in memory only, so after a
+    Redis container restart it re-creates them within about a second (it watches
+    Redis' run_id), and it heals hand-made drift; the reconcile lease keeps it from
+    fighting another ``swarm reconcile`` on the same swarm.
     """
     setup_image = {"context": "./registry"}
     secrets = {
@@ -294,6 +306,20 @@ def compose_document(spec: Spec) -> dict[str, Any]:
             "volumes": [f".:{COMPILED_MOUNT}:ro"],
             "depends_on": {REDIS_SERVICE: _healthy()},
             "restart": "on-failure",
+        },
+        RECONCILER_SERVICE: {
+            "build": dict(setup_image),
+            "command": [
+                "swarm", "reconcile", SPEC_MOUNT, "--watch",
+                "--registry-url", COMPOSE_REGISTRY_URL,
+                "--redis-url", COMPOSE_REDIS_URL,
+                "--compiled-dir", "",  # compiled/ is the user's, written by `swarm compile`
+            ],
+            "environment": {**secrets, "SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}"},
+            "volumes": [f"{SPEC_DIR}:{SPEC_MOUNT}:ro"],
+            "healthcheck": {"disable": True},  # the image's check is the registry's port; this serves none
+            "depends_on": {REDIS_SERVICE: _healthy(), REGISTRY_SERVICE: _healthy()},
+            "restart": "unless-stopped",
         },
         CATALOG_PUSH_SERVICE: {
             "build": dict(setup_image),
@@ -389,7 +415,8 @@ COMPOSE_NOTES = (
     "# SWARM_REDIS_PASSWORD (required: Redis default user, for the registry and `swarm bus apply`);\n"
     "# SWARM_BUS_SECRET (optional: key of the agents' Redis passwords; default SWARM_REGISTRY_SECRET);\n"
     "# SWARM_BUS_PASSWORD_<ID> per bus agent: HMAC-SHA256(bus secret, 'swarm-bus:<swarm>:<id>') in hex,\n"
-    "# printed by `swarm token --bus <id>`; the agent connects as Redis user swarm-<swarm>-<id>.\n"
+    "# printed by `swarm token --bus <id>`; the agent connects as Redis user swarm.<swarm>.<id>.\n"
+    "# SWARM_SPEC_DIR (optional): the spec the swarm-reconciler service enforces; default ../../specs.\n"
 )
 SOURCE_NOTES = (
     "# SWARM_SOURCE_DIR (optional): where the agents' handler code is copied from; default ../..,\n"

@@ -5,13 +5,17 @@ Every step is idempotent, so a pass killed half-way (SIGKILL) and re-run from a
 fresh observation converges without doing anything twice that anyone can see:
 
 * all bus creations are one :meth:`BusPort.apply` with exactly the objects
-  the plan names (XGROUP CREATE ... MKSTREAM ignoring BUSYGROUP, ACL SETUSER
-  with the bus's own ``user_rules``, one atomic MULTI for the ACL table and
-  bus settings) — what ``swarm bus apply`` does, limited to what differs;
+  the plan names (topic streams, outboxes with group ``router`` and inboxes with
+  group ``<id>`` by XGROUP CREATE ... MKSTREAM ignoring BUSYGROUP, ACL SETUSER
+  with the bus's own ``user_rules``, the ACL table and bus settings, in one MULTI
+  fenced by the reconcile lease) — what ``swarm bus apply`` does, limited to
+  what differs;
 * the catalog is pushed only when the observed catalog differs, so a re-run
   after a push that landed sends no second push and the registry emits no
   second ``catalog-changed`` event;
-* prunes delete by name; deleting something already gone is a no-op.
+* prunes delete by name; deleting something already gone is a no-op;
+* before each registry write (catalog push, eviction) ``check_fence`` confirms
+  the reconcile lease is still ours: the registry itself does not know it.
 
 Errors are the ports' (``swarm.errors``); a :class:`~swarm.errors.TransientError`
 stops the pass and the loop retries the whole pass from a new observation
@@ -38,6 +42,7 @@ def apply_plan(
     *,
     revision: str,
     on_applied: StepCallback | None = None,
+    check_fence: Callable[[], None] = lambda: None,
 ) -> list[Action]:
     """Apply ``plan`` and return the actions done, in order.
 
@@ -61,6 +66,8 @@ def apply_plan(
     for action in plan.actions:
         if action.kind in BUS_CREATES:
             continue
+        if action.kind in (ActionKind.PUSH_CATALOG, ActionKind.EVICT_AGENT):
+            check_fence()
         _apply_one(action, desired, registry, bus, revision)
         mark([action])
     return done
@@ -70,7 +77,7 @@ def bus_changes(actions: list[Action]) -> BusChanges:
     """The bus objects named by the plan's creation actions."""
     return BusChanges(
         streams=tuple(a.target for a in actions if a.kind is ActionKind.CREATE_STREAM),
-        groups=tuple((a.target, a.group or "") for a in actions if a.kind is ActionKind.CREATE_GROUP),
+        mailboxes=tuple((a.target, a.box or "") for a in actions if a.kind is ActionKind.CREATE_MAILBOX),
         documents=any(a.kind in (ActionKind.WRITE_ACL_TABLE, ActionKind.WRITE_BUS_SETTINGS) for a in actions),
         users=tuple(a.target for a in actions if a.kind is ActionKind.PUT_REDIS_USER),
     )
@@ -87,6 +94,10 @@ def _apply_one(action: Action, desired: DesiredState, registry: RegistryPort, bu
         bus.delete_group(desired.bus, action.target, action.group)
     elif kind is ActionKind.DELETE_STREAM:
         bus.delete_stream(desired.bus, action.target)
+    elif kind is ActionKind.DELETE_LEGACY_USER:
+        bus.delete_legacy_user(desired.bus, action.target)
+    elif kind is ActionKind.DELETE_MAILBOX:
+        bus.delete_mailbox(desired.bus, action.target)
     elif kind is ActionKind.DELETE_REDIS_USER:
         bus.delete_user(desired.bus, action.target)
     else:  # pragma: no cover - every kind is handled above or in BUS_CREATES

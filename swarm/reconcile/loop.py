@@ -17,10 +17,21 @@ Why it is built this way:
   daemon *restarted* onto an invalid spec reads them back and enforces them too.
 * **Never exits on a transient fault.** :class:`~swarm.errors.TransientError`
   (Redis or registry down) makes the pass end with ``waiting`` in status and a
-  retry after a capped exponential backoff with jitter.
+  retry after :mod:`swarm.backoff`'s capped exponential backoff with jitter.
+* **One writer per swarm.** With real ports a pass first takes (or renews) the
+  reconcile lease (:mod:`swarm.reconcile.lease`) and every write is fenced by its
+  token; without it the pass only reports ``standby`` (who holds the lease), and
+  ``--watch`` tries again every third of the lease TTL.
+* **Redis restarts heal at once.** ACL users live in memory only (AOF does not
+  keep them), so each pass notes Redis' ``run_id`` (INFO server, new at every
+  start) and ``--watch`` reads it again every ``redis_check_seconds``; a
+  different one starts a pass that reads every user back and re-creates the
+  missing ones, without waiting for the resync timer. The same task renews
+  the lease.
 * **Blocking work in a thread.** The ports are synchronous (httpx, redis-py);
   :meth:`watch` runs each pass with ``asyncio.to_thread`` while ``awatch``
-  keeps collecting events; ``stop_event`` ends both (STYLE: watchfiles).
+  keeps collecting events; ``stop_event`` ends both (watchfiles' ``awatch``
+  takes it and returns).
 * **Compiled output after the live system.** ``compiled/`` is written (only the
   files that changed) *after* the apply, so the latency a user sees from save
   to live system does not include rendering every agent's files.
@@ -31,17 +42,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
+from swarm.backoff import Backoff
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
 from swarm.reconcile.apply import apply_plan
+from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost, read_lease
 from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, walked, working_revision
 from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
 from swarm.reconcile.state import ActualState, BusPort, RegistryPort, UserRights, observe
@@ -89,6 +101,12 @@ class Ports:
     bus: BusPort
     status: StatusSink
     close: Callable[[], None] = lambda: None
+    #: the fence of the reconcile lease every write of the bus port checks (None: unfenced)
+    set_fence: Callable[[Fence | None], None] = lambda _fence: None
+    #: raises LeaseLost unless the lease still holds the fence's token (before registry writes)
+    check_fence: Callable[[], None] = lambda: None
+    #: a redis-py client of the bus' Redis for the lease and the restart check (None: no lease)
+    lease_client: object | None = None
 
 
 PortsFactory = Callable[[DesiredState, "ReconcileConfig"], Ports]
@@ -113,6 +131,10 @@ class ReconcileConfig:
     step_ms: int = 15
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    #: reconcile lease TTL (seconds; 0 takes no lease); used when the ports offer a lease client
+    lease_ttl: float = DEFAULT_TTL
+    #: how often ``--watch`` reads Redis' run_id to notice a restart (and renews the lease)
+    redis_check_seconds: float = 0.5
     #: Fault-injection hook for tests (``SWARM_FAULT_PAUSE_AFTER``): after applying the
     #: first action of this kind (an :class:`ActionKind` value) the pass stops — for good,
     #: so a test can SIGKILL the daemon at a known point of an apply, or, with
@@ -165,7 +187,9 @@ class Reconciler:
         self._cache_key: object = None
         self._cache: SpecSource | SpecError | None = None
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
-        self._failures = 0
+        self._backoff = Backoff(base=config.backoff_initial, cap=config.backoff_max)
+        self._lease: Lease | None = None
+        self._run_id: str | None = None  # Redis' run_id when the last pass started
         self._pool: ThreadPoolExecutor | None = None
         self._compiled_digest: str | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
@@ -245,6 +269,13 @@ class Reconciler:
 
     def close(self) -> None:
         self.flush_compiled()
+        if self._lease is not None:
+            try:
+                self._lease.release()  # a standby takes over at its next try, not after the TTL
+                self._lease.clear_standby()
+            except SwarmError as exc:
+                log.warning("could not release the reconcile lease: %s", exc)
+            self._lease = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -273,6 +304,14 @@ class Reconciler:
             self.good = source
             self._recovered = False
         ports = self.ports_for(source.desired)
+        standby = None if self.config.dry_run else self._take_lease(ports, source.desired.registry.swarm)
+        if standby is not None:
+            return standby
+        if ports.lease_client is not None:  # the Redis process this pass sees (a restart changes it)
+            run_id = _run_id(ports.lease_client)
+            if run_id is not None and run_id != self._run_id:
+                self._written_users = None  # a new Redis process: none of the users written before is there
+                self._run_id = run_id
         status = self._status_base(ports, source.desired.registry.swarm)
         status.passes += 1
         status.last_attempted = attempt
@@ -292,6 +331,92 @@ class Reconciler:
                 self._compiled_digest = source.digest
                 self._write_compiled(source)
         return result
+
+    # ------------------------------------------------------------------ lease
+
+    def _take_lease(self, ports: Ports, swarm: str) -> PassResult | None:
+        """Take or renew the reconcile lease and fence the ports with it; a ``standby`` result when another holds it."""
+        if self.config.lease_ttl <= 0 or ports.lease_client is None:
+            return None
+        lease = self._lease
+        if lease is None or lease.keys.swarm != swarm or lease.client is not ports.lease_client:
+            if lease is not None:
+                lease.release()
+            lease = self._lease = Lease(ports.lease_client, swarm, ttl=self.config.lease_ttl)
+        try:
+            had = lease.fence
+            fence = lease.acquire()
+        except SwarmError as exc:
+            ports.set_fence(_no_lease(lease))
+            result = PassResult(state="waiting", error=exc, retry_in=self._backoff.next_delay())
+            result.status = ReconcileStatus(swarm=swarm, state="waiting", waiting_for=str(exc),
+                                            message=f"waiting for {exc} (retry in {result.retry_in:.1f}s)")
+            return result
+        ports.set_fence(fence or _no_lease(lease))
+        if fence is not None:
+            if had is None or had.token != fence.token:
+                log.warning("holding the reconcile lease of swarm %s: %s", swarm, lease.holder.describe() if lease.holder else "")
+                lease.clear_standby()
+                self._written_users = None  # someone else wrote meanwhile: read every user back
+            return None
+        holder = lease.holder.describe() if lease.holder else "another process"
+        message = f"standing by: the reconcile lease of swarm {swarm} is held by {holder}"
+        if had is not None:
+            log.warning("lost the reconcile lease of swarm %s to %s", swarm, holder)
+        lease.mark_standby(message)
+        self._written_users = None
+        result = PassResult(state="standby")
+        result.status = ReconcileStatus(swarm=swarm, state="standby", message=message)
+        return result
+
+    def lease_interval(self) -> float:
+        """How often ``--watch`` renews the lease / a standby retries: a third of the TTL."""
+        return max(0.05, self.config.lease_ttl / 3)
+
+    def _keep_once(self, seen: dict[str, object]) -> str | None:
+        """One tick of the keeper: renew the lease; read Redis' run_id. A trigger name when a pass is due."""
+        ports = self._ports_of_good()
+        if ports is None or ports.lease_client is None:
+            return None
+        client: Any = ports.lease_client
+        lease = self._lease
+        if lease is not None and lease.fence is not None:
+            try:
+                if not lease.renew():
+                    ports.set_fence(_no_lease(lease))
+                    log.warning("lost the reconcile lease of swarm %s", lease.keys.swarm)
+                    return "lease"
+            except SwarmError:
+                pass  # Redis down: the restart check below notices it too
+        run_id = _run_id(client)
+        ref = self._run_id
+        if run_id is None or ref is None or run_id == ref or seen.get("kicked") == run_id:
+            return None
+        seen["kicked"] = run_id  # one pass per restart; that pass records the new run_id
+        log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", ref, run_id)
+        self._written_users = None
+        return "redis-restart"
+
+    def _ports_of_good(self) -> Ports | None:
+        if self.good is None:
+            return None
+        d = self.good.desired
+        return self._ports.get((self.config.registry_url or d.registry.settings.url,
+                                self.config.redis_url or d.bus.settings.redis_url))
+
+    async def _keep(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event) -> None:
+        """Renew the lease and watch Redis' run_id until stopped; kick a pass when one is due."""
+        seen: dict[str, object] = {}
+        interval = max(0.05, min(self.config.redis_check_seconds, self.lease_interval()))
+        while not stop_event.is_set():
+            trigger = await asyncio.to_thread(self._keep_once, seen)
+            if trigger is not None:
+                reasons.add(trigger)
+                kick.set()
+            try:
+                await asyncio.wait_for(stop_event.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
 
     def _current_spec(self, trigger: str) -> tuple[SpecSource | None, Attempt, SpecError | None]:
         """The spec to enforce (the newest valid one), what was attempted, and the spec error if any."""
@@ -335,7 +460,7 @@ class Reconciler:
             self._write_status(ports, status)
             result.applied = apply_plan(
                 plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest),
-                on_applied=self._pause_hook if self.config.pause_after else None,
+                on_applied=self._pause_hook if self.config.pause_after else None, check_fence=ports.check_fence,
             )
             seen = observe(ports.registry, ports.bus, desired.bus, desired_user_rights(desired))
             after = plan_actions(
@@ -345,7 +470,7 @@ class Reconciler:
                 raise _VerifyFailed(
                     "after applying, the live system still differs: " + "; ".join(a.description for a in after.actions)
                 )
-        self._failures = 0
+        self._backoff.reset()
         self._written_users = desired_user_rights(desired)
 
     def _pause_hook(self, action: Action) -> None:
@@ -394,8 +519,13 @@ class Reconciler:
         status = result.status
         assert status is not None
         result.error = exc
+        if isinstance(exc, LeaseLost):  # another daemon took over: no status of ours to write
+            result.state = "standby"
+            status.state, status.message = "standby", str(exc)
+            self._written_users = None
+            return
         if isinstance(exc, (TransientError, _VerifyFailed)):
-            result.retry_in = self._backoff()
+            result.retry_in = self._backoff.next_delay()
         if isinstance(exc, TransientError):
             result.state = status.state = "waiting"
             status.waiting_for = str(exc)
@@ -407,12 +537,6 @@ class Reconciler:
         status.message = str(exc)
         status.last_error = _error(kind, exc)
 
-    def _backoff(self) -> float:
-        """Count a failed pass; the delay before the retry: capped exponential backoff, ±20 % jitter."""
-        self._failures += 1
-        delay = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** (self._failures - 1))
-        return delay * random.uniform(0.8, 1.2)
-
     def _record_without_spec(self, attempt: Attempt, spec_error: SpecError) -> PassResult:
         """No valid spec yet: enforce nothing, but say why in status when the swarm can be guessed."""
         result = PassResult(state="invalid-spec", error=spec_error)
@@ -422,6 +546,13 @@ class Reconciler:
         name, url = target
         try:
             sink = self._fallback_sink(name, url)
+            client = getattr(sink, "client", None)
+            if client is not None and self.config.lease_ttl > 0:
+                holder = read_lease(client, name)[0]
+                if holder is not None and (self._lease is None or holder.owner != self._lease.owner):
+                    # the status document is the lease holder's: say it here only
+                    log.error("spec is invalid; not writing status: the reconcile lease is held by %s", holder.describe())
+                    return result
             status = self.status if self.status is not None and self.status.swarm == name else None
             status = status or parse_status(sink.read_status()) or ReconcileStatus(swarm=name)
             status.passes += 1
@@ -537,6 +668,7 @@ class Reconciler:
         reasons: set[str] = set()
         watcher = asyncio.create_task(self._watch_files(kick, reasons, stop_event))
         watcher.add_done_callback(_log_watcher_end)
+        keeper = asyncio.create_task(self._keep(kick, reasons, stop_event))
         trigger = "start"
         try:
             while not stop_event.is_set():
@@ -545,18 +677,26 @@ class Reconciler:
                 except Exception as exc:  # a bug must not end the daemon: say so and try again
                     log.exception("reconcile pass failed unexpectedly")
                     result = PassResult(state="error", error=SwarmError(f"unexpected {type(exc).__name__}: {exc}"),
-                                        retry_in=self._backoff())
+                                        retry_in=self._backoff.next_delay())
                 if on_pass is not None:
                     on_pass(result)
-                timeout = result.retry_in if result.retry_in is not None else self.config.resync_seconds
-                trigger = await _wait(kick, reasons, stop_event, timeout, "retry" if result.retry_in else "resync")
+                if result.state == "standby":
+                    timeout, idle = self.lease_interval(), "lease"
+                elif result.retry_in is not None:
+                    timeout, idle = result.retry_in, "retry"
+                else:
+                    timeout, idle = self.config.resync_seconds, "resync"
+                trigger = await _wait(kick, reasons, stop_event, timeout, idle)
         finally:
             stop_event.set()
-            watcher.cancel()
-            try:
-                await watcher
-            except asyncio.CancelledError:
-                pass
+            for task in (watcher, keeper):
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # the keeper's failure must not hide the loop's
+                    log.exception("background task failed")
             self.close()
 
     async def _watch_files(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event) -> None:
@@ -572,6 +712,20 @@ class Reconciler:
         ):
             reasons.add(reason)
             kick.set()
+
+
+def _run_id(client: Any) -> str | None:
+    """Redis' run_id (INFO server; new at every start), None when it cannot be read now."""
+    try:
+        value = client.info("server").get("run_id")
+    except Exception:  # Redis away or refusing: the pass loop reports why
+        return None
+    return str(value) if value else None
+
+
+def _no_lease(lease: Lease) -> Fence:
+    """A fence no lease ever holds (tokens start at 1): every write through it is refused."""
+    return Fence(lease.keys.lease, 0)
 
 
 def _log_watcher_end(task: "asyncio.Task[None]") -> None:

@@ -2,31 +2,33 @@
 
 Built by :func:`make_ports_factory` for the reconcile loop (``swarm plan``, ``reconcile``,
 ``status``, ``up``). Each adapter is synchronous — the loop runs a whole pass in
-a worker thread — and turns every library error into a :mod:`swarm.errors` type:
-connection problems and 5xx become :class:`~swarm.errors.TransientError`
-subclasses (the loop retries them), everything else a
-:class:`~swarm.errors.PermanentError`.
+a worker thread — and turns every library error into a :mod:`swarm.errors` type
+through :mod:`swarm.foreign` (one policy: connection trouble, 5xx/429 and Redis'
+passing states are transient and retried, every other refusal is permanent).
 
 Creation on the bus uses the rules of :mod:`swarm.bus.apply` (``user_rules``,
 ``bus_password``, the key layout) limited to the objects the plan names, in one
-pipeline; deletions are single Redis commands, one object per action, so a
-prune does exactly what the plan printed.
+MULTI; deletions name one object per action, so a prune does exactly what the
+plan printed. Every write is fenced by the reconcile lease
+(:mod:`swarm.reconcile.lease`) when the loop holds one.
 
-Observation is pipelined: one SCAN for the swarm's streams, one pipeline for
-their consumer groups, the ACL/bus documents, the Redis users, the open
-breakers and the protection flag — a pass costs a few round trips however many
-agents the swarm has.
+Observation is pipelined: one SCAN each for the swarm's topic streams, outboxes
+and inboxes, one pipeline for their consumer groups, the ACL/bus documents, the
+Redis users, the open breakers and the protection flag — a pass costs a few
+round trips however many agents the swarm has.
 
-A Redis user read back in full (the resync timer; see ``assumed_users``) is
-compared whole, not only by its topics: :func:`parse_user_rights` reads the
-topics it may XADD / XREADGROUP, and the user must then equal, field for field
-of ACL GETUSER (password hash, flags, commands, keys, channels, selectors),
-what ``user_rules`` writes for exactly those topics. Whatever differs — a rule
-removed by hand, a changed password, rules of an older swarm version — lands in
+Redis users are those named ``swarm.<N>.<agent id>`` (``.`` is in no swarm name
+or agent id, so another swarm's users never match, and are never rewritten or
+deleted). A user read back in full (the resync timer; see ``assumed_users``) is
+compared whole, field for field of ACL GETUSER (password hash, flags, commands,
+keys, channels, selectors), with what ``user_rules`` writes for the desired
+topics, or for those of the bus settings applied before (then the spec changed
+it, and the plan says how). Whatever differs — a rule removed by hand, a changed
+password, rules of an older swarm version — lands in
 :attr:`UserRights.differs` and the plan re-applies the user. The expected
 GETUSER reply is not guessed in Python (Redis 7.0 lists commands in its hash
 order, random per process): Redis computes it on a scratch user
-(``swarm-<N>-:expected``, a name no agent id can spell) created, read and
+(``swarm.<N>.:expected``, a name no agent id can spell) created, read and
 deleted inside one MULTI, so no client can ever see or log in as it. Replies
 are cached per rules tuple for the port's lifetime, so a steady resync costs
 no extra round trip; a user that differs from its cached reply is checked
@@ -35,26 +37,21 @@ against a fresh one before it is called changed.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
-from swarm.errors import (
-    AuthError,
-    BusError,
-    PermanentError,
-    RedisUnavailableError,
-    RegistryUnavailableError,
-)
-from swarm.keys import SwarmKeys, as_text
+from swarm.errors import AuthError, PermanentError
+from swarm.foreign import REDIS_ERRORS, http_status_error, http_transport_error, redis_error
+from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
+from swarm.reconcile.lease import Fence, LeaseLost
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
+from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
 # --------------------------------------------------------------------------- registry
@@ -73,20 +70,15 @@ class HttpRegistryPort:
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        what = f"registry at {self.url}: {method} {path}"
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise RegistryUnavailableError(f"registry at {self.url}: {exc or type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise RegistryUnavailableError(
-                f"registry at {self.url}: {method} {path} answered {response.status_code}: {response.text[:200]}",
-                delay=float(response.headers.get("retry-after", "1") or 1),
-            )
+            raise http_transport_error(exc, what) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise http_status_error(response, what)
         if response.status_code in (401, 403):
-            raise AuthError(
-                f"registry at {self.url}: {method} {path} refused ({response.status_code}): {response.text[:200]}; "
-                "is SWARM_ADMIN_TOKEN set to the registry's admin token?"
-            )
+            raise AuthError(f"{http_status_error(response, what)}; is SWARM_ADMIN_TOKEN set to the registry's admin token?")
         return response
 
     def get_catalog(self) -> RegistryCatalog | None:
@@ -128,7 +120,7 @@ class HttpRegistryPort:
 def _expect(response: httpx.Response, ok: int | tuple[int, ...], what: str) -> None:
     codes = ok if isinstance(ok, tuple) else (ok,)
     if response.status_code not in codes:
-        raise PermanentError(f"registry: {what} answered {response.status_code}: {response.text[:300]}")
+        raise http_status_error(response, f"registry: {what}")
 
 
 # --------------------------------------------------------------------------- redis
@@ -136,34 +128,19 @@ def _expect(response: httpx.Response, ok: int | tuple[int, ...], what: str) -> N
 
 @contextmanager
 def redis_errors(url: str, what: str) -> Iterator[None]:
+    """redis-py errors as swarm errors, with the policy of :func:`swarm.foreign.redis_error`."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise RedisUnavailableError(f"redis at {url}: {what}: {exc}") from exc
-    except RedisError as exc:
-        raise BusError(f"redis at {url}: {what} refused: {exc}") from exc
-
-
-def parse_user_rights(info: dict[str, Any] | None, keys: SwarmKeys) -> UserRights | None:
-    """Topics a Redis user may XADD to / XREADGROUP from, read from ACL GETUSER selectors."""
-    if info is None:
-        return None
-    stream_prefix = keys.topic("")
-    publish: set[str] = set()
-    subscribe: set[str] = set()
-    for selector in info.get("selectors") or []:
-        fields = dict(zip(selector[::2], selector[1::2])) if isinstance(selector, list) else dict(selector)
-        commands = str(fields.get("commands", "")).split()
-        patterns = str(fields.get("keys", "")).split()
-        if "+xadd" in commands:
-            publish |= {p[len("%W~" + stream_prefix):] for p in patterns if p.startswith("%W~" + stream_prefix)}
-        if "+xreadgroup" in commands:
-            subscribe |= {p[len("~" + stream_prefix):] for p in patterns if p.startswith("~" + stream_prefix)}
-    return UserRights(publish=frozenset(publish), subscribe=frozenset(subscribe), enabled=bool(info.get("enabled", True)))
+    except REDIS_ERRORS as exc:
+        raise redis_error(exc, f"redis at {url}: {what}") from exc
 
 
 #: The agent id part of the scratch user: ':' is outside the agent id charset.
 SCRATCH_ID = ":expected"
+
+
+def is_agent_id(text: str) -> bool:
+    return len(text) <= NAME_MAX and re.fullmatch(NAME_PATTERN, text) is not None
 
 
 def user_differences(live: Mapping[str, Any], expected: Mapping[str, Any]) -> frozenset[str]:
@@ -185,13 +162,47 @@ def user_differences(live: Mapping[str, Any], expected: Mapping[str, Any]) -> fr
     return frozenset(out)
 
 
+Topics = tuple[frozenset[str], frozenset[str]]
+
+_KEY_PATTERN = re.compile(r"%?[RW]*~(\S+)")
+
+
+def _only_keys_of(info: object, keys: SwarmKeys) -> bool:
+    """Whether a user's every key pattern (top level and selectors) lies inside this swarm's keys.
+
+    How a ``swarm-<N>-<id>`` user of the old naming is told from one of swarm
+    ``<N>-<x>`` (``swarm-research-x-w`` is both): its keys say whose it is. A user
+    with no key pattern at all, or one outside, is not ours and is left alone.
+    """
+    if not isinstance(info, dict):
+        return False
+    texts: list[str] = []
+    for value in (info.get("keys"),):
+        texts += value.split() if isinstance(value, str) else [str(v) for v in value or ()]
+    for selector in info.get("selectors") or []:
+        fields = dict(zip(selector[::2], selector[1::2])) if isinstance(selector, list) else dict(selector)
+        texts += str(fields.get("keys", "")).split()
+    patterns = [m.group(1) for t in texts if (m := _KEY_PATTERN.fullmatch(t))]
+    return bool(patterns) and len(patterns) == len(texts) and all(p.startswith(keys.prefix) for p in patterns)
+
+
+def _topics(rights: Any) -> Topics:
+    return frozenset(rights.publish), frozenset(rights.subscribe)
+
+
 class RedisBusPort:
-    """:class:`~swarm.reconcile.state.BusPort` and the status store, on one Redis."""
+    """:class:`~swarm.reconcile.state.BusPort` and the status store, on one Redis.
+
+    With a :class:`~swarm.reconcile.lease.Fence` set (:meth:`set_fence`), every
+    write is one ``WATCH lease / GET / MULTI … EXEC`` that writes nothing unless
+    the lease still holds the fence's token (:class:`~swarm.reconcile.lease.LeaseLost`).
+    """
 
     def __init__(self, url: str, swarm: str, *, bus_secret: str | None) -> None:
         self.url = url
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
+        self.fence: Fence | None = None
         self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
         self._canonical: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -201,92 +212,188 @@ class RedisBusPort:
     def close(self) -> None:
         self._redis.close()
 
+    def set_fence(self, fence: Fence | None) -> None:
+        self.fence = fence
+
+    @property
+    def client(self) -> Any:
+        return self._redis
+
+    # -- fenced writes ----------------------------------------------------------
+
+    def _write(self, what: str, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands ``build`` queues in one MULTI, fenced by the lease when one is set."""
+        fence = self.fence
+        with redis_errors(self.url, what):
+            with self._redis.pipeline(transaction=True) as tx:
+                if fence is not None:
+                    tx.watch(fence.key)  # type: ignore[no-untyped-call]
+                    if not fence.holds(tx.get(fence.key)):
+                        raise LeaseLost(f"{what}: the reconcile lease is no longer ours (token {fence.token}); nothing written")
+                    tx.multi()
+                build(tx)
+                try:
+                    return list(tx.execute(raise_on_error=False))
+                except WatchError as exc:
+                    raise LeaseLost(f"{what}: the reconcile lease moved meanwhile; nothing written") from exc
+
+    def check_fence(self) -> None:
+        """Raise LeaseLost unless the lease still holds our token (before a write elsewhere)."""
+        fence = self.fence
+        if fence is None:
+            return
+        with redis_errors(self.url, "check the reconcile lease"):
+            raw = self._redis.get(fence.key)
+        if not fence.holds(raw):
+            raise LeaseLost(f"the reconcile lease is no longer ours (token {fence.token}); not writing")
+
+    # -- observe ----------------------------------------------------------------
+
     def observe(self, bus: BusPlan, assumed_users: Mapping[str, UserRights] | None = None) -> BusObservation:
         keys = self.keys
         assumed = assumed_users or {}
+        prefix = keys.redis_user_prefix
+
+        def scan(pattern: str) -> list[str]:
+            return sorted(map(as_text, self._redis.scan_iter(match=pattern, _type="stream", count=1000)))
+
         with redis_errors(self.url, "observe"):
-            streams = sorted(map(as_text, self._redis.scan_iter(match=keys.topic_pattern, _type="stream", count=1000)))
+            streams = scan(keys.topic_pattern)
+            outboxes = scan(keys.outbox_pattern)
+            inboxes = scan(keys.inbox_pattern)
             breakers = sorted(map(as_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
-            user_prefix = keys.redis_user("")
-            all_users = map(as_text, self._redis.acl_users()) if self.bus_secret else iter(())
-            users = sorted(u for u in all_users if u.startswith(user_prefix))
-            unread = [u for u in users if u[len(user_prefix):] in assumed]
-            read = [u for u in users if u[len(user_prefix):] not in assumed]
+            all_users = list(map(as_text, self._redis.acl_users())) if self.bus_secret else []
+            # "swarm.<N>." starts only this swarm's users ('.' is in no name); the rest must be an agent id
+            users = sorted(u[len(prefix):] for u in all_users if u.startswith(prefix) and is_agent_id(u[len(prefix):]))
+            old_prefix = f"swarm-{keys.swarm}-"
+            maybe_legacy = sorted(u for u in all_users if u.startswith(old_prefix))
+            unread = [a for a in users if a in assumed]
+            read = [a for a in users if a not in assumed]
             pipe = self._redis.pipeline(transaction=False)
-            for s in streams:
+            for s in [*streams, *outboxes, *inboxes]:
                 pipe.xinfo_groups(s)
             pipe.get(keys.acl)
             pipe.get(keys.bus)
             pipe.get(keys.protection)
             for b in breakers:
                 pipe.hget(b, "state")
-            for u in read:
+            for a in read:
+                pipe.acl_getuser(keys.redis_user(a))
+            for u in maybe_legacy:
                 pipe.acl_getuser(u)
             replies = pipe.execute(raise_on_error=False)
         it = iter(replies)
-        topic_prefix = keys.topic("")
-        groups: dict[str, frozenset[str]] = {}
-        for s in streams:
-            reply = next(it)
-            groups[s[len(topic_prefix):]] = (
-                frozenset() if isinstance(reply, Exception) else frozenset(str(g["name"]) for g in reply)
-            )
+
+        def groups_of(names: list[str], strip: str) -> dict[str, frozenset[str]]:
+            out: dict[str, frozenset[str]] = {}
+            for name in names:
+                reply = next(it)
+                out[name[len(strip):]] = (
+                    frozenset() if isinstance(reply, Exception) else frozenset(str(g["name"]) for g in reply)
+                )
+            return out
+
+        groups = groups_of(streams, keys.topic(""))
+        outbox_groups = groups_of(outboxes, keys.outbox(""))
+        inbox_groups = groups_of(inboxes, keys.inbox(""))
         acl_raw, bus_raw, protection = next(it), next(it), next(it)
         open_breakers = []
         for b in breakers:
             state = next(it)
             if state in ("open", "half_open"):  # publishing blocked (half-open: one probe only)
                 open_breakers.append(b[len(keys.breaker("")):])
-        rights: dict[str, UserRights] = {u[len(user_prefix):]: assumed[u[len(user_prefix):]] for u in unread}
-        infos: dict[str, tuple[dict[str, Any], UserRights]] = {}
-        for u in read:
-            info = next(it)
-            parsed = None if isinstance(info, Exception) else parse_user_rights(info, keys)
-            # only users whose keys live in this swarm (swarm "research-x" shares the name prefix)
-            if parsed is not None and keys.prefix in repr(info):
-                infos[u[len(user_prefix):]] = (info, parsed)
+        applied = _parse(BusPlan, bus_raw)
+        rights: dict[str, UserRights] = {a: self._assumed(a, assumed[a], bus) for a in unread}
+        infos = {a: info for a in read if isinstance(info := next(it), dict)}
+        legacy = tuple(u for u in maybe_legacy if _only_keys_of(next(it), keys))
         if infos:
-            rights.update(self._compare_users(infos))
+            rights.update(self._compare_users(infos, bus, applied))
         return BusObservation(
             streams=frozenset(groups),
-            groups=groups,
+            groups={k: v for k, v in groups.items() if v},
+            outboxes=outbox_groups,
+            inboxes=inbox_groups,
             users=rights,
             users_managed=bool(self.bus_secret),
             acl=_parse(AclDocument, acl_raw),
-            settings=_parse(BusPlan, bus_raw),
+            settings=applied,
             breakers_open=tuple(open_breakers),
             protection=protection is not None,  # the registry keeps the time protection began
+            legacy_users=legacy,
         )
 
     def _rules(self, agent_id: str, publish: frozenset[str], subscribe: frozenset[str]) -> tuple[str, ...]:
         """The ACL SETUSER rules of an agent with these topics (topics sorted: one spelling per set)."""
         from swarm.bus.apply import bus_password, user_rules
 
-        assert self.bus_secret is not None
-        password = bus_password(self.bus_secret, self.keys.swarm, agent_id)
-        return tuple(user_rules(self.keys, agent_id, sorted(publish), sorted(subscribe), password))
+        key = (agent_id, publish, subscribe)
+        if key not in self._rules_memo:
+            if len(self._rules_memo) > 4096:  # bounded: a long-running daemon sees many specs
+                self._rules_memo.clear()
+            assert self.bus_secret is not None
+            password = bus_password(self.bus_secret, self.keys.swarm, agent_id)
+            self._rules_memo[key] = tuple(user_rules(self.keys, agent_id, sorted(publish), sorted(subscribe), password))
+        return self._rules_memo[key]
 
-    def _compare_users(self, infos: Mapping[str, tuple[dict[str, Any], UserRights]]) -> dict[str, UserRights]:
-        """Each user's rights with :attr:`UserRights.differs` filled from a whole-user comparison.
+    def _assumed(self, agent_id: str, wrote: UserRights, bus: BusPlan) -> UserRights:
+        """A user this process wrote (not read back): its topics, or the desired ones when the rules are the same."""
+        want = bus.agents.get(agent_id)
+        if want is not None and self._rules(agent_id, *_topics(want)) == self._rules(agent_id, *_topics(wrote)):
+            return UserRights(*_topics(want))
+        return wrote
 
-        The rules compared with are those of the topics the user itself holds: a
-        user equal to them differs from the spec only in topics, which the plan
-        compares; together that is "the user equals ``user_rules`` of the spec".
+    def _compare_users(
+        self, infos: Mapping[str, dict[str, Any]], bus: BusPlan, applied: BusPlan | None
+    ) -> dict[str, UserRights]:
+        """Each user read back, compared whole with what ``user_rules`` writes.
+
+        A user equal to the rules of the desired topics reports them; one equal to
+        the rules of the bus settings applied before reports those (the spec
+        changed: the plan says which topics); any other is reported with the
+        desired topics and :attr:`UserRights.differs` (changed by hand).
         """
-        memo, self._rules_memo = self._rules_memo, {}  # keep only this pass's entries: bounded
-        rules: dict[str, tuple[str, ...]] = {}
-        for aid, (_, parsed) in infos.items():
-            key = (aid, parsed.publish, parsed.subscribe)
-            rules[aid] = self._rules_memo[key] = memo.get(key) or self._rules(*key)
-        cache = self._canonical
-        # a reply cached by an earlier pass confirms equality; anything else is asked afresh
-        ask = sorted({rules[aid] for aid, (info, _) in infos.items() if cache.get(rules[aid]) != info})
-        fresh = self._canonical_replies(ask) if ask else {}
-        self._canonical = kept = {r: fresh.get(r) or cache[r] for r in rules.values()}
+        candidates: dict[str, list[tuple[Topics, tuple[str, ...]]]] = {}
+        for aid in infos:
+            options: list[Topics] = []
+            if aid in bus.agents:
+                options.append(_topics(bus.agents[aid]))
+            if applied is not None and aid in applied.agents and _topics(applied.agents[aid]) not in options:
+                options.append(_topics(applied.agents[aid]))
+            candidates[aid] = [(t, self._rules(aid, *t)) for t in options]
+        wanted = {rules for opts in candidates.values() for _, rules in opts}
+        fresh = self._canonical_replies(sorted(wanted - set(self._canonical)))
+        self._canonical = {r: fresh.get(r) or self._canonical[r] for r in wanted}
+
+        def judge(aid: str, info: dict[str, Any]) -> UserRights | None:
+            enabled = bool(info.get("enabled", True))
+            for topics, rules in candidates[aid]:
+                if not user_differences(info, self._canonical[rules]):
+                    return UserRights(*topics, enabled=enabled)
+            return None
+
         out: dict[str, UserRights] = {}
-        for aid, (info, parsed) in infos.items():
-            differs = user_differences(info, kept[rules[aid]])
-            out[aid] = replace(parsed, differs=differs) if differs else parsed
+        stale: set[tuple[str, ...]] = set()
+        for aid, info in infos.items():
+            verdict = judge(aid, info)
+            if verdict is None:
+                # a cached reply may be of an older Redis process (7.0 orders commands per process): ask again
+                stale |= {rules for _, rules in candidates[aid] if rules not in fresh}
+            else:
+                out[aid] = verdict
+        if stale:
+            self._canonical.update(self._canonical_replies(sorted(stale)))
+        for aid, info in infos.items():
+            if aid in out:
+                continue
+            verdict = judge(aid, info) if stale else None
+            if verdict is not None:
+                out[aid] = verdict
+            elif candidates[aid]:
+                topics, rules = candidates[aid][0]
+                differs = user_differences(info, self._canonical[rules]) or frozenset({"rules"})
+                out[aid] = UserRights(*topics, enabled=bool(info.get("enabled", True)), differs=differs)
+            else:  # neither declared nor in the applied settings: it exists, that is all the plan needs
+                out[aid] = UserRights(enabled=bool(info.get("enabled", True)))
         return out
 
     def _canonical_replies(self, rule_sets: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -295,8 +402,11 @@ class RedisBusPort:
         One MULTI: set, read back, …, delete. Every rules tuple starts with
         ``reset``, so the scratch user holds nothing of the previous one, and no
         other client runs between the commands (no one can log in as it, and a
-        connection lost half-way leaves nothing behind).
+        connection lost half-way leaves nothing behind). Not fenced: it leaves
+        nothing behind.
         """
+        if not rule_sets:
+            return {}
         scratch = self.keys.redis_user(SCRATCH_ID)
         with redis_errors(self.url, "compute the expected Redis users"):
             with self._redis.pipeline(transaction=True) as tx:
@@ -308,59 +418,64 @@ class RedisBusPort:
                 replies = tx.execute()
         return {rules: replies[2 * i + 1] for i, rules in enumerate(rule_sets)}
 
+    # -- apply ------------------------------------------------------------------
+
     def apply(self, bus: BusPlan, acl: AclDocument, changes: BusChanges) -> None:
-        """Create / rewrite exactly ``changes``, with the rules of :mod:`swarm.bus.apply`.
+        """Create / rewrite exactly ``changes``, with the rules of :mod:`swarm.bus.apply`, in one fenced MULTI.
 
         Not ``apply_bus`` itself: it reads every Redis user back twice (ACL GETUSER
         costs Redis ~0.4 ms per user), which for 100 agents is most of a pass; the
-        plan already names the objects that differ. Same semantics: groups start at
-        id 0, an empty stream is made with a throw-away group, the ACL table and bus
-        settings are replaced together in one MULTI, users get ``user_rules``.
+        plan already names the objects that differ. Same semantics: topic streams
+        are made empty (a throw-away group created and dropped: XGROUP CREATE
+        MKSTREAM is the only way to make an empty stream), outbox and inbox groups
+        start at id 0, the ACL table and bus settings are replaced together, users
+        get ``user_rules``.
         """
         keys = self.keys
-        with redis_errors(self.url, "bus apply"):
-            pipe = self._redis.pipeline(transaction=False)
+
+        def build(tx: Any) -> None:
             for name in changes.streams:
-                tp = bus.topics[name]
-                for cg in tp.consumer_groups:
-                    pipe.xgroup_create(tp.stream, cg.group, id="0", mkstream=True)
-                if not tp.consumer_groups:
-                    pipe.xgroup_create(tp.stream, "swarm-apply", id="$", mkstream=True)
-                    pipe.xgroup_destroy(tp.stream, "swarm-apply")
-            for name, group in changes.groups:
-                pipe.xgroup_create(bus.topics[name].stream, group, id="0", mkstream=True)
+                stream = bus.topics[name].stream
+                tx.xgroup_create(stream, "swarm-apply", id="$", mkstream=True)
+                tx.xgroup_destroy(stream, "swarm-apply")
+            for agent_id, box in changes.mailboxes:
+                rights = bus.agents[agent_id]
+                stream, group = (rights.outbox, ROUTER_GROUP) if box == "outbox" else (rights.inbox, agent_id)
+                tx.xgroup_create(stream, group, id="0", mkstream=True)
             if changes.users and self.bus_secret:
                 for agent_id in changes.users:
-                    rights = acl.agents.get(agent_id)
+                    want = acl.agents.get(agent_id)
                     # the very rules observe compares users with (one spelling: topics sorted)
-                    rules = self._rules(agent_id, frozenset(rights.publish if rights else ()),
-                                        frozenset(rights.subscribe if rights else ()))
-                    pipe.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)  # type: ignore[no-untyped-call]
-            replies = pipe.execute(raise_on_error=False) if len(pipe) else []
-            for reply in replies:
-                if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                    raise reply
+                    rules = self._rules(agent_id, frozenset(want.publish if want else ()),
+                                        frozenset(want.subscribe if want else ()))
+                    tx.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)
             if changes.documents:
-                with self._redis.pipeline(transaction=True) as tx:
-                    tx.set(keys.acl, acl.model_dump_json())
-                    tx.set(keys.bus, bus.model_dump_json())
-                    tx.execute()
+                tx.set(keys.acl, acl.model_dump_json())
+                tx.set(keys.bus, bus.model_dump_json())
+
+        for reply in self._write("bus apply", build):
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise redis_error(reply, f"redis at {self.url}: bus apply") from reply
 
     def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:
-        with redis_errors(self.url, f"delete consumer group {group} of {topic}"):
-            try:
-                self._redis.xgroup_destroy(self.keys.topic(topic), group)
-            except ResponseError as exc:
-                if "no such key" not in str(exc).lower():
-                    raise
+        for reply in self._write(f"delete consumer group {group} of {topic}",
+                                 lambda tx: tx.xgroup_destroy(self.keys.topic(topic), group)):
+            if isinstance(reply, Exception) and "no such key" not in str(reply).lower():
+                raise redis_error(reply, f"redis at {self.url}: delete consumer group {group} of {topic}") from reply
 
     def delete_stream(self, bus: BusPlan, topic: str) -> None:
-        with redis_errors(self.url, f"delete stream of {topic}"):
-            self._redis.delete(self.keys.topic(topic), self.keys.dead_letter(topic))
+        self._write(f"delete stream of {topic}", lambda tx: tx.delete(self.keys.topic(topic), self.keys.dead_letter(topic)))
+
+    def delete_mailbox(self, bus: BusPlan, agent_id: str) -> None:
+        k = self.keys
+        self._write(f"delete the mailboxes of {agent_id}",
+                    lambda tx: tx.delete(k.outbox(agent_id), k.inbox(agent_id), k.receipts(agent_id)))
+
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        self._write(f"delete legacy Redis user {user}", lambda tx: tx.acl_deluser(user))
 
     def delete_user(self, bus: BusPlan, agent_id: str) -> None:
-        with redis_errors(self.url, f"delete Redis user of {agent_id}"):
-            self._redis.acl_deluser(self.keys.redis_user(agent_id))
+        self._write(f"delete Redis user of {agent_id}", lambda tx: tx.acl_deluser(self.keys.redis_user(agent_id)))
 
     # -- status store (StatusSink) ---------------------------------------------
 
@@ -370,8 +485,7 @@ class RedisBusPort:
         return None if value is None else str(value)
 
     def write_status(self, text: str) -> None:
-        with redis_errors(self.url, "write status"):
-            self._redis.set(self.keys.status, text)
+        self._write("write status", lambda tx: tx.set(self.keys.status, text))
 
     def read_applied_spec(self) -> str | None:
         with redis_errors(self.url, "read the applied spec"):
@@ -379,8 +493,7 @@ class RedisBusPort:
         return None if value is None else str(value)
 
     def write_applied_spec(self, text: str) -> None:
-        with redis_errors(self.url, "store the applied spec"):
-            self._redis.set(self.keys.applied_spec, text)
+        self._write("store the applied spec", lambda tx: tx.set(self.keys.applied_spec, text))
 
 
 
@@ -411,6 +524,7 @@ def make_ports_factory(admin_token: str | None | Callable[[str], str | None],
             registry.close()
             bus.close()
 
-        return Ports(registry=registry, bus=bus, status=bus, close=close)
+        return Ports(registry=registry, bus=bus, status=bus, close=close, set_fence=bus.set_fence,
+                     check_fence=bus.check_fence, lease_client=bus.client)
 
     return factory

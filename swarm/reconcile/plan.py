@@ -7,15 +7,18 @@ I/O — so every decision about *what* changes, in *which order*, and *what need
 
 Order (and why):
 
-1. **bus creations** — streams, consumer groups, the ACL table, bus settings and
-   Redis ACL users. An agent may register the moment the catalog admits it and
-   start publishing at once; its streams, groups and credentials must be there.
+1. **bus creations** — topic streams (the router's log of each topic; no
+   consumer groups), every agent's outbox with the router's consumer group
+   ``router`` and its inbox with its own group ``<id>`` (both at id 0, so nothing
+   written before the group is skipped), the ACL table, bus settings and Redis
+   ACL users. An agent may register the moment the catalog admits it and start
+   publishing at once; its mailboxes and credentials must be there.
 2. **catalog push** — the registry now admits new agents and refuses removed ones.
 3. **prunes** (only with ``--prune``) — evict registrations, then delete consumer
-   groups, streams and Redis users. They come last so a removed agent is refused
-   by the catalog before its live objects disappear.
+   groups, streams, mailboxes and Redis users. They come last so a removed agent
+   is refused by the catalog before its live objects disappear.
 
-Deleting live things (registrations, consumer groups, streams, Redis users) is
+Deleting live things (registrations, consumer groups, streams, mailboxes, Redis users) is
 never planned without ``prune=True``; such actions are returned as ``held_back``
 so ``plan``/``status`` can say what ``--prune`` would do.
 
@@ -45,8 +48,8 @@ declares almost nothing is a mistake until proven otherwise.
 
 Descriptions speak the user's terms, including what an ACL change means:
 "role worker gains publish on results.summary", "agent reviewer will be evicted:
-no longer declared", "topic x: create stream and consumer groups a, b",
-"agent x: Redis user swarm-research-x differs from the spec (rules changed by
+no longer declared", "agent x: create its outbox (read by the router)",
+"agent x: Redis user swarm.research.x differs from the spec (rules changed by
 hand); re-apply" (a user read back whole that is not exactly ``user_rules``).
 """
 
@@ -58,6 +61,7 @@ from typing import Iterable
 
 from swarm.acl import ACTIONS
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
+from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.state import ActualState, UserRights
 
 
@@ -65,14 +69,16 @@ class ActionKind(str, Enum):
     """What an action does; the value is its stable JSON name."""
 
     CREATE_STREAM = "create-stream"
-    CREATE_GROUP = "create-group"
+    CREATE_MAILBOX = "create-mailbox"
     WRITE_ACL_TABLE = "write-acl-table"
     WRITE_BUS_SETTINGS = "write-bus-settings"
     PUT_REDIS_USER = "put-redis-user"
+    DELETE_LEGACY_USER = "delete-legacy-user"
     PUSH_CATALOG = "push-catalog"
     EVICT_AGENT = "evict-agent"
     DELETE_GROUP = "delete-group"
     DELETE_STREAM = "delete-stream"
+    DELETE_MAILBOX = "delete-mailbox"
     DELETE_REDIS_USER = "delete-redis-user"
 
 
@@ -81,14 +87,20 @@ ORDER: tuple[ActionKind, ...] = tuple(ActionKind)
 BUS_CREATES = frozenset(
     {
         ActionKind.CREATE_STREAM,
-        ActionKind.CREATE_GROUP,
+        ActionKind.CREATE_MAILBOX,
         ActionKind.WRITE_ACL_TABLE,
         ActionKind.WRITE_BUS_SETTINGS,
         ActionKind.PUT_REDIS_USER,
     }
 )
 PRUNES = frozenset(
-    {ActionKind.EVICT_AGENT, ActionKind.DELETE_GROUP, ActionKind.DELETE_STREAM, ActionKind.DELETE_REDIS_USER}
+    {
+        ActionKind.EVICT_AGENT,
+        ActionKind.DELETE_GROUP,
+        ActionKind.DELETE_STREAM,
+        ActionKind.DELETE_MAILBOX,
+        ActionKind.DELETE_REDIS_USER,
+    }
 )
 
 
@@ -100,7 +112,8 @@ class Action:
     target: str
     description: str
     details: tuple[str, ...] = ()
-    group: str | None = None  # consumer group, for group actions
+    group: str | None = None  # consumer group, for group and mailbox actions
+    box: str | None = None  # "outbox" | "inbox", for create-mailbox
 
     @property
     def prune(self) -> bool:
@@ -115,6 +128,8 @@ class Action:
         }
         if self.group is not None:
             out["group"] = self.group
+        if self.box is not None:
+            out["box"] = self.box
         return out
 
     def lines(self) -> list[str]:
@@ -281,10 +296,9 @@ def _settings_changed(old: BusPlan | None, new: BusPlan) -> list[str]:
         was, now = set(ot[name].publishers), set(nt[name].publishers)
         if was != now:
             out.append(f"topic {name} publishers: {_fmt(was)} -> {_fmt(now)}")
-        was = {g.group for g in ot[name].consumer_groups}
-        now = {g.group for g in nt[name].consumer_groups}
+        was, now = set(ot[name].subscribers), set(nt[name].subscribers)
         if was != now:
-            out.append(f"topic {name} consumer groups: {_fmt(was)} -> {_fmt(now)}")
+            out.append(f"topic {name} subscribers: {_fmt(was)} -> {_fmt(now)}")
     if not out and _strip(old) != _strip(new):
         out.append("agents' stream rights or key layout change")
     return out
@@ -312,28 +326,32 @@ def plan_actions(
     creates: list[Action] = []
     prunes: list[Action] = []
 
-    # 1. streams and consumer groups
+    # 1. topic streams (no consumer groups: agents read their inboxes) and mailboxes
     for name, topic in sorted(bus.topics.items()):
-        groups = [g.group for g in topic.consumer_groups]
         if name not in seen.streams:
-            what = f"create stream and consumer groups {_fmt(groups)}" if groups else "create stream"
-            creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: {what}"))
-            continue
-        have = seen.groups.get(name, frozenset())
-        for g in groups:
-            if g not in have:
-                creates.append(
-                    Action(ActionKind.CREATE_GROUP, name, f"topic {name}: create consumer group {g}", group=g)
-                )
-        for g in sorted(have - set(groups)):
+            creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: create its stream (the topic's log)"))
+        for g in sorted(seen.groups.get(name, frozenset())):
             prunes.append(
                 Action(
                     ActionKind.DELETE_GROUP,
                     name,
-                    f"topic {name}: delete consumer group {g} (no longer a subscriber; pending entries are dropped)",
+                    f"topic {name}: delete consumer group {g} (agents read their inboxes; the topic's log has no readers' groups)",
                     group=g,
                 )
             )
+    for aid in sorted(bus.agents):
+        for box, group, seen_boxes, reader in (
+            ("outbox", ROUTER_GROUP, seen.outboxes, "read by the router"),
+            ("inbox", aid, seen.inboxes, f"read by {aid} as group {aid}"),
+        ):
+            have = seen_boxes.get(aid)
+            if have is None:
+                description = f"agent {aid}: create its {box} ({reader})"
+            elif group not in have:
+                description = f"agent {aid}: its {box} lost consumer group {group}; re-create it at id 0 ({reader})"
+            else:
+                continue
+            creates.append(Action(ActionKind.CREATE_MAILBOX, aid, description, group=group, box=box))
 
     if seen.acl is None or _strip(seen.acl) != _strip(acl):
         creates.append(
@@ -374,6 +392,19 @@ def plan_actions(
                 description = f"agent {aid}: update Redis user {user}"
             creates.append(Action(ActionKind.PUT_REDIS_USER, aid, description, tuple(details)))
 
+    # Users of the naming before swarm.<N>.<id> keep the rights of the old, unmediated bus
+    # (scripts, topic streams) and the agent's password still opens them: deleted by any pass,
+    # like other hand-made drift, not held back for --prune.
+    for user in sorted(seen.legacy_users):
+        creates.append(
+            Action(
+                ActionKind.DELETE_LEGACY_USER,
+                user,
+                f"delete Redis user {user}: the naming before swarm.<swarm>.<agent>, with the old rights "
+                "(scripts, topic streams) that the agent's password still opens",
+            )
+        )
+
     # 2. catalog
     pushes: list[Action] = []
     seen_catalog = actual.registry.catalog
@@ -407,6 +438,15 @@ def plan_actions(
         prunes.append(
             Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")
         )
+    for aid in sorted((set(seen.outboxes) | set(seen.inboxes)) - set(bus.agents)):
+        prunes.append(
+            Action(
+                ActionKind.DELETE_MAILBOX,
+                aid,
+                f"agent {aid}: delete its outbox, inbox and receipts (no longer declared; "
+                "messages not yet routed or read are lost)",
+            )
+        )
     for aid in sorted(set(seen.users) - set(want_users)):
         prunes.append(
             Action(ActionKind.DELETE_REDIS_USER, aid, f"agent {aid}: delete Redis user (no longer declared)")
@@ -437,18 +477,22 @@ def _mass_removal(desired: DesiredState, actual: ActualState, prunes: list[Actio
     ACL table and the catalog refuses it at once (its registration and Redis user
     only go with ``--prune``), dropping a topic from the bus settings stops its
     use. The live agents are those in the live ACL table or catalog, registered
-    or holding a Redis user; one is removed when it leaves the table or catalog,
-    or (``prunes``: with ``--prune``) its registration is evicted or Redis user
-    deleted. The live topics are those in the live bus settings or with a stream;
+    or holding mailboxes or a Redis user; one is removed when it leaves the table or catalog,
+    or (``prunes``: with ``--prune``) its registration is evicted, its
+    mailboxes or Redis user deleted. The live topics are those in the live bus settings or with a stream;
     one is removed when it leaves the bus settings or (with ``--prune``) its
     stream is deleted.
     """
     catalog, seen = actual.registry.catalog, actual.bus
     declared = set(catalog.agents if catalog else ()) | set(seen.acl.agents if seen.acl else ())
-    agents = declared | set(actual.registry.agents) | set(seen.users)
+    agents = declared | set(actual.registry.agents) | set(seen.users) | set(seen.outboxes) | set(seen.inboxes)
     want_agents = set(desired.acl.agents) | set(desired.registry.agents)
     removed = declared - want_agents
-    removed |= {a.target for a in prunes if a.kind in (ActionKind.EVICT_AGENT, ActionKind.DELETE_REDIS_USER)}
+    removed |= {
+        a.target
+        for a in prunes
+        if a.kind in (ActionKind.EVICT_AGENT, ActionKind.DELETE_MAILBOX, ActionKind.DELETE_REDIS_USER)
+    }
     planned = set(seen.settings.topics if seen.settings else ())
     topics = planned | set(seen.streams)
     gone = planned - set(desired.bus.topics)

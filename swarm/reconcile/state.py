@@ -6,11 +6,13 @@ in-memory fakes. :func:`swarm.reconcile.plan.plan_actions` diffs it against the
 desired state. Keeping the observation a plain value (no clients inside) is what
 lets the planner stay a pure function that a test can call with literals.
 
-The two ports are deliberately small (STYLE: httpx's one-method transport):
+The two ports are deliberately small (a handful of methods each, so a fake for
+a unit test is a few lines and the real adapters are easy to read whole):
 
 * :class:`RegistryPort` — the catalog and the registrations of the HTTP registry.
-* :class:`BusPort` — streams, consumer groups, Redis ACL users and the ACL table
-  in Redis; creation goes through the bus's own idempotent ``apply_bus``.
+* :class:`BusPort` — topic streams, agents' outboxes and inboxes with their
+  consumer groups, Redis ACL users and the ACL table in Redis; creation uses the
+  bus's own rules (``swarm.bus.apply.user_rules``).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class LiveAgent:
 
 @dataclass(frozen=True)
 class UserRights:
-    """The stream rights of one Redis ACL user, read back as topic names.
+    """One Redis ACL user of the swarm, as the topics it was written for.
 
-    ``differs``: what else of the user is not exactly what ``swarm.bus.apply.user_rules``
-    writes for these topics, as ACL GETUSER field names ("password", "commands",
-    "keys", "channels", "selectors", "flags"; the on/off flag is ``enabled``).
-    Empty when equal, for the desired rights, and for users not read back.
+    ``publish`` / ``subscribe``: the topics whose ``swarm.bus.apply.user_rules``
+    the user equals (the desired ones, or those of the bus settings applied
+    before, or the ones this process wrote). ``differs``: when the user equals
+    neither, the ACL GETUSER fields in which it differs from the desired rules
+    ("password", "commands", "keys", "channels", "selectors", "flags"; the on/off
+    flag is ``enabled``). Empty when equal and for users not read back.
     """
 
     publish: frozenset[str] = frozenset()
@@ -65,12 +69,17 @@ class BusObservation:
     """
 
     streams: frozenset[str] = frozenset()  # topic names whose stream exists
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> group names
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> group names (none wanted)
+    outboxes: dict[str, frozenset[str]] = field(default_factory=dict)  # agent id -> groups on its outbox
+    inboxes: dict[str, frozenset[str]] = field(default_factory=dict)  # agent id -> groups on its inbox
     users: dict[str, UserRights] = field(default_factory=dict)  # agent id -> rights
     users_managed: bool = True  # False without a bus secret: apply_bus writes no users
     acl: AclDocument | None = None
     settings: BusPlan | None = None
     breakers_open: tuple[str, ...] = ()
+    #: users of this swarm under the naming before ``swarm.<N>.<id>`` (``swarm-<N>-<id>``, with the
+    #: old rights: scripts and topic streams); found by their key patterns, all inside this swarm
+    legacy_users: tuple[str, ...] = ()
     protection: bool = False
 
 
@@ -78,13 +87,13 @@ class BusObservation:
 class BusChanges:
     """The bus objects one apply creates or rewrites (everything else is left alone)."""
 
-    streams: tuple[str, ...] = ()  # topics whose stream (and consumer groups) to create
-    groups: tuple[tuple[str, str], ...] = ()  # (topic, group) to create on existing streams
+    streams: tuple[str, ...] = ()  # topics whose stream to create (no consumer group)
+    mailboxes: tuple[tuple[str, str], ...] = ()  # (agent id, "outbox" | "inbox"): stream + its group at id 0
     documents: bool = False  # rewrite the ACL table and bus settings (together, atomically)
     users: tuple[str, ...] = ()  # agent ids whose Redis user to (re)write
 
     def __bool__(self) -> bool:
-        return bool(self.streams or self.groups or self.documents or self.users)
+        return bool(self.streams or self.mailboxes or self.documents or self.users)
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,15 @@ class BusPort(Protocol):
 
     def delete_stream(self, bus: BusPlan, topic: str) -> None: ...
 
+    def delete_mailbox(self, bus: BusPlan, agent_id: str) -> None:
+        """Delete an agent's outbox, inbox and receipts."""
+        ...
+
     def delete_user(self, bus: BusPlan, agent_id: str) -> None: ...
+
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        """Delete a Redis user of this swarm under the old naming (see BusObservation.legacy_users)."""
+        ...
 
 
 def observe(

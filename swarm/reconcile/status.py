@@ -10,6 +10,8 @@ Format (``ReconcileStatus.model_dump(mode="json")``)::
       "format": 1,
       "swarm": "research",
       "state": "synced",            # synced | applying | invalid-spec | waiting | refused | error
+                                    # (a daemon without the reconcile lease reports "standby" in its
+                                    # log and output only: the status document is the holder's)
       "message": "in sync with 3f2a9c1 (digest 5d1e...)",   # one line for humans
       "waiting_for": null,          # e.g. "redis at redis://127.0.0.1:6379/0: Connection refused"
       "updated_at": "2026-11-22T00:01:02.345678+00:00",
@@ -47,7 +49,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-State = Literal["starting", "synced", "applying", "invalid-spec", "waiting", "refused", "error"]
+State = Literal["starting", "synced", "applying", "invalid-spec", "waiting", "refused", "error", "standby"]
 ErrorKind = Literal["spec", "transient", "refused", "permanent", "verify"]
 
 

@@ -99,7 +99,7 @@ def test_compose_wires_redis_registry_and_agents() -> None:
         env = svc["environment"]
         assert env["AGENT_ID"] == agent.id and env["AGENT_HOST"] == agent.id
         assert env["AGENT_PORT"] == str(agent.port)
-        assert env["REDIS_URL"].startswith(f"redis://swarm-research-{agent.id}:${{SWARM_BUS_PASSWORD_")
+        assert env["REDIS_URL"].startswith(f"redis://swarm.research.{agent.id}:${{SWARM_BUS_PASSWORD_")
         assert env["REDIS_URL"].endswith("}@redis:6379/0")
         assert svc["build"]["context"] == f"./agents/{agent.id}"
         assert "/health/live" in " ".join(svc["healthcheck"]["test"])

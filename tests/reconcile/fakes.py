@@ -11,6 +11,7 @@ from typing import Mapping
 
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
 from swarm.errors import RedisUnavailableError
+from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
 
 
@@ -41,6 +42,8 @@ class FakeRegistry:
 class FakeBus:
     streams: set[str] = field(default_factory=set)
     groups: dict[str, set[str]] = field(default_factory=dict)
+    outboxes: dict[str, set[str]] = field(default_factory=dict)
+    inboxes: dict[str, set[str]] = field(default_factory=dict)
     users: dict[str, UserRights] = field(default_factory=dict)
     acl: AclDocument | None = None
     settings: BusPlan | None = None
@@ -55,7 +58,9 @@ class FakeBus:
         self._check()
         return BusObservation(
             streams=frozenset(self.streams),
-            groups={k: frozenset(v) for k, v in self.groups.items()},
+            groups={k: frozenset(v) for k, v in self.groups.items() if v},
+            outboxes={k: frozenset(v) for k, v in self.outboxes.items()},
+            inboxes={k: frozenset(v) for k, v in self.inboxes.items()},
             users=dict(self.users),
             acl=self.acl,
             settings=self.settings,
@@ -66,9 +71,9 @@ class FakeBus:
         self.calls.append("apply")
         for name in changes.streams:
             self.streams.add(name)
-            self.groups.setdefault(name, set()).update(g.group for g in bus.topics[name].consumer_groups)
-        for name, group in changes.groups:
-            self.groups.setdefault(name, set()).add(group)
+        for aid, box in changes.mailboxes:
+            boxes = self.outboxes if box == "outbox" else self.inboxes
+            boxes.setdefault(aid, set()).add(ROUTER_GROUP if box == "outbox" else aid)
         if changes.documents:
             self.acl = acl
             self.settings = bus
@@ -86,6 +91,16 @@ class FakeBus:
         self.calls.append(f"delete-stream:{topic}")
         self.streams.discard(topic)
         self.groups.pop(topic, None)
+
+    def delete_mailbox(self, bus: BusPlan, agent_id: str) -> None:
+        self._check()
+        self.calls.append(f"delete-mailbox:{agent_id}")
+        self.outboxes.pop(agent_id, None)
+        self.inboxes.pop(agent_id, None)
+
+    def delete_legacy_user(self, bus: BusPlan, user: str) -> None:
+        self._check()
+        self.calls.append(f"delete-legacy-user:{user}")
 
     def delete_user(self, bus: BusPlan, agent_id: str) -> None:
         self._check()

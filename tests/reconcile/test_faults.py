@@ -71,7 +71,7 @@ def test_sigkill_mid_apply_then_restart_converges_without_repeats(
     r: Any = live.redis.client(decode_responses=True)
     try:
         assert '"state":"applying"' in r.get(STATUS_KEY), "killed in the middle of the apply"
-        assert sum(1 for u in r.acl_users() if u.startswith("swarm-research-extra-")) == 100
+        assert sum(1 for u in r.acl_users() if u.startswith("swarm.research.extra-")) == 100
     finally:
         r.close()
     pushed = len(live.get("/catalog", timeout=5).json()["catalog"]["agents"])

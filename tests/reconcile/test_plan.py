@@ -29,9 +29,60 @@ def test_empty_system_plans_creates_before_catalog_push() -> None:
     assert kinds.count(ActionKind.PUT_REDIS_USER) == len(desired.bus.agents)
     first_push = kinds.index(ActionKind.PUSH_CATALOG)
     assert all(k is not ActionKind.PUSH_CATALOG for k in kinds[:first_push])
+    assert kinds.count(ActionKind.CREATE_MAILBOX) == 2 * len(desired.bus.agents)
     texts = [a.description for a in plan.actions]
-    assert "topic results.research: create stream and consumer groups architect, auditor, reviewer" in texts
+    assert "topic results.research: create its stream (the topic's log)" in texts
+    assert "agent summarizer: create its outbox (read by the router)" in texts
+    assert "agent summarizer: create its inbox (read by summarizer as group summarizer)" in texts
     assert not plan.held_back and plan.refused is None
+
+
+def test_mailboxes_get_the_router_group_and_the_agents_own_group() -> None:
+    desired = desired_from_docs(example_docs())
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    assert bus.outboxes == {aid: {"router"} for aid in desired.bus.agents}
+    assert bus.inboxes == {aid: {aid} for aid in desired.bus.agents}
+    assert bus.groups == {} or all(not g for g in bus.groups.values())  # topic logs have no groups
+
+    bus.outboxes["summarizer"].discard("router")  # XGROUP DESTROY by hand: the router would stop reading it
+    del bus.inboxes["auditor"]
+    plan = plan_actions(desired, _actual(reg, bus, desired))
+    assert [(a.kind, a.target, a.box, a.group) for a in plan.actions] == [
+        (ActionKind.CREATE_MAILBOX, "auditor", "inbox", "auditor"),
+        (ActionKind.CREATE_MAILBOX, "summarizer", "outbox", "router"),
+    ]
+    assert plan.actions[1].description == (
+        "agent summarizer: its outbox lost consumer group router; re-create it at id 0 (read by the router)"
+    )
+
+
+def test_legacy_groups_on_topic_streams_are_pruned_only_with_prune() -> None:
+    desired = desired_from_docs(example_docs())
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired, reg, bus)
+    bus.groups["tasks.research"] = {"summarizer"}  # the layout before the router
+    plan = plan_actions(desired, _actual(reg, bus, desired))
+    assert plan.empty
+    assert [a.kind for a in plan.held_back] == [ActionKind.DELETE_GROUP]
+    pruned = plan_actions(desired, _actual(reg, bus, desired), prune=True)
+    assert [(a.kind, a.target, a.group) for a in pruned.actions] == [(ActionKind.DELETE_GROUP, "tasks.research", "summarizer")]
+
+
+def test_a_removed_agents_mailboxes_go_only_with_prune() -> None:
+    docs = example_docs()
+    reg, bus = FakeRegistry(), FakeBus()
+    _converge(desired_from_docs(docs), reg, bus)
+    smaller = desired_from_docs([d for d in edit(docs) if d.get("id") != "reviewer"])
+    plan = plan_actions(smaller, _actual(reg, bus, smaller))
+    assert "agent reviewer: delete its outbox, inbox and receipts (no longer declared; messages not yet routed or read are lost)" in [
+        a.description for a in plan.held_back]
+    apply_plan(plan, smaller, reg, bus, revision="r2")
+    assert "reviewer" in bus.outboxes and "reviewer" in bus.inboxes
+    pruned = plan_actions(smaller, _actual(reg, bus, smaller), prune=True)
+    apply_plan(pruned, smaller, reg, bus, revision="r2")
+    assert "reviewer" not in bus.outboxes and "reviewer" not in bus.inboxes
+    assert "delete-mailbox:reviewer" in bus.calls and "delete-user:reviewer" in bus.calls
 
 
 def test_second_pass_is_empty() -> None:
@@ -110,7 +161,7 @@ def test_mass_prune_is_refused_unless_forced() -> None:
     assert sum(a.kind is ActionKind.DELETE_REDIS_USER for a in forced.actions) == 5
 
 
-def test_removed_topic_and_subscriber_group_need_prune() -> None:
+def test_removed_topic_needs_prune_and_a_dropped_subscriber_is_said() -> None:
     docs = example_docs()
     desired = desired_from_docs(docs)
     reg, bus = FakeRegistry(), FakeBus()
@@ -124,9 +175,11 @@ def test_removed_topic_and_subscriber_group_need_prune() -> None:
     plan = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
     texts = [a.description for a in plan.actions]
     assert "topic tasks.admin.reset will be deleted: no longer declared (its messages are lost)" in texts
-    assert any(t.startswith("topic reviews.verdict: delete consumer group auditor") for t in texts)
-    # Redis user rights follow the role (acl.json agents), which still permits the topic.
-    assert not any(a.kind is ActionKind.PUT_REDIS_USER and a.target == "auditor" for a in plan.actions)
+    settings = next(a for a in plan.actions if a.kind is ActionKind.WRITE_BUS_SETTINGS)
+    assert "topic reviews.verdict subscribers: architect, auditor -> architect" in settings.details
+    # rights are declared AND permitted by the role: the auditor's shrink with its declaration
+    user = next(a for a in plan.actions if a.kind is ActionKind.PUT_REDIS_USER and a.target == "auditor")
+    assert user.details == ("loses subscribe on reviews.verdict",)
 
 
 def test_hand_made_drift_is_planned_back() -> None:
@@ -213,7 +266,7 @@ def test_documents_say_which_agents_and_groups_change() -> None:
     acl = next(a for a in plan.actions if a.kind is ActionKind.WRITE_ACL_TABLE)
     assert acl.details == ("agent reviewer leaves the table (no longer declared)",)
     settings = next(a for a in plan.actions if a.kind is ActionKind.WRITE_BUS_SETTINGS)
-    assert "topic results.research consumer groups: architect, auditor, reviewer -> architect, auditor" in settings.details
+    assert "topic results.research subscribers: architect, auditor, reviewer -> architect, auditor" in settings.details
     assert "topic reviews.verdict publishers: reviewer -> (none)" in settings.details
 
 

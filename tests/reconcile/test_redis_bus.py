@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import redis
 from redis import asyncio as aioredis
 
 from swarm.bus.apply import apply_bus
@@ -47,9 +48,63 @@ def test_apply_then_observe_is_converged(redis_server: RedisServer) -> None:
         apply_all(port, desired)
         seen = port.observe(desired.bus)
         assert seen.streams == frozenset(desired.bus.topics)
-        assert seen.groups["results.research"] == {"architect", "auditor", "reviewer"}
-        assert seen.users["summarizer"].publish == {"results.research", "results.summary"}
+        assert seen.groups == {}  # the topic logs have no consumer groups
+        assert seen.outboxes == {aid: {"router"} for aid in desired.bus.agents}
+        assert seen.inboxes == {aid: {aid} for aid in desired.bus.agents}
+        assert seen.users["summarizer"].publish == set(desired.bus.agents["summarizer"].publish)
+        assert not seen.users["summarizer"].differs
         assert plan_actions(desired, _actual(port, desired)).empty
+        client: Any = redis.Redis.from_url(port.url, decode_responses=True)
+        try:  # groups at id 0: an entry written before the group existed is still delivered
+            for aid in desired.bus.agents:
+                (outbox,) = client.xinfo_groups(KEYS.outbox(aid))
+                (inbox,) = client.xinfo_groups(KEYS.inbox(aid))
+                assert (outbox["name"], outbox["last-delivered-id"]) == ("router", "0-0")
+                assert (inbox["name"], inbox["last-delivered-id"]) == (aid, "0-0")
+            assert sorted(client.acl_users()) == sorted(["default", *(KEYS.redis_user(a) for a in desired.bus.agents)])
+        finally:
+            client.close()
+    finally:
+        port.close()
+
+
+def test_an_outbox_written_before_its_group_is_routed_from_the_start(redis_server: RedisServer) -> None:
+    """An agent that XADDs before the reconciler made its outbox loses nothing: the group starts at 0."""
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    try:
+        early = client.xadd(KEYS.outbox("summarizer"), {"topic": "results.summary", "payload": "{}"})
+        plan = plan_actions(desired, _actual(port, desired))
+        assert "agent summarizer: its outbox lost consumer group router; re-create it at id 0 (read by the router)" in [
+            a.description for a in plan.actions]
+        apply_all(port, desired)
+        reply = client.xreadgroup("router", "r1", {KEYS.outbox("summarizer"): ">"}, count=10)
+        assert [entry_id for entry_id, _ in reply[0][1]] == [early]
+    finally:
+        client.close()
+        port.close()
+
+
+def test_another_swarms_users_are_never_rewritten_or_deleted(redis_server: RedisServer) -> None:
+    """Swarm research-x's user for agent w (and a look-alike of the old naming) survive a --prune pass of research."""
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    other = SwarmKeys("research-x").redis_user("w")
+    try:
+        for user in (other, "swarm-research-x-w", "swarm.research.x.w"):
+            client.execute_command("ACL", "SETUSER", user, "reset", "on", ">theirs", "+ping")
+        before = {u: client.acl_getuser(u) for u in (other, "swarm-research-x-w", "swarm.research.x.w")}
+        apply_all(port, desired)
+        plan = plan_actions(desired, _actual(port, desired), prune=True, force_prune=True)
+        assert not [a for a in plan.actions if a.kind is ActionKind.DELETE_REDIS_USER]
+        assert {u: client.acl_getuser(u) for u in before} == before
+        theirs = redis.Redis(host="127.0.0.1", port=redis_server.port, username=other, password="theirs")
+        try:
+            assert theirs.ping()
+        finally:
+            theirs.close()
     finally:
         port.close()
 
@@ -141,10 +196,15 @@ def test_prune_deletes_exactly_what_the_plan_says(redis_server: RedisServer) -> 
                 port.delete_group(desired2.bus, action.target, action.group)
             elif action.kind is ActionKind.DELETE_REDIS_USER:
                 port.delete_user(desired2.bus, action.target)
+            elif action.kind is ActionKind.DELETE_MAILBOX:
+                port.delete_mailbox(desired2.bus, action.target)
+        assert sorted((a.kind.value, a.target) for a in plan.actions if a.prune) == [
+            ("delete-mailbox", "reviewer"), ("delete-redis-user", "reviewer"), ("delete-stream", "tasks.admin.reset")]
         apply_all(port, desired2)
         seen = port.observe(desired2.bus)
         assert "tasks.admin.reset" not in seen.streams and "reviewer" not in seen.users
-        assert "reviewer" not in seen.groups["results.research"]
+        assert "reviewer" not in seen.outboxes and "reviewer" not in seen.inboxes
+        assert "summarizer" in seen.outboxes and "summarizer" in seen.users
         assert plan_actions(desired2, _actual(port, desired2), prune=True).empty
     finally:
         port.close()
@@ -203,3 +263,44 @@ def test_reconciler_heals_drift_and_keeps_status_in_redis(redis_server: RedisSer
     finally:
         client.close()
         bus.close()
+
+
+def test_users_of_the_old_naming_are_deleted_without_touching_another_swarms(redis_server: RedisServer) -> None:
+    """``swarm-research-summarizer`` (before ``swarm.<N>.<id>``) still opens EVAL and raw topic XADD with the
+    agent's password: any pass deletes it. ``swarm-research-x-w`` has swarm research-x's keys: it stays."""
+    from swarm.bus.apply import bus_password
+
+    desired = desired_from_docs(example_docs())
+    port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    client: Any = redis_server.client(decode_responses=True)
+    password = bus_password(SECRET, "research", "summarizer")
+    old = "swarm-research-summarizer"
+    theirs = "swarm-research-x-w"
+    handmade = "swarm-research-ops"  # a hand-made user with keys outside the swarm: not ours to judge
+    try:
+        client.execute_command("ACL", "SETUSER", old, "reset", "on", f">{password}", "+eval", "+evalsha",
+                               f"~{KEYS.breaker('summarizer')}", f"(+xadd %W~{KEYS.topic('results.summary')})")
+        client.execute_command("ACL", "SETUSER", theirs, "reset", "on", ">x", "+eval",
+                               f"~{SwarmKeys('research-x').breaker('w')}")
+        client.execute_command("ACL", "SETUSER", handmade, "reset", "on", ">y", "+info", "~*")
+        agent = redis.Redis(host="127.0.0.1", port=redis_server.port, username=old, password=password)
+        try:
+            assert agent.eval("return 1", 0) == 1  # the hole: scripts with the agent's own password
+        finally:
+            agent.close()
+        before = {u: client.acl_getuser(u) for u in (theirs, handmade)}
+        plan = plan_actions(desired, _actual(port, desired))  # no --prune
+        legacy = [a for a in plan.actions if a.kind is ActionKind.DELETE_LEGACY_USER]
+        assert [a.target for a in legacy] == [old]
+        assert legacy[0].description.startswith(f"delete Redis user {old}: the naming before swarm.<swarm>.<agent>")
+        from swarm.reconcile.apply import apply_plan
+
+        apply_plan(plan, desired, FakeRegistry(), port, revision="r1")
+        assert old not in client.acl_users()
+        assert {u: client.acl_getuser(u) for u in before} == before
+        apply_all(port, desired)
+        assert not [a for a in plan_actions(desired, _actual(port, desired)).actions
+                    if a.kind is ActionKind.DELETE_LEGACY_USER]
+    finally:
+        client.close()
+        port.close()

@@ -38,17 +38,10 @@ USER = KEYS.redis_user(AGENT)
 PASSWORD = bus_password(SECRET, "research", AGENT)
 
 
-def _rules(drop: Callable[[str], bool] = lambda r: False, swap: dict[str, str] | None = None) -> list[str]:
-    """The agent's desired rules, minus those ``drop`` says, with ``swap`` replacements."""
+def _desired_rules() -> list[str]:
     desired = desired_from_docs(example_docs())
     a = desired.acl.agents[AGENT]
-    rules = user_rules(KEYS, AGENT, a.publish, a.subscribe, PASSWORD)
-    return [(swap or {}).get(r, r) for r in rules if not drop(r)]
-
-
-_ACL_SELECTOR = f"(+get +mget +getrange %R~{KEYS.acl} %R~{KEYS.bus})"
-_DEAD_LETTER_SELECTOR = f"(+xadd %W~{KEYS.dead_letter('tasks.research')} %W~{KEYS.dead_letter('tasks.summarize')})"
-_DEDUP_SELECTOR = f"(+set +get ~{KEYS.dedup('results.research', '*')} ~{KEYS.dedup('results.summary', '*')})"
+    return user_rules(KEYS, AGENT, a.publish, a.subscribe, PASSWORD)
 
 
 def _as_agent(server: RedisServer, password: str = PASSWORD) -> Any:
@@ -57,57 +50,43 @@ def _as_agent(server: RedisServer, password: str = PASSWORD) -> Any:
                        retry=Retry(NoBackoff(), 0))
 
 
-def _getrange(server: RedisServer) -> None:
+def _logs_in(server: RedisServer) -> bool:
     agent = _as_agent(server)
     try:
-        agent.getrange(KEYS.bus, 0, 10)
+        return bool(agent.ping())
+    except (AuthenticationError, NoPermissionError):
+        return False
     finally:
         agent.close()
 
 
-def _evalsha(server: RedisServer) -> None:
-    agent = _as_agent(server)
-    try:
-        sha = agent.script_load("return 1")
-        assert agent.evalsha(sha, 0) == 1
-    finally:
-        agent.close()
+def _may(*command: str) -> Callable[[RedisServer, Any], bool]:
+    """Whether the agent's user may run ``command`` (ACL DRYRUN: Redis' own verdict)."""
+    def check(_server: RedisServer, admin: Any) -> bool:
+        return str(admin.execute_command("ACL", "DRYRUN", USER, *command)) == "OK"
+    return check
 
 
-def _dead_letter(server: RedisServer) -> None:
-    agent = _as_agent(server)
-    try:
-        agent.xadd(KEYS.dead_letter("tasks.research"), {"reason": "test"})
-    finally:
-        agent.close()
+def _selector_dropped() -> list[str]:
+    rules = _desired_rules()
+    first = next(i for i, r in enumerate(rules) if r.startswith("("))
+    return ["reset", *rules[1:first], *rules[first + 1:]]
 
 
-def _dedup_mark(server: RedisServer) -> None:
-    agent = _as_agent(server)
-    try:
-        agent.set(KEYS.dedup("results.summary", "m-1"), "1-0", nx=True, px=1000)
-    finally:
-        agent.close()
-
-
-def _ping(server: RedisServer) -> None:
-    agent = _as_agent(server)
-    try:
-        assert agent.ping()
-    finally:
-        agent.close()
-
-
-# (what is changed by hand, the ACL SETUSER arguments, what the agent can no longer do, the words of the plan)
-CASES = {
-    "root-rule-removed": (["-evalsha"], _evalsha, "rules changed"),
-    "older-rules-without-getrange": (
-        _rules(swap={_ACL_SELECTOR: f"(+get +mget %R~{KEYS.acl} %R~{KEYS.bus})"}), _getrange, "rules changed"),
-    "dead-letter-selector-dropped": (_rules(drop=lambda r: r == _DEAD_LETTER_SELECTOR), _dead_letter, "rules changed"),
-    "dedup-selector-dropped": (_rules(drop=lambda r: r == _DEDUP_SELECTOR), _dedup_mark, "rules changed"),
-    "disabled": (["off"], _ping, "disabled"),
-    "password-changed": (["resetpass", ">changed-by-hand"], _ping, "password changed"),
+# (the ACL SETUSER arguments of the hand edit, whether the agent can do what the spec grants / the edit
+# added, whether that is as desired, the words of the plan)
+CASES: dict[str, tuple[Callable[[], list[str]], Callable[[RedisServer, Any], bool], bool, str]] = {
+    # widened by hand: the agent may wipe the whole Redis; the resync takes it back
+    "flushall-added": (lambda: ["+flushall"], _may("flushall"), False, "rules changed"),
+    "catalog-writable": (lambda: ["~swarm:{research}:catalog", "+set"], _may("set", KEYS.catalog, "x"), False,
+                         "rules changed"),
+    # narrowed (or an older swarm version's rules): one selector of the spec's rules is gone
+    "selector-dropped": (_selector_dropped, lambda s, a: a.acl_getuser(USER)["selectors"] == _SELECTORS, True,
+                         "rules changed"),
+    "disabled": (lambda: ["off"], lambda s, a: _logs_in(s), True, "disabled"),
+    "password-changed": (lambda: ["resetpass", ">changed-by-hand"], lambda s, a: _logs_in(s), True, "password changed"),
 }
+_SELECTORS: list[Any] = []
 
 
 @pytest.fixture
@@ -136,19 +115,19 @@ def _commands(client: Any) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_resync_reapplies_a_user_changed_outside_its_topics(
+def test_resync_reapplies_a_user_changed_by_hand(
     case: str, world: tuple[Reconciler, RedisBusPort, Any], redis_server: RedisServer
 ) -> None:
     rec, _bus, client = world
-    setuser, operation, why = CASES[case]
+    setuser, check, desired_answer, why = CASES[case]
     assert rec.run_pass("start").state == "synced"
     desired_user = client.acl_getuser(USER)
-    operation(redis_server)  # the agent can do it
+    _SELECTORS[:] = desired_user["selectors"]
+    assert check(redis_server, client) is desired_answer
 
-    client.execute_command("ACL", "SETUSER", USER, *setuser)
+    client.execute_command("ACL", "SETUSER", USER, *setuser())
     assert client.acl_getuser(USER) != desired_user
-    with pytest.raises((NoPermissionError, AuthenticationError)):
-        operation(redis_server)
+    assert check(redis_server, client) is not desired_answer  # the hand edit is in effect
 
     result = rec.run_pass("resync")
     assert result.state == "synced", result
@@ -156,7 +135,7 @@ def test_resync_reapplies_a_user_changed_outside_its_topics(
     action = result.applied[0]
     assert action.description == f"agent {AGENT}: Redis user {USER} differs from the spec ({why} by hand); re-apply"
     assert client.acl_getuser(USER) == desired_user
-    operation(redis_server)  # works again
+    assert check(redis_server, client) is desired_answer  # healed
     assert rec.status is not None and rec.status.drift == [action.description]
 
     again = rec.run_pass("resync")
@@ -168,7 +147,7 @@ def test_plan_details_name_what_differs(world: tuple[Reconciler, RedisBusPort, A
     assert rec.run_pass("start").state == "synced"
     assert rec.good is not None
     desired = rec.good.desired
-    client.execute_command("ACL", "SETUSER", USER, "-evalsha", "resetpass", ">x")
+    client.execute_command("ACL", "SETUSER", USER, "+flushall", "resetpass", ">x")
     seen = bus.observe(desired.bus)
     assert seen.users[AGENT].differs == {"password", "commands"}
     assert all(not r.differs for aid, r in seen.users.items() if aid != AGENT)
@@ -184,22 +163,32 @@ def test_plan_details_name_what_differs(world: tuple[Reconciler, RedisBusPort, A
     )
 
 
-def test_topic_change_and_drift_together_is_an_update(world: tuple[Reconciler, RedisBusPort, Any]) -> None:
+def test_a_user_of_the_previously_applied_spec_is_an_update(world: tuple[Reconciler, RedisBusPort, Any]) -> None:
+    """A user equal to ``user_rules`` of the bus settings applied before was changed by the spec, not by hand."""
     rec, bus, client = world
     assert rec.run_pass("start").state == "synced"
     assert rec.good is not None
     desired = rec.good.desired
     rights = desired.acl.agents[AGENT]
-    rules = user_rules(KEYS, AGENT, rights.publish[:1], rights.subscribe, PASSWORD)  # one publish topic fewer
-    client.execute_command("ACL", "SETUSER", USER, *rules, "off")
+    old_agent = desired.bus.agents[AGENT].model_copy(update={"publish": rights.publish[:1]})
+    old_bus = desired.bus.model_copy(update={"agents": {**desired.bus.agents, AGENT: old_agent}})
+    client.set(KEYS.bus, old_bus.model_dump_json())  # what the previous spec applied
+    old_rules = user_rules(KEYS, AGENT, rights.publish[:1], rights.subscribe, PASSWORD)
+    client.execute_command("ACL", "SETUSER", USER, *old_rules, "off")
     seen = bus.observe(desired.bus)
-    assert seen.users[AGENT] == UserRights(
-        publish=frozenset(rights.publish[:1]), subscribe=frozenset(rights.subscribe), enabled=False
-    )
     actual = ActualState(registry=RegistryObservation(catalog=desired.registry), bus=seen)
-    (action,) = plan_actions(desired, actual).actions
-    assert action.description == f"agent {AGENT}: update Redis user {USER}"
-    assert action.details == ("is disabled: enable it", f"gains publish on {rights.publish[1]}")
+    actions = [a for a in plan_actions(desired, actual).actions if a.kind is ActionKind.PUT_REDIS_USER]
+    (action,) = actions
+    if old_rules == user_rules(KEYS, AGENT, rights.publish, rights.subscribe, PASSWORD):
+        # the rules do not name topics (the router enforces them): the spec change leaves the user alone
+        assert seen.users[AGENT] == UserRights(frozenset(rights.publish), frozenset(rights.subscribe), enabled=False)
+        assert action.description == f"agent {AGENT}: Redis user {USER} differs from the spec (disabled by hand); re-apply"
+    else:
+        assert seen.users[AGENT] == UserRights(
+            publish=frozenset(rights.publish[:1]), subscribe=frozenset(rights.subscribe), enabled=False
+        )
+        assert action.description == f"agent {AGENT}: update Redis user {USER}"
+        assert action.details == ("is disabled: enable it", f"gains publish on {rights.publish[1]}")
 
 
 def test_save_path_trusts_written_users_and_resync_reads_without_writing(
@@ -218,7 +207,7 @@ def test_save_path_trusts_written_users_and_resync_reads_without_writing(
     after = _commands(client)
     assert after == {"getuser": before["getuser"] + users, "setuser": before["setuser"]}
 
-    client.execute_command("ACL", "SETUSER", USER, "-evalsha")
+    client.execute_command("ACL", "SETUSER", USER, "+flushall")
     assert rec.run_pass("file").applied == []  # the save path does not look (by design)
     assert [a.target for a in rec.run_pass("resync").applied] == [AGENT]
 

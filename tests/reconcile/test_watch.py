@@ -31,8 +31,9 @@ def test_save_applies_and_hand_made_drift_heals(live: RegistryProcess, spec_dir:
     r: Any = live.redis.client(decode_responses=True)
     try:
         assert r.exists("swarm:{research}:topic:results.research")
-        groups = {g["name"] for g in r.xinfo_groups("swarm:{research}:topic:results.research")}
-        assert "fact-checker" in groups
+        assert [g["name"] for g in r.xinfo_groups("swarm:{research}:inbox:fact-checker")] == ["fact-checker"]
+        assert [g["name"] for g in r.xinfo_groups("swarm:{research}:outbox:fact-checker")] == ["router"]
+        assert "swarm.research.fact-checker" in r.acl_users()
         r.delete("swarm:{research}:acl")  # drift by hand, as with redis-cli
         d.wait_for(lambda s: s.drift_at is not None and "write the ACL table" in s.drift)
         assert r.exists("swarm:{research}:acl")
