@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -136,7 +135,7 @@ class RouterProcess:
                 self.proc.wait()
 
 
-def _text(value: bytes) -> str:
+def _text(value: Any) -> str:
     """Decode, failing the test if the router let invalid UTF-8 through to a reader."""
     return value.decode("utf-8")
 
@@ -392,35 +391,34 @@ def _ok(**extra: Any) -> dict[str, Any]:
     return {"topic": TOPIC, "payload": json.dumps({"ok": True}), **extra}
 
 
-OUTBOX_REFUSALS: dict[str, tuple[dict[Any, Any], str]] = {
-    "20-mib-payload": ({"topic": TOPIC, "payload": json.dumps("x" * (20 * MIB))}, r"(?i)large|bytes|size"),
-    "non-utf8-payload": ({"topic": TOPIC, "payload": b'"\xff\xfe\xc3("'}, r"(?i)utf-?8"),
-    "non-utf8-topic": ({"topic": b"results.\xff", "payload": b"{}"}, r"(?i)utf-?8"),
-    "non-utf8-message-id": (_ok(message_id=b"m-\xc3\x28"), r"(?i)utf-?8"),
-    "non-utf8-field-name": ({**_ok(), b"\xff\xfe": b"x"}, r"(?i)utf-?8|field"),
-    "invalid-json": ({"topic": TOPIC, "payload": "{not json"}, r"(?i)json"),
-    "nan-json": ({"topic": TOPIC, "payload": "NaN"}, r"(?i)json"),
-    "missing-topic": ({"payload": "{}"}, r"(?i)topic"),
-    "missing-payload": ({"topic": TOPIC}, r"(?i)payload"),
-    "spoofed-sender": (_ok(sender=HONEST), r"(?i)sender"),
-    "unknown-field": (_ok(priority="high"), r"(?i)field"),
-    "bad-content-type": (_ok(content_type="text/html"), r"(?i)content.?type"),
-    "message-id-with-space": (_ok(message_id="a b"), r"(?i)message.?id"),
-    "message-id-too-long": (_ok(message_id="m" * 201), r"(?i)message.?id"),
-    "topic-not-in-swarm": ({"topic": "results.nope", "payload": "{}"}, r"(?i)declare"),
-    "topic-role-denies": ({"topic": ROLE_DENIED, "payload": "{}"}, r"(?i)declare|permit|role|acl|deny"),
-    "topic-role-allows-but-undeclared": ({"topic": UNDECLARED_BY_ATTACKER, "payload": "{}"}, r"(?i)declare"),
+OUTBOX_REFUSALS: dict[str, tuple[dict[Any, Any], set[str]]] = {
+    "20-mib-payload": ({"topic": TOPIC, "payload": json.dumps("x" * (20 * MIB))}, {"too_large"}),
+    "non-utf8-payload": ({"topic": TOPIC, "payload": b'"\xff\xfe\xc3("'}, {"invalid_utf8"}),
+    "non-utf8-topic": ({"topic": b"results.\xff", "payload": b"{}"}, {"invalid_utf8"}),
+    "non-utf8-message-id": (_ok(message_id=b"m-\xc3\x28"), {"invalid_utf8"}),
+    "non-utf8-field-name": ({**_ok(), b"\xff\xfe": b"x"}, {"invalid_utf8", "unknown_field"}),
+    "invalid-json": ({"topic": TOPIC, "payload": "{not json"}, {"invalid_json"}),
+    "nan-json": ({"topic": TOPIC, "payload": "NaN"}, {"invalid_json"}),
+    "missing-topic": ({"payload": "{}"}, {"missing_field"}),
+    "missing-payload": ({"topic": TOPIC}, {"missing_field"}),
+    "spoofed-sender": (_ok(sender=HONEST), {"sender_mismatch"}),
+    "unknown-field": (_ok(priority="high"), {"unknown_field"}),
+    "bad-content-type": (_ok(content_type="text/html"), {"invalid_content_type"}),
+    "message-id-with-space": (_ok(message_id="a b"), {"invalid_message_id"}),
+    "message-id-too-long": (_ok(message_id="m" * 201), {"invalid_message_id"}),
+    "topic-not-in-swarm": ({"topic": "results.nope", "payload": "{}"}, {"undeclared_topic"}),
+    "topic-role-denies": ({"topic": ROLE_DENIED, "payload": "{}"}, {"acl_denied"}),
+    "topic-role-allows-but-undeclared": ({"topic": UNDECLARED_BY_ATTACKER, "payload": "{}"}, {"acl_denied"}),
 }
 
 
-@pytest.mark.parametrize(("fields", "reason"), OUTBOX_REFUSALS.values(), ids=OUTBOX_REFUSALS.keys())
-def test_router_refuses_a_bad_outbox_entry_and_keeps_routing(lab: Lab, fields: dict[Any, Any], reason: str) -> None:
+@pytest.mark.parametrize(("fields", "reasons"), OUTBOX_REFUSALS.values(), ids=OUTBOX_REFUSALS.keys())
+def test_router_refuses_a_bad_outbox_entry_and_keeps_routing(lab: Lab, fields: dict[Any, Any], reasons: set[str]) -> None:
     with lab.victims_unharmed():
         oid = _text(lab.attacker.xadd(KEYS.outbox(ATTACKER), fields))
         receipt = lab.receipts(ATTACKER, [oid])[oid]
         assert receipt["status"] == "refused"
-        assert receipt.get("reason")
-        assert re.search(reason, receipt["reason"]), receipt["reason"]
+        assert receipt.get("reason") in reasons, receipt
         record = lab.refused(oid)
         assert record["sender"] == ATTACKER and record["reason"] == receipt["reason"]
     for victim in VICTIMS:  # nothing of the refused entry reached anyone
@@ -469,6 +467,29 @@ def test_a_victims_future_message_id_published_first_by_the_attacker_is_no_dupli
         lab.assert_delivered_once([(honest, future)], sender=HONEST)
     for victim in VICTIMS:
         assert Counter(m["message_id"] for m in lab.received[victim] if m["sender"] == ATTACKER)[future] == 1
+
+
+def test_an_open_breaker_stops_raw_xadds_of_the_attacker_too(lab: Lab) -> None:
+    """The breaker is the router's check: a raw XADD no longer skips it (and the attacker
+    cannot close its own breaker: hset-own-breaker above)."""
+    from swarm.bus.breaker_store import BreakerStore, policy_from_settings
+
+    async def trip() -> None:
+        client = aioredis.Redis.from_url(lab.server.url)
+        store = BreakerStore(client, SWARM, policy_from_settings(_desired(_doc()).bus.settings.breaker))
+        try:
+            for _ in range(4):  # failure_threshold 3 in the test spec: open after the 4th failure
+                await store.record_failure(ATTACKER, await store.acquire(ATTACKER) or 0)
+        finally:
+            await client.aclose()
+
+    with lab.victims_unharmed():
+        asyncio.run(trip())
+        oid = _text(lab.attacker.xadd(KEYS.outbox(ATTACKER), _ok()))
+        receipt = lab.receipts(ATTACKER, [oid])[oid]
+        assert receipt["status"] == "refused" and receipt["reason"].startswith("breaker_"), receipt
+    for victim in VICTIMS:
+        assert not [m for m in lab.drain(victim) if m.get("sender") == ATTACKER]
 
 
 def test_refused_entries_never_reach_a_reader_as_invalid_utf8(lab: Lab) -> None:
