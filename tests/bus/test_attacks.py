@@ -379,7 +379,7 @@ def test_redis_refuses_the_attackers_command(lab: Lab, command: tuple[Any, ...])
     with lab.victims_unharmed():
         # DEBUG is also off by configuration in Redis 7 (enable-debug-command no), which answers first
         refusal = ResponseError if command[0] == "DEBUG" else NoPermissionError
-        with pytest.raises(refusal, match="NOPERM|DEBUG command not allowed"):
+        with pytest.raises(refusal, match=r"(?i)no permissions|DEBUG command not allowed"):
             lab.attacker.execute_command(*command)
         lab.attacker.ping()  # the attacker is still connected: refused, not disconnected
 
