@@ -522,6 +522,18 @@ def test_a_flood_of_refused_entries_is_capped_and_the_victims_get_through(lab: L
     assert lab.admin.xlen(KEYS.outbox(ATTACKER)) <= settings.outbox_max_len * 1.5
 
 
+def test_a_flood_of_allowed_messages_does_not_push_unread_messages_out_of_a_victims_inbox(lab: Lab) -> None:
+    """Valid messages are delivered, but an inbox trimmed by length would let a flood evict
+    what the victims have not read yet: the honest messages sent before it must survive."""
+    n = 2 * _desired(_doc()).bus.topics[TOPIC].max_len + 500
+    with lab.victims_unharmed():  # the victims read nothing until the end
+        pipe = lab.attacker.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(KEYS.outbox(ATTACKER), {"topic": TOPIC, "payload": str(i)})
+        ids = [_text(i) for i in pipe.execute()]
+        lab.receipts(ATTACKER, ids[-1:])
+
+
 # -- in process: EventBus refuses what the router would refuse -------------------------------
 
 async def test_eventbus_refuses_a_topic_the_role_allows_but_the_agent_did_not_declare(lab: Lab) -> None:
