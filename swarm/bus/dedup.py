@@ -1,18 +1,22 @@
 """Publish deduplication: the decision and a reference model (pure, clock injected).
 
-The bus deduplicates in Redis with ``lua/publish.lua``, one atomic script per
-publish (or batch): if the mark ``dedup:<topic>:<message id>`` is alive it is a
-duplicate and the script returns the entry id stored in it (the window is *not*
-extended); otherwise it XADDs the entry and then SETs the mark to the new entry id
-with PX window. This is the SET NX PX + XADD of DESIGN §6 in the one order that
-survives a failing XADD: Lua scripts have no rollback, so marking first and then
-failing to append would leave a mark without an entry; appending first cannot.
-The mark is per topic and message id, not per consumer: delivery to every
-consumer group is done by the stream itself, so a second subscriber always gets
-the message (an earlier registry keyed the mark per consumer and lost messages).
+The router deduplicates in Redis inside ``lua/route.lua``, the same script run that
+appends (see :mod:`swarm.bus.router`): if the mark ``dedup:<topic>:<sender>:<message id>``
+is alive the entry is a duplicate, its receipt names the entry id stored in the mark
+(the original), and the window is *not* extended; otherwise the script XADDs the
+entry to the topic's log and every subscriber's inbox and SETs the mark to the new
+entry id with NX PX window, on Redis' clock. Appending before marking is the one order
+that survives a failing XADD: scripts have no rollback, so a mark without an entry
+must never be written. Why the mark has this shape:
+
+* per topic and message id, not per consumer: every subscriber's inbox gets the one
+  routed copy, so a second subscriber always gets the message (an earlier registry
+  keyed the mark per consumer and lost messages);
+* per sender: only the router writes marks, and a sender's marks only ever hold its
+  own ids, so no agent can make another agent's future message id a "duplicate".
 
 This module states the same rules without Redis so property tests can compare the
-Lua script with :class:`DedupModel`, and so the rules can be read in one place.
+route script with :class:`DedupModel`, and so the rules can be read in one place.
 
 >>> model = DedupModel()
 >>> model.publish("t", "m1", now_ms=0, window_ms=100)
@@ -56,15 +60,17 @@ def window_ms(seconds: float) -> int:
 
 @dataclass
 class DedupModel:
-    """Reference model of the publish script: marks per (topic, message id) and the streams."""
+    """Reference model of the route script: marks per (topic, sender, message id) and the topic logs."""
 
-    marks: dict[tuple[str, str], DedupMark] = field(default_factory=dict)
+    marks: dict[tuple[str, str, str], DedupMark] = field(default_factory=dict)
     streams: dict[str, list[str]] = field(default_factory=dict)
     _next: int = 0
 
-    def publish(self, topic: str, message_id: str, *, now_ms: int, window_ms: int) -> tuple[str, bool]:
+    def publish(
+        self, topic: str, message_id: str, *, now_ms: int, window_ms: int, sender: str = ""
+    ) -> tuple[str, bool]:
         """Returns (entry id, duplicate)."""
-        key = (topic, message_id)
+        key = (topic, sender, message_id)
         mark = self.marks.get(key)
         if decide(mark, now_ms) is Outcome.DUPLICATE:
             assert mark is not None

@@ -1,4 +1,4 @@
-"""``swarm bus apply|publish|read|breaker``: wiring of the event bus to the command line.
+"""``swarm bus apply|publish|read|breaker|route``: wiring of the event bus to the command line.
 
 Every command finds the swarm and its Redis through the spec (``--spec``, default
 ``specs/``: ``metadata.name`` and ``bus.redis_url``); ``--redis-url`` overrides the
@@ -79,6 +79,8 @@ def register(subparsers: Any) -> None:
     b.add_argument("--reset", action="store_true", help="close the breaker now")
     _common(b)
     b.set_defaults(handler=run_breaker)
+
+    register_route(sub)
 
 
 def _positive(text: str) -> int:
@@ -294,3 +296,57 @@ def run_breaker(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _refusable(run)
+
+
+# -- swarm bus route (the trusted router) --------------------------------------------------
+
+
+def register_route(sub: Any) -> None:
+    rt = sub.add_parser("route", help="run the trusted router: outboxes -> topic logs and inboxes",
+                        description="Route every declared agent's outbox of the swarm (consumer group 'router'; "
+                                    "several replicas may run at once) until SIGTERM or SIGINT.")
+    rt.add_argument("--swarm", default=None, metavar="NAME",
+                    help="the swarm to route (default: metadata.name of --spec); with --redis-url no spec is read")
+    rt.add_argument("--consumer", default=None, metavar="NAME",
+                    help="consumer name in the router group (default: host:pid:random, unique per process)")
+    rt.add_argument("--block-ms", type=_positive, default=1000, metavar="MS",
+                    help="longest wait for new outbox entries per read (default 1000; also bounds the stop delay)")
+    rt.add_argument("--reclaim-idle-ms", type=_positive, default=5000, metavar="MS",
+                    help="reclaim outbox entries another replica read but left unrouted this long (default 5000)")
+    rt.add_argument("--batch-size", type=_positive, default=100, metavar="N",
+                    help="outbox entries routed per script run (default 100)")
+    rt.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _common(rt)
+    rt.set_defaults(handler=run_route)
+
+
+def run_route(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from swarm.bus.router import FAULT_POINTS, Router
+
+    if args.swarm is not None and args.redis_url is not None and args.spec is None:
+        swarm, url = args.swarm, args.redis_url
+    else:
+        swarm, url, _ = _target(args)
+        if args.swarm is not None and args.swarm != swarm:
+            print(f"swarm bus route: --swarm {args.swarm!r} but the spec declares swarm {swarm!r}", file=sys.stderr)
+            return EXIT_INVALID
+    fault = os.environ.get("SWARM_FAULT_ROUTER") or None  # tests only: SIGKILL at a point of a batch
+    if fault is not None and fault not in FAULT_POINTS:
+        print(f"swarm bus route: SWARM_FAULT_ROUTER={fault!r} is not one of {FAULT_POINTS}", file=sys.stderr)
+        return EXIT_INVALID
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    router = Router(redis_url=url, swarm=swarm, consumer=args.consumer, block_ms=args.block_ms,
+                    reclaim_idle_ms=args.reclaim_idle_ms, max_batch=args.batch_size, fault=fault)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await router.run(stop)
+        return EXIT_OK
+
+    return asyncio.run(run())

@@ -55,6 +55,8 @@ def register(subparsers: Any) -> None:
                        help="uvicorn access log (default off: it costs throughput)")
     serve.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                        help="run the agents' health prober (default on)")
+    serve.add_argument("--route", action=argparse.BooleanOptionalAction, default=True,
+                       help="run the bus's trusted router (outboxes -> topic logs and inboxes; default on)")
     serve.add_argument("--probe-interval", type=float, default=5.0, metavar="S",
                        help="seconds between health probes of each live agent (default 5)")
     serve.add_argument("--sweep-interval", type=float, default=None, metavar="S",
@@ -107,6 +109,7 @@ def run_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         access_log=args.access_log,
         probe=args.probe,
+        route=args.route,
         probe_interval=args.probe_interval,
         sweep_interval=args.sweep_interval,
         ping_interval=args.ping_interval,

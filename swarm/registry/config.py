@@ -59,6 +59,8 @@ class RegistryConfig:
     insecure: bool = False
     access_log: bool = False
     probe: bool = True
+    #: run the bus's trusted router (swarm.bus.router.Router) in the lifespan (--route/--no-route)
+    route: bool = True
     probe_interval: float = 5.0
     sweep_interval: float | None = None
     ping_interval: float = 15.0

@@ -4,7 +4,8 @@
 :class:`~swarm.registry.config.RegistryConfig` and runs it under uvicorn; tests
 do the same in a subprocess. The app's lifespan owns everything long-lived —
 the Redis clients, the :class:`~swarm.registry.store.RegistryStore`, the lease
-sweeper, the watch hub and the bus's health prober (``--no-probe`` turns it off) —
+sweeper, the watch hub, the bus's health prober (``--no-probe`` turns it off) and the
+bus's trusted router (``--no-route``) —
 so nothing is global and several apps can share one process.
 
 Handlers are thin: validate (pydantic models; 413 over 64 KiB, 422 with field
@@ -190,6 +191,7 @@ class RegistryApp:
             ratio=config.protect_ratio,
         )
         self.prober: Any = None  # swarm.bus.prober.HealthProber once started
+        self.router: Any = None  # swarm.bus.router.Router once started
         # Bound metric children: .labels() costs a lock and a dict lookup per request.
         self._heartbeat_ok = self.metrics.heartbeats.labels(result="ok")
         self._heartbeat_unknown = self.metrics.heartbeats.labels(result="unknown")
@@ -214,6 +216,9 @@ class RegistryApp:
         prober_task = self.start_prober(stop)
         if prober_task is not None:
             tasks.append(prober_task)
+        router_task = self.start_router(stop)
+        if router_task is not None:
+            tasks.append(router_task)
         try:
             yield
         finally:
@@ -237,6 +242,21 @@ class RegistryApp:
 
         self.prober = HealthProber(self.redis, self.config.swarm, interval=self.config.probe_interval)
         return asyncio.create_task(self.prober.run(stop), name="health-prober")
+
+    def start_router(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Run the bus's trusted :class:`~swarm.bus.router.Router` unless ``--no-route``.
+
+        It moves agents' outbox entries to the topic logs and subscribers' inboxes; it
+        has its own Redis connections (one blocks in XREADGROUP) and shares the work
+        with every other router of the swarm (registry processes or ``swarm bus route``)
+        through one consumer group. It waits, logging, until the bus is installed.
+        """
+        if not self.config.route:
+            return None
+        from swarm.bus.router import Router
+
+        self.router = Router(redis_url=self.config.redis_url, swarm=self.config.swarm)
+        return asyncio.create_task(self.router.run(stop), name="bus-router")
 
     # -- agents ----------------------------------------------------------------
 

@@ -1,16 +1,16 @@
 """apply_bus on a real redis-server: idempotence, the report, atomic table writes, prune,
-and Redis ACL users that make Redis itself refuse writes outside an agent's topics."""
+and Redis ACL users that make Redis itself refuse everything outside an agent's own keys."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
-from swarm.bus import EventBus
 from swarm.bus.apply import agent_redis_url, apply_bus, bus_password, user_rules
 from swarm.desired import AclDocument, BusPlan, DesiredState
 from swarm.errors import BusError
@@ -19,45 +19,57 @@ from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
 from tests.support.services import RedisServer
 
 
+AGENTS = ["planner", "watcher", "worker-a", "worker-b"]
+
+
 async def test_first_apply_creates_everything_second_changes_nothing(admin: aioredis.Redis, desired: DesiredState) -> None:
     first = await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
-    assert len(first.created_streams) == 5
-    assert "tasks.research/worker-a" in first.created_groups and "tasks.research/watcher" in first.created_groups
+    keys = SwarmKeys("lab")
+    assert sorted(first.created_streams) == sorted(
+        [keys.topic(t["name"]) for t in SWARM_DOC["topics"]] + [keys.outbox(a) for a in AGENTS]
+        + [keys.inbox(a) for a in AGENTS])
+    assert sorted(first.created_groups) == sorted(
+        [f"{keys.outbox(a)}/router" for a in AGENTS] + [f"{keys.inbox(a)}/{a}" for a in AGENTS])
     assert first.acl_updated and first.settings_updated
-    assert first.created_users == ["swarm-lab-planner", "swarm-lab-watcher", "swarm-lab-worker-a", "swarm-lab-worker-b"]
+    assert first.created_users == ["swarm.lab.planner", "swarm.lab.watcher", "swarm.lab.worker-a", "swarm.lab.worker-b"]
     second = await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
     assert not second.changed and second.lines() == []
     assert BusPlan.model_validate_json(await admin.get("swarm:{lab}:bus")) == desired.bus
     assert AclDocument.model_validate_json(await admin.get("swarm:{lab}:acl")) == desired.acl
-    groups = await admin.xinfo_groups("swarm:{lab}:topic:tasks.research")
-    assert sorted(g["name"] for g in groups) == ["watcher", "worker-a", "worker-b"]
-    assert {g["last-delivered-id"] for g in groups} == {"0-0"}
+    assert await admin.xinfo_groups(keys.topic("tasks.research")) == []  # topic logs have no groups now
+    for agent in AGENTS:
+        (outbox,) = await admin.xinfo_groups(keys.outbox(agent))
+        (inbox,) = await admin.xinfo_groups(keys.inbox(agent))
+        assert (outbox["name"], inbox["name"]) == ("router", agent)
+        assert outbox["last-delivered-id"] == inbox["last-delivered-id"] == "0-0"
 
 
 async def test_without_secret_users_are_skipped_and_said(admin: aioredis.Redis, desired: DesiredState) -> None:
     report = await apply_bus(admin, desired.bus, desired.acl)
     assert report.users_skipped and any("SWARM_BUS_SECRET" in line for line in report.lines())
-    assert "swarm-lab-planner" not in await admin.acl_users()
+    assert "swarm.lab.planner" not in await admin.acl_users()
 
 
-async def test_changed_spec_updates_table_and_users_and_prune_removes_the_rest(admin: aioredis.Redis, desired: DesiredState) -> None:
+async def test_changed_spec_updates_the_table_and_prune_removes_the_rest(admin: aioredis.Redis, desired: DesiredState) -> None:
     await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
     await admin.xadd("swarm:{lab}:dlq:tasks.admin.reset", {"x": "1"})
+    await admin.xadd("swarm:{lab}:receipts:watcher", {"x": "1"})
+    await admin.xgroup_create("swarm:{lab}:topic:tasks.research", "worker-a", id="0")  # the old layout's group
     doc = {**SWARM_DOC, "topics": [t for t in SWARM_DOC["topics"] if t["name"] != "tasks.admin.reset"]}
     doc["agents"] = [a for a in SWARM_DOC["agents"] if a["id"] != "watcher"]
-    doc["roles"] = {**SWARM_DOC["roles"], "worker": {"publish": ["results.research"], "subscribe": ["tasks.*"]}}
     smaller = make_desired(doc)
     kept = await apply_bus(admin, smaller.bus, smaller.acl, secret=SECRET)
     assert kept.acl_updated and kept.settings_updated
-    # rights follow the role: both workers lost the right to publish results.summary
-    assert kept.updated_users == ["swarm-lab-worker-a", "swarm-lab-worker-b"]
+    assert kept.updated_users == []  # rights are the agent's own keys: topics do not change them
     assert kept.pruned_streams == [] and await admin.exists("swarm:{lab}:topic:tasks.admin.reset")
     pruned = await apply_bus(admin, smaller.bus, smaller.acl, secret=SECRET, prune=True)
-    assert pruned.pruned_streams == ["swarm:{lab}:dlq:tasks.admin.reset", "swarm:{lab}:topic:tasks.admin.reset"]
-    assert sorted(pruned.pruned_groups) == [
-        "results.research/watcher", "results.summary/watcher", "tasks.research/watcher", "tasks.summarize/watcher",
+    assert pruned.pruned_streams == [
+        "swarm:{lab}:dlq:tasks.admin.reset", "swarm:{lab}:inbox:watcher", "swarm:{lab}:outbox:watcher",
+        "swarm:{lab}:receipts:watcher", "swarm:{lab}:topic:tasks.admin.reset",
     ]
-    assert pruned.pruned_users == ["swarm-lab-watcher"]
+    assert pruned.pruned_groups == ["swarm:{lab}:topic:tasks.research/worker-a"]
+    assert pruned.pruned_users == ["swarm.lab.watcher"]
+    assert await admin.exists("swarm:{lab}:outbox:planner", "swarm:{lab}:inbox:worker-b") == 2
     assert not (await apply_bus(admin, smaller.bus, smaller.acl, secret=SECRET, prune=True)).changed
 
 
@@ -66,30 +78,85 @@ async def test_prune_leaves_another_swarm_with_a_prefix_name_alone(admin: aiored
     await apply_bus(admin, other.bus, other.acl, secret=SECRET)
     report = await apply_bus(admin, desired.bus, desired.acl, secret=SECRET, prune=True)
     assert report.pruned_users == [] and report.pruned_streams == []
-    assert "swarm-lab-x-planner" in await admin.acl_users()
+    assert "swarm.lab-x.planner" in await admin.acl_users()
 
 
-def test_user_rules_give_write_only_to_published_streams() -> None:
-    rules = user_rules(SwarmKeys("lab"), "w", ["results.research"], ["tasks.research"], "pw")
-    assert "(+xadd %W~swarm:{lab}:topic:results.research)" in rules
-    assert not any("+xadd" in r and "topic:tasks.research" in r for r in rules)
-    assert rules[:3] == ["reset", "on", ">pw"]
+async def test_a_user_of_another_owner_is_never_overwritten_nor_pruned(admin: aioredis.Redis, desired: DesiredState) -> None:
+    """A user named like one of ours whose keys are not all in this swarm belongs to someone else."""
+    await admin.execute_command("ACL", "SETUSER", "swarm.lab.planner", "on", ">theirs", "+@all", "~*")
+    await admin.execute_command("ACL", "SETUSER", "swarm.lab.ghost", "on", ">theirs", "+get", "~other:*")
+    before = await admin.acl_getuser("swarm.lab.planner")
+    with pytest.raises(BusError, match=r"swarm\.lab\.planner.*refusing to overwrite"):
+        await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
+    assert await admin.acl_getuser("swarm.lab.planner") == before
+    assert await admin.get("swarm:{lab}:bus") is None  # refused before anything changed
+    await admin.acl_deluser("swarm.lab.planner")
+    report = await apply_bus(admin, desired.bus, desired.acl, secret=SECRET, prune=True, force_prune=True)
+    assert "swarm.lab.ghost" in await admin.acl_users() and report.pruned_users == []
+
+
+def test_user_rules_are_exactly_the_agents_own_keys() -> None:
+    keys = SwarmKeys("lab")
+    rules = user_rules(keys, "w", ["results.research"], ["tasks.research"], "pw")
+    assert rules == [
+        "reset", "on", ">pw", "+ping", "+multi", "+exec", "+discard",
+        "(+xadd %W~swarm:{lab}:outbox:w %W~swarm:{lab}:dlq:@w)",
+        "(+xreadgroup +xack +xautoclaim +xpending ~swarm:{lab}:inbox:w)",
+        "(+xread +xrange +xrevrange %R~swarm:{lab}:receipts:w)",
+        "(+hget +hmget +hgetall %R~swarm:{lab}:breaker:w)",
+        "(+get +mget +getrange %R~swarm:{lab}:acl %R~swarm:{lab}:bus)",
+    ]
+    assert not any(word in " ".join(rules) for word in ("eval", "script", "function", "fcall", "topic:", "dedup"))
     assert bus_password("s", "lab", "w") != bus_password("s", "lab", "v") == bus_password("s", "lab", "v")
 
 
-async def test_redis_itself_refuses_writes_outside_the_agents_topics(redis_server: RedisServer, applied: aioredis.Redis) -> None:
+async def test_redis_itself_refuses_everything_outside_the_agents_own_keys(
+    redis_server: RedisServer, applied: aioredis.Redis
+) -> None:
     url = agent_redis_url(redis_server.url, "lab", "worker-a", SECRET)
     raw = redis.Redis.from_url(url, decode_responses=True)
+    keys = SwarmKeys("lab")
+    denied: list[tuple[Any, ...]] = [
+        ("XADD", keys.topic("results.research"), "*", "payload", "{}"),  # even a topic it may publish
+        ("XADD", keys.outbox("worker-b"), "*", "topic", "results.summary"),
+        ("XADD", keys.inbox("worker-b"), "*", "payload", "{}"),
+        ("XADD", keys.agent_dead_letter("worker-b"), "*", "x", "1"),
+        ("XREADGROUP", "GROUP", "worker-b", "c", "STREAMS", keys.inbox("worker-b"), ">"),
+        ("XREADGROUP", "GROUP", "router", "c", "STREAMS", keys.outbox("worker-a"), ">"),  # its own outbox's router group
+        ("XACK", keys.outbox("worker-a"), "router", "0-1"),
+        ("XTRIM", keys.outbox("worker-a"), "MAXLEN", "0"),
+        ("XDEL", keys.inbox("worker-a"), "0-1"),
+        ("XGROUP", "CREATE", keys.inbox("worker-a"), "mine", "0"),
+        ("XSETID", keys.inbox("worker-a"), "0-1"),
+        ("DEL", keys.inbox("worker-a")),
+        ("XRANGE", keys.topic("tasks.research"), "-", "+"),
+        ("XRANGE", keys.outbox("worker-a"), "-", "+"),
+        ("XREAD", "STREAMS", keys.receipts("worker-b"), "0"),
+        ("SET", keys.dedup("tasks.research", "planner", "future"), "1-0"),
+        ("HSET", keys.breaker("worker-a"), "state", "closed"),
+        ("HGETALL", keys.breaker("worker-b")),
+        ("SET", keys.bus, "{}"),
+        ("GET", keys.catalog),
+        ("EVAL", "return 1", "0"),
+        ("EVALSHA", "a" * 40, "0"),
+        ("SCRIPT", "LOAD", "return 1"),
+        ("FCALL", "f", "0"),
+        ("FUNCTION", "LIST"),
+        ("KEYS", "*"),
+        ("ACL", "LIST"),
+    ]
     try:
-        with pytest.raises(NoPermissionError):  # subscribes to tasks.research, may not publish it
-            raw.xadd("swarm:{lab}:topic:tasks.research", {"payload": "{}"})
-        with pytest.raises(NoPermissionError):
-            raw.xadd("swarm:{lab}:topic:tasks.admin.reset", {"payload": "{}"})
-        with pytest.raises(NoPermissionError):  # nor corrupt its own breaker
-            raw.hset("swarm:{lab}:breaker:worker-a", "state", "closed")
-        with pytest.raises(ResponseError):
-            raw.eval("return redis.call('DEL', KEYS[1])", 1, "swarm:{lab}:breaker:worker-a")
-        assert raw.xadd("swarm:{lab}:topic:results.research", {"payload": "{}"})
+        for command in denied:
+            with pytest.raises(NoPermissionError):
+                raw.execute_command(*command)
+        assert raw.execute_command("XADD", keys.outbox("worker-a"), "*", "topic", "results.research", "payload", "{}")
+        assert raw.execute_command("XADD", keys.agent_dead_letter("worker-a"), "*", "x", "1")
+        assert raw.xreadgroup("worker-a", "c", {keys.inbox("worker-a"): ">"}) == []
+        assert raw.xpending(keys.inbox("worker-a"), "worker-a")["pending"] == 0
+        assert raw.xautoclaim(keys.inbox("worker-a"), "worker-a", "c", 0)[0] == "0-0"
+        assert raw.xrange(keys.receipts("worker-a")) == [] and raw.xrevrange(keys.receipts("worker-a")) == []
+        assert raw.hgetall(keys.breaker("worker-a")) == {}
+        assert raw.get(keys.bus) is not None and raw.getrange(keys.acl, 0, 0) == "{"
         wrong = redis.Redis.from_url(agent_redis_url(redis_server.url, "lab", "worker-a", "other-secret"))
         with pytest.raises(redis.exceptions.AuthenticationError):
             wrong.ping()
@@ -98,21 +165,26 @@ async def test_redis_itself_refuses_writes_outside_the_agents_topics(redis_serve
         raw.close()
 
 
-async def test_agents_work_through_their_own_redis_users(redis_server: RedisServer, applied: aioredis.Redis) -> None:
-    pub_url = agent_redis_url(redis_server.url, "lab", "planner", SECRET)
-    sub_url = agent_redis_url(redis_server.url, "lab", "worker-b", SECRET)
-    async with EventBus(redis_url=pub_url, swarm="lab", agent_id="planner") as pub, \
-            EventBus(redis_url=sub_url, swarm="lab", agent_id="worker-b", visibility_timeout=0.1, max_deliveries=1) as sub:
-        r = await pub.publish_many([("tasks.summarize", {"n": 1}, "m1"), ("tasks.summarize", {"n": 1}, "m1")])
-        assert [x.duplicate for x in r] == [False, True]
-        seen = []
-        async for m in sub.subscribe(["tasks.research", "tasks.summarize"]):
-            seen.append((m.topic, m.deliveries))
-            break  # not acked: dead-lettered on reclaim, with the agent's own rights
-        assert seen == [("tasks.summarize", 1)]
-        await asyncio.sleep(0.15)
-        assert await sub.reclaim(["tasks.summarize"]) == []
-        assert sub.stats.dead_lettered == 1
+async def test_agents_work_end_to_end_through_their_own_redis_users(redis_server: RedisServer, applied: aioredis.Redis) -> None:
+    """Plain Redis commands with the agents' own users, and the router in between."""
+    from swarm.bus.router import Router
+
+    keys = SwarmKeys("lab")
+    planner = redis.Redis.from_url(agent_redis_url(redis_server.url, "lab", "planner", SECRET), decode_responses=True)
+    worker = redis.Redis.from_url(agent_redis_url(redis_server.url, "lab", "worker-b", SECRET), decode_responses=True)
+    try:
+        oid = planner.xadd(keys.outbox("planner"), {"topic": "tasks.summarize", "payload": '{"n": 1}', "message_id": "m1"})
+        async with Router(redis_url=redis_server.url, swarm="lab", block_ms=20) as router:
+            assert await router.route_batch() == 1
+        (_, receipt), = planner.xrange(keys.receipts("planner"))
+        assert receipt["outbox_id"] == oid and receipt["status"] == "routed"
+        (_, entries), = worker.xreadgroup("worker-b", "w1", {keys.inbox("worker-b"): ">"})
+        (eid, fields), = entries
+        assert (fields["sender"], fields["message_id"], fields["payload"]) == ("planner", "m1", '{"n": 1}')
+        assert worker.xack(keys.inbox("worker-b"), "worker-b", eid) == 1
+    finally:
+        planner.close()
+        worker.close()
 
 
 async def test_a_new_table_replaces_the_old_in_one_transaction(redis_server: RedisServer, admin: aioredis.Redis, desired: DesiredState) -> None:
@@ -144,7 +216,8 @@ async def test_a_prune_of_more_than_half_is_refused_unless_forced(admin: aioredi
     assert await admin.exists(*(f"swarm:{{lab}}:topic:{t['name']}" for t in SWARM_DOC["topics"])) == 5
     assert AclDocument.model_validate_json(await admin.get("swarm:{lab}:acl")) == desired.acl  # nothing changed
     report = await apply_bus(admin, tiny.bus, tiny.acl, secret=SECRET, prune=True, force_prune=True)
-    assert len(report.pruned_streams) == 4 and len(report.pruned_users) == 3
+    assert len([s for s in report.pruned_streams if ":topic:" in s]) == 4 and len(report.pruned_users) == 3
+    assert len([s for s in report.pruned_streams if ":outbox:" in s or ":inbox:" in s]) == 6  # 3 agents gone
     # users alone: 3 of 4 agents gone is refused too, even when every topic stays
     await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
     few = make_desired({**SWARM_DOC, "agents": SWARM_DOC["agents"][:1]})

@@ -1,0 +1,505 @@
+"""The trusted router of a swarm's mediated bus: outboxes in, topic logs and inboxes out.
+
+Run by ``swarm bus route`` (its own process; several replicas may share the work) and
+inside the registry's lifespan next to the health prober. Agents are not trusted: each
+writes only its own outbox ``swarm:{N}:outbox:<id>`` and reads only its own inbox.
+The router reads every declared agent's outbox with XREADGROUP in the consumer group
+:data:`~swarm.keys.ROUTER_GROUP` (one consumer name per process), checks each entry
+with :func:`swarm.bus.routing.check_entry` (sender = outbox owner, fields, UTF-8, size,
+JSON, topic declared and permitted) and then, per sender and batch, runs ONE script
+(``lua/route.lua``) that checks the sender's breaker, dedups (the mark
+``dedup:<topic>:<sender>:<mid>``, SET NX PX on Redis' clock), appends to the topic's
+log and to every subscriber's inbox, writes the receipt and XACKs + XDELs the outbox
+entry. Why it is built this way:
+
+* One script per batch makes each entry's effects all-or-nothing: a router killed
+  before the script leaves the entry pending in the outbox group (another replica, or
+  this one restarted, reclaims it with XAUTOCLAIM once idle ``reclaim_idle_ms``); killed
+  after, it is routed and acked. The script's XACK is the fence: an entry another
+  replica already routed comes back as ``gone`` and is not appended again, so no id is
+  delivered twice even when two replicas race on a reclaimed entry.
+* Validation happens in Python on raw bytes (the clients have no ``decode_responses``),
+  so a non-UTF-8, huge or malformed entry is refused (``refused`` stream with reason,
+  size and a short escaped preview; a ``refused`` receipt) and never crashes a decoder
+  or stops the entries behind it.
+* The blocking reader has its own connection whose socket timeout is BLOCK + a margin
+  (redis-py 8's default 5 s would trip on a long BLOCK; none at all would hang on a
+  vanished server).
+* ``bus.json`` is re-read when its head (swarm name + spec digest) changes, like the
+  agents do, so a spec change reaches the router within ``refresh_seconds``.
+* Outboxes are trimmed to about ``outbox_max_len`` (Redis has no per-user quota: a
+  flooding agent loses its own oldest unrouted entries, counted per agent), and an
+  outbox whose backlog passes ``backlog_alarm`` logs a warning (the alarm) once per
+  crossing.
+* Transient Redis errors are retried with :mod:`swarm.backoff`; nothing an entry
+  contains can end :meth:`Router.run`, only its stop event can.
+
+>>> # router = Router(redis_url="redis://127.0.0.1:6379/0", swarm="research")
+>>> # task = asyncio.create_task(router.run(stop)); ...; stop.set(); await task
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from swarm.backoff import Backoff
+from swarm.bus.dedup import window_ms
+from swarm.bus.routing import Accepted, Refused, check_entry
+from swarm.bus.scripts import load_script
+from swarm.desired import BusPlan
+from swarm.errors import SwarmError, TransientError
+from swarm.foreign import REDIS_ERRORS, is_transient_redis, redis_error
+from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
+
+log = logging.getLogger("swarm.bus.router")
+
+#: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold both.
+HEAD_BYTES = 192
+#: Payload bytes per script call: bounds how long one run holds Redis.
+CHUNK_BYTES = 4 * 1024 * 1024
+#: Fault points a test may ask for (``SWARM_FAULT_ROUTER``, read by the CLI): the process
+#: SIGKILLs itself there, once, in the first batch of at least two script calls.
+FAULT_POINTS = ("before-script", "mid-batch", "after-script")
+
+
+@dataclass
+class RouterStats:
+    """What the router did, in total, per refusal reason and per agent (also logged)."""
+
+    routed: int = 0
+    duplicates: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    gone: int = 0  # entries another replica routed first
+    reclaimed: int = 0
+    trimmed: int = 0  # unrouted entries dropped by the outbox cap
+    trimmed_while_pending: int = 0
+    errors: int = 0
+    batches: int = 0
+    per_agent: dict[str, Counter[str]] = field(default_factory=dict)
+    backlog: dict[str, int] = field(default_factory=dict)
+
+    def count(self, agent: str, what: str, n: int = 1) -> None:
+        self.per_agent.setdefault(agent, Counter())[what] += n
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
+
+
+@dataclass(frozen=True)
+class _Topic:
+    stream: bytes
+    window_ms: bytes
+    max_len: bytes
+    inboxes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class _Sender:
+    outbox: bytes
+    breaker: bytes
+    receipts: bytes
+
+
+def _head(raw: bytes | str | None) -> bytes:
+    if raw is None:
+        return b""
+    return (raw.encode() if isinstance(raw, str) else raw)[:HEAD_BYTES]
+
+
+class Router:
+    """Routes every declared agent's outbox of one swarm; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        swarm: str,
+        consumer: str | None = None,
+        block_ms: int = 1000,
+        read_count: int = 100,
+        max_batch: int = 100,
+        reclaim_idle_ms: int = 5000,
+        refresh_seconds: float = 2.0,
+        housekeeping_seconds: float = 5.0,
+        backlog_alarm: int | None = None,
+        fault: str | None = None,
+    ) -> None:
+        if fault is not None and fault not in FAULT_POINTS:
+            raise ValueError(f"unknown router fault point {fault!r} (one of {FAULT_POINTS})")
+        self.redis_url = redis_url
+        self.swarm = swarm
+        self.keys = SwarmKeys(swarm)
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.block_ms = max(1, block_ms)
+        self.read_count = max(1, read_count)
+        self.max_batch = max(1, max_batch)
+        self.reclaim_idle_ms = max(1, reclaim_idle_ms)
+        self.refresh_seconds = refresh_seconds
+        self.housekeeping_seconds = housekeeping_seconds
+        self._backlog_alarm = backlog_alarm
+        self._fault = fault
+        self.plan: BusPlan | None = None
+        self.stats = RouterStats()
+        self._redis: aioredis.Redis | None = None
+        self._reader: aioredis.Redis | None = None
+        self._script: Any = None
+        self._version = b""
+        self._senders: dict[str, _Sender] = {}
+        self._by_outbox: dict[bytes, str] = {}
+        self._topics: dict[str, _Topic] = {}
+        self._refused_key = self.keys.refused.encode()
+        self._group = ROUTER_GROUP.encode()
+        self._next_refresh = 0.0
+        self._next_reclaim = 0.0
+        self._next_housekeeping = 0.0
+        self._alarmed: set[str] = set()
+        self._ready_logged = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _client(self, socket_timeout: float) -> aioredis.Redis:
+        # No decode_responses: entries are bytes until check_entry has looked at them.
+        return aioredis.Redis.from_url(self.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=2.0)
+
+    async def connect(self) -> "Router":
+        """Open the clients and load the plan (TransientError while the bus is not installed)."""
+        if self._redis is None:
+            self._redis = self._client(5.0)
+            self._reader = self._client(self.block_ms / 1000 + 10.0)
+            self._script = self._redis.register_script(load_script("route"))
+        if self.plan is None:
+            await self._refresh(force=True)
+        return self
+
+    async def close(self) -> None:
+        for client in (self._reader, self._redis):
+            if client is not None:
+                await client.aclose()
+        self._redis = self._reader = None
+
+    async def __aenter__(self) -> "Router":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise SwarmError("Router is not connected: call `await router.connect()` first")
+        return self._redis
+
+    # -- plan --------------------------------------------------------------------------
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        """Load bus.json when its head differs from the loaded one; keep the last good plan on errors."""
+        loop = asyncio.get_running_loop()
+        self._next_refresh = loop.time() + self.refresh_seconds
+        redis = self.redis
+        if not force:
+            head = await redis.getrange(self.keys.bus, 0, HEAD_BYTES - 1)
+            if _head(head) == self._version:
+                return
+        raw = await redis.get(self.keys.bus)
+        if raw is None:
+            if self.plan is None:
+                raise TransientError(f"the bus of swarm {self.swarm!r} is not installed in Redis (no {self.keys.bus}): "
+                                     f"run `swarm bus apply`", delay=1.0)
+            return
+        if _head(raw) == self._version and self.plan is not None:
+            return
+        try:
+            plan = BusPlan.model_validate_json(raw)
+        except ValueError as exc:
+            if self.plan is None:
+                raise TransientError(f"bus settings in Redis ({self.keys.bus}) are not valid: {exc}", delay=2.0) from exc
+            log.warning("bus settings of swarm %s in Redis are not valid (%s); routing with the last good ones",
+                        self.swarm, exc)
+            return
+        if plan.swarm != self.swarm:
+            raise TransientError(f"{self.keys.bus} holds the plan of swarm {plan.swarm!r}", delay=2.0)
+        self._install(plan)
+        self._version = _head(raw)
+        await self.ensure_groups()
+        log.info("router %s: bus of swarm %s loaded (spec %s, %d agents, %d topics)",
+                 self.consumer, self.swarm, plan.spec_digest, len(plan.agents), len(plan.topics))
+
+    def _install(self, plan: BusPlan) -> None:
+        self.plan = plan
+        self._senders = {
+            agent: _Sender(r.outbox.encode(), self.keys.breaker(agent).encode(), r.receipts.encode())
+            for agent, r in plan.agents.items()
+        }
+        self._by_outbox = {s.outbox: agent for agent, s in self._senders.items()}
+        self._topics = {
+            name: _Topic(
+                tp.stream.encode(),
+                str(window_ms(tp.dedup_window_seconds)).encode(),
+                str(tp.max_len).encode(),
+                tuple(plan.agents[a].inbox.encode() for a in tp.subscribers if a in plan.agents),
+            )
+            for name, tp in plan.topics.items()
+        }
+
+    async def ensure_groups(self) -> None:
+        """Create the router group (at id 0) on every declared outbox that lacks it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in self._senders.values():
+                pipe.xgroup_create(s.outbox, ROUTER_GROUP, id="0", mkstream=True)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise reply
+
+    @property
+    def backlog_alarm(self) -> int:
+        if self._backlog_alarm is not None:
+            return self._backlog_alarm
+        return max(1, self.plan.settings.outbox_max_len // 2) if self.plan else 5000
+
+    # -- routing -----------------------------------------------------------------------
+
+    async def route_batch(self) -> int:
+        """Reclaim, read and route one batch (blocking up to ``block_ms``); returns entries handled."""
+        if self._redis is None or self.plan is None:
+            await self.connect()
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_refresh:
+            await self._refresh()
+        if loop.time() >= self._next_housekeeping:
+            self._next_housekeeping = loop.time() + self.housekeeping_seconds
+            await self.housekeeping()
+        if not self._ready_logged:
+            self._ready_logged = True
+            log.info("router %s ready: swarm %s, %d outboxes", self.consumer, self.swarm, len(self._senders))
+        try:
+            return await self._read_and_route(loop.time())
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # an outbox deleted (and maybe re-created by an XADD) by hand: give it its group back
+            log.warning("router %s: %s; re-creating the router groups", self.consumer, exc)
+            await self.ensure_groups()
+            return 0
+
+    async def _read_and_route(self, now: float) -> int:
+        handled = 0
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.reclaim_idle_ms / 2000
+            claimed = await self.reclaim()
+            if claimed:
+                handled += await self.route(claimed)
+        if not self._senders:
+            await asyncio.sleep(self.block_ms / 1000)
+            return handled
+        streams = {s.outbox: b">" for s in self._senders.values()}
+        assert self._reader is not None
+        reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
+                                                   count=self.read_count, block=self.block_ms)
+        entries: list[tuple[str, str, dict[bytes, bytes]]] = []
+        for stream, items in reply or []:
+            agent = self._by_outbox.get(stream if isinstance(stream, bytes) else str(stream).encode())
+            if agent is None:
+                continue
+            entries.extend((agent, as_text(eid), fields or {}) for eid, fields in items)
+        if entries:
+            handled += await self.route(entries)
+        return handled
+
+    async def reclaim(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """Claim outbox entries pending longer than ``reclaim_idle_ms`` (a dead replica's), cursor followed."""
+        out: list[tuple[str, str, dict[bytes, bytes]]] = []
+        for agent, s in self._senders.items():
+            cursor = b"0-0"
+            for _ in range(100):  # at most 100 pages per outbox and round; the rest next round
+                reply: Any = await self.redis.xautoclaim(s.outbox, ROUTER_GROUP, self.consumer,
+                                                         min_idle_time=self.reclaim_idle_ms, start_id=cursor,
+                                                         count=self.read_count)
+                cursor = reply[0]
+                out.extend((agent, as_text(eid), fields or {}) for eid, fields in reply[1])
+                deleted = reply[2] if len(reply) > 2 else []
+                if deleted:
+                    await self._record_trimmed(agent, [as_text(d) for d in deleted])
+                if as_text(cursor) in ("0-0", "0"):
+                    break
+        if out:
+            self.stats.reclaimed += len(out)
+            log.warning("router %s reclaimed %d outbox entries idle over %d ms", self.consumer, len(out),
+                        self.reclaim_idle_ms)
+        return out
+
+    async def _record_trimmed(self, agent: str, ids: list[str]) -> None:
+        """Pending entries trimmed from an outbox (Redis 7 drops them from the pending list on
+        claim): their content is gone; each leaves a refused record so the loss is visible."""
+        self.stats.trimmed_while_pending += len(ids)
+        self.stats.count(agent, "trimmed", len(ids))
+        log.warning("%d pending entries of the outbox of %s were trimmed before being routed", len(ids), agent)
+        assert self.plan is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for oid in ids:
+                pipe.xadd(self._refused_key, {"sender": agent, "outbox_id": oid, "reason": "trimmed",
+                                              "detail": "trimmed from the outbox (outbox_max_len) before it was routed"},
+                          maxlen=self.plan.settings.refused_max_len, approximate=True)
+            await pipe.execute()
+
+    def _calls(self, agent: str, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[tuple[list[bytes], list[Any], int]]:
+        """The script calls (keys, args, item count) routing ``entries`` of ``agent``."""
+        assert self.plan is not None
+        s = self._senders[agent]
+        settings = self.plan.settings
+        head_keys = [s.outbox, s.breaker, s.receipts, self._refused_key]
+        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len]
+        calls: list[tuple[list[bytes], list[Any], int]] = []
+        keys, args, items, size = list(head_keys), list(head_args), 0, 0
+        for oid, fields in entries:
+            verdict = check_entry(self.plan, agent, oid, fields)
+            if isinstance(verdict, Accepted):
+                t = self._topics[verdict.topic]
+                mark = self.keys.dedup(verdict.topic, agent, verdict.message_id).encode()
+                keys += [t.stream, mark, *t.inboxes]
+                args += [b"r", oid, verdict.message_id, verdict.topic, verdict.payload, verdict.content_type,
+                         t.window_ms, t.max_len, len(t.inboxes)]
+                size += len(verdict.payload)
+            else:
+                args += [b"x", oid, verdict.message_id, verdict.topic, verdict.reason, verdict.detail,
+                         verdict.size, verdict.preview]
+            items += 1
+            if items >= self.max_batch or size >= CHUNK_BYTES:
+                calls.append((keys, args, items))
+                keys, args, items, size = list(head_keys), list(head_args), 0, 0
+        if items:
+            calls.append((keys, args, items))
+        return calls
+
+    async def route(self, entries: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> int:
+        """Route (agent, outbox id, fields) entries: one script call per sender and chunk, pipelined."""
+        by_agent: dict[str, list[tuple[str, dict[bytes, bytes]]]] = {}
+        for agent, oid, fields in entries:
+            by_agent.setdefault(agent, []).append((oid, fields))
+        calls = [(agent, call) for agent, items in by_agent.items() for call in self._calls(agent, items)]
+        self.stats.batches += 1
+        if self._fault is not None and len(calls) >= 2:
+            return await self._route_with_fault(calls)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, (keys, args, _) in calls:
+                await self._script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        handled = 0
+        for (agent, call), reply in zip(calls, replies):
+            if isinstance(reply, Exception):
+                if is_transient_redis(reply):
+                    raise redis_error(reply, f"routing the outbox of {agent!r}") from reply
+                reply = self._chunk_failed(agent, call, reply)
+            handled += self._account(agent, reply)
+        return handled
+
+    def _chunk_failed(self, agent: str, call: tuple[list[bytes], list[Any], int], error: Exception) -> list[Any]:
+        """A chunk the script refused as a whole (a wrong-typed key): log it; its entries stay
+        pending and are retried on reclaim, so an operator's fix lets them through."""
+        self.stats.errors += 1
+        self.stats.count(agent, "errors")
+        log.error("router %s: routing %d entries of %s failed: %s (they stay pending and are retried)",
+                  self.consumer, call[2], agent, error)
+        return []
+
+    async def _route_with_fault(self, calls: list[tuple[str, tuple[list[bytes], list[Any], int]]]) -> int:
+        """Test hook: one script call at a time, SIGKILLing this process at the fault point."""
+        handled = 0
+        for i, (agent, (keys, args, _)) in enumerate(calls):
+            if self._fault == "before-script" or (self._fault == "mid-batch" and i == 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+            handled += self._account(agent, await self._script(keys=keys, args=args))
+        if self._fault == "after-script":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return handled
+
+    def _account(self, agent: str, reply: list[Any]) -> int:
+        st = self.stats
+        for i in range(0, len(reply), 2):
+            status, value = as_text(reply[i]), as_text(reply[i + 1])
+            if status == "routed":
+                st.routed += 1
+            elif status == "duplicate":
+                st.duplicates += 1
+            elif status == "refused":
+                st.refused[value] += 1
+                log.info("refused an outbox entry of %s: %s", agent, value)
+            else:
+                st.gone += 1
+            st.count(agent, status)
+        return len(reply) // 2
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Trim every outbox to ~outbox_max_len, then measure the backlogs (the alarm)."""
+        if self.plan is None or not self._senders:
+            return
+        cap = self.plan.settings.outbox_max_len
+        agents = list(self._senders)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in agents:
+                pipe.xtrim(self._senders[agent].outbox, maxlen=cap, approximate=True)
+                pipe.xlen(self._senders[agent].outbox)
+            replies = await pipe.execute()
+        alarm = self.backlog_alarm
+        for i, agent in enumerate(agents):
+            trimmed, backlog = int(replies[2 * i]), int(replies[2 * i + 1])
+            self.stats.backlog[agent] = backlog
+            if trimmed:
+                self.stats.trimmed += trimmed
+                self.stats.count(agent, "trimmed", trimmed)
+                log.warning("outbox of %s was over ~%d entries: its %d oldest unrouted entries were dropped",
+                            agent, cap, trimmed)
+            if backlog > alarm and agent not in self._alarmed:
+                self._alarmed.add(agent)
+                log.warning("ALARM: outbox of %s holds %d unrouted entries (alarm at %d)", agent, backlog, alarm)
+            elif backlog <= alarm and agent in self._alarmed:
+                self._alarmed.discard(agent)
+                log.info("outbox of %s is back to %d unrouted entries", agent, backlog)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Route until ``stop_event`` is set; every error is logged and retried with backoff."""
+        backoff = Backoff(base=0.1, cap=2.0)
+        try:
+            while not stop_event.is_set():
+                try:
+                    await self.route_batch()
+                    backoff.reset()
+                    continue
+                except TransientError as exc:
+                    (log.warning if backoff.failures == 0 else log.debug)("router %s: %s", self.consumer, exc)
+                except REDIS_ERRORS as exc:
+                    err = redis_error(exc, "routing")
+                    level = logging.WARNING if isinstance(err, TransientError) else logging.ERROR
+                    log.log(level if backoff.failures == 0 else logging.DEBUG, "router %s: %s", self.consumer, err)
+                except SwarmError as exc:
+                    log.error("router %s: %s", self.consumer, exc)
+                except Exception:  # a router that dies silently stops the whole swarm's bus
+                    log.exception("router %s: unexpected error; continuing", self.consumer)
+                self.stats.errors += 1
+                if backoff.failures == 0:
+                    log.info("router %s: retrying with backoff (repeats of this error are logged at debug level)",
+                             self.consumer)
+                try:
+                    await asyncio.wait_for(stop_event.wait(), timeout=backoff.next_delay())
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.close()
+            log.info("router %s stopped: %d routed, %d duplicates, %d refused", self.consumer,
+                     self.stats.routed, self.stats.duplicates, self.stats.refused_total)

@@ -1,0 +1,193 @@
+"""The outbox entry rules: what the router accepts from an agent's outbox, and why it refuses (pure).
+
+The router (:mod:`swarm.bus.router`) calls :func:`check_entry` on every entry it reads
+from ``swarm:{N}:outbox:<id>``; an agent runtime may call the same function before its
+XADD to fail fast with the same verdict (the router stays the authority). Keeping the
+rules here, without Redis, gives them one definition that every runtime and the tests
+share, and keeps a hostile entry's bytes away from any decoder that could crash:
+
+* the sender is the outbox's owner; an entry with a ``sender`` field naming anyone
+  else is refused (``sender_mismatch``);
+* only the fields ``topic``, ``payload``, ``message_id``, ``content_type`` and
+  ``sender`` exist; names and values must be valid UTF-8;
+* the payload is at most ``max_payload_bytes`` (measured before decoding, so a huge
+  entry costs no decode) and is strict JSON (no ``NaN``/``Infinity``);
+* the topic is declared and in ``BusPlan.agents[sender].publish`` (declared by the
+  agent and permitted by its role, computed by the compiler);
+* ``message_id`` is 1-200 characters without whitespace; by default it is
+  ``<sender>:<outbox entry id>`` (unique, so it never collides in the dedup window).
+
+A refusal carries a stable ``reason`` code (:data:`REASONS`, written to receipts and the
+``refused`` stream, mapped to the publisher's errors by :func:`refusal_error`), a
+human ``detail``, and a short escaped ``preview`` of the payload: a refused entry is
+never copied whole.
+
+>>> from swarm.desired import BusPlan  # doctest: +SKIP
+>>> check_entry(plan, "planner", "1-0", {b"topic": b"tasks.a", b"payload": b"{}"})  # doctest: +SKIP
+Accepted(outbox_id='1-0', topic='tasks.a', message_id='planner:1-0', payload='{}', ...)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping, NoReturn
+
+from swarm.desired import BusPlan
+from swarm.errors import (
+    AclDeniedError,
+    BreakerOpenError,
+    BusError,
+    InvalidRequestError,
+    NotDeclaredError,
+    PayloadTooLargeError,
+    UndeclaredTopicError,
+)
+
+CONTENT_TYPE = "application/json"
+MAX_MESSAGE_ID = 200
+#: Bytes of a refused payload (and characters of a refused topic) kept in the ``refused`` stream.
+PREVIEW_BYTES = 120
+FIELDS = frozenset({"topic", "payload", "message_id", "content_type", "sender"})
+
+#: reason code -> what it means (the ``reason`` of a refused receipt and ``refused`` entry).
+REASONS: dict[str, str] = {
+    "invalid_utf8": "a field name or value is not valid UTF-8",
+    "unknown_field": "the entry has a field outside topic, payload, message_id, content_type, sender",
+    "missing_field": "the entry has no topic or no payload",
+    "too_large": "the payload is over max_payload_bytes",
+    "sender_mismatch": "the sender field names another agent than the outbox's owner",
+    "invalid_content_type": "content_type is not application/json",
+    "invalid_message_id": "message_id is empty, over 200 characters or contains whitespace",
+    "undeclared_agent": "the outbox's owner is not declared in the swarm",
+    "undeclared_topic": "the topic is not declared in the swarm",
+    "acl_denied": "the sender did not declare the topic or its role does not permit publishing it",
+    "invalid_json": "the payload is not valid JSON",
+    "breaker_open": "the sender's circuit breaker is open",
+    "breaker_half_open": "the sender's circuit breaker is half-open (a health probe decides)",
+    "route_failed": "a key the router writes is not a stream (an operator's mistake); nothing was appended",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An entry that passed every check; the router appends it (breaker and dedup permitting)."""
+
+    outbox_id: str
+    topic: str
+    message_id: str
+    payload: str
+    content_type: str = CONTENT_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An entry the router refuses: ``reason`` is a key of :data:`REASONS`."""
+
+    outbox_id: str
+    reason: str
+    detail: str
+    message_id: str = ""
+    topic: str = ""
+    size: int = 0
+    preview: str = ""
+
+
+def escape(raw: bytes, limit: int = PREVIEW_BYTES) -> str:
+    """The first ``limit`` bytes of ``raw`` as printable text: invalid UTF-8 and control
+    characters as backslash escapes, so a preview never breaks a decoder or a terminal."""
+    text = raw[:limit].decode("utf-8", "backslashreplace")
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return out + ("..." if len(raw) > limit else "")
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def valid_message_id(message_id: str) -> bool:
+    return 0 < len(message_id) <= MAX_MESSAGE_ID and not any(c.isspace() for c in message_id)
+
+
+def check_entry(plan: BusPlan, sender: str, outbox_id: str, fields: Mapping[bytes, bytes]) -> Accepted | Refused:
+    """The verdict on one outbox entry of ``sender`` (fields as raw bytes, as Redis holds them)."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    payload_raw = fields.get(b"payload", b"")
+    topic_raw = fields.get(b"topic", b"")
+
+    def refuse(reason: str, detail: str, *, message_id: str = "") -> Refused:
+        return Refused(outbox_id, reason, detail, message_id=message_id,
+                       topic=escape(topic_raw, PREVIEW_BYTES), size=size, preview=escape(payload_raw))
+
+    names: list[str] = []
+    for name in fields:
+        try:
+            names.append(name.decode("utf-8"))
+        except UnicodeDecodeError:
+            return refuse("invalid_utf8", f"field name {escape(name, 40)!r} is not valid UTF-8")
+    unknown = sorted(n for n in names if n not in FIELDS)
+    if unknown:
+        return refuse("unknown_field", f"unknown fields {[escape(n.encode(), 40) for n in unknown[:5]]}")
+    if b"topic" not in fields or b"payload" not in fields:
+        return refuse("missing_field", "an outbox entry needs the fields topic and payload")
+    limit = plan.settings.max_payload_bytes
+    if len(payload_raw) > limit:
+        return refuse("too_large", f"payload is {len(payload_raw)} bytes, over the limit of {limit} bytes")
+    values: dict[str, str] = {}
+    for name, value in fields.items():
+        try:
+            values[name.decode()] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return refuse("invalid_utf8", f"the value of {name.decode()!r} is not valid UTF-8")
+    claimed = values.get("sender")
+    if claimed is not None and claimed != sender:
+        return refuse("sender_mismatch", f"entry claims sender {escape(claimed.encode(), 60)!r} in the outbox of {sender!r}")
+    content_type = values.get("content_type", CONTENT_TYPE)
+    if content_type != CONTENT_TYPE:
+        return refuse("invalid_content_type", f"content_type must be {CONTENT_TYPE}, not {escape(content_type.encode(), 60)!r}")
+    message_id = values.get("message_id")
+    if message_id is None:
+        message_id = f"{sender}:{outbox_id}"
+    elif not valid_message_id(message_id):
+        return refuse("invalid_message_id",
+                      f"message id {escape(message_id.encode(), 60)!r} must be 1-{MAX_MESSAGE_ID} characters "
+                      "without whitespace")
+    topic = values["topic"]
+    rights = plan.agents.get(sender)
+    if rights is None:
+        return refuse("undeclared_agent", f"agent {sender!r} is not declared in swarm {plan.swarm!r}",
+                      message_id=message_id)
+    if topic not in plan.topics:
+        return refuse("undeclared_topic", f"topic {escape(topic.encode(), 80)!r} is not declared in swarm {plan.swarm!r}",
+                      message_id=message_id)
+    if topic not in rights.publish:
+        return refuse("acl_denied", f"agent {sender!r} (role {rights.role!r}) may not publish to {topic!r}: "
+                      "not declared by the agent or not permitted by its role", message_id=message_id)
+    try:
+        json.loads(values["payload"], parse_constant=_no_constant)
+    except ValueError as exc:
+        return refuse("invalid_json", f"payload is not valid JSON: {exc}", message_id=message_id)
+    return Accepted(outbox_id, topic, message_id, values["payload"], content_type)
+
+
+def refusal_error(reason: str, detail: str) -> BusError:
+    """The error a publisher raises for a refused receipt (the same distinct errors as the in-process checks)."""
+    if reason == "undeclared_topic":
+        return UndeclaredTopicError(detail)
+    if reason == "acl_denied":
+        return AclDeniedError(detail)
+    if reason == "too_large":
+        return PayloadTooLargeError(detail)
+    if reason.startswith("breaker_"):
+        return BreakerOpenError(detail)
+    if reason == "undeclared_agent":
+        return _NotDeclaredBusError(detail)
+    return _InvalidEntryError(detail)
+
+
+class _NotDeclaredBusError(BusError, NotDeclaredError):
+    """The router refused an entry of an undeclared agent."""
+
+
+class _InvalidEntryError(BusError, InvalidRequestError):
+    """The router refused a malformed entry (fields, UTF-8, JSON, message id, content type)."""

@@ -1,0 +1,426 @@
+"""The trusted router against real redis-servers: routing to every subscriber's inbox, every
+refusal reason with its receipt, poison entries that never stop the good ones, dedup,
+reclaim of a dead replica's entries, two router processes sharing the group, and a router
+SIGKILLed mid-batch and restarted (nothing lost, nothing delivered twice per id).
+
+Agents are played with raw XADDs to their outboxes: that is the agent contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections import Counter
+from typing import Any, AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from swarm.bus.apply import apply_bus
+from swarm.bus.router import Router
+from swarm.bus.routing import REASONS
+from swarm.desired import DesiredState
+from swarm.keys import SwarmKeys
+from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
+from tests.support.router import RouterFactory, router_factory  # noqa: F401  (fixture)
+from tests.support.services import RedisServer
+
+K = SwarmKeys("lab")
+SUBSCRIBERS = {"tasks.research": ["watcher", "worker-a", "worker-b"], "tasks.summarize": ["watcher", "worker-b"]}
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer, applied: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:
+    """A bytes client (entries may hold anything) on Redis with the bus applied."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def router(redis_server: RedisServer, applied: aioredis.Redis) -> AsyncIterator[Router]:
+    r = Router(redis_url=redis_server.url, swarm="lab", block_ms=20, reclaim_idle_ms=200, refresh_seconds=0.05)
+    await r.connect()
+    yield r
+    await r.close()
+
+
+async def drain(router: Router, *, idle_rounds: int = 2) -> int:
+    """Route until ``idle_rounds`` batches in a row find nothing; entries handled."""
+    total, idle = 0, 0
+    while idle < idle_rounds:
+        n = await router.route_batch()
+        total += n
+        idle = 0 if n else idle + 1
+    return total
+
+
+async def inbox(admin: aioredis.Redis, agent: str) -> list[dict[str, str]]:
+    return [fields for _, fields in await admin.xrange(K.inbox(agent))]
+
+
+async def receipts(admin: aioredis.Redis, agent: str) -> list[dict[str, str]]:
+    return [fields for _, fields in await admin.xrange(K.receipts(agent))]
+
+
+async def publish(raw: aioredis.Redis, agent: str, topic: str, payload: Any, message_id: str | None = None) -> str:
+    fields: dict[Any, Any] = {"topic": topic, "payload": json.dumps(payload)}
+    if message_id is not None:
+        fields["message_id"] = message_id
+    return (await raw.xadd(K.outbox(agent), fields)).decode()
+
+
+async def test_an_entry_reaches_every_subscriber_inbox_the_topic_log_and_a_receipt(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    oid = await publish(raw, "planner", "tasks.research", {"q": "é"}, "m1")
+    assert await drain(router) == 1
+    log = await admin.xrange(K.topic("tasks.research"))
+    assert len(log) == 1
+    topic_id, entry = log[0]
+    assert entry == {"message_id": "m1", "sender": "planner", "payload": '{"q": "\\u00e9"}', "content_type": "application/json"}
+    for agent in ("watcher", "worker-a", "worker-b"):
+        assert await inbox(admin, agent) == [{**entry, "topic": "tasks.research", "topic_entry_id": topic_id}]
+    assert await inbox(admin, "planner") == []  # a publisher is not its own subscriber
+    assert await receipts(admin, "planner") == [
+        {"outbox_id": oid, "message_id": "m1", "status": "routed", "entry_id": topic_id}]
+    assert await admin.xlen(K.outbox("planner")) == 0  # routed entries are deleted from the outbox
+    assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 0
+    assert router.stats.routed == 1 and router.stats.per_agent["planner"]["routed"] == 1
+
+
+async def test_the_default_message_id_is_sender_and_outbox_id(raw: aioredis.Redis, router: Router, admin: aioredis.Redis) -> None:
+    oid = await publish(raw, "worker-a", "results.research", {"r": 1})
+    await drain(router)
+    assert [m["message_id"] for m in await inbox(admin, "planner")] == [f"worker-a:{oid}"]
+
+
+def _poisons() -> list[tuple[str, dict[bytes, bytes]]]:
+    ok = {b"topic": b"tasks.research", b"payload": b"{}"}
+    return [
+        ("invalid_utf8", {b"topic": b"tasks.research", b"payload": b'"\xff\xfe"'}),
+        ("invalid_utf8", {b"topic": b"tasks.\xc3", b"payload": b"{}"}),
+        ("invalid_utf8", {**ok, b"\xff": b"x"}),
+        ("unknown_field", {**ok, b"priority": b"high"}),
+        ("missing_field", {b"topic": b"tasks.research"}),
+        ("missing_field", {b"payload": b"{}"}),
+        ("too_large", {b"topic": b"tasks.research", b"payload": b'"' + b"x" * 5000 + b'"'}),
+        ("sender_mismatch", {**ok, b"sender": b"worker-a"}),
+        ("invalid_content_type", {**ok, b"content_type": b"text/plain"}),
+        ("invalid_message_id", {**ok, b"message_id": b"has space"}),
+        ("invalid_message_id", {**ok, b"message_id": b""}),
+        ("invalid_message_id", {**ok, b"message_id": b"m" * 201}),
+        ("undeclared_topic", {b"topic": b"tasks.nosuch", b"payload": b"{}"}),
+        ("acl_denied", {b"topic": b"tasks.admin.reset", b"payload": b"{}"}),  # role denies it
+        ("acl_denied", {b"topic": b"results.research", b"payload": b"{}"}),  # neither declared nor permitted
+        ("invalid_json", {b"topic": b"tasks.research", b"payload": b"{not json"}),
+        ("invalid_json", {b"topic": b"tasks.research", b"payload": b"NaN"}),
+    ]
+
+
+async def test_every_poison_is_refused_with_its_reason_and_the_good_entries_behind_it_are_routed(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    expected: list[tuple[str, str]] = []  # (outbox id, status or reason)
+    for i, (reason, fields) in enumerate(_poisons()):
+        expected.append(((await raw.xadd(K.outbox("planner"), fields)).decode(), reason))  # type: ignore[arg-type]
+        good = await publish(raw, "planner", "tasks.research", {"n": i}, f"good-{i}")
+        expected.append((good, "routed"))
+    assert await drain(router) == len(expected)
+    got = [(r["outbox_id"], r.get("reason") or r["status"]) for r in await receipts(admin, "planner")]
+    assert got == expected
+    # every subscriber got exactly the good entries, in order
+    goods = [f"good-{i}" for i in range(len(_poisons()))]
+    for agent in SUBSCRIBERS["tasks.research"]:
+        assert [m["message_id"] for m in await inbox(admin, agent)] == goods
+    refused = await admin.xrange(K.refused)
+    assert [f["reason"] for _, f in refused] == [r for r, _ in _poisons()]
+    assert {f["sender"] for _, f in refused} == {"planner"}
+    assert all(f["reason"] in REASONS for _, f in refused)
+    for _, f in refused:  # a refused entry is never copied whole: size + a short escaped preview
+        assert "payload" not in f and len(f["preview"]) <= 130 and len(f["topic"]) <= 130
+    huge = next(f for _, f in refused if f["reason"] == "too_large")
+    assert int(huge["size"]) > 5000 and huge["preview"].endswith("...")
+    bad = next(f for _, f in refused if f["reason"] == "invalid_utf8")
+    assert bad["preview"] == '"\\xff\\xfe"'
+    assert router.stats.refused == Counter(r for r, _ in _poisons())
+    assert await admin.xlen(K.outbox("planner")) == 0
+
+
+async def test_a_huge_entry_is_refused_without_being_copied(raw: aioredis.Redis, router: Router, admin: aioredis.Redis) -> None:
+    await raw.xadd(K.outbox("worker-a"), {"topic": "results.research", "payload": "[" + "1," * 2_000_000 + "1]"})
+    await publish(raw, "worker-a", "results.research", {"after": True}, "after")
+    await drain(router)
+    (_, refused), = await admin.xrange(K.refused)
+    assert refused["reason"] == "too_large" and int(refused["size"]) > 4_000_000
+    assert sum(len(v) for v in refused.values()) < 1000
+    assert [m["message_id"] for m in await inbox(admin, "planner")] == ["after"]
+
+
+async def test_open_and_half_open_breakers_refuse_with_the_state_as_reason_and_keep_the_payload(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    await admin.hset(K.breaker("planner"), mapping={"state": "open"})
+    await publish(raw, "planner", "tasks.research", {"n": 1}, "while-open")
+    await drain(router)
+    await admin.hset(K.breaker("planner"), mapping={"state": "half_open"})
+    await publish(raw, "planner", "tasks.research", {"n": 2}, "while-half-open")
+    await drain(router)
+    await admin.hset(K.breaker("planner"), mapping={"state": "closed"})
+    await publish(raw, "planner", "tasks.research", {"n": 3}, "closed")
+    await drain(router)
+    assert [(r["message_id"], r["status"], r.get("reason")) for r in await receipts(admin, "planner")] == [
+        ("while-open", "refused", "breaker_open"), ("while-half-open", "refused", "breaker_half_open"),
+        ("closed", "routed", None)]
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["closed"]
+    kept = [f["payload"] for _, f in await admin.xrange(K.refused)]
+    assert kept == ['{"n": 1}', '{"n": 2}']  # a valid entry refused by the breaker can be replayed
+
+
+async def test_a_wrong_typed_inbox_refuses_the_entry_instead_of_half_routing_it(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    await admin.delete(K.inbox("worker-b"))
+    await admin.set(K.inbox("worker-b"), "not a stream")
+    await publish(raw, "planner", "tasks.research", {}, "unlucky")
+    await drain(router)
+    assert [r.get("reason") for r in await receipts(admin, "planner")] == ["route_failed"]
+    assert await admin.xlen(K.topic("tasks.research")) == 0 and await inbox(admin, "worker-a") == []
+    assert not await admin.exists(K.dedup("tasks.research", "planner", "unlucky"))  # no mark without an entry
+
+
+async def test_duplicates_are_never_delivered_twice_and_get_the_original_entry_id(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    for _ in range(3):
+        await publish(raw, "planner", "tasks.summarize", {"x": 1}, "same")
+    await drain(router)
+    await publish(raw, "planner", "tasks.summarize", {"x": 1}, "same")  # a later batch too
+    await drain(router)
+    rs = await receipts(admin, "planner")
+    assert [r["status"] for r in rs] == ["routed", "duplicate", "duplicate", "duplicate"]
+    assert len({r["entry_id"] for r in rs}) == 1
+    for agent in SUBSCRIBERS["tasks.summarize"]:
+        assert [m["message_id"] for m in await inbox(admin, agent)] == ["same"]
+    assert router.stats.duplicates == 3
+
+
+async def test_dedup_marks_are_per_sender_so_no_agent_can_burn_another_agents_ids(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    doc = {**SWARM_DOC, "agents": [
+        {**a, "publishes": ["results.research"]} if a["id"] == "worker-b" else a for a in SWARM_DOC["agents"]]}
+    desired = make_desired(doc)
+    await apply_bus(admin, desired.bus, desired.acl)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with Router(redis_url=redis_server.url, swarm="lab", block_ms=20) as router:
+            await publish(raw, "worker-b", "results.research", {"by": "b"}, "r-1")  # b goes first with a's id
+            await publish(raw, "worker-a", "results.research", {"by": "a"}, "r-1")
+            await drain(router)
+        assert sorted((m["sender"], m["message_id"]) for m in await inbox(admin, "planner")) == [
+            ("worker-a", "r-1"), ("worker-b", "r-1")]  # two outboxes: no order between them
+    finally:
+        await raw.aclose()
+
+
+async def test_entries_a_dead_replica_read_are_reclaimed_and_routed_once(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    ids = [await publish(raw, "planner", "tasks.research", {"n": i}, f"p-{i}") for i in range(5)]
+    # a replica reads them and dies before its script runs
+    read = await admin.xreadgroup("router", "dead-replica", {K.outbox("planner"): ">"}, count=10)
+    assert [eid for eid, _ in read[0][1]] == ids
+    assert await drain(router) == 0  # not idle long enough yet: nothing stolen from a live replica
+    await asyncio.sleep(0.25)
+    router._next_reclaim = 0
+    assert await drain(router) == 5 and router.stats.reclaimed == 5
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == [f"p-{i}" for i in range(5)]
+    assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 0
+
+
+async def test_an_entry_routed_by_another_replica_after_a_reclaim_is_not_routed_again(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """The script's XACK is the fence: a slow replica finishing late finds the entry gone."""
+    await publish(raw, "planner", "tasks.research", {"n": 1}, "raced")
+    read = await raw.xreadgroup("router", router.consumer, {K.outbox("planner"): ">"})
+    (oid, fields), = read[0][1]
+    async with Router(redis_url=redis_server.url, swarm="lab", block_ms=20, reclaim_idle_ms=1) as other:
+        await asyncio.sleep(0.01)
+        assert await drain(other) == 1 and other.stats.routed == 1
+    assert await router.route([("planner", oid.decode(), fields)]) == 1
+    assert router.stats.gone == 1 and router.stats.routed == 0
+    assert len(await inbox(admin, "worker-a")) == 1 and len(await receipts(admin, "planner")) == 1
+
+
+async def test_a_deleted_outbox_gets_its_group_back(raw: aioredis.Redis, router: Router, admin: aioredis.Redis) -> None:
+    await admin.delete(K.outbox("planner"))
+    await publish(raw, "planner", "tasks.research", {}, "after-delete")  # recreated without the group
+    await drain(router, idle_rounds=3)
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["after-delete"]
+
+
+async def test_the_router_follows_a_new_plan(raw: aioredis.Redis, router: Router, admin: aioredis.Redis) -> None:
+    await publish(raw, "worker-a", "results.summary", {}, "before")  # worker-a did not declare it
+    await drain(router)
+    doc = {**SWARM_DOC, "agents": [
+        {**a, "publishes": ["results.research", "results.summary"]} if a["id"] == "worker-a" else a
+        for a in SWARM_DOC["agents"]]}
+    bigger = make_desired(doc)  # the router notices a new plan by its spec digest
+    await apply_bus(admin, bigger.bus.model_copy(update={"spec_digest": "sha256:bigger"}),
+                    bigger.acl.model_copy(update={"spec_digest": "sha256:bigger"}))
+    await asyncio.sleep(0.06)
+    await publish(raw, "worker-a", "results.summary", {}, "after")
+    await drain(router)
+    assert [(r["message_id"], r["status"]) for r in await receipts(admin, "worker-a")] == [
+        ("before", "refused"), ("after", "routed")]
+
+
+async def test_a_flooded_outbox_is_trimmed_and_raises_the_alarm(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = router.plan
+    assert plan is not None
+    small = plan.model_copy(update={"settings": plan.settings.model_copy(update={"outbox_max_len": 100})})
+    router._install(small)
+    async with raw.pipeline(transaction=False) as pipe:
+        for i in range(1000):
+            pipe.xadd(K.outbox("worker-a"), {"topic": "results.research", "payload": str(i)})
+        await pipe.execute()
+    with caplog.at_level(logging.WARNING, logger="swarm.bus.router"):
+        await router.housekeeping()
+    assert 100 <= await admin.xlen(K.outbox("worker-a")) < 1000
+    assert router.stats.per_agent["worker-a"]["trimmed"] == 1000 - await admin.xlen(K.outbox("worker-a"))
+    assert any("ALARM: outbox of worker-a" in r.message for r in caplog.records)
+    assert router.stats.backlog["worker-a"] == await admin.xlen(K.outbox("worker-a"))
+    await drain(router)
+    with caplog.at_level(logging.INFO, logger="swarm.bus.router"):
+        await router.housekeeping()
+    assert any("outbox of worker-a is back to 0" in r.message for r in caplog.records)
+    assert await admin.xlen(K.topic("results.research")) == 1000 - router.stats.per_agent["worker-a"]["trimmed"]
+
+
+async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_server: RedisServer, applied: aioredis.Redis) -> None:
+    router = Router(redis_url=redis_server.url, swarm="lab", block_ms=50, reclaim_idle_ms=200)
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.run(stop))
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await publish(raw, "planner", "tasks.research", {}, "one")
+        await _until(lambda: router.stats.routed == 1)
+        await asyncio.to_thread(redis_server.restart)  # append-only: the streams survive, the groups too
+        await raw.aclose()
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await publish(raw, "planner", "tasks.research", {}, "two")
+        await _until(lambda: router.stats.routed == 2, timeout=15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await raw.aclose()
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["one", "two"]
+    finally:
+        await admin.aclose()
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+# -- real router processes ----------------------------------------------------------------
+
+
+async def _wait_routed(admin: aioredis.Redis, agent: str, count: int, timeout: float = 30.0) -> list[dict[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await inbox(admin, agent)
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.05)
+
+
+async def _flood(raw: aioredis.Redis, n: int, prefix: str) -> list[str]:
+    mids = [f"{prefix}-{i}" for i in range(n)]
+    async with raw.pipeline(transaction=False) as pipe:
+        for mid in mids:
+            pipe.xadd(K.outbox("planner"), {"topic": "tasks.research", "payload": json.dumps({"m": mid}), "message_id": mid})
+        await pipe.execute()
+    return mids
+
+
+async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, router_factory: RouterFactory  # noqa: F811
+) -> None:
+    a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
+    b = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
+    mids = []
+    for round_ in range(6):  # 900 in all: under the inbox cap (the topic's max_len, 1000)
+        mids += await _flood(raw, 150, f"r{round_}")
+    for agent in SUBSCRIBERS["tasks.research"]:
+        got = [m["message_id"] for m in await _wait_routed(admin, agent, len(mids))]
+        assert sorted(got) == sorted(mids) and len(got) == len(set(got))
+    consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
+    assert {a.consumer, b.consumer} <= consumers
+    assert a.stop() == 0 and b.stop() == 0  # SIGTERM: clean exit
+
+
+@pytest.mark.parametrize("point", ["before-script", "mid-batch", "after-script"])
+async def test_a_router_sigkilled_mid_batch_and_restarted_loses_nothing_and_duplicates_nothing(
+    point: str, redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis,
+    router_factory: RouterFactory,  # noqa: F811
+) -> None:
+    mids = await _flood(raw, 50, point)
+    doomed = router_factory(redis_url=redis_server.url, swarm="lab", env={"SWARM_FAULT_ROUTER": point},
+                            extra_args=["--batch-size", "5"], wait_ready=False)
+    assert doomed.wait() == -signal.SIGKILL
+    delivered_before = len(await inbox(admin, "worker-a"))
+    assert delivered_before == {"before-script": 0, "mid-batch": 5, "after-script": 50}[point]
+    router_factory(redis_url=redis_server.url, swarm="lab")
+    for agent in SUBSCRIBERS["tasks.research"]:
+        got = [m["message_id"] for m in await _wait_routed(admin, agent, len(mids))]
+        await asyncio.sleep(0.3)  # a second copy would arrive now
+        got = [m["message_id"] for m in await inbox(admin, agent)]
+        assert sorted(got) == sorted(mids) and len(got) == len(mids), point
+    statuses = Counter(r["status"] for r in await receipts(admin, "planner"))
+    assert statuses == Counter({"routed": 50})
+    assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 0
+
+
+async def test_kill_9_under_load_then_restart_loses_nothing_and_duplicates_nothing(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, router_factory: RouterFactory  # noqa: F811
+) -> None:
+    first = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "7"])
+    mids: list[str] = []
+    for round_ in range(18):  # 900 in all: under the inbox cap
+        mids += await _flood(raw, 50, f"k{round_}")
+        await asyncio.sleep(0.01)
+        if round_ == 5:
+            first.kill()
+            router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "7"])
+    for agent in SUBSCRIBERS["tasks.research"]:
+        await _wait_routed(admin, agent, len(mids))
+        got = [m["message_id"] for m in await inbox(admin, agent)]
+        assert sorted(got) == sorted(mids) and len(got) == len(set(got))
+
+
+async def test_an_undeclared_swarm_bus_waits_and_routes_once_installed(
+    redis_server: RedisServer, admin: aioredis.Redis, desired: DesiredState, router_factory: RouterFactory  # noqa: F811
+) -> None:
+    waiting = router_factory(redis_url=redis_server.url, swarm="lab", wait_ready=False)
+    await _until(lambda: "not installed" in waiting.log_text(), timeout=20)
+    await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await publish(raw, "planner", "tasks.research", {}, "late")
+        assert [m["message_id"] for m in await _wait_routed(admin, "worker-a", 1)] == ["late"]
+    finally:
+        await raw.aclose()
+    assert waiting.stop(signal.SIGINT) == 0
