@@ -2,9 +2,12 @@
 
 ``swarm compile`` writes ``compiled/<swarm>/agents/<id>/server.py`` with the agent's
 configuration, its registry wiring and its health routes; the readiness bookkeeping
-and the event-bus loop (connect with backoff, consume, call the handler, await its
-publishes, ack) live here. Only the standard library and :mod:`swarm.errors` are
-imported at run time, so an agent without bus or registry needs neither redis nor httpx.
+and the event-bus loop live here: connect (with the agent's own Redis user, from
+REDIS_URL) retrying with :mod:`swarm.backoff`, consume the agent's inbox, call the
+handler, await the publishes it started (each one XADD to the agent's outbox), and
+ack only then, so a failure anywhere leaves the message for redelivery. Only the
+standard library, :mod:`swarm.errors` and :mod:`swarm.backoff` are imported at run
+time, so an agent without bus or registry needs neither redis nor httpx.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 from typing import TYPE_CHECKING, Any, Callable
 
+from swarm.backoff import Backoff
 from swarm.errors import PermanentError
 
 if TYPE_CHECKING:
     from swarm.bus import EventBus
     from swarm.bus.bus import Message
 
-#: Backoff between attempts while a dependency is down (seconds, doubled up to the cap, with jitter).
-RETRY_INITIAL = 0.5
+#: Backoff between attempts while a dependency is down (seconds: base doubled up to the cap, full jitter).
+RETRY_BASE = 0.5
 RETRY_CAP = 10.0
 
 
@@ -46,26 +49,34 @@ def level_of(exc: BaseException) -> int:
     return logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
 
 
-async def backoff(delay: float) -> float:
-    """Sleep ``delay`` plus jitter and return the next, capped delay."""
-    await asyncio.sleep(delay + random.uniform(0, delay / 2))
-    return min(delay * 2, RETRY_CAP)
+def log_received(log: logging.Logger, message: Message) -> None:
+    """The default handler's one line per message: message id, topic and sender (operators
+    read it). The message id is the sender's choice: shown with repr, so a control
+    character in it cannot forge a log line."""
+    log.info("received %r on %s from %s (delivery %d)", message.message_id, message.topic, message.sender,
+             message.deliveries)
 
 
 class Publisher:
-    """The handler's ``publish(topic, payload, message_id=None)``, for sync and async handlers.
+    """The handler's ``publish(topic, payload, message_id=None, wait=False)``, for sync and async handlers.
 
     Each call starts the publish at once and returns it as an awaitable task: an
     async handler may ``await publish(...)``; a sync handler just calls it. The
-    server awaits every publish a handler started before it acks the message.
+    server awaits every publish a handler started before it acks the message. A
+    publish succeeds once the entry is in the agent's outbox (the router delivers
+    it at least once); ``wait=True`` waits for the router's receipt instead, to
+    learn the topic entry id or whether it was a duplicate.
     """
 
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
         self.started: list[asyncio.Task[Any]] = []
 
-    def __call__(self, topic: str, payload: Any, *, message_id: str | None = None) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(self.bus.publish(topic, payload, message_id=message_id))
+    def __call__(
+        self, topic: str, payload: Any, *, message_id: str | None = None, wait: bool = False, timeout: float = 2.0
+    ) -> asyncio.Task[Any]:
+        publish = self.bus.publish(topic, payload, message_id=message_id, wait=wait, timeout=timeout)
+        task = asyncio.get_running_loop().create_task(publish)
         self.started.append(task)
         return task
 
@@ -103,26 +114,26 @@ async def run_bus(
     log: logging.Logger,
     connected: asyncio.Event,
 ) -> None:
-    """Connect (retrying while Redis is down), set ``connected``, then consume ``subscribes``."""
-    delay = RETRY_INITIAL
+    """Connect (retrying while Redis is down), set ``connected``, then consume the inbox
+    if the agent subscribes to anything."""
+    backoff = Backoff(base=RETRY_BASE, cap=RETRY_CAP)
     while True:
         try:
             await bus.connect()
             break
         except Exception as exc:  # Redis down or the bus not applied yet: keep trying, never crash
             log.log(level_of(exc), "connecting to the bus failed (%s); retrying", exc)
-            delay = await backoff(delay)
+            await backoff.sleep()
     connected.set()
     if not subscribes:
         return
-    delay = RETRY_INITIAL
+    backoff.reset()
     while True:
         try:
             async for message in bus.subscribe(subscribes):
                 await handle(message, handler, bus, log)
-                delay = RETRY_INITIAL
+                backoff.reset()
             log.warning("subscription ended; resubscribing")
-            delay = await backoff(delay)
         except Exception as exc:  # e.g. no consumer group until `swarm bus apply`: keep trying
             log.log(level_of(exc), "subscription interrupted (%s); resubscribing", exc)
-            delay = await backoff(delay)
+        await backoff.sleep()

@@ -22,7 +22,8 @@ type: the reconcile loop retries :class:`TransientError` with backoff and report
     │   └── RedisRefusedError      Redis refused a command a retry will not change (NOPERM ...)
     └── TransientError             retry later (carries delay)
         ├── RedisUnavailableError
-        └── RegistryUnavailableError
+        ├── RegistryUnavailableError
+        └── RouterUnavailableError  no receipt from the bus router in time
 """
 
 from __future__ import annotations
@@ -161,3 +162,7 @@ class RedisUnavailableError(TransientError):
 
 class RegistryUnavailableError(TransientError):
     """The registry HTTP service could not be reached or answered 5xx."""
+
+
+class RouterUnavailableError(TransientError):
+    """No bus router sent a receipt in time: the entry waits in the outbox until one runs."""

@@ -1,63 +1,84 @@
-"""EventBus: publish and subscribe on Redis Streams for one agent identity.
+"""EventBus: one agent's side of the mediated bus (its outbox, its inbox, its receipts).
 
-Generated agent servers, the ``swarm bus`` CLI and tests use it. One stream per
-topic, one consumer group per subscribing agent (group id = agent id), explicit
-ack. Why it is built this way:
+Generated agent servers, the ``swarm bus`` CLI and tests use it. The agent is not
+trusted, so it touches only its own keys (see :mod:`swarm.keys`): it XADDs to
+``outbox:<id>``, reads ``inbox:<id>`` with the consumer group ``<id>``, reads the
+router's verdicts on ``receipts:<id>``, its breaker hash and the swarm's ``bus``/``acl``
+documents, and writes its own dead letters to ``dlq:@<id>``. Every command is a plain
+Redis command (no scripts), so any language's Redis client can be an agent. The
+trusted router (:mod:`swarm.bus.router`) is the authority: it checks each outbox
+entry again, dedups it and delivers it to the topic's log and to every
+subscriber's inbox. Why the agent side is built this way:
 
-* ``publish`` checks the topic is declared, the role's ACL (the compiled table,
-  cached per topic in-process) and the payload size in Python, then does the
-  breaker check, the dedup check, the XADD and the mark in ONE Lua script
-  (``lua/publish.lua``; see :mod:`swarm.bus.dedup`): one round trip, and never a mark
-  without an entry.
-* ``subscribe`` reads with XREADGROUP BLOCK on its own connection whose socket
-  timeout is BLOCK + 10 s (redis-py 8 defaults to 5 s, which a blocking read would
-  trip). Entries not acked within the visibility timeout are reclaimed with
-  XAUTOCLAIM, one page of ``read_count`` entries per call (the cursor kept between
-  calls), so a consumer never holds more claimed-but-unhandled entries than one
-  batch: claiming restarts an entry's idle clock, and entries claimed far ahead of
-  the handler would pass the timeout again and be claimed by another consumer,
-  inflating delivery counts. They are delivered again; once delivered
-  ``max_deliveries`` times an entry moves to the topic's dead-letter stream and is
-  acked there, never dropped. Entries trimmed away while pending (Redis 7 reports
-  them from XAUTOCLAIM) are counted in :attr:`EventBus.stats` and recorded (id only:
-  the content is gone) in the dead-letter stream.
-* Connection errors become :class:`~swarm.errors.RedisUnavailableError`; the
-  subscribe loop retries them with backoff, and the client reconnects on the next
-  call, so a Redis restart needs no restart of the agent.
+* ``publish`` fails fast with the same distinct errors the router would give, from
+  the documents cached in process: :class:`~swarm.errors.UndeclaredTopicError`
+  (topic not declared in the swarm), :class:`~swarm.errors.AclDeniedError` (the topic
+  is not in this agent's effective rights ``BusPlan.agents[id].publish``, i.e. the
+  topics it declares AND its role permits; the message says which of the two is
+  missing and names the rule), :class:`~swarm.errors.PayloadTooLargeError`,
+  :class:`~swarm.errors.InvalidRequestError` (not JSON, not UTF-8, a bad message
+  id) and :class:`~swarm.errors.BreakerOpenError` (from a cached read of its own
+  breaker hash, at most every ``breaker_refresh_seconds``). Then it sends ONE
+  plain XADD to the outbox: the hot path is one round trip, like a raw XADD.
+* **What publish returns.** Without ``wait`` it returns as soon as Redis holds the
+  entry: status ``accepted``, ``entry_id`` the outbox entry id. The entry is then
+  durable and routed at least once; a duplicate (same sender and message id inside
+  the topic's window) is *accepted* too, and the router reports it in the receipt
+  and delivers nothing: a subscriber still gets one copy per (sender, message id)
+  per window. With ``wait=True`` it waits up to ``timeout`` for the router's receipt
+  (``receipts:<id>``, matched by outbox id, read from the stream's last id taken in
+  the same round trip as the XADD) and returns status ``routed`` or ``duplicate``
+  with the topic entry id (the original one for a duplicate), raises the matching
+  BusError for a refusal, and :class:`~swarm.errors.RouterUnavailableError` when no
+  receipt arrives in time (the entry stays in the outbox until a router runs).
+  Without a message id the router names the message ``<agent id>:<outbox id>``.
+* ``subscribe`` reads the inbox with XREADGROUP BLOCK on its own connection whose
+  socket timeout is BLOCK + 10 s (redis-py 8 defaults to 5 s, which a blocking read
+  would trip). The router delivers only the topics the agent subscribes to, so the
+  inbox is not filtered again. Entries not acked within the visibility timeout are
+  reclaimed with XAUTOCLAIM, one page of ``read_count`` entries per call (the cursor
+  kept between calls): claiming restarts an entry's idle clock, and entries claimed
+  far ahead of the handler would time out again and be claimed by another consumer,
+  inflating delivery counts. Once delivered ``max_deliveries`` times an entry moves
+  to ``dlq:@<id>`` and is acked in the same MULTI, never dropped. Entries trimmed
+  while pending (Redis 7 reports them from XAUTOCLAIM) are counted in
+  :attr:`EventBus.stats` and recorded (id only: the content is gone) there too.
+* Replies are read as bytes and decoded here, so an entry with bytes that are not
+  UTF-8 (or a payload that is not JSON, or missing fields) can never crash the reader
+  or loop: it is dead-lettered with the reason at its first delivery.
+* Redis errors are mapped by :func:`swarm.foreign.redis_error`; the subscribe loop
+  retries the transient ones with :class:`swarm.backoff.Backoff`, and the client
+  reconnects on the next call, so a Redis restart needs no restart of the agent.
 * Settings and ACL table loaded from Redis are re-read when ``swarm bus apply`` or
   the reconciler replaced them, so a running agent follows a spec change: at most
   every ``refresh_seconds`` a publish or subscribe first reads the head of
   ``bus.json`` (GETRANGE, ~200 bytes: swarm name and spec digest, which determines
-  both documents) and fetches the two documents only when it differs. Redis users
-  enforce the new rights at once in any case.
+  both documents) and fetches the two documents only when it differs. The router
+  and the Redis users enforce new rights at once in any case.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Iterable, Literal, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
-from swarm.bus.dedup import window_ms
-from swarm.bus.scripts import load_script
-from swarm.desired import AclDocument, BusPlan, TopicPlan
+from swarm.backoff import Backoff
+from swarm.desired import AclDocument, AgentRights, BusPlan, TopicPlan
 from swarm.errors import (
     AclDeniedError,
     BreakerOpenError,
@@ -65,43 +86,71 @@ from swarm.errors import (
     InvalidRequestError,
     NotDeclaredError,
     PayloadTooLargeError,
-    RedisUnavailableError,
+    RedisRefusedError,
+    RouterUnavailableError,
     TransientError,
     UndeclaredTopicError,
 )
-from swarm.keys import SwarmKeys, as_text
+from swarm.foreign import REDIS_ERRORS, redis_error
+from swarm.keys import SwarmKeys
 
 log = logging.getLogger("swarm.bus")
 
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 CONTENT_TYPE = "application/json"
-_CT = CONTENT_TYPE.encode()
 MAX_MESSAGE_ID = 200
-#: Messages per script call in publish_many (bounds how long one call holds Redis).
-BATCH = 100
 #: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold
 #: both (at most ~165 bytes). Same spec digest, same documents.
 _HEAD_BYTES = 192
+#: Fields of the breaker hash the publish check needs.
+_BREAKER_FIELDS = ("state", "opened_at_ms", "cooldown_ms")
+#: Fields every inbox entry has (keys.py "Entry formats").
+_INBOX_FIELDS = ("topic", "message_id", "sender", "payload")
 
-
+PublishStatus = Literal["accepted", "routed", "duplicate"]
 
 
 def _head(raw: str | bytes) -> bytes:
     return (raw.encode() if isinstance(raw, str) else raw)[:_HEAD_BYTES]
 
 
+def _text(value: object) -> str:
+    """A reply value as text; bytes that are not UTF-8 are shown escaped, never raised on."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """``text`` cut and with control characters escaped, for error messages and logs."""
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    return cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
+
+
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """The stream entry id of a publish and whether it was a duplicate (then: the original id)."""
+    """What became of a publish.
+
+    ``accepted``: the entry is in the outbox (``entry_id`` = outbox id), the router
+    has not answered (``publish(wait=False)``). ``routed`` / ``duplicate``: the
+    router's receipt; ``entry_id`` is the entry's id in the topic's log (for a
+    duplicate, the original's)."""
 
     entry_id: str
     message_id: str
-    duplicate: bool
+    status: PublishStatus
+    outbox_id: str
+
+    @property
+    def duplicate(self) -> bool:
+        return self.status == "duplicate"
 
 
 @dataclass
 class Message:
-    """One delivered entry; call :meth:`ack` once handled, or it is delivered again."""
+    """One inbox entry; call :meth:`ack` once handled, or it is delivered again.
+
+    ``entry_id`` is the inbox entry id (what ack names), ``topic_entry_id`` the id of
+    the same message in the topic's log (what the publisher's receipt names)."""
 
     topic: str
     entry_id: str
@@ -110,12 +159,13 @@ class Message:
     payload: Any
     content_type: str = CONTENT_TYPE
     deliveries: int = 1
+    topic_entry_id: str = ""
     _bus: "EventBus | None" = field(default=None, repr=False, compare=False)
 
     async def ack(self) -> None:
         if self._bus is None:
             raise BusError("message is not bound to a bus")
-        await self._bus.ack(self.topic, self.entry_id)
+        await self._bus.ack(self.entry_id)
 
 
 @dataclass
@@ -125,25 +175,58 @@ class BusStats:
     delivered: int = 0
     redelivered: int = 0
     dead_lettered: int = 0
+    unreadable: int = 0
     trimmed_while_pending: int = 0
     reconnects: int = 0
 
 
-def _wrap(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return RedisUnavailableError(f"{what}: Redis unreachable: {exc}", delay=0.5)
-    return BusError(f"{what}: Redis error: {exc}")
+def parse_inbox_entry(fields: Mapping[Any, Any]) -> tuple[dict[str, str], Any] | str:
+    """An inbox entry's fields as text and its decoded payload, or why it cannot be handed over."""
+    text: dict[str, str] = {}
+    for key, value in fields.items():
+        try:
+            name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+            text[name] = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            return f"field {_printable(_text(key))!r} is not valid UTF-8"
+    missing = [f for f in _INBOX_FIELDS if f not in text]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    try:
+        payload = json.loads(text["payload"])
+    except ValueError as exc:
+        return f"payload is not JSON ({exc})"
+    return text, payload
+
+
+def refusal_error(agent_id: str, topic: str, receipt: Mapping[str, str]) -> BusError:
+    """The BusError of a ``refused`` receipt, chosen by its reason code (``acl_denied``,
+    ``breaker_open`` ...: the router's stable codes)."""
+    reason = receipt.get("reason", "") or "no reason given"
+    text = (f"the router refused {agent_id!r}'s message {_printable(receipt.get('message_id', ''))!r} to {topic!r} "
+            f"(outbox entry {receipt.get('outbox_id', '')}): {reason}")
+    if reason.startswith("breaker_"):
+        return BreakerOpenError(text + "; its circuit breaker is not closed "
+                                f"(`swarm bus breaker {agent_id}` shows it)")
+    error = {
+        "undeclared_topic": UndeclaredTopicError,
+        "acl_denied": AclDeniedError,
+        "too_large": PayloadTooLargeError,
+    }.get(reason, BusError)
+    return error(text)
 
 
 class EventBus:
-    """The bus as seen by one agent (``agent_id`` with ``role``) of one swarm.
+    """The bus as seen by one agent (``agent_id``) of one swarm.
 
     Without ``plan``/``acl`` the bus settings and ACL table are loaded from Redis on
-    :meth:`connect` (written there by ``swarm bus apply``); ``role=None`` takes the
-    agent's role from that plan, and both are re-read when they change in Redis
-    (checked at most every ``refresh_seconds``; 0 turns it off).
-    ``dedup_window_seconds``, ``visibility_timeout`` and ``max_deliveries`` override
-    the plan (tests, tooling).
+    :meth:`connect` (written there by ``swarm bus apply``) and re-read when they
+    change in Redis (checked at most every ``refresh_seconds``; 0 turns it off).
+    The agent's role and rights are those of ``plan.agents[agent_id]``; ``role``, if
+    given, is only compared with it (a mismatch is logged: the plan is what the
+    router enforces). ``visibility_timeout`` and ``max_deliveries`` override the
+    plan (tests, tooling). ``redis`` (instead of ``redis_url``) should be a client
+    made without ``decode_responses``: replies are decoded here, defensively.
     """
 
     def __init__(
@@ -159,10 +242,10 @@ class EventBus:
         consumer_name: str | None = None,
         block_ms: int = 2000,
         read_count: int = 32,
-        dedup_window_seconds: float | None = None,
         visibility_timeout: float | None = None,
         max_deliveries: int | None = None,
         refresh_seconds: float = 2.0,
+        breaker_refresh_seconds: float = 1.0,
     ) -> None:
         if redis_url is None and redis is None:
             raise InvalidRequestError("EventBus needs redis_url or a redis client")
@@ -175,26 +258,31 @@ class EventBus:
         self._table = acl.to_table() if isinstance(acl, AclDocument) else acl
         self._redis = redis
         self._owns_redis = redis is None
+        self._receipt_reader: aioredis.Redis | None = None
         self.consumer_name = consumer_name or f"{agent_id}@{socket.gethostname()}:{os.getpid()}"
         self.block_ms = block_ms
         self.read_count = read_count
-        self._window_override = dedup_window_seconds
         self._visibility_override = visibility_timeout
         self._max_deliveries_override = max_deliveries
         self._decisions: dict[tuple[Action, str], Decision] = {}
-        self._publish_sha = b""
-        self._sender = agent_id.encode()
-        self._targets: dict[str, tuple[bytes, str, bytes, bytes]] = {}
-        self._breaker_key = self.keys.breaker(agent_id).encode()
+        self._publishable: dict[str, bytes] = {}  # topic -> its name encoded, once checked
+        self._outbox = self.keys.outbox(agent_id).encode()
+        self._inbox = self.keys.inbox(agent_id)
+        self._receipts = self.keys.receipts(agent_id)
+        self._dlq = self.keys.agent_dead_letter(agent_id)
+        self._breaker_key = self.keys.breaker(agent_id)
         self._max_payload = 0
         self.stats = BusStats()
         self.refresh_seconds = refresh_seconds
+        self.breaker_refresh_seconds = breaker_refresh_seconds
         self._refreshes = plan is None and acl is None and refresh_seconds > 0
-        self._role_from_plan = role is None
         self._version = b""  # head of the bus.json last loaded (see _refresh)
-        self._next_refresh = float("inf")  # monotonic time of the next check; inf: never
-        self._reclaim_cursors: dict[str, str] = {}  # stream -> XAUTOCLAIM cursor of the next page
-        self._reclaim_more = False  # the last reclaim stopped short of the end of a pending list
+        self._next_refresh = float("inf")  # monotonic time of the next bus.json check; inf: never
+        self._next_breaker = 0.0  # monotonic time of the next breaker read
+        self._next_check = 0.0  # the earlier of the two
+        self._breaker: tuple[str, int, int] | None = None  # (state, opened_at_ms, cooldown_ms) unless closed
+        self._reclaim_cursor = "0-0"  # XAUTOCLAIM cursor of the next page
+        self._reclaim_more = False  # the last reclaim stopped short of the end of the pending list
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -202,7 +290,7 @@ class EventBus:
         assert self.redis_url is not None
         return aioredis.Redis.from_url(
             self.redis_url,
-            decode_responses=True,
+            decode_responses=False,  # decoded here: a non-UTF-8 entry must not crash the reader
             socket_connect_timeout=2.0,
             # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s), yet a
             # silently vanished server must not hang the reader forever: BLOCK plus a margin.
@@ -212,22 +300,24 @@ class EventBus:
         )
 
     async def connect(self) -> "EventBus":
-        """Open the connection and load bus settings + ACL table unless given."""
+        """Open the connection, load bus settings + ACL table unless given, read the breaker."""
         if self._redis is None:
             self._redis = self._client(blocking=False)
         try:
-            return await self._load()
+            await self._load()
+            await self._checks(time.monotonic(), plan=False)
+            return self
         except BaseException:
             await self.close()  # `async with` never reaches __aexit__ when connect fails
             raise
 
-    async def _load(self) -> "EventBus":
+    async def _load(self) -> None:
         assert self._redis is not None
         if self.plan is None or self._table is None:
             try:
                 bus_raw, acl_raw = await self._redis.mget([self.keys.bus, self.keys.acl])
-            except (RedisError, OSError) as exc:
-                raise _wrap(exc, "loading bus settings") from exc
+            except REDIS_ERRORS as exc:
+                raise redis_error(exc, "loading bus settings") from exc
             if bus_raw is None or acl_raw is None:
                 raise TransientError(
                     f"the bus of swarm {self.swarm!r} is not installed in Redis (no {self.keys.bus} / "
@@ -248,34 +338,66 @@ class EventBus:
                 ) from exc
         if self.plan.swarm != self.swarm:
             raise InvalidRequestError(f"bus plan is for swarm {self.plan.swarm!r}, not {self.swarm!r}")
-        if self.role is None:
-            rights = self.plan.agents.get(self.agent_id)
-            if rights is None:
-                raise NotDeclaredError(f"agent {self.agent_id!r} is not declared in swarm {self.swarm!r}")
-            self.role = rights.role
+        rights = self.plan.agents.get(self.agent_id)
+        if rights is None:
+            raise NotDeclaredError(f"agent {self.agent_id!r} is not declared in swarm {self.swarm!r}")
+        self._adopt(rights)
         self._max_payload = self.plan.settings.max_payload_bytes
-        self._publish_sha = hashlib.sha1(load_script("publish").encode()).hexdigest().encode()
-        return self
 
-    async def _refresh(self) -> None:
-        """Swap in new settings and ACL table if Redis holds another revision; errors keep the old.
+    def _adopt(self, rights: AgentRights) -> None:
+        if self.role is not None and self.role != rights.role:
+            log.warning("agent %s was started with role %r but the bus plan gives it %r; the plan's applies",
+                        self.agent_id, self.role, rights.role)
+        self.role = rights.role
+
+    async def _checks(self, now: float, *, plan: bool = True) -> None:
+        """Read the breaker (and the head of bus.json when due) in one round trip.
 
         A failure here never fails the caller: the publish or subscribe that follows
         reports an unreachable Redis itself, and an uninstalled or invalid bus keeps
         the last good revision (as the reconciler keeps the last good spec)."""
-        self._next_refresh = time.monotonic() + self.refresh_seconds
-        redis = self.redis
+        breaker_due = now >= self._next_breaker
+        plan_due = plan and self._refreshes and now >= self._next_refresh
+        if breaker_due:
+            self._next_breaker = now + self.breaker_refresh_seconds
+        if plan_due:
+            self._next_refresh = now + self.refresh_seconds
+        self._next_check = min(self._next_breaker, self._next_refresh)
+        if not (breaker_due or plan_due):
+            return
         try:
-            try:
-                head: Any = await redis.getrange(self.keys.bus, 0, _HEAD_BYTES - 1)
-            # a Redis user written before GETRANGE was granted; a multi-byte character cut
-            # at the end of the range (a non-ASCII redis_url): compare the whole document
-            except (NoPermissionError, UnicodeDecodeError):
-                head = None
-            if head is not None and _head(head) == self._version:
-                return
-            bus_raw, acl_raw = await redis.mget([self.keys.bus, self.keys.acl])
-        except (RedisError, OSError):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if breaker_due:
+                    pipe.hmget(self._breaker_key, list(_BREAKER_FIELDS))
+                if plan_due:
+                    pipe.getrange(self.keys.bus, 0, _HEAD_BYTES - 1)
+                replies = await pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS:
+            return
+        if breaker_due and not isinstance(replies[0], BaseException):
+            self._note_breaker(replies[0])
+        if plan_due:
+            head = replies[-1]
+            # a Redis user without GETRANGE: compare the whole document instead
+            await self._refresh(None if isinstance(head, BaseException) else head)
+
+    def _note_breaker(self, values: Sequence[Any]) -> None:
+        state = _text(values[0]) if values[0] is not None else "closed"
+        if state == "closed":
+            self._breaker = None
+            return
+        try:
+            self._breaker = (state, int(values[1] or 0), int(values[2] or 0))
+        except ValueError:
+            self._breaker = (state, 0, 0)
+
+    async def _refresh(self, head: Any) -> None:
+        """Swap in new settings and ACL table if Redis holds another revision; errors keep the old."""
+        if head is not None and _head(head) == self._version:
+            return
+        try:
+            bus_raw, acl_raw = await self.redis.mget([self.keys.bus, self.keys.acl])
+        except REDIS_ERRORS:
             return
         if bus_raw is None or acl_raw is None or _head(bus_raw) == self._version:
             return
@@ -288,21 +410,21 @@ class EventBus:
             return
         if plan.swarm != self.swarm:
             return
-        role = self.role
-        if self._role_from_plan:
-            rights = plan.agents.get(self.agent_id)
-            if rights is None:
-                log.warning("agent %s is no longer declared in swarm %s; keeping its last rights", self.agent_id, self.swarm)
-                return
-            role = rights.role
-        self.plan, self._table, self.role = plan, table, role
+        rights = plan.agents.get(self.agent_id)
+        if rights is None:
+            log.warning("agent %s is no longer declared in swarm %s; keeping its last rights", self.agent_id, self.swarm)
+            return
+        self.plan, self._table, self.role = plan, table, rights.role
         self._version = _head(bus_raw)
         self._max_payload = plan.settings.max_payload_bytes
         self._decisions.clear()
-        self._targets.clear()
+        self._publishable.clear()
         log.info("bus settings and ACL table of swarm %s reloaded (spec %s)", self.swarm, plan.spec_digest)
 
     async def close(self) -> None:
+        if self._receipt_reader is not None and self._receipt_reader is not self._redis:
+            await self._receipt_reader.aclose()
+        self._receipt_reader = None
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
@@ -321,10 +443,18 @@ class EventBus:
             raise BusError("EventBus is not connected: call `await bus.connect()` first")
         return self._redis
 
-    # -- ACL -------------------------------------------------------------------------
+    @property
+    def rights(self) -> AgentRights:
+        """This agent's effective rights (declared topics its role permits) and its keys."""
+        plan = self.plan
+        if plan is None:
+            raise BusError("EventBus is not connected: call `await bus.connect()` first")
+        return plan.agents[self.agent_id]
+
+    # -- rights ----------------------------------------------------------------------
 
     def decide(self, action: Action, topic: str) -> Decision:
-        """This agent's ACL decision and the rule that made it (cached per topic)."""
+        """This agent's role's ACL decision and the rule that made it (cached per topic)."""
         key = (action, topic)
         decision = self._decisions.get(key)
         if decision is None:
@@ -334,7 +464,7 @@ class EventBus:
         return decision
 
     def blocking_client(self) -> aioredis.Redis:
-        """A new client whose socket timeout outlasts BLOCK, for blocking reads; the caller closes it."""
+        """A new client (bytes replies) whose socket timeout outlasts BLOCK; the caller closes it."""
         return self._client(blocking=True)
 
     def can_publish(self, role: str, topic: str) -> bool:
@@ -350,7 +480,8 @@ class EventBus:
             raise BusError("EventBus is not connected: call `await bus.connect()` first")
         return self._table
 
-    def _topic(self, topic: str, action: Action) -> TopicPlan:
+    def check_topic(self, topic: str, action: Action) -> TopicPlan:
+        """The topic's plan if this agent may ``action`` it; else the refusal, saying why."""
         plan = self.plan
         if plan is None:
             raise BusError("EventBus is not connected: call `await bus.connect()` first")
@@ -359,61 +490,52 @@ class EventBus:
             raise UndeclaredTopicError(
                 f"topic {topic!r} is not declared in swarm {self.swarm!r} (declared: {', '.join(sorted(plan.topics))})"
             )
+        rights = self.rights
+        if topic in (rights.publish if action == "publish" else rights.subscribe):
+            return tp
         decision = self.decide(action, topic)
-        if not decision.allow:
-            raise AclDeniedError(
-                f"agent {self.agent_id!r} (role {self.role!r}) may not {action} to {topic!r}: {decision.rule}"
-            )
-        return tp
+        verb = "publishes" if action == "publish" else "subscribes"
+        why = (f"the agent does not declare it in its {verb} (its role alone would allow it: {decision.rule}); "
+               f"add it to the agent's spec" if decision.allow else decision.rule)
+        raise AclDeniedError(f"agent {self.agent_id!r} (role {self.role!r}) may not {action} to {topic!r}: {why}")
 
     # -- publish ---------------------------------------------------------------------
 
-    def _target(self, topic: str) -> tuple[bytes, str, bytes, bytes]:
-        """(stream, dedup key prefix, window ms, max_len) of a topic this agent may publish to, cached.
-
-        The constant arguments are pre-encoded: publish is the hot path, and redis-py
-        passes bytes through without encoding them again."""
-        target = self._targets.get(topic)
-        if target is None:
-            tp = self._topic(topic, "publish")
-            seconds = self._window_override if self._window_override is not None else tp.dedup_window_seconds
-            target = (tp.stream.encode(), self.keys.dedup(topic, ""), str(window_ms(seconds)).encode(),
-                      str(tp.max_len).encode())
-            self._targets[topic] = target
-        return target
-
-    def _prepare(self, topic: str, payload: Any, message_id: str | None) -> tuple[str, bytes, str, list[Any]]:
-        """(message id, stream, dedup mark, script arguments) of one publish: every check but the breaker."""
-        stream, dedup_prefix, window, max_len = self._target(topic)
+    def _fields(self, topic: str, payload: Any, message_id: str | None) -> list[bytes]:
+        """The outbox entry's fields of one publish after every check but the breaker."""
+        name = self._publishable.get(topic)
+        if name is None:
+            self.check_topic(topic, "publish")
+            name = self._publishable[topic] = topic.encode()
         try:
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable: {exc}") from exc
-        limit = self._max_payload
-        if len(body) * 4 > limit:  # a str of n chars is at most 4n UTF-8 bytes: encode only when it matters
-            size = len(body.encode("utf-8"))
-            if size > limit:
-                raise PayloadTooLargeError(f"payload for {topic!r} is {size} bytes, over the limit of {limit} bytes")
-        if message_id is None:
-            message_id = str(uuid.uuid4())
-        elif not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
-            raise InvalidRequestError(
-                f"message id {message_id!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable as UTF-8: {exc}") from exc
+        if len(body) > self._max_payload:
+            raise PayloadTooLargeError(
+                f"payload for {topic!r} is {len(body)} bytes, over the limit of {self._max_payload} bytes"
             )
-        return message_id, stream, dedup_prefix + message_id, [window, max_len, message_id, body]
+        if message_id is None:
+            return [b"topic", name, b"payload", body]
+        if not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
+            raise InvalidRequestError(
+                f"message id {_printable(message_id)!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
+            )
+        try:
+            mid = message_id.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(f"message id {_printable(message_id)!r} is not valid UTF-8") from exc
+        return [b"topic", name, b"payload", body, b"message_id", mid]
 
-    async def _load_publish_script(self) -> None:
-        self._publish_sha = (await self.redis.script_load(load_script("publish"))).encode()
-
-    def _result(self, topic: str, message_id: str, kind: str, entry_id: str, raw: Sequence[Any]) -> PublishResult:
-        if kind == "ok":
-            return PublishResult(entry_id, message_id, False)
-        if kind == "dup":
-            return PublishResult(entry_id, message_id, True)
-        state, retry_at, now = raw[1], int(raw[2]), int(raw[3])
-        if retry_at > 0:
+    def _check_breaker(self, topic: str) -> None:
+        if self._breaker is None:
+            return
+        state, opened_at, cooldown = self._breaker
+        if state == "open":
+            retry_at = opened_at + cooldown
             when = datetime.fromtimestamp(retry_at / 1000, tz=timezone.utc).isoformat(timespec="seconds")
-            hint = f"a health probe is allowed after {when} ({max(0, retry_at - now) / 1000:.1f}s); publishing resumes once it succeeds"
+            left = max(0.0, retry_at / 1000 - time.time())
+            hint = f"a health probe is allowed after {when} ({left:.1f}s); publishing resumes once it succeeds"
         else:
             hint = "a health probe is in progress; publishing resumes once it succeeds"
         raise BreakerOpenError(
@@ -421,66 +543,122 @@ class EventBus:
             f"after failed health checks; {hint} (or `swarm bus breaker {self.agent_id} --reset`)"
         )
 
-    async def publish(self, topic: str, payload: Any, *, message_id: str | None = None) -> PublishResult:
-        """Append one message; a message id seen inside the topic's window is a duplicate."""
+    async def publish(
+        self, topic: str, payload: Any, *, message_id: str | None = None, wait: bool = False, timeout: float = 2.0
+    ) -> PublishResult:
+        """Check, then XADD one message to this agent's outbox; see the module docstring for what
+        comes back (``accepted``, or with ``wait`` the router's ``routed``/``duplicate``)."""
         redis = self.redis
-        if time.monotonic() >= self._next_refresh:
-            await self._refresh()
-        mid, stream, mark, args = self._prepare(topic, payload, message_id)
-        command = (b"EVALSHA", self._publish_sha, b"3", self._breaker_key, stream, mark, self._sender, _CT, *args)
+        now = time.monotonic()
+        if now >= self._next_check:
+            await self._checks(now)
+        fields = self._fields(topic, payload, message_id)
+        self._check_breaker(topic)
+        if wait:
+            return (await self._send_and_wait([(topic, message_id, fields)], timeout))[0]
         try:
-            try:
-                raw = await redis.execute_command(*command)  # type: ignore[no-untyped-call]
-            except NoScriptError:  # a restarted or flushed Redis forgot the script
-                await self._load_publish_script()
-                raw = await redis.execute_command(b"EVALSHA", self._publish_sha, *command[2:])  # type: ignore[no-untyped-call]
-        except (RedisError, OSError) as exc:
-            raise _wrap(exc, f"publish to {topic!r}") from exc
-        return self._result(topic, mid, raw[0], raw[1], raw)
+            raw = await redis.execute_command(b"XADD", self._outbox, b"*", *fields)  # type: ignore[no-untyped-call]
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, f"publish to {topic!r}") from exc
+        return self._accepted(message_id, raw)
 
-    async def publish_many(self, items: Iterable[tuple[Any, ...]]) -> list[PublishResult]:
+    def _accepted(self, message_id: str | None, raw: Any) -> PublishResult:
+        oid = _text(raw)
+        return PublishResult(oid, message_id or f"{self.agent_id}:{oid}", "accepted", oid)
+
+    async def publish_many(
+        self, items: Iterable[tuple[Any, ...]], *, wait: bool = False, timeout: float = 2.0
+    ) -> list[PublishResult]:
         """Publish ``(topic, payload)`` or ``(topic, payload, message_id)`` items in one round trip.
 
-        Every item is checked before anything is sent; then each chunk of
-        :data:`BATCH` items is one script call (breaker checked once per chunk) and all
-        chunks go in one pipeline. If the breaker refuses, BreakerOpenError is raised;
-        retrying the batch with the same message ids is safe (what was appended comes
-        back as duplicates).
+        Every item is checked before anything is sent; then the XADDs go in one
+        pipeline, in order. Retrying a batch with the same message ids is safe: the
+        router reports what it already routed as duplicates and delivers it once.
+        With ``wait``, keep a batch below ``receipts_max_len`` (the receipts stream's cap).
         """
         redis = self.redis
-        if time.monotonic() >= self._next_refresh:
-            await self._refresh()
-        prepared = [
-            (item[0], self._prepare(item[0], item[1], item[2] if len(item) > 2 else None)) for item in items
-        ]
+        now = time.monotonic()
+        if now >= self._next_check:
+            await self._checks(now)
+        prepared = [(item[0], mid, self._fields(item[0], item[1], mid))
+                    for item in items for mid in [item[2] if len(item) > 2 else None]]
         if not prepared:
             return []
-        chunks = [prepared[i:i + BATCH] for i in range(0, len(prepared), BATCH)]
-
-        async def send() -> list[Any]:
-            async with redis.pipeline(transaction=False) as pipe:
-                for chunk in chunks:
-                    keys: list[Any] = [self._breaker_key]
-                    args: list[Any] = [self._sender, _CT]
-                    for _, (_, stream, mark, item_args) in chunk:
-                        keys += (stream, mark)
-                        args += item_args
-                    pipe.execute_command(b"EVALSHA", self._publish_sha, len(keys), *keys, *args)
-                return await pipe.execute()
-
+        self._check_breaker(prepared[0][0])
+        if wait:
+            return await self._send_and_wait(prepared, timeout)
         try:
-            try:
-                replies = await send()
-            except NoScriptError:  # nothing ran: every call of the batch failed alike
-                await self._load_publish_script()
-                replies = await send()
-        except (RedisError, OSError) as exc:
-            raise _wrap(exc, "publish_many") from exc
-        results: list[PublishResult] = []
-        for chunk, raw in zip(chunks, replies):
-            for i, (topic, (mid, _, _, _)) in enumerate(chunk):
-                results.append(self._result(topic, mid, raw[2 * i], raw[2 * i + 1], raw))
+            async with redis.pipeline(transaction=False) as pipe:
+                for _, _, fields in prepared:
+                    pipe.execute_command(b"XADD", self._outbox, b"*", *fields)
+                replies = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, "publish_many") from exc
+        return [self._accepted(mid, raw) for (_, mid, _), raw in zip(prepared, replies)]
+
+    async def _send_and_wait(
+        self, prepared: list[tuple[str, str | None, list[bytes]]], timeout: float
+    ) -> list[PublishResult]:
+        """XADD the entries after noting the receipts stream's last id (one round trip), then
+        wait for a receipt of each; a refusal raises (the first one, in publish order)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(self._receipts, count=1)
+                for _, _, fields in prepared:
+                    pipe.execute_command(b"XADD", self._outbox, b"*", *fields)
+                replies = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, "publish (waiting for the router)") from exc
+        after = _text(replies[0][0][0]) if replies[0] else "0-0"
+        accepted = [self._accepted(mid, raw) for (_, mid, _), raw in zip(prepared, replies[1:])]
+        receipts = await self.wait_for_receipts([a.outbox_id for a in accepted], after=after, timeout=timeout)
+        results = []
+        for (topic, _, _), a in zip(prepared, accepted):
+            receipt = receipts[a.outbox_id]
+            status = receipt.get("status", "")
+            if status == "refused":
+                if receipt.get("reason", "").startswith("breaker_"):
+                    self._next_check = self._next_breaker = 0.0  # read the breaker before the next publish
+                raise refusal_error(self.agent_id, topic, receipt)
+            if status not in ("routed", "duplicate"):
+                raise BusError(f"the router answered {status!r} for outbox entry {a.outbox_id}: {receipt}")
+            mid = receipt.get("message_id") or a.message_id
+            results.append(PublishResult(receipt.get("entry_id", ""), mid, status, a.outbox_id))  # type: ignore[arg-type]
         return results
+
+    async def wait_for_receipts(self, outbox_ids: Sequence[str], *, after: str, timeout: float) -> dict[str, dict[str, str]]:
+        """The router's receipts of ``outbox_ids`` (fields as text), read after entry id ``after``
+        of this agent's receipts stream; RouterUnavailableError if one is missing at ``timeout``."""
+        if self._receipt_reader is None:
+            self._receipt_reader = self._client(blocking=True) if self.redis_url else self.redis
+        reader = self._receipt_reader
+        wanted = set(outbox_ids)
+        found: dict[str, dict[str, str]] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < len(wanted):
+            left = deadline - loop.time()
+            if left <= 0:
+                missing = len(wanted) - len(found)
+                raise RouterUnavailableError(
+                    f"no receipt from the bus router for {missing} outbox entr{'y' if missing == 1 else 'ies'} of "
+                    f"{self.agent_id!r} within {timeout:g}s: is a router running? Start one with `swarm bus route` "
+                    f"(or `swarm registry serve`, which routes by default). The entries stay in the outbox and are "
+                    f"routed once a router runs; publishing again with the same message id is safe.",
+                    delay=1.0,
+                )
+            try:
+                reply: Any = await reader.xread({self._receipts: after}, count=1000, block=max(1, int(left * 1000)))
+            except REDIS_ERRORS as exc:
+                raise redis_error(exc, "waiting for the router's receipt") from exc
+            for _, entries in reply or []:
+                for eid, raw in entries:
+                    after = _text(eid)
+                    receipt = {_text(k): _text(v) for k, v in (raw or {}).items()}
+                    oid = receipt.get("outbox_id", "")
+                    if oid in wanted:
+                        found[oid] = receipt
+        return found
 
     # -- subscribe -------------------------------------------------------------------
 
@@ -498,160 +676,155 @@ class EventBus:
         assert self.plan is not None
         return self.plan.settings.max_deliveries
 
-    async def ack(self, topic: str, entry_id: str) -> None:
+    async def ack(self, entry_id: str) -> None:
+        """Acknowledge inbox entry ``entry_id`` (:attr:`Message.entry_id`)."""
         try:
-            await self.redis.xack(self.keys.topic(topic), self.agent_id, entry_id)
-        except (RedisError, OSError) as exc:
-            raise _wrap(exc, f"ack {entry_id} on {topic!r}") from exc
+            await self.redis.xack(self._inbox, self.agent_id, entry_id)
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, f"ack {entry_id} on {self._inbox}") from exc
 
-    def _message(self, topic: str, entry_id: str, fields: dict[str, str], deliveries: int) -> Message:
-        raw = fields.get("payload", "null")
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = raw  # written by hand with a raw XADD; hand it over as text
+    async def _message(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> Message | None:
+        """The entry as a Message, or None after dead-lettering it if it cannot be read."""
+        eid = _text(entry_id)
+        parsed = parse_inbox_entry(fields or {})
+        if isinstance(parsed, str):
+            self.stats.unreadable += 1
+            await self._dead_letter(eid, fields or {}, deliveries, f"unreadable entry: {parsed}")
+            return None
+        text, payload = parsed
         return Message(
-            topic=topic,
-            entry_id=entry_id,
-            message_id=fields.get("message_id", entry_id),
-            sender=fields.get("sender", ""),
+            topic=text["topic"],
+            entry_id=eid,
+            message_id=text["message_id"],
+            sender=text["sender"],
             payload=payload,
-            content_type=fields.get("content_type", CONTENT_TYPE),
+            content_type=text.get("content_type", CONTENT_TYPE),
             deliveries=deliveries,
+            topic_entry_id=text.get("topic_entry_id", ""),
             _bus=self,
         )
 
-    def _dead_letter_stream(self, topic: str) -> str:
-        """The plan's dead-letter stream of ``topic``; the key layout's if a refresh dropped the topic."""
-        tp = self.plan.topics.get(topic) if self.plan else None
-        return tp.dead_letter_stream if tp else self.keys.dead_letter(topic)
-
-    async def _dead_letter(self, topic: str, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
-        dlq = self._dead_letter_stream(topic)
+    async def _dead_letter(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int, reason: str) -> None:
+        """Move one inbox entry (its fields as they were, bytes and all) to ``dlq:@<id>`` and ack it,
+        in one MULTI: it is never both dead and pending, nor neither."""
         extra = {
             "original_entry_id": entry_id,
-            "topic": topic,
+            "inbox": self._inbox,
             "group": self.agent_id,
             "deliveries": str(deliveries),
-            "reason": f"not acked after {deliveries - 1} deliveries (max_deliveries {self.max_deliveries})",
+            "reason": reason,
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             entry: dict[Any, Any] = {**fields, **extra}
-            pipe.xadd(dlq, entry)
-            pipe.xack(self.keys.topic(topic), self.agent_id, entry_id)
+            pipe.xadd(self._dlq, entry)
+            pipe.xack(self._inbox, self.agent_id, entry_id)
             await pipe.execute()
         self.stats.dead_lettered += 1
-        log.warning("dead-lettered %s on %s for group %s after %d deliveries", entry_id, topic, self.agent_id, deliveries - 1)
+        log.warning("dead-lettered inbox entry %s of %s to %s: %s", entry_id, self.agent_id, self._dlq, reason)
 
-    async def _record_trimmed(self, topic: str, entry_ids: list[str]) -> None:
-        """Entries trimmed (max_len) while pending: Redis 7 drops them from the pending list on
-        claim. Their content is gone, but each leaves a record in the dead-letter stream, so
-        the loss is visible where operators look for undelivered messages, not only in a log."""
-        dlq = self._dead_letter_stream(topic)
+    async def _record_trimmed(self, entry_ids: list[str]) -> None:
+        """Entries trimmed while pending: Redis 7 drops them from the pending list on claim.
+        Their content is gone, but each leaves a record in the dead-letter stream, so the
+        loss is visible where operators look for undelivered messages, not only in a log."""
         self.stats.trimmed_while_pending += len(entry_ids)
-        log.warning("%d pending entries of %s were trimmed before being acked: %s", len(entry_ids), topic, entry_ids)
+        log.warning("%d pending entries of %s were trimmed before being acked: %s", len(entry_ids), self._inbox, entry_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for eid in entry_ids:
-                pipe.xadd(dlq, {"original_entry_id": eid, "topic": topic, "group": self.agent_id,
-                                "reason": "trimmed from the stream (max_len) before it was acked; content lost"})
+                pipe.xadd(self._dlq, {"original_entry_id": eid, "inbox": self._inbox, "group": self.agent_id,
+                                      "reason": "trimmed from the inbox before it was acked; content lost"})
             await pipe.execute()
 
-    async def reclaim(self, topics: Sequence[str]) -> list[Message]:
-        """Claim entries of this agent's group idle longer than the visibility timeout.
+    async def reclaim(self) -> list[Message]:
+        """Claim inbox entries idle longer than the visibility timeout.
 
-        One XAUTOCLAIM page per topic, at most ``read_count`` entries (the COUNT of
-        XREADGROUP), continuing from where the previous call stopped and starting over
-        once Redis reports the end (cursor 0-0). Claiming restarts an entry's idle clock:
-        claiming more than the caller handles before the timeout would let other
-        consumers claim them again, inflating delivery counts up to dead letters.
-        """
+        One XAUTOCLAIM page, at most ``read_count`` entries (the COUNT of XREADGROUP),
+        continuing from where the previous call stopped and starting over once Redis
+        reports the end (cursor 0-0). Entries delivered more than ``max_deliveries``
+        times are dead-lettered instead of returned."""
         out: list[Message] = []
         idle_ms = max(1, int(self.visibility_timeout * 1000))
-        more = False
-        for topic in topics:
-            stream = self.keys.topic(topic)
-            reply = await self.redis.xautoclaim(
-                stream,
-                self.agent_id,
-                self.consumer_name,
-                min_idle_time=idle_ms,
-                start_id=self._reclaim_cursors.get(stream, "0-0"),
-                count=self.read_count,
-            )
-            cursor, claimed = as_text(reply[0]), reply[1]
-            # A client without decode_responses answers b"0-0": compared as text, or the
-            # cursor would never be seen to end.
-            self._reclaim_cursors[stream] = "0-0" if cursor in ("0-0", "0") else cursor
-            more = more or self._reclaim_cursors[stream] != "0-0"
-            deleted = reply[2] if len(reply) > 2 else []
-            if deleted:
-                await self._record_trimmed(topic, [as_text(d) for d in deleted])
-            if claimed:
-                counts = await self._delivery_counts(stream, [eid for eid, _ in claimed])
-                for eid, fields in claimed:
-                    n = counts.get(eid, 1)
-                    if n > self.max_deliveries:
-                        await self._dead_letter(topic, eid, fields or {}, n)
-                    else:
-                        self.stats.redelivered += 1
-                        out.append(self._message(topic, eid, fields or {}, n))
-        self._reclaim_more = more
+        reply: Any = await self.redis.xautoclaim(
+            self._inbox, self.agent_id, self.consumer_name, min_idle_time=idle_ms,
+            start_id=self._reclaim_cursor, count=self.read_count,
+        )
+        cursor, claimed = _text(reply[0]), reply[1]
+        self._reclaim_cursor = "0-0" if cursor in ("0-0", "0") else cursor
+        self._reclaim_more = self._reclaim_cursor != "0-0"
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:
+            await self._record_trimmed([_text(d) for d in deleted])
+        if claimed:
+            counts = await self._delivery_counts([_text(eid) for eid, _ in claimed])
+            for eid, fields in claimed:
+                n = counts.get(_text(eid), 1)
+                if n > self.max_deliveries:
+                    await self._dead_letter(_text(eid), fields or {}, n,
+                                            f"not acked after {n - 1} deliveries (max_deliveries {self.max_deliveries})")
+                    continue
+                message = await self._message(eid, fields, n)
+                if message is not None:
+                    self.stats.redelivered += 1
+                    out.append(message)
         return out
 
-    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
         rows: Any = await self.redis.xpending_range(
-            stream, self.agent_id, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer_name
+            self._inbox, self.agent_id, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer_name
         )
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
-    async def subscribe(self, topics: Sequence[str]) -> AsyncIterator[Message]:
-        """Messages of ``topics`` for this agent's consumer group, at least once; ack each."""
+    async def subscribe(self, topics: Sequence[str] | None = None) -> AsyncIterator[Message]:
+        """This agent's inbox, at least once: every topic it subscribes to; ack each message.
+
+        ``topics``, if given, is checked (declared, in this agent's rights) so a typo
+        fails at once; it does not filter: the router delivers only subscribed topics."""
         if isinstance(topics, str):
             raise InvalidRequestError(f"subscribe takes a list of topics, not the string {topics!r}")
-        topics = list(dict.fromkeys(topics))
-        if not topics:
-            raise InvalidRequestError("subscribe needs at least one topic")
-        if time.monotonic() >= self._next_refresh:
-            await self._refresh()
-        for topic in topics:
-            self._topic(topic, "subscribe")
+        if topics is not None:
+            topics = list(dict.fromkeys(topics))
+            if not topics:
+                raise InvalidRequestError("subscribe needs at least one topic (or None for the whole inbox)")
+            for topic in topics:
+                self.check_topic(topic, "subscribe")
         reader = self._client(blocking=True) if self.redis_url else self.redis
-        streams = {self.keys.topic(t): t for t in topics}
-        block = max(1, min(self.block_ms, int(self.visibility_timeout * 500)))
-        reclaim_every = self.visibility_timeout / 2
-        last_reclaim = float("-inf")
-        backoff = 0.05
         loop = asyncio.get_running_loop()
+        last_reclaim = float("-inf")
+        backoff = Backoff(base=0.05, cap=2.0)
         try:
             while True:
+                now = time.monotonic()
+                if now >= self._next_check:
+                    await self._checks(now)
+                block = max(1, min(self.block_ms, int(self.visibility_timeout * 500)))
                 batch: list[Message] = []
                 try:
                     # The next page at once while a pending list is only partly scanned.
-                    if self._reclaim_more or loop.time() - last_reclaim >= reclaim_every:
+                    if self._reclaim_more or loop.time() - last_reclaim >= self.visibility_timeout / 2:
                         last_reclaim = loop.time()
-                        batch.extend(await self.reclaim(topics))
+                        batch.extend(await self.reclaim())
                     if not batch:
                         reply: Any = await reader.xreadgroup(
-                            self.agent_id, self.consumer_name, {s: ">" for s in streams}, count=self.read_count, block=block
+                            self.agent_id, self.consumer_name, {self._inbox: ">"}, count=self.read_count, block=block
                         )
-                        for stream, entries in reply or []:
+                        for _, entries in reply or []:
                             for eid, fields in entries:
-                                batch.append(self._message(streams[stream], eid, fields or {}, 1))
-                    backoff = 0.05
-                except ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        raise NotDeclaredError(
-                            f"agent {self.agent_id!r} has no consumer group on {list(streams.values())}: "
-                            f"run `swarm bus apply compiled/{self.swarm}` ({exc})"
-                        ) from exc
-                    raise _wrap(exc, "subscribe") from exc
-                except (RedisError, OSError) as exc:
-                    if not isinstance(exc, _CONNECTION_ERRORS):
-                        raise _wrap(exc, "subscribe") from exc
+                                message = await self._message(eid, fields, 1)
+                                if message is not None:
+                                    batch.append(message)
+                    backoff.reset()
+                except REDIS_ERRORS as exc:
+                    error = redis_error(exc, f"subscribe on {self._inbox}")
+                    if isinstance(error, RedisRefusedError):
+                        if error.code == "NOGROUP":
+                            raise NotDeclaredError(
+                                f"agent {self.agent_id!r} has no consumer group on its inbox {self._inbox}: "
+                                f"run `swarm bus apply compiled/{self.swarm}` ({exc})"
+                            ) from exc
+                        raise error from exc
                     self.stats.reconnects += 1
-                    log.warning("subscribe on %s: Redis unreachable (%s); retrying in %.2fs", topics, exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    delay = backoff.next_delay()
+                    log.warning("subscribe on %s: %s; retrying in %.2fs", self._inbox, error, delay)
+                    await asyncio.sleep(delay)
                     continue
                 for message in batch:
                     self.stats.delivered += 1

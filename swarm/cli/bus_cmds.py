@@ -11,14 +11,23 @@ directory compiled from another revision of that spec is applied with a warning.
 For the Redis users ``apply`` reads the bus secret from ``SWARM_BUS_SECRET`` (else
 ``SWARM_REGISTRY_SECRET``) — the only place the bus reads the environment.
 
+``publish`` goes the way an agent's own publish goes: the checks of
+:class:`~swarm.bus.EventBus` in process, then one XADD to that agent's outbox (with
+the CLI's trusted connection, but to the agent's outbox, so the router authenticates
+the entry as the agent's and applies the agent's rights), then it waits for the
+router's receipt and prints the entry's id in the topic's log, followed by
+``duplicate`` when the router already had that message id from that agent.
+
 ``read`` is for inspection and never changes delivery state: it checks that the
-agent may subscribe to the topic (same ACL as the bus) and then reads the stream
-with XRANGE / XREAD, without joining the agent's consumer group and without acks,
-so looking at a topic never steals or acknowledges an agent's messages.
+agent may subscribe to the topic (the agent's rights, as the router applies them)
+and then reads the topic's log with XREVRANGE / XREAD, without touching any inbox,
+consumer group or ack. Entries are read as bytes and printed as JSON lines: bytes
+that are not UTF-8 are shown backslash-escaped and a payload that is not JSON is
+shown as a string, so a hostile entry never makes it print a traceback.
 
 Exit codes: 0 ok (a duplicate publish is ok and prints the original entry id),
-1 refused (ACL, breaker open, undeclared topic, payload too large, a prune of
-more than half without --force-prune),
+1 refused (ACL, breaker open, undeclared topic, payload too large, no router
+answered the publish, a prune of more than half without --force-prune),
 2 usage or invalid input (bad JSON, unknown agent, invalid spec).
 """
 
@@ -34,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
-from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RedisUnavailableError
+from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RouterUnavailableError
 
 
 def register(subparsers: Any) -> None:
@@ -55,17 +64,21 @@ def register(subparsers: Any) -> None:
                          "swarm and gives the Redis URL, without --spec the URL compiled into bus.json is used")
     a.set_defaults(handler=run_apply)
 
-    p = sub.add_parser("publish", help="publish one JSON message as an agent",
-                       description="Publish JSON (or '-' for stdin) to TOPIC as AGENT; prints the entry id.")
+    p = sub.add_parser("publish", help="publish one JSON message as an agent (through its outbox)",
+                       description="Publish JSON (or '-' for stdin) to TOPIC as AGENT through AGENT's outbox; "
+                                   "waits for the router and prints the topic entry id (and 'duplicate').")
     p.add_argument("topic", metavar="TOPIC")
     p.add_argument("payload", metavar="JSON")
     p.add_argument("--as", dest="agent", required=True, metavar="AGENT", help="publishing agent id")
-    p.add_argument("--id", dest="message_id", metavar="UUID", help="message id (dedup key); default a new UUID")
+    p.add_argument("--id", dest="message_id", metavar="ID",
+                   help="message id (dedup key per sender); default <agent>:<outbox entry id>")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="how long to wait for the router's receipt (default 2)")
     _common(p)
     p.set_defaults(handler=run_publish)
 
-    r = sub.add_parser("read", help="show a topic's entries as an agent would see them (no ack)",
-                       description="Print the last N entries of TOPIC as JSON lines, if AGENT may subscribe.")
+    r = sub.add_parser("read", help="show a topic's log (inspection: no inbox, no ack)",
+                       description="Print the last N entries of TOPIC's log as JSON lines, if AGENT may subscribe.")
     r.add_argument("topic", metavar="TOPIC")
     r.add_argument("--as", dest="agent", required=True, metavar="AGENT", help="reading agent id (for the ACL)")
     r.add_argument("--count", type=_positive, default=10, metavar="N", help="entries to show (default 10)")
@@ -112,6 +125,9 @@ def _refusable(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return EXIT_INVALID
     except BusError as exc:
         print(f"swarm bus: refused: {exc}", file=sys.stderr)
+        return EXIT_DIFF
+    except RouterUnavailableError as exc:
+        print(f"swarm bus: error: {exc}", file=sys.stderr)
         return EXIT_DIFF
 
 
@@ -185,61 +201,70 @@ def run_publish(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with bus:
-            result = await bus.publish(args.topic, payload, message_id=args.message_id)
+            result = await bus.publish(args.topic, payload, message_id=args.message_id, wait=True,
+                                       timeout=args.timeout)
         print(f"{result.entry_id} duplicate" if result.duplicate else result.entry_id)
         return EXIT_OK
 
     return _refusable(run)
 
 
-def _line(entry_id: str, fields: dict[str, str]) -> str:
+def _line(entry_id: Any, fields: dict[Any, Any]) -> str:
+    """One topic-log entry as a JSON line, whatever its bytes: text that is not UTF-8 is shown
+    backslash-escaped, a payload that is not JSON as a string; never raises."""
+
+    def text(value: Any) -> str | None:
+        if value is None:
+            return None
+        return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+    values = {text(k): v for k, v in fields.items()}
+    raw = values.get("payload")
     try:
-        payload: Any = json.loads(fields.get("payload", "null"))
-    except ValueError:
-        payload = fields.get("payload")
-    return json.dumps({"entry_id": entry_id, "message_id": fields.get("message_id"),
-                       "sender": fields.get("sender"), "payload": payload}, ensure_ascii=False)
+        payload: Any = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except ValueError:  # UnicodeDecodeError too
+        payload = text(raw)
+    return json.dumps({"entry_id": text(entry_id), "message_id": text(values.get("message_id")),
+                       "sender": text(values.get("sender")), "payload": payload}, ensure_ascii=False)
 
 
 def run_read(args: argparse.Namespace) -> int:
     bus = _bus(args, args.agent)
 
     async def run() -> int:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from swarm.backoff import Backoff
+        from swarm.foreign import REDIS_ERRORS, is_transient_redis, redis_error
 
         async with bus:
-            # the bus's own check: declared topic, then the ACL (UndeclaredTopicError, AclDeniedError)
-            stream = bus._topic(args.topic, "subscribe").stream
+            # the bus's own check: declared topic, then the agent's rights (UndeclaredTopicError, AclDeniedError)
+            stream = bus.check_topic(args.topic, "subscribe").stream
             try:
                 entries = list(reversed(await bus.redis.xrevrange(stream, count=args.count)))
-            except (RedisError, OSError) as exc:
-                raise BusError(f"reading {stream}: {exc}") from exc
+            except REDIS_ERRORS as exc:
+                raise redis_error(exc, f"reading {stream}") from exc
             for entry_id, fields in entries:
-                print(_line(entry_id, fields), flush=True)
+                print(_line(entry_id, fields or {}), flush=True)
             if not args.follow:
                 return EXIT_OK
             # A concrete id, never "$": after a reconnect "$" would skip what came meanwhile.
             # An empty stream has nothing to skip, so everything after 0-0 is new.
-            last = entries[-1][0] if entries else "0-0"
+            last: Any = entries[-1][0] if entries else "0-0"
             reader = bus.blocking_client()
-            backoff = 0.1
+            backoff = Backoff(base=0.1, cap=2.0)
             try:
                 while True:
                     try:
-                        reply = await reader.xread({stream: last}, block=5000, count=100)
-                    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                        reply: Any = await reader.xread({stream: last}, block=5000, count=100)
+                    except REDIS_ERRORS as exc:
+                        if not is_transient_redis(exc):
+                            raise redis_error(exc, f"reading {stream}") from exc
                         print(f"swarm bus read: Redis unreachable ({exc}); retrying", file=sys.stderr, flush=True)
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 2.0)
+                        await backoff.sleep()
                         continue
-                    except RedisError as exc:
-                        raise BusError(f"reading {stream}: {exc}") from exc
-                    backoff = 0.1
+                    backoff.reset()
                     for _, items in reply or []:
                         for entry_id, fields in items:
-                            print(_line(entry_id, fields), flush=True)
+                            print(_line(entry_id, fields or {}), flush=True)
                             last = entry_id
             finally:
                 await reader.aclose()
@@ -255,12 +280,10 @@ def run_breaker(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         import redis.asyncio as aioredis
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from swarm.bus.breaker_store import BreakerStore, policy_from_settings
         from swarm.desired import BusPlan
+        from swarm.foreign import REDIS_ERRORS, redis_error
         from swarm.keys import SwarmKeys
 
         client = aioredis.Redis.from_url(url, decode_responses=True)
@@ -268,13 +291,12 @@ def run_breaker(args: argparse.Namespace) -> int:
             key = SwarmKeys(swarm).bus
             try:
                 raw = await client.get(key)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise RedisUnavailableError(f"breaker of {args.agent!r}: Redis unreachable: {exc}") from exc
-            except RedisError as exc:
-                raise BusError(f"breaker of {args.agent!r}: reading {key}: {exc}") from exc
-            # An undeclared agent may still have a breaker (registries with allow_undeclared probe
-            # it too); without one, the name is a typo, and --reset would invent a breaker for it.
-            if args.agent not in declared and not await client.exists(SwarmKeys(swarm).breaker(args.agent)):
+                # An undeclared agent may still have a breaker (registries with allow_undeclared probe
+                # it too); without one, the name is a typo, and --reset would invent a breaker for it.
+                has_breaker = args.agent in declared or await client.exists(SwarmKeys(swarm).breaker(args.agent))
+            except REDIS_ERRORS as exc:
+                raise redis_error(exc, f"breaker of {args.agent!r}: reading {key}") from exc
+            if not has_breaker:
                 raise NotDeclaredError(f"agent {args.agent!r} is not declared in swarm {swarm!r} and has no breaker")
             try:
                 policy = policy_from_settings(BusPlan.model_validate_json(raw).settings.breaker) if raw else None

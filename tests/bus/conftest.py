@@ -1,5 +1,6 @@
 """Fixtures of the bus tests: a small swarm's desired state, Redis with the bus applied,
-and a factory of connected EventBus instances (all against real redis-servers)."""
+a factory of connected EventBus instances and one of real router processes (all
+against real redis-servers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from swarm.bus.apply import apply_bus
 from swarm.bus.bus import EventBus
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.spec.models import Spec, SwarmDocument
+from tests.support.router import router_factory  # noqa: F401  (fixture: real `swarm bus route` processes)
 from tests.support.services import RedisServer
 
 SECRET = "test-bus-secret"
@@ -32,6 +34,7 @@ SWARM_DOC: dict[str, Any] = {
         {"name": "tasks.research", "max_len": 1000},
         {"name": "tasks.summarize", "max_len": 1000},
         {"name": "tasks.admin.reset", "max_len": 100},
+        {"name": "tasks.review", "max_len": 100},  # the planner role may publish it; no agent declares it
         {"name": "results.research", "max_len": 1000},
         {"name": "results.summary", "max_len": 1000},
     ],

@@ -1,5 +1,6 @@
 """``swarm bus apply|publish|read|breaker`` end to end on the example spec (specs/) against a
-real redis-server, through the real ``swarm`` entry point."""
+real redis-server and a real router process (``swarm bus route``), through the real
+``swarm`` entry point."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 from swarm.cli import main
 from swarm.desired import desired_from_spec
 from swarm.spec.loader import load_spec_full
+from tests.support.router import RouterFactory
 from tests.support.services import RedisServer
 
 
@@ -30,7 +32,8 @@ def compiled(tmp_path: Path, repo_root: Path) -> Path:
 
 
 @pytest.fixture
-def cli(redis_server: RedisServer, repo_root: Path, compiled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def bare_cli(redis_server: RedisServer, repo_root: Path, compiled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """`swarm bus ARGV... --spec specs/ --redis-url <test redis>` with the bus applied, no router."""
     monkeypatch.setenv("SWARM_BUS_SECRET", "cli-secret")
     common = ["--spec", str(repo_root / "specs"), "--redis-url", redis_server.url]
 
@@ -40,8 +43,15 @@ def cli(redis_server: RedisServer, repo_root: Path, compiled: Path, monkeypatch:
         return code, out, err
 
     code, out, _ = run("apply", str(compiled))
-    assert code == 0 and "created consumer group tasks.research/web-researcher" in out
+    assert code == 0 and "created consumer group swarm:{research}:inbox:web-researcher/web-researcher" in out
     return run
+
+
+@pytest.fixture
+def cli(bare_cli, redis_server: RedisServer, router_factory: RouterFactory):  # type: ignore[no-untyped-def]
+    """The same, with a router routing the swarm."""
+    router_factory(redis_url=redis_server.url, swarm="research")
+    return bare_cli
 
 
 def test_apply_twice_says_up_to_date(cli, compiled: Path) -> None:  # type: ignore[no-untyped-def]
@@ -54,13 +64,17 @@ def test_apply_of_a_missing_directory_is_usage_error(cli, tmp_path: Path) -> Non
     assert code == 2 and "swarm compile" in err
 
 
-def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_publish_prints_the_topic_entry_id_then_duplicate(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     code, first, _ = cli("publish", "tasks.research", '{"q": "bees"}', "--as", "architect", "--id", "m-1")
     assert code == 0 and first.strip().endswith("-0")
     code, again, _ = cli("publish", "tasks.research", '{"q": "bees"}', "--as", "architect", "--id", "m-1")
     assert code == 0 and again.strip() == f"{first.strip()} duplicate"
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    assert r.xlen("swarm:{research}:topic:tasks.research") == 1
+    log = r.xrange("swarm:{research}:topic:tasks.research")
+    assert [e[0] for e in log] == [first.strip()] and log[0][1]["sender"] == "architect"
+    # through the agent's outbox: the router authenticated it as the architect's and deleted it
+    assert r.xlen("swarm:{research}:outbox:architect") == 0
+    assert [f["status"] for _, f in r.xrange("swarm:{research}:receipts:architect")] == ["routed", "duplicate"]
     r.close()
 
 
@@ -70,6 +84,8 @@ def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) 
         (["tasks.admin.reset", "{}", "--as", "architect"], 1, "deny.publish: tasks.admin.>"),
         (["tasks.nope", "{}", "--as", "architect"], 1, "not declared"),
         (["results.research", "{}", "--as", "architect"], 1, "default deny"),
+        # the role (worker: results.*) allows it, the agent does not declare it: least privilege
+        (["results.summary", "{}", "--as", "paper-researcher"], 1, "does not declare it in its publishes"),
         (["tasks.research", json.dumps({"x": "y" * (1 << 20)}), "--as", "architect"], 1, "over the limit of 1048576"),
         (["tasks.research", "{not json", "--as", "architect"], 2, "not valid JSON"),
         (["tasks.research", "{}", "--as", "ghost"], 2, "'ghost' is not declared"),
@@ -78,9 +94,20 @@ def test_publish_prints_entry_id_then_duplicate(cli, redis_server: RedisServer) 
         (["tasks.research", "{}", "--as", "architect", "--id", "x" * 201], 2, "message id"),
     ],
 )
-def test_publish_refusals_and_usage_errors(cli, argv: list[str], code: int, needle: str) -> None:  # type: ignore[no-untyped-def]
-    got, _, err = cli("publish", *argv)
-    assert got == code and needle in err
+def test_publish_refusals_and_usage_errors(cli, redis_server: RedisServer, argv: list[str], code: int, needle: str) -> None:  # type: ignore[no-untyped-def]
+    got, out, err = cli("publish", *argv)
+    assert got == code and needle in err and out == ""
+    r = redis.Redis.from_url(redis_server.url)
+    assert r.xlen("swarm:{research}:outbox:architect") == 0 and not r.exists("swarm:{research}:refused")
+    r.close()
+
+
+def test_publish_without_a_router_exits_1_and_says_to_run_one(bare_cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = bare_cli("publish", "tasks.research", "{}", "--as", "architect", "--timeout", "0.3")
+    assert code == 1 and out == "" and "swarm bus route" in err and "Traceback" not in err
+    r = redis.Redis.from_url(redis_server.url)
+    assert r.xlen("swarm:{research}:outbox:architect") == 1  # waiting for a router, not lost
+    r.close()
 
 
 def test_publish_reads_the_payload_from_stdin(cli, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -114,21 +141,38 @@ def test_breaker_show_and_reset_and_refused_publish(cli, redis_server: RedisServ
     r.close()
 
 
-def test_read_shows_entries_without_acking_and_checks_the_acl(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_read_shows_the_topic_log_without_touching_any_inbox_and_checks_rights(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
         cli("publish", "tasks.research", json.dumps({"i": i}), "--as", "architect", "--id", f"r-{i}")
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    inbox = "swarm:{research}:inbox:web-researcher"
+    before = r.xinfo_groups(inbox)
     code, out, _ = cli("read", "tasks.research", "--as", "web-researcher", "--count", "2")
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [x["payload"] for x in lines] == [{"i": 1}, {"i": 2}]
     assert {x["sender"] for x in lines} == {"architect"} and lines[0]["message_id"] == "r-1"
-    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    groups = {g["name"]: g for g in r.xinfo_groups("swarm:{research}:topic:tasks.research")}
-    assert groups["web-researcher"]["pending"] == 0 and groups["web-researcher"]["last-delivered-id"] == "0-0"
+    assert r.xinfo_groups(inbox) == before and before[0]["last-delivered-id"] == "0-0"
     r.close()
     code, _, err = cli("read", "tasks.research", "--as", "architect")
     assert code == 1 and "may not subscribe" in err
     code, _, err = cli("read", "tasks.nope", "--as", "auditor")
     assert code == 1 and "'tasks.nope' is not declared" in err
+
+
+def test_read_shows_non_utf8_and_non_json_entries_escaped_never_a_traceback(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    r = redis.Redis.from_url(redis_server.url)
+    stream = "swarm:{research}:topic:tasks.research"
+    r.xadd(stream, {b"message_id": b"bad-\xff", b"sender": b"\xfe\x1b[31m", b"payload": b'{"x": "\xff"}'})
+    r.xadd(stream, {b"message_id": b"text", b"sender": b"architect", b"payload": b"not json"})
+    r.xadd(stream, {b"junk": b"only"})
+    r.close()
+    code, out, err = cli("read", "tasks.research", "--as", "auditor")
+    assert code == 0 and "Traceback" not in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["message_id"] == "bad-\\xff" and lines[0]["payload"] == '{"x": "\\xff"}'
+    assert lines[0]["sender"] == "\\xfe\x1b[31m"
+    assert lines[1]["payload"] == "not json"
+    assert lines[2]["payload"] is None and lines[2]["message_id"] is None
 
 
 def test_read_follow_prints_new_entries(cli, redis_server: RedisServer, repo_root: Path) -> None:  # type: ignore[no-untyped-def]
@@ -205,11 +249,12 @@ def swarm_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatc
     return run
 
 
-def test_every_bus_command_takes_the_redis_url_from_the_spec(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_every_bus_command_takes_the_redis_url_from_the_spec(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer, router_factory: RouterFactory) -> None:  # type: ignore[no-untyped-def]
     spec = str(spec_copy(repo_root, tmp_path / "spec", redis_url=redis_server.url))
     code, out, _ = swarm_cli("bus", "apply", "--spec", spec)  # no COMPILED_DIR: the spec's desired state
-    assert code == 0 and "created consumer group tasks.research/web-researcher" in out
-    assert "created Redis user swarm-research-architect" in out
+    assert code == 0 and "created consumer group swarm:{research}:inbox:web-researcher/web-researcher" in out
+    assert "created Redis user swarm.research.architect" in out
+    router_factory(redis_url=redis_server.url, swarm="research")
     assert swarm_cli("bus", "apply", "--spec", spec)[1].strip() == "bus of swarm 'research' is up to date"
     code, entry, _ = swarm_cli("bus", "publish", "tasks.research", '{"q": 1}', "--as", "architect", "--spec", spec)
     assert code == 0 and entry.strip().endswith("-0")
@@ -225,7 +270,7 @@ def test_every_bus_command_takes_the_redis_url_from_the_spec(swarm_cli, repo_roo
     r.close()
 
 
-def test_the_spec_url_is_really_used_and_redis_url_overrides_it(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_the_spec_url_is_really_used_and_redis_url_overrides_it(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer, router_factory: RouterFactory) -> None:  # type: ignore[no-untyped-def]
     spec = str(spec_copy(repo_root, tmp_path / "spec", redis_url=UNREACHABLE))
     commands = [
         ["apply"],
@@ -239,6 +284,8 @@ def test_the_spec_url_is_really_used_and_redis_url_overrides_it(swarm_cli, repo_
     for argv in commands:
         code, _, err = swarm_cli("bus", *argv, "--spec", spec, "--redis-url", redis_server.url)
         assert code == 0, (argv, err)
+        if argv == ["apply"]:
+            router_factory(redis_url=redis_server.url, swarm="research")
 
 
 def test_apply_of_a_compiled_directory(swarm_cli, repo_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
@@ -246,7 +293,7 @@ def test_apply_of_a_compiled_directory(swarm_cli, repo_root: Path, tmp_path: Pat
     compiled = str(compile_spec(spec, tmp_path / "compiled" / "research"))
     # without --spec (and no specs/ here) the URL compiled into bus.json is used
     code, out, err = swarm_cli("bus", "apply", compiled)
-    assert code == 0 and "created consumer group tasks.research/web-researcher" in out and err == ""
+    assert code == 0 and "created consumer group swarm:{research}:inbox:web-researcher/web-researcher" in out and err == ""
     code, out, err = swarm_cli("bus", "apply", compiled, "--spec", str(spec))
     assert code == 0 and out.strip() == "bus of swarm 'research' is up to date" and err == ""
     # an explicit --spec gives the URL, and must be the same swarm

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from swarm.agent_runtime import AgentState, run_bus
+from swarm.agent_runtime import AgentState, run_bus, log_received
 from swarm.bus import EventBus
 from swarm.registry import AgentRegistryClient
 
@@ -48,8 +48,8 @@ log = logging.getLogger("swarm.agent." + AGENT_ID)
 
 
 def default_handler(message: Any, publish: Any) -> None:
-    """No handler in the spec: log what arrives."""
-    log.info("received %s on %s from %s: %r", message.message_id, message.topic, message.sender, message.payload)
+    """No handler in the spec: log one line per message (message id, topic, sender)."""
+    log_received(log, message)
 
 
 def load_handler() -> Any:
@@ -99,7 +99,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     )
     state.checks["registry"] = lambda: registry.registered
     state.tasks.append(asyncio.create_task(start_registration(registry)))
-    bus = EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID, role=ROLE)
+    # REDIS_URL carries the agent's own Redis user (compose sets it): it may write only its
+    # outbox and read only its inbox; the router delivers what it publishes.
+    bus = EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID)
     app.state.bus = bus
     connected = asyncio.Event()
     state.checks["bus"] = connected.is_set
