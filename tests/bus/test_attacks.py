@@ -28,10 +28,6 @@ import asyncio
 import copy
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -43,7 +39,6 @@ from typing import Any, Iterator, Sequence
 import pytest
 import redis
 import redis.asyncio as aioredis
-import yaml
 from redis.exceptions import NoPermissionError, ResponseError
 
 from swarm.bus.apply import apply_bus, bus_password
@@ -51,9 +46,9 @@ from swarm.desired import DesiredState, desired_from_spec
 from swarm.keys import SwarmKeys
 from swarm.spec.models import Spec, SwarmDocument
 from tests.bus.conftest import SECRET, SWARM_DOC
+from tests.support.router import RouterProcess
 from tests.support.services import RedisServer
 
-REPO = Path(__file__).resolve().parents[2]
 SWARM = "lab"
 KEYS = SwarmKeys(SWARM)
 ATTACKER = "worker-a"
@@ -103,38 +98,6 @@ def agent_client(server: RedisServer, agent_id: str, swarm: str = SWARM, **kwarg
     )
 
 
-class RouterProcess:
-    """``swarm bus route`` as a real process of its own (SIGTERM stops it)."""
-
-    def __init__(self, spec: Path, redis_url: str, log: Path) -> None:
-        self.args = [sys.executable, "-m", "swarm", "bus", "route", "--spec", str(spec), "--redis-url", redis_url]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "RouterProcess":
-        env = {**os.environ, "SWARM_BUS_SECRET": SECRET}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=out, stderr=out)
-        return self
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the router exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _text(value: Any) -> str:
     """Decode, failing the test if the router let invalid UTF-8 through to a reader."""
     return value.decode("utf-8")
@@ -181,9 +144,10 @@ class Lab:
                     got[row["outbox_id"]] = row
             if set(got) == wanted:
                 return got
-            self.router.check_alive()
+            self.check_router()
             if time.monotonic() > deadline:
-                raise AssertionError(f"no receipt for {sorted(wanted - set(got))} after {DEADLINE}s\n{self.router.tail()}")
+                raise AssertionError(f"no receipt for {sorted(wanted - set(got))} after {DEADLINE}s\n"
+                                     f"{self.router.log_text()[-3000:]}")
             time.sleep(0.05)
 
     def drain(self, agent_id: str) -> list[dict[str, str]]:
@@ -227,7 +191,11 @@ class Lab:
         after = self.send(HONEST, 3)
         self.assert_delivered_once(before + after)
         self.assert_responsive()
-        self.router.check_alive()
+        self.check_router()
+
+    def check_router(self) -> None:
+        proc = self.router.proc
+        assert proc is not None and proc.poll() is None, f"the router exited:\n{self.router.log_text()[-3000:]}"
 
     # -- what the router said about the attacker's entries --------------------------------
 
@@ -245,20 +213,12 @@ class Lab:
 
 
 @pytest.fixture
-def spec_dir(tmp_path: Path) -> Path:
-    spec = tmp_path / "specs"
-    spec.mkdir()
-    (spec / "swarm.yaml").write_text(yaml.safe_dump(_doc(), sort_keys=False))
-    return spec
-
-
-@pytest.fixture
-def lab(redis_server: RedisServer, spec_dir: Path, tmp_path: Path) -> Iterator[Lab]:
+def lab(redis_server: RedisServer, tmp_path: Path) -> Iterator[Lab]:
     _apply(redis_server.url, _desired(_doc()))
     admin = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=10.0)
     admin.script_load(EVIL_LOOP)  # loaded by someone else: EVALSHA must still be refused
     admin.function_load(EVIL_LIBRARY)
-    router = RouterProcess(spec_dir, redis_server.url, tmp_path / "router.log").start()
+    router = RouterProcess(redis_url=redis_server.url, swarm=SWARM, log=tmp_path / "router.log").start()
     the_lab = Lab(server=redis_server, router=router, attacker=agent_client(redis_server, ATTACKER), admin=admin)
     the_lab.clients[ATTACKER] = the_lab.attacker
     try:
