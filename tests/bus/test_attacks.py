@@ -31,7 +31,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -212,14 +212,15 @@ class Lab:
         return rows[0]
 
 
-@pytest.fixture
-def lab(redis_server: RedisServer, tmp_path: Path) -> Iterator[Lab]:
-    _apply(redis_server.url, _desired(_doc()))
-    admin = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=10.0)
+@contextmanager
+def running_lab(server: RedisServer, log: Path) -> Iterator[Lab]:
+    """Install the bus on ``server``, start a router, and yield the lab; stop the router after."""
+    _apply(server.url, _desired(_doc()))
+    admin = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=10.0)
     admin.script_load(EVIL_LOOP)  # loaded by someone else: EVALSHA must still be refused
     admin.function_load(EVIL_LIBRARY)
-    router = RouterProcess(redis_url=redis_server.url, swarm=SWARM, log=tmp_path / "router.log").start()
-    the_lab = Lab(server=redis_server, router=router, attacker=agent_client(redis_server, ATTACKER), admin=admin)
+    router = RouterProcess(redis_url=server.url, swarm=SWARM, log=log).start()
+    the_lab = Lab(server=server, router=router, attacker=agent_client(server, ATTACKER), admin=admin)
     the_lab.clients[ATTACKER] = the_lab.attacker
     try:
         yield the_lab
@@ -228,6 +229,54 @@ def lab(redis_server: RedisServer, tmp_path: Path) -> Iterator[Lab]:
         for c in the_lab.clients.values():
             c.close()
         admin.close()
+
+
+@pytest.fixture
+def lab(redis_server: RedisServer, tmp_path: Path) -> Iterator[Lab]:
+    """A lab of this test's own."""
+    with running_lab(redis_server, tmp_path / "router.log") as the_lab:
+        yield the_lab
+
+
+class LabPool:
+    """One lab shared by the many small attacks that change nothing when refused (a lab
+    starts a redis-server and a router process); a test whose attack was NOT refused
+    discards it, so the next test starts clean and the failures name each hole."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.count = 0
+        self._stack: Any = None
+        self.lab: Lab | None = None
+
+    def get(self) -> Lab:
+        if self.lab is None:
+            self.count += 1
+            self._stack = ExitStack()
+            server = RedisServer(self.directory / f"redis{self.count}", appendonly=False).start()
+            self._stack.callback(server.stop)
+            self.lab = self._stack.enter_context(running_lab(server, self.directory / f"router{self.count}.log"))
+        return self.lab
+
+    def discard(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self.lab = None, None
+
+    @contextmanager
+    def use(self) -> Iterator[Lab]:
+        try:
+            yield self.get()
+        except BaseException:
+            self.discard()
+            raise
+
+
+@pytest.fixture(scope="module")
+def lab_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
+    pool = LabPool(tmp_path_factory.mktemp("attacks"))
+    yield pool
+    pool.discard()
 
 
 # -- Redis refuses: scripts, topic streams, other agents' keys, dedup marks, the breaker, admin ----
@@ -306,6 +355,15 @@ REFUSED_BY_REDIS: dict[str, tuple[Any, ...]] = {
     "hset-victim-breaker": ("HSET", KEYS.breaker(V), "state", "open"),
     "set-acl-table": ("SET", KEYS.acl, "{}"),
     "set-bus-settings": ("SET", KEYS.bus, "{}"),
+    # dead letters of others, and the registry's and reconciler's keys (forged events, registrations)
+    "xadd-topic-dlq": ("XADD", KEYS.dead_letter(TOPIC), "*", "reason", "forged"),
+    "xadd-victim-dlq": ("XADD", KEYS.agent_dead_letter(V), "MAXLEN", "0", "*", "reason", "forged"),
+    "xadd-registry-events": ("XADD", KEYS.events, "*", "type", "deregistered", "agent_id", V),
+    "hset-registration": ("HSET", KEYS.agent(V), "health_url", "http://169.254.169.254/"),
+    "zadd-leases": ("ZADD", KEYS.leases, "0", V),
+    "set-catalog": ("SET", KEYS.catalog, "{}"),
+    "set-reconcile-lease": ("SET", KEYS.lease, "{}"),
+    "set-protection": ("SET", KEYS.protection, "1"),
     # the server itself
     "keys": ("KEYS", "*"),
     "scan": ("SCAN", "0"),
@@ -335,8 +393,8 @@ REFUSED_BY_REDIS: dict[str, tuple[Any, ...]] = {
 
 
 @pytest.mark.parametrize("command", REFUSED_BY_REDIS.values(), ids=REFUSED_BY_REDIS.keys())
-def test_redis_refuses_the_attackers_command(lab: Lab, command: tuple[Any, ...]) -> None:
-    with lab.victims_unharmed():
+def test_redis_refuses_the_attackers_command(lab_pool: LabPool, command: tuple[Any, ...]) -> None:
+    with lab_pool.use() as lab, lab.victims_unharmed():
         # DEBUG is also off by configuration in Redis 7 (enable-debug-command no), which answers first
         refusal = ResponseError if command[0] == "DEBUG" else NoPermissionError
         with pytest.raises(refusal, match=r"(?i)no permissions|DEBUG command not allowed"):
@@ -375,7 +433,14 @@ OUTBOX_REFUSALS: dict[str, tuple[dict[Any, Any], set[str]]] = {
 
 
 @pytest.mark.parametrize(("fields", "reasons"), OUTBOX_REFUSALS.values(), ids=OUTBOX_REFUSALS.keys())
-def test_router_refuses_a_bad_outbox_entry_and_keeps_routing(lab: Lab, fields: dict[Any, Any], reasons: set[str]) -> None:
+def test_router_refuses_a_bad_outbox_entry_and_keeps_routing(
+    lab_pool: LabPool, fields: dict[Any, Any], reasons: set[str]
+) -> None:
+    with lab_pool.use() as lab:
+        _refused_and_harmless(lab, fields, reasons)
+
+
+def _refused_and_harmless(lab: Lab, fields: dict[Any, Any], reasons: set[str]) -> None:
     with lab.victims_unharmed():
         oid = _text(lab.attacker.xadd(KEYS.outbox(ATTACKER), fields))
         receipt = lab.receipts(ATTACKER, [oid])[oid]
