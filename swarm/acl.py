@@ -1,4 +1,4 @@
-"""Topic ACLs: the pattern grammar and the allow/deny decision (DESIGN §4, a contract).
+"""Topic ACLs: the pattern grammar and the allow/deny decision (a contract: specs and outside scripts rely on it).
 
 Pure. The compiler uses it to build ``acl.json``; the bus uses the same code on the
 compiled table, so a decision can never differ between review and runtime.

@@ -1,4 +1,4 @@
-"""Unit tests of the ACL grammar and decisions (swarm.acl, DESIGN §4)."""
+"""Unit tests of the ACL grammar and decisions (swarm.acl: the grammar specs rely on)."""
 
 from __future__ import annotations
 

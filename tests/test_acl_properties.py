@@ -2,7 +2,7 @@
 
 The reference translates a pattern into a regular expression (``*`` -> one token,
 ``>`` -> one or more tokens) and decides "deny if any deny matches, else allow if
-any allow matches, else deny" — the grammar of DESIGN §4 written a second way.
+any allow matches, else deny" — the grammar of swarm.acl (README "The spec") written a second way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure core imports no adapter library (STYLE: layers you can see).
+"""The pure core imports no adapter library (the layers stay visible: spec, acl, compiler and plan never reach Redis or HTTP).
 
 Each core module is imported in a fresh interpreter; none of Redis, HTTP, the
 file watcher or the ASGI stack may appear in ``sys.modules`` afterwards.
@@ -16,6 +16,7 @@ CORE_MODULES = [
     "swarm.acl",
     "swarm.keys",
     "swarm.errors",
+    "swarm.backoff",
     "swarm.desired",
     "swarm.spec.models",
     "swarm.spec.loader",

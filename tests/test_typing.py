@@ -1,4 +1,4 @@
-"""The package stays ``mypy --strict`` clean (STYLE: type hints everywhere).
+"""The package stays ``mypy --strict`` clean (type hints everywhere: a typo in a rarely run branch is caught before it runs).
 
 mypy and the PyYAML stubs are in the ``test`` extra; the check runs on the whole
 package in a subprocess with its cache in a temporary directory.

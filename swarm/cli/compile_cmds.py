@@ -1,9 +1,12 @@
-"""``swarm compile [SPEC ...] [--out DIR] [--check] [-o text|json]`` (a contract: CI calls it).
+"""``swarm compile [SPEC ...] [--out DIR] [--check [--index]] [-o text|json]`` (a contract: CI
+and the pre-commit hook call it).
 
 Wiring only: :func:`swarm.compiler.compile_to` (load, render, write, with the
 no-op stamp), or for ``--check`` always a full load and render
 (:func:`swarm.compiler.compile_loaded`) diffed against DIR
-(:func:`swarm.compiler.output.diff_output`). Exit 0 when written or up to date, 1 when
+(:func:`swarm.compiler.output.diff_output`). ``--check --index`` reads the spec and
+DIR from the git index instead, what ``git commit`` records
+(:func:`swarm.compiler.staged.check_index`): the pre-commit hook's check. Exit 0 when written or up to date, 1 when
 ``--check`` finds differences, 2 for an invalid spec (the dispatcher prints
 every issue). A progress line is drawn on stderr only when it is a terminal.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from swarm.cli import EXIT_DIFF, EXIT_OK
+from swarm.errors import InvalidRequestError
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +33,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", default="compiled", metavar="DIR", help="output directory (default: compiled/)")
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 listing files that differ from the spec's output"
+    )
+    parser.add_argument(
+        "--index",
+        action="store_true",
+        help="with --check: compare the spec and DIR as staged in git (what a commit records), "
+        "not the work tree; for pre-commit hooks",
     )
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
     parser.set_defaults(handler=run)
@@ -53,10 +63,35 @@ class _ProgressLine:
             self.stream.flush()
 
 
+def _run_index_check(args: argparse.Namespace) -> int:
+    from swarm.compiler.staged import check_index
+
+    result = check_index(args.spec or ["specs"], args.out)
+    where = Path(args.out) / result.swarm
+    if args.output == "json":
+        body = {"swarm": result.swarm, "index": True, "up_to_date": not result.differing, "differing": result.differing}
+        print(json.dumps(body, indent=2))
+    elif result.differing:
+        print(
+            f"{where} in the git index is not what the staged spec compiles to; run `swarm compile` "
+            f"and `git add {where}` (git commit -a does not add new files):",
+            file=sys.stderr,
+        )
+        for line in result.differing:
+            print(f"  {line}", file=sys.stderr)
+    else:
+        print(f"{where}: up to date in the index ({result.compiled} files)")
+    return EXIT_DIFF if result.differing else EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     from swarm.compiler import compile_loaded, compile_to, diff_output
     from swarm.spec.loader import load_spec_full
 
+    if args.index:
+        if not args.check:
+            raise InvalidRequestError("--index goes with --check (it compares, it never writes)")
+        return _run_index_check(args)
     progress = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     out_dir = Path(args.out)
     spec_paths = args.spec or "specs"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from swarm.errors import SpecError, SpecIssue
+from swarm.errors import Position, SpecError, SpecIssue
 from swarm.reconcile.status import Revision
 from swarm.spec.loader import is_spec_file_name
 
@@ -88,8 +88,13 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
             rel.append(p.resolve().relative_to(root).as_posix())
         except ValueError:
             raise SpecError([SpecIssue(None, "", f"spec path {str(p)!r} is not inside the repository {root}")]) from None
-    listing = _git(repo, "ls-tree", "-r", "-z", "--name-only", commit, "--", *rel)
-    entries = [n for n in listing.decode().split("\0") if n]
+    listing = _git(repo, "ls-tree", "-r", "-z", commit, "--", *rel)
+    modes: dict[str, str] = {}
+    for line in listing.decode().split("\0"):
+        if line:
+            meta, _, name = line.partition("\t")
+            modes[name] = meta.split(" ", 1)[0]
+    entries = list(modes)
     short = commit[:10]
     issues: list[SpecIssue] = []
     chosen: set[str] = set()
@@ -106,6 +111,13 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
         if not found:
             issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {path!r} in commit {short}"))
         chosen.update(found)
+    for name in sorted(chosen):
+        # A symlink is stored as a blob holding its target path, a submodule as a commit:
+        # refused like a symlink or non-regular file in the working tree (swarm.spec.loader).
+        if modes[name] in ("120000", "160000"):
+            what = "a symbolic link" if modes[name] == "120000" else "a submodule"
+            issues.append(SpecIssue(Position(name, 1, 1), "", f"refusing {what} in commit {short}: "
+                                    "a spec file must be a regular file"))
     if issues:
         raise SpecError(issues)
     names = sorted(chosen)

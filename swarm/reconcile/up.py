@@ -19,11 +19,33 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
 A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
 else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
 SIGTERM) stops the loop, then the agents, the registry and Redis, in that order.
+
+One ``up`` per state folder: ``.swarm/lock`` is held with ``flock`` for the
+life of the process (and of its redis-server, which inherits the lock, so a
+Redis still flushing its append-only file keeps it too); a second ``up`` in the
+same folder exits 2 naming the holder's pid and host (written in the lock file)
+instead of starting a second redis-server on the same append-only directory.
+
+Ports: the spec's ports are taken when free, and a port held only by
+connections in TIME_WAIT (left by the previous ``up`` after Ctrl-C) counts as
+free: the probe binds with ``SO_REUSEADDR``, as redis-server and uvicorn do.
+
+The Redis it starts refuses any single bulk string (one field of one entry, one
+argument) over :func:`redis_bulk_limit` (``--proto-max-bulk-len``): Redis has
+no per-user quota, so this bounds what one agent can write into its own outbox
+per entry, while still accepting the largest payload the spec allows.
+
+Children get ``SIGTERM`` when ``up`` dies, even by ``SIGKILL`` (Linux
+``PR_SET_PDEATHSIG``), so no redis-server, registry or agent outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -34,7 +56,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,6 +64,9 @@ import httpx
 from swarm.errors import PermanentError, SwarmError
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from swarm.spec.loader import LoadedSpec
 
 NO_REDIS = (
     "swarm up: no redis-server found on PATH.\n"
@@ -62,6 +87,95 @@ class UpOptions:
     compiled_dir: Path = Path("compiled")
 
 
+#: Below this no spec needs a smaller bulk limit (Redis' own minimum is 1 MiB): the
+#: reconciler's largest writes (the applied spec's files, acl.json, bus.json) fit.
+BULK_LIMIT_FLOOR = 16 * 1024 * 1024
+
+
+def redis_bulk_limit(max_payload_bytes: int) -> int:
+    """The ``--proto-max-bulk-len`` of the Redis ``swarm up`` starts.
+
+    At least :data:`BULK_LIMIT_FLOOR` (16 MiB), else twice the spec's
+    ``bus.max_payload_bytes`` plus 1 MiB (an entry's payload is one bulk string;
+    the margin covers escaping and the other fields), so the largest legal payload
+    is always accepted and one entry can never reach Redis' default of 512 MiB.
+    """
+    return max(BULK_LIMIT_FLOOR, 2 * max_payload_bytes + 1024 * 1024)
+
+
+class StateLocked(PermanentError):
+    """Another ``swarm up`` holds the state folder."""
+
+
+class StateLock:
+    """``flock`` on ``<state>/lock``, with the holder's pid, host and start time written in it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace")
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise PermanentError(f"swarm up: cannot lock {self.path}: {exc.strerror or exc}") from exc
+            info = dict(line.split("=", 1) for line in holder.splitlines() if "=" in line)
+            who = f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, since {info.get('started', '?')}"
+            if "redis_pid" in info:
+                who += f"; its redis-server is pid {info['redis_pid']}"
+            raise StateLocked(
+                f"swarm up: {self.path.parent} is in use by another swarm up ({who}).\n"
+                "  Stop that one first (Ctrl-C), or run this one in another folder."
+            ) from None
+        self.fd = fd
+        self.write(pid=str(os.getpid()), host=socket.gethostname(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def write(self, **fields: str) -> None:
+        """Record (more) facts about the holder, e.g. ``redis_pid`` once Redis runs."""
+        assert self.fd is not None
+        current = os.pread(self.fd, 4096, 0).decode(errors="replace")
+        info = dict(line.split("=", 1) for line in current.splitlines() if "=" in line)
+        info.update(fields)
+        data = "".join(f"{k}={v}\n" for k, v in info.items()).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # the lock goes with the last descriptor (Redis may still hold one)
+            self.fd = None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl``, looked up once in the parent (never in a freshly forked child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux; a no-op elsewhere)."""
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
 class _Child:
     name: str
@@ -76,10 +190,11 @@ class LocalStack:
     children: list[_Child] = field(default_factory=list)
 
     def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+              cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         log = open(log_path, "ab")
         try:
-            proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True,
+                                    preexec_fn=_die_with_parent, pass_fds=pass_fds)
         except OSError as exc:  # e.g. an agent's compiled folder is missing: say so, stop the rest
             log.close()
             raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
@@ -101,7 +216,13 @@ class LocalStack:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now.
+
+    ``SO_REUSEADDR`` as the servers themselves set it: connections in TIME_WAIT
+    (a server stopped a moment ago) do not hold the port, a listening socket does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -158,7 +279,8 @@ def registry_secret(state_dir: Path, env: dict[str, str]) -> str:
     return value
 
 
-def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None) -> str:
+def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, *, max_payload_bytes: int,
+                lock: StateLock | None = None) -> str:
     exe = shutil.which("redis-server")
     if exe is None:
         raise PermanentError(NO_REDIS)
@@ -168,21 +290,40 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None) 
     log = state_dir / "redis.log"
     proc = stack.spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
                                  "--appendonly", "yes", "--save", "", "--protected-mode", "no",
-                                 "--logfile", str(log.resolve())], log)
+                                 "--proto-max-bulk-len", str(redis_bulk_limit(max_payload_bytes)),
+                                 "--logfile", str(log.resolve())], log,
+                       pass_fds=(lock.fd,) if lock is not None and lock.fd is not None else ())
+    if lock is not None:
+        lock.write(redis_pid=str(proc.pid))
     _wait_port(port, proc, "redis-server", log)
     return f"redis://127.0.0.1:{port}/0"
 
 
 def run_up(options: UpOptions) -> int:
-    """Start everything, print the URLs, run the watch loop until Ctrl-C; the exit code."""
-    from swarm.bus.apply import agent_redis_url
-    from swarm.registry.auth import admin_token, agent_token
+    """Lock the state folder, start everything, print the URLs, run the watch loop until Ctrl-C; the exit code."""
     from swarm.spec.loader import load_spec_full
 
     loaded = load_spec_full(options.spec_paths)  # an invalid spec: the dispatcher prints it (exit 2)
-    spec = loaded.spec
     state = options.state_dir
     state.mkdir(parents=True, exist_ok=True)
+    lock = StateLock(state)
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(options, loaded, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> int:
+    from swarm.bus.apply import agent_redis_url
+    from swarm.registry.auth import admin_token, agent_token
+
+    spec = loaded.spec
+    state = options.state_dir
     env = dict(os.environ)
     secret = registry_secret(state, env)
     env["SWARM_REGISTRY_SECRET"] = secret
@@ -195,7 +336,8 @@ def run_up(options: UpOptions) -> int:
         if options.redis_url:
             redis_url = options.redis_url
         else:
-            redis_url = start_redis(stack, state, urlsplit(spec.swarm.bus.redis_url).port)
+            redis_url = start_redis(stack, state, urlsplit(spec.swarm.bus.redis_url).port,
+                                    max_payload_bytes=spec.swarm.bus.max_payload_bytes, lock=lock)
         reg_port = pick_port(urlsplit(spec.swarm.registry.url).port)
         registry_url = f"http://127.0.0.1:{reg_port}"
         reg_log = state / "registry.log"

@@ -1,4 +1,4 @@
-"""Semantic checks of a structurally valid spec (DESIGN §3). Pure: no I/O.
+"""Semantic checks of a structurally valid spec (duplicates, roles, topics, patterns, ports, intervals). Pure: no I/O.
 
 Who calls it: :func:`swarm.spec.loader.parse_spec_texts` after every document
 validated (or with the invalid ``kind: Agent`` documents left out), so that

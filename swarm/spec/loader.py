@@ -26,6 +26,18 @@ name both positions; files must be UTF-8 (BOM accepted) and at most
 :data:`MAX_FILE_BYTES`; nesting deeper than :data:`MAX_DEPTH` stops the file;
 only standard scalar tags; mapping keys are taken as written.
 
+Files (:func:`read_spec_files`): only regular files are read. A FIFO, socket or
+device named like a spec is refused without being opened (a FIFO would block the
+reader forever), and files are opened with ``O_NONBLOCK`` and checked again with
+``fstat``. A symbolic link found under a spec directory is refused whether it
+points inside the directory or out of it: a spec is what a reviewer reads in a
+diff, git stores a link as its target path only, and ``ln -s ../.env
+specs/env.yaml`` must not turn a secrets file into spec input. A file that is
+not a spec — no ``kind:`` or ``apiVersion:`` key at the start of any line, see
+:func:`looks_like_spec` — is reported as one issue naming the file and never
+quoted: spec errors are printed, returned by ``-o json`` and stored in the
+reconciler's status, which the registry serves.
+
 Document rules: every document is a mapping with ``kind: Swarm`` or ``kind:
 Agent`` and ``apiVersion: swarm/v1``; exactly one Swarm document; empty
 documents (a trailing ``---``) and comment-only files are ignored. Each document
@@ -45,9 +57,12 @@ absolute; a change to any byte (comments included) changes it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -74,6 +89,7 @@ __all__ = [
     "compute_digest",
     "is_spec_file_name",
     "load_spec",
+    "looks_like_spec",
     "load_spec_full",
     "parse_documents",
     "parse_spec_texts",
@@ -138,7 +154,8 @@ def compute_digest(files: Mapping[str, bytes]) -> str:
 def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
     where = f"document {doc.index + 1}"
     if not isinstance(doc.data, dict):
-        got = "a list" if isinstance(doc.data, list) else f"a scalar ({doc.data!r})"
+        # the value itself is not quoted: it may be a line of a file that is not a spec
+        got = "a list" if isinstance(doc.data, list) else f"a scalar ({type(doc.data).__name__})"
         issues.append(SpecIssue(doc.position(), "", f"{where} must be a mapping, got {got}"))
         return None
     kind = doc.data.get("kind")
@@ -170,18 +187,65 @@ def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
     return str(kind)
 
 
+#: A line that starts a spec document's ``kind:`` or ``apiVersion:`` key (block or flow
+#: style, possibly quoted, possibly after ``---`` or ``- ``).
+_SPEC_KEY = re.compile(r"""^(?:---)?[ \t\-{]*["']?(?:kind|apiVersion)["']?[ \t]*:""", re.MULTILINE)
+
+
+def looks_like_spec(text: str) -> bool:
+    """Whether a file's text has a ``kind:`` or ``apiVersion:`` key at the start of a line.
+
+    A file that does not is not a spec (a ``.env``, a key file, notes): problems in
+    it are reported without quoting any of its content, because spec errors are
+    printed, put in ``-o json`` output and stored in the reconciler's status,
+    which other people read.
+    """
+    return _SPEC_KEY.search(text) is not None
+
+
+def _not_a_spec_issue(file: str, reason: str, first: SpecIssue | None) -> SpecIssue:
+    where = first.position if first is not None and first.position is not None else Position(file, 1, 1)
+    return SpecIssue(
+        where,
+        "",
+        f"not a swarm spec: {reason} and it has no 'kind:' or 'apiVersion:' key, so its content is not "
+        "shown (a spec document starts with 'apiVersion: swarm/v1' and 'kind: Swarm' or 'kind: Agent'; "
+        "move other files out of the spec directory)",
+    )
+
+
 def parse_documents(files: Mapping[str, bytes]) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
-    """YAML stage only: documents of all files (sorted by path), issues, all-files-parsed flag."""
+    """YAML stage only: documents of all files (sorted by path), issues, all-files-parsed flag.
+
+    A file that does not :func:`look like a spec <looks_like_spec>` gives at most one
+    issue, which names the file and says why, and no documents; a comment-only or
+    empty file gives nothing.
+    """
     issues: list[SpecIssue] = []
     docs: list[ParsedDocument] = []
     complete = True
     for file in sorted(files):
-        text = decode_spec_bytes(file, files[file], issues)
+        raw = files[file]
+        file_issues: list[SpecIssue] = []
+        text = decode_spec_bytes(file, raw, file_issues)
         if text is None:
             complete = False
+            if len(raw) <= MAX_FILE_BYTES and not looks_like_spec(raw.decode("utf-8", "replace")):
+                file_issues = [_not_a_spec_issue(file, "it is not UTF-8 text", file_issues[0])]
+            issues.extend(file_issues)
             continue
-        file_docs, ok = parse_yaml_documents(file, text, issues)
+        file_docs, ok = parse_yaml_documents(file, text, file_issues)
+        if not looks_like_spec(text) and (file_docs or file_issues):
+            if ok:
+                reason = "it holds no Swarm or Agent document"
+            elif any("nesting deeper" in i.message for i in file_issues):
+                reason = f"it nests deeper than {MAX_DEPTH} levels"
+            else:
+                reason = "it is not valid YAML"
+            file_issues = [_not_a_spec_issue(file, reason, file_issues[0] if file_issues else None)]
+            file_docs, ok = [], False
         docs.extend(file_docs)
+        issues.extend(file_issues)
         complete = complete and ok
     return docs, issues, complete
 
@@ -318,41 +382,132 @@ def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
 
 
 def _display(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    try:  # the link itself is named, not its target: resolve the folder only
+        return (path.absolute().parent.resolve() / path.name).relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return path.as_posix()
 
 
-def _read_one(path: Path, out: dict[str, bytes], issues: list[SpecIssue]) -> None:
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for an error message."""
+    for test, word in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _refuse(display: str, why: str, issues: list[SpecIssue]) -> None:
+    issues.append(SpecIssue(Position(display, 1, 1), "", why))
+
+
+def _read_one(path: Path, out: dict[str, bytes], issues: list[SpecIssue], *, named: bool = False) -> None:
+    """Read one spec file without ever blocking and without following links out of the spec.
+
+    ``named``: the path was given by the user (it may itself be a symlink, which is
+    followed: the user chose it); a file found by walking a directory must be a
+    regular file, not a symlink. In both cases the file opened must be a regular
+    file: it is opened with ``O_NONBLOCK`` (a FIFO swapped in after the check
+    cannot block the open) and checked again with ``fstat`` before reading.
+    """
     display = _display(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            issues.append(
-                SpecIssue(
-                    Position(display, 1, 1),
-                    "",
-                    f"file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)",
-                )
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) and not named:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            _refuse(
+                display,
+                f"refusing a symbolic link (to {target}) inside a spec directory: a spec file must be "
+                "a regular file (the content reviewed in a diff is the content applied); "
+                "copy or move the file itself into the spec directory",
+                issues,
             )
             return
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        if named:
+            st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # refused before any open: a FIFO is never opened
+            _refuse(display, f"refusing {_file_kind(st.st_mode)}: a spec file must be a regular file", issues)
+            return
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        if not named:
+            flags |= getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # swapped after the check above
+                _refuse(display, f"refusing {_file_kind(st.st_mode)}: a spec file must be a regular file", issues)
+                return
+            if st.st_size > MAX_FILE_BYTES:
+                _refuse(
+                    display, f"file is {st.st_size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)", issues
+                )
+                return
+            chunks: list[bytes] = []
+            left = MAX_FILE_BYTES + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            data = b"".join(chunks)
+        finally:
+            os.close(fd)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link created after the lstat
+            _refuse(display, "refusing a symbolic link inside a spec directory", issues)
+            return
         issues.append(SpecIssue(None, "", f"cannot read {display}: {exc.strerror or exc}"))
         return
     out[display] = data
+
+
+def _walk(path: Path, issues: list[SpecIssue]) -> list[Path]:
+    """Spec files under directory ``path``; symlinked directories are refused, not followed."""
+    found: list[Path] = []
+    for root, dirs, names in os.walk(path):
+        keep = []
+        for d in sorted(dirs):
+            if d.startswith("."):
+                continue
+            if os.path.islink(os.path.join(root, d)):
+                target = os.readlink(os.path.join(root, d))
+                _refuse(
+                    _display(Path(root, d)),
+                    f"refusing a symbolic link to a directory (to {target}) inside a spec directory: "
+                    "it is not followed, and skipping it would silently drop its agents",
+                    issues,
+                )
+                continue
+            keep.append(d)
+        dirs[:] = keep
+        found.extend(Path(root, n) for n in names if is_spec_file_name(n))
+    return found
 
 
 def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> dict[str, bytes]:
     """Read spec files: each path is a file or a directory searched recursively.
 
     In a directory, files ending in ``.yaml``/``.yml`` (in any case: ``.YML`` too) are
-    read, hidden files and directories (``.name``) are skipped, symlinked directories
-    are not followed.
+    read and hidden files and directories (``.name``) are skipped. Every file read
+    must be a regular file: a FIFO, socket or device is refused (and never opened in
+    a way that could block), and so is a symbolic link found in a directory, whether
+    it points inside the directory or out of it (``ln -s ../.env specs/env.yaml``),
+    file or directory. One rule for the working tree and for a git commit (where a
+    link is stored as its target path, see :mod:`swarm.reconcile.gitsource`), and
+    what a reviewer reads in a diff is what is applied. A path named explicitly may
+    be a symlink (the user chose it); it must lead to a regular file or directory.
     Display paths are relative to the current directory when possible, POSIX form.
-    Raises :class:`SpecError` for missing paths, unreadable or oversized files.
+    Raises :class:`SpecError` for missing paths, refused, unreadable or oversized files.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -360,21 +515,21 @@ def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     issues: list[SpecIssue] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found: list[Path] = []
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(
-                    Path(root, n) for n in names if is_spec_file_name(n)
-                )
-            if not found:
+        try:
+            mode: int | None = os.stat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is None:
+            issues.append(SpecIssue(None, "", f"spec path {os.fspath(raw)!r} does not exist"))
+        elif stat.S_ISDIR(mode):
+            before = len(issues)
+            found = _walk(path, issues)
+            if not found and len(issues) == before:
                 issues.append(SpecIssue(None, "", f"no .yaml/.yml files in directory {_display(path)}"))
             for file in sorted(found):
                 _read_one(file, out, issues)
-        elif path.is_file():
-            _read_one(path, out, issues)
         else:
-            issues.append(SpecIssue(None, "", f"spec path {os.fspath(raw)!r} does not exist"))
+            _read_one(path, out, issues, named=True)
     if issues:
         raise SpecError(issues)
     return out

@@ -1,4 +1,5 @@
-"""Pydantic models of the swarm spec (DESIGN §3, a contract).
+"""Pydantic models of the swarm spec: a contract (users' spec files, the JSON Schema that
+``swarm schema`` derives from these models and the compiled output all depend on them).
 
 Pure: no I/O. The loader (``loader.py``) turns YAML files into these models and
 keeps a source map so that errors point at file:line:col; the semantic checks

@@ -58,7 +58,7 @@ class DocSource:
         return path
 
 
-_IDENT = re.compile(r"^[A-Za-z0-9_-]+$")
+_IDENT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def format_path(path: Iterable[Any]) -> str:
@@ -67,7 +67,7 @@ def format_path(path: Iterable[Any]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _IDENT.match(str(part)):
+        elif _IDENT.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             out += f"[{str(part)!r}]"

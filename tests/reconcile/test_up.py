@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+import pytest
+import redis
 
 from swarm.reconcile.status import parse_status
-from tests.support.services import RedisServer, python_cmd
+from swarm.reconcile.up import pick_port, port_free, redis_bulk_limit
+from tests.support.services import RedisServer, free_port, python_cmd
 
 REGISTERED = ("architect", "paper-researcher", "reviewer", "summarizer", "web-researcher")  # python, registry: true
 
@@ -162,3 +165,134 @@ def test_up_without_redis_server_says_what_to_do(spec_dir: Path, tmp_path: Path)
     assert "no redis-server found" in result.stderr and "--redis-url" in result.stderr
     assert "apt-get install redis-server" in result.stderr
     assert _processes_in(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- one up per folder, ports, limits
+
+
+def _own_ports(spec_dir: Path) -> tuple[int, int]:
+    """Point the spec's Redis and registry at free ports of this test (never the shared 6379)."""
+    redis_port, registry_port = free_port(), free_port()
+    swarm = spec_dir / "swarm.yaml"
+    text = swarm.read_text()
+    text = text.replace("redis://127.0.0.1:6379/0", f"redis://127.0.0.1:{redis_port}/0")
+    text = text.replace("http://127.0.0.1:8700", f"http://127.0.0.1:{registry_port}")
+    assert str(redis_port) in text and str(registry_port) in text
+    swarm.write_text(text)
+    return redis_port, registry_port
+
+
+def _redis_servers_in(folder: Path) -> list[str]:
+    return [p for p in _processes_in(folder) if "redis-server" in p]
+
+
+def _time_wait_on(port: int) -> None:
+    """Leave a connection in TIME_WAIT on ``port``: a real connection the server side closes first."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    server.close()
+    conn.close()  # the server closes first: its end (local port ``port``) goes to TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+
+
+def _plain_bind_fails(port: int) -> bool:
+    """What the old probe did: bind without SO_REUSEADDR."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def test_port_probe_treats_time_wait_as_free_and_a_listener_as_taken() -> None:
+    port = free_port()
+    _time_wait_on(port)
+    assert _plain_bind_fails(port), "no TIME_WAIT was made: the test proves nothing"
+    assert port_free(port) and pick_port(port) == port
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do; TIME_WAIT is still there
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not port_free(port) and pick_port(port) != port
+
+
+def test_bulk_limit_allows_the_largest_payload() -> None:
+    assert redis_bulk_limit(1024 * 1024) == 16 * 1024 * 1024  # the default max_payload_bytes
+    largest = 64 * 1024 * 1024  # the spec's upper bound for bus.max_payload_bytes
+    assert redis_bulk_limit(largest) > 2 * largest
+
+
+def test_second_up_is_refused_and_ports_come_back_after_ctrl_c(spec_dir: Path, tmp_path: Path) -> None:
+    """One up per folder (no second redis-server on the same AOF), its bulk limit, same ports next time."""
+    redis_port, registry_port = _own_ports(spec_dir)
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
+    first = Up(tmp_path, str(spec_dir), env=env)
+    try:
+        first.wait_until(lambda: "watching the spec" in first.text(), "the first up to start")
+        assert first.url("redis") == f"redis://127.0.0.1:{redis_port}/0"
+        assert first.url("registry") == f"http://127.0.0.1:{registry_port}"
+        lock = (tmp_path / ".swarm" / "lock").read_text()
+        assert f"pid={first.proc.pid}\n" in lock and "redis_pid=" in lock
+
+        second = subprocess.run(python_cmd("-m", "swarm", "up", str(spec_dir)), cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"in use by another swarm up (pid {first.proc.pid} on host {socket.gethostname()}" in second.stderr
+        assert len(_redis_servers_in(tmp_path)) == 1, _redis_servers_in(tmp_path)
+
+        # one entry cannot be bigger than the limit; the largest legal payload still goes in
+        client = redis.Redis(port=redis_port)
+        try:
+            limit = redis_bulk_limit(1024 * 1024)
+            assert client.config_get("proto-max-bulk-len") == {"proto-max-bulk-len": str(limit)}
+            assert client.xadd("probe", {"payload": b"x" * (1024 * 1024)})
+            with pytest.raises(redis.RedisError):
+                client.xadd("probe", {"payload": b"x" * (limit + 1)})
+            assert redis.Redis(port=redis_port).ping()  # Redis itself is unharmed
+        finally:
+            client.close()
+
+        held = socket.create_connection(("127.0.0.1", redis_port))  # Redis will close it: TIME_WAIT on its port
+        assert first.interrupt() == 0, first.text()
+        assert held.recv(1) == b""
+        held.close()
+    finally:
+        first.kill()
+    assert _plain_bind_fails(redis_port), "no TIME_WAIT on the Redis port: the test proves nothing"
+
+    again = Up(tmp_path, str(spec_dir), env=env)
+    try:
+        again.wait_until(lambda: "watching the spec" in again.text(), "the next up to start")
+        assert again.url("redis") == f"redis://127.0.0.1:{redis_port}/0"
+        assert again.url("registry") == f"http://127.0.0.1:{registry_port}"
+        assert again.interrupt() == 0, again.text()
+    finally:
+        again.kill()
+    assert _processes_in(tmp_path) == []
+
+
+def test_children_die_with_a_sigkilled_up(spec_dir: Path, tmp_path: Path) -> None:
+    _own_ports(spec_dir)
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
+    up = Up(tmp_path, str(spec_dir), env=env)
+    try:
+        up.wait_until(lambda: "watching the spec" in up.text(), "up to start")
+        assert len(_processes_in(tmp_path, besides=(up.proc.pid,))) >= 2  # redis-server and the registry
+    finally:
+        up.kill()  # SIGKILL: no handler runs, no stop()
+    deadline = time.monotonic() + 30
+    while _processes_in(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(tmp_path) == [], "children outlived a SIGKILLed swarm up"
+    again = Up(tmp_path, str(spec_dir), env=env)  # the lock went with them
+    try:
+        again.wait_until(lambda: "watching the spec" in again.text(), "the next up to start")
+        assert again.interrupt() == 0, again.text()
+    finally:
+        again.kill()

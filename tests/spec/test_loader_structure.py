@@ -253,3 +253,23 @@ def test_uppercase_extensions_are_read_not_skipped(tmp_path: Path, monkeypatch: 
     assert loaded.files == ("specs/Review.YML", "specs/swarm.YAML")
     assert loaded.spec.agents == load_spec_full([tmp_path / "specs" / "swarm.YAML", tmp_path / "specs" / "Review.YML"]).spec.agents
     assert is_spec_file_name("a.Yml") and not is_spec_file_name(".a.yaml") and not is_spec_file_name("a.yaml~")
+
+
+def test_a_trailing_newline_never_passes_as_an_id_or_name() -> None:
+    # "^...$" with re.match would accept "w1\n"; the models' patterns match the whole value
+    from swarm.errors import SpecError
+    from swarm.spec.loader import parse_spec_texts
+    from tests.spec.specdata import AGENT, SWARM
+
+    for swarm_text, agent_text in (
+        (SWARM.replace("name: demo", 'name: "demo\\n"'), AGENT),
+        (SWARM, AGENT.replace("id: w1", 'id: "w1\\n"')),
+        (SWARM, AGENT.replace("role: worker", 'role: "worker\\n"')),
+    ):
+        raw = {"specs/swarm.yaml": swarm_text.encode(), "specs/agents/w1.yaml": agent_text.encode()}
+        try:
+            parse_spec_texts(raw)
+        except SpecError as exc:
+            assert exc.issues
+        else:
+            raise AssertionError(f"accepted a name with a trailing newline: {swarm_text!r} {agent_text!r}")

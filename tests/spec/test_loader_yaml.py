@@ -78,7 +78,7 @@ def test_alias_is_refused_at_its_position() -> None:
 
 
 def test_alias_bomb_is_refused_quickly() -> None:
-    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines = ["kind: Agent", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 10):
         refs = ",".join([f"*a{i - 1}"] * 9)
         lines.append(f"a{i}: &a{i} [{refs}]")
@@ -141,9 +141,9 @@ def test_pathological_nesting_stops_early(opening: str) -> None:
     # both parsers are quadratic in the depth: 1 MiB of '[' would run for minutes
     count = 200_000 // len(opening)
     closing = "]" if opening == "[" else "}"
-    bomb = "x: " + opening * count + closing * count + "\n"
+    bomb = "kind: Agent\nx: " + opening * count + closing * count + "\n"
     issue = one(issues(swarm=SWARM, deep=bomb), "nesting deeper")
-    assert issue.position is not None and issue.position.line == 1
+    assert issue.position is not None and issue.position.line == 2
 
 
 def test_non_mapping_document() -> None:
