@@ -426,6 +426,11 @@ OUTBOX_REFUSALS: dict[str, tuple[dict[Any, Any], set[str]]] = {
     "bad-content-type": (_ok(content_type="text/html"), {"invalid_content_type"}),
     "message-id-with-space": (_ok(message_id="a b"), {"invalid_message_id"}),
     "message-id-too-long": (_ok(message_id="m" * 201), {"invalid_message_id"}),
+    "ten-thousand-fields": ({**_ok(), **{f"f{i}": "x" for i in range(10000)}}, {"unknown_field"}),
+    "topic-with-trailing-newline": ({"topic": TOPIC + "\n", "payload": "{}"}, {"undeclared_topic"}),
+    "topic-pattern": ({"topic": "results.*", "payload": "{}"}, {"undeclared_topic"}),
+    "message-id-with-newline": (_ok(message_id="m\n"), {"invalid_message_id"}),
+    "empty-message-id": (_ok(message_id=""), {"invalid_message_id"}),
     "topic-not-in-swarm": ({"topic": "results.nope", "payload": "{}"}, {"undeclared_topic"}),
     "topic-role-denies": ({"topic": ROLE_DENIED, "payload": "{}"}, {"acl_denied"}),
     "topic-role-allows-but-undeclared": ({"topic": UNDECLARED_BY_ATTACKER, "payload": "{}"}, {"acl_denied"}),
@@ -456,7 +461,9 @@ def test_a_well_formed_entry_of_the_attacker_is_routed_with_its_true_sender(lab:
     """The control case of the refusals above: the same client, one valid entry, delivered once."""
     with lab.victims_unharmed():
         sent = lab.send(ATTACKER, 2)
-        lab.assert_delivered_once(sent, sender=ATTACKER)
+        explicit = _text(lab.attacker.xadd(KEYS.outbox(ATTACKER), _ok(
+            sender=ATTACKER, content_type="application/json", message_id="own-name")))
+        lab.assert_delivered_once([*sent, (explicit, "own-name")], sender=ATTACKER)
 
 
 def test_maxlen_0_on_its_own_outbox_loses_only_the_attackers_entries(lab: Lab) -> None:
