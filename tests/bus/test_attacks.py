@@ -100,6 +100,7 @@ def agent_client(server: RedisServer, agent_id: str, swarm: str = SWARM, **kwarg
 
 def _text(value: Any) -> str:
     """Decode, failing the test if the router let invalid UTF-8 through to a reader."""
+    assert isinstance(value, bytes), value
     return value.decode("utf-8")
 
 
@@ -138,7 +139,8 @@ class Lab:
         deadline = time.monotonic() + DEADLINE
         while True:
             got: dict[str, dict[str, str]] = {}
-            for _, fields in self.client(agent_id).xrange(KEYS.receipts(agent_id)):
+            entries: Any = self.client(agent_id).xrange(KEYS.receipts(agent_id))
+            for _, fields in entries:
                 row = {_text(k): _text(v) for k, v in fields.items()}
                 if row.get("outbox_id") in wanted:
                     got[row["outbox_id"]] = row
@@ -203,7 +205,8 @@ class Lab:
         """The `refused` entry of one of the attacker's outbox entries (valid UTF-8, small)."""
         self.receipts(ATTACKER, [outbox_id])
         rows = []
-        for _, fields in self.admin.xrange(KEYS.refused):
+        entries: Any = self.admin.xrange(KEYS.refused)
+        for _, fields in entries:
             assert sum(len(k) + len(v) for k, v in fields.items()) < 16 * 1024, "a refused record must be cut"
             row = {_text(k): _text(v) for k, v in fields.items()}
             if row.get("outbox_id") == outbox_id:
@@ -398,7 +401,7 @@ def test_redis_refuses_the_attackers_command(lab_pool: LabPool, command: tuple[A
         # DEBUG is also off by configuration in Redis 7 (enable-debug-command no), which answers first
         refusal = ResponseError if command[0] == "DEBUG" else NoPermissionError
         with pytest.raises(refusal, match=r"(?i)no permissions|DEBUG command not allowed"):
-            lab.attacker.execute_command(*command)
+            lab.attacker.execute_command(*command)  # type: ignore[no-untyped-call]
         lab.attacker.ping()  # the attacker is still connected: refused, not disconnected
 
 
@@ -407,7 +410,7 @@ def test_redis_refuses_the_attackers_command(lab_pool: LabPool, command: tuple[A
 ROLE_DENIED = "tasks.research"  # declared in the swarm, the worker role may not publish it
 
 
-def _ok(**extra: Any) -> dict[str, Any]:
+def _ok(**extra: Any) -> dict[Any, Any]:
     return {"topic": TOPIC, "payload": json.dumps({"ok": True}), **extra}
 
 
@@ -470,7 +473,7 @@ def test_maxlen_0_on_its_own_outbox_loses_only_the_attackers_entries(lab: Lab) -
     with lab.victims_unharmed():
         mine = lab.send(ATTACKER, 5)
         lab.attacker.execute_command("XADD", KEYS.outbox(ATTACKER), "MAXLEN", "0", "*",
-                                     "topic", TOPIC, "payload", "{}", "message_id", "wiper")
+                                     "topic", TOPIC, "payload", "{}", "message_id", "wiper")  # type: ignore[no-untyped-call]
         assert lab.admin.xlen(KEYS.outbox(ATTACKER)) == 0  # Redis let it empty its own outbox
         later = lab.send(ATTACKER, 1)
         lab.assert_delivered_once(later, sender=ATTACKER)  # the attacker's outbox still works
