@@ -27,6 +27,7 @@ CORE_MODULES = [
     "swarm.compiler.render",
     "swarm.bus.dedup",
     "swarm.bus.breaker",
+    "swarm.bus.routing",
     "swarm.reconcile.plan",
     "swarm.reconcile.state",
     "swarm.reconcile.status",

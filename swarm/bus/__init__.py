@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from swarm.bus.breaker_store import BreakerStore
     from swarm.bus.bus import EventBus, Message, PublishResult
     from swarm.bus.prober import HealthProber
+    from swarm.bus.router import Router
 
 __all__ = [
     "ApplyReport",
@@ -31,6 +32,7 @@ __all__ = [
     "HealthProber",
     "Message",
     "PublishResult",
+    "Router",
     "apply_bus",
     "bus_password",
 ]
@@ -44,6 +46,7 @@ _WHERE = {
     "Message": "swarm.bus.bus",
     "PublishResult": "swarm.bus.bus",
     "HealthProber": "swarm.bus.prober",
+    "Router": "swarm.bus.router",
 }
 
 

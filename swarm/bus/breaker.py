@@ -1,4 +1,4 @@
-"""The circuit breaker of one agent as a pure state machine (DESIGN §6, §9).
+"""The circuit breaker of one agent as a pure state machine (shared by every process through Redis).
 
 Pure, no I/O, clock injected. The health prober feeds it (a failed health check
 counts, a success resets the count); the bus refuses an agent's publishes unless

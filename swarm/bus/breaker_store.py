@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.bus.breaker import BreakerPolicy, BreakerSnapshot, BreakerState
 from swarm.bus.scripts import load_script
-from swarm.errors import BusError, RedisUnavailableError
+from swarm.foreign import REDIS_ERRORS, redis_error
 from swarm.keys import SwarmKeys, as_text
 
 #: Watch events kept in the swarm's event stream (XADD MAXLEN ~).
@@ -73,10 +70,8 @@ class BreakerStore:
         ]
         try:
             raw = await self._script(keys=[self.keys.breaker(agent_id), self.keys.events], args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnavailableError(f"breaker of {agent_id!r}: Redis unreachable: {exc}") from exc
-        except RedisError as exc:
-            raise BusError(f"breaker of {agent_id!r}: Redis refused the breaker script: {exc}") from exc
+        except REDIS_ERRORS as exc:
+            raise redis_error(exc, f"breaker of {agent_id!r}") from exc
         return parse_reply(raw)
 
     async def read(self, agent_id: str) -> BreakerReply:

@@ -41,6 +41,7 @@ entry. Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -51,11 +52,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from swarm.backoff import Backoff
 from swarm.bus.dedup import window_ms
-from swarm.bus.routing import Accepted, Refused, check_entry
+from swarm.bus.routing import CONTENT_TYPE, Accepted, check_entry
 from swarm.bus.scripts import load_script
 from swarm.desired import BusPlan
 from swarm.errors import SwarmError, TransientError
@@ -119,7 +120,15 @@ def _head(raw: bytes | str | None) -> bytes:
 
 
 class Router:
-    """Routes every declared agent's outbox of one swarm; see the module docstring."""
+    """Routes every declared agent's outbox of one swarm; see the module docstring.
+
+    ``block_ms`` bounds both a read's wait and how long a stop takes; ``max_batch``
+    entries of one sender go in one script run; entries pending longer than
+    ``reclaim_idle_ms`` are taken over; ``backlog_alarm`` (default half of
+    ``outbox_max_len``) is the backlog that logs the alarm; ``dedup_window_seconds``
+    overrides every topic's window (tests, tooling); ``fault`` is a test hook
+    (:data:`FAULT_POINTS`).
+    """
 
     def __init__(
         self,
@@ -128,12 +137,13 @@ class Router:
         swarm: str,
         consumer: str | None = None,
         block_ms: int = 1000,
-        read_count: int = 100,
+        read_count: int = 500,
         max_batch: int = 100,
         reclaim_idle_ms: int = 5000,
         refresh_seconds: float = 2.0,
         housekeeping_seconds: float = 5.0,
         backlog_alarm: int | None = None,
+        dedup_window_seconds: float | None = None,
         fault: str | None = None,
     ) -> None:
         if fault is not None and fault not in FAULT_POINTS:
@@ -144,17 +154,18 @@ class Router:
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.block_ms = max(1, block_ms)
         self.read_count = max(1, read_count)
-        self.max_batch = max(1, max_batch)
+        self.max_batch = max(1, min(max_batch, 1000))  # the script unpacks a batch's ids in one call
         self.reclaim_idle_ms = max(1, reclaim_idle_ms)
         self.refresh_seconds = refresh_seconds
         self.housekeeping_seconds = housekeeping_seconds
         self._backlog_alarm = backlog_alarm
+        self._window_override = dedup_window_seconds  # tests and tooling: sub-second windows
         self._fault = fault
         self.plan: BusPlan | None = None
         self.stats = RouterStats()
         self._redis: aioredis.Redis | None = None
         self._reader: aioredis.Redis | None = None
-        self._script: Any = None
+        self._sha = ""
         self._version = b""
         self._senders: dict[str, _Sender] = {}
         self._by_outbox: dict[bytes, str] = {}
@@ -178,7 +189,7 @@ class Router:
         if self._redis is None:
             self._redis = self._client(5.0)
             self._reader = self._client(self.block_ms / 1000 + 10.0)
-            self._script = self._redis.register_script(load_script("route"))
+            self._sha = hashlib.sha1(load_script("route").encode()).hexdigest()
         if self.plan is None:
             await self._refresh(force=True)
         return self
@@ -246,7 +257,7 @@ class Router:
         self._topics = {
             name: _Topic(
                 tp.stream.encode(),
-                str(window_ms(tp.dedup_window_seconds)).encode(),
+                str(window_ms(self._window_override or tp.dedup_window_seconds)).encode(),
                 str(tp.max_len).encode(),
                 tuple(plan.agents[a].inbox.encode() for a in tp.subscribers if a in plan.agents),
             )
@@ -355,32 +366,44 @@ class Router:
             await pipe.execute()
 
     def _calls(self, agent: str, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[tuple[list[bytes], list[Any], int]]:
-        """The script calls (keys, args, item count) routing ``entries`` of ``agent``."""
+        """The script calls (keys, args, item count) routing ``entries`` of ``agent`` (see route.lua)."""
         assert self.plan is not None
         s = self._senders[agent]
         settings = self.plan.settings
         head_keys = [s.outbox, s.breaker, s.receipts, self._refused_key]
-        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len]
+        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len, CONTENT_TYPE]
         calls: list[tuple[list[bytes], list[Any], int]] = []
-        keys, args, items, size = list(head_keys), list(head_args), 0, 0
+        table: dict[str, int] = {}
+        topic_keys: list[bytes] = []
+        topic_args: list[Any] = []
+        marks: list[bytes] = []
+        items: list[Any] = []
+        count = size = 0
+
+        def flush() -> None:
+            calls.append((head_keys + topic_keys + marks, head_args + [len(table)] + topic_args + items, count))
+
         for oid, fields in entries:
             verdict = check_entry(self.plan, agent, oid, fields)
             if isinstance(verdict, Accepted):
-                t = self._topics[verdict.topic]
-                mark = self.keys.dedup(verdict.topic, agent, verdict.message_id).encode()
-                keys += [t.stream, mark, *t.inboxes]
-                args += [b"r", oid, verdict.message_id, verdict.topic, verdict.payload, verdict.content_type,
-                         t.window_ms, t.max_len, len(t.inboxes)]
+                index = table.get(verdict.topic)
+                if index is None:
+                    t = self._topics[verdict.topic]
+                    index = table[verdict.topic] = len(table) + 1
+                    topic_keys += [t.stream, *t.inboxes]
+                    topic_args += [verdict.topic, t.window_ms, t.max_len, len(t.inboxes)]
+                marks.append(self.keys.dedup(verdict.topic, agent, verdict.message_id).encode())
+                items += [b"r", oid, verdict.message_id, index, verdict.payload]
                 size += len(verdict.payload)
             else:
-                args += [b"x", oid, verdict.message_id, verdict.topic, verdict.reason, verdict.detail,
-                         verdict.size, verdict.preview]
-            items += 1
-            if items >= self.max_batch or size >= CHUNK_BYTES:
-                calls.append((keys, args, items))
-                keys, args, items, size = list(head_keys), list(head_args), 0, 0
-        if items:
-            calls.append((keys, args, items))
+                items += [b"x", oid, verdict.message_id, verdict.topic, verdict.reason, verdict.detail,
+                          verdict.size, verdict.preview]
+            count += 1
+            if count >= self.max_batch or size >= CHUNK_BYTES:
+                flush()
+                table, topic_keys, topic_args, marks, items, count, size = {}, [], [], [], [], 0, 0
+        if count:
+            flush()
         return calls
 
     async def route(self, entries: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> int:
@@ -392,10 +415,7 @@ class Router:
         self.stats.batches += 1
         if self._fault is not None and len(calls) >= 2:
             return await self._route_with_fault(calls)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, (keys, args, _) in calls:
-                await self._script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._run([call for _, call in calls])
         handled = 0
         for (agent, call), reply in zip(calls, replies):
             if isinstance(reply, Exception):
@@ -404,6 +424,27 @@ class Router:
                 reply = self._chunk_failed(agent, call, reply)
             handled += self._account(agent, reply)
         return handled
+
+    async def _run(self, calls: Sequence[tuple[list[bytes], list[Any], int]]) -> list[Any]:
+        """Run the route script once per call, pipelined; replies (or errors) in order.
+
+        EVALSHA by hand rather than redis-py's Script: its pipelines ask SCRIPT EXISTS
+        on every execute, one more round trip per batch. A Redis that forgot the script
+        (restart, SCRIPT FLUSH) answers NOSCRIPT without running anything: load and
+        re-run those calls."""
+        async def send(todo: Sequence[tuple[list[bytes], list[Any], int]]) -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args, _ in todo:
+                    pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                return list(await pipe.execute(raise_on_error=False))
+
+        replies = await send(calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.redis.script_load(load_script("route"))
+            for i, reply in zip(missing, await send([calls[i] for i in missing])):
+                replies[i] = reply
+        return replies
 
     def _chunk_failed(self, agent: str, call: tuple[list[bytes], list[Any], int], error: Exception) -> list[Any]:
         """A chunk the script refused as a whole (a wrong-typed key): log it; its entries stay
@@ -420,7 +461,10 @@ class Router:
         for i, (agent, (keys, args, _)) in enumerate(calls):
             if self._fault == "before-script" or (self._fault == "mid-batch" and i == 1):
                 os.kill(os.getpid(), signal.SIGKILL)
-            handled += self._account(agent, await self._script(keys=keys, args=args))
+            (reply,) = await self._run([(keys, args, 0)])
+            if isinstance(reply, Exception):
+                raise reply
+            handled += self._account(agent, reply)
         if self._fault == "after-script":
             os.kill(os.getpid(), signal.SIGKILL)
         return handled

@@ -30,6 +30,7 @@ Accepted(outbox_id='1-0', topic='tasks.a', message_id='planner:1-0', payload='{}
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Mapping, NoReturn
 
@@ -105,69 +106,89 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+_MESSAGE_ID = re.compile(r"\S{1,%d}" % MAX_MESSAGE_ID)
+_FIELD_BYTES = frozenset(f.encode() for f in FIELDS)
+_CONTENT_TYPE = CONTENT_TYPE.encode()
+
+
 def valid_message_id(message_id: str) -> bool:
-    return 0 < len(message_id) <= MAX_MESSAGE_ID and not any(c.isspace() for c in message_id)
+    """1-200 characters, none of them whitespace."""
+    return _MESSAGE_ID.fullmatch(message_id) is not None
 
 
 def check_entry(plan: BusPlan, sender: str, outbox_id: str, fields: Mapping[bytes, bytes]) -> Accepted | Refused:
     """The verdict on one outbox entry of ``sender`` (fields as raw bytes, as Redis holds them)."""
-    size = sum(len(k) + len(v) for k, v in fields.items())
-    payload_raw = fields.get(b"payload", b"")
-    topic_raw = fields.get(b"topic", b"")
-
-    def refuse(reason: str, detail: str, *, message_id: str = "") -> Refused:
-        return Refused(outbox_id, reason, detail, message_id=message_id,
-                       topic=escape(topic_raw, PREVIEW_BYTES), size=size, preview=escape(payload_raw))
-
-    names: list[str] = []
-    for name in fields:
-        try:
-            names.append(name.decode("utf-8"))
-        except UnicodeDecodeError:
-            return refuse("invalid_utf8", f"field name {escape(name, 40)!r} is not valid UTF-8")
-    unknown = sorted(n for n in names if n not in FIELDS)
-    if unknown:
-        return refuse("unknown_field", f"unknown fields {[escape(n.encode(), 40) for n in unknown[:5]]}")
-    if b"topic" not in fields or b"payload" not in fields:
-        return refuse("missing_field", "an outbox entry needs the fields topic and payload")
-    limit = plan.settings.max_payload_bytes
-    if len(payload_raw) > limit:
-        return refuse("too_large", f"payload is {len(payload_raw)} bytes, over the limit of {limit} bytes")
-    values: dict[str, str] = {}
-    for name, value in fields.items():
-        try:
-            values[name.decode()] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return refuse("invalid_utf8", f"the value of {name.decode()!r} is not valid UTF-8")
-    claimed = values.get("sender")
-    if claimed is not None and claimed != sender:
-        return refuse("sender_mismatch", f"entry claims sender {escape(claimed.encode(), 60)!r} in the outbox of {sender!r}")
-    content_type = values.get("content_type", CONTENT_TYPE)
-    if content_type != CONTENT_TYPE:
-        return refuse("invalid_content_type", f"content_type must be {CONTENT_TYPE}, not {escape(content_type.encode(), 60)!r}")
-    message_id = values.get("message_id")
-    if message_id is None:
-        message_id = f"{sender}:{outbox_id}"
-    elif not valid_message_id(message_id):
-        return refuse("invalid_message_id",
-                      f"message id {escape(message_id.encode(), 60)!r} must be 1-{MAX_MESSAGE_ID} characters "
-                      "without whitespace")
-    topic = values["topic"]
+    payload_raw = fields.get(b"payload")
+    topic_raw = fields.get(b"topic")
+    if (payload_raw is None or topic_raw is None or not _FIELD_BYTES.issuperset(fields)
+            or len(payload_raw) > plan.settings.max_payload_bytes):
+        return _refuse_shape(plan, sender, outbox_id, fields)
+    try:
+        payload = payload_raw.decode("utf-8")
+        topic = topic_raw.decode("utf-8")
+        raw_mid = fields.get(b"message_id")
+        message_id = f"{sender}:{outbox_id}" if raw_mid is None else raw_mid.decode("utf-8")
+        claimed = fields.get(b"sender")
+        claimed_text = None if claimed is None else claimed.decode("utf-8")
+        content_type = fields.get(b"content_type", _CONTENT_TYPE)
+        content_type.decode("utf-8")
+    except UnicodeDecodeError:
+        bad = next(n for n, v in fields.items() if not _is_utf8(v))
+        return _refused(outbox_id, "invalid_utf8", f"the value of {escape(bad, 40)!r} is not valid UTF-8", fields)
+    if claimed_text is not None and claimed_text != sender:
+        return _refused(outbox_id, "sender_mismatch",
+                        f"entry claims sender {escape(claimed, 60)!r} in the outbox of {sender!r}", fields)  # type: ignore[arg-type]
+    if content_type != _CONTENT_TYPE:
+        return _refused(outbox_id, "invalid_content_type",
+                        f"content_type must be {CONTENT_TYPE}, not {escape(content_type, 60)!r}", fields)
+    if raw_mid is not None and not valid_message_id(message_id):
+        return _refused(outbox_id, "invalid_message_id",
+                        f"message id {escape(raw_mid, 60)!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace",
+                        fields)
     rights = plan.agents.get(sender)
     if rights is None:
-        return refuse("undeclared_agent", f"agent {sender!r} is not declared in swarm {plan.swarm!r}",
-                      message_id=message_id)
+        return _refused(outbox_id, "undeclared_agent", f"agent {sender!r} is not declared in swarm {plan.swarm!r}",
+                        fields, message_id)
     if topic not in plan.topics:
-        return refuse("undeclared_topic", f"topic {escape(topic.encode(), 80)!r} is not declared in swarm {plan.swarm!r}",
-                      message_id=message_id)
+        return _refused(outbox_id, "undeclared_topic",
+                        f"topic {escape(topic_raw, 80)!r} is not declared in swarm {plan.swarm!r}", fields, message_id)
     if topic not in rights.publish:
-        return refuse("acl_denied", f"agent {sender!r} (role {rights.role!r}) may not publish to {topic!r}: "
-                      "not declared by the agent or not permitted by its role", message_id=message_id)
+        return _refused(outbox_id, "acl_denied", f"agent {sender!r} (role {rights.role!r}) may not publish to "
+                        f"{topic!r}: not declared by the agent or not permitted by its role", fields, message_id)
     try:
-        json.loads(values["payload"], parse_constant=_no_constant)
+        json.loads(payload, parse_constant=_no_constant)
     except ValueError as exc:
-        return refuse("invalid_json", f"payload is not valid JSON: {exc}", message_id=message_id)
-    return Accepted(outbox_id, topic, message_id, values["payload"], content_type)
+        return _refused(outbox_id, "invalid_json", f"payload is not valid JSON: {exc}", fields, message_id)
+    return Accepted(outbox_id, topic, message_id, payload, CONTENT_TYPE)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _refused(outbox_id: str, reason: str, detail: str, fields: Mapping[bytes, bytes], message_id: str = "") -> Refused:
+    return Refused(outbox_id, reason, detail, message_id=message_id, topic=escape(fields.get(b"topic", b"")),
+                   size=sum(len(k) + len(v) for k, v in fields.items()), preview=escape(fields.get(b"payload", b"")))
+
+
+def _refuse_shape(plan: BusPlan, sender: str, outbox_id: str, fields: Mapping[bytes, bytes]) -> Refused:
+    """Why an entry with missing, unknown or undecodable fields or a payload over the limit is refused."""
+    for name in fields:
+        if not _is_utf8(name):
+            return _refused(outbox_id, "invalid_utf8", f"field name {escape(name, 40)!r} is not valid UTF-8", fields)
+    unknown = sorted(n.decode() for n in fields if n not in _FIELD_BYTES)
+    if unknown:
+        return _refused(outbox_id, "unknown_field", f"unknown fields {[escape(n.encode(), 40) for n in unknown[:5]]}",
+                        fields)
+    payload = fields.get(b"payload")
+    if payload is None or b"topic" not in fields:
+        return _refused(outbox_id, "missing_field", "an outbox entry needs the fields topic and payload", fields)
+    limit = plan.settings.max_payload_bytes
+    return _refused(outbox_id, "too_large", f"payload is {len(payload)} bytes, over the limit of {limit} bytes", fields)
 
 
 def refusal_error(reason: str, detail: str) -> BusError:

@@ -1,24 +1,30 @@
-"""Dedup: the reference model with an injected clock, and the real publish script on a real
-redis-server with short windows, compared publish by publish."""
+"""Dedup: the reference model with an injected clock, and the real route script (run by the
+router on a real redis-server, with short windows), compared entry by entry."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm.bus.bus import EventBus
+from swarm.bus.apply import apply_bus
 from swarm.bus.dedup import DedupMark, DedupModel, Outcome, decide, window_ms
+from swarm.bus.router import Router
 from swarm.desired import DesiredState
+from swarm.keys import SwarmKeys
 from tests.bus.conftest import make_desired
 from tests.support.services import RedisServer
 
 IDS = st.sampled_from(["m1", "m2", "m3"])
 TOPICS = st.sampled_from(["tasks.research", "tasks.summarize"])
+SENDERS = st.sampled_from(["a", "b"])
+K = SwarmKeys("lab")
 
 
 def test_decide_is_px_semantics() -> None:
@@ -30,24 +36,24 @@ def test_decide_is_px_semantics() -> None:
 
 @given(
     window=st.integers(1, 50),
-    steps=st.lists(st.tuples(st.integers(0, 30), TOPICS, IDS), max_size=40),
+    steps=st.lists(st.tuples(st.integers(0, 30), TOPICS, SENDERS, IDS), max_size=40),
 )
-def test_model_against_first_principles(window: int, steps: list[tuple[int, str, str]]) -> None:
-    """A publish is a duplicate iff the last *accepted* publish of the same topic+id is
-    younger than the window; a duplicate returns that publish's entry id."""
+def test_model_against_first_principles(window: int, steps: list[tuple[int, str, str, str]]) -> None:
+    """A publish is a duplicate iff the last *accepted* publish of the same topic+sender+id
+    is younger than the window; a duplicate returns that publish's entry id."""
     model = DedupModel()
     now = 0
-    accepted: dict[tuple[str, str], tuple[int, str]] = {}
+    accepted: dict[tuple[str, str, str], tuple[int, str]] = {}
     count: dict[str, int] = {}
-    for gap, topic, mid in steps:
+    for gap, topic, sender, mid in steps:
         now += gap
-        entry, dup = model.publish(topic, mid, now_ms=now, window_ms=window)
-        last = accepted.get((topic, mid))
+        entry, dup = model.publish(topic, mid, now_ms=now, window_ms=window, sender=sender)
+        last = accepted.get((topic, sender, mid))
         if last is not None and now - last[0] < window:
             assert dup and entry == last[1]
         else:
             assert not dup
-            accepted[(topic, mid)] = (now, entry)
+            accepted[(topic, sender, mid)] = (now, entry)
             count[topic] = count.get(topic, 0) + 1
     for topic in ("tasks.research", "tasks.summarize"):
         assert model.entry_count(topic) == count.get(topic, 0)
@@ -71,14 +77,21 @@ async def _server_ms(redis: aioredis.Redis) -> int:
     return int(s) * 1000 + int(us) // 1000
 
 
+async def _route(router: Router, admin: aioredis.Redis, topic: str, mid: str, payload: Any = None) -> dict[str, str]:
+    """One raw XADD to the planner's outbox, routed; its receipt."""
+    await admin.xadd(K.outbox("planner"), {"topic": topic, "payload": json.dumps(payload or {"id": mid}), "message_id": mid})
+    while not await router.route_batch():
+        pass
+    (_, receipt), = await admin.xrevrange(K.receipts("planner"), count=1)
+    return receipt
+
+
 async def _run_against_redis(url: str, desired: DesiredState, steps: list[tuple[int, str, str]]) -> None:
     admin = aioredis.Redis.from_url(url, decode_responses=True)
     await admin.flushdb()
-    bus = EventBus(
-        redis_url=url, swarm="lab", agent_id="planner", role="planner",
-        plan=desired.bus, acl=desired.acl, dedup_window_seconds=WINDOW,
-    )
-    await bus.connect()
+    await apply_bus(admin, desired.bus, desired.acl)
+    router = Router(redis_url=url, swarm="lab", block_ms=10, dedup_window_seconds=WINDOW)
+    await router.connect()
     try:
         marks: dict[tuple[str, str], DedupMark] = {}
         accepted: dict[str, int] = {}
@@ -86,88 +99,84 @@ async def _run_against_redis(url: str, desired: DesiredState, steps: list[tuple[
             if sleep_ms:
                 await asyncio.sleep(sleep_ms / 1000)
             before = await _server_ms(admin)
-            result = await bus.publish(topic, {"id": mid}, message_id=mid)
+            receipt = await _route(router, admin, topic, mid)
             after = await _server_ms(admin)
+            duplicate = receipt["status"] == "duplicate"
+            assert receipt["status"] in ("routed", "duplicate")
             mark = marks.get((topic, mid))
             ambiguous = mark is not None and abs(mark.expires_at_ms - before) <= MARGIN_MS + (after - before)
             if not ambiguous:
                 expect_dup = mark is not None and decide(mark, before) is Outcome.DUPLICATE
-                assert result.duplicate == expect_dup, (topic, mid, mark, before)
-            if result.duplicate:
-                assert mark is not None and result.entry_id == mark.entry_id
+                assert duplicate == expect_dup, (topic, mid, mark, before)
+            if duplicate:
+                assert mark is not None and receipt["entry_id"] == mark.entry_id
             else:
-                marks[(topic, mid)] = DedupMark(result.entry_id, before + window_ms(WINDOW))
+                marks[(topic, mid)] = DedupMark(receipt["entry_id"], before + window_ms(WINDOW))
                 accepted[topic] = accepted.get(topic, 0) + 1
         for topic in ("tasks.research", "tasks.summarize"):
-            assert await admin.xlen(f"swarm:{{lab}}:topic:{topic}") == accepted.get(topic, 0)
+            assert await admin.xlen(K.topic(topic)) == accepted.get(topic, 0)
+            # every subscriber's inbox got exactly the accepted entries of its topics
+        assert await admin.xlen(K.inbox("worker-a")) == accepted.get("tasks.research", 0)
+        assert await admin.xlen(K.inbox("worker-b")) == sum(accepted.values())
     finally:
-        await bus.close()
+        await router.close()
         await admin.aclose()
 
 
 @settings(max_examples=10)
 @given(steps=st.lists(st.tuples(st.sampled_from([0, 0, 0, 90, 260]), TOPICS, IDS), min_size=1, max_size=8))
-def test_lua_script_matches_the_model(dedup_redis: RedisServer, steps: list[tuple[int, str, str]]) -> None:
+def test_route_script_matches_the_model(dedup_redis: RedisServer, steps: list[tuple[int, str, str]]) -> None:
     asyncio.run(_run_against_redis(dedup_redis.url, make_desired(), steps))
 
 
-async def test_duplicates_do_not_extend_the_window(dedup_redis: RedisServer, desired: DesiredState) -> None:
-    bus = EventBus(
-        redis_url=dedup_redis.url, swarm="lab", agent_id="planner", role="planner",
-        plan=desired.bus, acl=desired.acl, dedup_window_seconds=0.3,
-    )
-    await bus.connect()
-    try:
-        await bus.redis.flushdb()
-        start = time.monotonic()
-        first = await bus.publish("tasks.research", {"n": 1}, message_id="keep")
-        await asyncio.sleep(0.2)
-        dup = await bus.publish("tasks.research", {"n": 2}, message_id="keep")
-        assert dup.duplicate and dup.entry_id == first.entry_id
-        # Past the first window but inside a window restarted by the duplicate: accepted.
-        await asyncio.sleep(max(0.0, 0.36 - (time.monotonic() - start)))
-        again = await bus.publish("tasks.research", {"n": 3}, message_id="keep")
-        assert not again.duplicate and again.entry_id != first.entry_id
-        ttl = await bus.redis.pttl("swarm:{lab}:dedup:tasks.research:keep")
-        assert 0 < ttl <= 300
-    finally:
-        await bus.close()
+@pytest.fixture
+async def routed(redis_server: RedisServer, applied: aioredis.Redis) -> Any:
+    async with Router(redis_url=redis_server.url, swarm="lab", block_ms=10, dedup_window_seconds=0.3) as router:
+        yield router
 
 
-async def test_same_id_on_two_topics_and_two_subscribers_both_get_it(make_bus) -> None:  # type: ignore[no-untyped-def]
-    planner = await make_bus("planner")
-    a = await planner.publish("tasks.research", {"x": 1}, message_id="same")
-    b = await planner.publish("tasks.summarize", {"x": 1}, message_id="same")
-    assert not a.duplicate and not b.duplicate
-    for agent in ("worker-a", "worker-b"):  # two groups on tasks.research: the mark is per topic, not per consumer
-        bus = await make_bus(agent)
-        got = []
-        async for m in bus.subscribe(["tasks.research"]):
-            got.append(m.message_id)
-            await m.ack()
-            break
-        assert got == ["same"]
+async def test_duplicates_do_not_extend_the_window(routed: Router, admin: aioredis.Redis) -> None:
+    start = time.monotonic()
+    first = await _route(routed, admin, "tasks.research", "keep", {"n": 1})
+    await asyncio.sleep(0.2)
+    dup = await _route(routed, admin, "tasks.research", "keep", {"n": 2})
+    assert dup["status"] == "duplicate" and dup["entry_id"] == first["entry_id"]
+    # Past the first window but inside a window restarted by the duplicate: accepted.
+    await asyncio.sleep(max(0.0, 0.36 - (time.monotonic() - start)))
+    again = await _route(routed, admin, "tasks.research", "keep", {"n": 3})
+    assert again["status"] == "routed" and again["entry_id"] != first["entry_id"]
+    ttl = await admin.pttl(K.dedup("tasks.research", "planner", "keep"))
+    assert 0 < ttl <= 300
+    assert [json.loads(f["payload"])["n"] for _, f in await admin.xrange(K.inbox("worker-a"))] == [1, 3]
 
 
-async def test_a_failing_append_leaves_no_mark(make_bus, applied: aioredis.Redis) -> None:  # type: ignore[no-untyped-def]
-    """Lua has no rollback: the script appends before it marks, so an XADD error marks nothing."""
-    from swarm.errors import BusError
+async def test_same_id_on_two_topics_and_every_subscriber_gets_each(routed: Router, admin: aioredis.Redis) -> None:
+    a = await _route(routed, admin, "tasks.research", "same")
+    b = await _route(routed, admin, "tasks.summarize", "same")
+    assert a["status"] == b["status"] == "routed"
+    # the mark is per topic and sender, not per consumer: every subscriber gets its copy
+    for agent, topics in (("worker-a", ["tasks.research"]), ("worker-b", ["tasks.research", "tasks.summarize"]),
+                          ("watcher", ["tasks.research", "tasks.summarize"])):
+        got = [(f["topic"], f["message_id"]) for _, f in await admin.xrange(K.inbox(agent))]
+        assert got == [(t, "same") for t in topics]
 
-    planner = await make_bus("planner")
-    stream = "swarm:{lab}:topic:tasks.research"
-    await applied.delete(stream)
-    await applied.set(stream, "not a stream")
-    with pytest.raises(BusError, match="WRONGTYPE"):
-        await planner.publish("tasks.research", {"n": 1}, message_id="unlucky")
-    assert await applied.exists("swarm:{lab}:dedup:tasks.research:unlucky") == 0
-    await applied.delete(stream)
-    result = await planner.publish("tasks.research", {"n": 1}, message_id="unlucky")
-    assert not result.duplicate and await applied.xlen(stream) == 1
+
+async def test_a_failing_append_leaves_no_mark(routed: Router, admin: aioredis.Redis) -> None:
+    """Lua has no rollback: the script checks every key first, so a wrong-typed topic log marks nothing."""
+    stream = K.topic("tasks.research")
+    await admin.delete(stream)
+    await admin.set(stream, "not a stream")
+    refused = await _route(routed, admin, "tasks.research", "unlucky")
+    assert (refused["status"], refused["reason"]) == ("refused", "route_failed")
+    assert await admin.exists(K.dedup("tasks.research", "planner", "unlucky")) == 0
+    assert await admin.xlen(K.inbox("worker-a")) == 0
+    await admin.delete(stream)
+    result = await _route(routed, admin, "tasks.research", "unlucky")
+    assert result["status"] == "routed" and await admin.xlen(stream) == 1
 
 
 async def test_each_topic_uses_its_own_window_from_the_plan(redis_server: RedisServer) -> None:
     """The window is the topic's dedup_window_seconds when set, else the bus default (PX on Redis' clock)."""
-    from swarm.bus.apply import apply_bus
     from tests.bus.conftest import SWARM_DOC
 
     doc = {**SWARM_DOC, "topics": [{**t, "dedup_window_seconds": 900} if t["name"] == "tasks.summarize" else t
@@ -176,10 +185,11 @@ async def test_each_topic_uses_its_own_window_from_the_plan(redis_server: RedisS
     admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         await apply_bus(admin, desired.bus, desired.acl)
-        async with EventBus(redis_url=redis_server.url, swarm="lab", agent_id="planner") as bus:
-            await bus.publish_many([("tasks.research", {}, "w"), ("tasks.summarize", {}, "w")])
-        default_ttl = await admin.pttl("swarm:{lab}:dedup:tasks.research:w")
-        topic_ttl = await admin.pttl("swarm:{lab}:dedup:tasks.summarize:w")
+        async with Router(redis_url=redis_server.url, swarm="lab", block_ms=10) as router:
+            await _route(router, admin, "tasks.research", "w")
+            await _route(router, admin, "tasks.summarize", "w")
+        default_ttl = await admin.pttl(K.dedup("tasks.research", "planner", "w"))
+        topic_ttl = await admin.pttl(K.dedup("tasks.summarize", "planner", "w"))
         assert 59_000 < default_ttl <= 60_000 and 899_000 < topic_ttl <= 900_000
     finally:
         await admin.aclose()

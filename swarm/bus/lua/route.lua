@@ -3,23 +3,30 @@
 -- The shebang makes Redis refuse the whole script when over maxmemory, before any write:
 -- scripts have no rollback, so a write failing half-way must not happen.
 -- KEYS[1] outbox  KEYS[2] breaker hash of the sender  KEYS[3] receipts of the sender  KEYS[4] refused
---   then for each routed item: topic stream, dedup mark, one key per subscriber inbox
+--   then for each topic of the table: its log stream and one key per subscriber inbox,
+--   then one dedup mark per routed item, in item order
 -- ARGV[1] sender  ARGV[2] router group  ARGV[3] receipts_max_len  ARGV[4] refused_max_len
+--   ARGV[5] content_type  ARGV[6] number of topics T, then per topic: name, window_ms, max_len, n_inboxes
 --   then the items, each starting with kind, outbox_id, message_id:
---   'r' route:  topic, payload, content_type, window_ms, max_len, n_inboxes       (9 arguments)
---   'x' refuse: topic, reason, detail, size, preview                              (8 arguments)
+--   'r' route:  topic index (1-based, in the table), payload                     (5 arguments)
+--   'x' refuse: topic, reason, detail, size, preview                             (8 arguments)
+-- A topic's settings and keys come once per run, not once per entry: half the arguments.
 -- Returns {status, value} per item, flattened: routed/entry id, duplicate/original entry id,
 -- refused/reason, or gone/'' when the entry was no longer pending (another router replica
 -- routed it after reclaiming it): XACK is the fence, so no entry is routed twice.
 local outbox, breaker, receipts, refused = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local sender, group, receipts_max, refused_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local sender, group, receipts_max, refused_max, ct = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-local function kind_of(key)
-  return redis.call('TYPE', key)['ok']
-end
+-- Each distinct key is type-checked once per run (a batch repeats the same topic and inboxes).
+local checked = {}
 local function stream_ok(key)
-  local t = kind_of(key)
-  return t == 'stream' or t == 'none'
+  local ok = checked[key]
+  if ok == nil then
+    local t = redis.call('TYPE', key)['ok']
+    ok = t == 'stream' or t == 'none'
+    checked[key] = ok
+  end
+  return ok
 end
 if not stream_ok(receipts) or not stream_ok(refused) or not stream_ok(outbox) then
   return redis.error_reply('WRONGTYPE receipts, refused or outbox key of ' .. sender .. ' is not a stream')
@@ -56,20 +63,29 @@ local function refuse(oid, mid, topic, reason, detail, size, preview, payload)
   receipt(oid, mid, 'refused', '', reason)
 end
 
+local topics = {}
+local k, a = 5, 7
+for t = 1, tonumber(ARGV[6]) do
+  local n = tonumber(ARGV[a + 3])
+  topics[t] = {name = ARGV[a], window = ARGV[a + 1], max_len = ARGV[a + 2], stream = KEYS[k], first = k + 1, n = n}
+  k = k + 1 + n
+  a = a + 4
+end
+
 local out = {}
-local k, a = 5, 5
+local routed_ids = {}  -- XDELed in one call at the end
 while a <= #ARGV do
   local kind, oid, mid = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if kind == 'r' then
-    local topic, payload, ct, window, max_len = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-    local n = tonumber(ARGV[a + 8])
-    local tkey, mark, first = KEYS[k], KEYS[k + 1], k + 2
-    a = a + 9
-    k = k + 2 + n
+    local tp, payload = topics[tonumber(ARGV[a + 3])], ARGV[a + 4]
+    local topic, tkey, first, n = tp.name, tp.stream, tp.first, tp.n
+    local mark = KEYS[k]
+    a = a + 5
+    k = k + 1
     if redis.call('XACK', outbox, group, oid) == 0 then
       out[#out + 1] = 'gone'; out[#out + 1] = ''
     else
-      redis.call('XDEL', outbox, oid)
+      routed_ids[#routed_ids + 1] = oid
       local size = tostring(#payload)
       if breaker_reason then
         refuse(oid, mid, topic, breaker_reason, 'the circuit breaker of ' .. sender .. ' is not closed', size,
@@ -80,26 +96,25 @@ while a <= #ARGV do
         -- topic/inbox that is not a stream, refuses the entry instead of half-routing it.
         local bad = nil
         if not stream_ok(tkey) then bad = tkey end
-        local mt = kind_of(mark)
-        if mt ~= 'string' and mt ~= 'none' then bad = mark end
         for i = first, first + n - 1 do
           if not stream_ok(KEYS[i]) then bad = KEYS[i] end
         end
+        -- A live mark is a duplicate: the original entry id, and the window is left alone.
+        local original = redis.pcall('GET', mark)
+        if type(original) == 'table' and original.err then bad = mark end
         if bad then
           refuse(oid, mid, topic, 'route_failed', bad .. ' is of the wrong type', size, '', payload)
           out[#out + 1] = 'refused'; out[#out + 1] = 'route_failed'
         else
-          -- A live mark is a duplicate: the original entry id, and the window is left alone.
-          local original = redis.call('GET', mark)
           if original then
             receipt(oid, mid, 'duplicate', original, nil)
             out[#out + 1] = 'duplicate'; out[#out + 1] = original
           else
-            local id = redis.call('XADD', tkey, 'MAXLEN', '~', max_len, '*', 'message_id', mid, 'sender', sender,
+            local id = redis.call('XADD', tkey, 'MAXLEN', '~', tp.max_len, '*', 'message_id', mid, 'sender', sender,
               'payload', payload, 'content_type', ct)
-            redis.call('SET', mark, id, 'NX', 'PX', window)
+            redis.call('SET', mark, id, 'NX', 'PX', tp.window)
             for i = first, first + n - 1 do
-              redis.call('XADD', KEYS[i], 'MAXLEN', '~', max_len, '*', 'topic', topic, 'message_id', mid,
+              redis.call('XADD', KEYS[i], 'MAXLEN', '~', tp.max_len, '*', 'topic', topic, 'message_id', mid,
                 'sender', sender, 'payload', payload, 'content_type', ct, 'topic_entry_id', id)
             end
             receipt(oid, mid, 'routed', id, nil)
@@ -114,12 +129,15 @@ while a <= #ARGV do
     if redis.call('XACK', outbox, group, oid) == 0 then
       out[#out + 1] = 'gone'; out[#out + 1] = ''
     else
-      redis.call('XDEL', outbox, oid)
+      routed_ids[#routed_ids + 1] = oid
       refuse(oid, mid, topic, reason, detail, size, preview, nil)
       out[#out + 1] = 'refused'; out[#out + 1] = reason
     end
   else
     return redis.error_reply('ERR route.lua: unknown item kind ' .. tostring(kind))
   end
+end
+if #routed_ids > 0 then
+  redis.call('XDEL', outbox, unpack(routed_ids))
 end
 return out
