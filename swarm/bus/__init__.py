@@ -1,11 +1,13 @@
-"""The event bus on Redis Streams: publish with dedup, ACL and breaker checks; subscribe
-with consumer groups, redelivery and dead letters; the shared circuit breaker.
+"""The event bus on Redis Streams, mediated: each agent writes its own outbox and reads its
+own inbox (:class:`EventBus`); the trusted router checks, dedups and delivers; the shared
+circuit breaker.
 
-Generated agents use it like this::
+Generated agents use it like this (REDIS_URL carries the agent's own Redis user)::
 
     from swarm.bus import EventBus
-    async with EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID, role=ROLE) as bus:
-        async for message in bus.subscribe(["tasks.research"]):
+    async with EventBus(redis_url=REDIS_URL, swarm=SWARM, agent_id=AGENT_ID) as bus:
+        await bus.publish("results.research", {"done": 1})  # one XADD to the agent's outbox
+        async for message in bus.subscribe():               # the agent's inbox
             ...
             await message.ack()
 

@@ -78,6 +78,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
 from swarm.backoff import Backoff
+from swarm.bus.routing import REASONS
+from swarm.bus.routing import refusal_error as route_refusal
 from swarm.desired import AclDocument, AgentRights, BusPlan, TopicPlan
 from swarm.errors import (
     AclDeniedError,
@@ -107,6 +109,8 @@ _BREAKER_FIELDS = ("state", "opened_at_ms", "cooldown_ms")
 _INBOX_FIELDS = ("topic", "message_id", "sender", "payload")
 
 PublishStatus = Literal["accepted", "routed", "duplicate"]
+#: Compact strict JSON, made once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _head(raw: str | bytes) -> bytes:
@@ -200,20 +204,15 @@ def parse_inbox_entry(fields: Mapping[Any, Any]) -> tuple[dict[str, str], Any] |
 
 
 def refusal_error(agent_id: str, topic: str, receipt: Mapping[str, str]) -> BusError:
-    """The BusError of a ``refused`` receipt, chosen by its reason code (``acl_denied``,
-    ``breaker_open`` ...: the router's stable codes)."""
-    reason = receipt.get("reason", "") or "no reason given"
+    """The BusError of a ``refused`` receipt: the class is chosen from the router's reason code
+    by :func:`swarm.bus.routing.refusal_error` (one mapping for every runtime)."""
+    reason = receipt.get("reason", "") or "unknown"
+    meaning = REASONS.get(reason, "no explanation known for this reason")
     text = (f"the router refused {agent_id!r}'s message {_printable(receipt.get('message_id', ''))!r} to {topic!r} "
-            f"(outbox entry {receipt.get('outbox_id', '')}): {reason}")
+            f"(outbox entry {receipt.get('outbox_id', '')}): {reason}: {meaning}")
     if reason.startswith("breaker_"):
-        return BreakerOpenError(text + "; its circuit breaker is not closed "
-                                f"(`swarm bus breaker {agent_id}` shows it)")
-    error = {
-        "undeclared_topic": UndeclaredTopicError,
-        "acl_denied": AclDeniedError,
-        "too_large": PayloadTooLargeError,
-    }.get(reason, BusError)
-    return error(text)
+        text += f" (`swarm bus breaker {agent_id}` shows it)"
+    return route_refusal(reason, text)
 
 
 class EventBus:
@@ -508,7 +507,7 @@ class EventBus:
             self.check_topic(topic, "publish")
             name = self._publishable[topic] = topic.encode()
         try:
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            body = _ENCODER.encode(payload).encode()
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
             raise InvalidRequestError(f"payload for {topic!r} is not JSON-serialisable as UTF-8: {exc}") from exc
         if len(body) > self._max_payload:
@@ -622,8 +621,9 @@ class EventBus:
                 raise refusal_error(self.agent_id, topic, receipt)
             if status not in ("routed", "duplicate"):
                 raise BusError(f"the router answered {status!r} for outbox entry {a.outbox_id}: {receipt}")
+            verdict: PublishStatus = "routed" if status == "routed" else "duplicate"
             mid = receipt.get("message_id") or a.message_id
-            results.append(PublishResult(receipt.get("entry_id", ""), mid, status, a.outbox_id))  # type: ignore[arg-type]
+            results.append(PublishResult(receipt.get("entry_id", ""), mid, verdict, a.outbox_id))
         return results
 
     async def wait_for_receipts(self, outbox_ids: Sequence[str], *, after: str, timeout: float) -> dict[str, dict[str, str]]:

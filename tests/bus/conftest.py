@@ -34,7 +34,6 @@ SWARM_DOC: dict[str, Any] = {
         {"name": "tasks.research", "max_len": 1000},
         {"name": "tasks.summarize", "max_len": 1000},
         {"name": "tasks.admin.reset", "max_len": 100},
-        {"name": "tasks.review", "max_len": 100},  # the planner role may publish it; no agent declares it
         {"name": "results.research", "max_len": 1000},
         {"name": "results.summary", "max_len": 1000},
     ],

@@ -82,9 +82,11 @@ async def test_refusals_are_distinct_say_why_and_send_nothing(make_bus: BusFacto
         await planner.publish("tasks.admin.reset", {})
     with pytest.raises(AclDeniedError, match="default deny"):
         await planner.publish("results.research", {})
-    # the role allows tasks.> but the agent declares only two of them: least privilege
+    # the worker role allows results.* but worker-a declares only results.research: least privilege
+    worker = await make_bus("worker-a")
     with pytest.raises(AclDeniedError, match=r"does not declare it in its publishes.*role alone would allow it"):
-        await planner.publish("tasks.review", {})
+        await worker.publish("results.summary", {})
+    assert await applied.xlen("swarm:{lab}:outbox:worker-a") == 0
     with pytest.raises(PayloadTooLargeError, match="4096"):
         await planner.publish("tasks.research", {"x": "y" * 5000})
     with pytest.raises(PayloadTooLargeError):  # bytes, not characters: 1500 x 3 bytes
@@ -106,7 +108,7 @@ async def test_refusals_are_distinct_say_why_and_send_nothing(make_bus: BusFacto
             async for _ in planner.subscribe(bad_topics):  # type: ignore[arg-type]
                 pass
     with pytest.raises(AclDeniedError):  # every item is checked before anything is sent
-        await planner.publish_many([("tasks.research", {}), ("tasks.review", {})])
+        await planner.publish_many([("tasks.research", {}), ("tasks.admin.reset", {})])
     assert await applied.xlen(OUTBOX) == 0
     assert planner.can_publish("planner", "tasks.research") and not planner.can_subscribe("planner", "tasks.research")
     assert planner.decide("publish", "tasks.admin.reset").rule == "deny.publish: tasks.admin.>"

@@ -1,8 +1,10 @@
-"""End to end: two generated agents under uvicorn, a real registry (with its health prober)
-and a real redis-server with the bus applied, each agent connecting as its own Redis ACL user.
+"""End to end: two generated agents under uvicorn, a real registry (with its health prober),
+a real router process (`swarm bus route`) and a real redis-server with the bus applied,
+each agent connecting as its own Redis ACL user (outbox and inbox only).
 
-The sender's handler publishes a task and then retries it with the same message id; the
-receiver's handler must see exactly one copy. Meanwhile the registry probes both agents'
+The sender's handler publishes a task and then retries it with the same message id,
+waiting for the router's receipts: the first is routed, the retry a duplicate of it, and
+the receiver's handler sees exactly one copy. Meanwhile the registry probes both agents'
 health_url: healthy agents keep closed breakers, so the sender may publish at all; when
 the receiver dies, its breaker opens and the registry lists it as critical.
 """
@@ -24,6 +26,7 @@ from swarm.compiler import compile_loaded, write_output
 from swarm.desired import AclDocument, BusPlan, RegistryCatalog
 from swarm.spec.loader import load_spec_full
 from tests.registry.conftest import SSEReader, registry_factory  # noqa: F401  (fixture)
+from tests.support.router import RouterFactory
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,14 +37,14 @@ import json, os
 
 async def send_twice(message, publish):
     task_id = "task-%s" % message.payload["n"]
-    first = await publish("tasks.work", {"n": message.payload["n"]}, message_id=task_id)
-    retry = await publish("tasks.work", {"n": message.payload["n"]}, message_id=task_id)  # a retry
+    first = await publish("tasks.work", {"n": message.payload["n"]}, message_id=task_id, wait=True)
+    retry = await publish("tasks.work", {"n": message.payload["n"]}, message_id=task_id, wait=True)  # a retry
     with open(os.environ["SENT_LOG"], "a") as fh:
         fh.write(json.dumps([first.entry_id, first.duplicate, retry.entry_id, retry.duplicate]) + "\\n")
 
 def record(message, publish):
     with open(os.environ["RECEIVED_LOG"], "a") as fh:
-        fh.write(json.dumps({"message_id": message.message_id, "entry_id": message.entry_id,
+        fh.write(json.dumps({"message_id": message.message_id, "entry_id": message.topic_entry_id,
                              "sender": message.sender, "payload": message.payload}) + "\\n")
 '''
 
@@ -84,7 +87,8 @@ def lines(path: Path) -> list[Any]:
 
 
 async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
-    tmp_path: Path, redis_server: RedisServer, registry_factory: Callable[..., Any]  # noqa: F811
+    tmp_path: Path, redis_server: RedisServer, registry_factory: Callable[..., Any],  # noqa: F811
+    router_factory: RouterFactory,
 ) -> None:
     sender_port, receiver_port = free_port(), free_port()
     spec_dir = tmp_path / "spec"
@@ -101,7 +105,8 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
     admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     report = await apply_bus(admin, BusPlan.model_validate_json(files["duo/bus.json"]),
                              AclDocument.model_validate_json(files["duo/acl.json"]), secret=SECRET)
-    assert report.created_users == ["swarm-duo-kicker", "swarm-duo-receiver", "swarm-duo-sender"]
+    assert report.created_users == ["swarm.duo.kicker", "swarm.duo.receiver", "swarm.duo.sender"]
+    router_factory(redis_url=redis_server.url, swarm="duo")
 
     agents = []
     try:
@@ -125,7 +130,7 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
             wait_until(lambda: httpx.get(agent.url + "/health/ready", timeout=5).status_code == 200)
 
         async with EventBus(redis_url=redis_server.url, swarm="duo", agent_id="kicker") as kicker:
-            await kicker.publish("kick.start", {"n": 7})
+            assert (await kicker.publish("kick.start", {"n": 7}, wait=True)).status == "routed"
 
         sent = wait_until(lambda: lines(sent_log))
         received = wait_until(lambda: lines(received_log))
@@ -136,6 +141,9 @@ async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
         received = lines(received_log)
         assert received == [{"message_id": "task-7", "entry_id": first_id, "sender": "sender", "payload": {"n": 7}}]
         assert await admin.xlen("swarm:{duo}:topic:tasks.work") == 1
+        assert await admin.xlen("swarm:{duo}:inbox:receiver") == 1
+        receipts = [f["status"] for _, f in await admin.xrange("swarm:{duo}:receipts:sender")]
+        assert receipts == ["routed", "duplicate"]
 
         # The registry's prober checked both live agents and left their breakers closed.
         for agent_id in ("sender", "receiver"):

@@ -93,24 +93,27 @@ async def test_a_receiver_gets_one_copy_of_retries_published_without_waiting(
 async def test_a_topic_the_role_allows_but_the_agent_did_not_declare_is_refused_twice(
     redis_server: RedisServer, make_bus: BusFactory, applied: aioredis.Redis, router: Any
 ) -> None:
-    """In process (AclDeniedError) and, for a raw XADD with the agent's own Redis user that
-    skips the client, by the router: refused receipt, refused stream, nothing delivered."""
-    planner = await make_bus("planner")
+    """worker-a's role (worker) allows results.*, worker-a declares only results.research.
+    In process: AclDeniedError. A raw XADD with the agent's own Redis user that skips the
+    client: refused by the router (receipt, refused stream), nothing delivered."""
+    worker = await make_bus("worker-a")
     with pytest.raises(AclDeniedError, match="does not declare it"):
-        await planner.publish("tasks.review", {"sneaky": True})
-    raw = aioredis.Redis.from_url(agent_redis_url(redis_server.url, "lab", "planner", SECRET))
+        await worker.publish("results.summary", {"sneaky": True})
+    raw = aioredis.Redis.from_url(agent_redis_url(redis_server.url, "lab", "worker-a", SECRET))
     try:
-        last = await raw.xrevrange("swarm:{lab}:receipts:planner", count=1)
-        oid = (await raw.xadd("swarm:{lab}:outbox:planner", {"topic": "tasks.review", "payload": "{}"})).decode()
-        receipts = await planner.wait_for_receipts([oid], after=last[0][0].decode() if last else "0-0", timeout=10)
+        last = await raw.xrevrange("swarm:{lab}:receipts:worker-a", count=1)
+        oid = (await raw.xadd("swarm:{lab}:outbox:worker-a", {"topic": "results.summary", "payload": "{}"})).decode()
+        receipts = await worker.wait_for_receipts([oid], after=last[0][0].decode() if last else "0-0", timeout=10)
     finally:
         await raw.aclose()
     assert receipts[oid]["status"] == "refused" and receipts[oid]["reason"] == "acl_denied"
     refused = await applied.xrange("swarm:{lab}:refused")
-    assert [(f["sender"], f["outbox_id"], f["reason"]) for _, f in refused] == [("planner", oid, "acl_denied")]
-    assert await applied.xlen("swarm:{lab}:topic:tasks.review") == 0
-    for agent in ("worker-a", "worker-b", "watcher"):
+    assert [(f["sender"], f["outbox_id"], f["reason"]) for _, f in refused] == [("worker-a", oid, "acl_denied")]
+    assert await applied.xlen("swarm:{lab}:topic:results.summary") == 0
+    for agent in ("planner", "watcher"):  # the topic's subscribers
         assert await applied.xlen(f"swarm:{{lab}}:inbox:{agent}") == 0
+    # the same agent's declared topic still goes through
+    assert (await worker.publish("results.research", {"fine": True}, wait=True)).status == "routed"
 
 
 async def test_a_router_refusal_is_raised_as_the_matching_error(
