@@ -28,6 +28,8 @@ import asyncio
 import copy
 import hashlib
 import json
+import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -46,9 +48,11 @@ from swarm.desired import DesiredState, desired_from_spec
 from swarm.keys import SwarmKeys
 from swarm.spec.models import Spec, SwarmDocument
 from tests.bus.conftest import SECRET, SWARM_DOC
+from tests.reconcile.test_up import Up
 from tests.support.router import RouterProcess
 from tests.support.services import RedisServer
 
+REPO = Path(__file__).resolve().parents[2]
 SWARM = "lab"
 KEYS = SwarmKeys(SWARM)
 ATTACKER = "worker-a"
@@ -644,4 +648,29 @@ def test_user_names_of_look_alike_swarms_differ_and_one_apply_never_touches_the_
         assert admin.acl_getuser(a) is not None and admin.acl_getuser(b) == before
     finally:
         admin.close()
+
+
+
+# -- the Redis `swarm up` starts: an agent must not simply skip its own user ------------------
+
+def test_the_redis_of_swarm_up_refuses_an_agent_that_ignores_its_own_user(tmp_path: Path) -> None:
+    """An agent given its own user could connect as ``default`` instead: on the Redis
+    ``swarm up`` starts, that needs a password the agents are not given."""
+    spec = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", spec)
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": "", "SWARM_BUS_SECRET": ""}
+    up = Up(tmp_path, str(spec), env=env)
+    try:
+        up.wait_until(lambda: "  redis " in up.text(), "swarm up's Redis")
+        port = int(up.url("redis").rsplit(":", 1)[1].split("/")[0])
+        anonymous = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        try:
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                anonymous.execute_command("EVAL", "return 1", "0")  # type: ignore[no-untyped-call]
+        finally:
+            anonymous.close()
+    finally:
+        if up.proc.poll() is None:
+            up.interrupt()
+        up.kill()
 
