@@ -241,6 +241,22 @@ async def test_entries_a_dead_replica_read_are_reclaimed_and_routed_once(
     assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 0
 
 
+async def test_a_large_dead_backlog_is_reclaimed_a_page_at_a_time_following_the_cursor(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis
+) -> None:
+    mids = [f"b-{i}" for i in range(7)]
+    for mid in mids:
+        await publish(raw, "planner", "tasks.research", {}, mid)
+    await admin.xreadgroup("router", "dead-replica", {K.outbox("planner"): ">"})
+    await asyncio.sleep(0.01)
+    async with Router(redis_url=redis_server.url, swarm="lab", block_ms=20, reclaim_idle_ms=1, read_count=2) as small:
+        await small.route_batch()
+        assert small.stats.reclaimed == 2  # one page per call, not the whole backlog at once
+        await drain(small)
+        assert small.stats.reclaimed == 7
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == mids
+
+
 async def test_an_entry_routed_by_another_replica_after_a_reclaim_is_not_routed_again(
     raw: aioredis.Redis, router: Router, admin: aioredis.Redis, redis_server: RedisServer
 ) -> None:
@@ -254,6 +270,18 @@ async def test_an_entry_routed_by_another_replica_after_a_reclaim_is_not_routed_
     assert await router.route([("planner", oid.decode(), fields)]) == 1
     assert router.stats.gone == 1 and router.stats.routed == 0
     assert len(await inbox(admin, "worker-a")) == 1 and len(await receipts(admin, "planner")) == 1
+
+
+async def test_dead_replicas_consumers_are_forgotten_unless_they_hold_entries(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    await admin.xreadgroup("router", "dead-idle", {K.outbox("planner"): ">"})  # a consumer with nothing pending
+    await publish(raw, "planner", "tasks.research", {}, "held")
+    await admin.xreadgroup("router", "dead-holding", {K.outbox("planner"): ">"})
+    router.dead_consumer_ms = 0
+    await router.housekeeping()
+    names = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
+    assert "dead-idle" not in names and "dead-holding" in names  # its entry is still to be reclaimed
 
 
 async def test_a_deleted_outbox_gets_its_group_back(raw: aioredis.Redis, router: Router, admin: aioredis.Redis) -> None:
@@ -370,6 +398,8 @@ async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert {a.consumer, b.consumer} <= consumers
     assert a.stop() == 0 and b.stop() == 0  # SIGTERM: clean exit
+    consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
+    assert not {a.consumer, b.consumer} & consumers  # a clean stop leaves the group
 
 
 @pytest.mark.parametrize("point", ["before-script", "mid-batch", "after-script"])
@@ -424,3 +454,31 @@ async def test_an_undeclared_swarm_bus_waits_and_routes_once_installed(
     finally:
         await raw.aclose()
     assert waiting.stop(signal.SIGINT) == 0
+
+
+async def test_the_registry_runs_a_router_in_its_lifespan_unless_no_route(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, tmp_path: Any
+) -> None:
+    from tests.support.services import ProcessServer, free_port, python_cmd
+
+    def serve(*flags: str) -> ProcessServer:
+        port = free_port()
+        return ProcessServer(python_cmd("-m", "swarm", "registry", "serve", "--insecure", "--swarm", "lab",
+                                        "--redis-url", redis_server.url, "--port", str(port), "--no-probe", *flags),
+                             port=port, log=tmp_path / f"registry-{port}.log").start()
+
+    quiet = serve("--no-route")
+    try:
+        await publish(raw, "planner", "tasks.research", {}, "waits")
+        await asyncio.sleep(0.5)
+        assert await inbox(admin, "worker-a") == []  # nobody routes
+        assert await admin.xinfo_consumers(K.outbox("planner"), "router") == []
+    finally:
+        quiet.stop()
+    registry = serve()
+    try:
+        got = await _wait_routed(admin, "worker-a", 1)
+        assert [m["message_id"] for m in got] == ["waits"]
+    finally:
+        registry.stop()
+    assert registry.log is not None and "stopped: 1 routed" in registry.log.read_text()  # the lifespan ended it
