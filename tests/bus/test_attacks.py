@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -674,3 +675,23 @@ def test_the_redis_of_swarm_up_refuses_an_agent_that_ignores_its_own_user(tmp_pa
             up.interrupt()
         up.kill()
 
+
+
+def test_the_readme_lists_exactly_the_rights_bus_apply_grants() -> None:
+    """The threat model's list of an agent's Redis rights is the one user_rules writes."""
+    from swarm.bus.apply import user_rules
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Threat model"):]
+    listed = section[section.index("gets exactly"):section.index("What Redis cannot bound")]
+    documented = {(cmd, key) for line in listed.splitlines() if line.startswith("- ")
+                  for cmd in re.findall(r"`([A-Z]+)`", line)
+                  for key in ([k for k in re.findall(r"`([a-z@:<>]+)`", line) if k != "<id>"] or [""])}
+    keys = SwarmKeys("N")
+    granted: set[tuple[str, str]] = set()
+    for rule in user_rules(keys, "ID", ["t"], ["t"], "pw"):
+        words = rule.strip("()").split()
+        commands = [w[1:].upper() for w in words if w.startswith("+")]
+        patterns = [w.split("~", 1)[1] for w in words if "~" in w] or [""]
+        granted |= {(c, p.removeprefix(keys.prefix).replace("ID", "<id>")) for c in commands for p in patterns}
+    assert documented == granted
