@@ -200,6 +200,7 @@ class Router:
         self._reclaim_more = False  # a cursor stopped short of the end of a pending list
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
+        self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._ready_logged = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -290,14 +291,31 @@ class Router:
         }
 
     async def ensure_groups(self) -> None:
-        """Create the router group (at id 0) on every declared outbox that lacks it."""
+        """Create the router group (at id 0) on every declared outbox that lacks it.
+
+        An outbox key that is not a stream (an operator's mistake: agents can only XADD)
+        would fail every read of every outbox: it is set aside with an error, and
+        checked again at each housekeeping until it is fixed."""
+        agents = list(self._senders)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for s in self._senders.values():
-                pipe.xgroup_create(s.outbox, ROUTER_GROUP, id="0", mkstream=True)
+            for agent in agents:
+                pipe.xgroup_create(self._senders[agent].outbox, ROUTER_GROUP, id="0", mkstream=True)
             replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
+        for agent, reply in zip(agents, replies):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                raise reply
+                if is_transient_redis(reply):
+                    raise reply
+                if agent not in self._broken:
+                    log.error("router %s: the outbox of %s cannot be routed (%s); skipping it until fixed",
+                              self.consumer, agent, reply)
+                self._broken.add(agent)
+            elif agent in self._broken:
+                self._broken.discard(agent)
+                log.info("router %s: the outbox of %s is routable again", self.consumer, agent)
+
+    @property
+    def _routable(self) -> list[str]:
+        return [a for a in self._senders if a not in self._broken]
 
     @property
     def backlog_alarm(self) -> int:
@@ -323,10 +341,10 @@ class Router:
         try:
             return await self._read_and_route(loop.time())
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if "NOGROUP" not in str(exc) and "WRONGTYPE" not in str(exc):
                 raise
-            # an outbox deleted (and maybe re-created by an XADD) by hand: give it its group back
-            log.warning("router %s: %s; re-creating the router groups", self.consumer, exc)
+            # an outbox deleted (and maybe re-created by an XADD) or replaced by hand
+            log.warning("router %s: %s; checking the router groups", self.consumer, exc)
             await self.ensure_groups()
             return 0
 
@@ -337,10 +355,10 @@ class Router:
             claimed = await self.reclaim()
             if claimed:
                 handled += await self.route(claimed)
-        if not self._senders:
+        streams = {self._senders[a].outbox: b">" for a in self._routable}
+        if not streams:
             await asyncio.sleep(self.block_ms / 1000)
             return handled
-        streams = {s.outbox: b">" for s in self._senders.values()}
         assert self._reader is not None
         reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
                                                    count=self.read_count, block=self.block_ms)
@@ -365,8 +383,8 @@ class Router:
         are counted and recorded."""
         out: list[tuple[str, str, dict[bytes, bytes]]] = []
         more = False
-        for agent, s in self._senders.items():
-            reply: Any = await self.redis.xautoclaim(s.outbox, ROUTER_GROUP, self.consumer,
+        for agent in self._routable:
+            reply: Any = await self.redis.xautoclaim(self._senders[agent].outbox, ROUTER_GROUP, self.consumer,
                                                      min_idle_time=self.reclaim_idle_ms,
                                                      start_id=self._reclaim_cursors.get(agent, b"0-0"),
                                                      count=self.read_count)
@@ -525,16 +543,25 @@ class Router:
         """Trim every outbox to ~outbox_max_len, then measure the backlogs (the alarm)."""
         if self.plan is None or not self._senders:
             return
+        if self._broken:
+            await self.ensure_groups()
         cap = self.plan.settings.outbox_max_len
-        agents = list(self._senders)
+        agents = self._routable
         async with self.redis.pipeline(transaction=False) as pipe:
             for agent in agents:
                 pipe.xtrim(self._senders[agent].outbox, maxlen=cap, approximate=True)
                 pipe.xlen(self._senders[agent].outbox)
-            replies = await pipe.execute()
-        await self._drop_dead_consumers(agents)
+            replies = await pipe.execute(raise_on_error=False)
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            if any(is_transient_redis(r) for r in failed):
+                raise failed[0]
+            await self.ensure_groups()  # a key replaced by hand: set aside until fixed
+        await self._drop_dead_consumers([a for a in agents if a not in self._broken])
         alarm = self.backlog_alarm
         for i, agent in enumerate(agents):
+            if isinstance(replies[2 * i], Exception) or isinstance(replies[2 * i + 1], Exception):
+                continue
             trimmed, backlog = int(replies[2 * i]), int(replies[2 * i + 1])
             self.stats.backlog[agent] = backlog
             if trimmed:

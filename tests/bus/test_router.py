@@ -525,3 +525,18 @@ def test_swarm_bus_route_reads_the_spec_and_stops_cleanly_on_sigterm(redis_serve
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_an_outbox_key_that_is_not_a_stream_is_set_aside_and_the_others_flow(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    await admin.delete(K.outbox("worker-b"))
+    await admin.set(K.outbox("worker-b"), "not a stream")  # would fail every XREADGROUP over all outboxes
+    await publish(raw, "planner", "tasks.research", {}, "still")
+    await drain(router, idle_rounds=3)
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["still"]
+    await admin.delete(K.outbox("worker-b"))
+    await router.housekeeping()  # checks set-aside outboxes again
+    await publish(raw, "worker-b", "results.summary", {}, "back")
+    await drain(router)
+    assert [m["message_id"] for m in await inbox(admin, "planner")] == ["back"]
