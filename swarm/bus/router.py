@@ -193,7 +193,6 @@ class Router:
         self._by_outbox: dict[bytes, str] = {}
         self._topics: dict[str, _Topic] = {}
         self._refused_key = self.keys.refused.encode()
-        self._group = ROUTER_GROUP.encode()
         self._next_refresh = 0.0
         self._next_reclaim = 0.0
         self._reclaim_cursors: dict[str, bytes] = {}  # agent -> XAUTOCLAIM cursor of its next page

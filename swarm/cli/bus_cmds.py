@@ -310,7 +310,7 @@ def register_route(sub: Any) -> None:
     rt = sub.add_parser("route", help="run the trusted router: outboxes -> topic logs and inboxes",
                         description="Route every declared agent's outbox of the swarm (consumer group 'router'; "
                                     "several replicas may run at once) until SIGTERM or SIGINT.")
-    rt.add_argument("--swarm", default=None, metavar="NAME",
+    rt.add_argument("--swarm", default=None, metavar="NAME", type=_swarm_name,
                     help="the swarm to route (default: metadata.name of --spec); with --redis-url no spec is read")
     rt.add_argument("--consumer", default=None, metavar="NAME",
                     help="consumer name in the router group (default: host:pid:random, unique per process)")
@@ -323,6 +323,16 @@ def register_route(sub: Any) -> None:
     rt.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _common(rt)
     rt.set_defaults(handler=run_route)
+
+
+def _swarm_name(value: str) -> str:
+    import re
+
+    from swarm.spec.models import NAME_MAX, NAME_PATTERN
+
+    if len(value) > NAME_MAX or re.fullmatch(NAME_PATTERN.strip("^$"), value) is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid swarm name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
+    return value
 
 
 def run_route(args: argparse.Namespace) -> int:
