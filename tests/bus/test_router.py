@@ -1,7 +1,8 @@
 """The trusted router against real redis-servers: routing to every subscriber's inbox, every
 refusal reason with its receipt, poison entries that never stop the good ones, dedup,
 reclaim of a dead replica's entries, two router processes sharing the group, and a router
-SIGKILLed mid-batch and restarted (nothing lost, nothing delivered twice per id).
+SIGKILLed mid-batch and restarted (nothing lost, nothing delivered twice per id), and a
+property test: any mix of good, duplicate and poison entries in any batch size.
 
 Agents are played with raw XADDs to their outboxes: that is the agent contract."""
 
@@ -17,6 +18,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarm.bus.apply import apply_bus
 from swarm.bus.router import Router
@@ -540,3 +543,58 @@ async def test_an_outbox_key_that_is_not_a_stream_is_set_aside_and_the_others_fl
     await publish(raw, "worker-b", "results.summary", {}, "back")
     await drain(router)
     assert [m["message_id"] for m in await inbox(admin, "planner")] == ["back"]
+
+
+# -- property: any mix of good, duplicate and poison entries, any batch size ------------------
+
+ENTRY = st.one_of(
+    st.tuples(st.just("good"), st.sampled_from(["a", "b", "c", "d"])),
+    st.tuples(st.just("poison"), st.integers(0, len(_poisons()) - 1)),
+)
+
+
+@pytest.fixture(scope="module")
+def property_redis(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = RedisServer(tmp_path_factory.mktemp("router-property"), appendonly=False).start()
+    yield server
+    server.stop()
+
+
+async def _route_mix(url: str, entries: list[tuple[str, Any]], batch: int) -> None:
+    admin = aioredis.Redis.from_url(url, decode_responses=True)
+    raw = aioredis.Redis.from_url(url)
+    await admin.flushdb()
+    desired = make_desired()
+    await apply_bus(admin, desired.bus, desired.acl)
+    expected_inbox: list[str] = []
+    expected_receipts: list[str] = []
+    seen: set[str] = set()
+    try:
+        for kind, value in entries:
+            if kind == "good":
+                await publish(raw, "planner", "tasks.research", {"m": value}, value)
+                expected_receipts.append("duplicate" if value in seen else "routed")
+                if value not in seen:
+                    expected_inbox.append(value)
+                seen.add(value)
+            else:
+                reason, fields = _poisons()[value]
+                await raw.xadd(K.outbox("planner"), fields)  # type: ignore[arg-type]
+                expected_receipts.append(reason)
+        async with Router(redis_url=url, swarm="lab", block_ms=10, max_batch=batch) as router:
+            await drain(router)
+        for agent in SUBSCRIBERS["tasks.research"]:
+            assert [m["message_id"] for m in await inbox(admin, agent)] == expected_inbox
+        assert [r.get("reason") or r["status"] for r in await receipts(admin, "planner")] == expected_receipts
+        assert await admin.xlen(K.outbox("planner")) == 0
+    finally:
+        await raw.aclose()
+        await admin.aclose()
+
+
+@settings(max_examples=15)
+@given(entries=st.lists(ENTRY, max_size=25), batch=st.integers(1, 7))
+def test_any_mix_of_entries_routes_each_good_id_once_in_order_and_refuses_each_poison(
+    property_redis: RedisServer, entries: list[tuple[str, Any]], batch: int
+) -> None:
+    asyncio.run(_route_mix(property_redis.url, entries, batch))
