@@ -31,6 +31,9 @@ entry. Why it is built this way:
   flooding agent loses its own oldest unrouted entries, counted per agent), and an
   outbox whose backlog passes ``backlog_alarm`` logs a warning (the alarm) once per
   crossing.
+* Counters per agent and outcome/reason in :attr:`Router.stats`, and as Prometheus
+  series when given a ``metrics`` registry (the registry app passes its own, so its
+  ``/metrics`` shows them; ``swarm bus route --metrics-port`` serves them).
 * Transient Redis errors are retried with :mod:`swarm.backoff`; nothing an entry
   contains can end :meth:`Router.run`, only its stop event can.
 
@@ -52,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge
 from redis.exceptions import NoScriptError, ResponseError
 
 from swarm.backoff import Backoff
@@ -98,6 +102,18 @@ class RouterStats:
     @property
     def refused_total(self) -> int:
         return sum(self.refused.values())
+
+
+class _Metrics:
+    """Prometheus series of the router (per agent: its outbox is the unit an operator watches)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.entries = PromCounter("swarm_router_entries_total", "Outbox entries handled, by sender and outcome.",
+                                   ["agent", "outcome"], registry=registry)
+        self.refused = PromCounter("swarm_router_refused_total", "Outbox entries refused, by sender and reason.",
+                                   ["agent", "reason"], registry=registry)
+        self.backlog = Gauge("swarm_router_outbox_backlog", "Unrouted entries in an agent's outbox.", ["agent"],
+                             registry=registry)
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,7 @@ class Router:
         housekeeping_seconds: float = 5.0,
         backlog_alarm: int | None = None,
         dedup_window_seconds: float | None = None,
+        metrics: CollectorRegistry | None = None,
         fault: str | None = None,
     ) -> None:
         if fault is not None and fault not in FAULT_POINTS:
@@ -183,6 +200,7 @@ class Router:
         self.dead_consumer_ms = max(DEAD_CONSUMER_MS, 10 * self.reclaim_idle_ms)
         self._window_override = dedup_window_seconds  # tests and tooling: sub-second windows
         self._fault = fault
+        self._metrics = _Metrics(metrics) if metrics is not None else None
         self.plan: BusPlan | None = None
         self.stats = RouterStats()
         self._redis: aioredis.Redis | None = None
@@ -522,6 +540,7 @@ class Router:
 
     def _account(self, agent: str, reply: list[Any]) -> int:
         st = self.stats
+        outcomes: Counter[str] = Counter()
         for i in range(0, len(reply), 2):
             status, value = as_text(reply[i]), as_text(reply[i + 1])
             if status == "routed":
@@ -530,10 +549,16 @@ class Router:
                 st.duplicates += 1
             elif status == "refused":
                 st.refused[value] += 1
+                if self._metrics is not None:
+                    self._metrics.refused.labels(agent, value).inc()
                 log.info("refused an outbox entry of %s: %s", agent, value)
             else:
                 st.gone += 1
-            st.count(agent, status)
+            outcomes[status] += 1
+        for status, n in outcomes.items():
+            st.count(agent, status, n)
+            if self._metrics is not None:
+                self._metrics.entries.labels(agent, status).inc(n)
         return len(reply) // 2
 
     # -- housekeeping ----------------------------------------------------------------
@@ -563,6 +588,10 @@ class Router:
                 continue
             trimmed, backlog = int(replies[2 * i]), int(replies[2 * i + 1])
             self.stats.backlog[agent] = backlog
+            if self._metrics is not None:
+                self._metrics.backlog.labels(agent).set(backlog)
+                if trimmed:
+                    self._metrics.entries.labels(agent, "trimmed").inc(trimmed)
             if trimmed:
                 self.stats.trimmed += trimmed
                 self.stats.count(agent, "trimmed", trimmed)

@@ -138,6 +138,7 @@ async def test_every_poison_is_refused_with_its_reason_and_the_good_entries_behi
     goods = [f"good-{i}" for i in range(len(_poisons()))]
     for agent in SUBSCRIBERS["tasks.research"]:
         assert [m["message_id"] for m in await inbox(admin, agent)] == goods
+    assert router.stats.per_agent["planner"] == Counter({"routed": len(goods), "refused": len(_poisons())})
     refused = await admin.xrange(K.refused)
     assert [f["reason"] for _, f in refused] == [r for r, _ in _poisons()]
     assert {f["sender"] for _, f in refused} == {"planner"}
@@ -390,7 +391,10 @@ async def _flood(raw: aioredis.Redis, n: int, prefix: str) -> list[str]:
 async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
     redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, router_factory: RouterFactory  # noqa: F811
 ) -> None:
-    a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
+    from tests.support.services import free_port
+
+    port = free_port()
+    a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10", "--metrics-port", str(port)])
     b = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
     mids = []
     for round_ in range(6):  # 900 in all: under the inbox cap (the topic's max_len, 1000)
@@ -400,6 +404,11 @@ async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
         assert sorted(got) == sorted(mids) and len(got) == len(set(got))
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert {a.consumer, b.consumer} <= consumers
+    import httpx
+
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'swarm_router_entries_total{agent="planner",outcome="routed"}' in metrics
+    assert 'swarm_router_outbox_backlog{agent="planner"}' in metrics
     assert a.stop() == 0 and b.stop() == 0  # SIGTERM: clean exit
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert not {a.consumer, b.consumer} & consumers  # a clean stop leaves the group
@@ -482,6 +491,10 @@ async def test_the_registry_runs_a_router_in_its_lifespan_unless_no_route(
     try:
         got = await _wait_routed(admin, "worker-a", 1)
         assert [m["message_id"] for m in got] == ["waits"]
+        import httpx
+
+        metrics = httpx.get(registry.url + "/metrics").text  # the router's series on the registry's /metrics
+        assert 'swarm_router_entries_total{agent="planner",outcome="routed"} 1.0' in metrics
     finally:
         registry.stop()
     assert registry.log is not None and "stopped: 1 routed" in registry.log.read_text()  # the lifespan ended it
