@@ -400,11 +400,14 @@ class Router:
         are counted and recorded."""
         out: list[tuple[str, str, dict[bytes, bytes]]] = []
         more = False
-        for agent in self._routable:
-            reply: Any = await self.redis.xautoclaim(self._senders[agent].outbox, ROUTER_GROUP, self.consumer,
-                                                     min_idle_time=self.reclaim_idle_ms,
-                                                     start_id=self._reclaim_cursors.get(agent, b"0-0"),
-                                                     count=self.read_count)
+        agents = self._routable
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for every outbox
+            for agent in agents:
+                pipe.xautoclaim(self._senders[agent].outbox, ROUTER_GROUP, self.consumer,
+                                min_idle_time=self.reclaim_idle_ms, start_id=self._reclaim_cursors.get(agent, b"0-0"),
+                                count=self.read_count)
+            replies: list[Any] = await pipe.execute()
+        for agent, reply in zip(agents, replies):
             cursor = reply[0]
             done = as_text(cursor) in ("0-0", "0")  # bytes b"0-0" from this client: compare as text
             self._reclaim_cursors[agent] = b"0-0" if done else cursor
