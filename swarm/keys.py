@@ -52,7 +52,10 @@ Entry formats (field names; all values UTF-8 text):
 * topic log: ``message_id``, ``sender``, ``payload``, ``content_type``.
 * receipts: ``outbox_id``, ``message_id``, ``status`` (``routed`` | ``duplicate`` |
   ``refused``), ``entry_id`` (topic entry id, the original one for a duplicate),
-  ``reason`` (refused only).
+  ``reason`` (refused only: a code of ``swarm.bus.routing.REASONS``).
+* refused: ``sender``, ``outbox_id``, ``message_id``, ``topic``, ``reason``, ``detail``,
+  ``size`` and ``preview`` (escaped, cut); ``payload`` only for a valid entry refused by
+  the breaker or a broken key (it can be replayed).
 
 Redis ACL users are named ``swarm.<N>.<agent id>``: ``.`` is outside the charset of
 swarm names and agent ids, so no two (swarm, agent) pairs share a user name (with
