@@ -102,7 +102,7 @@ async def handle(message: Message, handler: Callable[..., Any], bus: EventBus, l
         finally:
             await publish.settle()
     except Exception:
-        log.exception("handler failed on %s (%s); left unacked for redelivery", message.message_id, message.topic)
+        log.exception("handler failed on %r (%s); left unacked for redelivery", message.message_id, message.topic)
         return
     await message.ack()
 
@@ -115,7 +115,8 @@ async def run_bus(
     connected: asyncio.Event,
 ) -> None:
     """Connect (retrying while Redis is down), set ``connected``, then consume the inbox
-    if the agent subscribes to anything."""
+    if the agent subscribes to anything. The whole inbox: it holds what the current plan
+    routes to the agent, which after a spec change may differ from the compiled list."""
     backoff = Backoff(base=RETRY_BASE, cap=RETRY_CAP)
     while True:
         try:
@@ -130,7 +131,7 @@ async def run_bus(
     backoff.reset()
     while True:
         try:
-            async for message in bus.subscribe(subscribes):
+            async for message in bus.subscribe():
                 await handle(message, handler, bus, log)
                 backoff.reset()
             log.warning("subscription ended; resubscribing")

@@ -78,7 +78,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarm.acl import AclTable, Action, Decision
 from swarm.backoff import Backoff
-from swarm.bus.routing import REASONS
+from swarm.bus.routing import CONTENT_TYPE, MAX_MESSAGE_ID, REASONS, valid_message_id
 from swarm.bus.routing import refusal_error as route_refusal
 from swarm.desired import AclDocument, AgentRights, BusPlan, TopicPlan
 from swarm.errors import (
@@ -98,8 +98,6 @@ from swarm.keys import SwarmKeys
 
 log = logging.getLogger("swarm.bus")
 
-CONTENT_TYPE = "application/json"
-MAX_MESSAGE_ID = 200
 #: bus.json starts {"swarm":<name>,"spec_digest":<digest>,...: its first 192 bytes hold
 #: both (at most ~165 bytes). Same spec digest, same documents.
 _HEAD_BYTES = 192
@@ -349,13 +347,13 @@ class EventBus:
                         self.agent_id, self.role, rights.role)
         self.role = rights.role
 
-    async def _checks(self, now: float, *, plan: bool = True) -> None:
-        """Read the breaker (and the head of bus.json when due) in one round trip.
+    async def _checks(self, now: float, *, plan: bool = True, breaker: bool = True) -> None:
+        """Read the breaker and the head of bus.json, those that are due, in one round trip.
 
         A failure here never fails the caller: the publish or subscribe that follows
         reports an unreachable Redis itself, and an uninstalled or invalid bus keeps
         the last good revision (as the reconciler keeps the last good spec)."""
-        breaker_due = now >= self._next_breaker
+        breaker_due = breaker and now >= self._next_breaker
         plan_due = plan and self._refreshes and now >= self._next_refresh
         if breaker_due:
             self._next_breaker = now + self.breaker_refresh_seconds
@@ -516,7 +514,7 @@ class EventBus:
             )
         if message_id is None:
             return [b"topic", name, b"payload", body]
-        if not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
+        if not valid_message_id(message_id):  # the router's rule, so both refuse the same ids
             raise InvalidRequestError(
                 f"message id {_printable(message_id)!r} must be 1-{MAX_MESSAGE_ID} characters without whitespace"
             )
@@ -793,8 +791,8 @@ class EventBus:
         try:
             while True:
                 now = time.monotonic()
-                if now >= self._next_check:
-                    await self._checks(now)
+                if now >= self._next_refresh:  # the breaker only matters to publish
+                    await self._checks(now, breaker=False)
                 block = max(1, min(self.block_ms, int(self.visibility_timeout * 500)))
                 batch: list[Message] = []
                 try:

@@ -90,6 +90,20 @@ async def test_a_receiver_gets_one_copy_of_retries_published_without_waiting(
     assert [m.payload for m in got] == [{"try": 0}, {"other": 1}]
 
 
+async def test_publish_many_with_wait_returns_each_receipt_in_order(
+    make_bus: BusFactory, applied: aioredis.Redis, router: Any
+) -> None:
+    planner = await make_bus("planner")
+    results = await planner.publish_many(
+        [("tasks.research", {"i": 0}, "b-0"), ("tasks.summarize", {"i": 1}, "b-1"), ("tasks.research", {"i": 0}, "b-0")],
+        wait=True, timeout=10,
+    )
+    assert [(r.message_id, r.status) for r in results] == [("b-0", "routed"), ("b-1", "routed"), ("b-0", "duplicate")]
+    assert results[2].entry_id == results[0].entry_id
+    assert [e[0] for e in await applied.xrange(TOPIC_LOG)] == [results[0].entry_id]
+    assert [e[0] for e in await applied.xrange("swarm:{lab}:topic:tasks.summarize")] == [results[1].entry_id]
+
+
 async def test_a_topic_the_role_allows_but_the_agent_did_not_declare_is_refused_twice(
     redis_server: RedisServer, make_bus: BusFactory, applied: aioredis.Redis, router: Any
 ) -> None:
