@@ -181,6 +181,11 @@ async def test_open_and_half_open_breakers_refuse_with_the_state_as_reason_and_k
     assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["closed"]
     kept = [f["payload"] for _, f in await admin.xrange(K.refused)]
     assert kept == ['{"n": 1}', '{"n": 2}']  # a valid entry refused by the breaker can be replayed
+    await admin.delete(K.breaker("planner"))
+    await admin.set(K.breaker("planner"), "garbage")  # unreadable: refused as open, never let through
+    await publish(raw, "planner", "tasks.research", {"n": 4}, "unreadable")
+    await drain(router)
+    assert (await receipts(admin, "planner"))[-1]["reason"] == "breaker_open"
 
 
 async def test_a_wrong_typed_inbox_refuses_the_entry_instead_of_half_routing_it(
