@@ -31,6 +31,9 @@ entry. Why it is built this way:
   flooding agent loses its own oldest unrouted entries, counted per agent), and an
   outbox whose backlog passes ``backlog_alarm`` logs a warning (the alarm) once per
   crossing.
+* Counters per agent and outcome/reason in :attr:`Router.stats`, and as Prometheus
+  series when given a ``metrics`` registry (the registry app passes its own, so its
+  ``/metrics`` shows them; ``swarm bus route --metrics-port`` serves them).
 * Transient Redis errors are retried with :mod:`swarm.backoff`; nothing an entry
   contains can end :meth:`Router.run`, only its stop event can.
 
@@ -52,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge
 from redis.exceptions import NoScriptError, ResponseError
 
 from swarm.backoff import Backoff
@@ -98,6 +102,18 @@ class RouterStats:
     @property
     def refused_total(self) -> int:
         return sum(self.refused.values())
+
+
+class _Metrics:
+    """Prometheus series of the router (per agent: its outbox is the unit an operator watches)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.entries = PromCounter("swarm_router_entries_total", "Outbox entries handled, by sender and outcome.",
+                                   ["agent", "outcome"], registry=registry)
+        self.refused = PromCounter("swarm_router_refused_total", "Outbox entries refused, by sender and reason.",
+                                   ["agent", "reason"], registry=registry)
+        self.backlog = Gauge("swarm_router_outbox_backlog", "Unrouted entries in an agent's outbox.", ["agent"],
+                             registry=registry)
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,7 @@ class Router:
         housekeeping_seconds: float = 5.0,
         backlog_alarm: int | None = None,
         dedup_window_seconds: float | None = None,
+        metrics: CollectorRegistry | None = None,
         fault: str | None = None,
     ) -> None:
         if fault is not None and fault not in FAULT_POINTS:
@@ -183,6 +200,7 @@ class Router:
         self.dead_consumer_ms = max(DEAD_CONSUMER_MS, 10 * self.reclaim_idle_ms)
         self._window_override = dedup_window_seconds  # tests and tooling: sub-second windows
         self._fault = fault
+        self._metrics = _Metrics(metrics) if metrics is not None else None
         self.plan: BusPlan | None = None
         self.stats = RouterStats()
         self._redis: aioredis.Redis | None = None
@@ -193,13 +211,13 @@ class Router:
         self._by_outbox: dict[bytes, str] = {}
         self._topics: dict[str, _Topic] = {}
         self._refused_key = self.keys.refused.encode()
-        self._group = ROUTER_GROUP.encode()
         self._next_refresh = 0.0
         self._next_reclaim = 0.0
         self._reclaim_cursors: dict[str, bytes] = {}  # agent -> XAUTOCLAIM cursor of its next page
         self._reclaim_more = False  # a cursor stopped short of the end of a pending list
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
+        self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._ready_logged = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -290,14 +308,31 @@ class Router:
         }
 
     async def ensure_groups(self) -> None:
-        """Create the router group (at id 0) on every declared outbox that lacks it."""
+        """Create the router group (at id 0) on every declared outbox that lacks it.
+
+        An outbox key that is not a stream (an operator's mistake: agents can only XADD)
+        would fail every read of every outbox: it is set aside with an error, and
+        checked again at each housekeeping until it is fixed."""
+        agents = list(self._senders)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for s in self._senders.values():
-                pipe.xgroup_create(s.outbox, ROUTER_GROUP, id="0", mkstream=True)
+            for agent in agents:
+                pipe.xgroup_create(self._senders[agent].outbox, ROUTER_GROUP, id="0", mkstream=True)
             replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
+        for agent, reply in zip(agents, replies):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                raise reply
+                if is_transient_redis(reply):
+                    raise reply
+                if agent not in self._broken:
+                    log.error("router %s: the outbox of %s cannot be routed (%s); skipping it until fixed",
+                              self.consumer, agent, reply)
+                self._broken.add(agent)
+            elif agent in self._broken:
+                self._broken.discard(agent)
+                log.info("router %s: the outbox of %s is routable again", self.consumer, agent)
+
+    @property
+    def _routable(self) -> list[str]:
+        return [a for a in self._senders if a not in self._broken]
 
     @property
     def backlog_alarm(self) -> int:
@@ -323,10 +358,10 @@ class Router:
         try:
             return await self._read_and_route(loop.time())
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if "NOGROUP" not in str(exc) and "WRONGTYPE" not in str(exc):
                 raise
-            # an outbox deleted (and maybe re-created by an XADD) by hand: give it its group back
-            log.warning("router %s: %s; re-creating the router groups", self.consumer, exc)
+            # an outbox deleted (and maybe re-created by an XADD) or replaced by hand
+            log.warning("router %s: %s; checking the router groups", self.consumer, exc)
             await self.ensure_groups()
             return 0
 
@@ -337,10 +372,10 @@ class Router:
             claimed = await self.reclaim()
             if claimed:
                 handled += await self.route(claimed)
-        if not self._senders:
+        streams = {self._senders[a].outbox: b">" for a in self._routable}
+        if not streams:
             await asyncio.sleep(self.block_ms / 1000)
             return handled
-        streams = {s.outbox: b">" for s in self._senders.values()}
         assert self._reader is not None
         reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
                                                    count=self.read_count, block=self.block_ms)
@@ -365,11 +400,14 @@ class Router:
         are counted and recorded."""
         out: list[tuple[str, str, dict[bytes, bytes]]] = []
         more = False
-        for agent, s in self._senders.items():
-            reply: Any = await self.redis.xautoclaim(s.outbox, ROUTER_GROUP, self.consumer,
-                                                     min_idle_time=self.reclaim_idle_ms,
-                                                     start_id=self._reclaim_cursors.get(agent, b"0-0"),
-                                                     count=self.read_count)
+        agents = self._routable
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for every outbox
+            for agent in agents:
+                pipe.xautoclaim(self._senders[agent].outbox, ROUTER_GROUP, self.consumer,
+                                min_idle_time=self.reclaim_idle_ms, start_id=self._reclaim_cursors.get(agent, b"0-0"),
+                                count=self.read_count)
+            replies: list[Any] = await pipe.execute()
+        for agent, reply in zip(agents, replies):
             cursor = reply[0]
             done = as_text(cursor) in ("0-0", "0")  # bytes b"0-0" from this client: compare as text
             self._reclaim_cursors[agent] = b"0-0" if done else cursor
@@ -505,6 +543,7 @@ class Router:
 
     def _account(self, agent: str, reply: list[Any]) -> int:
         st = self.stats
+        outcomes: Counter[str] = Counter()
         for i in range(0, len(reply), 2):
             status, value = as_text(reply[i]), as_text(reply[i + 1])
             if status == "routed":
@@ -513,10 +552,16 @@ class Router:
                 st.duplicates += 1
             elif status == "refused":
                 st.refused[value] += 1
+                if self._metrics is not None:
+                    self._metrics.refused.labels(agent, value).inc()
                 log.info("refused an outbox entry of %s: %s", agent, value)
             else:
                 st.gone += 1
-            st.count(agent, status)
+            outcomes[status] += 1
+        for status, n in outcomes.items():
+            st.count(agent, status, n)
+            if self._metrics is not None:
+                self._metrics.entries.labels(agent, status).inc(n)
         return len(reply) // 2
 
     # -- housekeeping ----------------------------------------------------------------
@@ -525,18 +570,31 @@ class Router:
         """Trim every outbox to ~outbox_max_len, then measure the backlogs (the alarm)."""
         if self.plan is None or not self._senders:
             return
+        if self._broken:
+            await self.ensure_groups()
         cap = self.plan.settings.outbox_max_len
-        agents = list(self._senders)
+        agents = self._routable
         async with self.redis.pipeline(transaction=False) as pipe:
             for agent in agents:
                 pipe.xtrim(self._senders[agent].outbox, maxlen=cap, approximate=True)
                 pipe.xlen(self._senders[agent].outbox)
-            replies = await pipe.execute()
-        await self._drop_dead_consumers(agents)
+            replies = await pipe.execute(raise_on_error=False)
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            if any(is_transient_redis(r) for r in failed):
+                raise failed[0]
+            await self.ensure_groups()  # a key replaced by hand: set aside until fixed
+        await self._drop_dead_consumers([a for a in agents if a not in self._broken])
         alarm = self.backlog_alarm
         for i, agent in enumerate(agents):
+            if isinstance(replies[2 * i], Exception) or isinstance(replies[2 * i + 1], Exception):
+                continue
             trimmed, backlog = int(replies[2 * i]), int(replies[2 * i + 1])
             self.stats.backlog[agent] = backlog
+            if self._metrics is not None:
+                self._metrics.backlog.labels(agent).set(backlog)
+                if trimmed:
+                    self._metrics.entries.labels(agent, "trimmed").inc(trimmed)
             if trimmed:
                 self.stats.trimmed += trimmed
                 self.stats.count(agent, "trimmed", trimmed)

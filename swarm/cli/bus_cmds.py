@@ -332,7 +332,7 @@ def register_route(sub: Any) -> None:
     rt = sub.add_parser("route", help="run the trusted router: outboxes -> topic logs and inboxes",
                         description="Route every declared agent's outbox of the swarm (consumer group 'router'; "
                                     "several replicas may run at once) until SIGTERM or SIGINT.")
-    rt.add_argument("--swarm", default=None, metavar="NAME",
+    rt.add_argument("--swarm", default=None, metavar="NAME", type=_swarm_name,
                     help="the swarm to route (default: metadata.name of --spec); with --redis-url no spec is read")
     rt.add_argument("--consumer", default=None, metavar="NAME",
                     help="consumer name in the router group (default: host:pid:random, unique per process)")
@@ -342,9 +342,22 @@ def register_route(sub: Any) -> None:
                     help="reclaim outbox entries another replica read but left unrouted this long (default 5000)")
     rt.add_argument("--batch-size", type=_positive, default=100, metavar="N",
                     help="outbox entries routed per script run (default 100)")
+    rt.add_argument("--metrics-port", type=_positive, default=None, metavar="PORT",
+                    help="serve Prometheus metrics (entries per agent and outcome, refusals per reason, "
+                         "outbox backlogs) on 127.0.0.1:PORT/metrics")
     rt.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _common(rt)
     rt.set_defaults(handler=run_route)
+
+
+def _swarm_name(value: str) -> str:
+    import re
+
+    from swarm.spec.models import NAME_MAX, NAME_PATTERN
+
+    if len(value) > NAME_MAX or re.fullmatch(NAME_PATTERN.strip("^$"), value) is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid swarm name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
+    return value
 
 
 def run_route(args: argparse.Namespace) -> int:
@@ -365,8 +378,14 @@ def run_route(args: argparse.Namespace) -> int:
         print(f"swarm bus route: SWARM_FAULT_ROUTER={fault!r} is not one of {FAULT_POINTS}", file=sys.stderr)
         return EXIT_INVALID
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = None
+    if args.metrics_port is not None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        metrics = CollectorRegistry(auto_describe=True)
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics)
     router = Router(redis_url=url, swarm=swarm, consumer=args.consumer, block_ms=args.block_ms,
-                    reclaim_idle_ms=args.reclaim_idle_ms, max_batch=args.batch_size, fault=fault)
+                    reclaim_idle_ms=args.reclaim_idle_ms, max_batch=args.batch_size, metrics=metrics, fault=fault)
 
     async def run() -> int:
         stop = asyncio.Event()

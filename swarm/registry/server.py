@@ -336,7 +336,8 @@ class RegistryApp:
             return None
         from swarm.bus.router import Router
 
-        self.router = Router(redis_url=self.config.redis_url, swarm=self.config.swarm)
+        self.router = Router(redis_url=self.config.redis_url, swarm=self.config.swarm,
+                             metrics=self.metrics.registry)
         return asyncio.create_task(self.router.run(stop), name="bus-router")
 
     # -- agents ----------------------------------------------------------------

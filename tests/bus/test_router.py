@@ -1,7 +1,8 @@
 """The trusted router against real redis-servers: routing to every subscriber's inbox, every
 refusal reason with its receipt, poison entries that never stop the good ones, dedup,
 reclaim of a dead replica's entries, two router processes sharing the group, and a router
-SIGKILLed mid-batch and restarted (nothing lost, nothing delivered twice per id).
+SIGKILLed mid-batch and restarted (nothing lost, nothing delivered twice per id), and a
+property test: any mix of good, duplicate and poison entries in any batch size.
 
 Agents are played with raw XADDs to their outboxes: that is the agent contract."""
 
@@ -17,6 +18,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarm.bus.apply import apply_bus
 from swarm.bus.router import Router
@@ -135,6 +138,7 @@ async def test_every_poison_is_refused_with_its_reason_and_the_good_entries_behi
     goods = [f"good-{i}" for i in range(len(_poisons()))]
     for agent in SUBSCRIBERS["tasks.research"]:
         assert [m["message_id"] for m in await inbox(admin, agent)] == goods
+    assert router.stats.per_agent["planner"] == Counter({"routed": len(goods), "refused": len(_poisons())})
     refused = await admin.xrange(K.refused)
     assert [f["reason"] for _, f in refused] == [r for r, _ in _poisons()]
     assert {f["sender"] for _, f in refused} == {"planner"}
@@ -177,6 +181,11 @@ async def test_open_and_half_open_breakers_refuse_with_the_state_as_reason_and_k
     assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["closed"]
     kept = [f["payload"] for _, f in await admin.xrange(K.refused)]
     assert kept == ['{"n": 1}', '{"n": 2}']  # a valid entry refused by the breaker can be replayed
+    await admin.delete(K.breaker("planner"))
+    await admin.set(K.breaker("planner"), "garbage")  # unreadable: refused as open, never let through
+    await publish(raw, "planner", "tasks.research", {"n": 4}, "unreadable")
+    await drain(router)
+    assert (await receipts(admin, "planner"))[-1]["reason"] == "breaker_open"
 
 
 async def test_a_wrong_typed_inbox_refuses_the_entry_instead_of_half_routing_it(
@@ -387,7 +396,10 @@ async def _flood(raw: aioredis.Redis, n: int, prefix: str) -> list[str]:
 async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
     redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, router_factory: RouterFactory  # noqa: F811
 ) -> None:
-    a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
+    from tests.support.services import free_port
+
+    port = free_port()
+    a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10", "--metrics-port", str(port)])
     b = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
     mids = []
     for round_ in range(6):  # 900 in all: under the inbox cap (the topic's max_len, 1000)
@@ -397,6 +409,11 @@ async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
         assert sorted(got) == sorted(mids) and len(got) == len(set(got))
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert {a.consumer, b.consumer} <= consumers
+    import httpx
+
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'swarm_router_entries_total{agent="planner",outcome="routed"}' in metrics
+    assert 'swarm_router_outbox_backlog{agent="planner"}' in metrics
     assert a.stop() == 0 and b.stop() == 0  # SIGTERM: clean exit
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert not {a.consumer, b.consumer} & consumers  # a clean stop leaves the group
@@ -479,6 +496,10 @@ async def test_the_registry_runs_a_router_in_its_lifespan_unless_no_route(
     try:
         got = await _wait_routed(admin, "worker-a", 1)
         assert [m["message_id"] for m in got] == ["waits"]
+        import httpx
+
+        metrics = httpx.get(registry.url + "/metrics").text  # the router's series on the registry's /metrics
+        assert 'swarm_router_entries_total{agent="planner",outcome="routed"} 1.0' in metrics
     finally:
         registry.stop()
     assert registry.log is not None and "stopped: 1 routed" in registry.log.read_text()  # the lifespan ended it
@@ -525,3 +546,73 @@ def test_swarm_bus_route_reads_the_spec_and_stops_cleanly_on_sigterm(redis_serve
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_an_outbox_key_that_is_not_a_stream_is_set_aside_and_the_others_flow(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis
+) -> None:
+    await admin.delete(K.outbox("worker-b"))
+    await admin.set(K.outbox("worker-b"), "not a stream")  # would fail every XREADGROUP over all outboxes
+    await publish(raw, "planner", "tasks.research", {}, "still")
+    await drain(router, idle_rounds=3)
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["still"]
+    await admin.delete(K.outbox("worker-b"))
+    await router.housekeeping()  # checks set-aside outboxes again
+    await publish(raw, "worker-b", "results.summary", {}, "back")
+    await drain(router)
+    assert [m["message_id"] for m in await inbox(admin, "planner")] == ["back"]
+
+
+# -- property: any mix of good, duplicate and poison entries, any batch size ------------------
+
+ENTRY = st.one_of(
+    st.tuples(st.just("good"), st.sampled_from(["a", "b", "c", "d"])),
+    st.tuples(st.just("poison"), st.integers(0, len(_poisons()) - 1)),
+)
+
+
+@pytest.fixture(scope="module")
+def property_redis(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = RedisServer(tmp_path_factory.mktemp("router-property"), appendonly=False).start()
+    yield server
+    server.stop()
+
+
+async def _route_mix(url: str, entries: list[tuple[str, Any]], batch: int) -> None:
+    admin = aioredis.Redis.from_url(url, decode_responses=True)
+    raw = aioredis.Redis.from_url(url)
+    await admin.flushdb()
+    desired = make_desired()
+    await apply_bus(admin, desired.bus, desired.acl)
+    expected_inbox: list[str] = []
+    expected_receipts: list[str] = []
+    seen: set[str] = set()
+    try:
+        for kind, value in entries:
+            if kind == "good":
+                await publish(raw, "planner", "tasks.research", {"m": value}, value)
+                expected_receipts.append("duplicate" if value in seen else "routed")
+                if value not in seen:
+                    expected_inbox.append(value)
+                seen.add(value)
+            else:
+                reason, fields = _poisons()[value]
+                await raw.xadd(K.outbox("planner"), fields)  # type: ignore[arg-type]
+                expected_receipts.append(reason)
+        async with Router(redis_url=url, swarm="lab", block_ms=10, max_batch=batch) as router:
+            await drain(router)
+        for agent in SUBSCRIBERS["tasks.research"]:
+            assert [m["message_id"] for m in await inbox(admin, agent)] == expected_inbox
+        assert [r.get("reason") or r["status"] for r in await receipts(admin, "planner")] == expected_receipts
+        assert await admin.xlen(K.outbox("planner")) == 0
+    finally:
+        await raw.aclose()
+        await admin.aclose()
+
+
+@settings(max_examples=15)
+@given(entries=st.lists(ENTRY, max_size=25), batch=st.integers(1, 7))
+def test_any_mix_of_entries_routes_each_good_id_once_in_order_and_refuses_each_poison(
+    property_redis: RedisServer, entries: list[tuple[str, Any]], batch: int
+) -> None:
+    asyncio.run(_route_mix(property_redis.url, entries, batch))

@@ -35,10 +35,10 @@ end
 -- Only a closed breaker lets entries through (no hash: never probed, closed).
 local breaker_reason = nil
 local state = redis.pcall('HGET', breaker, 'state')
-if type(state) == 'table' and state.err then
+if state == 'half_open' then
+  breaker_reason = 'breaker_half_open'
+elseif state and state ~= 'closed' then  -- open, unreadable or unknown: nothing gets through
   breaker_reason = 'breaker_open'
-elseif state and state ~= 'closed' then
-  breaker_reason = 'breaker_' .. state
 end
 
 local function receipt(oid, mid, status, entry_id, reason)
