@@ -12,32 +12,39 @@ once, here, and every caller agrees on it:
 * **Permanent** (:class:`~swarm.errors.RedisRefusedError`): every other refusal
   (``NOPERM``, ``WRONGTYPE``, ``NOGROUP``, a syntax error): the same command will
   be refused again, so a loop must report it instead of spinning on it.
-* HTTP: connection trouble, 5xx and 429 are transient
-  (:class:`~swarm.errors.RegistryUnavailableError`, honouring ``Retry-After``);
-  401/403 :class:`~swarm.errors.AuthError`; 404 :class:`~swarm.errors.NotDeclaredError`;
-  409 :class:`~swarm.errors.ConflictError`; other 4xx
-  :class:`~swarm.errors.InvalidRequestError`.
+* HTTP (httpx): :mod:`swarm.foreign_http`, re-exported here; it imports no redis so
+  the agents' light registry client can use it too.
 
-Adapters wrap with ``raise redis_error(exc, "what") from exc``.
+Adapters wrap with ``raise redis_error(exc, "what") from exc``. redis-py's own
+reconnect-and-retry of one command also draws its waits from :mod:`swarm.backoff`
+(:func:`redis_retry`), so there is one backoff policy in the whole package.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from redis import exceptions as rexc
+from redis.backoff import AbstractBackoff
+from redis.retry import Retry as SyncRetry
 
-from swarm.errors import (
-    AuthError,
-    ConflictError,
-    InvalidRequestError,
-    NotDeclaredError,
-    RedisRefusedError,
-    RedisUnavailableError,
-    RegistryUnavailableError,
-    SwarmError,
-)
+from swarm.backoff import backoff_delay
+from swarm.errors import RedisRefusedError, RedisUnavailableError, SwarmError
+from swarm.foreign_http import http_status_error, http_transport_error, response_detail, retry_after
+
+__all__ = [
+    "REDIS_ERRORS",
+    "TRANSIENT_REDIS_CODES",
+    "RedisRetryBackoff",
+    "http_status_error",
+    "http_transport_error",
+    "is_transient_redis",
+    "redis_error",
+    "redis_error_code",
+    "redis_retry",
+    "response_detail",
+    "retry_after",
+]
 
 #: Errors of redis-py and the socket layer that adapters catch and hand to :func:`redis_error`.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
@@ -91,40 +98,26 @@ def redis_error(exc: BaseException, what: str, *, delay: float = 0.5) -> SwarmEr
     return RedisRefusedError(f"{what}: Redis refused it: {exc}", code=redis_error_code(exc))
 
 
-def http_transport_error(exc: BaseException, what: str, *, delay: float = 0.5) -> SwarmError:
-    """An httpx transport error (connect, read, timeout) while doing ``what``: transient."""
-    if isinstance(exc, SwarmError):
-        return exc
-    return RegistryUnavailableError(f"{what}: registry unreachable: {exc}", delay=delay)
+class RedisRetryBackoff(AbstractBackoff):
+    """redis-py's retry backoff drawn from :func:`swarm.backoff.backoff_delay` (one policy)."""
+
+    def __init__(self, *, base: float = 0.01, cap: float = 0.1) -> None:
+        self.base, self.cap = base, cap
+
+    def reset(self) -> None:
+        pass
+
+    def compute(self, failures: int) -> float:
+        # redis-py counts the first retry as 1; swarm.backoff counts the first failure as 0
+        return backoff_delay(max(0, failures - 1), base=self.base, cap=self.cap, floor=self.base)
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])[:300]
-    return str(body)[:300]
+def redis_retry(retries: int = 2, *, base: float = 0.01, cap: float = 0.1, asyncio: bool = True) -> Any:
+    """The ``retry=`` of every redis-py client swarm makes: a few quick reconnects of one
+    command (a dropped connection, a Redis restarting), waits from :mod:`swarm.backoff`.
+    Longer outages are the caller's loop's business (TransientError + Backoff)."""
+    if asyncio:
+        from redis.asyncio.retry import Retry
 
-
-def _retry_after(response: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", default)))
-    except ValueError:
-        return default
-
-
-def http_status_error(response: httpx.Response, what: str, *, delay: float = 1.0) -> SwarmError:
-    """A registry answer that is not a success, as a swarm error (see the module docstring)."""
-    code = response.status_code
-    text = f"{what}: registry answered {code}: {_detail(response)}"
-    if code >= 500 or code == 429:
-        return RegistryUnavailableError(text, delay=_retry_after(response, delay))
-    if code in (401, 403):
-        return AuthError(text)
-    if code == 404:
-        return NotDeclaredError(text)
-    if code == 409:
-        return ConflictError(text)
-    return InvalidRequestError(text)
+        return Retry(RedisRetryBackoff(base=base, cap=cap), retries)
+    return SyncRetry(RedisRetryBackoff(base=base, cap=cap), retries)

@@ -71,8 +71,6 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Iterable, Literal, Mapping, Sequence
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -93,7 +91,7 @@ from swarm.errors import (
     TransientError,
     UndeclaredTopicError,
 )
-from swarm.foreign import REDIS_ERRORS, redis_error
+from swarm.foreign import REDIS_ERRORS, redis_error, redis_retry
 from swarm.keys import SwarmKeys
 
 log = logging.getLogger("swarm.bus")
@@ -292,7 +290,7 @@ class EventBus:
             # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s), yet a
             # silently vanished server must not hang the reader forever: BLOCK plus a margin.
             socket_timeout=self.block_ms / 1000 + 10.0 if blocking else 5.0,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry=redis_retry(3, base=0.05, cap=0.5),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
 

@@ -63,14 +63,13 @@ import httpx
 
 from swarm.backoff import backoff_delay as _backoff_delay
 from swarm.errors import (
-    AuthError,
-    ConflictError,
     InvalidRequestError,
     NotDeclaredError,
     PermanentError,
     RegistryUnavailableError,
     SwarmError,
 )
+from swarm.foreign_http import http_status_error, http_transport_error, response_detail
 
 log = logging.getLogger("swarm.registry.client")
 
@@ -104,45 +103,6 @@ TOKEN_ENV = "SWARM_AGENT_TOKEN"
 backoff_delay = _backoff_delay
 
 
-def _error_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {"detail": body}
-
-
-def _detail(response: httpx.Response) -> str:
-    """The server's explanation of an error response, for error messages.
-
-    Understands the registry's ``{"error", "detail", "fields"}`` and the 422
-    ``{"detail": [{"loc", "msg"}, ...]}`` shapes; falls back to the raw text.
-    """
-    body = _error_body(response)
-    detail = body.get("detail", body.get("message"))
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict) and "msg" in item:
-                loc = ".".join(str(p) for p in item.get("loc", []))
-                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    if detail is not None:
-        return str(detail)
-    if "error" in body:
-        return str(body["error"])
-    return response.text[:500] or response.reason_phrase
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "1")))
-    except ValueError:
-        return 1.0
-
-
 def _is_declaration_refusal(response: httpx.Response) -> bool:
     """403 means either "your token may not do this" or "the catalog says no".
 
@@ -150,10 +110,14 @@ def _is_declaration_refusal(response: httpx.Response) -> bool:
     ``role_mismatch``/``topics_not_declared``); any kind that is not about tokens is
     a catalog refusal.
     """
-    kind = str(_error_body(response).get("error", "")).lower()
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    kind = str(body.get("error", "") if isinstance(body, dict) else "").lower()
     if kind:
         return not any(word in kind for word in ("auth", "token", "forbidden"))
-    text = _detail(response).lower()
+    text = response_detail(response).lower()
     return any(word in text for word in ("declared", "catalog", "role", "topic"))
 
 
@@ -339,7 +303,7 @@ class AgentRegistryClient:
             log.info("deregister %s: registry did not know it (registered=%s)", self.agent_id, was_registered)
             return False
         log.error(
-            "deregister %s refused: %s %s", self.agent_id, response.status_code, _detail(response)
+            "deregister %s refused: %s %s", self.agent_id, response.status_code, response_detail(response)
         )
         return False
 
@@ -438,28 +402,14 @@ class AgentRegistryClient:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise RegistryUnavailableError(
-                f"{method} {self.registry_url}{path}: {type(exc).__name__}: {exc}", delay=1.0
-            ) from exc
+            raise http_transport_error(exc, f"{method} {self.registry_url}{path}", delay=1.0) from exc
         if response.status_code >= 500:
-            raise RegistryUnavailableError(
-                f"{method} {self.registry_url}{path}: {response.status_code} {_detail(response)}",
-                delay=_retry_after(response),
-            )
+            raise http_status_error(response, f"{method} {self.registry_url}{path}")
         return response
 
     def _raise_for(self, response: httpx.Response, action: str) -> None:
-        status = response.status_code
-        detail = _detail(response)
-        where = f"{action} {self.agent_id} at {self.registry_url}: {status}"
-        if status == 401:
-            raise AuthError(f"{where}: {detail}")
-        if status == 403:
-            if _is_declaration_refusal(response):
-                raise NotDeclaredError(f"{where}: {detail}")
-            raise AuthError(f"{where}: {detail}")
-        if status == 409:
-            raise ConflictError(f"{where}: {detail}")
-        if status in (400, 413, 422):
-            raise InvalidRequestError(f"{where}: {detail}")
-        raise SwarmError(f"{where}: unexpected answer: {detail}")
+        where = f"{action} {self.agent_id} at {self.registry_url}"
+        if response.status_code == 403 and _is_declaration_refusal(response):
+            # a 403 of the catalog ("not declared", "role differs"), not of the token
+            raise NotDeclaredError(f"{where}: registry answered 403: {response_detail(response)}")
+        raise http_status_error(response, where)

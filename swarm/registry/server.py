@@ -46,8 +46,6 @@ import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from pydantic import BaseModel, ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import AbstractBackoff
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -56,7 +54,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from swarm.desired import RegistryCatalog
-from swarm.backoff import backoff_delay
+from swarm.foreign import redis_retry
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisRefusedError, RedisUnavailableError
 from swarm.registry.admission import HealthUrlError, resolve_registration
 from swarm.registry.auth import EVERYONE, Authorizer, ForbiddenError, MissingTokenError, Reader
@@ -113,20 +111,6 @@ class SwarmMismatchError(ConflictError):
 
 class BusyError(RedisUnavailableError):
     """A request waited its whole queue timeout for a handler slot (503 with Retry-After)."""
-
-
-class RedisRetryBackoff(AbstractBackoff):
-    """redis-py's retry backoff drawn from :func:`swarm.backoff.backoff_delay` (one policy)."""
-
-    def __init__(self, *, base: float = 0.01, cap: float = 0.1) -> None:
-        self.base, self.cap = base, cap
-
-    def reset(self) -> None:
-        pass
-
-    def compute(self, failures: int) -> float:
-        # redis-py counts the first retry as 1; swarm.backoff counts the first failure as 0
-        return backoff_delay(max(0, failures - 1), base=self.base, cap=self.cap, floor=self.base)
 
 
 # -- request helpers ----------------------------------------------------------------
@@ -208,7 +192,7 @@ class RegistryApp:
         self.auth = Authorizer.create(config.secret, config.admin_token, swarm=config.swarm,
                                       enabled=config.auth_enabled)
         self.metrics = RegistryMetrics()
-        retry = Retry(RedisRetryBackoff(), retries=2)
+        retry = redis_retry(2)
         # Blocking: a burst waits for a free connection (up to the pool timeout) instead of
         # failing with "Too many connections" like redis-py's default pool.
         pool = aioredis.BlockingConnectionPool.from_url(

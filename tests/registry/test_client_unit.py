@@ -22,7 +22,6 @@ from swarm.errors import (
     NotDeclaredError,
     PermanentError,
     RegistryUnavailableError,
-    SwarmError,
 )
 from swarm.registry import AgentRegistryClient
 from swarm.registry import client as client_module
@@ -275,8 +274,8 @@ def answering(status: int, body: object, headers: dict[str, str] | None = None) 
             InvalidRequestError,
             "body.port: too big",
         ),
-        (503, {"error": "unavailable", "detail": "redis down"}, RegistryUnavailableError, "503 redis down"),
-        (418, {"detail": "teapot"}, SwarmError, "unexpected answer: teapot"),
+        (503, {"error": "unavailable", "detail": "redis down"}, RegistryUnavailableError, "answered 503: redis down"),
+        (418, {"detail": "teapot"}, InvalidRequestError, "answered 418: teapot"),
     ],
 )
 async def test_register_maps_answers_to_swarm_errors(
