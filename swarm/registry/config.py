@@ -56,6 +56,9 @@ class RegistryConfig:
     port: int = DEFAULT_PORT
     secret: str | None = None
     admin_token: str | None = None
+    #: key of the agents' Redis passwords (SWARM_BUS_SECRET, else the registry secret): lets
+    #: the registry re-create the agents' Redis users after a Redis restart
+    bus_secret: str | None = None
     insecure: bool = False
     access_log: bool = False
     probe: bool = True
@@ -111,6 +114,10 @@ class RegistryConfig:
         return self.secret is not None and not self.insecure
 
 
+#: Key of the agents' Redis passwords (default: the registry secret), as ``swarm bus apply`` reads it.
+BUS_SECRET_ENV = "SWARM_BUS_SECRET"
+
+
 def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryConfig:
     """Build the config from CLI ``options`` plus the two secrets in ``environ``.
 
@@ -119,4 +126,5 @@ def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryCo
     """
     secret = environ.get(SECRET_ENV) or None
     admin = environ.get(ADMIN_TOKEN_ENV) or None
-    return RegistryConfig(secret=secret, admin_token=admin, **options)  # type: ignore[arg-type]
+    bus_secret = environ.get(BUS_SECRET_ENV) or secret
+    return RegistryConfig(secret=secret, admin_token=admin, bus_secret=bus_secret, **options)  # type: ignore[arg-type]

@@ -215,6 +215,7 @@ class RegistryApp:
             ttl_seconds=self._catalog_ttl,
             min_protect=config.min_protect,
             ratio=config.protect_ratio,
+            on_new_redis=self._restore_bus_users,
         )
         self.prober: Any = None  # swarm.bus.prober.HealthProber once started
         self.router: Any = None  # swarm.bus.router.Router once started
@@ -292,6 +293,16 @@ class RegistryApp:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.reader.aclose()
             await self.redis.aclose()
+
+    async def _restore_bus_users(self) -> None:
+        """Re-create the agents' missing Redis users (they live in memory only: a Redis restart,
+        even with the append-only file, forgets them). The reconcile daemon does the same within
+        about a second; this covers a registry running without one. Needs the bus secret."""
+        from swarm.reconcile.heal import restore_missing_users
+
+        created = await restore_missing_users(self.redis, self.config.swarm, self.config.bus_secret)
+        if created:
+            log.warning("Redis lost %d agent users (restart?); re-created: %s", len(created), ", ".join(created))
 
     def start_prober(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
         """Run the bus's :class:`~swarm.bus.prober.HealthProber` unless ``--no-probe``.

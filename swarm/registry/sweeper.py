@@ -54,8 +54,12 @@ class LeaseSweeper:
         ttl_seconds: Callable[[], Awaitable[float | None]],
         min_protect: int = 10,
         ratio: float = 0.5,
+        on_new_redis: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        #: called when this process first sees a Redis, and after each Redis restart
+        #: (new run_id): the registry re-creates the agents' Redis users there
+        self.on_new_redis = on_new_redis
         self.metrics = metrics
         self.fixed_interval = interval
         self.ttl_seconds = ttl_seconds
@@ -77,6 +81,13 @@ class LeaseSweeper:
             ttl = None
         return max(MIN_INTERVAL, (ttl or 10.0) / 10)
 
+    async def _new_redis(self) -> None:
+        assert self.on_new_redis is not None
+        try:
+            await self.on_new_redis()
+        except Exception as exc:  # a failed repair must not stop the sweeps; the next restart retries
+            log.warning("after a new Redis run: %s", exc)
+
     async def tick(self) -> SweepInfo | None:
         """Grace if Redis is new to us, then one sweep; None when Redis is unreachable."""
         try:
@@ -85,6 +96,8 @@ class LeaseSweeper:
                 extended = await self.store.grace()  # this process starts, or Redis restarted
                 self.graces += 1
                 log.info("lease grace applied (redis run_id %s): %d leases extended", run_id, extended)
+                if self.on_new_redis is not None and run_id != self._run_id:
+                    await self._new_redis()
             elif self._owed and self._last_ok is not None:
                 outage_ms = int((time.monotonic() - self._last_ok) * 1000)
                 extended = await self.store.grace(outage_ms=outage_ms)
