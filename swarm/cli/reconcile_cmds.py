@@ -4,7 +4,9 @@ Wiring only: options → :class:`~swarm.reconcile.loop.ReconcileConfig`, the rea
 ports from :mod:`swarm.reconcile.observe`, printing. The environment is read
 here and nowhere deeper: ``SWARM_ADMIN_TOKEN`` (else derived from
 ``SWARM_REGISTRY_SECRET``) for the registry, ``SWARM_BUS_SECRET`` (else
-``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes.
+``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes, and
+``SWARM_REDIS_PASSWORD`` (:mod:`swarm.redis_auth`: the default user's password,
+applied to a Redis URL without credentials, so the Redis of ``swarm up`` is found).
 
 One writer per swarm: ``reconcile`` takes the reconcile lease in Redis
 (:mod:`swarm.reconcile.lease`); ``--watch`` stands by while another process holds
@@ -32,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import SpecError, TransientError
+from swarm.redis_auth import masked, password_from_env, redis_url_from_env
 
 
 def secrets_from_env(
@@ -116,6 +119,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
         force_prune=getattr(args, "force_prune", False),
         registry_url=getattr(args, "registry_url", None),
         redis_url=args.redis_url,
+        redis_password=password_from_env(),  # SWARM_REDIS_PASSWORD, for a URL without credentials
         pause_after=os.environ.get("SWARM_FAULT_PAUSE_AFTER") or None,  # tests only: see ReconcileConfig
         resume_file=Path(os.environ["SWARM_FAULT_RESUME_FILE"]) if os.environ.get("SWARM_FAULT_RESUME_FILE") else None,
         **extra,
@@ -272,7 +276,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         try:
             source = rec.load()
-            name, url = source.desired.bus.swarm, args.redis_url or source.desired.bus.settings.redis_url
+            name, url = source.desired.bus.swarm, rec.config.bus_redis_url(source.desired.bus.settings.redis_url)
         except SpecError as exc:
             source, spec_error = None, exc
             target = _fallback_target(args)
@@ -280,7 +284,7 @@ def run_status(args: argparse.Namespace) -> int:
                 target = (args.swarm, args.redis_url or (target[1] if target else "redis://127.0.0.1:6379/0"))
             if target is None:
                 raise
-            name, url = target[0], args.redis_url or target[1]
+            name, url = target[0], rec.config.bus_redis_url(target[1])
             # said first, so a Redis that is down does not hide it
             print(f"swarm: the given spec is invalid ({len(exc.issues)} error(s)); it is not applied:", file=sys.stderr)
             for issue in exc.issues:
@@ -305,7 +309,7 @@ def run_status(args: argparse.Namespace) -> int:
     finally:
         rec.close()
     if status is None:
-        print(f"swarm: no reconcile status for swarm {name!r} in {url} (has `swarm reconcile` run?)", file=sys.stderr)
+        print(f"swarm: no reconcile status for swarm {name!r} in {masked(url)} (has `swarm reconcile` run?)", file=sys.stderr)
         return EXIT_INVALID
     if live is not None:
         status.live = live
@@ -367,6 +371,6 @@ def _lease_lines(lease: Any) -> list[str]:
 def run_up(args: argparse.Namespace) -> int:
     from swarm.reconcile.up import UpOptions, run_up as up
 
-    return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
+    return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=redis_url_from_env(args.redis_url) if args.redis_url else None,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
                         state_dir=Path(args.state_dir)))
