@@ -95,7 +95,7 @@ def redis_error(exc: BaseException, what: str, *, delay: float = 0.5) -> SwarmEr
         return exc
     if isinstance(exc, rexc.AuthenticationError):
         if _WRONGPASS not in str(exc):  # NOAUTH (redis-py drops the word): no password was given
-            return RedisRefusedError(f"{what}: Redis requires a password ({exc}): {PASSWORD_HINT}", code="NOAUTH")
+            return RedisRefusedError(f"{what}: Redis requires a password (NOAUTH): {PASSWORD_HINT}", code="NOAUTH")
         return RedisUnavailableError(f"{what}: Redis refused the user or password: {exc} "
                                      "(an agent's user returns when the reconciler re-creates it; "
                                      f"for the default user: {PASSWORD_HINT})", delay=delay)

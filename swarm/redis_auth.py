@@ -41,8 +41,7 @@ def with_password(url: str, password: str | None) -> str:
         return url
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        query = urlencode([*parse_qsl(parts.query), ("password", password)])
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        return _with_query(url, urlencode([*parse_qsl(parts.query), ("password", password)]))
     netloc = f":{quote(password, safe='')}@{parts.netloc}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -50,14 +49,21 @@ def with_password(url: str, password: str | None) -> str:
 def masked(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: the only form that is printed or logged."""
     parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
     if parts.password is not None:
-        user, host = netloc.rsplit("@", 1)
+        user, host = parts.netloc.rsplit("@", 1)
         netloc = f"{user.split(':', 1)[0]}:{MASK}@{host}"
-    pairs = parse_qsl(query, keep_blank_values=True)
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "password" for k, _ in pairs):
-        query = urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        url = _with_query(url, urlencode([(k, MASK if k == "password" else v) for k, v in pairs], safe="*"))
+    return url
+
+
+def _with_query(url: str, query: str) -> str:
+    """``url`` with its query replaced (by hand: ``urlunsplit`` turns ``unix:///path`` into ``unix:/path``)."""
+    base, _, rest = url.partition("?")
+    fragment = rest.partition("#")[2] if "#" in rest else base.partition("#")[2]
+    return f"{base.partition('#')[0]}?{query}" + (f"#{fragment}" if fragment else "")
 
 
 def password_from_env(env: Mapping[str, str] | None = None) -> str | None:
