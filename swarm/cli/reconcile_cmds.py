@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import SpecError, TransientError
-from swarm.redis_auth import masked, password_from_env, redis_url_from_env
+from swarm.redis_auth import masked, password_from_env
 
 
 def secrets_from_env(
@@ -371,6 +371,6 @@ def _lease_lines(lease: Any) -> list[str]:
 def run_up(args: argparse.Namespace) -> int:
     from swarm.reconcile.up import UpOptions, run_up as up
 
-    return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=redis_url_from_env(args.redis_url) if args.redis_url else None,
+    return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
                         state_dir=Path(args.state_dir)))

@@ -386,7 +386,10 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
     try:
         reg_env = env
         if options.redis_url:
-            redis_url = plain_url = options.redis_url  # the CLI applied SWARM_REDIS_PASSWORD to it already
+            # SWARM_REDIS_PASSWORD (when the URL has no credentials): here for the loop, and the registry
+            # applies it itself from the environment it inherits, so it is on no command line
+            plain_url = options.redis_url
+            redis_url = with_password(plain_url, password_from_env(env))
         else:
             password = redis_password(state)
             given = password_from_env(env)

@@ -427,3 +427,38 @@ def test_the_redis_password_is_kept_across_ups_and_the_cli_finds_it_in_the_envir
     finally:
         again.kill()
     assert _processes_in(tmp_path) == []
+
+
+def test_up_with_redis_url_takes_the_password_from_the_environment(spec_dir: Path, tmp_path: Path,
+                                                                    redis_server: RedisServer) -> None:
+    """A Redis of the user's own with a password: SWARM_REDIS_PASSWORD reaches the loop and the registry
+    (which runs its router), and is on no command line."""
+    password = "their-own/pass:word"
+    admin = redis.Redis(port=redis_server.port)
+    admin.config_set("requirepass", password)
+    admin.close()
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": "", PASSWORD_ENV: password}
+    up = Up(tmp_path, str(spec_dir), "--redis-url", redis_server.url, env=env)
+    try:
+        up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
+        assert up.url("redis") == f"redis://:***@127.0.0.1:{redis_server.port}/0"  # the password applied, masked
+        catalog = httpx.get(up.url("registry") + "/catalog", headers=_read_headers(tmp_path), timeout=10).json()
+        assert len(catalog["catalog"]["agents"]) == 6  # the registry read it from the passworded Redis
+        client = redis.Redis(port=redis_server.port, password=password, decode_responses=True)
+        try:
+            status = parse_status(client.get("swarm:{research}:status"))  # type: ignore[arg-type]
+            routers = client.xinfo_groups("swarm:{research}:outbox:architect")
+        finally:
+            client.close()
+        assert status is not None and status.state == "synced"
+        assert [g["name"] for g in routers] == ["router"]
+        published = _swarm(tmp_path, "bus", "publish", "tasks.research", '{"q": 1}', "--as", "architect",
+                           "--spec", str(spec_dir), "--redis-url", redis_server.url, "--timeout", "10", env=env)
+        assert published.returncode == 0, published.stdout + published.stderr  # the registry's router routed it
+        running = _processes_in(tmp_path, besides=(redis_server.proc.pid,) if redis_server.proc else ())
+        assert len(running) >= 2 and not [p for p in running if password in p], running
+        assert password not in up.text()
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert not (tmp_path / ".swarm" / "redis.password").exists()  # not ours: no password of our own
