@@ -446,7 +446,8 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                         continue
                     folder = options.compiled_dir / spec.name / "agents" / agent.id
                     port = pick_port(agent.port)  # the spec's port, unless something else holds it
-                    agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV}, "AGENT_ID": agent.id, "AGENT_PORT": str(port),
+                    agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
+                                 "AGENT_ID": agent.id, "AGENT_PORT": str(port),
                                  "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
                                  "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
                     stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",
