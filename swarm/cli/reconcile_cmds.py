@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
-from swarm.errors import SpecError, TransientError
+from swarm.errors import PermanentError, SpecError, TransientError
 from swarm.redis_auth import masked, password_from_env
 
 
@@ -199,6 +199,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         while True:
             result = rec.run_pass("once")
             if result.retry_in is None or time.monotonic() + result.retry_in > deadline:
+                break
+            if isinstance(result.error, PermanentError):  # e.g. NOAUTH taking the lease: no retry cures it
                 break
             print(f"waiting: {result.error} (retry in {result.retry_in:.1f}s)", file=sys.stderr, flush=True)
             time.sleep(result.retry_in)

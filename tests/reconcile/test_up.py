@@ -394,6 +394,8 @@ def test_the_redis_password_is_kept_across_ups_and_the_cli_finds_it_in_the_envir
         assert "Traceback" not in without.stderr
         broken = _swarm(tmp_path, "bus", "breaker", "architect", "--spec", str(spec_dir), env=cli_env)
         assert broken.returncode == 2 and "requires a password" in broken.stderr, broken.stderr
+        refused = _swarm(tmp_path, "reconcile", "--once", str(spec_dir), *registry, "--compiled-dir", "", env=cli_env)
+        assert refused.returncode == 2 and "requires a password" in refused.stdout + refused.stderr, refused.stderr
 
         cli_env[PASSWORD_ENV] = password
         status = _swarm(tmp_path, "status", str(spec_dir), *registry, env=cli_env)
@@ -401,6 +403,8 @@ def test_the_redis_password_is_kept_across_ups_and_the_cli_finds_it_in_the_envir
         assert "synced" in status.stdout
         plan = _swarm(tmp_path, "plan", str(spec_dir), *registry, env=cli_env)
         assert plan.returncode == 0, plan.stdout + plan.stderr  # in sync: nothing to do
+        standby = _swarm(tmp_path, "reconcile", "--once", str(spec_dir), *registry, "--compiled-dir", "", env=cli_env)
+        assert standby.returncode == 1 and "holds the lease" in standby.stderr, standby.stdout + standby.stderr
         breaker = _swarm(tmp_path, "bus", "breaker", "architect", "--spec", str(spec_dir), env=cli_env)
         assert breaker.returncode == 0 and breaker.stdout.startswith("architect: closed"), breaker.stdout + breaker.stderr
         explicit = _swarm(tmp_path, "status", str(spec_dir), *registry, "--redis-url",
