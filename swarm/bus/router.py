@@ -219,6 +219,7 @@ class Router:
         self._alarmed: set[str] = set()
         self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._ready_logged = False
+        self._prefetch: asyncio.Task[list[tuple[str, tuple[list[bytes], list[Any], int]]]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -238,6 +239,10 @@ class Router:
         return self
 
     async def close(self) -> None:
+        if self._prefetch is not None:  # its entries stay pending: the next router reclaims them
+            self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+            self._prefetch = None
         for client in (self._reader, self._redis):
             if client is not None:
                 await client.aclose()
@@ -372,10 +377,25 @@ class Router:
             claimed = await self.reclaim()
             if claimed:
                 handled += await self.route(claimed)
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            calls = await task
+        else:
+            calls = await self._read_prepared()
+        if calls:
+            # Under load, read and check the next batch while Redis runs this one's scripts:
+            # the Python work overlaps Redis' instead of waiting for it. The scripts still
+            # run one batch after the other, so entries keep their order.
+            self._prefetch = asyncio.create_task(self._read_prepared(), name="router-prefetch")
+            handled += await self._send(calls)
+        return handled
+
+    async def _read_prepared(self) -> list[tuple[str, tuple[list[bytes], list[Any], int]]]:
+        """XREADGROUP new entries of every routable outbox (blocking up to ``block_ms``); their script calls."""
         streams = {self._senders[a].outbox: b">" for a in self._routable}
         if not streams:
             await asyncio.sleep(self.block_ms / 1000)
-            return handled
+            return []
         assert self._reader is not None
         reply: Any = await self._reader.xreadgroup(ROUTER_GROUP, self.consumer, streams,  # type: ignore[arg-type]
                                                    count=self.read_count, block=self.block_ms)
@@ -385,9 +405,16 @@ class Router:
             if agent is None:
                 continue
             entries.extend((agent, as_text(eid), fields or {}) for eid, fields in items)
-        if entries:
-            handled += await self.route(entries)
-        return handled
+        return self._prepare(entries)
+
+    async def _finish_prefetch(self) -> None:
+        """Route what a prefetch already read (a clean stop leaves nothing pending behind)."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            try:
+                await self._send(await task)
+            except (Exception, asyncio.CancelledError):  # reclaimed by the next router instead
+                log.debug("router %s: prefetched batch left pending", self.consumer, exc_info=True)
 
     async def reclaim(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
         """Claim outbox entries pending longer than ``reclaim_idle_ms`` (a dead replica's).
@@ -480,10 +507,19 @@ class Router:
 
     async def route(self, entries: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> int:
         """Route (agent, outbox id, fields) entries: one script call per sender and chunk, pipelined."""
+        return await self._send(self._prepare(entries))
+
+    def _prepare(self, entries: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> list[tuple[str, tuple[list[bytes], list[Any], int]]]:
+        """Check ``entries`` and group them into script calls, per sender and chunk."""
         by_agent: dict[str, list[tuple[str, dict[bytes, bytes]]]] = {}
         for agent, oid, fields in entries:
-            by_agent.setdefault(agent, []).append((oid, fields))
-        calls = [(agent, call) for agent, items in by_agent.items() for call in self._calls(agent, items)]
+            if agent in self._senders:  # a plan refresh may have dropped it since the read
+                by_agent.setdefault(agent, []).append((oid, fields))
+        return [(agent, call) for agent, items in by_agent.items() for call in self._calls(agent, items)]
+
+    async def _send(self, calls: list[tuple[str, tuple[list[bytes], list[Any], int]]]) -> int:
+        if not calls:
+            return 0
         self.stats.batches += 1
         if self._fault is not None and len(calls) >= 2:
             return await self._route_with_fault(calls)
@@ -665,6 +701,7 @@ class Router:
                     pass
         finally:
             if self._redis is not None:
+                await self._finish_prefetch()
                 await self._leave()
             await self.close()
             log.info("router %s stopped: %d routed, %d duplicates, %d refused", self.consumer,

@@ -72,7 +72,7 @@ async def test_failures_open_on_threshold_plus_one_and_one_probe_closes(
     health, url = health_server
     await register(applied, "planner", url)
     await register(applied, "worker-a", url, live=False)  # lease expired: never probed
-    planner = await make_bus("planner")
+    planner = await make_bus("planner", breaker_refresh_seconds=0)  # read the breaker on every publish
     health.status["planner"] = 503
     prober = HealthProber(applied, "lab", interval=INTERVAL)
     async with httpx.AsyncClient() as http:

@@ -29,7 +29,8 @@ from swarm.spec.loader import load_spec_full
 from tests.reconcile.conftest import Daemon, catalog_digest_live, run_cli
 from tests.reconcile.fakes import FakeRegistry
 from tests.reconcile.specdata import desired_from_docs, example_docs
-from tests.registry.conftest import RegistryProcess
+from swarm.registry.auth import read_token
+from tests.registry.conftest import TEST_SECRET, RegistryProcess
 from tests.support.services import RedisServer
 
 KEYS = SwarmKeys("research")
@@ -179,7 +180,8 @@ def test_two_daemons_one_writer_no_flapping_and_takeover_after_sigkill(
                  and s.last_applied.digest == theirs, 2 * TTL, "the standby did not take over within two TTLs")
     assert took < 2 * TTL and time.monotonic() - killed < 2 * TTL + 0.5
     print(f"standby's catalog live {took:.2f}s after SIGKILL of the holder (TTL {TTL:g}s)")  # a figure
-    catalog = httpx.get(live.url + "/catalog", timeout=5).json()["catalog"]
+    read = {"Authorization": f"Bearer {read_token(TEST_SECRET, 'research')}"}
+    catalog = httpx.get(live.url + "/catalog", headers=read, timeout=5).json()["catalog"]
     assert catalog["agents"]["summarizer"]["version"] == "9.9.9"
 
 

@@ -63,7 +63,7 @@ def test_unknown_nested_key_lists_allowed_fields_when_nothing_is_close() -> None
     text = SWARM.replace("  heartbeat_interval: 10\n", "  heartbeat_interval: 10\n  zzz: 1\n")
     issue = one(issues(swarm=text), "unknown field 'zzz'")
     assert issue.path == "registry.zzz"
-    assert "allowed: allow_undeclared, heartbeat_interval, ttl_seconds, url" in issue.message
+    assert "allowed: allow_undeclared, heartbeat_interval, private_metadata, public_reads, ttl_seconds, url" in issue.message
     assert issue.position == at(SWARM_FILE, text, "zzz")
 
 
