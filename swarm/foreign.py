@@ -11,7 +11,11 @@ once, here, and every caller agrees on it:
   ``MASTERDOWN``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``NOREPLICAS``.
 * **Permanent** (:class:`~swarm.errors.RedisRefusedError`): every other refusal
   (``NOPERM``, ``WRONGTYPE``, ``NOGROUP``, a syntax error): the same command will
-  be refused again, so a loop must report it instead of spinning on it.
+  be refused again, so a loop must report it instead of spinning on it. So is
+  ``NOAUTH`` (Redis wants a password and none was given): the message says where
+  the password comes from (``SWARM_REDIS_PASSWORD``, :mod:`swarm.redis_auth`).
+  ``WRONGPASS`` stays transient: an agent's user vanishes when Redis restarts and
+  the reconciler re-creates it within a second or so.
 * HTTP (httpx): :mod:`swarm.foreign_http`, re-exported here; it imports no redis so
   the agents' light registry client can use it too.
 
@@ -31,6 +35,7 @@ from redis.retry import Retry as SyncRetry
 from swarm.backoff import backoff_delay
 from swarm.errors import RedisRefusedError, RedisUnavailableError, SwarmError
 from swarm.foreign_http import http_status_error, http_transport_error, response_detail, retry_after
+from swarm.redis_auth import PASSWORD_HINT
 
 __all__ = [
     "REDIS_ERRORS",
@@ -48,6 +53,8 @@ __all__ = [
 
 #: Errors of redis-py and the socket layer that adapters catch and hand to :func:`redis_error`.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
+#: What Redis says for WRONGPASS (redis-py drops the word itself); any other authentication error is NOAUTH.
+_WRONGPASS = "invalid username-password pair"
 #: Leading word of a Redis error reply for a state that passes: retry later.
 TRANSIENT_REDIS_CODES = frozenset(
     {"OOM", "READONLY", "LOADING", "BUSY", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
@@ -82,6 +89,8 @@ def redis_error_code(exc: BaseException) -> str:
 
 def is_transient_redis(exc: BaseException) -> bool:
     """Whether a redis-py (or socket) error is one a retry later may cure."""
+    if isinstance(exc, rexc.AuthenticationError):
+        return _WRONGPASS in str(exc)  # NOAUTH: no password given, a retry cannot cure it
     if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError)):
         return True
     return redis_error_code(exc) in TRANSIENT_REDIS_CODES
@@ -91,6 +100,12 @@ def redis_error(exc: BaseException, what: str, *, delay: float = 0.5) -> SwarmEr
     """``exc`` (from redis-py or the socket layer, while doing ``what``) as a swarm error."""
     if isinstance(exc, SwarmError):
         return exc
+    if isinstance(exc, rexc.AuthenticationError):
+        if _WRONGPASS not in str(exc):  # NOAUTH (redis-py drops the word): no password was given
+            return RedisRefusedError(f"{what}: Redis requires a password (NOAUTH): {PASSWORD_HINT}", code="NOAUTH")
+        return RedisUnavailableError(f"{what}: Redis refused the user or password: {exc} "
+                                     "(an agent's user returns when the reconciler re-creates it; "
+                                     f"for the default user: {PASSWORD_HINT})", delay=delay)
     if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError)):
         return RedisUnavailableError(f"{what}: Redis unreachable: {exc}", delay=delay)
     if is_transient_redis(exc):

@@ -66,6 +66,22 @@ def test_refusals_that_stay_are_permanent(exc: Exception, code: str) -> None:
     assert not is_transient_redis(exc)
 
 
+def test_a_missing_password_is_permanent_and_says_where_the_password_comes_from() -> None:
+    """NOAUTH (redis-py drops the word; redis-py 8 says it about HELLO): a retry cannot cure it."""
+    exc = rexc.AuthenticationError("HELLO must be called with the client already authenticated, otherwise ...")
+    err = redis_error(exc, "read status")
+    assert isinstance(err, RedisRefusedError) and err.code == "NOAUTH" and not is_transient_redis(exc)
+    assert "SWARM_REDIS_PASSWORD" in str(err) and "--redis-url" in str(err)
+
+
+def test_a_wrong_password_stays_transient() -> None:
+    """WRONGPASS: an agent's user is re-created by the reconciler after a Redis restart."""
+    exc = rexc.AuthenticationError("invalid username-password pair or user is disabled.")
+    err = redis_error(exc, "consume")
+    assert isinstance(err, RedisUnavailableError) and is_transient_redis(exc)
+    assert "SWARM_REDIS_PASSWORD" in str(err)
+
+
 def test_a_swarm_error_passes_through_unchanged() -> None:
     original = InvalidRequestError("bad")
     assert redis_error(original, "x") is original

@@ -17,6 +17,7 @@ CORE_MODULES = [
     "swarm.keys",
     "swarm.errors",
     "swarm.backoff",
+    "swarm.redis_auth",
     "swarm.desired",
     "swarm.spec.models",
     "swarm.spec.loader",

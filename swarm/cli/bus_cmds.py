@@ -2,7 +2,8 @@
 
 Every command finds the swarm and its Redis through the spec (``--spec``, default
 ``specs/``: ``metadata.name`` and ``bus.redis_url``); ``--redis-url`` overrides the
-URL. ``apply`` installs either a compiled directory (``compiled/<swarm>``: its
+URL, and ``SWARM_REDIS_PASSWORD`` is applied to a URL without credentials (the
+password of Redis' default user, :mod:`swarm.redis_auth`). ``apply`` installs either a compiled directory (``compiled/<swarm>``: its
 ``bus.json``/``acl.json``, the reviewed artifacts) or, without one, the desired state
 built from the spec exactly as the reconciler builds it. With a directory and no
 ``--spec`` the URL is the one compiled into ``bus.json`` (the spec's, at compile
@@ -49,6 +50,7 @@ from typing import Any, Callable, Coroutine
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RouterUnavailableError
+from swarm.redis_auth import redis_url_from_env
 
 
 def register(subparsers: Any) -> None:
@@ -119,7 +121,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, set[str]]:
     from swarm.spec.loader import load_spec_full
 
     spec = load_spec_full(args.spec or "specs").spec
-    return spec.name, args.redis_url or spec.swarm.bus.redis_url, {a.id for a in spec.agents}
+    return spec.name, redis_url_from_env(args.redis_url or spec.swarm.bus.redis_url), {a.id for a in spec.agents}
 
 
 def _refusable(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -169,6 +171,7 @@ def run_apply(args: argparse.Namespace) -> int:
                 print(f"swarm bus apply: warning: {directory} was compiled from another revision of {args.spec} "
                       f"(run `swarm compile` to refresh it); applying {directory}", file=sys.stderr)
     secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
+    url = redis_url_from_env(url)
 
     async def run() -> int:
         import redis.asyncio as aioredis
@@ -367,7 +370,7 @@ def run_route(args: argparse.Namespace) -> int:
     from swarm.bus.router import FAULT_POINTS, Router
 
     if args.swarm is not None and args.redis_url is not None and args.spec is None:
-        swarm, url = args.swarm, args.redis_url
+        swarm, url = args.swarm, redis_url_from_env(args.redis_url)
     else:
         swarm, url, _ = _target(args)
         if args.swarm is not None and args.swarm != swarm:

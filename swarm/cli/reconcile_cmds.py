@@ -4,7 +4,9 @@ Wiring only: options → :class:`~swarm.reconcile.loop.ReconcileConfig`, the rea
 ports from :mod:`swarm.reconcile.observe`, printing. The environment is read
 here and nowhere deeper: ``SWARM_ADMIN_TOKEN`` (else derived from
 ``SWARM_REGISTRY_SECRET``) for the registry, ``SWARM_BUS_SECRET`` (else
-``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes.
+``SWARM_REGISTRY_SECRET``) for the Redis users that ``bus apply`` writes, and
+``SWARM_REDIS_PASSWORD`` (:mod:`swarm.redis_auth`: the default user's password,
+applied to a Redis URL without credentials, so the Redis of ``swarm up`` is found).
 
 One writer per swarm: ``reconcile`` takes the reconcile lease in Redis
 (:mod:`swarm.reconcile.lease`); ``--watch`` stands by while another process holds
@@ -31,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
-from swarm.errors import SpecError, TransientError
+from swarm.errors import PermanentError, SpecError, TransientError
+from swarm.redis_auth import masked, password_from_env
 
 
 def secrets_from_env(
@@ -116,6 +119,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
         force_prune=getattr(args, "force_prune", False),
         registry_url=getattr(args, "registry_url", None),
         redis_url=args.redis_url,
+        redis_password=password_from_env(),  # SWARM_REDIS_PASSWORD, for a URL without credentials
         pause_after=os.environ.get("SWARM_FAULT_PAUSE_AFTER") or None,  # tests only: see ReconcileConfig
         resume_file=Path(os.environ["SWARM_FAULT_RESUME_FILE"]) if os.environ.get("SWARM_FAULT_RESUME_FILE") else None,
         **extra,
@@ -196,6 +200,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
             result = rec.run_pass("once")
             if result.retry_in is None or time.monotonic() + result.retry_in > deadline:
                 break
+            if isinstance(result.error, PermanentError):  # e.g. NOAUTH taking the lease: no retry cures it
+                break
             print(f"waiting: {result.error} (retry in {result.retry_in:.1f}s)", file=sys.stderr, flush=True)
             time.sleep(result.retry_in)
     finally:
@@ -272,7 +278,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         try:
             source = rec.load()
-            name, url = source.desired.bus.swarm, args.redis_url or source.desired.bus.settings.redis_url
+            name, url = source.desired.bus.swarm, rec.config.bus_redis_url(source.desired.bus.settings.redis_url)
         except SpecError as exc:
             source, spec_error = None, exc
             target = _fallback_target(args)
@@ -280,7 +286,7 @@ def run_status(args: argparse.Namespace) -> int:
                 target = (args.swarm, args.redis_url or (target[1] if target else "redis://127.0.0.1:6379/0"))
             if target is None:
                 raise
-            name, url = target[0], args.redis_url or target[1]
+            name, url = target[0], rec.config.bus_redis_url(target[1])
             # said first, so a Redis that is down does not hide it
             print(f"swarm: the given spec is invalid ({len(exc.issues)} error(s)); it is not applied:", file=sys.stderr)
             for issue in exc.issues:
@@ -305,7 +311,7 @@ def run_status(args: argparse.Namespace) -> int:
     finally:
         rec.close()
     if status is None:
-        print(f"swarm: no reconcile status for swarm {name!r} in {url} (has `swarm reconcile` run?)", file=sys.stderr)
+        print(f"swarm: no reconcile status for swarm {name!r} in {masked(url)} (has `swarm reconcile` run?)", file=sys.stderr)
         return EXIT_INVALID
     if live is not None:
         status.live = live

@@ -1,7 +1,8 @@
 """``swarm registry serve|push`` and ``swarm token``: wiring only.
 
 ``serve`` builds a :class:`~swarm.registry.config.RegistryConfig` (flags plus
-SWARM_REGISTRY_SECRET / SWARM_ADMIN_TOKEN) and runs the app under uvicorn; it
+SWARM_REGISTRY_SECRET / SWARM_ADMIN_TOKEN; SWARM_REDIS_PASSWORD, the password of
+Redis' default user, is applied to a Redis URL without credentials) and runs the app under uvicorn; it
 refuses to start without a secret unless ``--insecure`` (exit 2). The uvicorn
 access log is OFF by default: it costs a large share of a tiny endpoint's
 throughput; ``--access-log`` turns it on. ``push`` sends
@@ -25,6 +26,7 @@ from typing import Any
 
 from swarm.cli import EXIT_INVALID, EXIT_OK
 from swarm.errors import InvalidRequestError
+from swarm.redis_auth import redis_url_from_env
 from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
@@ -109,6 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from swarm.registry.server import create_app
 
     swarm, redis_url, port = _serve_target(args)
+    redis_url = redis_url_from_env(redis_url)  # SWARM_REDIS_PASSWORD for a URL without credentials
     config = config_from_env(
         os.environ,
         swarm=swarm,

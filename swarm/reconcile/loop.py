@@ -53,6 +53,7 @@ from swarm.backoff import Backoff
 from swarm.desired import DesiredState, desired_from_spec
 from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
 from swarm.reconcile.apply import apply_plan
+from swarm.redis_auth import with_password
 from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost, read_lease
 from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, walked, working_revision
 from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
@@ -125,6 +126,8 @@ class ReconcileConfig:
     dry_run: bool = False
     registry_url: str | None = None
     redis_url: str | None = None
+    #: password of Redis' default user, applied to a Redis URL without credentials (see :mod:`swarm.redis_auth`)
+    redis_password: str | None = None
     resync_seconds: float = 30.0
     compiled_dir: Path | None = None
     debounce_ms: int = 80
@@ -142,6 +145,10 @@ class ReconcileConfig:
     #: can stop Redis or the registry in the middle of an apply. Once per process.
     pause_after: str | None = None
     resume_file: Path | None = None
+
+    def bus_redis_url(self, spec_url: str) -> str:
+        """The Redis URL to use: ``redis_url`` (else the spec's), with ``redis_password`` when it has no credentials."""
+        return with_password(self.redis_url or spec_url, self.redis_password)
 
 
 @dataclass(frozen=True)
@@ -256,7 +263,7 @@ class Reconciler:
     def ports_for(self, desired: DesiredState) -> Ports:
         key = (
             self.config.registry_url or desired.registry.settings.url,
-            self.config.redis_url or desired.bus.settings.redis_url,
+            self.config.bus_redis_url(desired.bus.settings.redis_url),
         )
         if key not in self._ports:
             self._ports[key] = self._ports_factory(desired, self.config)
@@ -402,7 +409,7 @@ class Reconciler:
             return None
         d = self.good.desired
         return self._ports.get((self.config.registry_url or d.registry.settings.url,
-                                self.config.redis_url or d.bus.settings.redis_url))
+                                self.config.bus_redis_url(d.bus.settings.redis_url)))
 
     async def _keep(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event) -> None:
         """Renew the lease and watch Redis' run_id until stopped; kick a pass when one is due."""
@@ -608,7 +615,7 @@ class Reconciler:
         if self._status_fallback is None:
             return None
         target = lenient_target(self._invalid_files or {})
-        return None if target is None else (target[0], self.config.redis_url or target[1])
+        return None if target is None else (target[0], self.config.bus_redis_url(target[1]))
 
     def _fallback_sink(self, name: str, url: str) -> StatusSink:
         assert self._status_fallback is not None

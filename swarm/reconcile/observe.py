@@ -51,6 +51,7 @@ from swarm.foreign import REDIS_ERRORS, http_status_error, http_transport_error,
 from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
 from swarm.reconcile.lease import Fence, LeaseLost
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
+from swarm.redis_auth import masked
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
@@ -132,7 +133,7 @@ def redis_errors(url: str, what: str) -> Iterator[None]:
     try:
         yield
     except REDIS_ERRORS as exc:
-        raise redis_error(exc, f"redis at {url}: {what}") from exc
+        raise redis_error(exc, f"redis at {masked(url)}: {what}") from exc
 
 
 #: The agent id part of the scratch user: ':' is outside the agent id charset.
@@ -199,7 +200,7 @@ class RedisBusPort:
     """
 
     def __init__(self, url: str, swarm: str, *, bus_secret: str | None) -> None:
-        self.url = url
+        self.url = masked(url)  # for messages (they reach the status in Redis): never the password
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
         self.fence: Fence | None = None
@@ -518,7 +519,7 @@ def make_ports_factory(admin_token: str | None | Callable[[str], str | None],
     def factory(desired: DesiredState, config: ReconcileConfig) -> Ports:
         token = admin_token(desired.registry.swarm) if callable(admin_token) else admin_token
         registry = HttpRegistryPort(config.registry_url or desired.registry.settings.url, token)
-        bus = RedisBusPort(config.redis_url or desired.bus.settings.redis_url, desired.bus.swarm, bus_secret=bus_secret)
+        bus = RedisBusPort(config.bus_redis_url(desired.bus.settings.redis_url), desired.bus.swarm, bus_secret=bus_secret)
 
         def close() -> None:
             registry.close()

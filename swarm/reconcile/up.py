@@ -5,7 +5,17 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
 1. a ``redis-server`` of its own in ``.swarm/redis/`` (append-only on, so state
    survives a restart) on the spec's Redis port when free, else a free port —
    unless ``--redis-url`` is given. No redis-server on PATH is a clear error
-   saying how to install one or which flag to pass instead;
+   saying how to install one or which flag to pass instead. Its ``default`` user
+   (the trusted one) has a password, so an agent cannot drop its own Redis user
+   and log in as ``default`` to run what its user forbids (EVAL, other agents'
+   keys): generated once (``secrets.token_urlsafe``) into
+   ``.swarm/redis.password`` (mode 0600) and reused by the next ``up``. It reaches
+   redis-server on its standard input (a config line, never on a command line
+   ``ps`` shows), the registry (and its router) in ``SWARM_REDIS_PASSWORD``, the
+   watch loop in its Redis URL (percent-encoded); agents never get it. URLs are
+   printed masked (``redis://:***@...``), with the hint
+   ``export SWARM_REDIS_PASSWORD=$(cat .swarm/redis.password)`` so ``swarm
+   status``, ``plan``, ``reconcile`` and ``bus ...`` in the same folder find it;
 2. the registry (``python -m swarm registry serve``, a subprocess so its
    uvicorn owns its own event loop and logs to ``.swarm/registry.log``) on the
    spec's registry port when free, else a free port;
@@ -14,7 +24,9 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
 4. with ``--demo``, once the first pass has synced and ``compiled/`` is written,
    every compiled Python agent with ``registry: true`` under uvicorn (on its
    spec port when free, else a free port), with its registry token and its own
-   Redis user, so a newcomer sees them register and heartbeat.
+   Redis user, so a newcomer sees them register and heartbeat. Their environment
+   is ``up``'s without the secrets of the trusted side (:data:`TRUSTED_ENV`: the
+   registry secret, the admin token, the bus secret, the Redis password).
 
 A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
 else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
@@ -64,6 +76,7 @@ import httpx
 from swarm.errors import PermanentError, SwarmError
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
+from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
@@ -101,6 +114,12 @@ def redis_bulk_limit(max_payload_bytes: int) -> int:
     is always accepted and one entry can never reach Redis' default of 512 MiB.
     """
     return max(BULK_LIMIT_FLOOR, 2 * max_payload_bytes + 1024 * 1024)
+
+
+#: Environment variables of the trusted side that ``up`` never hands to a demo agent.
+TRUSTED_ENV = ("SWARM_REGISTRY_SECRET", "SWARM_ADMIN_TOKEN", "SWARM_BUS_SECRET", PASSWORD_ENV)
+#: Where ``up`` keeps the password of its Redis' default user, under the state folder.
+REDIS_PASSWORD_FILE = "redis.password"
 
 
 class StateLocked(PermanentError):
@@ -190,15 +209,25 @@ class LocalStack:
     children: list[_Child] = field(default_factory=list)
 
     def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-              cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+              cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
+              stdin: bytes | None = None) -> subprocess.Popen[bytes]:
+        """Start a child logging to ``log_path``; ``stdin``, when given, is written to its standard input."""
         log = open(log_path, "ab")
         try:
             proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True,
-                                    preexec_fn=_die_with_parent, pass_fds=pass_fds)
+                                    preexec_fn=_die_with_parent, pass_fds=pass_fds,
+                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
         except OSError as exc:  # e.g. an agent's compiled folder is missing: say so, stop the rest
             log.close()
             raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
         self.children.append(_Child(name, proc, log))
+        if stdin is not None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except OSError:  # it died at once: the caller's wait says so, with its log
+                pass
         return proc
 
     def stop(self) -> None:
@@ -279,8 +308,28 @@ def registry_secret(state_dir: Path, env: dict[str, str]) -> str:
     return value
 
 
+def redis_password(state_dir: Path) -> str:
+    """The password of the default user of ``up``'s Redis: generated once into ``state_dir/redis.password``
+    (mode 0600, tightened back to 0600 if someone widened it), the same on every later ``up``."""
+    path = state_dir / REDIS_PASSWORD_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        value = path.read_text().strip()
+        if not value:
+            raise PermanentError(f"swarm up: {path} is empty; delete it and a new password is generated") from None
+        return value
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
 def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, *, max_payload_bytes: int,
-                lock: StateLock | None = None) -> str:
+                password: str, lock: StateLock | None = None) -> str:
+    """Start ``up``'s redis-server; its URL, without the password (see :func:`redis_password`)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise PermanentError(NO_REDIS)
@@ -288,11 +337,13 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, 
     data.mkdir(parents=True, exist_ok=True)
     port = pick_port(preferred_port)
     log = state_dir / "redis.log"
-    proc = stack.spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
-                                 "--appendonly", "yes", "--save", "", "--protected-mode", "no",
+    # "-": the rest of the configuration comes from stdin, so the password is on no command line
+    proc = stack.spawn("redis", [exe, "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data.resolve()),
+                                 "--appendonly", "yes", "--save", "", "--protected-mode", "yes",
                                  "--proto-max-bulk-len", str(redis_bulk_limit(max_payload_bytes)),
                                  "--logfile", str(log.resolve())], log,
-                       pass_fds=(lock.fd,) if lock is not None and lock.fd is not None else ())
+                       pass_fds=(lock.fd,) if lock is not None and lock.fd is not None else (),
+                       stdin=f"requirepass {password}\n".encode())
     if lock is not None:
         lock.write(redis_pid=str(proc.pid))
     _wait_port(port, proc, "redis-server", log)
@@ -333,25 +384,42 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
 
     stack = LocalStack()
     try:
+        reg_env = env
         if options.redis_url:
-            redis_url = options.redis_url
+            # SWARM_REDIS_PASSWORD (when the URL has no credentials): here for the loop, and the registry
+            # applies it itself from the environment it inherits, so it is on no command line
+            plain_url = options.redis_url
+            redis_url = with_password(plain_url, password_from_env(env))
         else:
-            redis_url = start_redis(stack, state, urlsplit(spec.swarm.bus.redis_url).port,
-                                    max_payload_bytes=spec.swarm.bus.max_payload_bytes, lock=lock)
+            password = redis_password(state)
+            given = password_from_env(env)
+            if given is not None and given != password:
+                print(f"swarm up: warning: {PASSWORD_ENV} is not the password in {state / REDIS_PASSWORD_FILE}; "
+                      "the Redis swarm up starts uses the file's", file=sys.stderr, flush=True)
+            plain_url = start_redis(stack, state, urlsplit(spec.swarm.bus.redis_url).port,
+                                    max_payload_bytes=spec.swarm.bus.max_payload_bytes, password=password, lock=lock)
+            redis_url = with_password(plain_url, password)
+            reg_env = {**env, PASSWORD_ENV: password}  # the registry applies it to --redis-url
         reg_port = pick_port(urlsplit(spec.swarm.registry.url).port)
         registry_url = f"http://127.0.0.1:{reg_port}"
         reg_log = state / "registry.log"
         reg = stack.spawn("registry", [sys.executable, "-m", "swarm", "registry", "serve", "--port", str(reg_port),
-                                       "--redis-url", redis_url, "--swarm", spec.name], reg_log, env=env)
+                                       "--redis-url", plain_url, "--swarm", spec.name], reg_log, env=reg_env)
         _wait_http(registry_url + "/health/live", reg, "the registry", reg_log)
 
+        password_file = state / REDIS_PASSWORD_FILE
         print(f"swarm up: {spec.name}")
-        print(f"  redis     {redis_url}" + ("" if options.redis_url else f"  (data in {state / 'redis'})"))
+        print(f"  redis     {masked(redis_url)}"
+              + ("" if options.redis_url else f"  (data in {state / 'redis'}, password in {password_file})"))
         print(f"  registry  {registry_url}  (status: {registry_url}/status, watch: {registry_url}/agents/watch)")
         print(f"  logs      {state}/*.log")
         spec_args = " ".join(str(p) for p in options.spec_paths)
+        if not options.redis_url:
+            print(f"  password  export {PASSWORD_ENV}=$(cat {password_file})"
+                  "  (then swarm status, plan, reconcile and bus ... find this Redis)")
         secret_hint = "" if os.environ.get("SWARM_REGISTRY_SECRET") else f"SWARM_REGISTRY_SECRET=$(cat {state / 'secret'}) "
-        print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} --redis-url {redis_url}")
+        print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} "
+              f"--redis-url {masked(plain_url)}")
         print("  watching the spec; Ctrl-C stops everything", flush=True)
 
         config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, force_prune=options.force_prune,
@@ -378,7 +446,8 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                         continue
                     folder = options.compiled_dir / spec.name / "agents" / agent.id
                     port = pick_port(agent.port)  # the spec's port, unless something else holds it
-                    agent_env = {**env, "AGENT_ID": agent.id, "AGENT_PORT": str(port),
+                    agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
+                                 "AGENT_ID": agent.id, "AGENT_PORT": str(port),
                                  "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
                                  "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
                     stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",

@@ -6,6 +6,11 @@ are whatever ``up`` picks (the spec's when free, else free ones) and are read
 back from its output. After SIGINT nothing it started may be left: no process
 whose command line or working directory lies in the test's folder, no port
 still listening.
+
+Its Redis' ``default`` user has a password (``.swarm/redis.password``) that no
+agent gets: an unauthenticated client is refused, the password shows on no
+command line, in no output and in no agent's environment, and the user's own
+commands find it through ``SWARM_REDIS_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import redis
 
 from swarm.reconcile.status import parse_status
 from swarm.reconcile.up import pick_port, port_free, redis_bulk_limit
+from swarm.redis_auth import PASSWORD_ENV
 from tests.support.services import RedisServer, free_port, python_cmd
 
 REGISTERED = ("architect", "paper-researcher", "reviewer", "summarizer", "web-researcher")  # python, registry: true
@@ -102,6 +108,38 @@ def _read_headers(project: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {read_token((project / '.swarm' / 'secret').read_text().strip(), 'research')}"}
 
 
+def _password(project: Path) -> str:
+    return (project / ".swarm" / "redis.password").read_text().strip()
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _refuses_anonymous(port: int) -> None:
+    """The default user wants the password: a client without one gets NOAUTH, a wrong one WRONGPASS."""
+    for kwargs in ({}, {"password": "not-the-password"}):
+        client = redis.Redis(port=port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                client.execute_command("EVAL", "return 1", "0")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
+
+def _agent_environments(project: Path) -> dict[int, dict[str, str]]:
+    """The environment of every process running in compiled/ (the demo agents)."""
+    found: dict[int, dict[str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(str(project / "compiled")):
+                raw = (entry / "environ").read_bytes().split(b"\0")
+                found[int(entry.name)] = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        except OSError:
+            continue
+    return found
+
+
 def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir: Path, tmp_path: Path) -> None:
     project = _project(tmp_path, spec_dir)
     env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
@@ -130,13 +168,32 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         assert (project / ".swarm" / "redis").is_dir()
         assert len(_processes_in(project)) >= 1 + 1 + 1 + len(REGISTERED), _processes_in(project)
 
+        # the default user: a password no agent has, shown nowhere, in a 0600 file
+        password = _password(project)
+        assert len(password) >= 40 and oct((project / ".swarm" / "redis.password").stat().st_mode & 0o777) == "0o600"
+        assert redis_url == f"redis://:***@127.0.0.1:{_port_of(redis_url)}/0"
+        _refuses_anonymous(_port_of(redis_url))
+        admin = redis.Redis(port=_port_of(redis_url), password=password)
+        try:
+            assert admin.ping()
+        finally:
+            admin.close()
+        assert f"export {PASSWORD_ENV}=$(cat .swarm/redis.password)" in up.text()
+        assert password not in up.text() and not [p for p in _processes_in(project) if password in p]
+        environments = _agent_environments(project)
+        assert len(environments) >= len(REGISTERED), environments.keys()
+        for pid, environ in environments.items():
+            assert password not in "\n".join(f"{k}={v}" for k, v in environ.items()), f"agent pid {pid} got the password"
+            assert not {PASSWORD_ENV, "SWARM_REGISTRY_SECRET", "SWARM_ADMIN_TOKEN", "SWARM_BUS_SECRET"} & set(environ)
+            assert environ["REDIS_URL"].startswith("redis://swarm.research.")  # its own user
+
         assert up.interrupt() == 0, up.text()
     finally:
         up.kill()
     assert "swarm up: stopping" in up.text()
     assert "Traceback" not in up.text(), up.text()
     assert _processes_in(project) == [], "swarm up left processes behind"
-    ports = {int(registry.rsplit(":", 1)[1]), int(redis_url.rsplit(":", 1)[1].split("/")[0]), *agent_ports}
+    ports = {int(registry.rsplit(":", 1)[1]), _port_of(redis_url), *agent_ports}
     assert [p for p in ports if _listening(p)] == [], "a port is still open"
     for agent in REGISTERED:  # they deregistered while the registry was still up
         assert "deregistered" in (project / ".swarm" / f"agent-{agent}.log").read_text()
@@ -244,7 +301,7 @@ def test_second_up_is_refused_and_ports_come_back_after_ctrl_c(spec_dir: Path, t
     first = Up(tmp_path, str(spec_dir), env=env)
     try:
         first.wait_until(lambda: "watching the spec" in first.text(), "the first up to start")
-        assert first.url("redis") == f"redis://127.0.0.1:{redis_port}/0"
+        assert first.url("redis") == f"redis://:***@127.0.0.1:{redis_port}/0"
         assert first.url("registry") == f"http://127.0.0.1:{registry_port}"
         lock = (tmp_path / ".swarm" / "lock").read_text()
         assert f"pid={first.proc.pid}\n" in lock and "redis_pid=" in lock
@@ -256,14 +313,14 @@ def test_second_up_is_refused_and_ports_come_back_after_ctrl_c(spec_dir: Path, t
         assert len(_redis_servers_in(tmp_path)) == 1, _redis_servers_in(tmp_path)
 
         # one entry cannot be bigger than the limit; the largest legal payload still goes in
-        client = redis.Redis(port=redis_port)
+        client = redis.Redis(port=redis_port, password=_password(tmp_path))
         try:
             limit = redis_bulk_limit(1024 * 1024)
             assert client.config_get("proto-max-bulk-len") == {"proto-max-bulk-len": str(limit)}
             assert client.xadd("probe", {"payload": b"x" * (1024 * 1024)})
             with pytest.raises(redis.RedisError):
                 client.xadd("probe", {"payload": b"x" * (limit + 1)})
-            assert redis.Redis(port=redis_port).ping()  # Redis itself is unharmed
+            assert redis.Redis(port=redis_port, password=_password(tmp_path)).ping()  # Redis itself is unharmed
         finally:
             client.close()
 
@@ -278,7 +335,7 @@ def test_second_up_is_refused_and_ports_come_back_after_ctrl_c(spec_dir: Path, t
     again = Up(tmp_path, str(spec_dir), env=env)
     try:
         again.wait_until(lambda: "watching the spec" in again.text(), "the next up to start")
-        assert again.url("redis") == f"redis://127.0.0.1:{redis_port}/0"
+        assert again.url("redis") == f"redis://:***@127.0.0.1:{redis_port}/0"
         assert again.url("registry") == f"http://127.0.0.1:{registry_port}"
         assert again.interrupt() == 0, again.text()
     finally:
@@ -305,3 +362,107 @@ def test_children_die_with_a_sigkilled_up(spec_dir: Path, tmp_path: Path) -> Non
         assert again.interrupt() == 0, again.text()
     finally:
         again.kill()
+
+
+def _swarm(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(python_cmd("-m", "swarm", *args), cwd=project, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_redis_password_is_kept_across_ups_and_the_cli_finds_it_in_the_environment(
+        spec_dir: Path, tmp_path: Path) -> None:
+    """The password is generated once and reused (the append-only data stays reachable with it);
+    ``swarm status``, ``plan`` and ``bus`` work with SWARM_REDIS_PASSWORD and say what is missing without it."""
+    redis_port, _ = _own_ports(spec_dir)  # the spec's bus.redis_url is up's Redis: the CLI needs no --redis-url
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": "", PASSWORD_ENV: ""}
+    first = Up(tmp_path, str(spec_dir), env=env)
+    try:
+        first.wait_until(lambda: "push the registry catalog" in first.text(), "the first pass")
+        password = _password(tmp_path)
+        _refuses_anonymous(redis_port)
+        client = redis.Redis(port=redis_port, password=password)
+        try:
+            client.set("written-by-the-first-up", "kept")
+        finally:
+            client.close()
+
+        cli_env = {**env, "SWARM_REGISTRY_SECRET": (tmp_path / ".swarm" / "secret").read_text().strip()}
+        registry = ("--registry-url", first.url("registry"))
+        without = _swarm(tmp_path, "status", str(spec_dir), *registry, env=cli_env)
+        assert without.returncode == 2, without.stdout + without.stderr
+        assert "requires a password" in without.stderr and f"export {PASSWORD_ENV}=" in without.stderr
+        assert "Traceback" not in without.stderr
+        broken = _swarm(tmp_path, "bus", "breaker", "architect", "--spec", str(spec_dir), env=cli_env)
+        assert broken.returncode == 2 and "requires a password" in broken.stderr, broken.stderr
+        refused = _swarm(tmp_path, "reconcile", "--once", str(spec_dir), *registry, "--compiled-dir", "", env=cli_env)
+        assert refused.returncode == 2 and "requires a password" in refused.stdout + refused.stderr, refused.stderr
+
+        cli_env[PASSWORD_ENV] = password
+        status = _swarm(tmp_path, "status", str(spec_dir), *registry, env=cli_env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "synced" in status.stdout
+        plan = _swarm(tmp_path, "plan", str(spec_dir), *registry, env=cli_env)
+        assert plan.returncode == 0, plan.stdout + plan.stderr  # in sync: nothing to do
+        standby = _swarm(tmp_path, "reconcile", "--once", str(spec_dir), *registry, "--compiled-dir", "", env=cli_env)
+        assert standby.returncode == 1 and "holds the lease" in standby.stderr, standby.stdout + standby.stderr
+        breaker = _swarm(tmp_path, "bus", "breaker", "architect", "--spec", str(spec_dir), env=cli_env)
+        assert breaker.returncode == 0 and breaker.stdout.startswith("architect: closed"), breaker.stdout + breaker.stderr
+        explicit = _swarm(tmp_path, "status", str(spec_dir), *registry, "--redis-url",
+                          f"redis://:{password}@127.0.0.1:{redis_port}/0", env={**cli_env, PASSWORD_ENV: ""})
+        assert explicit.returncode == 0, explicit.stdout + explicit.stderr  # credentials in the URL win
+        assert password not in status.stdout + status.stderr + plan.stdout + plan.stderr
+
+        assert first.interrupt() == 0, first.text()
+    finally:
+        first.kill()
+
+    again = Up(tmp_path, str(spec_dir), env=env)
+    try:
+        again.wait_until(lambda: "watching the spec" in again.text(), "the next up to start")
+        assert _password(tmp_path) == password
+        assert oct((tmp_path / ".swarm" / "redis.password").stat().st_mode & 0o777) == "0o600"
+        _refuses_anonymous(redis_port)
+        client = redis.Redis(port=redis_port, password=password, decode_responses=True)
+        try:
+            assert client.get("written-by-the-first-up") == "kept"  # the append-only data, same password
+        finally:
+            client.close()
+        assert again.interrupt() == 0, again.text()
+    finally:
+        again.kill()
+    assert _processes_in(tmp_path) == []
+
+
+def test_up_with_redis_url_takes_the_password_from_the_environment(spec_dir: Path, tmp_path: Path,
+                                                                    redis_server: RedisServer) -> None:
+    """A Redis of the user's own with a password: SWARM_REDIS_PASSWORD reaches the loop and the registry
+    (which runs its router), and is on no command line."""
+    password = "their-own/pass:word"
+    admin = redis.Redis(port=redis_server.port)
+    admin.config_set("requirepass", password)
+    admin.close()
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": "", PASSWORD_ENV: password}
+    up = Up(tmp_path, str(spec_dir), "--redis-url", redis_server.url, env=env)
+    try:
+        up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
+        assert up.url("redis") == f"redis://:***@127.0.0.1:{redis_server.port}/0"  # the password applied, masked
+        catalog = httpx.get(up.url("registry") + "/catalog", headers=_read_headers(tmp_path), timeout=10).json()
+        assert len(catalog["catalog"]["agents"]) == 6  # the registry read it from the passworded Redis
+        client = redis.Redis(port=redis_server.port, password=password, decode_responses=True)
+        try:
+            status = parse_status(client.get("swarm:{research}:status"))  # type: ignore[arg-type]
+            routers = client.xinfo_groups("swarm:{research}:outbox:architect")
+        finally:
+            client.close()
+        assert status is not None and status.state == "synced"
+        assert [g["name"] for g in routers] == ["router"]
+        published = _swarm(tmp_path, "bus", "publish", "tasks.research", '{"q": 1}', "--as", "architect",
+                           "--spec", str(spec_dir), "--redis-url", redis_server.url, "--timeout", "10", env=env)
+        assert published.returncode == 0, published.stdout + published.stderr  # the registry's router routed it
+        running = _processes_in(tmp_path, besides=(redis_server.proc.pid,) if redis_server.proc else ())
+        assert len(running) >= 2 and not [p for p in running if password in p], running
+        assert password not in up.text()
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert not (tmp_path / ".swarm" / "redis.password").exists()  # not ours: no password of our own
