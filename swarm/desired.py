@@ -234,6 +234,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             visibility_timeout_seconds=b.visibility_timeout_seconds,
             max_deliveries=b.max_deliveries,
             breaker=BreakerConfig(**b.breaker.model_dump()),
+            inbox_max_len=b.inbox_max_len,
         ),
         topics={
             t.name: TopicPlan(
