@@ -144,7 +144,7 @@ while a <= #ARGV do
             for i = first, first + n - 1 do
               local inbox = KEYS[i]
               if inbox_len(inbox) >= inbox_max then
-                full[#full + 1] = string.match(inbox, 'inbox:([^:]*)$')
+                full[#full + 1] = string.match(inbox, 'inbox:([^:]*)$') or inbox  -- the key itself if not an inbox name
               else
                 redis.call('XADD', inbox, '*', 'topic', topic, 'message_id', mid,
                   'sender', sender, 'payload', payload, 'content_type', ct, 'topic_entry_id', id)
