@@ -82,6 +82,10 @@ class BusConfig(_Frozen):
     #: receipts kept per agent, and refused entries kept per swarm (XADD MAXLEN ~)
     receipts_max_len: int = 1000
     refused_max_len: int = 10000
+    #: the router delivers to an inbox only while it holds fewer entries (unacked ones: the agent
+    #: deletes what it acks); at the cap the delivery to THAT inbox is refused (``inbox_full`` in
+    #: ``refused`` and in the sender's receipt), never an unread entry evicted
+    inbox_max_len: int = 100000
 
 
 class TopicPlan(_Frozen):
@@ -230,6 +234,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             visibility_timeout_seconds=b.visibility_timeout_seconds,
             max_deliveries=b.max_deliveries,
             breaker=BreakerConfig(**b.breaker.model_dump()),
+            inbox_max_len=b.inbox_max_len,
         ),
         topics={
             t.name: TopicPlan(

@@ -24,7 +24,7 @@ swarm:{N}:breaker:<id>                 hash    circuit breaker of one agent (pro
 swarm:{N}:acl                          string  JSON ACL table (reconciler; agents may read)
 swarm:{N}:bus                          string  JSON bus settings (reconciler; agents may read)
 swarm:{N}:outbox:<id>                  stream  what agent <id> publishes (only <id> writes; router reads)
-swarm:{N}:inbox:<id>                   stream  what agent <id> receives (router writes; only <id> reads)
+swarm:{N}:inbox:<id>                   stream  what agent <id> has not finished (router appends; <id> reads, acks+deletes)
 swarm:{N}:receipts:<id>                stream  router's verdict on each outbox entry of <id> (capped)
 swarm:{N}:topic:<topic>                stream  the topic's canonical log (router only)
 swarm:{N}:dlq:<topic>                  stream  legacy/operator dead letters of a topic
@@ -49,14 +49,22 @@ Entry formats (field names; all values UTF-8 text):
   Any other field, a ``sender`` other than the owner, invalid UTF-8 or JSON, or a
   payload over ``max_payload_bytes`` is refused.
 * inbox: ``topic``, ``message_id``, ``sender``, ``payload``, ``content_type``,
-  ``topic_entry_id`` (the entry's id in the topic's log).
+  ``topic_entry_id`` (the entry's id in the topic's log). Never trimmed: a length cap
+  would let a flooding sender evict entries the owner has not read (Redis 7 drops
+  trimmed entries from the pending list too). The owner deletes an entry when it acks
+  it (XACK + XDEL in one MULTI), so the inbox holds only unfinished work, and the router
+  does not append to an inbox already holding ``inbox_max_len`` entries (reason
+  ``inbox_full`` in ``refused``, the subscriber in the receipt's ``undelivered``).
 * topic log: ``message_id``, ``sender``, ``payload``, ``content_type``.
 * receipts: ``outbox_id``, ``message_id``, ``status`` (``routed`` | ``duplicate`` |
   ``refused``), ``entry_id`` (topic entry id, the original one for a duplicate),
-  ``reason`` (refused only: a code of ``swarm.bus.routing.REASONS``).
+  ``reason`` (refused only: a code of ``swarm.bus.routing.REASONS``), ``undelivered``
+  (routed only, when some inbox was full: the subscribers' ids, comma-separated).
 * refused: ``sender``, ``outbox_id``, ``message_id``, ``topic``, ``reason``, ``detail``,
   ``size`` and ``preview`` (escaped, cut); ``payload`` only for a valid entry refused by
-  the breaker or a broken key (it can be replayed).
+  the breaker or a broken key (it can be replayed). An ``inbox_full`` record is one
+  subscriber's skipped delivery of a routed entry: ``subscriber`` and ``topic_entry_id``
+  (replay it from the topic's log) instead of a payload.
 
 Redis ACL users are named ``swarm.<N>.<agent id>``: ``.`` is outside the charset of
 swarm names and agent ids, so no two (swarm, agent) pairs share a user name (with

@@ -121,7 +121,9 @@ def user_rules(keys: SwarmKeys, agent_id: str, publish: list[str], subscribe: li
         "reset", "on", f">{password}", *_BASE_COMMANDS,
         f"(+xadd %W~{keys.outbox(agent_id)} %W~{keys.agent_dead_letter(agent_id)})",
         # XREADGROUP and XAUTOCLAIM move the group's cursor and pending list: read-write.
-        f"(+xreadgroup +xack +xautoclaim +xpending ~{keys.inbox(agent_id)})",
+        # XDEL: an ack deletes the entry (the router never trims an inbox, so the agent
+        # removes what it finished); it can only delete its own deliveries.
+        f"(+xreadgroup +xack +xdel +xautoclaim +xpending ~{keys.inbox(agent_id)})",
         f"(+xread +xrange +xrevrange %R~{keys.receipts(agent_id)})",
         f"(+hget +hmget +hgetall %R~{keys.breaker(agent_id)})",
         f"(+get +mget +getrange %R~{keys.acl} %R~{keys.bus})",

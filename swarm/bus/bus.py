@@ -40,7 +40,13 @@ subscriber's inbox. Why the agent side is built this way:
   kept between calls): claiming restarts an entry's idle clock, and entries claimed
   far ahead of the handler would time out again and be claimed by another consumer,
   inflating delivery counts. Once delivered ``max_deliveries`` times an entry moves
-  to ``dlq:@<id>`` and is acked in the same MULTI, never dropped. Entries trimmed
+  to ``dlq:@<id>`` and is acked in the same MULTI, never dropped.
+* **Ack deletes.** ``ack`` (and the dead-letter move) XACKs and XDELs the entry in one
+  MULTI: the router never trims an inbox (a length cap let a flooding sender evict
+  what its victims had not read yet), so the agent removes what it has finished and
+  its inbox holds only unfinished work. The router stops delivering to an inbox that
+  holds ``inbox_max_len`` entries (the sender's receipt lists it in ``undelivered``,
+  :attr:`PublishResult.undelivered`), so an agent that never acks only starves itself. Entries trimmed
   while pending (Redis 7 reports them from XAUTOCLAIM) are counted in
   :attr:`EventBus.stats` and recorded (id only: the content is gone) there too.
 * Replies are read as bytes and decoded here, so an entry with bytes that are not
@@ -133,12 +139,16 @@ class PublishResult:
     ``accepted``: the entry is in the outbox (``entry_id`` = outbox id), the router
     has not answered (``publish(wait=False)``). ``routed`` / ``duplicate``: the
     router's receipt; ``entry_id`` is the entry's id in the topic's log (for a
-    duplicate, the original's)."""
+    duplicate, the original's). ``undelivered``: subscribers whose inbox was full
+    (``inbox_max_len`` unfinished entries), so the router did not deliver this entry to
+    them (the topic log and the other subscribers have it; ``refused`` records each
+    skip with reason ``inbox_full``)."""
 
     entry_id: str
     message_id: str
     status: PublishStatus
     outbox_id: str
+    undelivered: tuple[str, ...] = ()
 
     @property
     def duplicate(self) -> bool:
@@ -619,7 +629,11 @@ class EventBus:
                 raise BusError(f"the router answered {status!r} for outbox entry {a.outbox_id}: {receipt}")
             verdict: PublishStatus = "routed" if status == "routed" else "duplicate"
             mid = receipt.get("message_id") or a.message_id
-            results.append(PublishResult(receipt.get("entry_id", ""), mid, verdict, a.outbox_id))
+            undelivered = tuple(s for s in receipt.get("undelivered", "").split(",") if s)
+            if undelivered:
+                log.warning("outbox entry %s of %s on %s was not delivered to %s: their inbox is full",
+                            a.outbox_id, self.agent_id, topic, ", ".join(undelivered))
+            results.append(PublishResult(receipt.get("entry_id", ""), mid, verdict, a.outbox_id, undelivered))
         return results
 
     async def wait_for_receipts(self, outbox_ids: Sequence[str], *, after: str, timeout: float) -> dict[str, dict[str, str]]:
@@ -673,9 +687,18 @@ class EventBus:
         return self.plan.settings.max_deliveries
 
     async def ack(self, entry_id: str) -> None:
-        """Acknowledge inbox entry ``entry_id`` (:attr:`Message.entry_id`)."""
+        """Acknowledge inbox entry ``entry_id`` (:attr:`Message.entry_id`) and delete it from the inbox.
+
+        XACK + XDEL in one MULTI (Redis 7.0 has no XACKDEL): the router never trims an
+        inbox (a trim would let a flood evict unread entries), so the inbox holds only what
+        this agent has not finished, and the router stops delivering to it at
+        ``inbox_max_len`` entries. A crash before the MULTI leaves the entry pending and it
+        is delivered again; after it, the entry is gone and done."""
         try:
-            await self.redis.xack(self._inbox, self.agent_id, entry_id)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xack(self._inbox, self.agent_id, entry_id)
+                pipe.xdel(self._inbox, entry_id)
+                await pipe.execute()
         except REDIS_ERRORS as exc:
             raise redis_error(exc, f"ack {entry_id} on {self._inbox}") from exc
 
@@ -701,8 +724,9 @@ class EventBus:
         )
 
     async def _dead_letter(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int, reason: str) -> None:
-        """Move one inbox entry (its fields as they were, bytes and all) to ``dlq:@<id>`` and ack it,
-        in one MULTI: it is never both dead and pending, nor neither."""
+        """Move one inbox entry (its fields as they were, bytes and all) to ``dlq:@<id>``, ack it
+        and delete it from the inbox, in one MULTI: it is never both dead and pending, nor neither,
+        and a dead letter does not count against ``inbox_max_len``."""
         extra = {
             "original_entry_id": entry_id,
             "inbox": self._inbox,
@@ -714,6 +738,7 @@ class EventBus:
             entry: dict[Any, Any] = {**fields, **extra}
             pipe.xadd(self._dlq, entry)
             pipe.xack(self._inbox, self.agent_id, entry_id)
+            pipe.xdel(self._inbox, entry_id)
             await pipe.execute()
         self.stats.dead_lettered += 1
         log.warning("dead-lettered inbox entry %s of %s to %s: %s", entry_id, self.agent_id, self._dlq, reason)

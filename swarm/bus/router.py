@@ -27,6 +27,20 @@ entry. Why it is built this way:
   vanished server).
 * ``bus.json`` is re-read when its head (swarm name + spec digest) changes, like the
   agents do, so a spec change reaches the router within ``refresh_seconds``.
+* Inboxes are never trimmed. A length cap (XADD MAXLEN) on them let a sender that floods
+  valid messages evict what its victims had not read yet (Redis 7 even drops trimmed
+  entries from the pending list, so delivered-but-unacked ones vanished too). Instead
+  the agent deletes each entry from its own inbox when it acks it (XACK + XDEL, see
+  :mod:`swarm.bus.bus`), so an inbox holds only its owner's unfinished work, and the
+  script refuses to grow an inbox past ``inbox_max_len``: it checks XLEN in the same run
+  as the append, skips that one inbox (the topic log and every other subscriber still
+  get the entry), records the skip in ``refused`` (reason ``inbox_full``, field
+  ``subscriber``, the ``topic_entry_id`` to replay from) and lists the subscriber in the
+  sender's receipt (field ``undelivered``). Nothing already in an inbox is ever
+  removed by the router; the cost of a slow or stuck subscriber falls on itself. Each
+  skip is counted per subscriber (``swarm_router_inbox_full_total``), housekeeping
+  measures every inbox (``swarm_router_inbox_length``), and an inbox past half of
+  ``inbox_max_len``, or one that refused a delivery, logs an ALARM once per crossing.
 * Outboxes are trimmed to about ``outbox_max_len`` (Redis has no per-user quota: a
   flooding agent loses its own oldest unrouted entries, counted per agent), and an
   outbox whose backlog passes ``backlog_alarm`` logs a warning (the alarm) once per
@@ -95,6 +109,10 @@ class RouterStats:
     batches: int = 0
     per_agent: dict[str, Counter[str]] = field(default_factory=dict)
     backlog: dict[str, int] = field(default_factory=dict)
+    #: deliveries skipped because the subscriber's inbox held ``inbox_max_len`` entries, per subscriber
+    inbox_full: Counter[str] = field(default_factory=Counter)
+    #: entries in each agent's inbox at the last housekeeping (its unfinished work)
+    inbox_length: dict[str, int] = field(default_factory=dict)
 
     def count(self, agent: str, what: str, n: int = 1) -> None:
         self.per_agent.setdefault(agent, Counter())[what] += n
@@ -114,6 +132,11 @@ class _Metrics:
                                    ["agent", "reason"], registry=registry)
         self.backlog = Gauge("swarm_router_outbox_backlog", "Unrouted entries in an agent's outbox.", ["agent"],
                              registry=registry)
+        self.inbox_full = PromCounter("swarm_router_inbox_full_total",
+                                      "Deliveries skipped because the subscriber's inbox was full (inbox_max_len).",
+                                      ["agent"], registry=registry)
+        self.inbox_length = Gauge("swarm_router_inbox_length", "Unfinished (unacked) entries in an agent's inbox.",
+                                  ["agent"], registry=registry)
 
 
 @dataclass(frozen=True)
@@ -217,6 +240,7 @@ class Router:
         self._reclaim_more = False  # a cursor stopped short of the end of a pending list
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
+        self._inbox_alarmed: set[str] = set()  # agents whose inbox passed the inbox alarm
         self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._ready_logged = False
         self._prefetch: asyncio.Task[list[tuple[str, tuple[list[bytes], list[Any], int]]]] | None = None
@@ -470,7 +494,8 @@ class Router:
         s = self._senders[agent]
         settings = self.plan.settings
         head_keys = [s.outbox, s.breaker, s.receipts, self._refused_key]
-        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len, CONTENT_TYPE]
+        head_args: list[Any] = [agent, ROUTER_GROUP, settings.receipts_max_len, settings.refused_max_len, CONTENT_TYPE,
+                                settings.inbox_max_len]
         calls: list[tuple[list[bytes], list[Any], int]] = []
         table: dict[str, int] = {}
         topic_keys: list[bytes] = []
@@ -582,6 +607,9 @@ class Router:
         outcomes: Counter[str] = Counter()
         for i in range(0, len(reply), 2):
             status, value = as_text(reply[i]), as_text(reply[i + 1])
+            if status == "undelivered":  # follows its routed pair: ``value`` is the full inbox's owner
+                self._inbox_full(agent, value)
+                continue
             if status == "routed":
                 st.routed += 1
             elif status == "duplicate":
@@ -598,12 +626,52 @@ class Router:
             st.count(agent, status, n)
             if self._metrics is not None:
                 self._metrics.entries.labels(agent, status).inc(n)
-        return len(reply) // 2
+        return sum(outcomes.values())
+
+    def _inbox_full(self, sender: str, subscriber: str) -> None:
+        self.stats.inbox_full[subscriber] += 1
+        self.stats.count(subscriber, "inbox_full")
+        if self._metrics is not None:
+            self._metrics.inbox_full.labels(subscriber).inc()
+        if subscriber not in self._inbox_alarmed:
+            self._inbox_alarmed.add(subscriber)
+            cap = self.plan.settings.inbox_max_len if self.plan else 0
+            log.warning("ALARM: inbox of %s is full (%d unfinished entries): deliveries to it are refused "
+                        "(first: an entry of %s); it must ack what it has", subscriber, cap, sender)
 
     # -- housekeeping ----------------------------------------------------------------
 
+    @property
+    def inbox_alarm(self) -> int:
+        """Inbox length that logs the ALARM: half of ``inbox_max_len`` (deliveries stop at it)."""
+        return max(1, self.plan.settings.inbox_max_len // 2) if self.plan else 50000
+
+    async def _measure_inboxes(self) -> None:
+        """XLEN of every inbox: the gauge, and the ALARM once per crossing of :attr:`inbox_alarm`."""
+        assert self.plan is not None
+        agents = list(self.plan.agents)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in agents:
+                pipe.xlen(self.plan.agents[agent].inbox)
+            replies = await pipe.execute(raise_on_error=False)
+        alarm, cap = self.inbox_alarm, self.plan.settings.inbox_max_len
+        for agent, reply in zip(agents, replies):
+            if isinstance(reply, Exception):
+                continue  # not a stream: the route script refuses its deliveries as route_failed
+            length = int(reply)
+            self.stats.inbox_length[agent] = length
+            if self._metrics is not None:
+                self._metrics.inbox_length.labels(agent).set(length)
+            if length > alarm and agent not in self._inbox_alarmed:
+                self._inbox_alarmed.add(agent)
+                log.warning("ALARM: inbox of %s holds %d unfinished entries (alarm at %d; deliveries to it stop "
+                            "at inbox_max_len %d)", agent, length, alarm, cap)
+            elif length <= alarm and agent in self._inbox_alarmed:
+                self._inbox_alarmed.discard(agent)
+                log.info("inbox of %s is back to %d unfinished entries", agent, length)
+
     async def housekeeping(self) -> None:
-        """Trim every outbox to ~outbox_max_len, then measure the backlogs (the alarm)."""
+        """Trim every outbox to ~outbox_max_len, then measure the backlogs and inboxes (the alarms)."""
         if self.plan is None or not self._senders:
             return
         if self._broken:
@@ -621,6 +689,7 @@ class Router:
                 raise failed[0]
             await self.ensure_groups()  # a key replaced by hand: set aside until fixed
         await self._drop_dead_consumers([a for a in agents if a not in self._broken])
+        await self._measure_inboxes()
         alarm = self.backlog_alarm
         for i, agent in enumerate(agents):
             if isinstance(replies[2 * i], Exception) or isinstance(replies[2 * i + 1], Exception):

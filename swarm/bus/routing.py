@@ -67,6 +67,8 @@ REASONS: dict[str, str] = {
     "breaker_open": "the sender's circuit breaker is open",
     "breaker_half_open": "the sender's circuit breaker is half-open (a health probe decides)",
     "route_failed": "a key the router writes is not a stream (an operator's mistake); nothing was appended",
+    "inbox_full": "a subscriber's inbox held inbox_max_len unfinished entries: not delivered to that subscriber "
+                  "(the topic log and the other subscribers got it)",
 }
 
 

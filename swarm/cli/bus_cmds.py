@@ -212,6 +212,9 @@ def run_publish(args: argparse.Namespace) -> int:
             result = await bus.publish(args.topic, payload, message_id=args.message_id, wait=True,
                                        timeout=args.timeout)
         print(f"{result.entry_id} duplicate" if result.duplicate else result.entry_id)
+        if result.undelivered:  # routed, but these subscribers' inboxes were full (inbox_max_len)
+            print(f"swarm bus publish: not delivered to {', '.join(result.undelivered)}: inbox full "
+                  f"(recorded in the refused stream as inbox_full)", file=sys.stderr)
         return EXIT_OK
 
     return _refusable(run)

@@ -147,12 +147,18 @@ class BusSettings(_Model):
         default=5, ge=1, le=1000, description="After this many deliveries an entry goes to the dead-letter stream."
     )
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    inbox_max_len: int = Field(
+        default=100_000, ge=1, le=10**9,
+        description="Unfinished (unacked) entries an agent's inbox may hold. Inboxes are never trimmed: at this "
+                    "length the router stops delivering to that inbox (reason inbox_full) instead of evicting unread "
+                    "entries; the topic log and the other subscribers still get them.",
+    )
 
 
 class Topic(_Model):
     name: TopicName
     description: str | None = Field(default=None, max_length=4096)
-    max_len: int = Field(default=100_000, ge=1, le=10**9, description="Stream trimming (XADD MAXLEN ~).")
+    max_len: int = Field(default=100_000, ge=1, le=10**9, description="Length of the topic's log (XADD MAXLEN ~); inboxes are never trimmed.")
     dedup_window_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
 
 

@@ -101,7 +101,7 @@ def test_user_rules_are_exactly_the_agents_own_keys() -> None:
     assert rules == [
         "reset", "on", ">pw", "+ping", "+multi", "+exec", "+discard",
         "(+xadd %W~swarm:{lab}:outbox:w %W~swarm:{lab}:dlq:@w)",
-        "(+xreadgroup +xack +xautoclaim +xpending ~swarm:{lab}:inbox:w)",
+        "(+xreadgroup +xack +xdel +xautoclaim +xpending ~swarm:{lab}:inbox:w)",
         "(+xread +xrange +xrevrange %R~swarm:{lab}:receipts:w)",
         "(+hget +hmget +hgetall %R~swarm:{lab}:breaker:w)",
         "(+get +mget +getrange %R~swarm:{lab}:acl %R~swarm:{lab}:bus)",
@@ -125,7 +125,8 @@ async def test_redis_itself_refuses_everything_outside_the_agents_own_keys(
         ("XREADGROUP", "GROUP", "router", "c", "STREAMS", keys.outbox("worker-a"), ">"),  # its own outbox's router group
         ("XACK", keys.outbox("worker-a"), "router", "0-1"),
         ("XTRIM", keys.outbox("worker-a"), "MAXLEN", "0"),
-        ("XDEL", keys.inbox("worker-a"), "0-1"),
+        ("XDEL", keys.inbox("worker-b"), "0-1"),  # its own inbox yes (ack deletes), another's no
+        ("XDEL", keys.outbox("worker-a"), "0-1"),
         ("XGROUP", "CREATE", keys.inbox("worker-a"), "mine", "0"),
         ("XSETID", keys.inbox("worker-a"), "0-1"),
         ("DEL", keys.inbox("worker-a")),
@@ -153,6 +154,7 @@ async def test_redis_itself_refuses_everything_outside_the_agents_own_keys(
         assert raw.execute_command("XADD", keys.agent_dead_letter("worker-a"), "*", "x", "1")
         assert raw.xreadgroup("worker-a", "c", {keys.inbox("worker-a"): ">"}) == []
         assert raw.xpending(keys.inbox("worker-a"), "worker-a")["pending"] == 0
+        assert raw.xdel(keys.inbox("worker-a"), "0-1") == 0  # an ack deletes its own delivery
         assert raw.xautoclaim(keys.inbox("worker-a"), "worker-a", "c", 0)[0] == "0-0"
         assert raw.xrange(keys.receipts("worker-a")) == [] and raw.xrevrange(keys.receipts("worker-a")) == []
         assert raw.hgetall(keys.breaker("worker-a")) == {}

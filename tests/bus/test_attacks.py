@@ -335,6 +335,7 @@ REFUSED_BY_REDIS: dict[str, tuple[Any, ...]] = {
     # another agent's inbox, receipts, outbox and breaker
     "xreadgroup-victim-inbox": ("XREADGROUP", "GROUP", V, "thief", "STREAMS", KEYS.inbox(V), ">"),
     "xack-victim-inbox": ("XACK", KEYS.inbox(V), V, "0-1"),
+    "xdel-victim-inbox": ("XDEL", KEYS.inbox(V), "0-1"),  # XDEL is granted on its own inbox only
     "xautoclaim-victim-inbox": ("XAUTOCLAIM", KEYS.inbox(V), V, "thief", "0", "0-0"),
     "xpending-victim-inbox": ("XPENDING", KEYS.inbox(V), V),
     "xread-victim-inbox": ("XREAD", "STREAMS", KEYS.inbox(V), "0"),
@@ -601,6 +602,7 @@ def test_the_attacker_keeps_exactly_its_own_rights(lab: Lab) -> None:
     assert me.xadd(KEYS.agent_dead_letter(ATTACKER), {"reason": "test"})
     assert me.xrange(KEYS.receipts(ATTACKER)) == []
     assert me.xpending(KEYS.inbox(ATTACKER), ATTACKER)["pending"] == 0
+    assert me.xdel(KEYS.inbox(ATTACKER), "0-1") == 0  # its ack deletes its own deliveries
     assert me.xautoclaim(KEYS.inbox(ATTACKER), ATTACKER, "me", 0, "0-0")[1] == []
 
 

@@ -242,6 +242,29 @@ async def test_subscribe_hands_over_inbox_entries_with_their_fields_and_acks(
     assert (await applied.xpending(INBOX, "worker-a"))["pending"] == 0
 
 
+async def test_an_ack_deletes_the_entry_from_the_inbox_with_the_agents_own_user_and_unacked_ones_stay(
+    redis_server: RedisServer, make_bus: BusFactory, applied: aioredis.Redis
+) -> None:
+    """The router never trims an inbox, so the agent removes what it finished (XACK + XDEL):
+    acked entries leave the inbox, the others stay there and pending until acked."""
+    ids = await deliver(applied, INBOX, 4)
+    own = agent_redis_url(redis_server.url, "lab", "worker-a", SECRET)  # its own user: +xdel on its inbox only
+    worker = await make_bus("worker-a", redis_url=own, visibility_timeout=0.2)
+    got = await take(worker, 4, ack=False)
+    assert [m.entry_id for m in got] == ids
+    await got[0].ack()
+    await got[2].ack()
+    assert await applied.xlen(INBOX) == 2
+    assert [eid for eid, _ in await applied.xrange(INBOX)] == [ids[1], ids[3]]
+    assert (await applied.xpending(INBOX, "worker-a"))["pending"] == 2
+    again = await take(worker, 2, ack=True)  # redelivered after the visibility timeout, then acked
+    assert sorted(m.entry_id for m in again) == [ids[1], ids[3]] and {m.deliveries for m in again} == {2}
+    assert await applied.xlen(INBOX) == 0
+    assert (await applied.xpending(INBOX, "worker-a"))["pending"] == 0
+    await got[0].ack()  # acking again is harmless
+    assert await applied.xlen(INBOX) == 0
+
+
 async def test_unacked_entries_are_redelivered_then_dead_lettered(make_bus: BusFactory, applied: aioredis.Redis) -> None:
     (kept,) = await deliver(applied, INBOX, 1)
     worker = await make_bus("worker-a", visibility_timeout=0.15)
@@ -255,6 +278,7 @@ async def test_unacked_entries_are_redelivered_then_dead_lettered(make_bus: BusF
     assert fields["original_entry_id"] == kept and fields["message_id"] == "m-0" and fields["topic"] == "tasks.research"
     assert fields["group"] == "worker-a" and "not acked after 2 deliveries" in fields["reason"]
     assert (await applied.xpending(INBOX, "worker-a"))["pending"] == 0
+    assert await applied.xlen(INBOX) == 0  # moved, not copied: a dead letter leaves the inbox
     assert worker.stats.dead_lettered == 1
 
 

@@ -61,6 +61,7 @@ async def test_a_consumer_sigkilled_before_ack_gets_the_entry_again(
             proc.stdout.close()
     pending = await applied.xpending(INBOX, "worker-a")
     assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "doomed"
+    assert await applied.xlen(INBOX) == 1  # not acked: still in the inbox
     survivor = await make_bus("worker-a", consumer_name="survivor", visibility_timeout=0.2)
     got: list[Message] = []
 
@@ -75,6 +76,7 @@ async def test_a_consumer_sigkilled_before_ack_gets_the_entry_again(
         (inbox_id, sent.entry_id, {"job": 1}, 2)
     ]
     assert (await applied.xpending(INBOX, "worker-a"))["pending"] == 0
+    assert await applied.xlen(INBOX) == 0  # acked: deleted from the inbox
 
 
 async def test_redis_restart_loses_no_acked_message_and_keeps_dedup(

@@ -340,6 +340,28 @@ async def test_a_flooded_outbox_is_trimmed_and_raises_the_alarm(
     assert await admin.xlen(K.topic("results.research")) == 1000 - router.stats.per_agent["worker-a"]["trimmed"]
 
 
+async def test_housekeeping_measures_every_inbox_and_raises_the_inbox_alarm_at_half_the_cap(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = router.plan
+    assert plan is not None
+    router._install(plan.model_copy(update={"settings": plan.settings.model_copy(update={"inbox_max_len": 8})}))
+    await _flood(raw, 5, "m")
+    await drain(router)
+    with caplog.at_level(logging.WARNING, logger="swarm.bus.router"):
+        await router.housekeeping()
+    assert router.stats.inbox_length == {"planner": 0, "worker-a": 5, "worker-b": 5, "watcher": 5}
+    assert sum("ALARM: inbox of" in r.message for r in caplog.records) == 3  # over 4 = half of 8
+    for eid, _ in await admin.xrange(K.inbox("worker-a")):  # what an agent's ack does
+        await admin.xack(K.inbox("worker-a"), "worker-a", eid)
+        await admin.xdel(K.inbox("worker-a"), eid)
+    with caplog.at_level(logging.INFO, logger="swarm.bus.router"):
+        await router.housekeeping()
+    assert router.stats.inbox_length["worker-a"] == 0
+    assert any("inbox of worker-a is back to 0" in r.message for r in caplog.records)
+    assert router.stats.inbox_full == Counter()  # under the cap: nothing was skipped
+
+
 async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_server: RedisServer, applied: aioredis.Redis) -> None:
     router = Router(redis_url=redis_server.url, swarm="lab", block_ms=50, reclaim_idle_ms=200)
     stop = asyncio.Event()
@@ -402,7 +424,7 @@ async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
     a = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10", "--metrics-port", str(port)])
     b = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--batch-size", "10"])
     mids = []
-    for round_ in range(6):  # 900 in all: under the inbox cap (the topic's max_len, 1000)
+    for round_ in range(6):  # 900 in all
         mids += await _flood(raw, 150, f"r{round_}")
     for agent in SUBSCRIBERS["tasks.research"]:
         got = [m["message_id"] for m in await _wait_routed(admin, agent, len(mids))]
@@ -417,6 +439,58 @@ async def test_two_router_processes_share_the_group_and_deliver_each_id_once(
     assert a.stop() == 0 and b.stop() == 0  # SIGTERM: clean exit
     consumers = {c["name"] for c in await admin.xinfo_consumers(K.outbox("planner"), "router")}
     assert not {a.consumer, b.consumer} & consumers  # a clean stop leaves the group
+
+
+async def test_an_inbox_at_inbox_max_len_is_skipped_and_keeps_every_unread_entry_while_the_others_get_it(
+    redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, desired: DesiredState,
+    router_factory: RouterFactory,  # noqa: F811
+) -> None:
+    """A subscriber that does not ack stops receiving at inbox_max_len; nothing it has not
+    read is evicted, the topic log and the other subscribers still get the entry, and the
+    skip is in `refused`, in the sender's receipt, in the metrics and in an ALARM line."""
+    from swarm.bus import EventBus
+    from tests.support.services import free_port
+
+    cap = 5
+    small = desired.bus.model_copy(update={
+        "settings": desired.bus.settings.model_copy(update={"inbox_max_len": cap}), "spec_digest": "sha256:small"})
+    await apply_bus(admin, small, desired.acl.model_copy(update={"spec_digest": "sha256:small"}))
+    port = free_port()
+    proc = router_factory(redis_url=redis_server.url, swarm="lab", extra_args=["--metrics-port", str(port)])
+    mids = await _flood(raw, cap, "before")
+    for agent in SUBSCRIBERS["tasks.research"]:
+        assert len(await _wait_routed(admin, agent, cap)) == cap
+    full_before = await admin.xrange(K.inbox("worker-a"))  # worker-a never reads: its inbox is full
+    for agent in ("watcher", "worker-b"):  # the others ack what they got (ack deletes)
+        async with EventBus(redis_url=redis_server.url, swarm="lab", agent_id=agent) as bus:
+            for eid, _ in await admin.xrange(K.inbox(agent)):
+                await bus.ack(eid)
+        assert await admin.xlen(K.inbox(agent)) == 0
+    async with EventBus(redis_url=redis_server.url, swarm="lab", agent_id="planner") as planner:
+        result = await planner.publish("tasks.research", {"n": "over"}, message_id="over", wait=True, timeout=20)
+    assert result.status == "routed" and result.undelivered == ("worker-a",)
+    assert await admin.xrange(K.inbox("worker-a")) == full_before  # every unread entry, untouched
+    for agent in ("watcher", "worker-b"):
+        assert [m["message_id"] for m in await inbox(admin, agent)] == ["over"]
+    log = await admin.xrange(K.topic("tasks.research"))
+    assert [f["message_id"] for _, f in log] == mids + ["over"] and log[-1][0] == result.entry_id
+    (receipt,) = [r for r in await receipts(admin, "planner") if r["message_id"] == "over"]
+    assert receipt["status"] == "routed" and receipt["undelivered"] == "worker-a"
+    refused = [f for _, f in await admin.xrange(K.refused)]
+    assert [(f["reason"], f["subscriber"], f["sender"], f["message_id"], f["topic_entry_id"]) for f in refused] == [
+        ("inbox_full", "worker-a", "planner", "over", result.entry_id)]
+    import httpx
+
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'swarm_router_inbox_full_total{agent="worker-a"} 1.0' in metrics
+    assert "ALARM: inbox of worker-a is full" in proc.log_text()
+    # once worker-a finishes one entry (ack deletes it), it receives again
+    async with EventBus(redis_url=redis_server.url, swarm="lab", agent_id="worker-a") as worker:
+        await worker.ack(full_before[0][0])
+    await _flood(raw, 1, "after")
+    got = await _wait_routed(admin, "worker-a", cap)
+    assert [m["message_id"] for m in got] == mids[1:] + ["after-0"]
+    assert len(await admin.xrange(K.refused)) == 1
 
 
 @pytest.mark.parametrize("point", ["before-script", "mid-batch", "after-script"])

@@ -6,7 +6,8 @@
 --   then for each topic of the table: its log stream and one key per subscriber inbox,
 --   then one dedup mark per routed item, in item order
 -- ARGV[1] sender  ARGV[2] router group  ARGV[3] receipts_max_len  ARGV[4] refused_max_len
---   ARGV[5] content_type  ARGV[6] number of topics T, then per topic: name, window_ms, max_len, n_inboxes
+--   ARGV[5] content_type  ARGV[6] inbox_max_len
+--   ARGV[7] number of topics T, then per topic: name, window_ms, max_len, n_inboxes
 --   then the items, each starting with kind, outbox_id, message_id:
 --   'r' route:  topic index (1-based, in the table), payload                     (5 arguments)
 --   'x' refuse: topic, reason, detail, size, preview                             (8 arguments)
@@ -14,8 +15,20 @@
 -- Returns {status, value} per item, flattened: routed/entry id, duplicate/original entry id,
 -- refused/reason, or gone/'' when the entry was no longer pending (another router replica
 -- routed it after reclaiming it): XACK is the fence, so no entry is routed twice.
+-- A routed pair is followed by one undelivered/<subscriber> pair per full inbox it skipped.
+--
+-- Inboxes are never trimmed (no MAXLEN on their XADD). A length cap would let a flooding
+-- sender evict what a victim has not read yet, and Redis 7 even drops trimmed entries from
+-- the pending list, so delivered-but-unacked ones would vanish too. The agent deletes each
+-- entry from its own inbox when it acks it (XACK + XDEL), so an inbox holds only unfinished
+-- work. Memory stays bounded by refusing instead: an inbox already holding inbox_max_len
+-- entries does not get the new one (the topic log and the other subscribers still do); the
+-- skip is recorded in `refused` (reason inbox_full, naming the subscriber) and listed in the
+-- sender's receipt (field undelivered). XLEN runs here, in the same script as the XADD, so
+-- no other write can slip between the check and the append.
 local outbox, breaker, receipts, refused = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sender, group, receipts_max, refused_max, ct = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local inbox_max = tonumber(ARGV[6])
 
 -- Each distinct key is type-checked once per run (a batch repeats the same topic and inboxes).
 local checked = {}
@@ -41,8 +54,11 @@ elseif state and state ~= 'closed' then  -- open, unreadable or unknown: nothing
   breaker_reason = 'breaker_open'
 end
 
-local function receipt(oid, mid, status, entry_id, reason)
-  if reason then
+local function receipt(oid, mid, status, entry_id, reason, undelivered)
+  if undelivered then
+    redis.call('XADD', receipts, 'MAXLEN', '~', receipts_max, '*', 'outbox_id', oid, 'message_id', mid,
+      'status', status, 'entry_id', entry_id, 'undelivered', undelivered)
+  elseif reason then
     redis.call('XADD', receipts, 'MAXLEN', '~', receipts_max, '*', 'outbox_id', oid, 'message_id', mid,
       'status', status, 'reason', reason)
   else
@@ -64,8 +80,19 @@ local function refuse(oid, mid, topic, reason, detail, size, preview, payload)
 end
 
 local topics = {}
-local k, a = 5, 7
-for t = 1, tonumber(ARGV[6]) do
+-- Inbox lengths, read once per run with XLEN and counted up as this run appends.
+local lengths = {}
+local function inbox_len(key)
+  local n = lengths[key]
+  if n == nil then
+    n = redis.call('XLEN', key)
+    lengths[key] = n
+  end
+  return n
+end
+
+local k, a = 5, 8
+for t = 1, tonumber(ARGV[7]) do
   local n = tonumber(ARGV[a + 3])
   topics[t] = {name = ARGV[a], window = ARGV[a + 1], max_len = ARGV[a + 2], stream = KEYS[k], first = k + 1, n = n}
   k = k + 1 + n
@@ -113,12 +140,30 @@ while a <= #ARGV do
             local id = redis.call('XADD', tkey, 'MAXLEN', '~', tp.max_len, '*', 'message_id', mid, 'sender', sender,
               'payload', payload, 'content_type', ct)
             redis.call('SET', mark, id, 'NX', 'PX', tp.window)
+            local full = {}
             for i = first, first + n - 1 do
-              redis.call('XADD', KEYS[i], 'MAXLEN', '~', tp.max_len, '*', 'topic', topic, 'message_id', mid,
-                'sender', sender, 'payload', payload, 'content_type', ct, 'topic_entry_id', id)
+              local inbox = KEYS[i]
+              if inbox_len(inbox) >= inbox_max then
+                full[#full + 1] = string.match(inbox, 'inbox:([^:]*)$') or inbox  -- the key itself if not an inbox name
+              else
+                redis.call('XADD', inbox, '*', 'topic', topic, 'message_id', mid,
+                  'sender', sender, 'payload', payload, 'content_type', ct, 'topic_entry_id', id)
+                lengths[inbox] = lengths[inbox] + 1
+              end
             end
-            receipt(oid, mid, 'routed', id, nil)
             out[#out + 1] = 'routed'; out[#out + 1] = id
+            if #full > 0 then
+              for _, sub in ipairs(full) do
+                redis.call('XADD', refused, 'MAXLEN', '~', refused_max, '*', 'sender', sender, 'outbox_id', oid,
+                  'message_id', mid, 'topic', topic, 'reason', 'inbox_full', 'subscriber', sub,
+                  'detail', 'the inbox of ' .. sub .. ' holds inbox_max_len (' .. ARGV[6] ..
+                  ') unfinished entries; not delivered to it', 'size', size, 'preview', '', 'topic_entry_id', id)
+                out[#out + 1] = 'undelivered'; out[#out + 1] = sub
+              end
+              receipt(oid, mid, 'routed', id, nil, table.concat(full, ','))
+            else
+              receipt(oid, mid, 'routed', id, nil)
+            end
           end
         end
       end
