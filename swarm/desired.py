@@ -19,6 +19,22 @@ from swarm.spec.models import DEFAULT_PRIVATE_METADATA, Spec
 IMMUTABLE_FIELDS: tuple[str, ...] = ("role", "capabilities", "topics")
 
 
+
+#: Below this no spec needs a smaller bulk limit (Redis' own minimum is 1 MiB): the
+#: reconciler's largest writes (the applied spec's files, acl.json, bus.json) fit.
+BULK_LIMIT_FLOOR = 16 * 1024 * 1024
+
+
+def redis_bulk_limit(max_payload_bytes: int) -> int:
+    """The ``--proto-max-bulk-len`` of the Redis ``swarm up`` and the Compose file start.
+
+    At least :data:`BULK_LIMIT_FLOOR` (16 MiB), else twice the spec's
+    ``bus.max_payload_bytes`` plus 1 MiB (an entry's payload is one bulk string;
+    the margin covers escaping and the other fields), so the largest legal payload
+    is always accepted and one entry can never reach Redis' default of 512 MiB.
+    """
+    return max(BULK_LIMIT_FLOOR, 2 * max_payload_bytes + 1024 * 1024)
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 import jinja2
 import yaml
 
-from swarm.desired import DesiredState, desired_from_spec
+from swarm.desired import DesiredState, desired_from_spec, redis_bulk_limit
 from swarm.errors import CompileError
 from swarm.keys import SwarmKeys
 from swarm.spec.models import NAME_PATTERN, Agent, Spec
@@ -273,6 +273,8 @@ def compose_document(spec: Spec) -> dict[str, Any]:
             "image": REDIS_IMAGE,
             "command": [
                 "redis-server", "--appendonly", "yes", "--appendfsync", "everysec", "--requirepass", REDIS_PASSWORD,
+                # no entry larger than the bus allows: Redis has no per-user quota, this bounds one write
+                "--proto-max-bulk-len", str(redis_bulk_limit(spec.swarm.bus.max_payload_bytes)),
             ],
             "environment": {"REDISCLI_AUTH": REDIS_PASSWORD},
             "healthcheck": {

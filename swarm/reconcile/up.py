@@ -73,6 +73,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from swarm.desired import redis_bulk_limit  # the bound on one bulk string; Compose sets it too
 from swarm.errors import PermanentError, SwarmError
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
@@ -100,20 +101,6 @@ class UpOptions:
     compiled_dir: Path = Path("compiled")
 
 
-#: Below this no spec needs a smaller bulk limit (Redis' own minimum is 1 MiB): the
-#: reconciler's largest writes (the applied spec's files, acl.json, bus.json) fit.
-BULK_LIMIT_FLOOR = 16 * 1024 * 1024
-
-
-def redis_bulk_limit(max_payload_bytes: int) -> int:
-    """The ``--proto-max-bulk-len`` of the Redis ``swarm up`` starts.
-
-    At least :data:`BULK_LIMIT_FLOOR` (16 MiB), else twice the spec's
-    ``bus.max_payload_bytes`` plus 1 MiB (an entry's payload is one bulk string;
-    the margin covers escaping and the other fields), so the largest legal payload
-    is always accepted and one entry can never reach Redis' default of 512 MiB.
-    """
-    return max(BULK_LIMIT_FLOOR, 2 * max_payload_bytes + 1024 * 1024)
 
 
 #: Environment variables of the trusted side that ``up`` never hands to a demo agent.

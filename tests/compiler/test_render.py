@@ -311,3 +311,14 @@ def test_any_name_round_trips_through_every_target(base_spec: LoadedSpec, name: 
     compose = yaml.safe_load(files["research/docker-compose.yml"])
     assert compose["services"]["architect"]["labels"]["io.swarm.agent-name"] == name.replace("$", "$$")
     assert json.loads(files["research/registry.json"])["agents"]["auditor"]["agent_name"] == name
+
+
+@pytest.mark.parametrize("max_payload, bound", [(1024 * 1024, 16 * 1024 * 1024), (64 * 1024 * 1024, 129 * 1024 * 1024)])
+def test_compose_redis_bounds_one_entry_by_the_bus_payload_limit(make_spec: Make, max_payload: int, bound: int) -> None:
+    """Redis has no per-user quota: the Compose Redis refuses any one bulk string larger than the
+    bus could ever need (an agent's 512 MiB XADD into its own outbox is refused by Redis itself)."""
+    loaded = make_spec([agent_doc("w", 9001)], bus={"redis_url": "redis://127.0.0.1:6379/0", "max_payload_bytes": max_payload})
+    files = render(loaded.spec, loaded.digest, swarm_version="0.1.0")
+    command = yaml.safe_load(files["demo/docker-compose.yml"])["services"]["redis"]["command"]
+    assert command[command.index("--proto-max-bulk-len") + 1] == str(bound)
+    assert bound >= 2 * max_payload
