@@ -45,7 +45,7 @@ def parse_pattern(pattern: str) -> tuple[str, ...]:
                 raise PatternError(f"'>' must be the last token in {pattern!r}")
         elif tok == "*":
             continue
-        elif not _TOKEN.match(tok):
+        elif not _TOKEN.fullmatch(tok):
             raise PatternError(
                 f"token {tok!r} in {pattern!r} has characters outside [a-z0-9_-] "
                 "(wildcards are a whole token: '*' or '>')"

@@ -85,3 +85,9 @@ def test_table_rows_and_json_round_trip() -> None:
     assert rows[0]["subscribe"] == {"allow": False, "rule": "deny.subscribe: x.y"}
     again = AclTable.from_json({"roles": {n: r.to_dict() for n, r in table.roles.items()}})
     assert again.rows(["x.y", "x.z"]) == rows
+
+
+def test_a_pattern_token_with_a_trailing_newline_is_malformed() -> None:
+    """``^...$`` with ``re.match`` accepts "tasks\\n"; tokens must match whole."""
+    with pytest.raises(PatternError):
+        parse_pattern("tasks\n.>")

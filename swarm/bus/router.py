@@ -689,6 +689,7 @@ class Router:
                 raise failed[0]
             await self.ensure_groups()  # a key replaced by hand: set aside until fixed
         await self._drop_dead_consumers([a for a in agents if a not in self._broken])
+        await self._trim_dead_letters(agents)
         await self._measure_inboxes()
         alarm = self.backlog_alarm
         for i, agent in enumerate(agents):
@@ -711,6 +712,25 @@ class Router:
             elif backlog <= alarm and agent in self._alarmed:
                 self._alarmed.discard(agent)
                 log.info("outbox of %s is back to %d unrouted entries", agent, backlog)
+
+    async def _trim_dead_letters(self, agents: Sequence[str]) -> None:
+        """Cap every agent's own dead-letter stream (``dlq:@<id>``) at ~refused_max_len entries.
+
+        An agent may XADD there (its own dead letters), and Redis has no per-user quota:
+        without this an agent could grow it without bound. The cap costs only that agent
+        its oldest dead letters."""
+        assert self.plan is not None
+        cap = self.plan.settings.refused_max_len
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in agents:
+                rights = self.plan.agents.get(agent)
+                if rights is not None:
+                    pipe.xtrim(rights.dead_letter_stream, maxlen=cap, approximate=True)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and is_transient_redis(reply):
+                raise reply
+            # a key of another type, put there by hand: left as it is (the agent's loss only)
 
     async def _drop_dead_consumers(self, agents: Sequence[str]) -> None:
         """Forget router consumers (of dead replicas) idle for long with nothing pending: every

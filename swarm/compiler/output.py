@@ -55,7 +55,7 @@ class WriteReport:
 
 
 def _swarm_root(out_dir: Path, swarm: str) -> Path:
-    if not _NAME.match(swarm) or len(swarm) > NAME_MAX:
+    if not _NAME.fullmatch(swarm) or len(swarm) > NAME_MAX:
         raise CompileError(f"refusing to write: {swarm!r} is not a valid swarm name")
     root = out_dir / swarm
     if root.is_symlink():

@@ -163,7 +163,7 @@ def handler_copy(handler: str) -> tuple[str, str]:
 def _check_ids(spec: Spec) -> None:
     """Defence in depth: ids become paths, so refuse any the models would refuse."""
     for name in [spec.name, *(a.id for a in spec.agents)]:
-        if not _NAME.match(name) or len(name) > 63:
+        if not _NAME.fullmatch(name) or len(name) > 63:
             raise CompileError(f"refusing to compile: {name!r} is not a valid swarm name or agent id")
     for agent in spec.agents:
         if agent.id in INFRA_SERVICES:
@@ -295,7 +295,9 @@ def compose_document(spec: Spec) -> dict[str, Any]:
                 "--redis-url", COMPOSE_REDIS_URL,
                 "--swarm", spec.name,
             ],
-            "environment": dict(secrets),
+            # the bus secret too: after a Redis restart the registry re-creates the agents' Redis
+            # users, and their passwords are derived from it (default: the registry secret)
+            "environment": {**secrets, "SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}"},
             "ports": [f"127.0.0.1:{REGISTRY_PORT}:{REGISTRY_PORT}"],
             "healthcheck": _healthcheck(REGISTRY_PORT),
             "depends_on": {REDIS_SERVICE: _healthy()},
@@ -385,7 +387,7 @@ _YAML_OPTIONS: dict[str, Any] = {
 
 def _all_printable_ascii(data: object) -> bool:
     if isinstance(data, str):
-        return bool(_PRINTABLE_ASCII.match(data))
+        return bool(_PRINTABLE_ASCII.fullmatch(data))
     if isinstance(data, dict):
         # an empty key is emitted differently ("? ''" vs "'':"): keep it off the fast path
         return all(isinstance(k, str) and k and _all_printable_ascii(k) and _all_printable_ascii(v) for k, v in data.items())

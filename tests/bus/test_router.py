@@ -340,6 +340,23 @@ async def test_a_flooded_outbox_is_trimmed_and_raises_the_alarm(
     assert await admin.xlen(K.topic("results.research")) == 1000 - router.stats.per_agent["worker-a"]["trimmed"]
 
 
+async def test_housekeeping_caps_each_agents_own_dead_letters(router: Router, admin: aioredis.Redis) -> None:
+    """An agent may XADD its own dead letters and Redis has no per-user quota: the router caps them."""
+    plan = router.plan
+    assert plan is not None
+    router._install(plan.model_copy(update={"settings": plan.settings.model_copy(update={"refused_max_len": 100})}))
+    async with admin.pipeline(transaction=False) as pipe:
+        for i in range(1000):
+            pipe.xadd(K.agent_dead_letter("worker-a"), {"reason": "flood", "n": str(i)})
+        for i in range(3):
+            pipe.xadd(K.agent_dead_letter("worker-b"), {"reason": "real", "n": str(i)})
+        await pipe.execute()
+    await router.housekeeping()
+    assert 100 <= await admin.xlen(K.agent_dead_letter("worker-a")) < 1000
+    assert [f["n"] for _, f in await admin.xrange(K.agent_dead_letter("worker-a"), count=1)] != ["0"]  # oldest went
+    assert await admin.xlen(K.agent_dead_letter("worker-b")) == 3  # nobody else's
+
+
 async def test_housekeeping_measures_every_inbox_and_raises_the_inbox_alarm_at_half_the_cap(
     raw: aioredis.Redis, router: Router, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

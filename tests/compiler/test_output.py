@@ -190,3 +190,11 @@ def test_a_symlinked_directory_inside_the_swarm_dir_is_refused(tmp_path: Path) -
         write_output(FILES, out, "demo")
     assert sorted(p.name for p in (out / "demo" / "real").iterdir()) == ["keep.txt"]
     assert not (out / "demo" / "a.txt").exists()  # refused before the first write
+
+
+def test_a_swarm_name_with_a_trailing_newline_never_becomes_a_directory(tmp_path: Path) -> None:
+    from swarm.compiler.output import _swarm_root
+
+    with pytest.raises(CompileError):
+        _swarm_root(tmp_path, "research\n")
+    assert list(tmp_path.iterdir()) == []
