@@ -96,16 +96,24 @@ def _blobs(root: Path, entries: Sequence[StagedEntry]) -> dict[str, bytes]:
         return {}
     batch = "".join(f"{e.blob}\n" for e in entries).encode()
     raw = _git(root, "cat-file", "--batch", input_bytes=batch)
+    return split_cat_file_batch(raw, [e.path for e in entries])
+
+
+def split_cat_file_batch(raw: bytes, names: Sequence[str]) -> dict[str, bytes]:
+    """``git cat-file --batch`` output for objects asked in the order of ``names``: name -> content.
+
+    Each answer is ``<sha> blob <size>\n<content>\n``; anything else (a missing object,
+    a tree) is a SpecError naming the path. Pure: the caller runs git."""
     data: dict[str, bytes] = {}
     pos = 0
-    for entry in entries:
+    for name in names:
         header_end = raw.index(b"\n", pos)
         header = raw[pos:header_end].split()
         if len(header) < 3 or header[1] != b"blob":
-            raise SpecError([SpecIssue(None, "", f"git cat-file: unexpected answer for {entry.path}: {header!r}")])
+            raise SpecError([SpecIssue(None, "", f"git cat-file: unexpected answer for {name}: {header!r}")])
         size = int(header[2])
         start = header_end + 1
-        data[entry.path] = raw[start : start + size]
+        data[name] = raw[start : start + size]
         pos = start + size + 1  # content is followed by a newline
     return data
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from swarm.compiler.staged import split_cat_file_batch
 from swarm.errors import Position, SpecError, SpecIssue
 from swarm.reconcile.status import Revision
 from swarm.spec.loader import is_spec_file_name
@@ -123,18 +124,7 @@ def read_spec_at(repo: Path, commit: str, spec_paths: list[Path]) -> dict[str, b
     names = sorted(chosen)
     batch = "".join(f"{commit}:{n}\n" for n in names).encode()
     out = _git(repo, "cat-file", "--batch", input_bytes=batch)
-    files: dict[str, bytes] = {}
-    pos = 0
-    for name in names:
-        header_end = out.index(b"\n", pos)
-        header = out[pos:header_end].split()
-        if len(header) < 3 or header[1] != b"blob":
-            raise SpecError([SpecIssue(None, "", f"git cat-file: unexpected answer for {name}: {header!r}")])
-        size = int(header[2])
-        start = header_end + 1
-        files[name] = out[start : start + size]
-        pos = start + size + 1  # content is followed by a newline
-    return files
+    return split_cat_file_batch(out, names)
 
 
 def ref_watch_paths(repo: Path) -> list[Path]:
