@@ -656,6 +656,7 @@ def test_user_names_of_look_alike_swarms_differ_and_one_apply_never_touches_the_
 
 # -- the Redis `swarm up` starts: an agent must not simply skip its own user ------------------
 
+@pytest.mark.slow  # a whole `swarm up`
 def test_the_redis_of_swarm_up_refuses_an_agent_that_ignores_its_own_user(tmp_path: Path) -> None:
     """An agent given its own user could connect as ``default`` instead: on the Redis
     ``swarm up`` starts, that needs a password the agents are not given."""

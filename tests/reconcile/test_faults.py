@@ -16,6 +16,9 @@ from tests.reconcile.conftest import STATUS_KEY, Daemon, catalog_digest_live
 from tests.reconcile.test_watch import NEW_AGENT
 from tests.registry.conftest import RegistryProcess
 
+#: slow suite (kills and restarts daemons, Redis and the registry mid-apply); `.ci/run` runs it after the quick suite
+pytestmark = pytest.mark.slow
+
 
 def many_agents(n: int, first_port: int = 9100) -> str:
     docs = [

@@ -33,6 +33,9 @@ from swarm.registry.auth import read_token
 from tests.registry.conftest import TEST_SECRET, RegistryProcess
 from tests.support.services import RedisServer
 
+#: slow suite (two real daemons, SIGKILL and lease expiry); `.ci/run` runs it after the quick suite
+pytestmark = pytest.mark.slow
+
 KEYS = SwarmKeys("research")
 TTL = 2.0
 

@@ -34,6 +34,10 @@ from swarm.reconcile.up import pick_port, port_free, redis_bulk_limit
 from swarm.redis_auth import PASSWORD_ENV
 from tests.support.services import RedisServer, free_port, python_cmd
 
+#: slow suite (each test runs whole `swarm up` processes: redis-server, registry, watch loop, agents);
+#: `.ci/run` runs it after the quick suite
+pytestmark = pytest.mark.slow
+
 REGISTERED = ("architect", "paper-researcher", "reviewer", "summarizer", "web-researcher")  # python, registry: true
 
 

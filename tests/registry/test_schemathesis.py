@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.registry.conftest import RegistryFactory, make_catalog
+
+#: slow suite (schemathesis explores the whole API description); `.ci/run` runs it after the quick suite
+pytestmark = pytest.mark.slow
 
 
 def test_no_server_errors(registry_factory: RegistryFactory, tmp_path: Path) -> None:
