@@ -55,11 +55,12 @@ class IndexCheck:
     differing: list[str]
 
 
-def _git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
+def run_git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
+    """``git ARGS`` in ``cwd``: its stdout; a failure (or no git) is a SpecError quoting git's words."""
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, input=input_bytes, capture_output=True, check=False)
     except OSError as exc:  # git not installed
-        raise SpecError([SpecIssue(None, "", f"--index needs git: {exc}")]) from exc
+        raise SpecError([SpecIssue(None, "", f"cannot run git: {exc}")]) from exc
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip()
         raise SpecError([SpecIssue(None, "", f"git {' '.join(args)}: {msg}")])
@@ -82,7 +83,7 @@ def staged_entries(root: Path, rel: str) -> list[StagedEntry]:
     """Index entries at or under the repository-relative path ``rel`` ("" for all)."""
     args = ["ls-files", "--stage", "-z", "--"] + ([rel] if rel else [])
     out: list[StagedEntry] = []
-    for line in _git(root, *args).decode("utf-8", "surrogateescape").split("\0"):
+    for line in run_git(root, *args).decode("utf-8", "surrogateescape").split("\0"):
         if not line:
             continue
         meta, _, path = line.partition("\t")
@@ -95,7 +96,7 @@ def _blobs(root: Path, entries: Sequence[StagedEntry]) -> dict[str, bytes]:
     if not entries:
         return {}
     batch = "".join(f"{e.blob}\n" for e in entries).encode()
-    raw = _git(root, "cat-file", "--batch", input_bytes=batch)
+    raw = run_git(root, "cat-file", "--batch", input_bytes=batch)
     return split_cat_file_batch(raw, [e.path for e in entries])
 
 
@@ -170,7 +171,7 @@ def check_index(spec_paths: Sequence[str | os.PathLike[str]], out_dir: str | os.
     from swarm.spec.loader import parse_spec_texts
 
     here = Path.cwd()
-    root = Path(_git(here, "rev-parse", "--show-toplevel").decode().strip())
+    root = Path(run_git(here, "rev-parse", "--show-toplevel").decode().strip())
     loaded = parse_spec_texts(read_staged_spec(root, spec_paths))
     files = compile_loaded(loaded)
     swarm = loaded.spec.name

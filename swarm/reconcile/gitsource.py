@@ -16,24 +16,13 @@ problem the user must fix, not something to retry).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from swarm.compiler.staged import run_git as _git
 from swarm.compiler.staged import split_cat_file_batch
 from swarm.errors import Position, SpecError, SpecIssue
 from swarm.reconcile.status import Revision
 from swarm.spec.loader import is_spec_file_name
-
-
-def _git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
-    try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=input_bytes, capture_output=True, check=False)
-    except OSError as exc:  # git not installed
-        raise SpecError([SpecIssue(None, "", f"cannot run git: {exc}")]) from exc
-    if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip()
-        raise SpecError([SpecIssue(None, "", f"git {' '.join(args)}: {msg}")])
-    return proc.stdout
 
 
 def repo_root(path: Path) -> Path | None:

@@ -25,6 +25,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
+from tests.support.services import stop_process
+
 READY = " ready: swarm "
 
 
@@ -80,17 +82,7 @@ class RouterProcess:
         return code
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
+        code, self.proc = stop_process(self.proc, sig, timeout), None
         return code
 
     def kill(self) -> None:

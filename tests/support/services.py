@@ -150,21 +150,25 @@ class ProcessServer:
         raise TimeoutError(f"{self.args} not ready after {timeout}s")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
+        code, self.proc = stop_process(self.proc, sig, timeout), None
         return code
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+def stop_process(proc: "subprocess.Popen[bytes] | None", sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """Send ``sig`` to a still running ``proc``, SIGKILL it after ``timeout``; its return code (None: no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def python_cmd(*args: str) -> list[str]:
