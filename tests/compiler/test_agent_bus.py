@@ -158,6 +158,21 @@ async def test_generated_agent_consumes_acks_publishes_and_dead_letters(
     assert "handler failed on" in log_text and "Application shutdown complete" in log_text
 
 
+async def routed_consumer(
+    tmp_path: Path, redis_server: RedisServer, router_factory: RouterFactory, files: dict[str, bytes], port: int,  # noqa: F811
+    agent_log: Path, **kwargs: Any,
+) -> tuple[aioredis.Redis, Any]:
+    """Apply the demo bus, start a router and the generated ``consumer`` agent (with its own Redis user)."""
+    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await apply(redis, files)
+    router_factory(redis_url=redis_server.url, swarm="demo")
+    agent = start_agent(
+        tmp_path / "out", "consumer", port, {"REDIS_URL": agent_redis_url(redis_server.url, "demo", "consumer", SECRET)},
+        agent_log, **kwargs,
+    )
+    return redis, agent
+
+
 async def test_sync_handler_publish_is_awaited_before_ack(
     tmp_path: Path, make_spec: Callable[..., LoadedSpec], redis_server: RedisServer, router_factory: RouterFactory  # noqa: F811
 ) -> None:
@@ -166,13 +181,8 @@ async def test_sync_handler_publish_is_awaited_before_ack(
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "sync_handlers.py").write_text(SYNC_HANDLER_MODULE)
     agent_log = tmp_path / "agent.log"
-    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    await apply(redis, files)
-    router_factory(redis_url=redis_server.url, swarm="demo")
-    agent = start_agent(
-        tmp_path / "out", "consumer", port, {"REDIS_URL": agent_redis_url(redis_server.url, "demo", "consumer", SECRET)},
-        agent_log, path=(tmp_path / "user",),
-    )
+    redis, agent = await routed_consumer(tmp_path, redis_server, router_factory, files, port, agent_log,
+                                         path=(tmp_path / "user",))
     try:
         wait_until(lambda: ready_status(agent.url) == 200)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
@@ -199,13 +209,7 @@ async def test_an_agent_without_handler_logs_one_line_per_message(
     port = free_port()
     files = compile_demo(tmp_path, make_spec, port)
     agent_log = tmp_path / "agent.log"
-    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    await apply(redis, files)
-    router_factory(redis_url=redis_server.url, swarm="demo")
-    agent = start_agent(
-        tmp_path / "out", "consumer", port, {"REDIS_URL": agent_redis_url(redis_server.url, "demo", "consumer", SECRET)},
-        agent_log,
-    )
+    redis, agent = await routed_consumer(tmp_path, redis_server, router_factory, files, port, agent_log)
     try:
         wait_until(lambda: ready_status(agent.url) == 200)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
