@@ -240,6 +240,7 @@ class Router:
         self._reclaim_more = False  # a cursor stopped short of the end of a pending list
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
+        self._drop_script: Any = None  # drop_consumer.lua, registered on first use
         self._inbox_alarmed: set[str] = set()  # agents whose inbox passed the inbox alarm
         self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._ready_logged = False
@@ -271,6 +272,7 @@ class Router:
             if client is not None:
                 await client.aclose()
         self._redis = self._reader = None
+        self._drop_script = None  # bound to the closed client
 
     async def __aenter__(self) -> "Router":
         return await self.connect()
@@ -749,7 +751,9 @@ class Router:
                     await self._drop_consumer(self._senders[agent].outbox, name)
 
     async def _drop_consumer(self, outbox: bytes, name: str) -> None:
-        await self.redis.eval(load_script("drop_consumer"), 1, outbox, ROUTER_GROUP, name)
+        if self._drop_script is None:  # registered once: EVALSHA after the first call, not the source each time
+            self._drop_script = self.redis.register_script(load_script("drop_consumer"))
+        await self._drop_script(keys=[outbox], args=[ROUTER_GROUP, name])
 
     async def _leave(self) -> None:
         """On a clean stop: remove this process's consumer from every outbox group it has nothing pending in."""

@@ -367,11 +367,18 @@ def test_the_specs_probe_interval_sets_the_probers_pace(
 def test_the_probe_interval_flag_overrides_the_spec(
     registry_factory: RegistryFactory, counting: CountingServer,
 ) -> None:
-    reg = registry_factory(start=False, extra_args=["--probe-interval", "60"])
-    _install_bus(reg, 0.2)
-    reg.start()
-    reg.push()
-    assert _hits_over(reg, counting, 3.0) <= 1
+    slow_flag = registry_factory(start=False, extra_args=["--probe-interval", "60"])
+    _install_bus(slow_flag, 0.2)
+    slow_flag.start()
+    slow_flag.push()
+    assert _hits_over(slow_flag, counting, 3.0) <= 1
+    slow_flag.stop()
+    # and the other way round, so a prober that never probes cannot pass: a fast flag beats a slow spec
+    fast_flag = registry_factory(start=False, extra_args=["--probe-interval", "0.2"])
+    _install_bus(fast_flag, 60)
+    fast_flag.start()
+    fast_flag.push()
+    assert _hits_over(fast_flag, counting, 3.0) >= 5
 
 
 def test_a_changed_spec_interval_takes_effect_without_a_restart(
