@@ -74,3 +74,14 @@ def password_from_env(env: Mapping[str, str] | None = None) -> str | None:
 def redis_url_from_env(url: str, env: Mapping[str, str] | None = None) -> str:
     """``url`` with ``SWARM_REDIS_PASSWORD`` applied when it carries no credentials of its own."""
     return with_password(url, password_from_env(env))
+
+
+#: Key of the agents' Redis passwords; without it the registry secret is the key.
+BUS_SECRET_ENV = "SWARM_BUS_SECRET"
+
+
+def bus_secret_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """The key of the agents' Redis passwords: ``SWARM_BUS_SECRET``, else ``SWARM_REGISTRY_SECRET``
+    (empty values count as unset). ``bus apply``, the reconciler and the registry all read it here."""
+    env = os.environ if env is None else env
+    return env.get(BUS_SECRET_ENV) or env.get("SWARM_REGISTRY_SECRET") or None

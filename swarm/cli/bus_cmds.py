@@ -50,7 +50,7 @@ from typing import Any, Callable, Coroutine
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RouterUnavailableError
-from swarm.redis_auth import redis_url_from_env
+from swarm.redis_auth import bus_secret_from_env, redis_url_from_env
 
 
 def register(subparsers: Any) -> None:
@@ -170,7 +170,7 @@ def run_apply(args: argparse.Namespace) -> int:
             if loaded.digest != plan.spec_digest:
                 print(f"swarm bus apply: warning: {directory} was compiled from another revision of {args.spec} "
                       f"(run `swarm compile` to refresh it); applying {directory}", file=sys.stderr)
-    secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
+    secret = bus_secret_from_env()
     url = redis_url_from_env(url)
 
     async def run() -> int:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
 from swarm.errors import PermanentError, SpecError, TransientError
-from swarm.redis_auth import masked, password_from_env
+from swarm.redis_auth import bus_secret_from_env, masked, password_from_env
 
 
 def secrets_from_env(
@@ -45,7 +45,7 @@ def secrets_from_env(
 
     env = os.environ if env is None else env
     return functools.partial(admin_token_from_env, env), (
-        env.get("SWARM_BUS_SECRET") or env.get("SWARM_REGISTRY_SECRET") or None)
+        bus_secret_from_env(env))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from swarm.cli import EXIT_INVALID, EXIT_OK
 from swarm.errors import InvalidRequestError
-from swarm.redis_auth import redis_url_from_env
+from swarm.redis_auth import bus_secret_from_env, redis_url_from_env
 from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
@@ -226,7 +226,7 @@ def _print_bus_password(args: argparse.Namespace) -> int:
     if args.agent_id is None:
         print("swarm: error: give AGENT_ID with --bus", file=sys.stderr)
         return EXIT_INVALID
-    secret = os.environ.get("SWARM_BUS_SECRET") or os.environ.get("SWARM_REGISTRY_SECRET") or None
+    secret = bus_secret_from_env()
     if secret is None:
         print("swarm: error: neither SWARM_BUS_SECRET nor SWARM_REGISTRY_SECRET is set", file=sys.stderr)
         return EXIT_INVALID

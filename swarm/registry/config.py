@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from swarm.errors import InvalidRequestError
+from swarm.redis_auth import bus_secret_from_env
 
 SECRET_ENV = "SWARM_REGISTRY_SECRET"
 ADMIN_TOKEN_ENV = "SWARM_ADMIN_TOKEN"
@@ -114,10 +115,6 @@ class RegistryConfig:
         return self.secret is not None and not self.insecure
 
 
-#: Key of the agents' Redis passwords (default: the registry secret), as ``swarm bus apply`` reads it.
-BUS_SECRET_ENV = "SWARM_BUS_SECRET"
-
-
 def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryConfig:
     """Build the config from CLI ``options`` plus the two secrets in ``environ``.
 
@@ -126,5 +123,5 @@ def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryCo
     """
     secret = environ.get(SECRET_ENV) or None
     admin = environ.get(ADMIN_TOKEN_ENV) or None
-    bus_secret = environ.get(BUS_SECRET_ENV) or secret
+    bus_secret = bus_secret_from_env(environ)
     return RegistryConfig(secret=secret, admin_token=admin, bus_secret=bus_secret, **options)  # type: ignore[arg-type]
