@@ -26,12 +26,19 @@ CORE_MODULES = [
     "swarm.spec.sourcemap",
     "swarm.spec.schema",
     "swarm.compiler.render",
+    "swarm.compiler.templating",
+    "swarm.compiler.targets",
+    "swarm.compiler.targets.compose",
+    "swarm.compiler.targets.desired",
+    "swarm.runtimes",
+    "swarm.runtimes.python.runtime",
     "swarm.bus.dedup",
     "swarm.bus.breaker",
     "swarm.bus.routing",
     "swarm.reconcile.plan",
     "swarm.reconcile.state",
     "swarm.reconcile.status",
+    "swarm.runtimes.python.agent_runtime",
     "swarm.agent_runtime",  # generated agents import it: no Redis/HTTP unless the agent uses them
 ]
 FORBIDDEN = ["redis", "httpx", "starlette", "uvicorn", "watchfiles", "sse_starlette", "hiredis"]

@@ -42,6 +42,7 @@ _FINGERPRINTED = (
     "keys.py",
     "spec",
     "compiler",
+    "runtimes",
 )
 
 

@@ -58,6 +58,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -78,6 +79,7 @@ from swarm.errors import PermanentError, SwarmError
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
+from swarm.runtimes import DemoCommand, runtime_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
@@ -337,6 +339,35 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, 
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _folder_digest(folder: Path, skip: frozenset[str] = frozenset({"node_modules", "dist", "__pycache__"})) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if rel.parts[0] in skip or not path.is_file():
+            continue
+        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Path, env: dict[str, str]) -> bool:
+    """Run a demo agent's setup commands (install, build) once per content of its folder
+    (a stamp beside it records what was built); False, with the reason printed, on failure."""
+    stamp = folder / ".swarm-demo-built"
+    digest = _folder_digest(folder)
+    if stamp.is_file() and stamp.read_text() == digest:
+        return True
+    print(f"    demo: installing and building agent {agent_id} (once; output in {log_path})", flush=True)
+    with open(log_path, "ab") as log:
+        for step in launch.setup:
+            done = subprocess.run(step, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+            if done.returncode != 0:
+                print(f"    demo: agent {agent_id} not started: `{' '.join(step)}` exited {done.returncode} "
+                      f"(see {log_path})", flush=True)
+                return False
+    stamp.write_text(digest)
+    return True
+
+
 def run_up(options: UpOptions) -> int:
     """Lock the state folder, start everything, print the URLs, run the watch loop until Ctrl-C; the exit code."""
     from swarm.spec.loader import load_spec_full
@@ -429,17 +460,24 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                 demo_started = True
                 reconciler.flush_compiled()  # the agents run compiled/, written after the apply
                 for agent in spec.agents:
-                    if agent.runtime != "python" or not agent.registry:
+                    if not agent.registry:
                         continue
                     folder = options.compiled_dir / spec.name / "agents" / agent.id
                     port = pick_port(agent.port)  # the spec's port, unless something else holds it
+                    launch = runtime_of(agent).demo(folder, port)
+                    missing = [tool for tool in launch.requires if shutil.which(tool) is None]
+                    if missing:
+                        print(f"    demo: cannot start agent {agent.id} (runtime {agent.runtime}): "
+                              f"{', '.join(missing)} not on PATH; install it and restart swarm up", flush=True)
+                        continue
                     agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
                                  "AGENT_ID": agent.id, "AGENT_PORT": str(port),
                                  "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
                                  "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
-                    stack.spawn(f"agent {agent.id}", [sys.executable, "-m", "uvicorn", "server:app", "--host",
-                                "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                state / f"agent-{agent.id}.log", env=agent_env, cwd=folder)
+                    log_path = state / f"agent-{agent.id}.log"
+                    if launch.setup and not prepare_agent(agent.id, launch, folder, log_path, agent_env):
+                        continue
+                    stack.spawn(f"agent {agent.id}", launch.command, log_path, env=agent_env, cwd=folder)
                     print(f"    demo: started agent {agent.id} on port {port}", flush=True)
 
         async def main() -> None:

@@ -15,11 +15,20 @@ else in the compiler knows a runtime by name.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from swarm.spec.models import Agent, Spec
+if TYPE_CHECKING:  # pragma: no cover
+    from swarm.spec.models import Agent, Spec
+
+
+#: The named build context a handler's code is copied from (``COPY --from=source``), and
+#: where docker-compose.yml points it: the directory above ``<out>/`` (the repository
+#: root when the output is the default ``compiled/``), or ``$SWARM_SOURCE_DIR``.
+SOURCE_CONTEXT = "source"
+SOURCE_DIR = "${SWARM_SOURCE_DIR:-../..}"
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,15 @@ class Runtime(Protocol):
         ...
 
 
-from swarm.runtimes import python as _python  # noqa: E402  (it imports DemoCommand from here)
+@functools.cache
+def runtimes() -> dict[str, Runtime]:
+    """Every runtime by its ``runtime:`` name (imported on first use: a compiled agent
+    imports :mod:`swarm.runtimes.python.agent_runtime` and needs none of this)."""
+    from swarm.runtimes.python.runtime import RUNTIME as python
 
-#: Every runtime by its ``runtime:`` name.
-RUNTIMES: dict[str, Runtime] = {"python": _python.RUNTIME, "node": _python.RUNTIME}
+    return {"python": python, "node": python}
 
 
 def runtime_of(agent: Agent) -> Runtime:
     """The runtime of ``agent`` (its ``runtime:`` field)."""
-    return RUNTIMES[agent.runtime]
+    return runtimes()[agent.runtime]

@@ -211,6 +211,42 @@ class Agent(AgentFields):
     """An agent declared inline under ``agents:`` of the Swarm document."""
 
 
+#: The compiler's optional targets (``compile.targets``); the desired state (registry.json,
+#: bus.json, acl.*) is always emitted.
+TARGETS = ("compose",)
+Target = Literal["compose"]
+#: An image repository prefix: ``host[:port]/path`` or ``path`` (lower case, as image
+#: references require), e.g. ``registry.example.com/team``.
+IMAGE_REPOSITORY_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$"
+
+
+def _default_targets() -> list[Target]:
+    return ["compose"]
+
+
+def _unique_targets(targets: list[Target]) -> list[Target]:
+    if len(set(targets)) != len(targets):
+        raise PydanticCustomError("duplicate_target", "each target may be listed once")
+    return targets
+
+
+class CompileSettings(_Model):
+    targets: Annotated[list[Target], AfterValidator(_unique_targets)] = Field(
+        default_factory=_default_targets,
+        description="What `swarm compile` emits besides the desired state (registry.json, bus.json, acl.*, "
+        "always written): compose (docker-compose.yml and the registry image). An empty list emits only "
+        "the desired state and the agents' files.",
+    )
+
+
+class ImageSettings(_Model):
+    repository: Annotated[str, StringConstraints(pattern=IMAGE_REPOSITORY_PATTERN, max_length=200)] | None = Field(
+        default=None,
+        description="Repository prefix of the image tags (`<repository>/<swarm>-<id>:<version>`), e.g. "
+        "registry.example.com/team; default none (local tags).",
+    )
+
+
 class SwarmDocument(_Model):
     apiVersion: Literal["swarm/v1"]
     kind: Literal["Swarm"]
@@ -220,6 +256,8 @@ class SwarmDocument(_Model):
     topics: list[Topic] = Field(default_factory=list)
     roles: dict[Name, Role] = Field(default_factory=dict)
     agents: list[Agent] = Field(default_factory=list)
+    compile: CompileSettings = Field(default_factory=CompileSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
 
 
 class AgentDocument(AgentFields):

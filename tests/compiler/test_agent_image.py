@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from swarm.compiler import compile_loaded, write_output
-from swarm.compiler.render import SOURCE_CONTEXT, SOURCE_DIR
+from swarm.runtimes import SOURCE_CONTEXT, SOURCE_DIR
 from swarm.spec.loader import LoadedSpec
 from tests.support.services import ProcessServer, free_port
 

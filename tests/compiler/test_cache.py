@@ -93,7 +93,7 @@ def test_fingerprint_covers_templates_and_rendering_code(tmp_path: Path) -> None
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     base = cache.fingerprint_of(copy)
     assert base == cache.compiler_fingerprint()
-    for rel in ("compiler/templates/server.py.j2", "desired.py", "spec/models.py"):
+    for rel in ("runtimes/python/templates/server.py.j2", "compiler/targets/compose.py", "desired.py", "spec/models.py"):
         original = (copy / rel).read_bytes()
         (copy / rel).write_bytes(original + b"\n")
         assert cache.fingerprint_of(copy) != base, rel

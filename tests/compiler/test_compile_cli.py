@@ -181,6 +181,7 @@ def test_a_one_agent_change_rewrites_only_what_depends_on_it(tmp_path: Path, exa
         "research/agents/summarizer/Dockerfile",
         "research/agents/summarizer/server.py",
         "research/bus.json",
+        "research/docker-compose.yml",  # names the image tag research-summarizer:<version>
         "research/manifest.json",
         "research/registry.json",
     ]

@@ -26,7 +26,7 @@ import yaml
 from swarm.bus.apply import bus_password
 from swarm.cli import build_parser
 from swarm.compiler import compile_loaded, write_output
-from swarm.compiler.render import (
+from swarm.compiler.targets.compose import (
     BUS_APPLY_SERVICE,
     CATALOG_PUSH_SERVICE,
     COMPILED_MOUNT,

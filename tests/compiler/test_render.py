@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarm.compiler import compile_loaded
-from swarm.compiler.render import DISTRIBUTION, docker_quote, render
+from swarm.compiler.render import render
+from swarm.compiler.templating import docker_quote
+from swarm.runtimes.python.runtime import DISTRIBUTION
 from swarm.errors import CompileError
 from swarm.spec.loader import LoadedSpec, load_spec_full
 

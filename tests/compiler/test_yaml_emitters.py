@@ -1,6 +1,6 @@
 """The compose file must not depend on whether libyaml is installed.
 
-:func:`swarm.compiler.render.safe_dump_yaml` uses libyaml's emitter only for
+:func:`swarm.compiler.templating.safe_dump_yaml` uses libyaml's emitter only for
 documents whose scalars are all printable ASCII; this property holds that the two
 emitters agree byte for byte there, and the unit tests show the fallback."""
 
@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm.compiler.render import _YAML_OPTIONS, _all_printable_ascii, safe_dump_yaml
+from swarm.compiler.templating import _YAML_OPTIONS, _all_printable_ascii, safe_dump_yaml
 
 pytestmark = pytest.mark.skipif(not hasattr(yaml, "CSafeDumper"), reason="libyaml not installed")
 

@@ -157,7 +157,7 @@ def test_requirements_may_not_repeat_a_generated_pin_or_themselves() -> None:
 
 
 def test_generated_requirement_names_match_the_compiler() -> None:
-    from swarm.compiler.render import DISTRIBUTION, REQUIREMENT_RANGES
+    from swarm.runtimes.python.runtime import DISTRIBUTION, REQUIREMENT_RANGES
     from swarm.spec.checks import GENERATED_REQUIREMENTS
 
     assert set(GENERATED_REQUIREMENTS) == {*REQUIREMENT_RANGES, DISTRIBUTION}
