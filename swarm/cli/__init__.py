@@ -29,6 +29,13 @@ _COMMAND_MODULES = (
 )
 
 
+def add_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--env NAME``: apply the spec's ``kind: Environment`` overlay of that name."""
+    parser.add_argument("--env", metavar="NAME", dest="env", default=None,
+                        help="apply the environment overlay NAME (a kind: Environment document, e.g. "
+                             "specs/environments/NAME.yaml); output goes to <out>/<swarm>.NAME/")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

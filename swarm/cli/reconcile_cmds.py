@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
 from swarm.errors import PermanentError, SpecError, TransientError
 from swarm.redis_auth import bus_secret_from_env, masked, password_from_env
 
@@ -53,6 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-url", metavar="URL", help="override the spec's registry.url")
     parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
+    add_env_option(parser)
 
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +107,7 @@ def register(subparsers: Any) -> None:
     u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
     u.add_argument("--force-prune", action="store_true", help="run the watch loop with --force-prune")
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
+    add_env_option(u)
     u.set_defaults(handler=run_up)
 
 
@@ -115,6 +117,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
     return ReconcileConfig(
         spec_paths=[Path(p) for p in (args.spec or ["specs"])],
         rev=getattr(args, "rev", None),
+        environment=getattr(args, "env", None),
         prune=getattr(args, "prune", False),
         force_prune=getattr(args, "force_prune", False),
         registry_url=getattr(args, "registry_url", None),
@@ -375,4 +378,4 @@ def run_up(args: argparse.Namespace) -> int:
 
     return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
-                        state_dir=Path(args.state_dir)))
+                        state_dir=Path(args.state_dir), environment=args.env))

@@ -82,9 +82,11 @@ def render(
     *,
     swarm_version: str,
     progress: Progress | None = None,
+    output_name: str | None = None,
 ) -> dict[str, bytes]:
     """Every output file of ``spec``, keyed by its path relative to the output directory
-    (``<swarm>/agents/<id>/server.py``, ``<swarm>/acl.json``, ...).
+    (``<swarm>/agents/<id>/server.py``, ``<swarm>/acl.json``, ...); ``output_name``
+    replaces ``<swarm>`` there (an environment's ``<swarm>.<env>``).
 
     ``progress(done, total)`` is called after each agent (the CLI draws a bar on a
     terminal). Raises :class:`~swarm.errors.CompileError` for an id that cannot
@@ -95,4 +97,5 @@ def render(
     files.update(render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version))
     files.update(render_targets(spec, swarm_version))
     files[MANIFEST] = manifest(files, spec, spec_digest, swarm_version)
-    return {f"{spec.name}/{path}": data for path, data in sorted(files.items())}
+    top = output_name or spec.name
+    return {f"{top}/{path}": data for path, data in sorted(files.items())}

@@ -121,6 +121,8 @@ class ReconcileConfig:
 
     spec_paths: list[Path]
     rev: str | None = None
+    #: the environment overlay to apply (``--env``; :mod:`swarm.spec.environments`)
+    environment: str | None = None
     prune: bool = False
     force_prune: bool = False
     dry_run: bool = False
@@ -237,7 +239,7 @@ class Reconciler:
             files, pending = read()
             try:
                 try:
-                    loaded = parse_spec_texts(files)
+                    loaded = parse_spec_texts(files, self.config.environment)
                     desired = desired_from_spec(loaded.spec, loaded.digest)
                 finally:
                     revision = pending.result() if isinstance(pending, Future) else pending
@@ -788,7 +790,7 @@ class _CompiledWriter:
             try:
                 from swarm.compiler import compile_loaded, write_output
 
-                write_output(compile_loaded(source.loaded), self.out, source.loaded.spec.name)
+                write_output(compile_loaded(source.loaded), self.out, source.loaded.output_name)
             except SwarmError as exc:
                 log.warning("could not write compiled output to %s: %s", self.out, exc)
 
@@ -816,6 +818,7 @@ def applied_spec_json(source: SpecSource) -> str:
         "format": 1,
         "swarm": source.desired.registry.swarm,
         "digest": source.digest,
+        "environment": source.loaded.environment,
         "revision": source.revision.model_dump(mode="json"),
         "files": {name: data.decode("utf-8", "surrogateescape") for name, data in source.files.items()},
     })
@@ -828,7 +831,7 @@ def parse_applied_spec(raw: str | None, swarm: str) -> SpecSource | None:
     try:
         doc = json.loads(raw)
         files = {name: text.encode("utf-8", "surrogateescape") for name, text in doc["files"].items()}
-        loaded = parse_spec_texts(files)
+        loaded = parse_spec_texts(files, doc.get("environment"))
         if doc.get("swarm") != swarm or loaded.spec.name != swarm or loaded.digest != doc.get("digest"):
             return None
         return SpecSource(loaded, desired_from_spec(loaded.spec, loaded.digest),
