@@ -38,6 +38,8 @@ CORE_MODULES = [
     "swarm.reconcile.plan",
     "swarm.reconcile.state",
     "swarm.reconcile.status",
+    "swarm.reconcile.history",
+    "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",
     "swarm.agent_runtime",  # generated agents import it: no Redis/HTTP unless the agent uses them
 ]

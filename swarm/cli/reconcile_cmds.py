@@ -93,6 +93,9 @@ def register(subparsers: Any) -> None:
                    help=f"reconcile lease TTL: a standby takes over within about this long after the holder dies (default {DEFAULT_LEASE_TTL:g})")
     r.add_argument("--redis-check", type=_positive, default=0.5, metavar="SECONDS",
                    help="--watch: how often to check whether Redis restarted (its users are then re-created at once; default 0.5)")
+    r.add_argument("--fetch-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="--watch with --rev of a remote branch (origin/main): fetch it this often, jittered "
+                        "±20%%, and on every POST /hooks/git of the registry (default 60; 0: never fetch)")
     r.set_defaults(handler=run_reconcile)
 
     s = subparsers.add_parser("status", help="show the reconcile status and a live summary")
@@ -193,6 +196,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         compiled_dir=Path(args.compiled_dir) if args.compiled_dir else None,
         lease_ttl=args.lease_ttl,
         redis_check_seconds=args.redis_check,
+        fetch_seconds=args.fetch_interval,
     )
     if args.watch:
         return _watch(config, args.output)
