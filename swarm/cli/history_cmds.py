@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
-from swarm.errors import InvalidRequestError, SpecError
+from swarm.errors import InvalidRequestError, SpecError, TransientError
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +27,23 @@ def register(subparsers: Any) -> None:
     )
     _target(h)
     h.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="entries to show (default 20)")
+    h.add_argument("--postgres-url", metavar="URL",
+                   help="read the PostgreSQL store (default: the spec's history.postgres_url, $SWARM_POSTGRES_URL); "
+                        "without one, the Redis stream (newest 1,000)")
     h.set_defaults(handler=run_history)
+
+    a = subparsers.add_parser(
+        "archive", help="copy every registry event and reconcile pass into PostgreSQL, for good",
+        description="Follow the swarm's event and history streams and store them in PostgreSQL (resumes "
+                    "where it stopped: no gap, no duplicate). Runs until Ctrl-C.",
+        epilog="example: PGPASSWORD=... swarm archive specs/ --postgres-url postgresql://swarm@db/swarm",
+    )
+    a.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
+    a.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
+    a.add_argument("--postgres-url", metavar="URL", help="the store (default: the spec's history.postgres_url, "
+                                                         "$SWARM_POSTGRES_URL)")
+    add_env_option(a)
+    a.set_defaults(handler=run_archive)
 
     r = subparsers.add_parser(
         "rollback", help="apply an earlier commit until the followed branch moves",
@@ -50,15 +67,30 @@ def _target(parser: argparse.ArgumentParser) -> None:
     add_env_option(parser)
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from swarm.reconcile.observe import RedisBusPort
-    from swarm.redis_auth import password_from_env, with_password
+POSTGRES_ENV = "SWARM_POSTGRES_URL"
+
+
+def _spec(args: argparse.Namespace) -> Any:
     from swarm.spec.loader import load_spec_full
 
-    spec = load_spec_full(args.spec or "specs", args.env).spec
-    url = args.redis_url or spec.swarm.bus.redis_url
-    password = password_from_env()
-    return RedisBusPort(with_password(url, password) if password else url, spec.name, bus_secret=None)
+    return load_spec_full(args.spec or "specs", args.env).spec
+
+
+def _redis_url(args: argparse.Namespace, spec: Any) -> str:
+    from swarm.redis_auth import password_from_env, with_password
+
+    return with_password(args.redis_url or spec.swarm.bus.redis_url, password_from_env())
+
+
+def _postgres_url(args: argparse.Namespace, spec: Any) -> str | None:
+    return args.postgres_url or os.environ.get(POSTGRES_ENV) or spec.swarm.history.postgres_url
+
+
+def _store(args: argparse.Namespace, spec: Any = None) -> Any:
+    from swarm.reconcile.observe import RedisBusPort
+
+    spec = spec or _spec(args)
+    return RedisBusPort(_redis_url(args, spec), spec.name, bus_secret=None)
 
 
 def run_history(args: argparse.Namespace) -> int:
@@ -66,11 +98,26 @@ def run_history(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise InvalidRequestError(f"--limit must be >= 1, got {args.limit}")
-    store = _store(args)
-    try:
-        raw = store.read_history(args.limit)
-    finally:
-        store.close()
+    spec = _spec(args)
+    raw = None
+    postgres = _postgres_url(args, spec)
+    if postgres:
+        from swarm.durable import PostgresHistory
+
+        try:
+            durable = PostgresHistory(postgres, spec.name)
+            try:
+                raw = durable.passes(args.limit)
+            finally:
+                durable.close()
+        except TransientError as exc:
+            print(f"swarm: the PostgreSQL store is unavailable ({exc}); reading the Redis stream", file=sys.stderr)
+    if raw is None:
+        store = _store(args, spec)
+        try:
+            raw = store.read_history(args.limit)
+        finally:
+            store.close()
     entries = [e for e in (parse_history_entry(i, f) for i, f in raw) if e is not None]
     if args.output == "json":
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
@@ -78,6 +125,33 @@ def run_history(args: argparse.Namespace) -> int:
         print("no applied revisions recorded yet (has `swarm reconcile` applied this swarm?)", file=sys.stderr)
     else:
         print("\n".join(e.render() for e in entries))
+    return EXIT_OK
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import redis
+
+    from swarm.durable import HistoryFollower, PostgresHistory
+
+    spec = _spec(args)
+    postgres = _postgres_url(args, spec)
+    if not postgres:
+        raise InvalidRequestError("no PostgreSQL store: pass --postgres-url, set $SWARM_POSTGRES_URL or the spec's "
+                                  "history.postgres_url")
+    durable = PostgresHistory(postgres, spec.name)
+    client = redis.Redis.from_url(_redis_url(args, spec), socket_timeout=10, socket_connect_timeout=3)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"swarm archive: copying swarm {spec.name}'s events and passes into PostgreSQL", flush=True)
+    try:
+        HistoryFollower(client, durable).run(stop)
+    finally:
+        client.close()
+        durable.close()
     return EXIT_OK
 
 

@@ -261,6 +261,15 @@ class EnvironmentPolicy(_Model):
     )
 
 
+class HistorySettings(_Model):
+    postgres_url: Url | None = Field(
+        default=None,
+        description="PostgreSQL store of every registry event and reconcile pass (`swarm archive` copies "
+        "them; `swarm history` reads it), e.g. postgresql://swarm@db.internal:5432/swarm. No password "
+        "here: libpq reads PGPASSWORD or ~/.pgpass.",
+    )
+
+
 class SwarmDocument(_Model):
     apiVersion: Literal["swarm/v1"]
     kind: Literal["Swarm"]
@@ -273,6 +282,7 @@ class SwarmDocument(_Model):
     compile: CompileSettings = Field(default_factory=CompileSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     environments: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
 
 class AgentDocument(AgentFields):
