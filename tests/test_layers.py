@@ -30,6 +30,7 @@ CORE_MODULES = [
     "swarm.compiler.targets",
     "swarm.compiler.targets.compose",
     "swarm.compiler.targets.desired",
+    "swarm.compiler.targets.kubernetes",
     "swarm.runtimes",
     "swarm.runtimes.python.runtime",
     "swarm.bus.dedup",

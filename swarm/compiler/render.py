@@ -92,7 +92,8 @@ def render(
     """
     _check_ids(spec)
     files = render_agents(spec, swarm_version, progress)
-    files.update(render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version))
-    files.update(render_targets(spec, swarm_version))
+    desired = render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version)
+    files.update(desired)
+    files.update(render_targets(spec, swarm_version, desired))
     files[MANIFEST] = manifest(files, spec, spec_digest, swarm_version)
     return {f"{spec.name}/{path}": data for path, data in sorted(files.items())}
