@@ -31,6 +31,7 @@ CORE_MODULES = [
     "swarm.compiler.targets.compose",
     "swarm.compiler.targets.desired",
     "swarm.compiler.targets.kubernetes",
+    "swarm.secrets_k8s",
     "swarm.runtimes",
     "swarm.runtimes.python.runtime",
     "swarm.bus.dedup",
