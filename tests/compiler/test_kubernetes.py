@@ -19,7 +19,7 @@ from kubernetes_validate.utils import all_versions
 from swarm.bus.apply import bus_password
 from swarm.cli import build_parser, main
 from swarm.compiler import compile_loaded
-from swarm.compiler.targets.kubernetes import label_value, object_name
+from swarm.compiler.targets.kubernetes import _dump, desired_config_maps, label_value, object_name
 from swarm.errors import CompileError
 from swarm.registry.auth import agent_token
 from swarm.secrets_k8s import secret_manifests
@@ -74,7 +74,7 @@ def hostile_spec(make_spec: Make) -> LoadedSpec:
                       role="worker", publishes=["results.work"], subscribes=["tasks.work"]),
             agent_doc("a" * 60 + "-zy", 9002, registry=False, role="worker", subscribes=["tasks.work"],
                       resources={"requests": {"cpu": "1.5", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}),
-            agent_doc("0lead", 65535, name="ünïcødé ☃", metadata={"x": "$(SWARM_REDIS_PASSWORD)"}),
+            agent_doc("0lead", 65535, name="ünïcødé ☃ 😀 \u2028", metadata={"x": "$(SWARM_REDIS_PASSWORD)"}),
         ],
         name="9" + "s" * 62,
         bus={"redis_url": "rediss://redis.example.com:6380/3?ssl_cert_reqs=$(HOME)"},
@@ -326,11 +326,43 @@ def test_agent_env_resources_image_and_probes(hostile: tuple[LoadedSpec, dict[st
             assert container["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
 
-def test_the_config_map_holds_the_desired_state(example: dict[str, bytes]) -> None:
+def _reassembled(config_maps: list[dict[str, Any]]) -> dict[str, str]:
+    """The desired files as a pod projecting every ConfigMap would see them (parts concatenated)."""
+    keys = {k: v for cm in config_maps for k, v in cm["data"].items()}
+    files: dict[str, str] = {}
+    for key in sorted(keys):
+        files[key.split(".part-")[0]] = files.get(key.split(".part-")[0], "") + keys[key]
+    return files
+
+
+def test_the_config_map_holds_the_desired_state(example: dict[str, bytes], hostile: tuple[LoadedSpec, dict[str, bytes]]) -> None:
     (config,) = of_kind(objects_of(example, "research"), "ConfigMap")
+    assert config["metadata"]["name"] == "research-desired"
     assert sorted(config["data"]) == ["acl.json", "bus.json", "registry.json"]
     for name, text in config["data"].items():
         assert text.encode() == example[f"research/{name}"], name
+    # readable in a review diff: a literal block, one JSON line per YAML line
+    assert "  acl.json: |2\n    {\n" in kube_files(example, "research")["desired.yaml"].decode()
+    loaded, files = hostile  # non-ASCII names: a quoted scalar that reads back the same
+    swarm = loaded.spec.name
+    assert _reassembled(of_kind(objects_of(files, swarm), "ConfigMap")) == {
+        n: files[f"{swarm}/{n}"].decode() for n in ("acl.json", "bus.json", "registry.json")}
+
+
+def test_a_large_desired_state_is_split_over_config_maps_under_the_budget(hostile: tuple[LoadedSpec, dict[str, bytes]]) -> None:
+    loaded, files = hostile
+    swarm = loaded.spec.name
+    desired = {n: files[f"{swarm}/{n}"] for n in ("acl.json", "bus.json", "registry.json")}
+    budget = 700
+    maps = desired_config_maps(loaded.spec, "0.1.0", desired, budget=budget)
+    assert len(maps) > 3
+    assert all(sum(len(v.encode()) for v in cm["data"].values()) <= budget for cm in maps)
+    assert [cm["metadata"]["name"] for cm in maps] == [object_name(swarm, "desired", str(i)) for i in range(len(maps))]
+    assert any(".part-001" in k for cm in maps for k in cm["data"])
+    assert _reassembled(maps) == {n: d.decode() for n, d in desired.items()}
+    text = _dump(maps, "0.1.0")
+    assert _reassembled([d for d in yaml.safe_load_all(text) if d]) == {n: d.decode() for n, d in desired.items()}
+    _validate_all(maps)
 
 
 def test_rendering_is_deterministic_and_a_one_agent_change_touches_its_file(make_spec: Make) -> None:

@@ -10,7 +10,8 @@ Files (every one listed in ``kubernetes/kustomization.yaml``, sorted):
   Service);
 - ``desired.yaml``: the ConfigMap ``<swarm>-desired`` with the compiled desired
   state (registry.json, bus.json, acl.json), for ``kubectl get`` and for
-  ``swarm bus apply`` / ``swarm registry push`` run in the cluster.
+  ``swarm bus apply`` / ``swarm registry push`` run in the cluster; a large swarm's
+  is split over several (:func:`desired_config_maps`).
 
 Secrets are referenced by name and never written (``swarm secrets k8s`` prints
 them for a user to apply or seal): ``<swarm>-swarm`` (SWARM_REGISTRY_SECRET,
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -290,7 +292,6 @@ class _Names:
     def __init__(self, spec: Spec) -> None:
         self.swarm_secret = object_name(spec.name, "swarm")
         self.git_secret = object_name(spec.name, "git")
-        self.desired = object_name(spec.name, "desired")
         self.registry = object_name(spec.name, REGISTRY)
         self.router = object_name(spec.name, ROUTER)
         self.reconciler = object_name(spec.name, RECONCILER)
@@ -483,18 +484,100 @@ def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _R
     ]
 
 
-def _desired_objects(spec: Spec, names: _Names, swarm_version: str, desired: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    selector = _selector(spec, "desired-state", "swarm-desired", names.desired)
-    return [{
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(names.desired, _labels(selector, swarm_version)),
-        "data": {name: desired[name].decode("utf-8") for name in DESIRED_FILES if name in desired},
-    }]
+#: Bytes of desired-state text per ConfigMap: far under Kubernetes' 1 MiB object limit, and
+#: under the 256 KiB of annotations that client-side ``kubectl apply`` spends on a copy of
+#: the object (``last-applied-configuration``) even after JSON escaping.
+CONFIG_MAP_BUDGET = 128 * 1024
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _pieces(text: str, budget: int) -> list[str]:
+    """``text`` cut at line ends into pieces of at most ``budget`` UTF-8 bytes (a longer line
+    is cut inside; at most 4 bytes per character)."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        chunks = [line] if len(line.encode("utf-8")) <= budget else [line[i:i + budget // 4] for i in range(0, len(line), budget // 4)]
+        for chunk in chunks:
+            n = len(chunk.encode("utf-8"))
+            if current and size + n > budget:
+                pieces.append("".join(current))
+                current, size = [], 0
+            current.append(chunk)
+            size += n
+    if current:
+        pieces.append("".join(current))
+    return pieces
+
+
+def desired_config_maps(spec: Spec, swarm_version: str, desired: Mapping[str, bytes],
+                        budget: int = CONFIG_MAP_BUDGET) -> list[dict[str, Any]]:
+    """The desired state as ConfigMaps: ``<swarm>-desired`` with keys acl.json, bus.json and
+    registry.json when they fit one; else ``<swarm>-desired-<n>`` (n from 0), a file too large
+    for one split at line ends into keys ``<file>.part-000``, ``.part-001``..., whose
+    concatenation in key order is the file (``cat registry.json.part-*`` in a volume that
+    projects them all)."""
+    items: list[tuple[str, str]] = []
+    for name in DESIRED_FILES:
+        if name not in desired:
+            continue
+        text = desired[name].decode("utf-8")
+        parts = _pieces(text, budget) if len(desired[name]) > budget else [text]
+        items += [(name, text)] if len(parts) == 1 else [(f"{name}.part-{i:03d}", part) for i, part in enumerate(parts)]
+    maps: list[dict[str, str]] = [{}]
+    size = 0
+    for key, text in items:
+        n = len(text.encode("utf-8"))
+        if maps[-1] and size + n > budget:
+            maps.append({})
+            size = 0
+        maps[-1][key] = text
+        size += n
+    out = []
+    for index, data in enumerate(maps):
+        name = object_name(spec.name, "desired") if len(maps) == 1 else object_name(spec.name, "desired", str(index))
+        selector = _selector(spec, "desired-state", "swarm-desired", name)
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, _labels(selector, swarm_version)), "data": data})
+    return out
+
+
+_BLOCK_SAFE = re.compile(r"^[\x20-\x7e\n]+$")
+
+
+def _yaml_string(text: str) -> str:
+    """A YAML scalar of ``text``, written here rather than by PyYAML, whose pure emitter (the
+    one any multi-line value needs, see :func:`safe_dump_yaml`) takes seconds on a large
+    swarm's desired state. Printable ASCII text becomes a literal block (``|2`` and the
+    chomping that keeps its trailing newlines), so a review diff shows the changed lines;
+    anything else a double-quoted scalar with JSON's escapes (ASCII only: no raw line
+    separator reaches a parser) and astral characters as YAML's ``\\UXXXXXXXX``."""
+    if _BLOCK_SAFE.fullmatch(text):
+        if text.endswith("\n\n"):
+            chomp, lines = "+", text.split("\n")[:-1]
+        elif text.endswith("\n"):
+            chomp, lines = "", text[:-1].split("\n")
+        else:
+            chomp, lines = "-", text.split("\n")
+        return f"|2{chomp}\n" + "".join((f"    {line}" if line else "") + "\n" for line in lines)
+
+    def astral(m: re.Match[str]) -> str:
+        code = 0x10000 + ((int(m.group(2), 16) - 0xD800) << 10) + (int(m.group(3), 16) - 0xDC00)
+        return f"{m.group(1)}\\U{code:08x}"
+
+    return _SURROGATE_PAIR.sub(astral, json.dumps(text, ensure_ascii=True)) + "\n"
+
+
+def _dump_object(obj: dict[str, Any]) -> str:
+    if obj["kind"] != "ConfigMap":
+        return safe_dump_yaml(obj)
+    head = safe_dump_yaml({k: v for k, v in obj.items() if k != "data"})
+    body = "".join(f"  {key}: {_yaml_string(value)}" for key, value in sorted(obj["data"].items()))
+    return head + ("data:\n" + body if body else "data: {}\n")
 
 
 def _dump(objects: list[dict[str, Any]], swarm_version: str) -> bytes:
-    return (header(swarm_version) + "---\n".join(safe_dump_yaml(o) for o in objects)).encode("utf-8")
+    return (header(swarm_version) + "---\n".join(_dump_object(o) for o in objects)).encode("utf-8")
 
 
 def manifests(spec: Spec, swarm_version: str, desired: Mapping[str, bytes]) -> dict[str, list[dict[str, Any]]]:
@@ -511,7 +594,7 @@ def manifests(spec: Spec, swarm_version: str, desired: Mapping[str, bytes]) -> d
         "registry.yaml": _registry_objects(spec, names, swarm_version, redis),
         "router.yaml": _router_objects(spec, names, swarm_version, redis),
         "reconciler.yaml": _reconciler_objects(spec, names, swarm_version, redis),
-        "desired.yaml": _desired_objects(spec, names, swarm_version, desired),
+        "desired.yaml": desired_config_maps(spec, swarm_version, desired),
     }
     for agent in sorted(spec.agents, key=lambda a: a.id):
         files[f"agents/{agent.id}.yaml"] = _agent_objects(spec, agent, names, redis)
