@@ -282,7 +282,10 @@ def test_command_lines_parse_with_the_real_cli_and_replicas_come_from_the_spec(h
     assert args.watch is True and args.compiled_dir == "" and args.spec == ["/git/current/deploy/specs"]
     registry_service = object_name(loaded.spec.name, "registry")
     assert args.registry_url == f"http://{registry_service}:8700"
-    assert registry_service in {s["metadata"]["name"] for s in of_kind(objects, "Service")}
+    (service,) = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == registry_service]
+    # the registry turns ready once it has a catalog, which the reconciler pushes through this Service
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert registry["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     pod = reconciler["spec"]["template"]["spec"]
     sync_env = {e["name"]: e.get("value") for e in pod["containers"][1]["env"]}
     assert sync_env["GITSYNC_REPO"] == "https://git.example.com/team/swarm.git" and sync_env["GITSYNC_REF"] == "release/v1"

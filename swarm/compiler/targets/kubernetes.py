@@ -225,17 +225,16 @@ def _service_account(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, labels), "automountServiceAccountToken": False}
 
 
-def _service(name: str, selector: Mapping[str, str], labels: Mapping[str, str], port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(name, labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": dict(selector),
-            "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": "http"}],
-        },
+def _service(name: str, selector: Mapping[str, str], labels: Mapping[str, str], port: int, *, not_ready: bool = False
+             ) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "selector": dict(selector),
+        "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": "http"}],
     }
+    if not_ready:
+        spec["publishNotReadyAddresses"] = True
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, labels), "spec": spec}
 
 
 def _pdb(name: str, selector: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, Any]:
@@ -397,7 +396,9 @@ def _registry_objects(spec: Spec, names: _Names, swarm_version: str, redis: _Red
         _service_account(names.registry, labels),
         _deployment(names.registry, selector, labels, deploy.replicas, pod),
         _pdb(names.registry, selector, labels),
-        _service(names.registry, selector, labels, REGISTRY_PORT),
+        # not-ready pods too: a registry is ready only once it has a catalog, which the reconciler
+        # pushes through this Service (readiness still gates the registry's rollouts)
+        _service(names.registry, selector, labels, REGISTRY_PORT, not_ready=True),
     ]
 
 
