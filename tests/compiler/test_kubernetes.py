@@ -411,6 +411,23 @@ def test_kubectl_kustomize_builds_the_committed_base() -> None:
     assert sorted((o["kind"], o["metadata"]["name"]) for o in built) == sorted((o["kind"], o["metadata"]["name"]) for o in expected)
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_reads_hostile_values_as_swarm_wrote_them(hostile: tuple[LoadedSpec, dict[str, bytes]],
+                                                                    tmp_path: Path) -> None:
+    """Go's YAML parser (kustomize's) reads the hand-written ConfigMap scalars and the escaped
+    names exactly as PyYAML does."""
+    loaded, files = hostile
+    base = tmp_path / "base"
+    for path, data in kube_files(files, loaded.spec.name).items():
+        (base / path).parent.mkdir(parents=True, exist_ok=True)
+        (base / path).write_bytes(data)
+    result = subprocess.run(["kubectl", "kustomize", str(base)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    built = sorted((d for d in yaml.safe_load_all(result.stdout) if d), key=key)
+    assert built == sorted(objects_of(files, loaded.spec.name), key=key)
+
+
 def test_swarm_secrets_k8s_prints_the_derived_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
