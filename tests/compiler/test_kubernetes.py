@@ -468,3 +468,28 @@ def test_swarm_secrets_k8s_refuses_missing_values(capsys: pytest.CaptureFixture[
     captured = capsys.readouterr()
     assert expected in captured.err and captured.out == ""
 
+
+
+@pytest.mark.parametrize(
+    ("fields", "agent_fields", "expected"),
+    [
+        ({"deploy": {"registry": {"replicas": 0}}}, {}, "replicas"),
+        ({"deploy": {"redis": {"cidrs": ["10.0.3.1/24"]}}}, {}, "CIDR"),
+        ({"deploy": {"redis": {"pod_labels": {"bad key!": "x"}}}}, {}, "pod_labels"),
+        ({"deploy": {"reconciler": {"git": {"repository": "https://user:pw@git.example.com/x.git"}}}}, {}, "credentials"),
+        ({}, {"resources": {"requests": {"cpu": "-1"}}}, "cpu"),
+        ({}, {"resources": {"limits": {"memory": "1e3"}}}, "memory"),
+    ],
+)
+def test_bad_deploy_settings_are_errors_at_their_position(tmp_path: Path, fields: dict[str, Any],
+                                                          agent_fields: dict[str, Any], expected: str) -> None:
+    from swarm.errors import SpecError
+
+    from .conftest import swarm_doc, write_spec
+
+    directory = write_spec(tmp_path / "s", swarm_doc(**fields), [agent_doc("a1", 9001, **agent_fields)])
+    with pytest.raises(SpecError) as info:
+        load_spec_full(directory)
+    (issue,) = info.value.issues
+    assert expected in str(issue)
+    assert issue.position is not None and issue.position.line > 1
