@@ -121,6 +121,17 @@ def test_every_example_manifest_validates_on_the_oldest_and_newest_kubernetes(ex
     _validate_all(objects)
 
 
+def test_every_committed_kubernetes_base_validates() -> None:
+    """Every swarm compiled in the repository with the kubernetes target, as committed."""
+    bases = sorted((REPO / "compiled").glob("*/kubernetes"))
+    assert bases, "the example compiles with the kubernetes target"
+    for base in bases:
+        objects = [d for p in sorted(base.rglob("*.yaml")) if p.name != "kustomization.yaml"
+                   for d in yaml.safe_load_all(p.read_text("utf-8")) if d]
+        assert objects, base
+        _validate_all(objects)
+
+
 def test_every_hostile_manifest_validates_and_every_name_is_a_dns_label(hostile: tuple[LoadedSpec, dict[str, bytes]]) -> None:
     loaded, files = hostile
     objects = objects_of(files, loaded.spec.name)
