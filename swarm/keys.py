@@ -17,6 +17,9 @@ swarm:{N}:sweeper                      string  lock: one sweeper acts on each ex
 swarm:{N}:protection                   string  "1" while mass-eviction protection holds
 swarm:{N}:status                       string  JSON reconcile status
 swarm:{N}:applied-spec                 string  JSON files of the last applied spec (restart recovery)
+swarm:{N}:history                      stream  one entry per applied revision (reconciler; capped)
+swarm:{N}:git-hook                     string  counter: git webhook deliveries (registry; reconciler fetches)
+swarm:{N}:pin                          string  JSON rollback pin: commit to enforce until the branch moves
 swarm:{N}:lease                        string  reconcile lease: JSON owner + fencing token (PX TTL)
 swarm:{N}:fence                        string  counter: the fencing token of the last lease taken
 swarm:{N}:standby                      hash    reconcilers standing by: owner -> JSON (since, pid, host)
@@ -127,6 +130,18 @@ class SwarmKeys:
     @property
     def applied_spec(self) -> str:
         return self.prefix + "applied-spec"
+
+    @property
+    def history(self) -> str:
+        return self.prefix + "history"
+
+    @property
+    def git_hook(self) -> str:
+        return self.prefix + "git-hook"
+
+    @property
+    def pin(self) -> str:
+        return self.prefix + "pin"
 
     def breaker(self, agent_id: str) -> str:
         return f"{self.prefix}breaker:{agent_id}"

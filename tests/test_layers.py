@@ -31,6 +31,7 @@ CORE_MODULES = [
     "swarm.compiler.targets.compose",
     "swarm.compiler.targets.desired",
     "swarm.compiler.targets.kubernetes",
+    "swarm.compiler.targets.inputs",
     "swarm.secrets_k8s",
     "swarm.runtimes",
     "swarm.runtimes.python.runtime",
@@ -40,6 +41,8 @@ CORE_MODULES = [
     "swarm.reconcile.plan",
     "swarm.reconcile.state",
     "swarm.reconcile.status",
+    "swarm.reconcile.history",
+    "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",
     "swarm.agent_runtime",  # generated agents import it: no Redis/HTTP unless the agent uses them
 ]

@@ -27,7 +27,15 @@ _COMMAND_MODULES = (
     "swarm.cli.bus_cmds",  # bus apply|publish|read|breaker
     "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
     "swarm.cli.secrets_k8s_cmds",  # secrets k8s (merged into the secrets group of secrets env)
+    "swarm.cli.history_cmds",  # history, rollback
 )
+
+
+def add_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--env NAME``: apply the spec's ``kind: Environment`` overlay of that name."""
+    parser.add_argument("--env", metavar="NAME", dest="env", default=None,
+                        help="apply the environment overlay NAME (a kind: Environment document, e.g. "
+                             "specs/environments/NAME.yaml); output goes to <out>/<swarm>.NAME/")
 
 
 class _Parser(argparse.ArgumentParser):

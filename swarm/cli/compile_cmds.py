@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from swarm.cli import EXIT_DIFF, EXIT_OK
+from swarm.cli import EXIT_DIFF, EXIT_OK, add_env_option
 from swarm.errors import InvalidRequestError
 
 
@@ -31,6 +31,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
     parser.add_argument("--out", default="compiled", metavar="DIR", help="output directory (default: compiled/)")
+    add_env_option(parser)
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 listing files that differ from the spec's output"
     )
@@ -97,16 +98,16 @@ def run(args: argparse.Namespace) -> int:
     spec_paths = args.spec or "specs"
     try:
         if args.check:
-            loaded = load_spec_full(spec_paths)
+            loaded = load_spec_full(spec_paths, args.env)
             files = compile_loaded(loaded, progress=progress)
         else:
-            result = compile_to(spec_paths, out_dir, progress=progress)
+            result = compile_to(spec_paths, out_dir, progress=progress, environment=args.env)
     finally:
         if progress is not None:
             progress.clear()
 
     if args.check:
-        swarm = loaded.spec.name
+        swarm = loaded.output_name
         differing = diff_output(files, out_dir, swarm)
         if args.output == "json":
             print(json.dumps({"swarm": swarm, "up_to_date": not differing, "differing": differing}, indent=2))

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
 from swarm.errors import PermanentError, SpecError, TransientError
 from swarm.redis_auth import bus_secret_from_env, masked, password_from_env
 
@@ -53,6 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-url", metavar="URL", help="override the spec's registry.url")
     parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
+    add_env_option(parser)
 
 
 def _prune_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,9 @@ def register(subparsers: Any) -> None:
                    help=f"reconcile lease TTL: a standby takes over within about this long after the holder dies (default {DEFAULT_LEASE_TTL:g})")
     r.add_argument("--redis-check", type=_positive, default=0.5, metavar="SECONDS",
                    help="--watch: how often to check whether Redis restarted (its users are then re-created at once; default 0.5)")
+    r.add_argument("--fetch-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="--watch with --rev of a remote branch (origin/main): fetch it this often, jittered "
+                        "±20%%, and on every POST /hooks/git of the registry (default 60; 0: never fetch)")
     r.set_defaults(handler=run_reconcile)
 
     s = subparsers.add_parser("status", help="show the reconcile status and a live summary")
@@ -106,6 +110,7 @@ def register(subparsers: Any) -> None:
     u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
     u.add_argument("--force-prune", action="store_true", help="run the watch loop with --force-prune")
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
+    add_env_option(u)
     u.set_defaults(handler=run_up)
 
 
@@ -115,6 +120,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Any:
     return ReconcileConfig(
         spec_paths=[Path(p) for p in (args.spec or ["specs"])],
         rev=getattr(args, "rev", None),
+        environment=getattr(args, "env", None),
         prune=getattr(args, "prune", False),
         force_prune=getattr(args, "force_prune", False),
         registry_url=getattr(args, "registry_url", None),
@@ -190,6 +196,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         compiled_dir=Path(args.compiled_dir) if args.compiled_dir else None,
         lease_ttl=args.lease_ttl,
         redis_check_seconds=args.redis_check,
+        fetch_seconds=args.fetch_interval,
     )
     if args.watch:
         return _watch(config, args.output)
@@ -375,4 +382,4 @@ def run_up(args: argparse.Namespace) -> int:
 
     return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
-                        state_dir=Path(args.state_dir)))
+                        state_dir=Path(args.state_dir), environment=args.env))

@@ -1,4 +1,4 @@
-"""``swarm secrets k8s [SPEC] [--namespace NS] [--secret-file FILE]``: wiring only.
+"""``swarm secrets k8s [SPEC] [--env NAME] [--namespace NS] [--secret-file FILE]``: wiring only.
 
 Prints the Secret manifests the kubernetes target's manifests reference (names, keys
 and derivation: :mod:`swarm.secrets_k8s`) to stdout, for ``kubectl apply -f -`` or a
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swarm.cli import EXIT_OK
+from swarm.cli import EXIT_OK, add_env_option
 from swarm.errors import InvalidRequestError
 
 
@@ -42,6 +42,7 @@ def add_k8s(sub: Any) -> None:
     k8s.add_argument("spec", nargs="?", type=Path, default=Path("specs"), metavar="SPEC",
                      help="the spec (default specs/)")
     k8s.add_argument("--namespace", default=None, metavar="NS", help="metadata.namespace of every Secret")
+    add_env_option(k8s)
     k8s.add_argument("--secret-file", type=Path, default=None, metavar="FILE",
                      help="read SWARM_REGISTRY_SECRET from FILE's first line instead of the environment")
     k8s.set_defaults(handler=run_k8s)
@@ -69,7 +70,7 @@ def _registry_secret(args: argparse.Namespace) -> str:
 def run_k8s(args: argparse.Namespace) -> int:
     from swarm import __version__
     from swarm.secrets_k8s import render, secret_manifests
-    from swarm.spec.loader import load_spec
+    from swarm.spec.loader import load_spec_full
 
     registry_secret = _registry_secret(args)
     redis_password = os.environ.get("SWARM_REDIS_PASSWORD", "")
@@ -77,7 +78,7 @@ def run_k8s(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             "SWARM_REDIS_PASSWORD is not set: the password of the default user of the Redis the cluster uses "
             "(the registry, the router and the reconciler log in with it)")
-    spec = load_spec(args.spec)  # a bad spec: SpecError, printed by the dispatcher
+    spec = load_spec_full(args.spec, environment=args.env).spec  # a bad spec: SpecError, printed by the dispatcher
     secrets = secret_manifests(
         spec,
         swarm_version=__version__,

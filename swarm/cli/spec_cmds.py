@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.acl import AclTable
-from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
 from swarm.errors import SpecError
 from swarm.spec.loader import load_spec_full
 from swarm.spec.models import TOPIC_PATTERN
@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("validate", help="check a spec and report every problem at once")
     p.add_argument("spec", nargs="*", metavar="SPEC", help=f"spec files or directories (default {DEFAULT_SPEC})")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    add_env_option(p)
     p.set_defaults(handler=cmd_validate)
 
     p = subparsers.add_parser("schema", help="write the JSON Schema of spec documents")
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = args.spec or [DEFAULT_SPEC]
     try:
-        loaded = load_spec_full(paths)
+        loaded = load_spec_full(paths, args.env)
     except SpecError as exc:
         if args.output == "json":
             print(json.dumps([i.to_dict() for i in exc.issues], indent=2))
@@ -68,7 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("[]")
     else:
         spec = loaded.spec
-        print(f"ok: {len(spec.agents)} agents, {len(spec.topics)} topics")
+        where = f" (environment {loaded.environment})" if loaded.environment else ""
+        print(f"ok: {len(spec.agents)} agents, {len(spec.topics)} topics{where}")
     return EXIT_OK
 
 

@@ -55,7 +55,8 @@ def compile_loaded(loaded: "LoadedSpec", *, progress: Progress | None = None) ->
     """Render a loaded spec with this swarm's version: ``{"<swarm>/<path>": bytes}``."""
     from swarm import __version__
 
-    return render(loaded.spec, loaded.digest, swarm_version=__version__, progress=progress)
+    return render(loaded.spec, loaded.digest, swarm_version=__version__, progress=progress,
+                  output_name=loaded.output_name, environment=loaded.environment)
 
 
 def refuse_output_overlapping_spec(spec_path: SpecPaths, out_dir: str | os.PathLike[str], swarm: str) -> None:
@@ -79,9 +80,11 @@ def compile_to(
     *,
     progress: Progress | None = None,
     use_stamp: bool = True,
+    environment: str | None = None,
 ) -> CompileResult:
-    """Read, check, render and write; skip parsing and rendering when the stamp of the
-    last compile into ``out_dir`` proves the output current (see :mod:`.cache`)."""
+    """Read, check, render and write (with the overlay of ``environment`` applied, into
+    ``<out_dir>/<swarm>.<environment>/``); skip parsing and rendering when the stamp of
+    the last compile into ``out_dir`` proves the output current (see :mod:`.cache`)."""
     from swarm import __version__
     from swarm.compiler import cache
     from swarm.spec.loader import compute_digest, parse_spec_texts, read_spec_files
@@ -89,19 +92,22 @@ def compile_to(
     out = Path(out_dir)
     raw = read_spec_files(spec_path)
     digest = compute_digest(raw)
-    key = cache.stamp_key(digest, __version__)
+    # the key covers every byte read and the environment chosen
+    key = cache.stamp_key(digest if environment is None else f"{digest}\0env={environment}", __version__)
     if use_stamp:
         stamp = cache.load_stamp(out, key)
-        if stamp is not None and stamp.spec_digest == digest and cache.outputs_match(stamp, out):
+        if stamp is not None and cache.outputs_match(stamp, out):
             refuse_output_overlapping_spec(spec_path, out, stamp.swarm)
-            return CompileResult(stamp.swarm, digest, WriteReport(unchanged=sorted(stamp.files)), from_stamp=True)
-    loaded = parse_spec_texts(raw)
+            return CompileResult(stamp.swarm, stamp.spec_digest, WriteReport(unchanged=sorted(stamp.files)),
+                                 from_stamp=True)
+    loaded = parse_spec_texts(raw, environment)
     files = compile_loaded(loaded, progress=progress)
-    refuse_output_overlapping_spec(spec_path, out, loaded.spec.name)
-    report = write_output(files, out, loaded.spec.name)
+    name = loaded.output_name
+    refuse_output_overlapping_spec(spec_path, out, name)
+    report = write_output(files, out, name)
     if use_stamp:
-        cache.save_stamp(out, key, loaded.spec.name, loaded.digest, files)
-    return CompileResult(loaded.spec.name, loaded.digest, report)
+        cache.save_stamp(out, key, name, loaded.digest, files)
+    return CompileResult(name, loaded.digest, report)
 
 
 def compile_spec(
@@ -109,8 +115,9 @@ def compile_spec(
     out_dir: str | os.PathLike[str] = "compiled",
     *,
     progress: Progress | None = None,
+    environment: str | None = None,
 ) -> WriteReport:
-    """Load, check, render and write a spec; raises :class:`~swarm.errors.SpecError`
+    """Load, check, render and write a spec (see :func:`compile_to`); raises :class:`~swarm.errors.SpecError`
     (every issue) for an invalid spec and :class:`~swarm.errors.CompileError` when
     the output cannot be written."""
-    return compile_to(spec_path, out_dir, progress=progress).report
+    return compile_to(spec_path, out_dir, progress=progress, environment=environment).report

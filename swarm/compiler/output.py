@@ -54,9 +54,15 @@ class WriteReport:
         return {"written": self.written, "unchanged": self.unchanged, "removed": self.removed}
 
 
+def _valid_output_name(name: str) -> bool:
+    """``<swarm>`` or an environment's ``<swarm>.<env>``: both parts valid names."""
+    parts = name.split(".")
+    return len(parts) <= 2 and all(_NAME.fullmatch(p) and len(p) <= NAME_MAX for p in parts)
+
+
 def _swarm_root(out_dir: Path, swarm: str) -> Path:
-    if not _NAME.fullmatch(swarm) or len(swarm) > NAME_MAX:
-        raise CompileError(f"refusing to write: {swarm!r} is not a valid swarm name")
+    if not _valid_output_name(swarm):
+        raise CompileError(f"refusing to write: {swarm!r} is not a valid swarm name (or <swarm>.<environment>)")
     root = out_dir / swarm
     if root.is_symlink():
         raise CompileError(

@@ -16,11 +16,13 @@ problem the user must fix, not something to retry).
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from swarm.compiler.staged import run_git as _git
 from swarm.compiler.staged import split_cat_file_batch
-from swarm.errors import Position, SpecError, SpecIssue
+from swarm.errors import Position, SpecError, SpecIssue, TransientError
 from swarm.reconcile.status import Revision
 from swarm.spec.loader import is_spec_file_name
 
@@ -120,3 +122,56 @@ def ref_watch_paths(repo: Path) -> list[Path]:
     """Files and folders whose change may move a ref: HEAD, refs/, packed-refs."""
     git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir").decode().strip())
     return [git_dir]
+
+
+def remote_branch(repo: Path, ref: str) -> tuple[str, str] | None:
+    """``(remote, branch)`` when ``ref`` names a remote-tracking branch (``origin/main``,
+    ``refs/remotes/origin/main``), else None (a local branch, tag or commit: nothing to fetch)."""
+    try:
+        full = _git(repo, "rev-parse", "--symbolic-full-name", ref).decode().strip()
+    except SpecError:
+        return None
+    if not full.startswith("refs/remotes/"):
+        return None
+    rest = full[len("refs/remotes/"):]
+    remotes = _git(repo, "remote").decode().split()
+    # the longest remote name that prefixes the ref (remote names may hold '/')
+    for remote in sorted(remotes, key=len, reverse=True):
+        if rest.startswith(remote + "/"):
+            return remote, rest[len(remote) + 1:]
+    return None
+
+
+def fetch_branch(repo: Path, remote: str, branch: str, timeout: float = 120.0) -> str:
+    """``git fetch`` one branch of ``remote`` into its remote-tracking ref; the commit it
+    points to now. Raises :class:`~swarm.errors.TransientError` when the fetch fails (the
+    network, the remote): the loop keeps enforcing what it has and tries again."""
+    refspec = f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"
+    try:
+        proc = subprocess.run(["git", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, refspec],
+                              cwd=repo, capture_output=True, timeout=timeout, check=False,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except subprocess.TimeoutExpired as exc:
+        raise TransientError(f"git fetch {remote} {branch}: no answer within {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise TransientError(f"cannot run git fetch: {exc}") from exc
+    if proc.returncode != 0:
+        words = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise TransientError(f"git fetch {remote} {branch}: {words[-1] if words else f'exit {proc.returncode}'}")
+    return resolve_ref(repo, f"refs/remotes/{remote}/{branch}")
+
+
+def changed_files(repo: Path, old: str, new: str, spec_paths: list[Path]) -> list[str]:
+    """The spec files that differ between two commits (``git diff --name-status``), as
+    ``M path`` / ``A path`` / ``D path`` lines; empty when either commit is unknown."""
+    rel = []
+    for p in spec_paths:
+        try:
+            rel.append(str(p.resolve().relative_to(repo.resolve())) or ".")
+        except ValueError:
+            continue
+    try:
+        out = _git(repo, "diff", "--name-status", "--no-renames", old, new, "--", *rel)
+    except SpecError:
+        return []
+    return [" ".join(line.split("\t")) for line in out.decode("utf-8", "replace").splitlines() if line]

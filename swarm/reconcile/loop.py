@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,14 +56,28 @@ from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, Trans
 from swarm.reconcile.apply import apply_plan
 from swarm.redis_auth import with_password
 from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost, read_lease
-from swarm.reconcile.gitsource import read_spec_at, ref_watch_paths, repo_root, resolve_ref, walked, working_revision
+from swarm.reconcile.gitsource import (
+    changed_files,
+    fetch_branch,
+    read_spec_at,
+    ref_watch_paths,
+    remote_branch,
+    repo_root,
+    resolve_ref,
+    walked,
+    working_revision,
+)
+from swarm.reconcile.history import history_fields
+from swarm.reconcile.history import parse_pin as parse_history_pin
 from swarm.reconcile.plan import Action, Plan, desired_user_rights, plan_actions
 from swarm.reconcile.state import ActualState, BusPort, RegistryPort, UserRights, observe
 from swarm.reconcile.status import (
     Applied,
     Attempt,
+    FetchInfo,
     LastError,
     LiveSummary,
+    PinInfo,
     ReconcileStatus,
     Revision,
     now_iso,
@@ -93,6 +108,14 @@ class StatusSink(Protocol):
 
     def write_applied_spec(self, text: str) -> None: ...
 
+    def append_history(self, fields: dict[str, str]) -> None: ...
+
+    def read_pin(self) -> str | None: ...
+
+    def write_pin(self, text: str | None) -> None: ...
+
+    def read_hook(self) -> str | None: ...
+
 
 @dataclass
 class Ports:
@@ -121,6 +144,8 @@ class ReconcileConfig:
 
     spec_paths: list[Path]
     rev: str | None = None
+    #: the environment overlay to apply (``--env``; :mod:`swarm.spec.environments`)
+    environment: str | None = None
     prune: bool = False
     force_prune: bool = False
     dry_run: bool = False
@@ -130,6 +155,9 @@ class ReconcileConfig:
     redis_password: str | None = None
     resync_seconds: float = 30.0
     compiled_dir: Path | None = None
+    #: with ``rev`` naming a remote branch (``origin/main``): fetch it this often (jittered
+    #: ±20%) and on each git webhook delivery; 0 never fetches
+    fetch_seconds: float = 60.0
     debounce_ms: int = 80
     step_ms: int = 15
     backoff_initial: float = 0.1
@@ -207,6 +235,14 @@ class Reconciler:
         self._repo = repo_root(config.spec_paths[0]) if config.rev else None
         if config.rev and self._repo is None:
             raise SpecError([SpecIssue(None, "", f"--rev needs a git repository; {config.spec_paths[0]} is not in one")])
+        self._remote = remote_branch(self._repo, config.rev) if self._repo is not None and config.rev else None
+        #: what following the remote branch last did (status "fetch"); None when not following one
+        self.fetch_info = (FetchInfo(ref=config.rev or "", remote=self._remote[0], branch=self._remote[1],
+                                     interval_seconds=config.fetch_seconds) if self._remote else None)
+        self._pin: PinInfo | None = None  # a rollback pin read from Redis by the keeper
+        self._pin_active = False  # the last read of the spec enforced the pin
+        self._hook_seen: str | None = None
+        self._last_history_commit: str | None = None
 
     # ------------------------------------------------------------------ spec
 
@@ -216,6 +252,14 @@ class Reconciler:
             assert self._repo is not None
             repo, rev = self._repo, self.config.rev
             commit = resolve_ref(repo, rev)
+            pin = self._pin
+            self._pin_active = pin is not None and pin.branch_commit == commit
+            if pin is not None and self._pin_active:
+                pinned = pin.commit
+                return ("git", pinned), lambda: (
+                    read_spec_at(repo, pinned, self.config.spec_paths),
+                    Revision(source="git", commit=pinned, dirty=False, ref=f"rollback of {rev}"),
+                )
             return ("git", commit), lambda: (
                 read_spec_at(repo, commit, self.config.spec_paths),
                 Revision(source="git", commit=commit, dirty=False, ref=rev),
@@ -237,7 +281,7 @@ class Reconciler:
             files, pending = read()
             try:
                 try:
-                    loaded = parse_spec_texts(files)
+                    loaded = parse_spec_texts(files, self.config.environment)
                     desired = desired_from_spec(loaded.spec, loaded.digest)
                 finally:
                     revision = pending.result() if isinstance(pending, Future) else pending
@@ -322,11 +366,17 @@ class Reconciler:
         status = self._status_base(ports, source.desired.registry.swarm)
         status.passes += 1
         status.last_attempted = attempt
+        status.fetch = self.fetch_info.model_copy() if self.fetch_info else None
+        status.pinned = self._pin if self._pin_active else None
+        self._end_stale_pin(ports)
         result = PassResult(state="synced", status=status)
+        applied_before = status.last_applied
         try:
             self._reconcile(source, ports, result, trigger)
             if not self.config.dry_run:
                 self._record_converged(source, attempt, result, new_spec=new_spec, spec_error=spec_error)
+                if status.last_applied is not None and status.last_applied is not applied_before:
+                    self._record_history(ports, status.last_applied)
         except SwarmError as exc:
             self._record_failure(exc, result)
         status.updated_at = now_iso()
@@ -338,6 +388,79 @@ class Reconciler:
                 self._compiled_digest = source.digest
                 self._write_compiled(source)
         return result
+
+    # ------------------------------------------------------------------ git: history, rollback, fetch
+
+    def _record_history(self, ports: Ports, applied: Applied) -> None:
+        """Append the revision just applied to ``swarm history`` (never fails the pass)."""
+        commit = applied.revision.commit
+        files: list[str] = []
+        if self._repo is not None and commit and self._last_history_commit and self._last_history_commit != commit:
+            files = changed_files(self._repo, self._last_history_commit, commit, self.config.spec_paths)
+        try:
+            ports.status.append_history(history_fields(applied, files))
+            if commit:
+                self._last_history_commit = commit
+        except SwarmError as exc:
+            log.warning("could not record the applied revision in the history: %s", exc)
+
+    def _end_stale_pin(self, ports: Ports) -> None:
+        """A rollback pin whose branch has moved on is over: remove it (the branch applies)."""
+        pin = self._pin
+        if pin is None or self._pin_active or self.config.dry_run:
+            return
+        log.warning("the branch moved past the rollback to %s: applying %s again", pin.commit[:10], self.config.rev)
+        try:
+            ports.status.write_pin(None)
+            self._pin = None
+        except SwarmError as exc:
+            log.warning("could not clear the rollback pin: %s", exc)
+
+    def fetch_now(self) -> bool:
+        """Fetch the followed remote branch once; whether a pass is due (the branch moved,
+        or the fetch error changed and the status should say so)."""
+        info, remote = self.fetch_info, self._remote
+        if info is None or remote is None or self._repo is None:
+            return False
+        before = (info.commit, info.error)
+        try:
+            info.commit = fetch_branch(self._repo, remote[0], remote[1])
+            info.at, info.error, info.error_at = now_iso(), None, None
+        except TransientError as exc:
+            info.error, info.error_at = str(exc), now_iso()
+            log.warning("%s", exc)
+        return (info.commit, info.error) != before
+
+    async def _follow(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event,
+                      hook: asyncio.Event) -> None:
+        """Fetch the followed branch every ``fetch_seconds`` (jittered) and on each webhook."""
+        while not stop_event.is_set():
+            if await asyncio.to_thread(self.fetch_now):
+                reasons.add("fetch")
+                kick.set()
+            hook.clear()
+            waits = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(hook.wait())]
+            try:
+                await asyncio.wait(waits, timeout=self.config.fetch_seconds * random.uniform(0.8, 1.2),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _poll_git_signals(self, ports: Ports) -> tuple[bool, bool]:
+        """(a webhook arrived, the rollback pin changed) since the last poll."""
+        hooked = pinned = False
+        try:
+            hook = ports.status.read_hook()
+            if hook != self._hook_seen:
+                hooked = self._hook_seen is not None or hook is not None
+                self._hook_seen = hook
+            pin = parse_history_pin(ports.status.read_pin())
+            if pin != self._pin:
+                self._pin, pinned = pin, True
+        except SwarmError:
+            pass  # Redis away: the pass loop reports it
+        return hooked, pinned
 
     # ------------------------------------------------------------------ lease
 
@@ -381,10 +504,17 @@ class Reconciler:
         return max(0.05, self.config.lease_ttl / 3)
 
     def _keep_once(self, seen: dict[str, object]) -> str | None:
-        """One tick of the keeper: renew the lease; read Redis' run_id. A trigger name when a pass is due."""
+        """One tick of the keeper: renew the lease; read Redis' run_id, the webhook counter and
+        the rollback pin. A trigger name when a pass is due."""
         ports = self._ports_of_good()
         if ports is None or ports.lease_client is None:
             return None
+        if self.config.rev:
+            hooked, pinned = self._poll_git_signals(ports)
+            if hooked:
+                seen["hook"] = True  # _keep wakes the fetcher
+            if pinned:
+                return "rollback"
         client: Any = ports.lease_client
         lease = self._lease
         if lease is not None and lease.fence is not None:
@@ -411,7 +541,8 @@ class Reconciler:
         return self._ports.get((self.config.registry_url or d.registry.settings.url,
                                 self.config.bus_redis_url(d.bus.settings.redis_url)))
 
-    async def _keep(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event) -> None:
+    async def _keep(self, kick: asyncio.Event, reasons: set[str], stop_event: asyncio.Event,
+                    hook: asyncio.Event | None = None) -> None:
         """Renew the lease and watch Redis' run_id until stopped; kick a pass when one is due."""
         seen: dict[str, object] = {}
         interval = max(0.05, min(self.config.redis_check_seconds, self.lease_interval()))
@@ -420,6 +551,8 @@ class Reconciler:
             if trigger is not None:
                 reasons.add(trigger)
                 kick.set()
+            if seen.pop("hook", False) and hook is not None:
+                hook.set()
             try:
                 await asyncio.wait_for(stop_event.wait(), timeout=interval)
             except asyncio.TimeoutError:
@@ -675,7 +808,11 @@ class Reconciler:
         reasons: set[str] = set()
         watcher = asyncio.create_task(self._watch_files(kick, reasons, stop_event))
         watcher.add_done_callback(_log_watcher_end)
-        keeper = asyncio.create_task(self._keep(kick, reasons, stop_event))
+        hook = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(kick, reasons, stop_event, hook))
+        tasks = [watcher, keeper]
+        if self._remote is not None and self.config.fetch_seconds > 0:
+            tasks.append(asyncio.create_task(self._follow(kick, reasons, stop_event, hook)))
         trigger = "start"
         try:
             while not stop_event.is_set():
@@ -696,7 +833,7 @@ class Reconciler:
                 trigger = await _wait(kick, reasons, stop_event, timeout, idle)
         finally:
             stop_event.set()
-            for task in (watcher, keeper):
+            for task in tasks:
                 task.cancel()
                 try:
                     await task
@@ -788,7 +925,7 @@ class _CompiledWriter:
             try:
                 from swarm.compiler import compile_loaded, write_output
 
-                write_output(compile_loaded(source.loaded), self.out, source.loaded.spec.name)
+                write_output(compile_loaded(source.loaded), self.out, source.loaded.output_name)
             except SwarmError as exc:
                 log.warning("could not write compiled output to %s: %s", self.out, exc)
 
@@ -816,6 +953,7 @@ def applied_spec_json(source: SpecSource) -> str:
         "format": 1,
         "swarm": source.desired.registry.swarm,
         "digest": source.digest,
+        "environment": source.loaded.environment,
         "revision": source.revision.model_dump(mode="json"),
         "files": {name: data.decode("utf-8", "surrogateescape") for name, data in source.files.items()},
     })
@@ -828,7 +966,7 @@ def parse_applied_spec(raw: str | None, swarm: str) -> SpecSource | None:
     try:
         doc = json.loads(raw)
         files = {name: text.encode("utf-8", "surrogateescape") for name, text in doc["files"].items()}
-        loaded = parse_spec_texts(files)
+        loaded = parse_spec_texts(files, doc.get("environment"))
         if doc.get("swarm") != swarm or loaded.spec.name != swarm or loaded.digest != doc.get("digest"):
             return None
         return SpecSource(loaded, desired_from_spec(loaded.spec, loaded.digest),

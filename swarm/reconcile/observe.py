@@ -496,6 +496,40 @@ class RedisBusPort:
     def write_applied_spec(self, text: str) -> None:
         self._write("store the applied spec", lambda tx: tx.set(self.keys.applied_spec, text))
 
+    # -- history, rollback pin, git webhook (swarm.reconcile.history) -------------
+
+    def append_history(self, fields: dict[str, str]) -> None:
+        from swarm.reconcile.history import HISTORY_MAX_LEN
+
+        self._write("record the applied revision",
+                    lambda tx: tx.xadd(self.keys.history, fields, maxlen=HISTORY_MAX_LEN, approximate=True))
+
+    def read_history(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest ``count`` entries, newest first."""
+        with redis_errors(self.url, "read the history"):
+            entries: Any = self._redis.xrevrange(self.keys.history, count=count)
+        return [(str(entry_id), {str(k): str(v) for k, v in (fields or {}).items()}) for entry_id, fields in entries or []]
+
+    def read_pin(self) -> str | None:
+        with redis_errors(self.url, "read the rollback pin"):
+            value = self._redis.get(self.keys.pin)
+        return None if value is None else str(value)
+
+    def write_pin(self, text: str | None) -> None:
+        """Set the rollback pin (None clears it). Not fenced: ``swarm rollback`` asks the
+        lease holder to act; it writes nothing else."""
+        with redis_errors(self.url, "write the rollback pin"):
+            if text is None:
+                self._redis.delete(self.keys.pin)
+            else:
+                self._redis.set(self.keys.pin, text)
+
+    def read_hook(self) -> str | None:
+        """The git webhook delivery counter the registry increments."""
+        with redis_errors(self.url, "read the git webhook counter"):
+            value = self._redis.get(self.keys.git_hook)
+        return None if value is None else str(value)
+
 
 
 

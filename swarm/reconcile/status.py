@@ -28,7 +28,11 @@ Format (``ReconcileStatus.model_dump(mode="json")``)::
                      "message": "…", "at": "…",
                      "issues": [SpecIssue.to_dict(), …]} | null,
       "live": {"agents_declared": 6, "agents_live": 4, "agents_expired": 0,
-               "breakers_open": ["summarizer"], "protection": false, "observed_at": "…"} | null
+               "breakers_open": ["summarizer"], "protection": false, "observed_at": "…"} | null,
+      "fetch": {"ref": "origin/main", "remote": "origin", "branch": "main",
+                "interval_seconds": 60.0, "commit": "<sha>" | null, "at": "…" | null,
+                "error": "…" | null, "error_at": "…" | null} | null,   # --rev of a remote branch
+      "pinned": {"commit": "<sha>", "branch_commit": "<sha>", "at": "…"} | null   # swarm rollback
     }
     REV = {"source": "working-tree" | "git", "commit": "<sha>" | null, "dirty": bool | null,
            "ref": "main" | null}
@@ -118,6 +122,28 @@ class LiveSummary(_Model):
     observed_at: str
 
 
+class FetchInfo(_Model):
+    """What following a remote branch (``--rev origin/main``) last did."""
+
+    ref: str
+    remote: str
+    branch: str
+    interval_seconds: float
+    commit: str | None = None  # where the branch was at the last successful fetch
+    at: str | None = None
+    error: str | None = None  # the last fetch's error; None once a fetch succeeds
+    error_at: str | None = None
+
+
+class PinInfo(_Model):
+    """A rollback (``swarm rollback REV``): ``commit`` is enforced while the followed
+    branch stays at ``branch_commit``; the branch moving ends it."""
+
+    commit: str
+    branch_commit: str
+    at: str
+
+
 class ReconcileStatus(_Model):
     format: int = 1
     swarm: str
@@ -134,6 +160,8 @@ class ReconcileStatus(_Model):
     retired_agents: list[str] = Field(default_factory=list)
     last_error: LastError | None = None
     live: LiveSummary | None = None
+    fetch: FetchInfo | None = None
+    pinned: PinInfo | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -167,6 +195,16 @@ class ReconcileStatus(_Model):
                 where = f"{issue.get('file')}:{issue.get('line')}:{issue.get('column')}"
                 path = f"{issue.get('path')}: " if issue.get("path") else ""
                 out.append(f"  {where}: {path}{issue.get('message')}")
+        if self.fetch:
+            f = self.fetch
+            fetched = f"{f.ref} @ {f.commit[:10]} at {f.at}" if f.commit else f"{f.ref}: not fetched yet"
+            out.append(f"fetched: {fetched} (every {f.interval_seconds:g} s and on POST /hooks/git)")
+            if f.error:
+                out.append(f"fetch error at {f.error_at}: {f.error}")
+        if self.pinned:
+            p = self.pinned
+            out.append(f"rolled back to {p.commit[:10]} at {p.at}: enforced until the branch moves "
+                       f"from {p.branch_commit[:10]} (revert in git to keep it)")
         if self.live:
             lv = self.live
             out.append(

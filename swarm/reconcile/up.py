@@ -101,6 +101,7 @@ class UpOptions:
     force_prune: bool = False  # confirm a plan removing more than half of the live agents or topics
     state_dir: Path = Path(".swarm")
     compiled_dir: Path = Path("compiled")
+    environment: str | None = None
 
 
 
@@ -372,7 +373,7 @@ def run_up(options: UpOptions) -> int:
     """Lock the state folder, start everything, print the URLs, run the watch loop until Ctrl-C; the exit code."""
     from swarm.spec.loader import load_spec_full
 
-    loaded = load_spec_full(options.spec_paths)  # an invalid spec: the dispatcher prints it (exit 2)
+    loaded = load_spec_full(options.spec_paths, options.environment)  # an invalid spec: the dispatcher prints it (exit 2)
     state = options.state_dir
     state.mkdir(parents=True, exist_ok=True)
     lock = StateLock(state)
@@ -442,7 +443,8 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
 
         config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, force_prune=options.force_prune,
                                  registry_url=registry_url,
-                                 redis_url=redis_url, compiled_dir=options.compiled_dir)
+                                 redis_url=redis_url, compiled_dir=options.compiled_dir,
+                                 environment=options.environment)
         reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
         demo_started = False
         last_line = ""
@@ -462,7 +464,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                 for agent in spec.agents:
                     if not agent.registry:
                         continue
-                    folder = options.compiled_dir / spec.name / "agents" / agent.id
+                    folder = options.compiled_dir / loaded.output_name / "agents" / agent.id
                     port = pick_port(agent.port)  # the spec's port, unless something else holds it
                     launch = runtime_of(agent).demo(folder, port)
                     missing = [tool for tool in launch.requires if shutil.which(tool) is None]

@@ -11,6 +11,9 @@ deeper in the registry reads ``os.environ``. Environment variables:
     Bearer token of the reconciler/operator. When unset but a secret is set, the
     admin token is derived from the secret (:func:`swarm.registry.auth.admin_token`),
     so whoever holds the secret can compute it with ``swarm token --admin``.
+``SWARM_GIT_WEBHOOK_SECRET``
+    Shared secret of ``POST /hooks/git`` (:mod:`swarm.registry.webhook`); unset: the
+    endpoint answers 404.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from swarm.redis_auth import bus_secret_from_env
 
 SECRET_ENV = "SWARM_REGISTRY_SECRET"
 ADMIN_TOKEN_ENV = "SWARM_ADMIN_TOKEN"
+WEBHOOK_SECRET_ENV = "SWARM_GIT_WEBHOOK_SECRET"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
@@ -60,6 +64,8 @@ class RegistryConfig:
     #: key of the agents' Redis passwords (SWARM_BUS_SECRET, else the registry secret): lets
     #: the registry re-create the agents' Redis users after a Redis restart
     bus_secret: str | None = None
+    #: shared secret of the git webhook (POST /hooks/git); None disables it
+    git_webhook_secret: str | None = None
     insecure: bool = False
     access_log: bool = False
     probe: bool = True
@@ -124,4 +130,6 @@ def config_from_env(environ: Mapping[str, str], **options: object) -> RegistryCo
     secret = environ.get(SECRET_ENV) or None
     admin = environ.get(ADMIN_TOKEN_ENV) or None
     bus_secret = bus_secret_from_env(environ)
-    return RegistryConfig(secret=secret, admin_token=admin, bus_secret=bus_secret, **options)  # type: ignore[arg-type]
+    hook = environ.get(WEBHOOK_SECRET_ENV) or None
+    return RegistryConfig(secret=secret, admin_token=admin, bus_secret=bus_secret,
+                          git_webhook_secret=hook, **options)  # type: ignore[arg-type]

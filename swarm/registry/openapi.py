@@ -143,6 +143,24 @@ def openapi_document() -> dict[str, Any]:
             "security": _READ,
             "responses": {"200": _json("Status", "status"), **_errors(401, 403, 503)},
         }},
+        "/hooks/git": {"post": {
+            "operationId": "gitHook",
+            "summary": "Git push webhook (GitHub X-Hub-Signature-256 or GitLab X-Gitlab-Token): "
+                       "the reconciler following a remote branch fetches now.",
+            "parameters": [
+                {"name": "X-Hub-Signature-256", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "X-Gitlab-Token", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "X-GitHub-Event", "in": "header", "required": False, "schema": {"type": "string"}},
+            ],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
+            "responses": {
+                "200": {"description": "an authentic ping: nothing to fetch",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "202": {"description": "accepted: the reconciler fetches",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                **_errors(401, 404, 413, 503),
+            },
+        }},
         "/health": {"get": {"operationId": "health", "summary": "Health summary.",
                             "responses": {"200": _json("Health", "summary")}}},
         "/health/live": {"get": {"operationId": "live", "summary": "200 while the process is up.",

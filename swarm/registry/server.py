@@ -496,6 +496,25 @@ class RegistryApp:
             last_sweep=self.sweeper.last,
         ))
 
+    async def git_hook(self, request: Request) -> Response:
+        """A push webhook (GitHub or GitLab form): the reconciler following a branch fetches now."""
+        from swarm.registry.webhook import MAX_HOOK_BYTES, HookRefused, is_ping, verify_git_webhook
+
+        secret = self.config.git_webhook_secret
+        if secret is None:
+            return error_json(404, "not_configured", "the git webhook is off: set SWARM_GIT_WEBHOOK_SECRET "
+                                                     "on the registry to accept POST /hooks/git")
+        body = await read_body(request, MAX_HOOK_BYTES)
+        try:
+            form = verify_git_webhook(request.headers, body, secret)
+        except HookRefused as exc:
+            log.warning("refused a git webhook from %s: %s", request.client.host if request.client else "?", exc)
+            return error_json(401, "unauthorized", str(exc))
+        if is_ping(request.headers):
+            return JSONResponse({"accepted": False, "form": form, "detail": "ping: nothing to fetch"})
+        deliveries = int(await self.redis.incr(self.store.keys.git_hook))
+        return JSONResponse({"accepted": True, "form": form, "deliveries": deliveries}, status_code=202)
+
     async def health(self, request: Request) -> Response:
         redis_ok = await self.store.ping()
         catalog_loaded, agents, protection = False, None, None
@@ -616,6 +635,7 @@ class RegistryApp:
             Route("/catalog", t("/catalog", self.put_catalog), methods=["PUT"]),
             Route("/catalog", t("/catalog", self.get_catalog), methods=["GET"]),
             Route("/status", t("/status", self.status), methods=["GET"]),
+            Route("/hooks/git", t("/hooks/git", self.git_hook), methods=["POST"]),
             Route("/health", t("/health", self.health), methods=["GET"]),
             Route("/health/live", t("/health/live", self.live, queued=False), methods=["GET"]),
             Route("/health/ready", t("/health/ready", self.ready), methods=["GET"]),

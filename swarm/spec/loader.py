@@ -71,7 +71,8 @@ from pydantic import ValidationError
 
 from swarm.errors import Position, SpecError, SpecIssue
 from swarm.spec.checks import check_spec
-from swarm.spec.models import API_VERSION, AgentDocument, Spec, SwarmDocument
+from swarm.spec.environments import ENVIRONMENT_KIND, Overlay, apply_overlay, select_overlay
+from swarm.spec.models import API_VERSION, AgentDocument, EnvironmentDocument, Spec, SwarmDocument
 from swarm.spec.sourcemap import DocSource, SourceMap, did_you_mean, issues_from_validation
 from swarm.spec.yamldoc import (
     MAX_DEPTH,
@@ -106,7 +107,7 @@ def is_spec_file_name(name: str) -> bool:
     return name.lower().endswith(SPEC_SUFFIXES) and not name.startswith(".")
 
 
-KINDS = ("Swarm", "Agent")
+KINDS = ("Swarm", "Agent", ENVIRONMENT_KIND)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,14 @@ class LoadedSpec:
     digest: str
     files: tuple[str, ...]
     sources: SourceMap
+    #: The environment overlay applied (``--env``), or None for the base spec.
+    environment: str | None = None
+
+    @property
+    def output_name(self) -> str:
+        """The directory under ``compiled/`` this spec compiles to: ``<swarm>`` for the
+        base, ``<swarm>.<env>`` for an environment (``.`` is in no swarm name)."""
+        return self.spec.name if self.environment is None else f"{self.spec.name}.{self.environment}"
 
 
 # --------------------------------------------------------------------------- digest
@@ -161,7 +170,7 @@ def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
     kind = doc.data.get("kind")
     if "kind" not in doc.data:
         issues.append(
-            SpecIssue(doc.position(), "kind", f"{where} has no 'kind' (expected 'Swarm' or 'Agent')")
+            SpecIssue(doc.position(), "kind", f"{where} has no 'kind' (expected 'Swarm', 'Agent' or 'Environment')")
         )
         return None
     if kind not in KINDS:
@@ -170,7 +179,7 @@ def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
             SpecIssue(
                 doc.position(("kind",)),
                 "kind",
-                f"unknown kind {kind!r}{hint or ' (expected Swarm or Agent)'}",
+                f"unknown kind {kind!r}{hint or ' (expected Swarm, Agent or Environment)'}",
             )
         )
         return None
@@ -251,7 +260,7 @@ def parse_documents(files: Mapping[str, bytes]) -> tuple[list[ParsedDocument], l
 
 
 def _validate(
-    doc: ParsedDocument, model: type[SwarmDocument] | type[AgentDocument], label: DocSource
+    doc: ParsedDocument, model: type[SwarmDocument] | type[AgentDocument] | type[EnvironmentDocument], label: DocSource
 ) -> tuple[Any, list[SpecIssue]]:
     try:
         return model.model_validate(doc.data, strict=True), []
@@ -294,15 +303,39 @@ def structural_issues(files: Mapping[str, bytes]) -> list[SpecIssue]:
     for doc in docs:
         kind = _document_kind(doc, issues)
         if kind is not None:
-            model = SwarmDocument if kind == "Swarm" else AgentDocument
+            models: dict[str, type[SwarmDocument] | type[AgentDocument] | type[EnvironmentDocument]] = {
+                "Swarm": SwarmDocument, "Agent": AgentDocument, ENVIRONMENT_KIND: EnvironmentDocument}
+            model = models[kind]
             issues.extend(_validate(doc, model, DocSource(doc, -1))[1])
     return issues
 
 
-def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
+def _overlay(docs: list[ParsedDocument], environment: str, issues: list[SpecIssue]) -> Overlay | None:
+    """The Environment document named ``environment``, validated; None (with issues) when it
+    is missing, named twice or invalid. Other environments' overlays are not validated:
+    a typo in staging's cannot stop prod's load."""
+    named = [(_environment_name(d), d) for d in docs]
+    doc = select_overlay([(n, d) for n, d in named if n is not None], environment, issues)
+    if doc is None:
+        return None
+    valid, errs = _validate(doc, EnvironmentDocument, DocSource(doc, -1))
+    issues.extend(errs)
+    return Overlay(environment, doc) if valid is not None else None
+
+
+def _environment_name(doc: ParsedDocument) -> str | None:
+    metadata = doc.data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def parse_spec_texts(files: Mapping[str, bytes], environment: str | None = None) -> LoadedSpec:
     """Parse, validate, merge and check a spec given as ``{display path: bytes}``. Pure.
 
-    Raises :class:`SpecError` carrying every structural and semantic issue found.
+    With ``environment``, the ``kind: Environment`` document of that name is applied
+    first (:mod:`swarm.spec.environments`); without, Environment documents are
+    ignored and left out of the digest. Raises :class:`SpecError` carrying every
+    structural and semantic issue found.
     """
     if not files:
         raise SpecError([SpecIssue(None, "", "no spec files given (expected .yaml/.yml files)")])
@@ -310,13 +343,23 @@ def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
 
     swarm_docs: list[ParsedDocument] = []
     agent_docs: list[ParsedDocument] = []
+    env_docs: list[ParsedDocument] = []
     for doc in docs:
         kind = _document_kind(doc, issues)
         if kind == "Swarm":
             swarm_docs.append(doc)
         elif kind == "Agent":
             agent_docs.append(doc)
+        elif kind == ENVIRONMENT_KIND:
+            env_docs.append(doc)
     agent_docs.sort(key=lambda d: (d.file, d.index))
+    overlay: Overlay | None = None
+    if environment is not None:
+        overlay = _overlay(env_docs, environment, issues)
+        if overlay is None:
+            raise SpecError(issues)
+        if len(swarm_docs) == 1:
+            swarm_docs[0], agent_docs = apply_overlay(overlay, swarm_docs[0], agent_docs, issues)
 
     if len(swarm_docs) > 1:
         places = [d.position() for d in swarm_docs]
@@ -370,11 +413,19 @@ def parse_spec_texts(files: Mapping[str, bytes]) -> LoadedSpec:
     issues.extend(check_spec(spec, sources))
     if issues:
         raise SpecError(issues)
+    # the digest covers what this spec is made of: not other environments' overlays
+    # (a file holding only Environment documents counts for the one it selects)
+    env_files = {d.file for d in env_docs}
+    used = {f for f in files if f not in env_files or any(d.file == f for d in docs if d not in env_docs)}
+    if overlay is not None:
+        used.add(overlay.doc.file)
+    kept = {f: files[f] for f in files if f in used}
     return LoadedSpec(
         spec=spec,
-        digest=compute_digest(files),
-        files=tuple(sorted(files)),
+        digest=compute_digest(kept),
+        files=tuple(sorted(kept)),
         sources=sources,
+        environment=environment,
     )
 
 
@@ -535,9 +586,12 @@ def read_spec_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     return out
 
 
-def load_spec_full(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs") -> LoadedSpec:
-    """Read and load a spec from files/directories; raises :class:`SpecError`."""
-    return parse_spec_texts(read_spec_files(paths))
+def load_spec_full(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs", environment: str | None = None
+) -> LoadedSpec:
+    """Read and load a spec from files/directories (with the overlay of ``environment``
+    applied, if given); raises :class:`SpecError`."""
+    return parse_spec_texts(read_spec_files(paths), environment)
 
 
 def load_spec(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs") -> Spec:

@@ -17,7 +17,7 @@ quoted ``port: "8001"`` is an error rather than a silent coercion.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -362,6 +362,20 @@ class DeploySettings(_Model):
     redis: RedisPeer = Field(default_factory=RedisPeer)
 
 
+#: What an environment overlay may do only when the base allows it (``environments.allow``).
+OverlayRight = Literal["agents", "acl"]
+
+
+class EnvironmentPolicy(_Model):
+    allow: list[OverlayRight] = Field(
+        default_factory=list,
+        description="What environment overlays (kind: Environment) may do beyond patching settings: "
+        "'agents' lets them add agents (add_agents) and turn on registry.allow_undeclared; 'acl' lets "
+        "them change roles, an agent's role, publishes, subscribes and capabilities, and the registry's "
+        "read rules (public_reads, private_metadata). Default: neither.",
+    )
+
+
 class SwarmDocument(_Model):
     apiVersion: Literal["swarm/v1"]
     kind: Literal["Swarm"]
@@ -374,6 +388,7 @@ class SwarmDocument(_Model):
     compile: CompileSettings = Field(default_factory=CompileSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    environments: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
 
 
 class AgentDocument(AgentFields):
@@ -385,6 +400,29 @@ class AgentDocument(AgentFields):
     def to_agent(self) -> Agent:
         data = self.model_dump(exclude={"apiVersion", "kind"})
         return Agent.model_validate(data, strict=False)
+
+
+class EnvironmentMetadata(_Model):
+    name: Name = Field(description="Environment name: `--env NAME`; output in compiled/<swarm>.<name>/.")
+    description: str | None = Field(default=None, max_length=4096)
+
+
+class EnvironmentDocument(_Model):
+    """A ``kind: Environment`` overlay: patches applied to the base spec under ``--env NAME``.
+
+    ``swarm`` is a merge patch of the Swarm document (mappings merge key by key; any
+    other value, lists included, replaces; ``null`` restores the default); ``agents``
+    maps an agent id to a merge patch of that agent; ``add_agents`` declares agents
+    only this environment has (when the base allows it). The merged result is
+    validated like any spec, with errors at the overlay's file:line:col.
+    """
+
+    apiVersion: Literal["swarm/v1"]
+    kind: Literal["Environment"]
+    metadata: EnvironmentMetadata
+    swarm: dict[str, Any] = Field(default_factory=dict, description="Merge patch of the Swarm document.")
+    agents: dict[Name, dict[str, Any]] = Field(default_factory=dict, description="Agent id -> merge patch.")
+    add_agents: list[dict[str, Any]] = Field(default_factory=list, description="Agents only this environment has.")
 
 
 class Spec(_Model):

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from swarm.spec.models import API_VERSION, AgentDocument, SwarmDocument
+from swarm.spec.models import API_VERSION, AgentDocument, EnvironmentDocument, SwarmDocument
 
 __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "build_schema", "schema_files", "schema_text"]
 
@@ -61,9 +61,9 @@ def _kind_branch(kind: str, definition: str) -> dict[str, Any]:
 
 
 def build_schema() -> dict[str, Any]:
-    """The draft-07 schema of one spec document (``kind: Swarm`` or ``kind: Agent``)."""
+    """The draft-07 schema of one spec document (``kind: Swarm``, ``Agent`` or ``Environment``)."""
     _, top = models_json_schema(
-        [(SwarmDocument, "validation"), (AgentDocument, "validation")],
+        [(SwarmDocument, "validation"), (AgentDocument, "validation"), (EnvironmentDocument, "validation")],
         ref_template="#/$defs/{model}",
     )
     definitions = _convert(top.get("$defs", {}))
@@ -73,18 +73,20 @@ def build_schema() -> dict[str, Any]:
         "title": "swarm spec document",
         "description": (
             f"One YAML document of a swarm spec (apiVersion {API_VERSION}): exactly one "
-            "'kind: Swarm' document per spec, any number of 'kind: Agent' documents. "
+            "'kind: Swarm' document per spec, any number of 'kind: Agent' documents, and "
+            "'kind: Environment' overlays (applied with --env). "
             "Generated from swarm.spec.models by `swarm schema`; do not edit."
         ),
         "type": "object",
         "required": ["apiVersion", "kind"],
         "properties": {
             "apiVersion": {"const": API_VERSION},
-            "kind": {"enum": ["Swarm", "Agent"]},
+            "kind": {"enum": ["Swarm", "Agent", "Environment"]},
         },
         "allOf": [
             _kind_branch("Swarm", "SwarmDocument"),
             _kind_branch("Agent", "AgentDocument"),
+            _kind_branch("Environment", "EnvironmentDocument"),
         ],
         "definitions": definitions,
     }

@@ -390,6 +390,18 @@ def test_rendering_is_deterministic_and_a_one_agent_change_touches_its_file(make
     assert "demo/docker-compose.yml" not in first and "demo/registry/Dockerfile" in first
 
 
+def test_an_environment_base_runs_its_reconciler_with_the_same_overlay() -> None:
+    loaded = load_spec_full(REPO / "specs", environment="staging")
+    files = compile_loaded(loaded)
+    objects = objects_of(files, "research.staging")
+    _validate_all(objects)
+    _, command = _command(objects, "reconciler")
+    args = build_parser().parse_args(command[1:])
+    assert args.env == "staging"
+    _, base_command = _command(objects_of(compile_loaded(load_spec_full(REPO / "specs")), "research"), "reconciler")
+    assert "--env" not in base_command
+
+
 def test_names_are_dns_labels() -> None:
     assert object_name("research", "architect") == "research-architect"
     assert object_name("9lives", "x") == "s9lives-x"

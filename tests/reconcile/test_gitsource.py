@@ -33,7 +33,8 @@ def test_commit_files_not_working_tree(spec_dir: Path) -> None:
     assert dirty.commit == commit and dirty.dirty is True
 
     files = read_spec_at(repo, commit, [spec_dir])
-    assert sorted(files) == ["specs/agents/review.yaml", "specs/agents/workers.yaml", "specs/swarm.yaml"]
+    assert sorted(files) == ["specs/agents/review.yaml", "specs/agents/workers.yaml", "specs/environments/staging.yaml",
+                            "specs/swarm.yaml"]
     loaded = parse_spec_texts(files)  # the committed bytes are valid, the working tree is not
     assert len(loaded.spec.agents) == 6
 
@@ -86,7 +87,8 @@ def test_hidden_entries_and_other_extensions_are_skipped_like_the_working_tree(s
     repo, commit = _committed(spec_dir)
     files = read_spec_at(repo, commit, [spec_dir])
     assert sorted(files) == [
-        "specs/agents/Extra.YML", "specs/agents/review.yaml", "specs/agents/workers.yaml", "specs/swarm.yaml"
+        "specs/agents/Extra.YML", "specs/agents/review.yaml", "specs/agents/workers.yaml",
+        "specs/environments/staging.yaml", "specs/swarm.yaml"
     ]
     tree = read_spec_files([spec_dir])
     assert sorted(Path(k).name for k in tree) == sorted(Path(k).name for k in files)

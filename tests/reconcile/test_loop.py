@@ -33,6 +33,21 @@ class FakeStatus:
     def read_status(self) -> str | None:
         return self.text
 
+    history: list[dict[str, str]]
+    pin: str | None = None
+
+    def append_history(self, fields: dict[str, str]) -> None:
+        self.__dict__.setdefault("history", []).append(fields)
+
+    def read_pin(self) -> str | None:
+        return self.pin
+
+    def write_pin(self, text: str | None) -> None:
+        self.pin = text
+
+    def read_hook(self) -> str | None:
+        return None
+
     def write_status(self, text: str) -> None:
         if self.down:
             raise RedisUnavailableError("fake redis is down")

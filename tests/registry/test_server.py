@@ -250,7 +250,7 @@ def test_openapi_lists_every_route_with_bodies(registry: RegistryProcess) -> Non
         ("POST", "/agents/register"), ("POST", "/agents/{agent_id}/heartbeat"), ("DELETE", "/agents/{agent_id}"),
         ("GET", "/agents"), ("GET", "/agents/{agent_id}"), ("GET", "/agents/watch"), ("PUT", "/catalog"),
         ("GET", "/catalog"), ("GET", "/status"), ("GET", "/health"), ("GET", "/health/live"),
-        ("GET", "/health/ready"), ("GET", "/openapi.json"), ("GET", "/metrics"),
+        ("GET", "/health/ready"), ("GET", "/openapi.json"), ("GET", "/metrics"), ("POST", "/hooks/git"),
     }
     assert routes == expected
     app_routes = {(m, r.path) for r in _app_routes() for m in r.methods or () if m != "HEAD"}

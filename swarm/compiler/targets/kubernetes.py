@@ -46,6 +46,7 @@ from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from swarm.compiler.targets.compose import REGISTRY_PORT, agent_image, render_registry_dockerfile, swarm_image
+from swarm.compiler.targets.inputs import TargetInputs
 from swarm.compiler.templating import header, safe_dump_yaml
 from swarm.errors import CompileError
 from swarm.keys import SwarmKeys
@@ -451,7 +452,8 @@ def _git_sync(spec: Spec, names: _Names, *, one_time: bool) -> dict[str, Any]:
     }
 
 
-def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _Redis) -> list[dict[str, Any]]:
+def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _Redis, environment: str | None
+                        ) -> list[dict[str, Any]]:
     deploy = spec.swarm.deploy.reconciler
     selector = _selector(spec, RECONCILER, "swarm-reconciler", names.reconciler)
     labels = _labels(selector, swarm_version)
@@ -465,6 +467,7 @@ def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _R
             "--registry-url", names.registry_url,
             "--redis-url", escape(redis.url),
             "--compiled-dir", "",  # compiled/ is the repository's, written by `swarm compile`
+            *(["--env", environment] if environment is not None else []),  # the overlay this base was compiled with
         ],
         "env": [*_swarm_env(names, admin=True), {"name": "HOME", "value": "/tmp"}],
         "resources": _resources(deploy.resources),
@@ -581,7 +584,7 @@ def _dump(objects: list[dict[str, Any]], swarm_version: str) -> bytes:
     return (header(swarm_version) + "---\n".join(_dump_object(o) for o in objects)).encode("utf-8")
 
 
-def manifests(spec: Spec, swarm_version: str, desired: Mapping[str, bytes]) -> dict[str, list[dict[str, Any]]]:
+def manifests(spec: Spec, swarm_version: str, inputs: TargetInputs) -> dict[str, list[dict[str, Any]]]:
     """Every manifest file's objects, keyed by the path under ``kubernetes/`` (data, not text)."""
     for agent in spec.agents:
         if agent.id in RESERVED_IDS:
@@ -594,18 +597,18 @@ def manifests(spec: Spec, swarm_version: str, desired: Mapping[str, bytes]) -> d
     files = {
         "registry.yaml": _registry_objects(spec, names, swarm_version, redis),
         "router.yaml": _router_objects(spec, names, swarm_version, redis),
-        "reconciler.yaml": _reconciler_objects(spec, names, swarm_version, redis),
-        "desired.yaml": desired_config_maps(spec, swarm_version, desired),
+        "reconciler.yaml": _reconciler_objects(spec, names, swarm_version, redis, inputs.environment),
+        "desired.yaml": desired_config_maps(spec, swarm_version, inputs.desired),
     }
     for agent in sorted(spec.agents, key=lambda a: a.id):
         files[f"agents/{agent.id}.yaml"] = _agent_objects(spec, agent, names, redis)
     return files
 
 
-def render_files(spec: Spec, swarm_version: str, desired: Mapping[str, bytes]) -> dict[str, bytes]:
+def render_files(spec: Spec, swarm_version: str, inputs: TargetInputs) -> dict[str, bytes]:
     """The target's files keyed by their path under ``<swarm>/``: ``kubernetes/*`` and the
     ``registry/Dockerfile`` of the registry/router/reconciler image (as the compose target's)."""
-    docs = manifests(spec, swarm_version, desired)
+    docs = manifests(spec, swarm_version, inputs)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
