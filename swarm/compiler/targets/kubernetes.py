@@ -23,9 +23,10 @@ none, credentials).
 
 The registry runs with ``--no-route``; routing is the router Deployment's (the
 router group lets several replicas share the outboxes). The reconciler runs
-``swarm reconcile --watch`` on a checkout that a git-sync sidecar keeps current
-(an init container clones once first, so the first pass sees the spec); its
-lease keeps one writer whatever the replica count.
+``swarm reconcile --watch`` (with ``--env NAME`` for an environment's base) on a
+checkout that a git-sync sidecar keeps current (an init container clones once
+first, so the first pass sees the spec); its lease keeps one writer whatever the
+replica count.
 
 Every object carries the ``app.kubernetes.io/*`` labels; selectors use name,
 instance, component and part-of (never version, so an upgrade keeps them). Object
