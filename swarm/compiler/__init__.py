@@ -56,7 +56,7 @@ def compile_loaded(loaded: "LoadedSpec", *, progress: Progress | None = None) ->
     from swarm import __version__
 
     return render(loaded.spec, loaded.digest, swarm_version=__version__, progress=progress,
-                  output_name=loaded.output_name)
+                  output_name=loaded.output_name, environment=loaded.environment)
 
 
 def refuse_output_overlapping_spec(spec_path: SpecPaths, out_dir: str | os.PathLike[str], swarm: str) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import re
 from typing import Callable
 
-from swarm.compiler.targets import render_targets
+from swarm.compiler.targets import TargetInputs, render_targets
 from swarm.compiler.targets.compose import INFRA_SERVICES
 from swarm.compiler.targets.desired import render_desired
 from swarm.compiler.templating import dump_json
@@ -83,10 +83,12 @@ def render(
     swarm_version: str,
     progress: Progress | None = None,
     output_name: str | None = None,
+    environment: str | None = None,
 ) -> dict[str, bytes]:
     """Every output file of ``spec``, keyed by its path relative to the output directory
     (``<swarm>/agents/<id>/server.py``, ``<swarm>/acl.json``, ...); ``output_name``
-    replaces ``<swarm>`` there (an environment's ``<swarm>.<env>``).
+    replaces ``<swarm>`` there (an environment's ``<swarm>.<env>``); ``environment`` is the
+    overlay applied, for the targets that run the spec elsewhere (the in-cluster reconciler).
 
     ``progress(done, total)`` is called after each agent (the CLI draws a bar on a
     terminal). Raises :class:`~swarm.errors.CompileError` for an id that cannot
@@ -94,8 +96,9 @@ def render(
     """
     _check_ids(spec)
     files = render_agents(spec, swarm_version, progress)
-    files.update(render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version))
-    files.update(render_targets(spec, swarm_version))
+    desired = render_desired(spec, desired_from_spec(spec, spec_digest), swarm_version)
+    files.update(desired)
+    files.update(render_targets(spec, swarm_version, TargetInputs(desired=desired, environment=environment)))
     files[MANIFEST] = manifest(files, spec, spec_digest, swarm_version)
     top = output_name or spec.name
     return {f"{top}/{path}": data for path, data in sorted(files.items())}

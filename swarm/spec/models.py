@@ -174,6 +174,33 @@ class Role(_Model):
     deny: RuleSet = Field(default_factory=RuleSet)
 
 
+#: A Kubernetes resource quantity as swarm accepts it: a decimal number and an optional
+#: suffix (``100m``, ``0.5``, ``128Mi``, ``1G``); no exponents, no sign.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
+
+
+class ResourceAmounts(_Model):
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 100m or 1.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 128Mi or 1Gi.")
+
+
+def _default_requests() -> ResourceAmounts:
+    return ResourceAmounts(cpu="50m", memory="64Mi")
+
+
+def _default_limits() -> ResourceAmounts:
+    return ResourceAmounts(memory="256Mi")
+
+
+class Resources(_Model):
+    """A container's requests and limits (Kubernetes). The defaults request 50m CPU and 64Mi
+    and limit memory to 256Mi (no CPU limit: throttling hurts latency more than it protects)."""
+
+    requests: ResourceAmounts = Field(default_factory=_default_requests)
+    limits: ResourceAmounts = Field(default_factory=_default_limits)
+
+
 class AgentFields(_Model):
     """Fields shared by inline agents and ``kind: Agent`` documents."""
 
@@ -201,6 +228,11 @@ class AgentFields(_Model):
         "(e.g. 'httpx-sse>=0.4').",
     )
     metadata: dict[str, str] = Field(default_factory=dict)
+    resources: Resources | None = Field(
+        default=None,
+        description="Kubernetes requests and limits of the agent's container; default deploy.agents "
+        "(compile target kubernetes).",
+    )
 
     @property
     def display_name(self) -> str:
@@ -213,8 +245,8 @@ class Agent(AgentFields):
 
 #: The compiler's optional targets (``compile.targets``); the desired state (registry.json,
 #: bus.json, acl.*) is always emitted.
-TARGETS = ("compose",)
-Target = Literal["compose"]
+TARGETS = ("compose", "kubernetes")
+Target = Literal["compose", "kubernetes"]
 #: An image repository prefix: ``host[:port]/path`` or ``path`` (lower case, as image
 #: references require), e.g. ``registry.example.com/team``.
 IMAGE_REPOSITORY_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$"
@@ -234,7 +266,8 @@ class CompileSettings(_Model):
     targets: Annotated[list[Target], AfterValidator(_unique_targets)] = Field(
         default_factory=_default_targets,
         description="What `swarm compile` emits besides the desired state (registry.json, bus.json, acl.*, "
-        "always written): compose (docker-compose.yml and the registry image). An empty list emits only "
+        "always written): compose (docker-compose.yml and the registry image), kubernetes (a kustomize base "
+        "in kubernetes/, deployed by `kubectl apply -k`). An empty list emits only "
         "the desired state and the agents' files.",
     )
 
@@ -245,6 +278,88 @@ class ImageSettings(_Model):
         description="Repository prefix of the image tags (`<repository>/<swarm>-<id>:<version>`), e.g. "
         "registry.example.com/team; default none (local tags).",
     )
+
+
+class ReplicatedDeploy(_Model):
+    replicas: int = Field(default=2, ge=1, le=100, description="Pods of this Deployment (kubernetes target).")
+    resources: Resources = Field(default_factory=Resources)
+
+
+#: The git-sync image of the reconciler's sidecar (kubernetes target); a parameter, so a
+#: mirror or a pinned digest can be named.
+GIT_SYNC_IMAGE = "registry.k8s.io/git-sync/git-sync:v4.4.0"
+
+
+class GitSource(_Model):
+    """Where the reconciler's git-sync sidecar clones the spec from (kubernetes target)."""
+
+    repository: Url | None = Field(
+        default=None,
+        description="The repository holding this spec (https:// or ssh://, no credentials); default none: "
+        "GITSYNC_REPO then comes from the Secret <swarm>-git, which also holds any git credentials.",
+    )
+    ref: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", max_length=255)] = Field(
+        default="HEAD", description="Branch, tag or commit git-sync checks out (HEAD: the remote's default branch)."
+    )
+    spec_path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", max_length=1024)] = Field(
+        default="specs", description="The spec directory inside the repository."
+    )
+    period_seconds: int = Field(default=60, ge=1, le=86400, description="Seconds between git-sync fetches.")
+    image: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=512)] = Field(
+        default=GIT_SYNC_IMAGE, description="The git-sync image (v4 flags and GITSYNC_* variables)."
+    )
+
+
+class ReconcilerDeploy(_Model):
+    resources: Resources = Field(default_factory=Resources)
+    git: GitSource = Field(default_factory=GitSource)
+
+
+#: Kubernetes label keys (``[prefix/]name``) and values.
+LabelKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        max_length=317,
+    ),
+]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", max_length=63)]
+
+
+def _cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise PydanticCustomError("cidr", "not an IP block in CIDR form (e.g. 10.0.3.0/24): {error}", {"error": str(exc)}) from None
+    return str(network)
+
+
+class RedisPeer(_Model):
+    """Where Redis is, for the agents' NetworkPolicy egress (kubernetes target). Without any of
+    these the policy allows the Redis port of bus.redis_url to any address (a NetworkPolicy cannot
+    name a DNS host); an IP literal in bus.redis_url is used as a /32 (or /128) block."""
+
+    cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=list, description="IP blocks of the Redis servers, e.g. 10.0.3.0/24."
+    )
+    pod_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels of Redis pods in the cluster, e.g. {app.kubernetes.io/name: redis}."
+    )
+    namespace_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels of the namespace of those pods; default the swarm's own namespace."
+    )
+
+
+class DeploySettings(_Model):
+    """How the swarm's processes run outside compose (today: the kubernetes target)."""
+
+    registry: ReplicatedDeploy = Field(default_factory=ReplicatedDeploy)
+    router: ReplicatedDeploy = Field(default_factory=ReplicatedDeploy)
+    reconciler: ReconcilerDeploy = Field(default_factory=ReconcilerDeploy)
+    agents: Resources = Field(default_factory=Resources, description="Resources of every agent without its own.")
+    redis: RedisPeer = Field(default_factory=RedisPeer)
 
 
 #: What an environment overlay may do only when the base allows it (``environments.allow``).
@@ -281,6 +396,7 @@ class SwarmDocument(_Model):
     agents: list[Agent] = Field(default_factory=list)
     compile: CompileSettings = Field(default_factory=CompileSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     environments: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
     history: HistorySettings = Field(default_factory=HistorySettings)
 

@@ -25,6 +25,11 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def example_file_count() -> int:
+    """Files of the committed example output (36 with the compose and kubernetes targets)."""
+    return len(tree(REPO / "compiled" / "research"))
+
+
 def test_committed_compiled_output_is_fresh(capsys: pytest.CaptureFixture[str]) -> None:
     """Golden test: compiled/ in the repo equals a fresh compile of specs/."""
     code = main(["compile", str(REPO / "specs"), "--out", str(REPO / "compiled"), "--check"])
@@ -37,12 +42,12 @@ def test_compile_writes_then_noop_then_check(tmp_path: Path, example_copy: Path,
     out = tmp_path / "compiled"
     assert main(["compile", str(example_copy), "--out", str(out), "-o", "json"]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert len(first["written"]) == 25 and first["removed"] == [] and first["spec_digest"].startswith("sha256:")
+    assert len(first["written"]) == example_file_count() >= 36 and first["removed"] == [] and first["spec_digest"].startswith("sha256:")
     assert tree(out / "research") == tree(REPO / "compiled" / "research")
 
     assert main(["compile", str(example_copy), "--out", str(out), "-o", "json"]) == 0
     second = json.loads(capsys.readouterr().out)
-    assert second["written"] == [] and second["removed"] == [] and len(second["unchanged"]) == 25
+    assert second["written"] == [] and second["removed"] == [] and len(second["unchanged"]) == example_file_count()
 
     assert main(["compile", str(example_copy), "--out", str(out), "--check"]) == 0
     capsys.readouterr()
@@ -95,10 +100,12 @@ def test_removed_agent_files_are_deleted(tmp_path: Path, example_copy: Path) -> 
         "research/agents/auditor/Dockerfile",
         "research/agents/auditor/requirements.txt",
         "research/agents/auditor/server.py",
+        "research/kubernetes/agents/auditor.yaml",
     ]
     assert not (out / "research" / "agents" / "auditor").exists()
     assert "research/docker-compose.yml" in report.written and "research/manifest.json" in report.written
     assert "auditor" not in (out / "research" / "docker-compose.yml").read_text()
+    assert "agents/auditor.yaml" not in (out / "research" / "kubernetes" / "kustomization.yaml").read_text()
 
 
 def _compile_in_subprocess(spec: Path, out: Path, cwd: Path) -> None:
@@ -135,7 +142,7 @@ def test_progress_is_not_drawn_when_stderr_is_not_a_terminal(
     assert main(["compile", str(example_copy), "--out", str(tmp_path / "c")]) == 0
     captured = capsys.readouterr()
     assert "rendering agents" not in captured.err and "\r" not in captured.err
-    assert "25 written, 0 unchanged, 0 removed" in captured.out
+    assert f"{example_file_count()} written, 0 unchanged, 0 removed" in captured.out
 
 
 def test_progress_is_drawn_on_a_terminal(tmp_path: Path, example_copy: Path) -> None:
@@ -182,6 +189,8 @@ def test_a_one_agent_change_rewrites_only_what_depends_on_it(tmp_path: Path, exa
         "research/agents/summarizer/server.py",
         "research/bus.json",
         "research/docker-compose.yml",  # names the image tag research-summarizer:<version>
+        "research/kubernetes/agents/summarizer.yaml",  # the image tag and the version label
+        "research/kubernetes/desired.yaml",  # the ConfigMap of the three desired-state files
         "research/manifest.json",
         "research/registry.json",
     ]
