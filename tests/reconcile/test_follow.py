@@ -21,21 +21,12 @@ import httpx
 import pytest
 
 from tests.reconcile.conftest import Daemon, catalog_digest_live, run_cli
+from tests.reconcile.test_watch import NEW_AGENT
 from tests.reconcile.specdata import REPO
 from tests.registry.conftest import RegistryFactory, RegistryProcess
 from tests.support.services import RedisServer
 
 HOOK_SECRET = "webhook-secret-for-tests"
-NEW_AGENT = """
----
-apiVersion: swarm/v1
-kind: Agent
-id: fact-checker
-role: reviewer
-port: 8010
-publishes: [reviews.verdict]
-subscribes: [results.research]
-"""
 
 
 @pytest.fixture
