@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 from swarm.acl import ACTIONS, DEFAULT_DENY, Action, PatternError, RoleRules, decide, parse_pattern
 from swarm.errors import Position, SpecIssue
-from swarm.spec.models import Spec
+from swarm.spec.models import HANDLER_PATTERN, NODE_HANDLER_PATTERN, Spec
 from swarm.spec.sourcemap import SourceMap, did_you_mean
 
 __all__ = ["RULES", "check_spec"]
@@ -194,10 +194,44 @@ def check_heartbeat(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
 RESERVED_HANDLER_MODULES = ("server", "swarm")
 
 
+_PYTHON_HANDLER = re.compile(HANDLER_PATTERN)
+_NODE_HANDLER = re.compile(NODE_HANDLER_PATTERN)
+
+
+def node_handler_problem(handler: str) -> str | None:
+    """Why ``handler`` is not a ``runtime: node`` handler (``path/to/file.ts:export``), or None."""
+    path, _, export = handler.rpartition(":")
+    if not path.endswith((".ts", ".js")):
+        return "a node agent's handler is 'path/to/file.ts:export' (or .js), relative to the directory holding compiled/"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or "\\" in path:
+        return f"the handler's path {path!r} must be relative (to the directory holding compiled/), with '/' separators"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return f"the handler's path {path!r} may not contain '..', '.' or empty segments: it must stay inside the source directory"
+    if not _NODE_HANDLER.fullmatch(handler):
+        return (f"the handler's path {path!r} or export {export!r} has characters outside letters, digits, '_', '-', '.' "
+                "(path segments start with a letter, digit or '_'; the export is a JavaScript identifier)")
+    return None
+
+
 def check_handlers(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for i, agent in enumerate(spec.agents):
         if agent.handler is None:
+            continue
+        if agent.runtime == "node":
+            problem = node_handler_problem(agent.handler)
+            if problem is not None:
+                issues.append(_issue(sources, ("agents", i, "handler"), f"handler {agent.handler!r}: {problem}"))
+            continue
+        if not _PYTHON_HANDLER.fullmatch(agent.handler):
+            issues.append(
+                _issue(
+                    sources,
+                    ("agents", i, "handler"),
+                    f"handler {agent.handler!r}: a python agent's handler is 'package.module:function' "
+                    "(a file path with .ts/.js is for runtime: node)",
+                )
+            )
             continue
         top = agent.handler.partition(":")[0].partition(".")[0]
         if top in RESERVED_HANDLER_MODULES:

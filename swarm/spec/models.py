@@ -40,6 +40,14 @@ VERSION_PATTERN = (
     r"(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
 )
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+#: A ``runtime: node`` handler: a relative path to a .ts or .js file (from the directory
+#: holding compiled/), a colon, the name of the export (``handlers/architect.ts:handle``).
+NODE_HANDLER_PATTERN = (
+    r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.(ts|js):[A-Za-z_$][A-Za-z0-9_$]*$"
+)
+#: What the ``handler`` field accepts: either form, loosely for paths (checks.py says what is
+#: wrong with a path, and which form the agent's runtime needs).
+HANDLER_FIELD_PATTERN = rf"^(({HANDLER_PATTERN[1:-1]})|([^\s:]+\.(ts|js):[A-Za-z_$][A-Za-z0-9_$]*))$"
 #: A pip requirement the generated image installs for the handler: a name, optional
 #: extras and version clauses, no spaces, URLs, markers or options (it becomes a
 #: line of requirements.txt, where ``-`` would start a pip option).
@@ -217,10 +225,12 @@ class AgentFields(_Model):
     publishes: list[TopicName] = Field(default_factory=list)
     subscribes: list[TopicName] = Field(default_factory=list)
     registry: bool = Field(default=True, description="The generated server registers and heartbeats.")
-    handler: Annotated[str, StringConstraints(pattern=HANDLER_PATTERN)] | None = Field(
+    handler: Annotated[str, StringConstraints(pattern=HANDLER_FIELD_PATTERN, max_length=1024)] | None = Field(
         default=None,
-        description="module:function called for each message; the agent's image copies the module's "
-        "top-level package (or the module file, when undotted) from the directory holding compiled/.",
+        description="Called for each message. runtime python: module:function; the image copies the module's "
+        "top-level package (or the module file, when undotted). runtime node: path/to/file.ts:export (or .js), "
+        "relative; the image copies the path's top-level directory (or the file). Both from the directory "
+        "holding compiled/.",
     )
     requirements: list[Annotated[str, StringConstraints(pattern=REQUIREMENT_PATTERN, max_length=256)]] = Field(
         default_factory=list,

@@ -159,6 +159,8 @@ _PATTERN_WORDS = {
     models.TOPIC_PATTERN: "dot-separated tokens of lowercase letters, digits, '_' and '-'",
     models.VERSION_PATTERN: "a SemVer 2.0 version like 1.2.3, 1.0.0-rc.1 or 1.0.0-rc.1+build.5",
     models.HANDLER_PATTERN: "'package.module:function'",
+    models.HANDLER_FIELD_PATTERN: "'package.module:function' (runtime python) or 'path/to/file.ts:export' "
+    "(runtime node; .js too)",
 }
 _URL_WORDS = "a URL like scheme://host:port/path"
 

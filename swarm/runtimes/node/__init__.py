@@ -50,7 +50,7 @@ from swarm.bus.routing import CONTENT_TYPE, FIELDS, MAX_MESSAGE_ID
 from swarm.errors import CompileError
 from swarm.keys import ROUTER_GROUP, SwarmKeys
 from swarm.runtimes import DemoCommand
-from swarm.spec.models import Agent, Spec
+from swarm.spec.models import NODE_HANDLER_PATTERN, Agent, Spec
 
 #: Base image of the node Dockerfiles (build argument NODE_IMAGE): pinned to a patch release.
 NODE_IMAGE = "node:20.20.2-bookworm-slim"
@@ -87,10 +87,6 @@ USER_DIR = "src/user"
 #: (the directory above ``<out>/``, as for Python handlers; see swarm.compiler).
 SOURCE_CONTEXT = "source"
 SOURCE_DIR = "${SWARM_SOURCE_DIR:-../..}"
-#: A node handler: a relative path to a .ts or .js file, a colon, the export's name.
-NODE_HANDLER_PATTERN = (
-    r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.(ts|js):[A-Za-z_$][A-Za-z0-9_$]*$"
-)
 _NODE_HANDLER = re.compile(NODE_HANDLER_PATTERN)
 #: Fields every inbox entry has (swarm.keys "Entry formats"; a test holds it equal to the Python bus's).
 INBOX_REQUIRED_FIELDS = ("topic", "message_id", "sender", "payload")
