@@ -44,6 +44,7 @@ CORE_MODULES = [
     "swarm.reconcile.history",
     "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",
+    "swarm.runtimes.node",
     "swarm.agent_runtime",  # generated agents import it: no Redis/HTTP unless the agent uses them
 ]
 FORBIDDEN = ["redis", "httpx", "starlette", "uvicorn", "watchfiles", "sse_starlette", "hiredis"]

@@ -12,7 +12,7 @@ Regenerating what ships inside swarm (network needed for the lock)::
 ``lock`` writes an agent of the fixed dependency set (``swarm-agent`` 0.0.0) beside the
 shared package (0.0.0), runs ``npm install --package-lock-only`` and drops the registry
 URLs from the ``resolved`` fields (``npm ci`` finds each package by name, version and
-integrity). ``dist`` renders constants.ts from the Python definitions and runs ``tsc``
+integrity) and the ``funding`` links. ``dist`` renders constants.ts from the Python definitions and runs ``tsc``
 on the shared package's source.
 """
 
@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from swarm.runtimes import node
-from swarm.spec.models import Agent
+from swarm.spec.models import Agent, Spec
 
 PACKAGE = Path(node.__file__).resolve().parent
 SHARED_SOURCE = PACKAGE / "agent-runtime"
@@ -74,6 +74,7 @@ def strip_registry_urls(lock: dict[str, object]) -> dict[str, object]:
     for entry in packages.values():
         if str(entry.get("resolved", "")).startswith(("http://", "https://")):
             del entry["resolved"]
+        entry.pop("funding", None)  # sponsor pages: npm ci needs none of them
     return lock
 
 
@@ -138,3 +139,29 @@ if __name__ == "__main__":
         print(regenerate_dist())
     else:
         sys.exit("usage: python -m tests.runtimes.node.support lock|dist")
+
+
+def write_node_files(spec: Spec, out: Path, swarm_version: str = "0.1.0") -> Path:
+    """The node runtime's files of ``spec`` (shared package and every node agent) under
+    ``out/<swarm>/``, as the compiler lays them out; returns ``out/<swarm>``."""
+    root = out / spec.name
+    for path, data in node.RUNTIME.shared_files(spec, swarm_version).items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    for agent in spec.agents:
+        if agent.runtime != "node":
+            continue
+        for path, data in node.RUNTIME.agent_files(spec, agent, swarm_version).items():
+            target = root / "agents" / agent.id / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return root
+
+
+def link_modules(agent_dir: Path, modules: Path) -> None:
+    """Give a generated agent the session's installed node_modules (same lock, same tree)."""
+    target = agent_dir / "node_modules"
+    if target.is_symlink() or target.exists():
+        return
+    target.symlink_to(modules)
