@@ -76,9 +76,10 @@ class Runtime(Protocol):
 def runtimes() -> dict[str, Runtime]:
     """Every runtime by its ``runtime:`` name (imported on first use: a compiled agent
     imports :mod:`swarm.runtimes.python.agent_runtime` and needs none of this)."""
+    from swarm.runtimes.node import RUNTIME as node
     from swarm.runtimes.python.runtime import RUNTIME as python
 
-    return {"python": python, "node": python}
+    return {"python": python, "node": node}
 
 
 def runtime_of(agent: Agent) -> Runtime:

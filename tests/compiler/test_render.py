@@ -76,13 +76,13 @@ def test_every_generated_server_compiles_and_defines_every_name(make_spec: Make)
             agent_doc("worker", 9003, role="worker", publishes=["results.work"], subscribes=["tasks.work"]),
             agent_doc("sender", 9004, role="worker", publishes=["results.work"], registry=False),
             agent_doc("handled", 9005, role="worker", subscribes=["tasks.work"], handler="my_pkg.agents:handle"),
-            agent_doc("noder", 9006, runtime="node", registry=False, subscribes=["tasks.work"], role="worker"),
         ]
     )
     files = compile_loaded(loaded)
     example = compile_loaded(load_spec_full(REPO / "specs"))
     servers = {p: d for p, d in {**files, **example}.items() if p.endswith("server.py")}
-    assert len(servers) == 12
+    python_agents = [a for a in load_spec_full(REPO / "specs").spec.agents if a.runtime == "python"]
+    assert len(servers) == 5 + len(python_agents)
     for path, data in servers.items():
         source = data.decode("utf-8")
         compile(source, path, "exec")
@@ -255,11 +255,19 @@ def test_manifest_lists_every_other_file_with_its_sha256(make_spec: Make) -> Non
     assert not re.search(r"\d{4}-\d\d-\d\dT", files["demo/manifest.json"].decode())
 
 
-def test_node_runtime_gets_the_python_server_and_says_so(make_spec: Make) -> None:
-    files = compile_loaded(make_spec([agent_doc("noder", 9001, runtime="node", registry=False)]))
-    source = server_of(files, "demo", "noder")
-    assert "runtime: node" in source
-    assert "python:3.11" in files["demo/agents/noder/Dockerfile"].decode()
+def test_node_runtime_gets_a_nestjs_app_and_the_shared_package_once(make_spec: Make) -> None:
+    files = compile_loaded(make_spec([agent_doc("noder", 9001, runtime="node", registry=False),
+                                      agent_doc("other", 9002, runtime="node")]))
+    assert "demo/agents/noder/server.py" not in files
+    for name in ("package.json", "package-lock.json", "tsconfig.json", "src/main.ts", "src/app.module.ts", "Dockerfile"):
+        assert f"demo/agents/noder/{name}" in files, name
+    assert "node:20" in files["demo/agents/noder/Dockerfile"].decode()
+    shared = [p for p in files if p.startswith("demo/node/agent-runtime/")]
+    assert "demo/node/agent-runtime/package.json" in shared
+    assert not any("/agents/" in p and "agent-runtime" in p for p in files)  # not copied per agent
+    compose = yaml.safe_load(files["demo/docker-compose.yml"].decode().split("\n", 2)[2])
+    assert compose["services"]["noder"]["build"] == {"context": ".", "dockerfile": "agents/noder/Dockerfile"}
+    assert compose["services"]["noder"]["healthcheck"]["test"][:3] == ["CMD", "node", "-e"]
 
 
 def test_desired_state_files_are_sorted_json(make_spec: Make) -> None:

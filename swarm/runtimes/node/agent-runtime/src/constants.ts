@@ -1,5 +1,5 @@
 // Generated from swarm's Python definitions (swarm.keys, swarm.bus.routing, swarm.backoff,
-// swarm.agent_runtime, swarm.registry.client) by swarm.runtimes.node.render_constants.
+// swarm.runtimes.python.agent_runtime, swarm.registry.client) by swarm.runtimes.node.render_constants.
 // Do not edit: a test compares this file with what the Python values render.
 
 export const KEY_TEMPLATES = {
