@@ -81,5 +81,12 @@ export declare class BusClient {
     /** Close both connections (a blocked XREADGROUP ends at once). */
     close(): Promise<void>;
 }
+type Entry = [Buffer, Buffer[] | null];
+/**
+ * The entries of an XREAD/XREADGROUP reply: a list of [stream, entries] pairs, or (as
+ * ioredis 6 hands a one-stream reply over) the pairs flattened to stream, entries, ...
+ */
+export declare function streamEntries(reply: unknown): Entry[];
 /** The default handler's one line per message: message id (quoted), topic, sender, delivery. */
 export declare function logReceived(log: Logger, message: Message): void;
+export {};

@@ -55,6 +55,7 @@ export class BusClient {
     client() {
         const client = new Redis(this.config.redisUrl ?? "", {
             lazyConnect: true,
+            enableReadyCheck: false, // an agent's Redis user may not run INFO
             connectTimeout: 2000,
             maxRetriesPerRequest: 2,
             retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
@@ -258,14 +259,12 @@ export class BusClient {
             await this.reader.connect();
         }
         const block = Math.max(1, Math.min(this.blockMs, Math.floor(this.current.visibilityTimeout * 500)));
-        const reply = (await this.reader.callBuffer("XREADGROUP", "GROUP", this.config.agentId, this.consumerName, "COUNT", String(this.readCount), "BLOCK", String(block), "STREAMS", this.keys.inbox, ">"));
+        const reply = await this.reader.callBuffer("XREADGROUP", "GROUP", this.config.agentId, this.consumerName, "COUNT", String(this.readCount), "BLOCK", String(block), "STREAMS", this.keys.inbox, ">");
         const out = [];
-        for (const [, entries] of reply ?? []) {
-            for (const [rawId, fields] of entries) {
-                const message = await this.message(rawId.toString(), fields, 1);
-                if (message !== null)
-                    out.push(message);
-            }
+        for (const [rawId, fields] of streamEntries(reply)) {
+            const message = await this.message(rawId.toString(), fields, 1);
+            if (message !== null)
+                out.push(message);
         }
         return out;
     }
@@ -341,6 +340,21 @@ export class BusClient {
         for (const client of clients)
             client.disconnect();
     }
+}
+/**
+ * The entries of an XREAD/XREADGROUP reply: a list of [stream, entries] pairs, or (as
+ * ioredis 6 hands a one-stream reply over) the pairs flattened to stream, entries, ...
+ */
+export function streamEntries(reply) {
+    if (!Array.isArray(reply) || reply.length === 0)
+        return [];
+    if (Buffer.isBuffer(reply[0]) || typeof reply[0] === "string") {
+        const out = [];
+        for (let i = 1; i < reply.length; i += 2)
+            out.push(...(reply[i] ?? []));
+        return out;
+    }
+    return reply.flatMap(([, entries]) => entries ?? []);
 }
 /** The default handler's one line per message: message id (quoted), topic, sender, delivery. */
 export function logReceived(log, message) {

@@ -4,6 +4,7 @@ export { Backoff, backoffDelay, sleep } from "./backoff.js";
 export {
   BusClient,
   logReceived,
+  streamEntries,
   type BusStats,
   type Handler,
   type HandlerContext,
