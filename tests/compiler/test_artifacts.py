@@ -101,7 +101,10 @@ def test_compose_wires_redis_registry_and_agents() -> None:
         assert env["AGENT_PORT"] == str(agent.port)
         assert env["REDIS_URL"].startswith(f"redis://swarm.research.{agent.id}:${{SWARM_BUS_PASSWORD_")
         assert env["REDIS_URL"].endswith("}@redis:6379/0")
-        assert svc["build"]["context"] == f"./agents/{agent.id}"
+        if agent.runtime == "node":  # the context holds the shared node package too
+            assert svc["build"] == {"context": ".", "dockerfile": f"agents/{agent.id}/Dockerfile"}
+        else:
+            assert svc["build"]["context"] == f"./agents/{agent.id}"
         assert "/health/live" in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
         if agent.registry:

@@ -20,6 +20,7 @@ from swarm.compiler.render import render
 from swarm.compiler.templating import docker_quote
 from swarm.runtimes.python.runtime import DISTRIBUTION
 from swarm.errors import CompileError
+from swarm.runtimes.node import RUNTIME as NODE
 from swarm.spec.loader import LoadedSpec, load_spec_full
 
 from .conftest import REPO, agent_doc
@@ -56,8 +57,13 @@ def literal(source: str, name: str) -> Any:
 
 def test_example_renders_every_expected_file() -> None:
     files = compile_loaded(load_spec_full(REPO / "specs"))
-    agents = ["architect", "auditor", "paper-researcher", "reviewer", "summarizer", "web-researcher"]
+    agents = ["auditor", "paper-researcher", "reviewer", "summarizer", "web-researcher"]
     expected = {f"research/agents/{a}/{f}" for a in agents for f in ("Dockerfile", "server.py", "requirements.txt")}
+    # the architect is a NestJS agent; the node runtime's shared package is emitted once
+    node_files = (".npmrc", "Dockerfile", "package-lock.json", "package.json", "tsconfig.json",
+                  "src/app.module.ts", "src/config.ts", "src/handler.ts", "src/main.ts")
+    expected |= {f"research/agents/architect/{f}" for f in node_files}
+    expected |= {f"research/{p}" for p in NODE.shared_files(load_spec_full(REPO / "specs").spec, "0.1.0")}
     expected |= {
         f"research/{f}"
         for f in ("acl.json", "acl.md", "registry.json", "bus.json", "manifest.json", "docker-compose.yml")
@@ -314,10 +320,12 @@ def test_any_name_round_trips_through_every_target(base_spec: LoadedSpec, name: 
     ]
     spec = base_spec.spec.model_copy(update={"agents": agents})
     files = render(spec, base_spec.digest, swarm_version="0.1.0")
+    config = files["research/agents/architect/src/config.ts"].decode()  # a node agent: a JSON literal
+    assert json.loads(config.split("COMPILED: CompiledConfig = ", 1)[1].rstrip().rstrip(";"))["agentName"] == name
+    source = server_of(files, "research", "auditor")
+    assert literal(source, "AGENT_NAME") == name
+    assert flakes(source) == []
     for agent_id in ("architect", "auditor"):
-        source = server_of(files, "research", agent_id)
-        assert literal(source, "AGENT_NAME") == name
-        assert flakes(source) == []
         dockerfile = f"research/agents/{agent_id}/Dockerfile"
         assert files[dockerfile] == _original(base_spec)[dockerfile]  # names never reach Dockerfiles
     compose = yaml.safe_load(files["research/docker-compose.yml"])

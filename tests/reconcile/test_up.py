@@ -167,7 +167,7 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         )
         status = httpx.get(registry + "/status", headers=read, timeout=5).json()["reconcile"]
         assert status["state"] == "synced" and status["live"]["agents_declared"] == 6
-        assert (project / "compiled" / "research" / "agents" / "architect" / "server.py").is_file()
+        assert (project / "compiled" / "research" / "agents" / "architect" / "dist" / "main.js").is_file()  # node: built
         assert oct((project / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
         assert (project / ".swarm" / "redis").is_dir()
         assert len(_processes_in(project)) >= 1 + 1 + 1 + len(REGISTERED), _processes_in(project)

@@ -30,7 +30,7 @@ from tests.registry.conftest import TEST_SECRET, RegistryFactory, RegistryProces
 from tests.support.services import ProcessServer, RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-ENABLED, DISABLED = "architect", "auditor"
+ENABLED, DISABLED = "reviewer", "auditor"  # python agents (the architect is a node one: tests/runtimes/node)
 REGISTRY_CODE = ("AgentRegistryClient", "start_heartbeat_loop", "REGISTRY_URL", "deregister", "swarm.registry")
 
 
@@ -123,7 +123,7 @@ async def test_generated_agent_registers_renews_and_deregisters_on_sigterm(
         assert entry is not None, "agent not registered within 2 s:\n" + agent.log.read_text()[-3000:]  # type: ignore[union-attr]
         assert (entry["host"], entry["port"]) == ("127.0.0.1", agent.port)
         assert entry["health_url"] == f"http://127.0.0.1:{agent.port}/health/live"
-        assert entry["ttl_seconds"] == 3 and entry["role"] == "planner"
+        assert entry["ttl_seconds"] == 3 and entry["role"] == "reviewer"
 
         # its lease is renewed: the expiry moves forward (heartbeat every 1 s)
         first = entry["lease_expires_at"]

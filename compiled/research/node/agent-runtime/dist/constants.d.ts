@@ -1,0 +1,23 @@
+export declare const KEY_TEMPLATES: {
+    readonly acl: "swarm:{<swarm>}:acl";
+    readonly agentDeadLetter: "swarm:{<swarm>}:dlq:@<agent>";
+    readonly breaker: "swarm:{<swarm>}:breaker:<agent>";
+    readonly bus: "swarm:{<swarm>}:bus";
+    readonly inbox: "swarm:{<swarm>}:inbox:<agent>";
+    readonly outbox: "swarm:{<swarm>}:outbox:<agent>";
+    readonly receipts: "swarm:{<swarm>}:receipts:<agent>";
+};
+export declare const SWARM_MARK = "<swarm>";
+export declare const AGENT_MARK = "<agent>";
+export declare const ROUTER_GROUP = "router";
+export declare const OUTBOX_FIELDS: readonly ["content_type", "message_id", "payload", "topic"];
+export declare const INBOX_REQUIRED_FIELDS: readonly ["topic", "message_id", "sender", "payload"];
+export declare const CONTENT_TYPE = "application/json";
+export declare const MAX_MESSAGE_ID = 200;
+export declare const BACKOFF_MIN_DELAY = 0.05;
+export declare const BUS_RETRY_BASE = 0.5;
+export declare const BUS_RETRY_CAP = 10;
+export declare const REGISTRY_BASE_RETRY_DELAY = 0.2;
+export declare const REGISTRY_MIN_RETRY_DELAY = 0.05;
+export declare const REGISTRY_MAX_RETRY_DELAY = 1.5;
+export declare const REGISTRY_MIN_ADOPTED_INTERVAL = 0.1;
