@@ -14,7 +14,8 @@ clock) to a file; the publisher is a Python ``EventBus``.
 
 1. heartbeat: the registry client of each runtime (Python ``AgentRegistryClient``,
    node ``RegistryClient`` from the shared package, run by ``node``) registers, then
-   renews its lease ``--heartbeats`` times back to back; per-call latency p50/p99.
+   renews its lease 5 times (warm-up) and then ``--heartbeats`` / 2 times back to back, in two
+   alternating rounds; per-call latency p50/p99.
 2. publish -> handler: one message every 5 ms to ``tasks.py`` then ``tasks.nd``
    (alternating which goes first per round), ``--messages`` per agent per round, over
    ``--rounds`` rounds; latency from before the publisher's XADD to the handler's
@@ -80,6 +81,7 @@ const n = Number(process.argv[2]);
 const config = JSON.parse(process.argv[3]);
 const client = new RegistryClient(config);
 await client.register();
+for (let i = 0; i < 5; i++) await client.heartbeat(); // warm-up, not counted
 const times = [];
 for (let i = 0; i < n; i++) {
   const t0 = performance.now();
@@ -104,6 +106,8 @@ async def python_heartbeats(url: str, token: str, n: int) -> list[float]:
     client = AgentRegistryClient(url, "hb-py", ttl_seconds=60, heartbeat_interval=20, token=token)
     try:
         await client.register({"version": "0.1.0", "role": "worker"})
+        for _ in range(5):  # warm-up, not counted (as on the node side)
+            await client.heartbeat()
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
