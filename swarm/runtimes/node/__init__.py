@@ -372,7 +372,7 @@ class NodeRuntime:
 
     def demo(self, agent_dir: Path, port: int) -> DemoCommand:
         return DemoCommand(
-            command=["node", "dist/main.js"],
+            command=["node", "dist/main.js", "--host", "127.0.0.1"],  # a demo listens on loopback only
             setup=[["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]],
             requires=["node", "npm"],
         )

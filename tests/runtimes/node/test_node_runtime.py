@@ -310,7 +310,7 @@ def test_compose_build_context_holds_the_shared_package(make_spec: Make, tmp_pat
 def test_demo_installs_builds_then_runs_node(tmp_path: Path) -> None:
     demo = node.RUNTIME.demo(tmp_path, 9001)
     assert demo.setup == [["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]]
-    assert demo.command == ["node", "dist/main.js"]
+    assert demo.command == ["node", "dist/main.js", "--host", "127.0.0.1"]
     assert demo.requires == ["node", "npm"]
 
 

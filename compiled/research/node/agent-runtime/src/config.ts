@@ -59,7 +59,12 @@ export function configFromEnv(compiled: CompiledConfig, env: NodeJS.ProcessEnv =
   };
 }
 
-/** The address the HTTP server binds: SWARM_LISTEN_HOST, default all interfaces (a container's). */
-export function listenHost(env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * The address the HTTP server binds: `--host ADDR` on the command line (`swarm up --demo`
+ * passes 127.0.0.1), else SWARM_LISTEN_HOST, else all interfaces (a container's).
+ */
+export function listenHost(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv): string {
+  const flag = argv.indexOf("--host");
+  if (flag >= 0 && argv[flag + 1]) return argv[flag + 1];
   return env.SWARM_LISTEN_HOST || "0.0.0.0";
 }

@@ -30,5 +30,8 @@ export interface AgentConfig extends CompiledConfig {
 }
 /** `compiled` with the environment's overrides (empty variables count as unset). */
 export declare function configFromEnv(compiled: CompiledConfig, env?: NodeJS.ProcessEnv): AgentConfig;
-/** The address the HTTP server binds: SWARM_LISTEN_HOST, default all interfaces (a container's). */
-export declare function listenHost(env?: NodeJS.ProcessEnv): string;
+/**
+ * The address the HTTP server binds: `--host ADDR` on the command line (`swarm up --demo`
+ * passes 127.0.0.1), else SWARM_LISTEN_HOST, else all interfaces (a container's).
+ */
+export declare function listenHost(env?: NodeJS.ProcessEnv, argv?: readonly string[]): string;

@@ -24,7 +24,13 @@ export function configFromEnv(compiled, env = process.env) {
         token: env.SWARM_AGENT_TOKEN || null,
     };
 }
-/** The address the HTTP server binds: SWARM_LISTEN_HOST, default all interfaces (a container's). */
-export function listenHost(env = process.env) {
+/**
+ * The address the HTTP server binds: `--host ADDR` on the command line (`swarm up --demo`
+ * passes 127.0.0.1), else SWARM_LISTEN_HOST, else all interfaces (a container's).
+ */
+export function listenHost(env = process.env, argv = process.argv) {
+    const flag = argv.indexOf("--host");
+    if (flag >= 0 && argv[flag + 1])
+        return argv[flag + 1];
     return env.SWARM_LISTEN_HOST || "0.0.0.0";
 }
