@@ -18,6 +18,8 @@ import type { AgentConfig } from "./config.js";
 import { Logger } from "./log.js";
 import { RegistryClient } from "./registry.js";
 export declare const AGENT_OPTIONS: unique symbol;
+/** Seconds a stopping agent waits for a running handler before it deregisters and exits. */
+export declare const SHUTDOWN_GRACE = 5;
 export interface AgentOptions {
     config: AgentConfig;
     handler: Handler;

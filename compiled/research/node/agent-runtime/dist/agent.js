@@ -26,10 +26,13 @@ var SwarmAgentModule_1;
  *   connected, else 503 with what it waits for), as the Python agents answer.
  */
 import { Controller, Get, HttpException, Inject, Injectable, Module } from "@nestjs/common";
+import { sleep } from "./backoff.js";
 import { BusClient } from "./bus.js";
 import { describe, Logger } from "./log.js";
 import { RegistryClient } from "./registry.js";
 export const AGENT_OPTIONS = Symbol("swarm-agent-options");
+/** Seconds a stopping agent waits for a running handler before it deregisters and exits. */
+export const SHUTDOWN_GRACE = 5;
 let AgentService = class AgentService {
     options;
     /** Startup steps in the order /health/ready lists them, each saying whether it is done. */
@@ -83,8 +86,10 @@ let AgentService = class AgentService {
     }
     async onModuleDestroy() {
         this.stop.abort();
-        await this.bus?.close();
-        await Promise.allSettled(this.tasks);
+        await this.registry?.stopLoop();
+        await this.bus?.close(); // a blocked XREADGROUP ends at once
+        // a handler still running gets a few seconds; its message stays pending (redelivered) if cut off
+        await Promise.race([Promise.allSettled(this.tasks), sleep(SHUTDOWN_GRACE)]);
         await this.registry?.deregister();
     }
 };

@@ -14,12 +14,15 @@
  */
 import { Controller, Get, HttpException, Inject, Injectable, Module, type DynamicModule, type OnModuleDestroy, type OnModuleInit } from "@nestjs/common";
 
+import { sleep } from "./backoff.js";
 import { BusClient, type Handler } from "./bus.js";
 import type { AgentConfig } from "./config.js";
 import { describe, Logger } from "./log.js";
 import { RegistryClient } from "./registry.js";
 
 export const AGENT_OPTIONS = Symbol("swarm-agent-options");
+/** Seconds a stopping agent waits for a running handler before it deregisters and exits. */
+export const SHUTDOWN_GRACE = 5;
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -77,8 +80,10 @@ export class AgentService implements OnModuleInit, OnModuleDestroy {
 
   async onModuleDestroy(): Promise<void> {
     this.stop.abort();
-    await this.bus?.close();
-    await Promise.allSettled(this.tasks);
+    await this.registry?.stopLoop();
+    await this.bus?.close(); // a blocked XREADGROUP ends at once
+    // a handler still running gets a few seconds; its message stays pending (redelivered) if cut off
+    await Promise.race([Promise.allSettled(this.tasks), sleep(SHUTDOWN_GRACE)]);
     await this.registry?.deregister();
   }
 }

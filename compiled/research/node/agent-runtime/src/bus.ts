@@ -132,9 +132,10 @@ export class BusClient {
     const backoff = new Backoff(BUS_RETRY_BASE, BUS_RETRY_CAP);
     while (!signal.aborted) {
       try {
-        await this.connect();
+        await untilAborted(this.connect(), signal);
         return true;
       } catch (error) {
+        if (signal.aborted) return false;
         const delay = backoff.nextDelay();
         this.log.warning(`connecting to the bus failed (${describe(error)}); retrying in ${delay.toFixed(2)}s`);
         await sleep(delay, signal);
@@ -393,6 +394,16 @@ export class BusClient {
     this.connected = false;
     for (const client of clients) client.disconnect();
   }
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts (a connect ioredis keeps retrying never settles). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => reject(new Error("stopped"));
+    if (signal.aborted) abort();
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
 }
 
 type Entry = [Buffer, Buffer[] | null];

@@ -77,10 +77,12 @@ export class BusClient {
         const backoff = new Backoff(BUS_RETRY_BASE, BUS_RETRY_CAP);
         while (!signal.aborted) {
             try {
-                await this.connect();
+                await untilAborted(this.connect(), signal);
                 return true;
             }
             catch (error) {
+                if (signal.aborted)
+                    return false;
                 const delay = backoff.nextDelay();
                 this.log.warning(`connecting to the bus failed (${describe(error)}); retrying in ${delay.toFixed(2)}s`);
                 await sleep(delay, signal);
@@ -340,6 +342,16 @@ export class BusClient {
         for (const client of clients)
             client.disconnect();
     }
+}
+/** `promise`, or a rejection as soon as `signal` aborts (a connect ioredis keeps retrying never settles). */
+function untilAborted(promise, signal) {
+    return new Promise((resolve, reject) => {
+        const abort = () => reject(new Error("stopped"));
+        if (signal.aborted)
+            abort();
+        signal.addEventListener("abort", abort, { once: true });
+        promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+    });
 }
 /**
  * The entries of an XREAD/XREADGROUP reply: a list of [stream, entries] pairs, or (as
