@@ -69,7 +69,8 @@ def test_example_renders_every_expected_file() -> None:
         for f in ("acl.json", "acl.md", "registry.json", "bus.json", "manifest.json", "docker-compose.yml")
     }
     expected.add("research/registry/Dockerfile")
-    kubernetes = ["desired", "kustomization", "reconciler", "registry", "router", *(f"agents/{a}" for a in agents)]
+    kubernetes = ["desired", "kustomization", "reconciler", "registry", "router",
+                  *(f"agents/{a}" for a in [*agents, "architect"])]
     expected |= {f"research/kubernetes/{f}.yaml" for f in kubernetes}
     assert set(files) == expected
 
