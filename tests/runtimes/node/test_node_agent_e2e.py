@@ -232,3 +232,73 @@ async def test_default_handler_logs_one_line_per_message_and_acks(
     finally:
         assert agent.stop() == 0
         await admin.aclose()
+
+
+FAILING_HANDLER = """\
+export default async function (message, ctx) {
+  if (message.payload.fail) throw new Error("handler refuses this one");
+  ctx.log.info(`handled ${JSON.stringify(message.messageId)}`);
+}
+"""
+
+
+async def test_unacked_messages_are_redelivered_then_dead_lettered_and_unreadable_ones_at_once(
+    tmp_path: Path, node_modules: Path, redis_server: RedisServer, router_factory: RouterFactory,  # noqa: F811
+) -> None:
+    """The handler throws: the entry stays pending, XAUTOCLAIM redelivers it after the visibility
+    timeout, and after max_deliveries it moves to dlq:@<id> (acked and deleted in one MULTI).
+    An entry without the inbox fields is dead-lettered at its first delivery, never handled."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "failing.js").write_text(FAILING_HANDLER)
+    port = free_port()
+    bus = {**BUS, "visibility_timeout_seconds": 0.5, "max_deliveries": 2}
+    agents = [
+        agent_doc("listener", port, runtime="node", role="worker", registry=False, subscribes=["tasks.work"],
+                  handler="failing.js:default"),
+        agent_doc("boss", port + 1, role="planner", registry=False, publishes=["tasks.work"]),
+    ]
+    files = compile_loaded(load_spec_full(write_spec(repo / "specs", swarm_doc(roles=ROLES, bus=bus), agents)))
+    write_output(files, repo / "compiled", "demo")
+    agent_dir = repo / "compiled" / "demo" / "agents" / "listener"
+    link_modules(agent_dir, node_modules)
+    run(["npm", "run", "build"], agent_dir)
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await apply_bus(admin, BusPlan.model_validate_json(files["demo/bus.json"]),
+                    AclDocument.model_validate_json(files["demo/acl.json"]), secret=SECRET)
+    router_factory(redis_url=redis_server.url, swarm="demo")
+    log = tmp_path / "listener.log"
+    agent = ProcessServer(
+        ["node", "dist/main.js"], port=port, cwd=agent_dir, log=log,
+        env={"AGENT_PORT": str(port), "SWARM_LISTEN_HOST": "127.0.0.1",
+             "REDIS_URL": agent_redis_url(redis_server.url, "demo", "listener", SECRET)},
+    ).start()
+    try:
+        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="ready")
+        async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
+            ok = await boss.publish("tasks.work", {"n": 1}, wait=True)
+            bad = await boss.publish("tasks.work", {"n": 2, "fail": True}, wait=True)
+        broken = await admin.xadd(KEYS.inbox("listener"), {"topic": "tasks.work", "payload": "{}"})
+
+        async def dead() -> list[dict[str, str]]:
+            entries = [fields for _, fields in await admin.xrange(KEYS.agent_dead_letter("listener"))]
+            return entries if len(entries) == 2 else []
+
+        letters = await await_until(dead, what="two dead letters")
+        by_id = {d["original_entry_id"]: d for d in letters}
+        assert by_id[broken]["reason"] == "unreadable entry: missing field(s) message_id, sender"
+        assert by_id[broken]["deliveries"] == "1"
+        failed = next(d for d in letters if d["original_entry_id"] != broken)
+        assert (failed["message_id"], failed["topic_entry_id"]) == (bad.message_id, bad.entry_id)
+        assert failed["reason"] == "not acked after 2 deliveries (max_deliveries 2)"
+        assert failed["group"] == "listener" and failed["inbox"] == KEYS.inbox("listener")
+        assert (await admin.xpending(KEYS.inbox("listener"), "listener"))["pending"] == 0
+        assert await admin.xlen(KEYS.inbox("listener")) == 0
+        text = log.read_text()
+        assert text.count(f"handled {json.dumps(ok.message_id)}") == 1
+        assert text.count(f"handler failed on {json.dumps(bad.message_id)}") == 2
+        stats = httpx.get(agent.url + "/health", timeout=2).json()["bus"]
+        assert (stats["acked"], stats["failed"], stats["deadLettered"], stats["redelivered"]) == (1, 2, 2, 1)
+    finally:
+        assert agent.stop() == 0
+        await admin.aclose()
