@@ -161,6 +161,20 @@ def _probe_kwargs(kwargs: dict[str, Any], address: Address) -> dict[str, Any]:
     return out
 
 
+def _retry_moved(conn: Any) -> None:
+    """Make redis-py's retry of one command resend it after MOVED (to the owner it names).
+
+    With no retry of its own (redis-py 8: none), the connection gets one that retries
+    only MOVED, twice, with waits from :mod:`swarm.backoff`."""
+    if conn.retry.get_retries() > 0:
+        conn.retry.update_supported_errors([MovedError])
+        return
+    from swarm.foreign import RedisRetryBackoff
+
+    retry_class = type(conn.retry)
+    conn.retry = retry_class(RedisRetryBackoff(base=0.01, cap=0.1), 2, supported_errors=(MovedError,))
+
+
 class _AsyncClusterAware:
     """Mixed into a redis.asyncio connection class: connect to the resolver's target, learn MOVED."""
 
@@ -171,7 +185,7 @@ class _AsyncClusterAware:
         self._kwargs = kwargs
         self._generation = -1
         super().__init__(**kwargs)
-        self.retry.update_supported_errors([MovedError])  # type: ignore[attr-defined]
+        _retry_moved(self)
 
     async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         resolver = self._resolver
@@ -228,7 +242,7 @@ class _SyncClusterAware:
         self._kwargs = kwargs
         self._generation = -1
         super().__init__(**kwargs)
-        self.retry.update_supported_errors([MovedError])  # type: ignore[attr-defined]
+        _retry_moved(self)
 
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         resolver = self._resolver
@@ -381,21 +395,25 @@ def _users(lines: Any, prefix: str) -> dict[str, str]:
     return out
 
 
-def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[tuple[str, ...]]:
-    commands: list[tuple[str, ...]] = []
+def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[list[tuple[str, ...]]]:
+    """Per user to fix, the commands (one MULTI) that make ``other`` hold it as ``owner`` does.
+
+    DELUSER then SETUSER of the listed rules: a user made by SETUSER alone has the
+    very defaults the owner's has (``reset`` would add flags such as sanitize-payload)."""
+    commands: list[list[tuple[str, ...]]] = []
     for name, rules in sorted(owner.items()):
         if other.get(name) != rules:
             _, tokens = acl_rules(f"user {name} {rules}")
-            commands.append(("ACL", "SETUSER", name, "reset", *tokens))
+            commands.append([("ACL", "DELUSER", name), ("ACL", "SETUSER", name, *tokens)])
     for name in sorted(set(other) - set(owner)):
-        commands.append(("ACL", "DELUSER", name))
+        commands.append([("ACL", "DELUSER", name)])
     return commands
 
 
 async def mirror_users(client: aioredis.Redis, swarm: str) -> int:
     """Make every other node of the cluster hold ``swarm``'s users exactly as the slot owner does.
 
-    Returns the number of ACL commands sent (0 on a plain Redis). Errors: redis-py's;
+    Returns the number of users written or deleted on other nodes (0 on a plain Redis). Errors: redis-py's;
     a node that cannot be reached is skipped (it gets the users on the next call)."""
     from swarm.keys import SwarmKeys
 
@@ -407,8 +425,11 @@ async def mirror_users(client: aioredis.Redis, swarm: str) -> int:
     sent = 0
     for node in others:
         try:
-            for command in _mirror_plan(owner, _users(await node.execute_command("ACL", "LIST"), prefix)):  # type: ignore[no-untyped-call]
-                await node.execute_command(*command)  # type: ignore[no-untyped-call]
+            for commands in _mirror_plan(owner, _users(await node.execute_command("ACL", "LIST"), prefix)):  # type: ignore[no-untyped-call]
+                async with node.pipeline(transaction=True) as tx:
+                    for command in commands:
+                        tx.execute_command(*command)
+                    await tx.execute()
                 sent += 1
         except _UNREACHABLE:
             continue
@@ -429,8 +450,11 @@ def mirror_users_sync(client: redis.Redis, swarm: str) -> int:
     sent = 0
     for node in others:
         try:
-            for command in _mirror_plan(owner, _users(node.execute_command("ACL", "LIST"), prefix)):
-                node.execute_command(*command)
+            for commands in _mirror_plan(owner, _users(node.execute_command("ACL", "LIST"), prefix)):
+                with node.pipeline(transaction=True) as tx:
+                    for command in commands:
+                        tx.execute_command(*command)
+                    tx.execute()
                 sent += 1
         except _UNREACHABLE:
             continue
