@@ -324,7 +324,7 @@ def sync_client(url: str, *, swarm: str | None = None, **kwargs: Any) -> redis.R
     """The synchronous :func:`async_client`."""
     pool = redis.ConnectionPool.from_url(url, **kwargs)
     _install(pool, swarm, _SyncClusterAware, redis.UnixDomainSocketConnection)
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)
 
 
 def _resolver(client: Any) -> NodeResolver | None:
@@ -348,7 +348,7 @@ async def async_node_clients(client: aioredis.Redis) -> list[aioredis.Redis]:
         return []
     here = resolver.target()
     plain = getattr(client.connection_pool.connection_class, "_plain")
-    return [aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
+    return [aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
             for a in resolver.nodes if a != here]
 
 
@@ -360,7 +360,7 @@ def sync_node_clients(client: redis.Redis) -> list[redis.Redis]:
         return []
     here = resolver.target()
     plain = getattr(client.connection_pool.connection_class, "_plain")
-    return [redis.Redis(connection_pool=redis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
+    return [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
             for a in resolver.nodes if a != here]
 
 
