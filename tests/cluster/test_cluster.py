@@ -170,7 +170,9 @@ def test_a_master_failover_loses_no_routed_message_and_no_registration(
                 assert (await planner.publish("tasks.research", {"i": i}, message_id=f"before-{i}",
                                               wait=True, timeout=10)).status == "routed"
                 routed.add(f"before-{i}")
-            first = await _collect(worker, {f"before-{i}" for i in range(10)}, timeout=20)  # half acked before
+                if i == 9:  # the first half consumed and acked before the failover, the rest waits in the inbox
+                    first = await _collect(worker, set(routed), timeout=20)
+                    assert first == routed
 
             await asyncio.to_thread(redis_cluster.failover, SWARM)
             start = time.monotonic()
@@ -198,7 +200,7 @@ def test_a_master_failover_loses_no_routed_message_and_no_registration(
     for agent_id in ("architect", "web-researcher"):  # their own users on the promoted node
         with redis.Redis(port=new_owner.port, username=KEYS.redis_user(agent_id),
                          password=bus_password(TEST_SECRET, SWARM, agent_id)) as agent:
-            assert agent.xlen(KEYS.outbox(agent_id)) >= 0
+            assert agent.get(KEYS.bus) is not None  # logged in on the promoted master, its data there
     beat = httpx.post(f"{reg.url}/agents/web-researcher/heartbeat", headers=reg.agent_headers("web-researcher"), timeout=10)
     assert beat.status_code == 200, beat.text  # the registration survived the failover
     listed = reg.get("/agents")
