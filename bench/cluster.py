@@ -156,13 +156,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="heartbeat round length")
     parser.add_argument("--rounds", type=int, default=3, help="heartbeat rounds per backend (alternating)")
     parser.add_argument("--failovers", type=int, default=3)
+    parser.add_argument("--no-aof", action="store_true", help="both backends without the append-only file")
     args = parser.parse_args()
     os.environ.update(SWARM_REGISTRY_SECRET=SECRET, SWARM_ADMIN_TOKEN=admin_token(SECRET, SWARM))
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         root = Path(tmp)
-        single = RedisServer(root / "single").start()
-        cluster = RedisCluster(root / "cluster").start()
+        single = RedisServer(root / "single", appendonly=not args.no_aof).start()
+        cluster = RedisCluster(root / "cluster", appendonly=not args.no_aof).start()
         backends: list[Backend] = []
         try:
             backends = [Backend("single", single.url, root, args.agents),
@@ -193,6 +194,7 @@ def main() -> None:
         return f"{statistics.median(values) * 1000:.1f} ms"
 
     s, c = "single", "cluster"
+    print(f"append-only file: {'no' if args.no_aof else 'yes, fsync always'}")
     print(f"agents {args.agents}; first (apply) pass: single {first[s] * 1000:.0f} ms, cluster {first[c] * 1000:.0f} ms")
     print("| measure | single Redis | cluster (non-owner URL) | cluster / single |")
     print("|---|---|---|---|")

@@ -386,6 +386,25 @@ def acl_rules(line: str) -> tuple[str, list[str]]:
     return tokens[1], tokens[2:]
 
 
+def _canonical(rules: list[str]) -> str:
+    """One spelling of a user's rules: Redis lists single-command rules (``+xadd -watch``)
+    in hash order, which differs between nodes; they touch one command each, so they
+    are sorted (categories, key patterns and flags keep their places)."""
+    out: list[str] = []
+    run: list[str] = []
+    for token in rules + [""]:
+        if token[:1] in "+-" and "@" not in token:
+            run.append(token)
+            continue
+        out.extend(sorted(run))
+        run = []
+        if token.startswith("(") and token.endswith(")"):
+            token = "(" + _canonical(token[1:-1].split(" ")) + ")"
+        if token:
+            out.append(token)
+    return " ".join(out)
+
+
 def _users(lines: Any, prefix: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for raw in lines:
@@ -395,6 +414,12 @@ def _users(lines: Any, prefix: str) -> dict[str, str]:
     return out
 
 
+def _same(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or _canonical(acl_rules(f"user x {a}")[1]) == _canonical(acl_rules(f"user x {b}")[1])
+
+
 def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[list[tuple[str, ...]]]:
     """Per user to fix, the commands (one MULTI) that make ``other`` hold it as ``owner`` does.
 
@@ -402,7 +427,7 @@ def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[list[tupl
     very defaults the owner's has (``reset`` would add flags such as sanitize-payload)."""
     commands: list[list[tuple[str, ...]]] = []
     for name, rules in sorted(owner.items()):
-        if other.get(name) != rules:
+        if not _same(other.get(name), rules):
             _, tokens = acl_rules(f"user {name} {rules}")
             commands.append([("ACL", "DELUSER", name), ("ACL", "SETUSER", name, *tokens)])
     for name in sorted(set(other) - set(owner)):

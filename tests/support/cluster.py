@@ -43,12 +43,14 @@ class Node:
 class RedisCluster:
     """Six cluster-enabled redis-servers made into one cluster (3 masters with 1 replica each)."""
 
-    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
+    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000,
+                 appendonly: bool = True) -> None:
         exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if exe is None or cli is None:
             raise RuntimeError("redis-server / redis-cli not found on PATH (apt-get install redis-server)")
         self.exe, self.cli = exe, cli
         self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
+        self.appendonly = appendonly
         self.nodes: list[Node] = []
         ports: set[int] = set()
         while len(ports) < masters * (1 + replicas):
@@ -66,7 +68,8 @@ class RedisCluster:
                 self.exe, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.directory),
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always" if self.appendonly else "no", "--save", "",
                 "--proto-max-bulk-len", str(BULK_LIMIT_FLOOR),
                 "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
                 "--logfile", str(node.directory / "redis.log"),
