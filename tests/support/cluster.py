@@ -158,10 +158,18 @@ class RedisCluster:
                     return self.node(port)
         raise RuntimeError(f"no master owns slot {slot}")
 
-    def replica_of(self, master: Node) -> Node:
-        topo = self._topology()
-        master_id = next(i for i, port, *_ in topo if port == master.port)
-        return self.node(next(port for _i, port, role, m, _r in topo if role == "replica" and m == master_id))
+    def replica_of(self, master: Node, timeout: float = 30.0) -> Node:
+        """A replica of ``master`` (waits while a failover is still rearranging the topology)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            topo = self._topology()
+            master_ids = [i for i, port, *_ in topo if port == master.port]
+            replicas = [port for _i, port, role, m, _r in topo if role == "replica" and m in master_ids]
+            if replicas:
+                return self.node(replicas[0])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica of 127.0.0.1:{master.port} after {timeout}s")
+            time.sleep(0.05)
 
     def non_owner(self, swarm: str) -> Node:
         """A master that does not own ``swarm``'s slot."""
