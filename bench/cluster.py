@@ -14,6 +14,8 @@ agents, 70 topics).
   rewritten, on the cluster also copied to the 5 other nodes);
 * heartbeats/s: every agent registered, then ``POST /agents/{id}/heartbeat`` with each
   agent's token, 32 in flight (httpx), ``--seconds`` per round, backends alternating;
+  and the Redis side alone: ``RegistryStore.heartbeat`` (the one EVALSHA) in-process,
+  32 in flight;
 * failover (cluster only): a router and a publisher (``publish(wait=True)`` in a loop);
   ``CLUSTER FAILOVER`` on the replica of the slot's master; time from the command, and
   from the promotion showing in ``CLUSTER NODES``, to the first publish the router
@@ -119,6 +121,33 @@ class Backend:
             await asyncio.gather(*(worker(k) for k in range(concurrency)))
             return done / (time.perf_counter() - start)
 
+    async def store_heartbeats(self, seconds: float, concurrency: int = 32) -> float:
+        """The Redis side alone: RegistryStore.heartbeat (one EVALSHA) in this process, no HTTP."""
+        from swarm.redis_conn import async_client
+        from swarm.registry.store import RegistryStore
+
+        client = async_client(self.url, swarm=SWARM, blocking_pool=True, max_connections=concurrency, timeout=5)
+        store = RegistryStore(client, SWARM)
+        ids = self.ids()
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < deadline:
+                if await store.heartbeat(ids[i % len(ids)]) is None:
+                    raise RuntimeError(f"{self.name}: {ids[i % len(ids)]} is not registered")
+                done += 1
+                i += concurrency
+
+        try:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+            return done / (time.perf_counter() - start)
+        finally:
+            await client.aclose()
+
     def close(self) -> None:
         self.rec.close()
         self.registry.stop()
@@ -185,11 +214,13 @@ def main() -> None:
                 for b in backends:
                     edits[b.name].append(b.edit_pass())
             beats: dict[str, list[float]] = {b.name: [] for b in backends}
+            store_beats: dict[str, list[float]] = {b.name: [] for b in backends}
             for b in backends:
                 asyncio.run(b.register_all())
             for _ in range(args.rounds):
                 for b in backends:
                     beats[b.name].append(asyncio.run(b.heartbeats(args.seconds)))
+                    store_beats[b.name].append(asyncio.run(b.store_heartbeats(args.seconds)))
             fails = asyncio.run(failover_times(cluster, backends[1].url, root, args.failovers))
         finally:
             for b in backends:
@@ -211,6 +242,9 @@ def main() -> None:
           f"{statistics.median(edits[c]) / statistics.median(edits[s]):.2f}x |")
     print(f"| heartbeats/s, median of {args.rounds} x {args.seconds:g} s | {statistics.median(beats[s]):.0f} | "
           f"{statistics.median(beats[c]):.0f} | {statistics.median(beats[c]) / statistics.median(beats[s]):.2f}x |")
+    print(f"| heartbeats/s, RegistryStore.heartbeat alone (no HTTP), median of {args.rounds} | "
+          f"{statistics.median(store_beats[s]):.0f} | {statistics.median(store_beats[c]):.0f} | "
+          f"{statistics.median(store_beats[c]) / statistics.median(store_beats[s]):.2f}x |")
     print(f"heartbeat rounds: single {[round(x) for x in beats[s]]}, cluster {[round(x) for x in beats[c]]}")
     print(f"CLUSTER FAILOVER -> first confirmed publish: {', '.join(f'{t * 1000:.0f} ms' for t, _ in fails)} "
           f"(median {statistics.median(t for t, _ in fails) * 1000:.0f} ms)")

@@ -421,7 +421,7 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[list[tuple[str, ...]]]:
-    """Per user to fix, the commands (one MULTI) that make ``other`` hold it as ``owner`` does.
+    """Per user to fix, the commands that make ``other`` hold it as ``owner`` does (all in one MULTI).
 
     DELUSER then SETUSER of the listed rules: a user made by SETUSER alone has the
     very defaults the owner's has (``reset`` would add flags such as sanitize-payload)."""
@@ -450,12 +450,14 @@ async def mirror_users(client: aioredis.Redis, swarm: str) -> int:
     sent = 0
     for node in others:
         try:
-            for commands in _mirror_plan(owner, _users(await node.execute_command("ACL", "LIST"), prefix)):  # type: ignore[no-untyped-call]
-                async with node.pipeline(transaction=True) as tx:
-                    for command in commands:
-                        tx.execute_command(*command)
+            plan = _mirror_plan(owner, _users(await node.execute_command("ACL", "LIST"), prefix))  # type: ignore[no-untyped-call]
+            if plan:
+                async with node.pipeline(transaction=True) as tx:  # one MULTI per node: every user at once
+                    for commands in plan:
+                        for command in commands:
+                            tx.execute_command(*command)
                     await tx.execute()
-                sent += 1
+                sent += len(plan)
         except _UNREACHABLE:
             continue
         finally:
@@ -475,12 +477,14 @@ def mirror_users_sync(client: redis.Redis, swarm: str) -> int:
     sent = 0
     for node in others:
         try:
-            for commands in _mirror_plan(owner, _users(node.execute_command("ACL", "LIST"), prefix)):
+            plan = _mirror_plan(owner, _users(node.execute_command("ACL", "LIST"), prefix))
+            if plan:
                 with node.pipeline(transaction=True) as tx:
-                    for command in commands:
-                        tx.execute_command(*command)
+                    for commands in plan:
+                        for command in commands:
+                            tx.execute_command(*command)
                     tx.execute()
-                sent += 1
+                sent += len(plan)
         except _UNREACHABLE:
             continue
         finally:
