@@ -205,3 +205,42 @@ def test_a_master_failover_loses_no_routed_message_and_no_registration(
     assert beat.status_code == 200, beat.text  # the registration survived the failover
     listed = reg.get("/agents")
     assert "web-researcher" in [a["agent_id"] for a in listed.json()["agents"]]
+
+
+def test_publishing_resumes_when_the_owner_is_killed(
+    redis_cluster: RedisCluster, registry_factory: Any, router_factory: Any, spec_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the slot's master: its replica takes over after the node timeout; the clients,
+    which have only the dead node's address and the URL's, find the new owner and go on."""
+    url, reg = _reconciled(redis_cluster, registry_factory, spec_dir, tmp_path)
+    assert reg.register("web-researcher", host="127.0.0.1", port=9102).status_code in (200, 201)
+    router_factory(redis_url=url, swarm=SWARM)
+
+    async def scenario() -> set[str]:
+        planner, worker = _agent(url, "architect"), _agent(url, "web-researcher")
+        await planner.connect()
+        await worker.connect()
+        try:
+            assert (await planner.publish("tasks.research", {}, message_id="before", wait=True, timeout=10)).status == "routed"
+            old = redis_cluster.owner(SWARM)
+            replica = redis_cluster.replica_of(old)
+            assert old.proc is not None
+            old.proc.kill()
+            old.proc.wait()
+            start = time.monotonic()
+            while True:
+                try:
+                    await planner.publish("tasks.research", {}, message_id="after", wait=True, timeout=2)
+                    break
+                except SwarmError:
+                    assert time.monotonic() - start < 60, "no publish a minute after the owner died"
+                    await asyncio.sleep(0.1)
+            assert redis_cluster.owner(SWARM).port == replica.port
+            return await _collect(worker, {"before", "after"}, timeout=30)
+        finally:
+            await planner.close()
+            await worker.close()
+
+    assert asyncio.run(scenario()) >= {"before", "after"}
+    beat = httpx.post(f"{reg.url}/agents/web-researcher/heartbeat", headers=reg.agent_headers("web-researcher"), timeout=10)
+    assert beat.status_code == 200, beat.text
