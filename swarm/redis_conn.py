@@ -352,16 +352,26 @@ async def async_node_clients(client: aioredis.Redis) -> list[aioredis.Redis]:
             for a in resolver.nodes if a != here]
 
 
-def sync_node_clients(client: redis.Redis) -> list[redis.Redis]:
-    """The synchronous :func:`async_node_clients`."""
+def sync_node_clients(client: redis.Redis, cache: dict[Address, redis.Redis] | None = None) -> list[redis.Redis]:
+    """The synchronous :func:`async_node_clients`; with ``cache``, clients are kept there and reused
+    (the owner of ``cache`` closes them)."""
     client.ping()
     resolver = _resolver(client)
     if resolver is None or not resolver.cluster:
         return []
     here = resolver.target()
     plain = getattr(client.connection_pool.connection_class, "_plain")
-    return [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
-            for a in resolver.nodes if a != here]
+    out: list[redis.Redis] = []
+    for a in resolver.nodes:
+        if a == here:
+            continue
+        node = cache.get(a) if cache is not None else None
+        if node is None:
+            node = redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, **_node_kwargs(client, a)))
+            if cache is not None:
+                cache[a] = node
+        out.append(node)
+    return out
 
 
 # -- ACL users on every node ------------------------------------------------------------
@@ -465,11 +475,11 @@ async def mirror_users(client: aioredis.Redis, swarm: str) -> int:
     return sent
 
 
-def mirror_users_sync(client: redis.Redis, swarm: str) -> int:
-    """The synchronous :func:`mirror_users`."""
+def mirror_users_sync(client: redis.Redis, swarm: str, cache: dict[Address, redis.Redis] | None = None) -> int:
+    """The synchronous :func:`mirror_users`; ``cache``: see :func:`sync_node_clients`."""
     from swarm.keys import SwarmKeys
 
-    others: list[Any] = list(sync_node_clients(client))
+    others: list[Any] = list(sync_node_clients(client, cache))
     if not others:
         return 0
     prefix = SwarmKeys(swarm).redis_user_prefix
@@ -486,7 +496,13 @@ def mirror_users_sync(client: redis.Redis, swarm: str) -> int:
                     tx.execute()
                 sent += len(plan)
         except _UNREACHABLE:
+            if cache is not None:
+                node.close()
+                for address, cached in list(cache.items()):
+                    if cached is node:
+                        del cache[address]
             continue
         finally:
-            node.close()
+            if cache is None:
+                node.close()
     return sent

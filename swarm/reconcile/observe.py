@@ -206,12 +206,16 @@ class RedisBusPort:
         self.bus_secret = bus_secret
         self.fence: Fence | None = None
         self._redis = sync_client(url, swarm=swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        self._nodes: dict[tuple[str, int], Any] = {}  # Redis Cluster: the other nodes, for their users
         # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
         self._canonical: dict[tuple[str, ...], dict[str, Any]] = {}
         # (agent id, publish, subscribe) -> its rules: user_rules + HMAC cost ~40 us, per user per resync
         self._rules_memo: dict[tuple[str, frozenset[str], frozenset[str]], tuple[str, ...]] = {}
 
     def close(self) -> None:
+        for node in self._nodes.values():
+            node.close()
+        self._nodes.clear()
         self._redis.close()
 
     def set_fence(self, fence: Fence | None) -> None:
@@ -261,7 +265,7 @@ class RedisBusPort:
 
         with redis_errors(self.url, "observe"):
             if self.bus_secret:  # a Redis Cluster: nodes that lack the owner's users get them (redis_conn)
-                mirror_users_sync(self._redis, keys.swarm)
+                mirror_users_sync(self._redis, keys.swarm, self._nodes)
             streams = scan(keys.topic_pattern)
             outboxes = scan(keys.outbox_pattern)
             inboxes = scan(keys.inbox_pattern)
@@ -462,7 +466,7 @@ class RedisBusPort:
                 raise redis_error(reply, f"redis at {self.url}: bus apply") from reply
         if changes.users and self.bus_secret:
             with redis_errors(self.url, "copy the users to every node"):
-                mirror_users_sync(self._redis, keys.swarm)
+                mirror_users_sync(self._redis, keys.swarm, self._nodes)
 
     def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:
         for reply in self._write(f"delete consumer group {group} of {topic}",
