@@ -41,6 +41,7 @@ restore after a new Redis run call it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import redis
@@ -424,10 +425,15 @@ def _users(lines: Any, prefix: str) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _spelling(rules: str) -> str:
+    return _canonical(acl_rules(f"user x {rules}")[1])
+
+
 def _same(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return a is b
-    return a == b or _canonical(acl_rules(f"user x {a}")[1]) == _canonical(acl_rules(f"user x {b}")[1])
+    return a == b or _spelling(a) == _spelling(b)
 
 
 def _mirror_plan(owner: dict[str, str], other: dict[str, str]) -> list[list[tuple[str, ...]]]:
