@@ -8,7 +8,9 @@ once, here, and every caller agrees on it:
   :mod:`swarm.backoff`): the connection failing or timing out, and Redis refusing a
   command for a state that passes: ``OOM`` (over maxmemory), ``READONLY`` (a replica
   during failover), ``LOADING``, ``BUSY`` (a long script), ``MISCONF``,
-  ``MASTERDOWN``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``NOREPLICAS``.
+  ``MASTERDOWN``, ``TRYAGAIN``, ``CLUSTERDOWN``, ``NOREPLICAS``, and in a Redis Cluster
+  ``MOVED`` / ``ASK`` / ``UNBLOCKED`` (the swarm's slot moved to another master: the
+  client of :mod:`swarm.redis_conn` reconnects to it).
 * **Permanent** (:class:`~swarm.errors.RedisRefusedError`): every other refusal
   (``NOPERM``, ``WRONGTYPE``, ``NOGROUP``, a syntax error): the same command will
   be refused again, so a loop must report it instead of spinning on it. So is
@@ -57,7 +59,8 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
 _WRONGPASS = "invalid username-password pair"
 #: Leading word of a Redis error reply for a state that passes: retry later.
 TRANSIENT_REDIS_CODES = frozenset(
-    {"OOM", "READONLY", "LOADING", "BUSY", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
+    {"OOM", "READONLY", "LOADING", "BUSY", "MISCONF", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
+     "MOVED", "ASK", "UNBLOCKED"}
 )
 
 
@@ -66,6 +69,8 @@ _CLASS_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.TryAgainError, "TRYAGAIN"),
     (rexc.ClusterDownError, "CLUSTERDOWN"),
     (rexc.MasterDownError, "MASTERDOWN"),
+    (rexc.MovedError, "MOVED"),
+    (rexc.AskError, "ASK"),
 )
 
 

@@ -44,6 +44,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from swarm.redis_conn import mirror_users
 from swarm.desired import AclDocument, BusPlan
 from swarm.errors import BusError
 from swarm.foreign import REDIS_ERRORS, redis_error
@@ -176,7 +177,10 @@ async def apply_bus(
             refused = await _mass_prune(redis, bus_plan, secret)
             if refused is not None:
                 raise BusError(refused)
-        return await _apply(redis, bus_plan, acl, prune=prune, secret=secret)
+        report = await _apply(redis, bus_plan, acl, prune=prune, secret=secret)
+        if secret:  # a Redis Cluster: every node gets the users (a promoted replica must let agents in)
+            await mirror_users(redis, bus_plan.swarm)
+        return report
     except REDIS_ERRORS as exc:
         raise redis_error(exc, "bus apply") from exc
 

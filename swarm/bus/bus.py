@@ -99,6 +99,7 @@ from swarm.errors import (
 )
 from swarm.foreign import REDIS_ERRORS, redis_error, redis_retry
 from swarm.keys import SwarmKeys
+from swarm.redis_conn import async_client
 
 log = logging.getLogger("swarm.bus")
 
@@ -293,8 +294,8 @@ class EventBus:
 
     def _client(self, *, blocking: bool) -> aioredis.Redis:
         assert self.redis_url is not None
-        return aioredis.Redis.from_url(
-            self.redis_url,
+        return async_client(
+            self.redis_url, swarm=self.swarm,
             decode_responses=False,  # decoded here: a non-UTF-8 entry must not crash the reader
             socket_connect_timeout=2.0,
             # A blocking XREADGROUP must not trip the socket timeout (redis-py 8: 5 s), yet a

@@ -80,6 +80,7 @@ from swarm.desired import BusPlan
 from swarm.errors import SwarmError, TransientError
 from swarm.foreign import REDIS_ERRORS, is_transient_redis, redis_error
 from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
+from swarm.redis_conn import async_client
 
 log = logging.getLogger("swarm.bus.router")
 
@@ -251,7 +252,7 @@ class Router:
     def _client(self, socket_timeout: float) -> aioredis.Redis:
         # No decode_responses: entries are bytes until check_entry has looked at them.
         extra: dict[str, Any] = {"connection_class": _HiredisPackedConnection} if self.redis_url.startswith("redis://") else {}
-        return aioredis.Redis.from_url(self.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=2.0, **extra)
+        return async_client(self.redis_url, swarm=self.keys.swarm, socket_timeout=socket_timeout, socket_connect_timeout=2.0, **extra)
 
     async def connect(self) -> "Router":
         """Open the clients and load the plan (TransientError while the bus is not installed)."""

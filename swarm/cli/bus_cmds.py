@@ -174,9 +174,9 @@ def run_apply(args: argparse.Namespace) -> int:
     url = redis_url_from_env(url)
 
     async def run() -> int:
-        import redis.asyncio as aioredis
+        from swarm.redis_conn import async_client
 
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = async_client(url, swarm=plan.swarm, decode_responses=True)
         try:
             report = await apply_bus(client, plan, acl, prune=args.prune, force_prune=args.force_prune,
                                      secret=secret)
@@ -290,14 +290,14 @@ def run_breaker(args: argparse.Namespace) -> int:
     swarm, url, declared = _target(args)
 
     async def run() -> int:
-        import redis.asyncio as aioredis
+        from swarm.redis_conn import async_client
 
         from swarm.bus.breaker_store import BreakerStore, policy_from_settings
         from swarm.desired import BusPlan
         from swarm.foreign import REDIS_ERRORS, redis_error
         from swarm.keys import SwarmKeys
 
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = async_client(url, swarm=swarm, decode_responses=True)
         try:
             key = SwarmKeys(swarm).bus
             try:

@@ -132,9 +132,8 @@ def run_archive(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    import redis
-
     from swarm.durable import HistoryFollower, PostgresHistory
+    from swarm.redis_conn import sync_client
 
     spec = _spec(args)
     postgres = _postgres_url(args, spec)
@@ -142,7 +141,7 @@ def run_archive(args: argparse.Namespace) -> int:
         raise InvalidRequestError("no PostgreSQL store: pass --postgres-url, set $SWARM_POSTGRES_URL or the spec's "
                                   "history.postgres_url")
     durable = PostgresHistory(postgres, spec.name)
-    client = redis.Redis.from_url(_redis_url(args, spec), socket_timeout=10, socket_connect_timeout=3)
+    client = sync_client(_redis_url(args, spec), swarm=spec.name, socket_timeout=10, socket_connect_timeout=3)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -17,7 +17,9 @@ its ``bus_password`` — the very rules ``swarm reconcile`` and ``swarm bus
 apply`` write. It only creates: an existing user is left as it is (telling a
 hand edit from a spec change is the reconciler's job), and no user outside this
 swarm's ``swarm.<N>.`` names is touched. Without a bus secret or applied bus
-settings it does nothing and returns ``[]``.
+settings it does nothing and returns ``[]``. In a Redis Cluster the swarm's users
+are then copied from the slot owner to every other node
+(:func:`swarm.redis_conn.mirror_users`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from swarm.bus.apply import bus_password, user_rules
 from swarm.desired import BusPlan
 from swarm.foreign import REDIS_ERRORS, redis_error
 from swarm.keys import SwarmKeys, as_text
+from swarm.redis_conn import mirror_users
 
 
 async def restore_missing_users(client: Any, swarm: str, secret: str | None) -> list[str]:
@@ -58,6 +61,7 @@ async def restore_missing_users(client: Any, swarm: str, secret: str | None) -> 
                                bus_password(secret, swarm, agent_id))
             await client.execute_command("ACL", "SETUSER", user, *rules)
             created.append(user)
+        await mirror_users(client, swarm)  # a Redis Cluster: every other node, masters and replicas
         return created
     except REDIS_ERRORS as exc:
         raise redis_error(exc, f"restore the Redis users of swarm {swarm}") from exc

@@ -52,6 +52,7 @@ from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
 from swarm.reconcile.lease import Fence, LeaseLost
 from swarm.reconcile.state import BusChanges, BusObservation, LiveAgent, UserRights
 from swarm.redis_auth import masked
+from swarm.redis_conn import mirror_users_sync, sync_client
 from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
@@ -204,13 +205,17 @@ class RedisBusPort:
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
         self.fence: Fence | None = None
-        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        self._redis = sync_client(url, swarm=swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+        self._nodes: dict[tuple[str, int], Any] = {}  # Redis Cluster: the other nodes, for their users
         # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
         self._canonical: dict[tuple[str, ...], dict[str, Any]] = {}
         # (agent id, publish, subscribe) -> its rules: user_rules + HMAC cost ~40 us, per user per resync
         self._rules_memo: dict[tuple[str, frozenset[str], frozenset[str]], tuple[str, ...]] = {}
 
     def close(self) -> None:
+        for node in self._nodes.values():
+            node.close()
+        self._nodes.clear()
         self._redis.close()
 
     def set_fence(self, fence: Fence | None) -> None:
@@ -259,6 +264,8 @@ class RedisBusPort:
             return sorted(map(as_text, self._redis.scan_iter(match=pattern, _type="stream", count=1000)))
 
         with redis_errors(self.url, "observe"):
+            if self.bus_secret:  # a Redis Cluster: nodes that lack the owner's users get them (redis_conn)
+                mirror_users_sync(self._redis, keys.swarm, self._nodes)
             streams = scan(keys.topic_pattern)
             outboxes = scan(keys.outbox_pattern)
             inboxes = scan(keys.inbox_pattern)
@@ -457,6 +464,9 @@ class RedisBusPort:
         for reply in self._write("bus apply", build):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise redis_error(reply, f"redis at {self.url}: bus apply") from reply
+        if changes.users and self.bus_secret:
+            with redis_errors(self.url, "copy the users to every node"):
+                mirror_users_sync(self._redis, keys.swarm, self._nodes)
 
     def delete_group(self, bus: BusPlan, topic: str, group: str) -> None:
         for reply in self._write(f"delete consumer group {group} of {topic}",

@@ -55,6 +55,7 @@ from starlette.routing import Route
 
 from swarm.desired import RegistryCatalog
 from swarm.foreign import redis_retry
+from swarm.redis_conn import async_client
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisRefusedError, RedisUnavailableError
 from swarm.registry.admission import HealthUrlError, resolve_registration
 from swarm.registry.auth import EVERYONE, Authorizer, ForbiddenError, MissingTokenError, Reader
@@ -195,16 +196,15 @@ class RegistryApp:
         retry = redis_retry(2)
         # Blocking: a burst waits for a free connection (up to the pool timeout) instead of
         # failing with "Too many connections" like redis-py's default pool.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=config.redis_max_connections, timeout=config.redis_pool_timeout,
-            socket_timeout=5, socket_connect_timeout=2, retry=retry,
+        self.redis = async_client(
+            config.redis_url, swarm=config.swarm, blocking_pool=True, max_connections=config.redis_max_connections,
+            timeout=config.redis_pool_timeout, socket_timeout=5, socket_connect_timeout=2, retry=retry,
         )
-        self.redis = aioredis.Redis.from_pool(pool)
         self._slots = asyncio.Semaphore(config.max_concurrency)
         # The watch reader blocks in XREAD on its own connection: its socket timeout is the
         # block time plus a margin, so a silently dropped connection reconnects, not hangs.
         self.reader = reader_client(config.redis_url, block_ms=config.watch_block_ms,
-                                    margin=config.watch_read_margin, retry=retry)
+                                    margin=config.watch_read_margin, retry=retry, swarm=config.swarm)
         self.store = RegistryStore(self.redis, config.swarm, events_maxlen=config.events_maxlen)
         self.hub = WatchHub(self.reader, self.store, queue_size=config.watch_queue_size,
                             block_ms=config.watch_block_ms)

@@ -45,6 +45,7 @@ from swarm.registry.auth import EVERYONE, Reader
 from swarm.registry.config import WATCH_BLOCK_MS, WATCH_READ_MARGIN
 from swarm.registry.models import redact_metadata
 from swarm.registry.store import REDIS_TROUBLE, RegistryStore, _id_tuple, redis_errors
+from swarm.redis_conn import async_client
 
 log = logging.getLogger("swarm.registry.watch")
 
@@ -64,9 +65,9 @@ def reader_socket_timeout(block_ms: int, margin: float = READ_MARGIN) -> float:
 
 
 def reader_client(url: str, *, block_ms: int = BLOCK_MS, margin: float = READ_MARGIN,
-                  retry: Retry | None = None) -> aioredis.Redis:
-    """The hub's own Redis client: a socket timeout past the XREAD block time."""
-    return aioredis.Redis.from_url(url, socket_timeout=reader_socket_timeout(block_ms, margin),
+                  retry: Retry | None = None, swarm: str | None = None) -> aioredis.Redis:
+    """The hub's own Redis client: a socket timeout past the XREAD block time (:mod:`swarm.redis_conn`)."""
+    return async_client(url, swarm=swarm, socket_timeout=reader_socket_timeout(block_ms, margin),
                                    socket_connect_timeout=2, retry=retry)
 
 
