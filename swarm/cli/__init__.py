@@ -28,6 +28,8 @@ _COMMAND_MODULES = (
     "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
     "swarm.cli.secrets_k8s_cmds",  # secrets k8s (merged into the secrets group of secrets env)
     "swarm.cli.history_cmds",  # history, rollback
+    "swarm.cli.secrets_cmds",  # secrets env
+    "swarm.cli.images_cmds",  # images build
 )
 
 
@@ -59,7 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Words after the first `--` go untouched to a command that passes them on (it sets
+    # ``passthrough=[]`` as a default, e.g. `swarm images build -- ENGINE ARGS`); argparse alone
+    # cannot mix an optional positional with a trailing `--` list.
+    passthrough: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1:]
+    args = parser.parse_args(words)
+    if passthrough is not None:
+        if getattr(args, "passthrough", None) is None:
+            parser.error(f"{args.command} takes no arguments after --")
+        args.passthrough = passthrough
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
