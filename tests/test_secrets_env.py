@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from swarm.cli import main
-from swarm.compiler.render import env_suffix as render_env_suffix
+from swarm.compiler.targets.compose import env_suffix as render_env_suffix
 from swarm.errors import InvalidRequestError
 from swarm.secrets_env import AgentEntry, MARK, compose_env, env_suffix, parse, render
 

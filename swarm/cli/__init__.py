@@ -40,6 +40,10 @@ def add_env_option(parser: argparse.ArgumentParser) -> None:
                              "specs/environments/NAME.yaml); output goes to <out>/<swarm>.NAME/")
 
 
+#: (command, action) pairs whose words after `--` are handed over as ``args.passthrough``
+_PASSTHROUGH = {("images", "build")}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -62,17 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    # Words after the first `--` go untouched to a command that passes them on (it sets
-    # ``passthrough=[]`` as a default, e.g. `swarm images build -- ENGINE ARGS`); argparse alone
-    # cannot mix an optional positional with a trailing `--` list.
-    passthrough: list[str] | None = None
-    if "--" in words:
+    # `swarm images build ... -- ENGINE ARGS`: the words after the first `--` go untouched to the
+    # engine (argparse alone cannot mix an optional positional with a trailing `--` list). Every
+    # other command keeps argparse's own `--` (e.g. a JSON payload that starts with `-`).
+    passthrough: list[str] = []
+    if tuple(w for w in words if not w.startswith("-"))[:2] in _PASSTHROUGH and "--" in words:
         cut = words.index("--")
         words, passthrough = words[:cut], words[cut + 1:]
     args = parser.parse_args(words)
-    if passthrough is not None:
-        if getattr(args, "passthrough", None) is None:
-            parser.error(f"{args.command} takes no arguments after --")
+    if hasattr(args, "passthrough"):
         args.passthrough = passthrough
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

@@ -1,8 +1,8 @@
 """``swarm images build [COMPILED|SPEC] [--engine docker|podman] [--build-arg K=V ...] [--wheel PATH] [-- ENGINE ARGS]``.
 
 Wiring only; the work is :mod:`swarm.images`. ``COMPILED`` is a ``compiled/<swarm>``
-directory (or its docker-compose.yml); a ``SPEC`` (default ``specs/``) names the
-swarm, whose ``--compiled-dir``/<swarm> must hold what the spec compiles to (a stale
+directory (or its docker-compose.yml); a ``SPEC`` (default ``specs/``, ``--env`` for an
+overlay) names the swarm, whose ``--compiled-dir``/<swarm>[.<env>] must hold what the spec compiles to (a stale
 directory is refused: the images would not be the spec's). Base images are build
 arguments of the Dockerfiles (``--build-arg PYTHON_IMAGE=mirror.example/python:3.11-slim``,
 ``NODE_IMAGE``); whatever follows ``--`` is passed to every ``ENGINE build`` as is
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swarm.cli import EXIT_OK
+from swarm.cli import EXIT_OK, add_env_option
 from swarm.errors import InvalidRequestError
 
 
@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
                             "from the running swarm's source tree")
     build.add_argument("--compiled-dir", type=Path, default=Path("compiled"), metavar="DIR",
                        help="with a SPEC: where its compiled output lives (default compiled/)")
+    add_env_option(build)
     build.add_argument("--quiet", "-q", action="store_true", help="show the engine's output only when it fails")
     # `-- ENGINE ARGS`: split off by the dispatcher (swarm.cli.main) into args.passthrough
     build.set_defaults(handler=run_build, passthrough=[])
@@ -57,17 +58,19 @@ def register(subparsers: Any) -> None:
 
 def _compose_file(args: argparse.Namespace) -> Path:
     source: Path = args.source
-    if source.is_file() and source.name.endswith((".yml", ".yaml")) and source.name.startswith(("docker-compose", "compose")):
-        return source
-    if source.is_dir() and (source / "docker-compose.yml").is_file():
-        return source / "docker-compose.yml"
+    direct = source if source.is_file() and source.name in ("docker-compose.yml", "compose.yml") else (
+        source / "docker-compose.yml" if source.is_dir() and (source / "docker-compose.yml").is_file() else None)
+    if direct is not None:
+        if args.env is not None:
+            raise InvalidRequestError("--env applies to a SPEC; a compiled directory is one environment already")
+        return direct
     from swarm.compiler import compile_loaded
     from swarm.compiler.output import diff_output
     from swarm.spec.loader import load_spec_full
 
     compiled_dir: Path = args.compiled_dir
-    loaded = load_spec_full(source)  # a bad spec: SpecError, printed by the dispatcher
-    swarm = loaded.spec.name
+    loaded = load_spec_full(source, args.env)  # a bad spec: SpecError, printed by the dispatcher
+    swarm = loaded.output_name  # <swarm> or <swarm>.<env>
     differing = diff_output(compile_loaded(loaded), compiled_dir, swarm)
     if differing:
         shown = "; ".join(differing[:5]) + ("; ..." if len(differing) > 5 else "")

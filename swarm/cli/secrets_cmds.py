@@ -4,7 +4,8 @@ Writes the ``.env`` the compiled compose file needs (the variables and values co
 from :mod:`swarm.secrets_env`). Where things come from:
 
 * the swarm and its agents: ``COMPILED`` (a ``compiled/<swarm>`` directory; its
-  ``registry.json`` is read, no spec load) or ``SPEC`` (default ``specs/``);
+  ``registry.json`` is read, no spec load) or ``SPEC`` (default ``specs/``, with
+  ``--env NAME``'s overlay);
 * ``SWARM_REGISTRY_SECRET``: ``--secret-file`` (its first line) or the environment;
   it is never generated (every token derives from it, so a fresh one would silently
   invalidate tokens handed out before): without it the command fails (exit 2);
@@ -12,7 +13,7 @@ from :mod:`swarm.secrets_env`). Where things come from:
   rewritten, else a new random one (Redis takes it from the compose file at start);
 * ``SWARM_BUS_SECRET`` / ``SWARM_ADMIN_TOKEN``: copied when set in the environment.
 
-The file (default ``.swarm/<swarm>.env``: outside ``compiled/``, which ``swarm
+The file (default ``.swarm/<swarm>.env``, ``.swarm/<swarm>.<env>.env`` for an environment: outside ``compiled/``, which ``swarm
 compile`` owns and prunes, and ignored by git) is created with mode 0600 and
 replaced atomically. A file that ``swarm secrets env`` did not write is refused
 unless ``--force``. ``--out -`` writes to stdout; otherwise stdout gets one line
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swarm.cli import EXIT_OK
+from swarm.cli import EXIT_OK, add_env_option
 from swarm.errors import InvalidRequestError
 
 
@@ -50,11 +51,13 @@ def register(subparsers: Any) -> None:
                      help="read SWARM_REGISTRY_SECRET from FILE's first line instead of the environment")
     env.add_argument("--force", action="store_true",
                      help="overwrite FILE even if `swarm secrets env` did not write it")
+    add_env_option(env)
     env.set_defaults(handler=run_env)
 
 
-def _source(path: Path) -> tuple[str, list[Any]]:
-    """(swarm, agents) from a compiled directory's registry.json or from a spec."""
+def _source(path: Path, environment: str | None) -> tuple[str, str, list[Any]]:
+    """(swarm, output name, agents) from a compiled directory's registry.json or from a spec
+    (with its ``--env`` overlay); the output name is ``<swarm>`` or ``<swarm>.<env>``, as under compiled/."""
     from swarm.secrets_env import AgentEntry
 
     catalog = path / "registry.json" if path.is_dir() else path
@@ -62,13 +65,13 @@ def _source(path: Path) -> tuple[str, list[Any]]:
         try:
             data = json.loads(catalog.read_text(encoding="utf-8"))
             agents = [AgentEntry(id=str(a["agent_id"]), registry=bool(a["registry"])) for a in data["agents"].values()]
-            return str(data["swarm"]), agents
+            return str(data["swarm"]), catalog.resolve().parent.name, agents
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidRequestError(f"{catalog}: not a compiled registry.json ({exc})") from exc
-    from swarm.spec.loader import load_spec
+    from swarm.spec.loader import load_spec_full
 
-    spec = load_spec(path)  # a bad spec: SpecError, printed by the dispatcher
-    return spec.name, [AgentEntry(id=a.id, registry=a.registry) for a in spec.agents]
+    loaded = load_spec_full(path, environment)  # a bad spec: SpecError, printed by the dispatcher
+    return loaded.spec.name, loaded.output_name, [AgentEntry(id=a.id, registry=a.registry) for a in loaded.spec.agents]
 
 
 def _registry_secret(args: argparse.Namespace) -> str:
@@ -139,8 +142,10 @@ def run_env(args: argparse.Namespace) -> int:
     from swarm.secrets_env import ADMIN_TOKEN_ENV, compose_env, render
 
     registry_secret = _registry_secret(args)
-    swarm, agents = _source(args.source)
-    out = None if args.out == "-" else Path(args.out or Path(".swarm") / f"{swarm}.env")
+    if args.env is not None and (args.source / "registry.json").is_file():
+        raise InvalidRequestError("--env applies to a SPEC; a compiled directory is one environment already")
+    swarm, output_name, agents = _source(args.source, args.env)
+    out = None if args.out == "-" else Path(args.out or Path(".swarm") / f"{output_name}.env")
     previous = _previous(out, args.force) if out is not None else {}
     redis_password = (os.environ.get(PASSWORD_ENV) or previous.get(PASSWORD_ENV)
                       or secrets.token_urlsafe(32))
@@ -156,7 +161,7 @@ def run_env(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     _write_private(out, text)
-    compose = (args.source if (args.source / "registry.json").is_file() else Path("compiled") / swarm) / "docker-compose.yml"
+    compose = (args.source if (args.source / "registry.json").is_file() else Path("compiled") / output_name) / "docker-compose.yml"
     tokens = sum(1 for name in values if name.startswith("SWARM_AGENT_TOKEN_"))
     print(f"wrote {out} (mode 0600): {len(values)} variables, {tokens} agent tokens and "
           f"{len(agents)} bus passwords of swarm {swarm}; use it with "

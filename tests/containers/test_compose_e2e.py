@@ -116,7 +116,6 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
     shutil.copytree(REPO / "specs", tmp_path / "specs")
     swarm("compile", str(tmp_path / "specs"), "--out", str(tmp_path / "compiled"), env=env, cwd=tmp_path)
     compiled = tmp_path / "compiled" / SWARM
-    _TEMP_DEV_PATCH(compiled)
     port = free_port()
     compose_file = compiled / "podman-compose.yml"
     document = without_depends_on(compiled / "docker-compose.yml", compose_file, port)
@@ -205,20 +204,3 @@ def _live(registry: str) -> bool:
     except httpx.HTTPError:
         return False
 
-
-def _TEMP_DEV_PATCH(compiled: Path) -> None:
-    """TEMPORARY, removed once the compose target names image tags and the Dockerfiles take
-    PYTHON_IMAGE / PIP_FIND_LINKS: gives this compiled copy both, as the compiler will. Does
-    nothing to output that already has them."""
-    import yaml
-    for df in compiled.rglob("Dockerfile"):
-        text = df.read_text()
-        if "ARG PYTHON_IMAGE" not in text:
-            text = text.replace("FROM python:3.11.11-slim-bookworm", "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm\nFROM ${PYTHON_IMAGE}\nARG PIP_FIND_LINKS")
-            df.write_text(text)
-    c = compiled / "docker-compose.yml"
-    d = yaml.safe_load(c.read_text())
-    for name, svc in d["services"].items():
-        if "build" in svc and "image" not in svc:
-            svc["image"] = "research-swarm:0.1.0" if svc["build"]["context"] == "./registry" else f"research-{name}:1.0.0"
-    c.write_text(yaml.safe_dump(d, sort_keys=True))
