@@ -146,3 +146,15 @@ def test_agents_outside_the_registry_get_no_token_and_names_follow_the_renderer(
     assert "SWARM_BUS_PASSWORD_WATCHER" in values and "SWARM_AGENT_TOKEN_WATCHER" not in values
     for agent_id in ("web-researcher", "a1-b2", "x"):
         assert env_suffix(agent_id) == render_env_suffix(agent_id)  # the compose renderer's names
+
+
+def test_the_default_file_is_per_environment_under_dot_swarm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWARM_REGISTRY_SECRET", SECRET)
+    assert main(["secrets", "env", str(REPO / "specs"), "--env", "staging"]) == 0
+    out = tmp_path / ".swarm" / "research.staging.env"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    assert "compiled/research.staging/docker-compose.yml" in capsys.readouterr().out
+    assert parse(out.read_text())["SWARM_REGISTRY_SECRET"] == SECRET
+    assert main(["secrets", "env", str(COMPILED), "--env", "staging"]) == 2  # a compiled dir has no overlays

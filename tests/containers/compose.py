@@ -110,7 +110,7 @@ class Compose:
     def logs(self, *services: str) -> str:
         parts = []
         for service in services:
-            proc = self._run(["podman", "logs", "--tail", "40", self.container(service)], 30)
+            proc = self._run(["podman", "logs", "--tail", "400", self.container(service)], 30)
             parts.append(f"--- {service}\n{proc.stdout}{proc.stderr}")
         return "\n".join(parts)
 
