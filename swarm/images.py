@@ -12,7 +12,9 @@ How swarm gets into the images: the Python Dockerfiles ``pip install`` the
 index. This module builds a wheel of the swarm that is running (``pip wheel --no-deps``
 of the source tree its package was imported from; or ``--wheel``), serves that
 wheel's directory over HTTP on 127.0.0.1 for the duration of the builds, and passes
-``--network host --build-arg PIP_FIND_LINKS=http://127.0.0.1:<port>/``; pip reads
+``--network host --build-arg PIP_FIND_LINKS=http://127.0.0.1:<port>/`` (bound to the
+loopback only, serving a temporary directory holding just the wheel, or the directory
+``--wheel`` names); pip reads
 ``PIP_FIND_LINKS`` from the environment, and the Dockerfiles declare it as an ARG.
 One mechanism for docker and podman alike (podman could mount a directory into a
 build, docker cannot); the host network is also what lets the RUN steps reach the
@@ -38,11 +40,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Mapping, Sequence
-
-from contextlib import contextmanager
 
 from swarm.errors import EngineError, InvalidRequestError
 

@@ -222,6 +222,9 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
         compose.compose("down", "-v", "--timeout", "10", check=False)
         timings["compose down"] = time.monotonic() - t
         print(json.dumps({k: round(v, 1) for k, v in timings.items()}), file=sys.stderr)
+        # the swarm's images go too (each run rebuilds them: the wheel server's port is a build
+        # argument); the stand-ins stay, they are the cache of the next run
+        subprocess.run(["podman", "rmi", "--force", *tags], capture_output=True, env=env, timeout=120)
     assert compose.leftovers() == {"containers": [], "networks": [], "volumes": []}
     assert compose.project not in subprocess.run(["podman", "network", "ls", "--format", "{{.Name}}"],
                                                  capture_output=True, text=True, env=env).stdout
