@@ -52,7 +52,7 @@ SWARM = "research"
 #: the one-shot setup services: they must have exited 0 before the agents start
 SETUP_SERVICES = ("swarm-bus-apply", "swarm-catalog-push")
 
-pytestmark = [pytest.mark.slow, pytest.mark.containers, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.containers, pytest.mark.timeout(900)]
 
 
 def _skip_reason() -> str | None:
