@@ -35,9 +35,12 @@ from swarm.errors import InvalidRequestError
 
 
 def register(subparsers: Any) -> None:
-    group = subparsers.add_parser("secrets", help="write the secrets a compiled swarm needs")
+    from swarm.cli.secrets_k8s_cmds import add_k8s
+
+    group = subparsers.add_parser("secrets", help="print or write the secrets a compiled swarm needs")
     sub = group.add_subparsers(dest="secrets_command", metavar="ACTION")
     sub.required = True
+    add_k8s(sub)
     env = sub.add_parser(
         "env", help="write the .env of the compose file (every agent token and bus password)",
         description="Write the .env the compiled compose file needs: SWARM_REGISTRY_SECRET, "
