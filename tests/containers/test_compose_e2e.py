@@ -17,8 +17,10 @@ Steps and why each is there:
    (:mod:`tests.containers.compose` says why), on a free registry port, under a
    project name of its own.
 6. GET /agents on the published port until every registering agent is healthy.
-7. The architect and web-researcher exchange one message each way (published inside
-   the agent's own container, with its own Redis user), seen in the receiver's log.
+7. The architect (TypeScript/NestJS: the example's `runtime: node`) and web-researcher
+   (Python) exchange one message each way, each published inside the sender's own
+   container with its own Redis user (the architect through the node runtime's
+   BusClient), seen in the receiver's log; a second copy of one is not delivered.
 8. ``down -v``: no container, network or volume of the project is left.
 
 Marked ``slow`` and ``containers``; skipped (with the reason) only where podman or
@@ -196,6 +198,8 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
         t = time.monotonic()
         to_worker = f"e2e-task-{uuid.uuid4().hex[:6]}"
         to_architect = f"e2e-result-{uuid.uuid4().hex[:6]}"
+        runtime = json.loads((compiled / "registry.json").read_text())["agents"]["architect"]["runtime"]
+        assert is_node(compiled, "architect") == (runtime == "node")  # the example's architect is TypeScript
         first = publish_from(compose, compiled, "architect", "tasks.research", to_worker)
         again = publish_from(compose, compiled, "architect", "tasks.research", to_worker)
         if is_node(compiled, "architect"):  # the TypeScript architect, once its runtime is node
