@@ -19,7 +19,8 @@ type: the reconcile loop retries :class:`TransientError` with backoff and report
     │   │   ├── AclDeniedError
     │   │   ├── BreakerOpenError
     │   │   └── PayloadTooLargeError
-    │   └── RedisRefusedError      Redis refused a command a retry will not change (NOPERM ...)
+    │   ├── RedisRefusedError      Redis refused a command a retry will not change (NOPERM ...)
+    │   └── EngineError            a container engine (docker, podman) or pip command failed
     └── TransientError             retry later (carries delay)
         ├── RedisUnavailableError
         ├── RegistryUnavailableError
@@ -146,6 +147,10 @@ class RedisRefusedError(PermanentError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class EngineError(PermanentError):
+    """A container engine (docker, podman) or pip command failed; the message carries its last output lines."""
 
 
 class TransientError(SwarmError):

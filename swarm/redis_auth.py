@@ -14,6 +14,8 @@ Pure string work (no I/O but the one environment read), so any layer may import 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -85,3 +87,11 @@ def bus_secret_from_env(env: Mapping[str, str] | None = None) -> str | None:
     (empty values count as unset). ``bus apply``, the reconciler and the registry all read it here."""
     env = os.environ if env is None else env
     return env.get(BUS_SECRET_ENV) or env.get("SWARM_REGISTRY_SECRET") or None
+
+
+def bus_password(secret: str, swarm: str, agent_id: str) -> str:
+    """The Redis password of an agent's user: HMAC-SHA256(secret, "swarm-bus:<swarm>:<id>").
+
+    Pure, here rather than in :mod:`swarm.bus.apply` (which re-exports it) so that
+    ``swarm secrets env`` derives it without importing a Redis client."""
+    return hmac.new(secret.encode(), f"swarm-bus:{swarm}:{agent_id}".encode(), hashlib.sha256).hexdigest()

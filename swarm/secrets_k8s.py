@@ -10,7 +10,7 @@ name and key and never hold a value:
   reconciler), and, when the user set them, ``SWARM_BUS_SECRET`` (the key of the
   agents' Redis passwords; default the registry secret) and ``SWARM_ADMIN_TOKEN``;
 * ``<swarm>-<id>`` per agent: ``SWARM_BUS_PASSWORD`` (its Redis user's password,
-  :func:`swarm.bus.apply.bus_password` under the bus secret) and, when it registers,
+  :func:`swarm.redis_auth.bus_password` under the bus secret) and, when it registers,
   ``SWARM_AGENT_TOKEN`` (:func:`swarm.registry.auth.agent_token`).
 
 Values go in ``data`` (base64), the form ``kubectl get secret -o yaml`` returns, so a
@@ -61,8 +61,7 @@ def secret_manifests(
 ) -> list[dict[str, Any]]:
     """The swarm's Secret, then one per agent (sorted by id)."""
     # imported here: swarm.registry's package imports its HTTP client, swarm.bus.apply a Redis client
-    # (bus_password moves to swarm.redis_auth, and apply re-exports it)
-    from swarm.bus.apply import bus_password
+    from swarm.redis_auth import bus_password  # pure: no Redis client imported
     from swarm.registry.auth import agent_token
 
     if not registry_secret:

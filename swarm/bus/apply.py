@@ -35,8 +35,6 @@ reports no change. Decisions:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -49,6 +47,7 @@ from swarm.desired import AclDocument, BusPlan
 from swarm.errors import BusError
 from swarm.foreign import REDIS_ERRORS, redis_error
 from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
+from swarm.redis_auth import bus_password as bus_password  # pure; re-exported where callers find it
 
 #: Commands an agent may run outside key-bound selectors (no key, no script).
 _BASE_COMMANDS = ["+ping", "+multi", "+exec", "+discard"]
@@ -92,11 +91,6 @@ class ApplyReport:
         if self.users_skipped:
             out.append("skipped Redis users: no bus secret (set SWARM_BUS_SECRET)")
         return out
-
-
-def bus_password(secret: str, swarm: str, agent_id: str) -> str:
-    """The Redis password of an agent's user: HMAC-SHA256(secret, "swarm-bus:<swarm>:<id>")."""
-    return hmac.new(secret.encode(), f"swarm-bus:{swarm}:{agent_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def agent_redis_url(redis_url: str, swarm: str, agent_id: str, secret: str) -> str:

@@ -26,8 +26,9 @@ _COMMAND_MODULES = (
     "swarm.cli.registry_cmds",  # registry serve|push, token
     "swarm.cli.bus_cmds",  # bus apply|publish|read|breaker
     "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
-    "swarm.cli.secrets_k8s_cmds",  # secrets k8s (merged into the secrets group of secrets env)
     "swarm.cli.history_cmds",  # history, rollback
+    "swarm.cli.secrets_cmds",  # secrets env, and secrets k8s (swarm.cli.secrets_k8s_cmds.add_k8s)
+    "swarm.cli.images_cmds",  # images build
 )
 
 
@@ -36,6 +37,10 @@ def add_env_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", metavar="NAME", dest="env", default=None,
                         help="apply the environment overlay NAME (a kind: Environment document, e.g. "
                              "specs/environments/NAME.yaml); output goes to <out>/<swarm>.NAME/")
+
+
+#: (command, action) pairs whose words after `--` are handed over as ``args.passthrough``
+_PASSTHROUGH = {("images", "build")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `swarm images build ... -- ENGINE ARGS`: the words after the first `--` go untouched to the
+    # engine (argparse alone cannot mix an optional positional with a trailing `--` list). Every
+    # other command keeps argparse's own `--` (e.g. a JSON payload that starts with `-`).
+    passthrough: list[str] = []
+    if tuple(w for w in words if not w.startswith("-"))[:2] in _PASSTHROUGH and "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1:]
+    args = parser.parse_args(words)
+    if hasattr(args, "passthrough"):
+        args.passthrough = passthrough
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
