@@ -230,8 +230,8 @@ def compose_document(spec: Spec, swarm_version: str) -> dict[str, Any]:
 
 
 COMPOSE_NOTES = (
-    "# Images: `swarm images build` builds every image named below; `swarm secrets env --out .env`\n"
-    "# writes the variables that follow.\n"
+    "# Images: `swarm images build` builds every image named below. `swarm secrets env` writes the\n"
+    "# variables that follow to .swarm/<swarm>.env: docker compose --env-file .swarm/<swarm>.env ... up\n"
     "# Environment: SWARM_REGISTRY_SECRET (required: key of the agents' registry tokens);\n"
     "# SWARM_ADMIN_TOKEN (optional: default derived from the secret, `swarm token --admin`);\n"
     "# SWARM_AGENT_TOKEN_<ID> per registered agent (`swarm token <id>`; id upper-cased, '-' as '_');\n"
