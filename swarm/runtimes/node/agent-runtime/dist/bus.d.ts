@@ -65,6 +65,8 @@ export declare class BusClient {
     private owner;
     private redisAt;
     private readerAt;
+    /** Set by close(): the errors of the connections it ends move nothing. */
+    private closing;
     private keys;
     private settings;
     private nextRefresh;

@@ -91,6 +91,8 @@ export class BusClient {
     owner = null;
     redisAt = null;
     readerAt = null;
+    /** Set by close(): the errors of the connections it ends move nothing. */
+    closing = false;
     keys;
     settings = null;
     nextRefresh = 0;
@@ -126,6 +128,7 @@ export class BusClient {
     }
     /** Open the connections and load the bus plan; throws while Redis or the plan is not there. */
     async connect() {
+        this.closing = false;
         const redis = this.conn;
         if (redis.status === "wait")
             await redis.connect();
@@ -197,7 +200,7 @@ export class BusClient {
                     if (redirects < MAX_REDIRECTS)
                         continue;
                 }
-                else if (!isReply(error) && same(at, this.target)) {
+                else if (!isReply(error) && !this.closing && same(at, this.target)) {
                     const next = !same(at, this.seed) ? this.seed : this.owner;
                     if (next !== null && !same(next, at)) {
                         this.log.warning(`${at.host}:${at.port} failed (${describe(error)}); trying ${next.host}:${next.port} next`);
@@ -455,6 +458,7 @@ export class BusClient {
         const clients = [this.reader, this.redis].filter((c) => c !== null);
         this.reader = this.redis = null;
         this.readerAt = this.redisAt = null;
+        this.closing = true;
         this.connected = false;
         for (const client of clients)
             client.disconnect();

@@ -152,6 +152,8 @@ export class BusClient {
   private owner: Address | null = null;
   private redisAt: Address | null = null;
   private readerAt: Address | null = null;
+  /** Set by close(): the errors of the connections it ends move nothing. */
+  private closing = false;
   private keys: AgentKeys;
   private settings: Settings | null = null;
   private nextRefresh = 0;
@@ -191,6 +193,7 @@ export class BusClient {
 
   /** Open the connections and load the bus plan; throws while Redis or the plan is not there. */
   async connect(): Promise<void> {
+    this.closing = false;
     const redis = this.conn;
     if (redis.status === "wait") await redis.connect();
     await this.loadPlan(true);
@@ -260,7 +263,7 @@ export class BusClient {
             this.target = moved;
           }
           if (redirects < MAX_REDIRECTS) continue;
-        } else if (!isReply(error) && same(at, this.target)) {
+        } else if (!isReply(error) && !this.closing && same(at, this.target)) {
           const next = !same(at, this.seed) ? this.seed : this.owner;
           if (next !== null && !same(next, at)) {
             this.log.warning(`${at.host}:${at.port} failed (${describe(error)}); trying ${next.host}:${next.port} next`);
@@ -518,6 +521,7 @@ export class BusClient {
     const clients = [this.reader, this.redis].filter((c): c is Redis => c !== null);
     this.reader = this.redis = null;
     this.readerAt = this.redisAt = null;
+    this.closing = true;
     this.connected = false;
     for (const client of clients) client.disconnect();
   }
