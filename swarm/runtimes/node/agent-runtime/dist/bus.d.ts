@@ -74,8 +74,6 @@ export declare class BusClient {
     private reclaimMore;
     private readonly log;
     constructor(config: AgentConfig, blockMs?: number, readCount?: number);
-    /** The node both connections use now (tests and /health may read it). */
-    get node(): Address;
     private client;
     /** Open the connections and load the bus plan; throws while Redis or the plan is not there. */
     connect(): Promise<void>;

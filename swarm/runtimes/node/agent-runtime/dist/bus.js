@@ -110,10 +110,6 @@ export class BusClient {
         this.log = new Logger(`swarm.bus.${config.agentId}`);
         this.seed = this.target = urlAddress(config.redisUrl);
     }
-    /** The node both connections use now (tests and /health may read it). */
-    get node() {
-        return { ...this.target };
-    }
     client() {
         const url = this.config.redisUrl ?? "";
         const client = new Redis(same(this.target, this.seed) ? url : urlAt(url, this.target), {

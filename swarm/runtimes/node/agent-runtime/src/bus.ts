@@ -173,11 +173,6 @@ export class BusClient {
     this.seed = this.target = urlAddress(config.redisUrl);
   }
 
-  /** The node both connections use now (tests and /health may read it). */
-  get node(): Address {
-    return { ...this.target };
-  }
-
   private client(): Redis {
     const url = this.config.redisUrl ?? "";
     const client = new Redis(same(this.target, this.seed) ? url : urlAt(url, this.target), {
