@@ -112,6 +112,35 @@ def test_typescript_computes_the_same_keys_as_swarm_keys() -> None:
         }
 
 
+def test_moved_replies_name_the_node_to_follow(tmp_path: Path, node_modules: Path) -> None:
+    """bus.js's reading of MOVED (a plain reply, or the EXECABORT of a MULTI holding one) and the
+    URL it then connects with: the same user, password and db on the named node."""
+    shutil.copytree(SHARED_SOURCE / "dist", tmp_path / "dist")
+    (tmp_path / "package.json").write_text('{"type": "module"}\n')
+    (tmp_path / "node_modules").symlink_to(node_modules)
+    script = (
+        "import { movedTo, urlAt } from './dist/bus.js';"
+        "const e = (m) => { const x = new Error(m); x.name = 'ReplyError'; return x; };"
+        "const abort = e('EXECABORT Transaction discarded because of previous errors.');"
+        "abort.previousErrors = [e('MOVED 12 10.0.0.2:7002')];"
+        "const cur = { host: '10.0.0.9', port: 1 };"
+        "console.log(JSON.stringify(["
+        "  movedTo(e('MOVED 3999 127.0.0.1:7001'), cur), movedTo(e('MOVED 3999 :7003'), cur),"
+        "  movedTo(e('MOVED 1 [::1]:7004'), cur), movedTo(abort, cur), movedTo(e('CLUSTERDOWN The cluster is down'), cur),"
+        "  movedTo(e('ERR MOVED 1 a:2'), cur), movedTo('MOVED 1 a:2', cur),"
+        "  urlAt('redis://swarm.demo.a:p%40ss@127.0.0.1:7000/0', { host: '10.0.0.2', port: 7002 }),"
+        "  urlAt('redis://u:p@h:1/3', { host: '::1', port: 7004 }),"
+        "]));"
+    )
+    out = subprocess.run(["node", "--input-type=module", "-e", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout) == [
+        {"host": "127.0.0.1", "port": 7001}, {"host": "10.0.0.9", "port": 7003}, {"host": "::1", "port": 7004},
+        {"host": "10.0.0.2", "port": 7002}, None, None, None,
+        "redis://swarm.demo.a:p%40ss@10.0.0.2:7002/0", "redis://u:p@[::1]:7004/3",
+    ]
+
+
 def test_shipped_dist_is_built_from_the_shipped_source(tmp_path: Path, node_modules: Path) -> None:
     built = build_shared(tmp_path / "build", node_modules)
     shipped = SHARED_SOURCE / "dist"
