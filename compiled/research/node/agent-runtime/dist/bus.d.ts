@@ -39,6 +39,15 @@ export interface BusStats {
     failed: number;
     deadLettered: number;
 }
+/** A Redis node: what a MOVED reply names. */
+export interface Address {
+    host: string;
+    port: number;
+}
+/** The node a `MOVED <slot> <host>:<port>` error (or an EXECABORT caused by one) names, else null. */
+export declare function movedTo(error: unknown, current?: Address): Address | null;
+/** `url` with its host and port replaced by `address` (user, password, db and the rest kept). */
+export declare function urlAt(url: string, address: Address): string;
 export declare class BusClient {
     private readonly config;
     readonly blockMs: number;
@@ -48,6 +57,16 @@ export declare class BusClient {
     readonly consumerName: string;
     private redis;
     private reader;
+    /** The URL's node, where a connection goes when the node it was moved to fails. */
+    private readonly seed;
+    /** Where both connections go: the seed, or the last node a MOVED reply named. */
+    private target;
+    /** The last node a MOVED reply named (kept while the seed is tried). */
+    private owner;
+    private redisAt;
+    private readerAt;
+    /** Set by close(): the errors of the connections it ends move nothing. */
+    private closing;
     private keys;
     private settings;
     private nextRefresh;
@@ -60,7 +79,18 @@ export declare class BusClient {
     connect(): Promise<void>;
     /** `connect()` retried with backoff until it succeeds or `signal` aborts. */
     connectWithRetry(signal: AbortSignal): Promise<boolean>;
+    /** The command connection, made anew when the target moved since it was made. */
     private get conn();
+    /** The blocking reader's connection, the same way. */
+    private get readConn();
+    /**
+     * `command` on `connection()`, sent again to the node a MOVED reply names (up to
+     * MAX_REDIRECTS times). A connection failure while moved sends the next command to
+     * the URL's node (to be redirected again); one on the URL's node tries the last
+     * owner next. Every other error goes to the caller as it is.
+     */
+    private call;
+    private cmd;
     private loadPlan;
     private get current();
     /** One XADD to the outbox. The router decides the rest (see the receipts stream). */

@@ -18,6 +18,14 @@
  * - settings (visibility timeout, max deliveries) and the agent's streams come from
  *   the bus plan `swarm bus apply` wrote to Redis (bus.json), re-read every few
  *   seconds, as the Python agents do.
+ * - Redis Cluster: every key of a swarm is in one hash slot, so a plain client of the
+ *   slot's master is all it takes. An agent's user has no CLUSTER rights, so, as the
+ *   Python agents (swarm.redis_conn), it follows `MOVED <slot> <host>:<port>` alone:
+ *   both connections move to that node (same user, password and db) and the command
+ *   is sent again. A MULTI answered EXECABORT because of a MOVED reply moves the same
+ *   way. A connection that fails while moved goes back to the URL's node (which
+ *   redirects again, e.g. to a promoted replica after a failover); the callers' loops
+ *   back off between attempts.
  */
 import { hostname } from "node:os";
 
@@ -82,6 +90,53 @@ export interface BusStats {
 
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
 const REFRESH_MS = 5000;
+/** MOVED replies followed for one command before its error goes to the caller. */
+const MAX_REDIRECTS = 5;
+
+/** A Redis node: what a MOVED reply names. */
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** The node a `MOVED <slot> <host>:<port>` error (or an EXECABORT caused by one) names, else null. */
+export function movedTo(error: unknown, current?: Address): Address | null {
+  if (!(error instanceof Error)) return null;
+  const previous = (error as { previousErrors?: unknown }).previousErrors;
+  if (error.message.startsWith("EXECABORT") && Array.isArray(previous)) {
+    for (const inner of previous) {
+      const address = movedTo(inner, current);
+      if (address !== null) return address;
+    }
+    return null;
+  }
+  const match = /^MOVED \d+ (\S*):(\d+)$/u.exec(error.message.trim());
+  if (match === null) return null;
+  const host = match[1].replace(/^\[(.*)\]$/u, "$1");
+  return { host: host === "" ? (current?.host ?? "127.0.0.1") : host, port: Number(match[2]) };
+}
+
+/** `url` with its host and port replaced by `address` (user, password, db and the rest kept). */
+export function urlAt(url: string, address: Address): string {
+  const parsed = new URL(url);
+  parsed.hostname = address.host.includes(":") ? `[${address.host}]` : address.host;
+  parsed.port = String(address.port);
+  return parsed.toString();
+}
+
+function urlAddress(url: string): Address {
+  const parsed = new URL(url);
+  return { host: parsed.hostname.replace(/^\[(.*)\]$/u, "$1") || "127.0.0.1", port: Number(parsed.port || 6379) };
+}
+
+function same(a: Address, b: Address): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+/** An error of Redis itself (a reply), as opposed to the connection failing. */
+function isReply(error: unknown): boolean {
+  return error instanceof Error && (error.name === "ReplyError" || error.message.startsWith("EXECABORT"));
+}
 
 export class BusClient {
   connected = false;
@@ -89,6 +144,16 @@ export class BusClient {
   readonly consumerName: string;
   private redis: Redis | null = null;
   private reader: Redis | null = null;
+  /** The URL's node, where a connection goes when the node it was moved to fails. */
+  private readonly seed: Address;
+  /** Where both connections go: the seed, or the last node a MOVED reply named. */
+  private target: Address;
+  /** The last node a MOVED reply named (kept while the seed is tried). */
+  private owner: Address | null = null;
+  private redisAt: Address | null = null;
+  private readerAt: Address | null = null;
+  /** Set by close(): the errors of the connections it ends move nothing. */
+  private closing = false;
   private keys: AgentKeys;
   private settings: Settings | null = null;
   private nextRefresh = 0;
@@ -105,10 +170,12 @@ export class BusClient {
     this.keys = agentKeys(config.swarm, config.agentId);
     this.consumerName = `${config.agentId}@${hostname()}:${process.pid}`;
     this.log = new Logger(`swarm.bus.${config.agentId}`);
+    this.seed = this.target = urlAddress(config.redisUrl);
   }
 
   private client(): Redis {
-    const client = new Redis(this.config.redisUrl ?? "", {
+    const url = this.config.redisUrl ?? "";
+    const client = new Redis(same(this.target, this.seed) ? url : urlAt(url, this.target), {
       lazyConnect: true,
       enableReadyCheck: false, // an agent's Redis user may not run INFO
       connectTimeout: 2000,
@@ -121,8 +188,9 @@ export class BusClient {
 
   /** Open the connections and load the bus plan; throws while Redis or the plan is not there. */
   async connect(): Promise<void> {
-    if (this.redis === null) this.redis = this.client();
-    if (this.redis.status === "wait") await this.redis.connect();
+    this.closing = false;
+    const redis = this.conn;
+    if (redis.status === "wait") await redis.connect();
     await this.loadPlan(true);
     this.connected = true;
   }
@@ -144,13 +212,70 @@ export class BusClient {
     return false;
   }
 
+  /** The command connection, made anew when the target moved since it was made. */
   private get conn(): Redis {
-    if (this.redis === null) throw new Error("BusClient is not connected: call connect() first");
+    if (this.redis !== null && this.redisAt !== null && !same(this.redisAt, this.target)) {
+      this.redis.disconnect();
+      this.redis = null;
+    }
+    if (this.redis === null) {
+      this.redis = this.client();
+      this.redisAt = { ...this.target };
+    }
     return this.redis;
   }
 
+  /** The blocking reader's connection, the same way. */
+  private get readConn(): Redis {
+    if (this.reader !== null && this.readerAt !== null && !same(this.readerAt, this.target)) {
+      this.reader.disconnect();
+      this.reader = null;
+    }
+    if (this.reader === null) {
+      this.reader = this.client();
+      this.readerAt = { ...this.target };
+    }
+    return this.reader;
+  }
+
+  /**
+   * `command` on `connection()`, sent again to the node a MOVED reply names (up to
+   * MAX_REDIRECTS times). A connection failure while moved sends the next command to
+   * the URL's node (to be redirected again); one on the URL's node tries the last
+   * owner next. Every other error goes to the caller as it is.
+   */
+  private async call<T>(connection: () => Redis, command: (redis: Redis) => Promise<T>): Promise<T> {
+    for (let redirects = 0; ; redirects += 1) {
+      const at = { ...this.target };
+      try {
+        return await command(connection());
+      } catch (error) {
+        const moved = movedTo(error, at);
+        if (moved !== null) {
+          this.owner = moved;
+          if (!same(moved, this.target)) {
+            this.log.info(`the swarm's slot is served by ${moved.host}:${moved.port} (MOVED from ${at.host}:${at.port}); following`);
+            this.target = moved;
+          }
+          if (redirects < MAX_REDIRECTS) continue;
+        } else if (!isReply(error) && !this.closing && same(at, this.target)) {
+          const next = !same(at, this.seed) ? this.seed : this.owner;
+          if (next !== null && !same(next, at)) {
+            this.log.warning(`${at.host}:${at.port} failed (${describe(error)}); trying ${next.host}:${next.port} next`);
+            this.target = next;
+          }
+        }
+        throw error;
+      }
+    }
+  }
+
+  private cmd<T>(command: (redis: Redis) => Promise<T>): Promise<T> {
+    return this.call(() => this.conn, command);
+  }
+
   private async loadPlan(required: boolean): Promise<void> {
-    const raw = await this.conn.get(this.keys.bus);
+    const raw = await this.cmd((r) => r.get(this.keys.bus));
     this.nextRefresh = Date.now() + REFRESH_MS;
     if (raw === null) {
       if (required) {
@@ -206,17 +331,17 @@ export class BusClient {
       }
       fields.push("message_id", mid);
     }
-    const id = String(await this.conn.xadd(this.keys.outbox, "*", ...fields));
+    const id = String(await this.cmd((r) => r.xadd(this.keys.outbox, "*", ...fields)));
     return { status: "accepted", outboxId: id, messageId: mid ?? `${this.config.agentId}:${id}` };
   }
 
   /** XACK + XDEL of one inbox entry in one MULTI. */
   async ack(entryId: string): Promise<void> {
-    const replies = await this.conn
+    const replies = await this.cmd((r) => r
       .multi()
       .xack(this.keys.inbox, this.config.agentId, entryId)
       .xdel(this.keys.inbox, entryId)
-      .exec();
+      .exec());
     const failed = replies?.find(([error]) => error !== null);
     if (replies === null || failed !== undefined) throw new Error(`ack ${entryId} failed: ${describe(failed?.[0] ?? "transaction aborted")}`);
   }
@@ -224,12 +349,12 @@ export class BusClient {
   private async deadLetter(entryId: string, raw: Buffer[], deliveries: number, reason: string): Promise<void> {
     const extra = ["original_entry_id", entryId, "inbox", this.keys.inbox, "group", this.config.agentId,
       "deliveries", String(deliveries), "reason", reason];
-    const replies = await this.conn
+    const replies = await this.cmd((r) => r
       .multi()
       .xadd(this.keys.deadLetter, "*", ...raw, ...extra)
       .xack(this.keys.inbox, this.config.agentId, entryId)
       .xdel(this.keys.inbox, entryId)
-      .exec();
+      .exec());
     const failed = replies?.find(([error]) => error !== null);
     if (replies === null || failed !== undefined) throw new Error(`dead-lettering ${entryId} failed: ${describe(failed?.[0] ?? "aborted")}`);
     this.stats.deadLettered += 1;
@@ -281,8 +406,8 @@ export class BusClient {
   async reclaim(): Promise<Message[]> {
     const { visibilityTimeout, maxDeliveries } = this.current;
     const idle = Math.max(1, Math.floor(visibilityTimeout * 1000));
-    const reply = (await this.conn.callBuffer("XAUTOCLAIM", this.keys.inbox, this.config.agentId, this.consumerName,
-      String(idle), this.reclaimCursor, "COUNT", String(this.readCount))) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+    const reply = (await this.cmd((r) => r.callBuffer("XAUTOCLAIM", this.keys.inbox, this.config.agentId, this.consumerName,
+      String(idle), this.reclaimCursor, "COUNT", String(this.readCount)))) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
     const cursor = reply[0].toString();
     this.reclaimCursor = cursor === "0-0" || cursor === "0" ? "0-0" : cursor;
     this.reclaimMore = this.reclaimCursor !== "0-0";
@@ -308,19 +433,18 @@ export class BusClient {
   }
 
   private async deliveryCounts(ids: string[]): Promise<Map<string, number>> {
-    const rows = (await this.conn.call("XPENDING", this.keys.inbox, this.config.agentId, ids[0], ids[ids.length - 1],
-      String(ids.length + 1000), this.consumerName)) as [string, string, number, number][];
+    const rows = (await this.cmd((r) => r.call("XPENDING", this.keys.inbox, this.config.agentId, ids[0], ids[ids.length - 1],
+      String(ids.length + 1000), this.consumerName))) as [string, string, number, number][];
     return new Map(rows.map((row) => [String(row[0]), Number(row[3])]));
   }
 
   private async read(): Promise<Message[]> {
-    if (this.reader === null) {
-      this.reader = this.client();
-      await this.reader.connect();
-    }
     const block = Math.max(1, Math.min(this.blockMs, Math.floor(this.current.visibilityTimeout * 500)));
-    const reply = await this.reader.callBuffer("XREADGROUP", "GROUP", this.config.agentId, this.consumerName,
-      "COUNT", String(this.readCount), "BLOCK", String(block), "STREAMS", this.keys.inbox, ">");
+    const reply = await this.call(() => this.readConn, async (r) => {
+      if (r.status === "wait") await r.connect();
+      return r.callBuffer("XREADGROUP", "GROUP", this.config.agentId, this.consumerName,
+        "COUNT", String(this.readCount), "BLOCK", String(block), "STREAMS", this.keys.inbox, ">");
+    });
     const out: Message[] = [];
     for (const [rawId, fields] of streamEntries(reply)) {
       const message = await this.message(rawId.toString(), fields, 1);
@@ -391,6 +515,8 @@ export class BusClient {
   async close(): Promise<void> {
     const clients = [this.reader, this.redis].filter((c): c is Redis => c !== null);
     this.reader = this.redis = null;
+    this.readerAt = this.redisAt = null;
+    this.closing = true;
     this.connected = false;
     for (const client of clients) client.disconnect();
   }
