@@ -25,7 +25,7 @@ Tables (created when missing)::
 
     swarm_events(swarm, ms, seq, stream_id, type, agent_id, data jsonb, stored_at)
     swarm_passes(swarm, ms, seq, stream_id, at, trigger, digest, revision jsonb,
-                 actions jsonb, files jsonb, stored_at)
+                 actions jsonb, files jsonb, result, error, stored_at)
     swarm_history_gaps(swarm, stream, after_id, before_id, noticed_at)
 
 psycopg 3 is an optional dependency (``pip install 'swarm-gitops[postgres]'``),
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS swarm_passes (
     actions jsonb NOT NULL, files jsonb NOT NULL,
     stored_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (swarm, ms, seq));
+ALTER TABLE swarm_passes ADD COLUMN IF NOT EXISTS result text NOT NULL DEFAULT 'applied';
+ALTER TABLE swarm_passes ADD COLUMN IF NOT EXISTS error text NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS swarm_history_gaps (
     swarm text NOT NULL, stream text NOT NULL, after_id text NOT NULL, before_id text NOT NULL,
     noticed_at timestamptz NOT NULL DEFAULT now(),
@@ -136,10 +138,11 @@ class PostgresHistory:
                 (self.swarm, *split_id(i), i, f.get("type", ""), f.get("agent", ""),
                  json.dumps(_json_or_text(f.get("data", "null")))) for i, f in entries]
         else:
-            sql = ("INSERT INTO swarm_passes (swarm, ms, seq, stream_id, at, trigger, digest, revision, actions, files) "
-                   "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+            sql = ("INSERT INTO swarm_passes (swarm, ms, seq, stream_id, at, trigger, digest, revision, actions, files, "
+                   "result, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
             rows = [(self.swarm, *split_id(i), i, f.get("at", ""), f.get("trigger", ""), f.get("digest", ""),
-                     f.get("revision", "{}"), f.get("actions", "[]"), f.get("files", "[]")) for i, f in entries]
+                     f.get("revision", "{}"), f.get("actions", "[]"), f.get("files", "[]"), f.get("result", "applied"),
+                     f.get("error", "")) for i, f in entries]
         self._run("store entries", lambda cur: cur.executemany(sql, rows))
 
     def record_gap(self, stream: str, after_id: str, before_id: str) -> None:
@@ -150,10 +153,10 @@ class PostgresHistory:
     def passes(self, limit: int) -> list[tuple[str, dict[str, str]]]:
         """The newest ``limit`` passes as history stream entries (newest first)."""
         rows = self._run("read the passes", lambda cur: cur.execute(
-            "SELECT stream_id, at, trigger, digest, revision::text, actions::text, files::text FROM swarm_passes "
-            "WHERE swarm = %s ORDER BY ms DESC, seq DESC LIMIT %s", (self.swarm, limit)).fetchall())
-        return [(r[0], {"at": r[1], "trigger": r[2], "digest": r[3], "revision": r[4], "actions": r[5], "files": r[6]})
-                for r in rows]
+            "SELECT stream_id, at, trigger, digest, revision::text, actions::text, files::text, result, error "
+            "FROM swarm_passes WHERE swarm = %s ORDER BY ms DESC, seq DESC LIMIT %s", (self.swarm, limit)).fetchall())
+        return [(r[0], {"at": r[1], "trigger": r[2], "digest": r[3], "revision": r[4], "actions": r[5], "files": r[6],
+                        "result": r[7], "error": r[8]}) for r in rows]
 
     def event_ids(self) -> list[str]:
         rows = self._run("read the events", lambda cur: cur.execute(

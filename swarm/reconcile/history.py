@@ -9,7 +9,11 @@ capped stream ``swarm:{N}:history`` (:attr:`swarm.keys.SwarmKeys.history`, newes
   :class:`~swarm.reconcile.status.Revision`);
 * ``actions``: JSON list of the applied actions' descriptions;
 * ``files``: JSON list of the spec files changed since the previous entry's commit
-  (``M path``, ``A path``, ``D path``; empty without git or for the first entry).
+  (``M path``, ``A path``, ``D path``; empty without git or for the first entry);
+* ``result``: ``applied`` (a new revision), ``drift-healed`` (the same revision, hand-made
+  drift undone), or the state of a pass that did not converge (``invalid-spec``,
+  ``refused``, ``error``, ``waiting``; recorded once while the same failure lasts), with
+  ``error`` its message (empty for applied passes).
 
 A rollback pin (``swarm:{N}:pin``) is JSON of :class:`~swarm.reconcile.status.PinInfo`:
 the reconciler following a branch enforces ``commit`` instead of the branch while
@@ -41,18 +45,26 @@ class HistoryEntry(BaseModel):
     revision: Revision
     actions: list[str]
     files: list[str]
+    result: str = "applied"
+    error: str = ""
 
     def render(self) -> str:
-        head = f"{self.at}  {self.revision.label()}  digest {self.digest.split(':', 1)[-1][:12]}  ({self.trigger})"
+        digest = self.digest.split(":", 1)[-1][:12] or "-"
+        head = f"{self.at}  {self.result:12s}  {self.revision.label()}  digest {digest}  ({self.trigger})"
         lines = [head]
+        if self.error:
+            lines.append(f"    error: {self.error}")
+            return "\n".join(lines)
         lines += [f"    changed {f}" for f in self.files]
         lines += [f"    - {a}" for a in self.actions] or ["    (no changes to the live system)"]
         return "\n".join(lines)
 
 
-def history_fields(applied: Applied, files: list[str]) -> dict[str, str]:
-    """The stream fields of one applied revision."""
+def history_fields(applied: Applied, files: list[str], *, result: str = "applied", error: str = "") -> dict[str, str]:
+    """The stream fields of one pass (an applied revision, or a failure: see the module docstring)."""
     return {
+        "result": result,
+        "error": error,
         "at": applied.at,
         "trigger": applied.trigger,
         "digest": applied.digest or "",
@@ -73,6 +85,8 @@ def parse_history_entry(entry_id: str, fields: Mapping[str, Any]) -> HistoryEntr
             revision=Revision.model_validate_json(fields["revision"]),
             actions=json.loads(fields["actions"]),
             files=json.loads(fields["files"]),
+            result=str(fields.get("result", "applied")),
+            error=str(fields.get("error", "")),
         )
     except (KeyError, TypeError, ValueError, ValidationError):
         return None

@@ -88,6 +88,9 @@ from swarm.spec.loader import LoadedSpec, compute_digest, parse_spec_texts, read
 
 log = logging.getLogger("swarm.reconcile")
 
+#: Pass results recorded in the history besides applied revisions (each kind once while it lasts).
+FAILED_PASS_STATES = frozenset({"invalid-spec", "refused", "error", "waiting"})
+
 LIVE_STATUSES = frozenset({"healthy", "critical", "live"})
 EXPIRED_STATUSES = frozenset({"expiring", "expired"})
 
@@ -243,6 +246,7 @@ class Reconciler:
         self._pin_active = False  # the last read of the spec enforced the pin
         self._hook_seen: str | None = None
         self._last_history_commit: str | None = None
+        self._last_failure: tuple[str, str | None, str] | None = None  # the failed pass last recorded
 
     # ------------------------------------------------------------------ spec
 
@@ -376,9 +380,13 @@ class Reconciler:
             if not self.config.dry_run:
                 self._record_converged(source, attempt, result, new_spec=new_spec, spec_error=spec_error)
                 if status.last_applied is not None and status.last_applied is not applied_before:
-                    self._record_history(ports, status.last_applied)
+                    healed = (bool(result.applied) and not new_spec and applied_before is not None
+                              and applied_before.digest == source.digest)
+                    self._record_history(ports, status.last_applied, "drift-healed" if healed else "applied")
         except SwarmError as exc:
             self._record_failure(exc, result)
+        if not self.config.dry_run and result.state in FAILED_PASS_STATES:
+            self._record_failed_pass(ports, attempt, result)
         status.updated_at = now_iso()
         self.status = status
         if not self.config.dry_run:
@@ -391,18 +399,33 @@ class Reconciler:
 
     # ------------------------------------------------------------------ git: history, rollback, fetch
 
-    def _record_history(self, ports: Ports, applied: Applied) -> None:
+    def _record_history(self, ports: Ports, applied: Applied, result: str) -> None:
         """Append the revision just applied to ``swarm history`` (never fails the pass)."""
         commit = applied.revision.commit
         files: list[str] = []
         if self._repo is not None and commit and self._last_history_commit and self._last_history_commit != commit:
             files = changed_files(self._repo, self._last_history_commit, commit, self.config.spec_paths)
         try:
-            ports.status.append_history(history_fields(applied, files))
+            ports.status.append_history(history_fields(applied, files, result=result))
             if commit:
                 self._last_history_commit = commit
+            self._last_failure = None
         except SwarmError as exc:
             log.warning("could not record the applied revision in the history: %s", exc)
+
+    def _record_failed_pass(self, ports: Ports, attempt: Attempt, result: PassResult) -> None:
+        """A pass that did not converge, once per kind of failure (retries of the same one are
+        not repeated): its state and error go to the history too."""
+        error = str(result.error) if result.error is not None else ""
+        key = (result.state, attempt.digest, error)
+        if key == self._last_failure:
+            return
+        failed = Applied(revision=attempt.revision, digest=attempt.digest, at=attempt.at, trigger=attempt.trigger)
+        try:
+            ports.status.append_history(history_fields(failed, [], result=result.state, error=error))
+            self._last_failure = key
+        except SwarmError as exc:  # Redis itself may be the failure
+            log.warning("could not record the failed pass in the history: %s", exc)
 
     def _end_stale_pin(self, ports: Ports) -> None:
         """A rollback pin whose branch has moved on is over: remove it (the branch applies)."""

@@ -165,3 +165,25 @@ def test_the_webhook_is_off_without_a_secret_and_refuses_forgeries(registry_fact
         assert client.get("swarm:{research}:git-hook") is None  # nothing refused was counted
     finally:
         client.close()
+
+
+def test_a_failed_pass_is_in_the_history_once_while_it_lasts(
+    live: RegistryProcess, remote: tuple[Path, Path, Path], daemon_factory: Callable[..., Daemon]
+) -> None:
+    _origin, deploy, dev = remote
+    d = daemon_factory(deploy / "specs", "--rev", "origin/main", "--fetch-interval", "3600")
+    d.wait_for(lambda s: s.state == "synced")
+    workers = dev / "specs" / "agents" / "workers.yaml"
+    workers.write_text(workers.read_text().replace("role: worker", "role: wroker", 1))
+    _git(dev, "commit", "-qam", "a typo")
+    _git(dev, "push", "-q", "origin", "main")
+    assert _hook(live).status_code == 202
+    s = d.wait_for(lambda s: s.state == "invalid-spec", timeout=15)
+    passes = s.passes
+    d.wait_for(lambda s: s.passes >= passes + 3)  # resyncs: the same failure, not recorded again
+    done = run_cli("history", str(deploy / "specs"), "--redis-url", live.redis.url, "-o", "json", cwd=deploy)
+    history = json.loads(done.stdout)
+    assert [h["result"] for h in history] == ["invalid-spec", "applied"], history
+    assert "wroker" in history[0]["error"] and history[0]["actions"] == []
+    text = run_cli("history", str(deploy / "specs"), "--redis-url", live.redis.url, cwd=deploy).stdout
+    assert "invalid-spec" in text and "error:" in text
