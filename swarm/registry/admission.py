@@ -32,7 +32,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HealthUrlError(InvalidRequestError):
-    """health_url is not an http(s) URL on the agent's registered host and port (422)."""
+    """health_url is not an http(s) URL on the agent's registered host and port (403: refused by
+    policy, like an undeclared agent; the body itself is well formed)."""
 
 
 def check_health_url(url: str | None, host: str | None, port: int | None) -> None:

@@ -127,7 +127,8 @@ class CatalogPutResult(_Body):
 class ErrorBody(_Body):
     error: str = Field(description="Short machine-readable kind, e.g. not_declared, conflict.")
     detail: str
-    fields: list[str] | None = Field(default=None, description="Immutable fields that changed (409).")
+    fields: list[str] | None = Field(default=None, description="The fields concerned: immutable fields that "
+                                     "changed (409), health_url (403 health_url_refused).")
 
 
 class FieldError(_Body):

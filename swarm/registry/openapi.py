@@ -36,6 +36,19 @@ _MODELS: list[type[BaseModel]] = [RegisterRequest, Registration, AgentList, Hear
            ErrorBody, ValidationErrorBody, Health, Status]
 
 
+#: One event of GET /agents/watch, as an SSE parser sees it (``reset`` carries a snapshot).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"},
+        "event": {"type": "string", "enum": [*EVENT_TYPES, "message"]},
+        "data": {"type": "string", "description": "JSON: the registration, or {agents: [...]} for reset"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -47,7 +60,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         401: "missing bearer token",
-        403: "token does not grant the action, or the catalog refuses the registration",
+        403: "token does not grant the action, or the catalog refuses the registration, or health_url is not "
+             "an http(s) URL on the agent's own host and port (error health_url_refused)",
         404: "not found",
         409: "conflict",
         413: "body over 64 KiB (16 MiB for PUT /catalog)",
@@ -121,8 +135,8 @@ def openapi_document() -> dict[str, Any]:
                            _query("last_event_id", "resume after this event id", pattern=r"^[0-9]+-[0-9]+$"),
                            {"name": "Last-Event-ID", "in": "header", "required": False,
                             "schema": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}}],
-            "responses": {"200": {"description": "event stream; `id:` is the Redis stream id",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "responses": {"200": {"description": "event stream; `id:` is the Redis stream id, `data:` the event's JSON",
+                                  "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
                           **_errors(401, 403, 503)},
             "security": _READ,
         }},

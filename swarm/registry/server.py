@@ -138,6 +138,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def by_method(**endpoints: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """One endpoint serving several methods of a path (HEAD as GET)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
+
+
 def parse_model(model: type[BaseModel], body: bytes) -> Any:
     try:
         return model.model_validate_json(body)
@@ -597,8 +607,9 @@ class RegistryApp:
         if isinstance(exc, ForbiddenError):
             return error_json(403, "forbidden", str(exc))
         if isinstance(exc, HealthUrlError):
-            return error_json(422, "invalid", [FieldError(loc=["body", "health_url"], msg=str(exc),
-                                                          type="health_url").model_dump()])
+            # a refusal by policy (the prober must only reach the agent's own address), like the
+            # catalog's: 403, so a well-formed body the guard refuses is not called malformed
+            return error_json(403, "health_url_refused", str(exc), fields=["health_url"])
         if isinstance(exc, NotDeclaredError):
             return error_json(403, "not_declared", str(exc))
         if isinstance(exc, FieldConflictError):
@@ -629,11 +640,12 @@ class RegistryApp:
             Route("/agents/watch", t("/agents/watch", self.watch), methods=["GET"]),
             Route("/agents/{agent_id}/heartbeat", t("/agents/{agent_id}/heartbeat", self.heartbeat),
                   methods=["POST"]),
-            Route("/agents/{agent_id}", t("/agents/{agent_id}", self.get_agent), methods=["GET"]),
-            Route("/agents/{agent_id}", t("/agents/{agent_id}", self.deregister), methods=["DELETE"]),
+            # one route per path, so a 405 lists every method of the path in Allow
+            Route("/agents/{agent_id}", t("/agents/{agent_id}", by_method(GET=self.get_agent, DELETE=self.deregister)),
+                  methods=["GET", "DELETE"]),
             Route("/agents", t("/agents", self.list_agents), methods=["GET"]),
-            Route("/catalog", t("/catalog", self.put_catalog), methods=["PUT"]),
-            Route("/catalog", t("/catalog", self.get_catalog), methods=["GET"]),
+            Route("/catalog", t("/catalog", by_method(GET=self.get_catalog, PUT=self.put_catalog)),
+                  methods=["GET", "PUT"]),
             Route("/status", t("/status", self.status), methods=["GET"]),
             Route("/hooks/git", t("/hooks/git", self.git_hook), methods=["POST"]),
             Route("/health", t("/health", self.health), methods=["GET"]),

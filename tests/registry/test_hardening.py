@@ -260,8 +260,8 @@ def test_health_url_must_be_on_the_agents_own_host_and_port(
     ]
     for body in attempts:
         r = reg.register("architect", **body)
-        assert r.status_code == 422, body
-        assert r.json()["detail"][0]["loc"] == ["body", "health_url"], r.text
+        assert r.status_code == 403, body
+        assert r.json()["error"] == "health_url_refused" and r.json()["fields"] == ["health_url"], r.text
     # a registration on an address of its own: the prober probes that, and only that
     assert reg.register("architect", host="127.0.0.1", port=own_port).status_code == 201
     client = redis.Redis.from_url(reg.redis.url)

@@ -44,3 +44,30 @@ def test_no_server_errors(registry_factory: RegistryFactory, tmp_path: Path) -> 
     assert proc.returncode == 0, out[-6000:]
     assert "passed" in out and "Server error" not in out, out[-6000:]
     assert "Traceback" not in registry.log_text()
+
+
+def test_every_check_passes(registry_factory: RegistryFactory, tmp_path: Path) -> None:
+    """All of schemathesis' checks (not only "no 5xx"), every phase, every operation including
+    the SSE watch: the description holds. Settings: tests/registry/schemathesis.toml."""
+    registry = registry_factory(env={"SWARM_GIT_WEBHOOK_SECRET": "schemathesis-hook"})
+    registry.push(make_catalog(["architect"], allow_undeclared=True))
+    registry.register("architect")
+    st = Path(sys.executable).parent / "st"
+    config = Path(__file__).with_name("schemathesis.toml")
+    args = [
+        str(st), "--config-file", str(config), "run", registry.url + "/openapi.json",
+        "--checks", "all",
+        "--max-examples", "10",
+        "--max-time", "30",
+        "--request-timeout", "5",
+        "--generation-database", "none",
+        "--workers", "1",
+        "-H", f"Authorization: Bearer {registry.admin}",
+    ]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1"})
+    out = proc.stdout + proc.stderr
+    summary = out[out.rfind("SUMMARY"):] if "SUMMARY" in out else out[-6000:]
+    assert proc.returncode == 0, summary[-6000:]
+    assert "Failures:" not in summary, summary[-6000:]
+    assert "Traceback" not in registry.log_text()
