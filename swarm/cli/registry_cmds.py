@@ -130,6 +130,11 @@ def run_serve(args: argparse.Namespace) -> int:
         min_protect=args.min_protect,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level.lower() != "debug":
+        # httpx logs every request at INFO: the prober's health checks would be one line per agent
+        # per probe interval. The prober logs changes of state (breaker transitions) itself.
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not config.auth_enabled:
         logging.getLogger("swarm.registry").warning("serving WITHOUT authentication (--insecure)")
     uvicorn.run(

@@ -398,3 +398,29 @@ async def test_unexpected_errors_are_json_500_without_internals() -> None:
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
     await registry.redis.aclose()
     await registry.reader.aclose()
+
+
+def test_the_prober_logs_changes_of_state_not_every_probe(registry_factory: RegistryFactory) -> None:
+    """At INFO, ten probe rounds of a healthy agent add no log line; a dead one logs its breaker
+    changing state (a few lines), not one line per probe."""
+    import time
+
+    from tests.registry.test_sweeper import wait_until
+    from tests.support.services import free_port
+
+    reg = registry_factory(extra_args=["--probe-interval", "0.1", "--log-level", "info"])
+    reg.push()
+    healthy = f"http://127.0.0.1:{reg.port}/health/live"  # the registry's own live endpoint answers 200
+    assert reg.register("architect", host="127.0.0.1", port=reg.port, health_url=healthy).status_code == 201
+    before = reg.log_text()
+    time.sleep(1.2)  # about ten probe rounds
+    quiet = reg.log_text()[len(before):]
+    assert "HTTP Request" not in quiet and "architect" not in quiet, quiet
+    dead_port = free_port()
+    assert reg.register("reviewer", host="127.0.0.1", port=dead_port,
+                        health_url=f"http://127.0.0.1:{dead_port}/health/live").status_code == 201
+    wait_until(lambda: reg.get("/agents/reviewer").json()["status"] == "critical", what="breaker to open")
+    time.sleep(1.2)
+    lines = [line for line in reg.log_text()[len(before):].splitlines() if "reviewer" in line]
+    assert lines and all("breaker of reviewer is now" in line for line in lines), lines
+    assert len(lines) < 6, lines  # transitions (open, half-open, open...), never one per probe
