@@ -53,6 +53,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-url", metavar="URL", help="override the spec's registry.url")
     parser.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="report format")
+    parser.add_argument("--full", action="store_true",
+                        help="list every action (default: past 50, the counts per kind and the first 50)")
     add_env_option(parser)
 
 
@@ -164,7 +166,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps({"swarm": source.desired.registry.swarm, "digest": source.digest, **plan.to_dict()}, indent=2))
     else:
-        print(plan.render())
+        print(plan.render(None) if args.full else plan.render())
     return EXIT_OK if plan.empty else EXIT_DIFF
 
 
@@ -217,7 +219,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps(result.plan.to_dict(), indent=2))
         else:
-            print(result.plan.render())
+            print(result.plan.render(None) if args.full else result.plan.render())
         return EXIT_OK if result.plan.empty else EXIT_DIFF
     if result.state == "invalid-spec" and rec.good is None and isinstance(result.error, SpecError):
         raise result.error  # nothing valid to enforce: the dispatcher prints it, exit 2
@@ -335,7 +337,7 @@ def run_status(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(status.render())
+        print(status.render(None) if args.full else status.render())
         for line in _lease_lines(lease):
             print(line)
         if spec_error is not None:

@@ -63,6 +63,7 @@ from swarm.acl import ACTIONS
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
 from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.state import ActualState, UserRights
+from swarm.reconcile.status import SUMMARY_LIMIT
 
 
 class ActionKind(str, Enum):
@@ -157,17 +158,23 @@ class Plan:
             "refused": self.refused,
         }
 
-    def render(self) -> str:
-        """Human text, one action per line in apply order."""
+    def render(self, limit: int | None = SUMMARY_LIMIT) -> str:
+        """Human text, one action per line in apply order; past ``limit`` actions (None: no
+        limit), the counts per kind of action first and only the first ``limit`` listed."""
         out: list[str] = []
         if self.refused:
             out.append(f"REFUSED: {self.refused}")
         if self.actions:
             out.append(f"{len(self.actions)} action(s), in apply order:")
-            for i, a in enumerate(self.actions, 1):
+            shown = self.actions if limit is None else self.actions[:limit]
+            if len(shown) < len(self.actions):
+                out.insert(-1, "by kind: " + count_kinds(self.actions))
+            for i, a in enumerate(shown, 1):
                 first, *rest = a.lines()
                 out.append(f"{i:3}. {first}")
                 out.extend(f"     {line}" for line in rest)
+            if len(shown) < len(self.actions):
+                out.append(f"     ... and {len(self.actions) - len(shown)} more (--full lists every action)")
         elif self.held_back:
             out.append(f"no changes to apply; {len(self.held_back)} deletion(s) held back (run with --prune):")
         else:
@@ -175,8 +182,19 @@ class Plan:
         if self.held_back and self.actions:
             out.append(f"{len(self.held_back)} deletion(s) held back (run with --prune to apply):")
         if self.held_back:
-            out.extend(f"   - {a.description}" for a in self.held_back)
+            held = self.held_back if limit is None else self.held_back[:limit]
+            out.extend(f"   - {a.description}" for a in held)
+            if len(held) < len(self.held_back):
+                out.append(f"   ... and {len(self.held_back) - len(held)} more (--full lists them)")
         return "\n".join(out)
+
+
+def count_kinds(actions: Iterable["Action"]) -> str:
+    """``put-redis-user 900, create-group 50`` (most first, then by name)."""
+    counts: dict[str, int] = {}
+    for a in actions:
+        counts[a.kind.value] = counts.get(a.kind.value, 0) + 1
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _fmt(values: Iterable[str]) -> str:

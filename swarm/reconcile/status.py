@@ -53,6 +53,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+#: Lines of actions ``swarm plan`` and ``swarm status`` list before summarising (``--full``: all).
+SUMMARY_LIMIT = 50
+
 State = Literal["starting", "synced", "applying", "invalid-spec", "waiting", "refused", "error", "standby"]
 ErrorKind = Literal["spec", "transient", "refused", "permanent", "verify"]
 
@@ -166,16 +169,16 @@ class ReconcileStatus(_Model):
     def to_json(self) -> str:
         return self.model_dump_json()
 
-    def render(self) -> str:
-        """Human text for ``swarm status``."""
+    def render(self, limit: int | None = SUMMARY_LIMIT) -> str:
+        """Human text for ``swarm status``; lists of actions past ``limit`` are summarised."""
         out = [f"swarm {self.swarm}: {self.state}" + (f" — {self.message}" if self.message else "")]
         if self.waiting_for:
             out.append(f"waiting for: {self.waiting_for}")
         if self.last_applied:
             la = self.last_applied
             out.append(f"last applied: {la.revision.label()} digest {short_digest(la.digest)} at {la.at} ({la.trigger})")
-            for action in la.actions:
-                out.append(f"  - {action.get('description')}")
+            out.extend(_summarised([str(a.get("description")) for a in la.actions], limit,
+                                   [str(a.get("kind")) for a in la.actions]))
         else:
             out.append("last applied: never")
         if self.last_attempted:
@@ -183,10 +186,10 @@ class ReconcileStatus(_Model):
             out.append(f"last attempted: {at.revision.label()} digest {short_digest(at.digest)} at {at.at} ({at.trigger})")
         if self.drift:
             out.append(f"drift healed at {self.drift_at}:")
-            out.extend(f"  - {d}" for d in self.drift)
+            out.extend(_summarised(self.drift, limit))
         if self.held_back:
             out.append("held back (needs --prune):")
-            out.extend(f"  - {d}" for d in self.held_back)
+            out.extend(_summarised(self.held_back, limit))
         if self.last_error:
             e = self.last_error
             summary = f"{len(e.issues)} problem(s) in the spec" if e.issues else e.message
@@ -213,6 +216,21 @@ class ReconcileStatus(_Model):
                 f"protection mode: {'ON' if lv.protection else 'off'}"
             )
         return "\n".join(out)
+
+
+def _summarised(lines: list[str], limit: int | None, kinds: list[str] | None = None) -> list[str]:
+    """``  - line`` for each, or past ``limit`` the counts per kind and the first ``limit``."""
+    if limit is None or len(lines) <= limit:
+        return [f"  - {line}" for line in lines]
+    out = []
+    if kinds:
+        counts: dict[str, int] = {}
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+        out.append("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    out += [f"  - {line}" for line in lines[:limit]]
+    out.append(f"  ... and {len(lines) - limit} more (--full lists them all)")
+    return out
 
 
 class KeyValue(Protocol):

@@ -322,3 +322,34 @@ def test_render_of_only_held_back_deletions_does_not_claim_equality() -> None:
     converged = plan_actions(desired2, _actual(reg, bus, desired2), prune=True)
     apply_plan(converged, desired2, reg, bus, revision="r3")
     assert plan_actions(desired2, _actual(reg, bus, desired2)).render() == "no changes: the live system equals the spec"
+
+
+def test_a_big_plan_is_summarised_unless_full() -> None:
+    desired = desired_from_docs(example_docs())
+    plan = plan_actions(desired, _actual(FakeRegistry(), FakeBus(), desired))
+    n = len(plan.actions)
+    assert n > 10
+    short = plan.render(limit=5)
+    assert f"{n} action(s), in apply order:" in short
+    kinds = {a.kind.value for a in plan.actions}
+    by_kind = next(line for line in short.splitlines() if line.startswith("by kind: "))
+    assert {part.rsplit(" ", 1)[0] for part in by_kind[len("by kind: "):].split(", ")} == kinds
+    assert sum(int(part.rsplit(" ", 1)[1]) for part in by_kind[len("by kind: "):].split(", ")) == n
+    assert f"... and {n - 5} more (--full lists every action)" in short
+    assert "  6. " not in short and "  5. " in short
+    full = plan.render(limit=None)
+    assert f"{n:3}. " in full and "more (--full" not in full and "by kind" not in full
+
+
+def test_a_big_status_is_summarised_unless_full() -> None:
+    from swarm.reconcile.status import Applied, ReconcileStatus, Revision
+
+    actions = [{"kind": "put-redis-user", "description": f"agent a{i}: write its Redis user"} for i in range(120)]
+    actions += [{"kind": "push-catalog", "description": "push the catalog"}]
+    status = ReconcileStatus(swarm="big", last_applied=Applied(revision=Revision(), digest="sha256:x", at="t",
+                                                               trigger="file", actions=actions))
+    short = status.render()
+    assert "by kind: put-redis-user 120, push-catalog 1" in short
+    assert "... and 71 more (--full lists them all)" in short
+    assert len(short.splitlines()) < 60
+    assert len(status.render(None).splitlines()) > 121
