@@ -365,6 +365,8 @@ class Reconciler:
         if ports.lease_client is not None:  # the Redis process this pass sees (a restart changes it)
             run_id = _run_id(ports.lease_client)
             if run_id is not None and run_id != self._run_id:
+                if self._run_id is not None:  # the keeper may not have ticked yet: say it here then
+                    log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", self._run_id, run_id)
                 self._written_users = None  # a new Redis process: none of the users written before is there
                 self._run_id = run_id
         status = self._status_base(ports, source.desired.registry.swarm)
