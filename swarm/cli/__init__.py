@@ -27,7 +27,8 @@ _COMMAND_MODULES = (
     "swarm.cli.bus_cmds",  # bus apply|publish|read|breaker
     "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
     "swarm.cli.history_cmds",  # history, rollback, archive
-    "swarm.cli.view_cmds",  # agents, events
+    "swarm.cli.view_cmds",  # agents, events, topics
+    "swarm.cli.init_cmds",  # init
     "swarm.cli.secrets_cmds",  # secrets env, and secrets k8s (swarm.cli.secrets_k8s_cmds.add_k8s)
     "swarm.cli.images_cmds",  # images build
 )

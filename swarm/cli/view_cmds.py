@@ -1,9 +1,10 @@
-"""``swarm agents`` (the live registrations as a table) and ``swarm events`` (the registry's
-watch as text lines).
+"""``swarm agents`` (the live registrations as a table), ``swarm events`` (the registry's
+watch as text lines) and ``swarm topics`` (the bus as Redis holds it).
 
-Both talk to the registry over HTTP with a read token: ``SWARM_READ_TOKEN``, else the
+``agents`` and ``events`` talk to the registry over HTTP with a read token: ``SWARM_READ_TOKEN``, else the
 admin token (``SWARM_ADMIN_TOKEN``, else derived from ``SWARM_REGISTRY_SECRET``). The
 registry's URL comes from the spec (``--env`` applies an overlay) or ``--registry-url``.
+``topics`` reads Redis (``bus.redis_url`` or ``--redis-url``, with ``SWARM_REDIS_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def register(subparsers: Any) -> None:
                                                  "with --follow: from now)")
     e.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text lines or JSON lines")
     e.set_defaults(handler=run_events)
+
+    t = subparsers.add_parser(
+        "topics", help="per topic its publishers, subscribers, log length and dead letters; per inbox its backlog",
+        description="Read the bus from Redis: each declared topic's log length, publishers, subscribers and "
+                    "dead letters, and each subscriber's inbox (entries waiting, delivered but not acked, lag).",
+        epilog="example: swarm topics specs/ -o json",
+    )
+    t.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
+    t.add_argument("--redis-url", metavar="URL", help="override the spec's bus.redis_url")
+    t.add_argument("-o", "--output", choices=("text", "json"), default="text", help="tables or JSON")
+    add_env_option(t)
+    t.set_defaults(handler=run_topics)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
@@ -173,3 +186,63 @@ def _print_event(fields: dict[str, str], output: str) -> None:
         print(json.dumps({"id": event_id, "event": event, "data": data}), flush=True)
     else:
         print(event_line(event, event_id, data if isinstance(data, dict) else {}), flush=True)
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    from swarm.desired import desired_from_spec
+    from swarm.foreign import REDIS_ERRORS, redis_error
+    from swarm.redis_auth import password_from_env, with_password
+    from swarm.redis_conn import sync_client
+    from swarm.spec.loader import load_spec_full
+
+    loaded = load_spec_full(args.spec or "specs", args.env)
+    bus = desired_from_spec(loaded.spec, loaded.digest).bus
+    url = with_password(args.redis_url or bus.settings.redis_url, password_from_env())
+    client: Any = sync_client(url, swarm=bus.swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=3)
+    topics: list[dict[str, Any]] = []
+    inboxes: list[dict[str, Any]] = []
+    try:
+        plans = [bus.topics[name] for name in sorted(bus.topics)]
+        pipe = client.pipeline(transaction=False)
+        for topic in plans:
+            pipe.xlen(topic.stream)
+            pipe.xlen(topic.dead_letter_stream)
+        counts = pipe.execute()
+        for n, topic in enumerate(plans):
+            topics.append({"topic": topic.name, "length": counts[2 * n], "dead_letters": counts[2 * n + 1],
+                           "publishers": list(topic.publishers), "subscribers": list(topic.subscribers)})
+        for agent_id, rights in sorted(bus.agents.items()):
+            if not any(agent_id in t.subscribers for t in plans):
+                continue
+            groups = {g["name"]: g for g in _groups(client, rights.inbox)}
+            group = groups.get(agent_id, {})
+            inboxes.append({"agent": agent_id, "waiting": client.xlen(rights.inbox),
+                            "pending": int(group.get("pending", 0)), "lag": group.get("lag"),
+                            "dead_letters": client.xlen(rights.dead_letter_stream)})
+    except REDIS_ERRORS as exc:
+        raise redis_error(exc, "read the bus") from exc
+    finally:
+        client.close()
+    if args.output == "json":
+        print(json.dumps({"swarm": bus.swarm, "topics": topics, "inboxes": inboxes}, indent=2))
+        return EXIT_OK
+    rows = [["TOPIC", "LENGTH", "DEAD", "PUBLISHERS", "SUBSCRIBERS"]]
+    rows += [[t["topic"], str(t["length"]), str(t["dead_letters"]), ",".join(t["publishers"]) or "-",
+              ",".join(t["subscribers"]) or "-"] for t in topics]
+    print(table(rows))
+    if inboxes:
+        rows = [["INBOX", "WAITING", "DELIVERED-UNACKED", "LAG", "DEAD"]]
+        rows += [[i["agent"], str(i["waiting"]), str(i["pending"]), "-" if i["lag"] is None else str(i["lag"]),
+                  str(i["dead_letters"])] for i in inboxes]
+        print()
+        print(table(rows))
+    return EXIT_OK
+
+
+def _groups(client: Any, stream: str) -> list[dict[str, Any]]:
+    from redis.exceptions import ResponseError
+
+    try:
+        return list(client.xinfo_groups(stream))
+    except ResponseError:  # no such key: the bus is not applied (yet)
+        return []
