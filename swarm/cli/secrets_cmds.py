@@ -77,7 +77,8 @@ def _source(path: Path, environment: str | None) -> tuple[str, str, list[Any]]:
     return loaded.spec.name, loaded.output_name, [AgentEntry(id=a.id, registry=a.registry) for a in loaded.spec.agents]
 
 
-def _registry_secret(args: argparse.Namespace) -> str:
+def registry_secret(args: argparse.Namespace) -> str:
+    """The registry secret: ``--secret-file``'s first line, else SWARM_REGISTRY_SECRET (never generated)."""
     from swarm.secrets_env import SECRET_ENV
 
     if args.secret_file is not None:
@@ -144,7 +145,7 @@ def run_env(args: argparse.Namespace) -> int:
     from swarm.redis_auth import BUS_SECRET_ENV, PASSWORD_ENV
     from swarm.secrets_env import ADMIN_TOKEN_ENV, compose_env, render
 
-    registry_secret = _registry_secret(args)
+    secret = registry_secret(args)
     if args.env is not None and (args.source / "registry.json").is_file():
         raise InvalidRequestError("--env applies to a SPEC; a compiled directory is one environment already")
     swarm, output_name, agents = _source(args.source, args.env)
@@ -154,7 +155,7 @@ def run_env(args: argparse.Namespace) -> int:
                       or secrets.token_urlsafe(32))
     values = compose_env(
         swarm, agents,
-        registry_secret=registry_secret,
+        registry_secret=secret,
         redis_password=redis_password,
         bus_secret=os.environ.get(BUS_SECRET_ENV) or None,
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,

@@ -48,31 +48,14 @@ def add_k8s(sub: Any) -> None:
     k8s.set_defaults(handler=run_k8s)
 
 
-def _registry_secret(args: argparse.Namespace) -> str:
-    if args.secret_file is not None:
-        try:
-            lines = args.secret_file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InvalidRequestError(f"--secret-file {args.secret_file}: {exc.strerror or exc}") from exc
-        secret = lines[0].strip() if lines else ""
-        if not secret:
-            raise InvalidRequestError(f"--secret-file {args.secret_file} is empty")
-        return secret
-    secret = os.environ.get("SWARM_REGISTRY_SECRET", "")
-    if not secret:
-        raise InvalidRequestError(
-            "SWARM_REGISTRY_SECRET is not set (and no --secret-file): it is the key of every agent token, so it "
-            "is not generated here; create one once (`python3 -c 'import secrets; print(secrets.token_hex(32))'`), "
-            "keep it, and export SWARM_REGISTRY_SECRET")
-    return secret
-
-
 def run_k8s(args: argparse.Namespace) -> int:
     from swarm import __version__
     from swarm.secrets_k8s import render, secret_manifests
     from swarm.spec.loader import load_spec_full
 
-    registry_secret = _registry_secret(args)
+    from swarm.cli.secrets_cmds import registry_secret as read_registry_secret
+
+    registry_secret = read_registry_secret(args)
     redis_password = os.environ.get("SWARM_REDIS_PASSWORD", "")
     if not redis_password:
         raise InvalidRequestError(

@@ -76,9 +76,8 @@ def _connection(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
     return url, ({"Authorization": f"Bearer {token}"} if token else {})
 
 
-def _ago(ms: int, now_ms: int) -> str:
-    seconds = (now_ms - ms) / 1000
-    return f"{seconds:.0f}s ago" if seconds >= 0 else f"in {-seconds:.0f}s"
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.0f}s"
 
 
 def agent_rows(agents: list[dict[str, Any]], now_ms: int, wide: bool) -> list[list[str]]:
@@ -90,9 +89,10 @@ def agent_rows(agents: list[dict[str, Any]], now_ms: int, wide: bool) -> list[li
     for a in sorted(agents, key=lambda a: str(a.get("agent_id"))):
         ttl_ms = int(a.get("ttl_seconds", 0)) * 1000
         expires = int(a.get("lease_expires_at", 0))
+        # the lease is renewed to a full TTL by each heartbeat: expiry - TTL is the last one
         row = [str(a.get("agent_id")), str(a.get("role") or "-"), str(a.get("version")), str(a.get("status")),
-               _ago(expires, now_ms).replace("in ", "") + " left" if expires > now_ms else "expired",
-               _ago(expires - ttl_ms, now_ms)]
+               _seconds(expires - now_ms) + " left" if expires > now_ms else "expired",
+               _seconds(now_ms - (expires - ttl_ms)) + " ago"]
         if wide:
             address = f"{a.get('host')}:{a.get('port')}" if a.get("host") else "-"
             row += [address, ",".join(a.get("capabilities") or []) or "-"]

@@ -63,7 +63,7 @@ from swarm.acl import ACTIONS
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
 from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.state import ActualState, UserRights
-from swarm.reconcile.status import SUMMARY_LIMIT
+from swarm.reconcile.status import SUMMARY_LIMIT, count_kinds
 
 
 class ActionKind(str, Enum):
@@ -168,7 +168,7 @@ class Plan:
             out.append(f"{len(self.actions)} action(s), in apply order:")
             shown = self.actions if limit is None else self.actions[:limit]
             if len(shown) < len(self.actions):
-                out.insert(-1, "by kind: " + count_kinds(self.actions))
+                out.insert(-1, "by kind: " + count_kinds(a.kind.value for a in self.actions))
             for i, a in enumerate(shown, 1):
                 first, *rest = a.lines()
                 out.append(f"{i:3}. {first}")
@@ -187,14 +187,6 @@ class Plan:
             if len(held) < len(self.held_back):
                 out.append(f"   ... and {len(self.held_back) - len(held)} more (--full lists them)")
         return "\n".join(out)
-
-
-def count_kinds(actions: Iterable["Action"]) -> str:
-    """``put-redis-user 900, create-group 50`` (most first, then by name)."""
-    counts: dict[str, int] = {}
-    for a in actions:
-        counts[a.kind.value] = counts.get(a.kind.value, 0) + 1
-    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _fmt(values: Iterable[str]) -> str:

@@ -49,7 +49,8 @@ applied" shows at a glance when the newest spec was refused.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from collections import Counter
+from typing import Any, Iterable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -218,16 +219,17 @@ class ReconcileStatus(_Model):
         return "\n".join(out)
 
 
+def count_kinds(kinds: Iterable[str]) -> str:
+    """``put-redis-user 900, create-group 50``: how many of each kind (most first, then by name)."""
+    counts = Counter(kinds)
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _summarised(lines: list[str], limit: int | None, kinds: list[str] | None = None) -> list[str]:
     """``  - line`` for each, or past ``limit`` the counts per kind and the first ``limit``."""
     if limit is None or len(lines) <= limit:
         return [f"  - {line}" for line in lines]
-    out = []
-    if kinds:
-        counts: dict[str, int] = {}
-        for kind in kinds:
-            counts[kind] = counts.get(kind, 0) + 1
-        out.append("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    out = ["  by kind: " + count_kinds(kinds)] if kinds else []
     out += [f"  - {line}" for line in lines[:limit]]
     out.append(f"  ... and {len(lines) - limit} more (--full lists them all)")
     return out
