@@ -26,7 +26,6 @@ from typing import Iterable, Mapping
 
 from swarm.errors import InvalidRequestError
 from swarm.redis_auth import BUS_SECRET_ENV, PASSWORD_ENV, bus_password
-from swarm.registry.auth import agent_token
 
 SECRET_ENV = "SWARM_REGISTRY_SECRET"
 ADMIN_TOKEN_ENV = "SWARM_ADMIN_TOKEN"
@@ -70,6 +69,8 @@ def compose_env(
     admin_token: str | None = None,
 ) -> dict[str, str]:
     """Every variable of the compose file, in the order they are written (fixed first, then by agent id)."""
+    from swarm.registry.auth import agent_token  # here: the compose target names these variables too, without httpx
+
     if not registry_secret:
         raise InvalidRequestError(f"{SECRET_ENV} is empty")
     if not redis_password:

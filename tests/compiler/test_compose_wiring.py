@@ -34,8 +34,8 @@ from swarm.compiler.targets.compose import (
     COMPOSE_REGISTRY_URL,
     RECONCILER_SERVICE,
     SPEC_MOUNT,
-    env_suffix,
 )
+from swarm.secrets_env import env_suffix
 from swarm.keys import SwarmKeys
 from swarm.spec.loader import load_spec_full
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd

@@ -16,6 +16,8 @@ from swarm.compiler.templating import compose_escape, environment, header, safe_
 from swarm.desired import redis_bulk_limit
 from swarm.keys import SwarmKeys
 from swarm.runtimes import runtime_of
+from swarm.secrets_env import bus_password_var
+from swarm.secrets_env import token_var as agent_token_var
 from swarm.runtimes.python.runtime import DISTRIBUTION, PYTHON_IMAGE, live_probe_command
 from swarm.spec.models import Agent, Spec
 
@@ -86,16 +88,11 @@ def _completed() -> dict[str, str]:
     return {"condition": "service_completed_successfully"}
 
 
-def env_suffix(agent_id: str) -> str:
-    """``web-researcher`` -> ``WEB_RESEARCHER``: the per-agent part of a variable name."""
-    return agent_id.upper().replace("-", "_")
-
-
 def agent_redis_url(swarm: str, agent_id: str) -> str:
     """An agent's REDIS_URL in compose: its own Redis ACL user (``swarm bus apply`` creates
     it; the name is :meth:`swarm.keys.SwarmKeys.redis_user`) and its password from
     ``SWARM_BUS_PASSWORD_<ID>`` (HMAC-SHA256 of the bus secret, :func:`swarm.bus.apply.bus_password`)."""
-    var = "SWARM_BUS_PASSWORD_" + env_suffix(agent_id)
+    var = bus_password_var(agent_id)
     user = SwarmKeys(swarm).redis_user(agent_id)
     return f"redis://{user}:${{{var}:?set {var}: the agent's Redis password}}@{COMPOSE_REDIS_HOST}"
 
@@ -204,7 +201,7 @@ def compose_document(spec: Spec, swarm_version: str) -> dict[str, Any]:
             depends[BUS_APPLY_SERVICE] = _completed()
         if agent.registry:
             environment["REGISTRY_URL"] = COMPOSE_REGISTRY_URL
-            token_var = "SWARM_AGENT_TOKEN_" + env_suffix(agent.id)
+            token_var = agent_token_var(agent.id)
             environment["SWARM_AGENT_TOKEN"] = f"${{{token_var}:-}}"
             depends[REGISTRY_SERVICE] = _healthy()
             depends[CATALOG_PUSH_SERVICE] = _completed()
