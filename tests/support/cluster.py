@@ -75,7 +75,7 @@ class RedisCluster:
                 "--logfile", str(node.directory / "redis.log"),
             ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for node in self.nodes:
-            wait_for_port(node.port)
+            wait_for_port(node.port, timeout=30.0)  # six servers starting at once on a loaded 2-core machine
         made = subprocess.run([self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                                "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                               capture_output=True, text=True, timeout=timeout)

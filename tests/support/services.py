@@ -71,7 +71,12 @@ class RedisServer:
             "--logfile", str(self.directory / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        try:
+            # an append-only replay after restart() on a loaded 2-core machine can take seconds
+            wait_for_port(self.port, timeout=30.0)
+        except TimeoutError:
+            self.stop(signal.SIGKILL)  # never leave a half-started server running (ResourceWarning)
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
