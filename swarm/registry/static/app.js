@@ -200,10 +200,6 @@
         const b = Object.assign({}, state.breakers.get(id) || {}, { state: String(data.state),
           failures: String(data.failures) });
         state.breakers.set(id, b);
-        const reg = state.agents.get(id);
-        if (reg && reg.status !== "expiring") {
-          reg.status = data.state === "closed" ? "healthy" : "critical";
-        }
         renderBanners();
       }
     }
@@ -267,18 +263,20 @@
       const a = state.agents.get(id);
       if (a.role) roles.add(a.role);
       const caps = (a.capabilities || []).join(", ");
-      if (role && a.role !== role) continue;
-      if (status && a.status !== status) continue;
-      if (text && ![id, a.agent_name, a.version, a.role, caps].some((s) => String(s || "").toLowerCase().includes(text))) continue;
       const b = state.breakers.get(id);
       const bstate = b ? String(b.state) : "closed";
       const expires = Number(a.lease_expires_at || 0);
+      // as the registry computes it (store._registration); watch events carry no status
+      const st = expires <= now ? "expiring" : (bstate === "open" || bstate === "half_open") ? "critical" : "healthy";
+      if (role && a.role !== role) continue;
+      if (status && st !== status) continue;
+      if (text && ![id, a.agent_name, a.version, a.role, caps].some((s) => String(s || "").toLowerCase().includes(text))) continue;
       const last = expires - Number(a.ttl_seconds || 0) * 1000;
       rows.push(el("tr", { dataset: { agentId: id } },
         el("td", { className: "c-id" }, id),
         el("td", { className: "c-role" }, String(a.role || "-")),
         el("td", { className: "c-version" }, String(a.version || "")),
-        el("td", { className: "c-status status-" + String(a.status) }, String(a.status)),
+        el("td", { className: "c-status status-" + st }, st),
         el("td", { className: "c-breaker breaker-" + bstate }, bstate + (b && Number(b.failures) ? " (" + b.failures + " failures)" : "")),
         el("td", { className: "c-lease" }, expires > now ? secs(expires - now) + " left" : "expired"),
         el("td", { className: "c-heartbeat" }, secs(Math.max(0, now - last)) + " ago"),
