@@ -4,7 +4,8 @@ watch as text lines) and ``swarm topics`` (the bus as Redis holds it).
 ``agents`` and ``events`` talk to the registry over HTTP with a read token: ``SWARM_READ_TOKEN``, else the
 admin token (``SWARM_ADMIN_TOKEN``, else derived from ``SWARM_REGISTRY_SECRET``). The
 registry's URL comes from the spec (``--env`` applies an overlay) or ``--registry-url``.
-``topics`` reads Redis (``bus.redis_url`` or ``--redis-url``, with ``SWARM_REDIS_PASSWORD``).
+``topics`` reads Redis (``bus.redis_url`` or ``--redis-url``, with ``SWARM_REDIS_PASSWORD``) through
+:mod:`swarm.bus.inspect`, which the registry dashboard shares.
 """
 
 from __future__ import annotations
@@ -189,40 +190,33 @@ def _print_event(fields: dict[str, str], output: str) -> None:
 
 
 def run_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from swarm.bus.inspect import gather_topics
     from swarm.desired import desired_from_spec
     from swarm.foreign import REDIS_ERRORS, redis_error
     from swarm.redis_auth import password_from_env, with_password
-    from swarm.redis_conn import sync_client
+    from swarm.redis_conn import async_client
     from swarm.spec.loader import load_spec_full
 
     loaded = load_spec_full(args.spec or "specs", args.env)
     bus = desired_from_spec(loaded.spec, loaded.digest).bus
     url = with_password(args.redis_url or bus.settings.redis_url, password_from_env())
-    client: Any = sync_client(url, swarm=bus.swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=3)
-    topics: list[dict[str, Any]] = []
-    inboxes: list[dict[str, Any]] = []
+
+    async def gather() -> dict[str, Any]:
+        client: Any = async_client(url, swarm=bus.swarm, decode_responses=True, socket_timeout=5,
+                                   socket_connect_timeout=3)
+        try:
+            return await gather_topics(client, bus)
+        finally:
+            await client.aclose()
+
     try:
-        plans = [bus.topics[name] for name in sorted(bus.topics)]
-        pipe = client.pipeline(transaction=False)
-        for topic in plans:
-            pipe.xlen(topic.stream)
-            pipe.xlen(topic.dead_letter_stream)
-        counts = pipe.execute()
-        for n, topic in enumerate(plans):
-            topics.append({"topic": topic.name, "length": counts[2 * n], "dead_letters": counts[2 * n + 1],
-                           "publishers": list(topic.publishers), "subscribers": list(topic.subscribers)})
-        for agent_id, rights in sorted(bus.agents.items()):
-            if not any(agent_id in t.subscribers for t in plans):
-                continue
-            groups = {g["name"]: g for g in _groups(client, rights.inbox)}
-            group = groups.get(agent_id, {})
-            inboxes.append({"agent": agent_id, "waiting": client.xlen(rights.inbox),
-                            "pending": int(group.get("pending", 0)), "lag": group.get("lag"),
-                            "dead_letters": client.xlen(rights.dead_letter_stream)})
+        doc = asyncio.run(gather())
     except REDIS_ERRORS as exc:
         raise redis_error(exc, "read the bus") from exc
-    finally:
-        client.close()
+    topics: list[dict[str, Any]] = doc["topics"]
+    inboxes: list[dict[str, Any]] = doc["inboxes"]
     if args.output == "json":
         print(json.dumps({"swarm": bus.swarm, "topics": topics, "inboxes": inboxes}, indent=2))
         return EXIT_OK
@@ -237,12 +231,3 @@ def run_topics(args: argparse.Namespace) -> int:
         print()
         print(table(rows))
     return EXIT_OK
-
-
-def _groups(client: Any, stream: str) -> list[dict[str, Any]]:
-    from redis.exceptions import ResponseError
-
-    try:
-        return list(client.xinfo_groups(stream))
-    except ResponseError:  # no such key: the bus is not applied (yet)
-        return []

@@ -653,7 +653,14 @@ class RegistryApp:
             Route("/health/ready", t("/health/ready", self.ready), methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            *self.ui_routes(),
         ]
+
+    def ui_routes(self) -> list[Any]:
+        """The dashboard: ``/ui/`` pages and ``/ui/api/*`` reads (``swarm/registry/ui.py``)."""
+        from swarm.registry.ui import ui_routes
+
+        return ui_routes(self)
 
 
 async def _close_on(shutdown: anyio.Event, sub: Subscriber) -> None:
