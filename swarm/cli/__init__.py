@@ -3,7 +3,8 @@
 Each command group lives in its own module exposing ``register(subparsers)``;
 a handler returns the exit code. Exit codes everywhere: 0 success, 1 a check or
 diff found differences (or an ACL question was denied / a bus action refused),
-2 invalid spec or usage. Errors go to stderr.
+2 invalid spec or usage. Errors go to stderr; under ``-o json`` as one JSON object
+(:mod:`swarm.cli.output`, which also holds colour and the help layout).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
-from swarm.errors import SpecError, SwarmError
+from swarm.errors import SwarmError
 
 EXIT_OK = 0
 EXIT_DIFF = 1
@@ -31,6 +32,7 @@ _COMMAND_MODULES = (
     "swarm.cli.init_cmds",  # init
     "swarm.cli.secrets_cmds",  # secrets env, and secrets k8s (swarm.cli.secrets_k8s_cmds.add_k8s)
     "swarm.cli.images_cmds",  # images build
+    "swarm.cli.completion_cmds",  # completion bash|zsh|fish
 )
 
 
@@ -45,8 +47,23 @@ def add_env_option(parser: argparse.ArgumentParser) -> None:
 _PASSTHROUGH = {("images", "build")}
 
 
+#: set by :func:`main` when argv asks for ``-o json``: usage errors are JSON too
+_json_usage_errors = False
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from swarm.cli.output import HelpFormatter
+
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
+        if _json_usage_errors:
+            from swarm.cli.output import print_error
+
+            print_error(True, "usage", f"{self.prog}: {message}", EXIT_INVALID)
+            raise SystemExit(EXIT_INVALID)
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_INVALID)
@@ -57,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from swarm import __version__
 
     parser.add_argument("--version", action="version", version=f"swarm {__version__}")
+    parser.add_argument("--color", "--colour", dest="color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the tables: auto (default: only on a terminal, never with NO_COLOR set), "
+                             "always or never")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _COMMAND_MODULES:
@@ -65,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _json_usage_errors
+    from swarm.cli.output import json_requested, print_exception, set_colour
+
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    _json_usage_errors = json_requested(words)
     # `swarm images build ... -- ENGINE ARGS`: the words after the first `--` go untouched to the
     # engine (argparse alone cannot mix an optional positional with a trailing `--` list). Every
     # other command keeps argparse's own `--` (e.g. a JSON payload that starts with `-`).
@@ -75,17 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = words.index("--")
         words, passthrough = words[:cut], words[cut + 1:]
     args = parser.parse_args(words)
+    set_colour(args.color)
     if hasattr(args, "passthrough"):
         args.passthrough = passthrough
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except SpecError as exc:
-        for issue in exc.issues:
-            print(issue.format(), file=sys.stderr)
-        return EXIT_INVALID
-    except SwarmError as exc:
-        print(f"swarm: error: {exc}", file=sys.stderr)
+    except SwarmError as exc:  # SpecError: every issue (under -o json: in the error object's "issues")
+        print_exception(args, exc, EXIT_INVALID)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130

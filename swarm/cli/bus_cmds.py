@@ -40,7 +40,6 @@ answered the publish, a prune of more than half without --force-prune),
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -125,6 +124,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str, set[str]]:
 
 
 def _refusable(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    import asyncio  # here, not at the top: the parser loads without asyncio
+
     try:
         return asyncio.run(run())
     except (InvalidRequestError, NotDeclaredError) as exc:
@@ -392,6 +393,8 @@ def run_route(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics)
     router = Router(redis_url=url, swarm=swarm, consumer=args.consumer, block_ms=args.block_ms,
                     reclaim_idle_ms=args.reclaim_idle_ms, max_batch=args.batch_size, metrics=metrics, fault=fault)
+
+    import asyncio
 
     async def run() -> int:
         stop = asyncio.Event()

@@ -22,7 +22,6 @@ given spec is invalid (its issues are printed, then the recorded status) or no s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import os
@@ -236,6 +235,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def _watch(config: Any, output: str) -> int:
+    import asyncio  # here, not at the top: the parser loads without asyncio
+
     rec = _reconciler(config)
 
     last = ""

@@ -28,10 +28,11 @@ from swarm.cli import EXIT_INVALID, EXIT_OK
 from swarm.errors import InvalidRequestError
 from swarm.redis_auth import bus_secret_from_env, redis_url_from_env
 from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
-from swarm.spec.models import NAME_MAX, NAME_PATTERN
 
 
 def _name(value: str) -> str:
+    from swarm.spec.models import NAME_MAX, NAME_PATTERN
+
     if not re.fullmatch(NAME_PATTERN, value) or len(value) > NAME_MAX:
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
     return value
@@ -188,8 +189,7 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from swarm.registry.auth import agent_token, read_token
-    from swarm.registry.catalog_push import admin_token_from_env
+    from swarm.registry.auth import admin_token_from_env, agent_token, read_token
     from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
     from swarm.spec.loader import load_spec
 

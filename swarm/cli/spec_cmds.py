@@ -18,13 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from swarm.acl import AclTable
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
 from swarm.errors import SpecError
-from swarm.spec.loader import load_spec_full
-from swarm.spec.models import TOPIC_PATTERN
-from swarm.spec.schema import schema_files
-from swarm.spec.sourcemap import did_you_mean
+
+# the spec models (pydantic), loader and schema are imported inside the handlers: the parser
+# (and `swarm --version`, `swarm token`) load without them
 
 DEFAULT_SPEC = "specs/"
 DEFAULT_SCHEMA_DIR = "schemas/"
@@ -55,6 +53,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from swarm.spec.loader import load_spec_full
+
     paths = args.spec or [DEFAULT_SPEC]
     try:
         loaded = load_spec_full(paths, args.env)
@@ -87,6 +87,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from swarm.spec.schema import schema_files
+
     out = Path(args.out)
     stale: list[Path] = []
     for name, text in sorted(schema_files().items()):
@@ -110,6 +112,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_acl_check(args: argparse.Namespace) -> int:
     import re
+
+    from swarm.acl import AclTable
+    from swarm.spec.loader import load_spec_full
+    from swarm.spec.models import TOPIC_PATTERN
+    from swarm.spec.sourcemap import did_you_mean
 
     spec = load_spec_full(args.spec or [DEFAULT_SPEC]).spec
     if args.role not in spec.roles:

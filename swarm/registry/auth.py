@@ -30,8 +30,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from typing import Mapping
 
-from swarm.errors import AuthError
+from swarm.errors import AuthError, InvalidRequestError
+from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
 
 
 def _hmac_hex(secret: str, message: str) -> str:
@@ -55,6 +57,25 @@ def admin_token(secret: str, swarm: str) -> str:
 def read_token(secret: str, swarm: str) -> str:
     """The read-only token of ``swarm``: GET /agents, /catalog, /status and the watch; no private metadata."""
     return _hmac_hex(secret, f"read:{swarm}")
+
+
+def admin_token_from_env(environ: Mapping[str, str] | None = None, swarm: str | None = None) -> str | None:
+    """SWARM_ADMIN_TOKEN, else the token of ``swarm`` derived from SWARM_REGISTRY_SECRET, else None.
+
+    The derived token binds the swarm name, so deriving it needs ``swarm``. Here, not in
+    :mod:`swarm.registry.catalog_push` (which re-exports it), so that ``swarm token --admin``
+    needs no HTTP client.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    token = env.get(ADMIN_TOKEN_ENV) or None
+    if token is None and env.get(SECRET_ENV):
+        if swarm is None:
+            raise InvalidRequestError(f"the admin token derived from {SECRET_ENV} binds the swarm name: "
+                                      "name the swarm (or set " + ADMIN_TOKEN_ENV + ")")
+        token = admin_token(env[SECRET_ENV], swarm)
+    return token
 
 
 _TOKEN_CACHE_MAX = 100_000

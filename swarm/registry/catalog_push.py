@@ -17,17 +17,15 @@ Retry-After), 401/403 :class:`~swarm.errors.AuthError`, 409
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 
 from swarm.desired import RegistryCatalog
 from swarm.errors import InvalidRequestError
 from swarm.foreign import http_status_error, http_transport_error
-from swarm.registry.auth import admin_token as derived_admin_token
-from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
+from swarm.registry import auth
 from swarm.registry.models import CatalogPutResult
 
 
@@ -44,19 +42,7 @@ def load_catalog(compiled_dir: Path) -> RegistryCatalog:
         raise InvalidRequestError(f"{path}: not a valid registry.json: {exc}") from exc
 
 
-def admin_token_from_env(environ: Mapping[str, str] | None = None, swarm: str | None = None) -> str | None:
-    """SWARM_ADMIN_TOKEN, else the token of ``swarm`` derived from SWARM_REGISTRY_SECRET, else None.
-
-    The derived token binds the swarm name, so deriving it needs ``swarm``.
-    """
-    env = os.environ if environ is None else environ
-    token = env.get(ADMIN_TOKEN_ENV) or None
-    if token is None and env.get(SECRET_ENV):
-        if swarm is None:
-            raise InvalidRequestError(f"the admin token derived from {SECRET_ENV} binds the swarm name: "
-                                      "name the swarm (or set " + ADMIN_TOKEN_ENV + ")")
-        token = derived_admin_token(env[SECRET_ENV], swarm)
-    return token
+admin_token_from_env = auth.admin_token_from_env  # one definition, light for `swarm token`
 
 
 def _request_args(catalog: RegistryCatalog, revision: str | None, admin_token: str | None) -> dict[str, Any]:
