@@ -238,6 +238,13 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
         for a in agents
     }
 
+    # each topic's publishers and subscribers, in agent id order (one walk, not one per topic)
+    by_topic: dict[Action, dict[str, list[str]]] = {"publish": {}, "subscribe": {}}
+    for a in agents:
+        for action, index in by_topic.items():
+            for t in effective[a.id][action]:
+                index.setdefault(t, []).append(a.id)
+
     b = sw.bus
     bus = BusPlan(
         swarm=spec.name,
@@ -259,8 +266,8 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
                 dead_letter_stream=keys.dead_letter(t.name),
                 max_len=t.max_len,
                 dedup_window_seconds=spec.dedup_window(t),
-                publishers=[a.id for a in agents if t.name in effective[a.id]["publish"]],
-                subscribers=[a.id for a in agents if t.name in effective[a.id]["subscribe"]],
+                publishers=by_topic["publish"].get(t.name, []),
+                subscribers=by_topic["subscribe"].get(t.name, []),
             )
             for t in sorted(spec.topics, key=lambda t: t.name)
         },

@@ -63,7 +63,7 @@ import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -87,6 +87,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "LoadedSpec",
     "ParsedDocument",
+    "DocumentCache",
     "compute_digest",
     "is_spec_file_name",
     "load_spec",
@@ -223,36 +224,110 @@ def _not_a_spec_issue(file: str, reason: str, first: SpecIssue | None) -> SpecIs
     )
 
 
-def parse_documents(files: Mapping[str, bytes]) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
+class DocumentCache:
+    """Parsed files of earlier loads, keyed by display path and sha256 of the bytes.
+
+    The reconciler keeps one across passes, so a save re-parses only the files whose
+    bytes changed (:func:`parse_spec_texts` ``cache=``). An entry is the file's YAML
+    result exactly as parsing it again would give it (documents with their positions,
+    issues, the parsed-to-the-end flag), plus the models of its Agent documents that
+    validated: validating the same data gives the same model, and an agent's place in
+    the merged list only shows in the issues of a document that does *not* validate,
+    which are never cached. Everything that spans files (one Swarm document, the
+    agents' order, duplicate agent ids, roles, topics: :mod:`swarm.spec.checks`) is
+    derived again on every load, so cross-file checks stay complete. Entries used by
+    neither of the last two loads are dropped (an invalid save and its undo re-parse
+    nothing). Not thread-safe: one loader at a time.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], _CacheEntry] = {}
+        self._previous: set[tuple[str, str]] = set()
+        self._used: set[tuple[str, str]] = set()
+        self._by_doc: dict[int, tuple[ParsedDocument, _CacheEntry]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def parse(self, file: str, raw: bytes) -> "_CacheEntry":
+        key = (file, hashlib.sha256(raw).hexdigest())
+        self._used.add(key)
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            entry = self._entries[key] = _CacheEntry(*_parse_file(file, raw))
+            for doc in entry.docs:
+                self._by_doc[id(doc)] = (doc, entry)
+        else:
+            self.hits += 1
+        return entry
+
+    def agent(self, doc: ParsedDocument) -> AgentDocument | None:
+        """The model this very document (not a copy: an overlay's patch is new) validated to."""
+        found = self._by_doc.get(id(doc))
+        return found[1].agents.get(doc.index) if found is not None and found[0] is doc else None
+
+    def keep_agent(self, doc: ParsedDocument, agent: AgentDocument) -> None:
+        found = self._by_doc.get(id(doc))
+        if found is not None and found[0] is doc:
+            found[1].agents[doc.index] = agent
+
+    def end_load(self) -> None:
+        keep = self._used | self._previous
+        for key in [k for k in self._entries if k not in keep]:
+            for doc in self._entries.pop(key).docs:
+                self._by_doc.pop(id(doc), None)
+        self._previous, self._used = self._used, set()
+
+
+@dataclass
+class _CacheEntry:
+    docs: list[ParsedDocument]
+    issues: list[SpecIssue]
+    ok: bool
+    #: models of this file's Agent documents that validated, by document index
+    agents: dict[int, AgentDocument] = field(default_factory=dict)
+
+
+def _parse_file(file: str, raw: bytes) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
+    """One file's documents, issues and parsed-to-the-end flag (see :func:`parse_documents`)."""
+    file_issues: list[SpecIssue] = []
+    text = decode_spec_bytes(file, raw, file_issues)
+    if text is None:
+        if len(raw) <= MAX_FILE_BYTES and not looks_like_spec(raw.decode("utf-8", "replace")):
+            file_issues = [_not_a_spec_issue(file, "it is not UTF-8 text", file_issues[0])]
+        return [], file_issues, False
+    file_docs, ok = parse_yaml_documents(file, text, file_issues)
+    if not looks_like_spec(text) and (file_docs or file_issues):
+        if ok:
+            reason = "it holds no Swarm or Agent document"
+        elif any("nesting deeper" in i.message for i in file_issues):
+            reason = f"it nests deeper than {MAX_DEPTH} levels"
+        else:
+            reason = "it is not valid YAML"
+        file_issues = [_not_a_spec_issue(file, reason, file_issues[0] if file_issues else None)]
+        file_docs, ok = [], False
+    return file_docs, file_issues, ok
+
+
+def parse_documents(
+    files: Mapping[str, bytes], cache: DocumentCache | None = None
+) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
     """YAML stage only: documents of all files (sorted by path), issues, all-files-parsed flag.
 
     A file that does not :func:`look like a spec <looks_like_spec>` gives at most one
     issue, which names the file and says why, and no documents; a comment-only or
-    empty file gives nothing.
+    empty file gives nothing. With ``cache``, files whose bytes it has seen are not
+    parsed again (:class:`DocumentCache`).
     """
     issues: list[SpecIssue] = []
     docs: list[ParsedDocument] = []
     complete = True
     for file in sorted(files):
-        raw = files[file]
-        file_issues: list[SpecIssue] = []
-        text = decode_spec_bytes(file, raw, file_issues)
-        if text is None:
-            complete = False
-            if len(raw) <= MAX_FILE_BYTES and not looks_like_spec(raw.decode("utf-8", "replace")):
-                file_issues = [_not_a_spec_issue(file, "it is not UTF-8 text", file_issues[0])]
-            issues.extend(file_issues)
-            continue
-        file_docs, ok = parse_yaml_documents(file, text, file_issues)
-        if not looks_like_spec(text) and (file_docs or file_issues):
-            if ok:
-                reason = "it holds no Swarm or Agent document"
-            elif any("nesting deeper" in i.message for i in file_issues):
-                reason = f"it nests deeper than {MAX_DEPTH} levels"
-            else:
-                reason = "it is not valid YAML"
-            file_issues = [_not_a_spec_issue(file, reason, file_issues[0] if file_issues else None)]
-            file_docs, ok = [], False
+        if cache is not None:
+            entry = cache.parse(file, files[file])
+            file_docs, file_issues, ok = entry.docs, entry.issues, entry.ok
+        else:
+            file_docs, file_issues, ok = _parse_file(file, files[file])
         docs.extend(file_docs)
         issues.extend(file_issues)
         complete = complete and ok
@@ -329,17 +404,28 @@ def _environment_name(doc: ParsedDocument) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def parse_spec_texts(files: Mapping[str, bytes], environment: str | None = None) -> LoadedSpec:
+def parse_spec_texts(
+    files: Mapping[str, bytes], environment: str | None = None, cache: DocumentCache | None = None
+) -> LoadedSpec:
     """Parse, validate, merge and check a spec given as ``{display path: bytes}``. Pure.
 
     With ``environment``, the ``kind: Environment`` document of that name is applied
     first (:mod:`swarm.spec.environments`); without, Environment documents are
     ignored and left out of the digest. Raises :class:`SpecError` carrying every
-    structural and semantic issue found.
+    structural and semantic issue found. ``cache``: files (and their Agent documents'
+    models) seen by earlier loads are reused (:class:`DocumentCache`); same result.
     """
     if not files:
         raise SpecError([SpecIssue(None, "", "no spec files given (expected .yaml/.yml files)")])
-    docs, issues, complete = parse_documents(files)
+    try:
+        return _parse_spec_texts(files, environment, cache)
+    finally:
+        if cache is not None:
+            cache.end_load()
+
+
+def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache: DocumentCache | None) -> LoadedSpec:
+    docs, issues, complete = parse_documents(files, cache)
 
     swarm_docs: list[ParsedDocument] = []
     agent_docs: list[ParsedDocument] = []
@@ -396,7 +482,12 @@ def parse_spec_texts(files: Mapping[str, bytes], environment: str | None = None)
     valid_agents: list[tuple[int, ParsedDocument, AgentDocument]] = []
     for j, adoc in enumerate(agent_docs):
         merged_index = n_inline + j
-        agent, errs = _validate(adoc, AgentDocument, DocSource(adoc, merged_index))
+        agent = cache.agent(adoc) if cache is not None else None
+        errs: list[SpecIssue] = []
+        if agent is None:
+            agent, errs = _validate(adoc, AgentDocument, DocSource(adoc, merged_index))
+            if agent is not None and cache is not None:
+                cache.keep_agent(adoc, agent)
         issues.extend(errs)
         if agent is not None:
             valid_agents.append((merged_index, adoc, agent))
