@@ -256,3 +256,48 @@ def test_user_differences_names_fields() -> None:
     assert user_differences({**want, "flags": ["on", "sanitize-payload", "nopass"], "passwords": []}, want) == {
         "flags", "password"}
     assert user_differences({**want, "selectors": [["commands", "-@all +xadd"]]}, want) == {"selectors"}
+
+
+def test_batched_reads_and_template_replies_give_the_per_user_plan(
+    world: tuple[Reconciler, RedisBusPort, Any], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users read in batches of 2 and compared with one template reply per topic set plan
+    exactly what comparing each user with its own Redis-computed reply plans: a missing
+    user, extra rights, a wrong password, a disabled user."""
+    import swarm.reconcile.observe as observe_mod
+
+    rec, bus, client = world
+    assert rec.run_pass("start").state == "synced"
+    assert rec.good is not None
+    desired = rec.good.desired
+    others = sorted(a for a in desired.acl.agents if a != AGENT)
+    assert len(others) >= 3, others
+    client.execute_command("ACL", "SETUSER", USER, "+flushall")
+    client.execute_command("ACL", "SETUSER", KEYS.redis_user(others[0]), "resetpass", ">wrong")
+    client.execute_command("ACL", "SETUSER", KEYS.redis_user(others[1]), "off")
+    client.acl_deluser(KEYS.redis_user(others[2]))
+
+    monkeypatch.setattr(observe_mod, "USER_BATCH", 2)
+    before = _commands(client)
+    batched = bus.observe(desired.bus)
+    reads = _commands(client)["getuser"] - before["getuser"]
+    # one GETUSER per live user, plus the scratch user's: one per set of topics, not one per user
+    topic_sets = {(frozenset(a.publish), frozenset(a.subscribe)) for a in desired.bus.agents.values()}
+    assert reads <= len(desired.acl.agents) - 1 + len(topic_sets)
+
+    fresh = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
+    # the old way: no template, every user compared with the reply of its own rules
+    monkeypatch.setattr(RedisBusPort, "_shape", lambda self, aid, topics: (self._rules(aid, *topics), False))
+    try:
+        per_user = fresh.observe(desired.bus)
+    finally:
+        fresh.close()
+    assert batched.users == per_user.users
+    assert batched.users[AGENT].differs == {"commands"}
+    assert batched.users[others[0]].differs == {"password"}
+    assert not batched.users[others[1]].enabled
+    assert others[2] not in batched.users
+    actual = ActualState(registry=RegistryObservation(catalog=desired.registry), bus=batched)
+    targets = sorted((a.kind, a.target) for a in plan_actions(desired, actual).actions)
+    assert targets == sorted([(ActionKind.PUT_REDIS_USER, AGENT), (ActionKind.PUT_REDIS_USER, others[0]),
+                              (ActionKind.PUT_REDIS_USER, others[1]), (ActionKind.PUT_REDIS_USER, others[2])])
