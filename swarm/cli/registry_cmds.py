@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.cli import EXIT_INVALID, EXIT_OK
+from swarm.cli.output import add_output_option, emit, fail
 from swarm.errors import InvalidRequestError
 from swarm.redis_auth import bus_secret_from_env, redis_url_from_env
 from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
@@ -85,6 +86,7 @@ def register(subparsers: Any) -> None:
     push.add_argument("--registry-url", default=None, help="registry base URL (default: the catalog's registry.url)")
     push.add_argument("--revision", default=None,
                       help="revision recorded with the catalog (default: git HEAD of DIR, if any)")
+    add_output_option(push)
     push.set_defaults(handler=run_push)
 
     token = subparsers.add_parser("token", help="print an agent's registry bearer token")
@@ -100,6 +102,7 @@ def register(subparsers: Any) -> None:
                             "key SWARM_BUS_SECRET, default SWARM_REGISTRY_SECRET)")
     token.add_argument("--spec", default=Path("specs"), type=Path, metavar="SPEC",
                        help="the spec naming the swarm and declaring the agents (default specs/)")
+    add_output_option(token)
     token.set_defaults(handler=run_token)
 
 
@@ -183,6 +186,10 @@ def run_push(args: argparse.Namespace) -> int:
     revision = args.revision if args.revision is not None else _git_head(args.compiled)
     result = push_catalog(url, catalog, revision, admin_token_from_env(os.environ, catalog.swarm))
     state = "changed" if result.changed else "unchanged"
+    if args.output == "json":
+        emit(args, {"swarm": catalog.swarm, "agents": len(catalog.agents), "url": url, "changed": result.changed,
+                    "revision": result.revision, "digest": result.digest})
+        return EXIT_OK
     print(f"pushed catalog of {catalog.swarm} ({len(catalog.agents)} agents) to {url}: {state}, "
           f"revision {result.revision or '-'}, digest {result.digest[:12]}")
     return EXIT_OK
@@ -196,31 +203,28 @@ def run_token(args: argparse.Namespace) -> int:
     if args.bus:
         return _print_bus_password(args)
     if (args.admin or args.read) and args.agent_id is not None:
-        print("swarm: error: --admin and --read take no AGENT_ID", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, "--admin and --read take no AGENT_ID")
     if not (args.admin or args.read) and args.agent_id is None:
-        print("swarm: error: give AGENT_ID (or --admin, --read)", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, "give AGENT_ID (or --admin, --read)")
     spec = load_spec(args.spec)  # an invalid or missing spec: the dispatcher prints it (exit 2)
     secret = os.environ.get(SECRET_ENV) or None
     if args.admin:
         token = admin_token_from_env(os.environ, spec.name)
         if token is None:
-            print(f"swarm: error: neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set", file=sys.stderr)
-            return EXIT_INVALID
-        print(token)
+            return fail(args, f"neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set")
+        emit(args, {"swarm": spec.name, "kind": "admin", "agent_id": None, "token": token}, lambda d: d["token"])
         return EXIT_OK
     if secret is None:
-        print(f"swarm: error: {SECRET_ENV} is not set", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, f"{SECRET_ENV} is not set")
     if args.read:
-        print(read_token(secret, spec.name))
+        emit(args, {"swarm": spec.name, "kind": "read", "agent_id": None, "token": read_token(secret, spec.name)},
+             lambda d: d["token"])
         return EXIT_OK
     if spec.agent(args.agent_id) is None:
-        print(f"swarm: error: agent {args.agent_id!r} is not declared in {args.spec} (swarm {spec.name!r}); "
-              f"declared: {', '.join(sorted(a.id for a in spec.agents)) or 'none'}", file=sys.stderr)
-        return EXIT_INVALID
-    print(agent_token(secret, spec.name, args.agent_id))
+        return fail(args, f"agent {args.agent_id!r} is not declared in {args.spec} (swarm {spec.name!r}); "
+              f"declared: {', '.join(sorted(a.id for a in spec.agents)) or 'none'}")
+    emit(args, {"swarm": spec.name, "kind": "agent", "agent_id": args.agent_id,
+                "token": agent_token(secret, spec.name, args.agent_id)}, lambda d: d["token"])
     return EXIT_OK
 
 
@@ -229,15 +233,13 @@ def _print_bus_password(args: argparse.Namespace) -> int:
     from swarm.spec.loader import load_spec
 
     if args.agent_id is None:
-        print("swarm: error: give AGENT_ID with --bus", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, "give AGENT_ID with --bus")
     secret = bus_secret_from_env()
     if secret is None:
-        print("swarm: error: neither SWARM_BUS_SECRET nor SWARM_REGISTRY_SECRET is set", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, "neither SWARM_BUS_SECRET nor SWARM_REGISTRY_SECRET is set")
     spec = load_spec(args.spec)
     if spec.agent(args.agent_id) is None:
-        print(f"swarm: error: agent {args.agent_id!r} is not declared in {args.spec}", file=sys.stderr)
-        return EXIT_INVALID
-    print(bus_password(secret, spec.name, args.agent_id))
+        return fail(args, f"agent {args.agent_id!r} is not declared in {args.spec}")
+    emit(args, {"swarm": spec.name, "kind": "bus", "agent_id": args.agent_id,
+                "token": bus_password(secret, spec.name, args.agent_id)}, lambda d: d["token"])
     return EXIT_OK
