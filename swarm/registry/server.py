@@ -50,7 +50,7 @@ from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from swarm.desired import RegistryCatalog
@@ -64,7 +64,6 @@ from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
 from swarm.registry.models import (
     AGENT_STATUSES,
     AgentCounts,
-    AgentList,
     CatalogPut,
     CatalogPutResult,
     CatalogState,
@@ -88,6 +87,8 @@ _NAME = re.compile(NAME_PATTERN)
 _STATUS_PATTERN = f"({'|'.join(AGENT_STATUSES)})"
 #: Seconds a watch stream gets to end cleanly once the server shuts down.
 SSE_SHUTDOWN_GRACE = 1.0
+#: Agents read per pipeline by GET /agents (and encoded per chunk of its streamed body).
+LIST_BATCH = 500
 
 
 class BodyTooLargeError(InvalidRequestError):
@@ -398,16 +399,38 @@ class RegistryApp:
         status = query_param(request, "status", pattern=_STATUS_PATTERN)
         catalog = await self.catalog()
         reader = await self.read_access(request, catalog)  # before the listing: a refusal costs little
-        agents = await self.store.list(catalog)
         private = self.private_fields(catalog)
-        selected = [
-            self.visible(a, reader, private) for a in agents
-            if (capability is None or capability in a.capabilities)
-            and (topic is None or topic in a.topics.publish or topic in a.topics.subscribe)
-            and (role is None or a.role == role)
-            and (status is None or a.status == status)
-        ]
-        return json_model(AgentList(agents=selected, count=len(selected)))
+
+        def chunk(batch: list[Registration]) -> list[bytes]:
+            return [self.visible(a, reader, private).model_dump_json().encode() for a in batch
+                    if (capability is None or capability in a.capabilities)
+                    and (topic is None or topic in a.topics.publish or topic in a.topics.subscribe)
+                    and (role is None or a.role == role)
+                    and (status is None or a.status == status)]
+
+        # Streamed a batch at a time (10,000 agents are ~10 MB of JSON): the same bytes
+        # as AgentList(...).model_dump_json(). The first batch is read before the
+        # response starts, so a Redis failure then is still a 503.
+        batches = self.store.list_batches(catalog, LIST_BATCH)
+        first = await anext(batches, None)
+
+        async def body() -> AsyncIterator[bytes]:
+            count = 0
+            try:
+                pending = first
+                sep = b'{"agents":['
+                while pending is not None:
+                    items = chunk(pending)
+                    if items:
+                        yield sep + b",".join(items)
+                        sep = b","
+                        count += len(items)
+                    pending = await anext(batches, None)
+                yield (b'{"agents":[' if count == 0 else b"") + b'],"count":' + str(count).encode() + b"}"
+            finally:
+                await batches.aclose()
+
+        return StreamingResponse(body(), media_type="application/json")
 
     async def watch(self, request: Request) -> Response:
         capability = query_param(request, "capability", max_length=128)

@@ -409,6 +409,33 @@ class RegistryStore:
         out.sort(key=lambda r: r.agent_id)
         return out
 
+    async def list_batches(self, catalog: RegistryCatalog | None, batch: int = 500
+                           ) -> AsyncIterator[builtins.list[Registration]]:
+        """Every registered agent, sorted by id, in lists of at most ``batch`` (one pipeline each).
+
+        What :meth:`list` returns, read a batch at a time so that a listing of
+        10,000 agents never holds them all (GET /agents streams them). Leases are
+        read once, with the time, at the start: an agent that registers meanwhile
+        is not listed, one deregistered meanwhile is skipped.
+        """
+        async with redis_errors("agent list"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.zrange(self.keys.leases, 0, -1, withscores=True)
+                now, leases = await pipe.execute()
+        now_ms = _now_ms(now)
+        ordered = sorted((as_text(m), int(score)) for m, score in leases)
+        for start in range(0, len(ordered), batch):
+            part = ordered[start:start + batch]
+            async with redis_errors("agent list"):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for agent_id, _ in part:
+                        pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
+                        pipe.hget(self.keys.breaker(agent_id), "state")
+                    rows = await pipe.execute()
+            yield [_registration(rows[2 * i], expiry, now_ms, rows[2 * i + 1], catalog)
+                   for i, (_, expiry) in enumerate(part) if rows[2 * i][0] is not None]
+
     # -- leases ------------------------------------------------------------------
 
     async def sweep(self, *, min_protect: int, ratio: float) -> SweepOutcome:
