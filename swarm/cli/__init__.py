@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    from swarm.cli import help_examples
+
+    help_examples.apply(parser)
     return parser
 
 
