@@ -20,11 +20,10 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from swarm.cli import EXIT_INVALID, EXIT_OK
+from swarm.cli import EXIT_OK
 from swarm.cli.output import add_output_option, emit, fail
 from swarm.errors import InvalidRequestError
 from swarm.redis_auth import bus_secret_from_env, redis_url_from_env

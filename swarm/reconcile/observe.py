@@ -50,7 +50,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 import httpx
-import redis
 from redis.exceptions import WatchError
 
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog

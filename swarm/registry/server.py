@@ -43,7 +43,6 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import anyio
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse

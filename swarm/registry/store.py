@@ -26,7 +26,7 @@ import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence, cast
+from typing import Any, AsyncGenerator, AsyncIterator, Sequence, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -410,7 +410,7 @@ class RegistryStore:
         return out
 
     async def list_batches(self, catalog: RegistryCatalog | None, batch: int = 500
-                           ) -> AsyncIterator[builtins.list[Registration]]:
+                           ) -> AsyncGenerator[builtins.list[Registration], None]:
         """Every registered agent, sorted by id, in lists of at most ``batch`` (one pipeline each).
 
         What :meth:`list` returns, read a batch at a time so that a listing of
