@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK
+from swarm.cli.output import add_output_option, emit, fail, wants_json
 from swarm.errors import BusError, InvalidRequestError, NotDeclaredError, RouterUnavailableError
 from swarm.redis_auth import bus_secret_from_env, redis_url_from_env
 
@@ -81,6 +82,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
                    help="how long to wait for the router's receipt (default 2)")
     _common(p)
+    add_output_option(p)
     p.set_defaults(handler=run_publish)
 
     r = sub.add_parser("read", help="show a topic's log (inspection: no inbox, no ack)",
@@ -97,6 +99,7 @@ def register(subparsers: Any) -> None:
     b.add_argument("agent", metavar="AGENT")
     b.add_argument("--reset", action="store_true", help="close the breaker now")
     _common(b)
+    add_output_option(b)
     b.set_defaults(handler=run_breaker)
 
     register_route(sub)
@@ -123,20 +126,17 @@ def _target(args: argparse.Namespace) -> tuple[str, str, set[str]]:
     return spec.name, redis_url_from_env(args.redis_url or spec.swarm.bus.redis_url), {a.id for a in spec.agents}
 
 
-def _refusable(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def _refusable(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace | None = None) -> int:
     import asyncio  # here, not at the top: the parser loads without asyncio
 
     try:
         return asyncio.run(run())
     except (InvalidRequestError, NotDeclaredError) as exc:
-        print(f"swarm bus: error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, str(exc), EXIT_INVALID, prefix="swarm bus: error: ")
     except BusError as exc:
-        print(f"swarm bus: refused: {exc}", file=sys.stderr)
-        return EXIT_DIFF
+        return fail(args, str(exc), EXIT_DIFF, kind="refused", prefix="swarm bus: refused: ")
     except RouterUnavailableError as exc:
-        print(f"swarm bus: error: {exc}", file=sys.stderr)
-        return EXIT_DIFF
+        return fail(args, str(exc), EXIT_DIFF, kind="unavailable", prefix="swarm bus: error: ")
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -204,21 +204,22 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         payload = json.loads(text)
     except ValueError as exc:
-        print(f"swarm bus publish: JSON argument is not valid JSON: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, f"JSON argument is not valid JSON: {exc}", EXIT_INVALID, prefix="swarm bus publish: ")
     bus = _bus(args, args.agent)
 
     async def run() -> int:
         async with bus:
             result = await bus.publish(args.topic, payload, message_id=args.message_id, wait=True,
                                        timeout=args.timeout)
-        print(f"{result.entry_id} duplicate" if result.duplicate else result.entry_id)
-        if result.undelivered:  # routed, but these subscribers' inboxes were full (inbox_max_len)
+        emit(args, {"topic": args.topic, "entry_id": result.entry_id, "duplicate": result.duplicate,
+                    "undelivered": list(result.undelivered)},
+             lambda d: f"{d['entry_id']} duplicate" if d["duplicate"] else d["entry_id"])
+        if result.undelivered and not wants_json(args):  # routed, but these inboxes were full (inbox_max_len)
             print(f"swarm bus publish: not delivered to {', '.join(result.undelivered)}: inbox full "
                   f"(recorded in the refused stream as inbox_full)", file=sys.stderr)
         return EXIT_OK
 
-    return _refusable(run)
+    return _refusable(run, args)
 
 
 def _line(entry_id: Any, fields: dict[Any, Any]) -> str:
@@ -326,10 +327,13 @@ def run_breaker(args: argparse.Namespace) -> int:
             text += f", cooldown left {reply.cooldown_left_ms() / 1000:.1f}s (probe allowed after {when})"
         if args.reset:
             text = "reset: " + text
-        print(text)
+        emit(args, {"agent": args.agent, "reset": bool(args.reset), "state": snap.state.value,
+                    "failures": snap.failures, "epoch": snap.epoch,
+                    "retry_at_ms": retry_at, "cooldown_left_ms": reply.cooldown_left_ms() if retry_at is not None else None},
+             lambda d: text)
         return EXIT_OK
 
-    return _refusable(run)
+    return _refusable(run, args)
 
 
 # -- swarm bus route (the trusted router) --------------------------------------------------

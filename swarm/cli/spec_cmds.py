@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
+from swarm.cli.output import add_output_option, emit, fail, wants_json
 from swarm.errors import SpecError
 
 # the spec models (pydantic), loader and schema are imported inside the handlers: the parser
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("schema", help="write the JSON Schema of spec documents")
     p.add_argument("--out", default=DEFAULT_SCHEMA_DIR, metavar="DIR", help=f"output directory (default {DEFAULT_SCHEMA_DIR})")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files are stale")
+    add_output_option(p)
     p.set_defaults(handler=cmd_schema)
 
     acl = subparsers.add_parser("acl", help="ask ACL questions about a spec")
@@ -49,6 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("role", metavar="ROLE")
     p.add_argument("action", choices=("publish", "subscribe"))
     p.add_argument("topic", metavar="TOPIC")
+    add_output_option(p)
     p.set_defaults(handler=cmd_acl_check)
 
 
@@ -101,12 +104,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
             stale.append(path)
             if not args.check:
                 _write_atomic(path, text)
+    files = [path.as_posix() for path in stale]
     if args.check:
-        for path in stale:
-            print(f"stale: {path.as_posix()} (run `swarm schema --out {args.out}`)")
+        emit(args, {"out": out.as_posix(), "check": True, "stale": files},
+             lambda d: "\n".join(f"stale: {f} (run `swarm schema --out {args.out}`)" for f in d["stale"]) or None)
         return EXIT_DIFF if stale else EXIT_OK
-    for path in stale:
-        print(f"wrote {path.as_posix()}")
+    emit(args, {"out": out.as_posix(), "check": False, "written": files},
+         lambda d: "\n".join(f"wrote {f}" for f in d["written"]) or None)
     return EXIT_OK
 
 
@@ -121,16 +125,14 @@ def cmd_acl_check(args: argparse.Namespace) -> int:
     spec = load_spec_full(args.spec or [DEFAULT_SPEC]).spec
     if args.role not in spec.roles:
         hint = did_you_mean(args.role, spec.roles) or " (roles: " + ", ".join(sorted(spec.roles)) + ")"
-        print(f"swarm: error: role {args.role!r} is not defined{hint}", file=sys.stderr)
-        return EXIT_INVALID
+        return fail(args, f"role {args.role!r} is not defined{hint}", EXIT_INVALID)
     if not re.fullmatch(TOPIC_PATTERN, args.topic):
-        print(
-            f"swarm: error: {args.topic!r} is not a topic name (dot-separated tokens of [a-z0-9_-])",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
-    if spec.topic(args.topic) is None:
+        return fail(args, f"{args.topic!r} is not a topic name (dot-separated tokens of [a-z0-9_-])", EXIT_INVALID)
+    declared = spec.topic(args.topic) is not None
+    if not declared and not wants_json(args):
         print(f"swarm: note: topic {args.topic!r} is not declared in the spec", file=sys.stderr)
     decision = AclTable.from_spec_roles(spec.roles).decide(args.role, args.action, args.topic)
-    print(f"{'allow' if decision.allow else 'deny'} ({decision.rule})")
+    emit(args, {"role": args.role, "action": args.action, "topic": args.topic, "declared": declared,
+                "decision": "allow" if decision.allow else "deny", "rule": decision.rule},
+         lambda d: f"{d['decision']} ({d['rule']})")
     return EXIT_OK if decision.allow else EXIT_DIFF

@@ -323,3 +323,22 @@ def test_apply_prune_of_most_topics_exits_1_until_forced(cli, compiled: Path, re
     assert code == 0 and "pruned stream swarm:{research}:topic:results.research" in out
     assert r.exists("swarm:{research}:topic:results.research") == 0
     r.close()
+
+
+def test_publish_and_breaker_under_o_json(cli, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli("publish", "tasks.research", '{"q": "ants"}', "--as", "architect", "--id", "j-1", "-o", "json")
+    first = json.loads(out)
+    assert code == 0 and first["duplicate"] is False and first["topic"] == "tasks.research"
+    code, out, _ = cli("publish", "tasks.research", '{"q": "ants"}', "--as", "architect", "--id", "j-1", "-o", "json")
+    assert code == 0 and json.loads(out) == {**first, "duplicate": True}
+    code, out, _ = cli("breaker", "architect", "-o", "json")
+    shown = json.loads(out)
+    assert code == 0 and shown["agent"] == "architect" and shown["state"] == "closed" and shown["reset"] is False
+    # errors are one JSON object on stderr, the exit code unchanged
+    code, out, err = cli("breaker", "ghost", "-o", "json")
+    assert code == 2 and out == "" and json.loads(err)["error"]["kind"] == "invalid" and "ghost" in err
+    code, out, err = cli("publish", "tasks.research", "{not json", "--as", "architect", "-o", "json")
+    assert code == 2 and json.loads(err)["error"]["message"].startswith("JSON argument is not valid JSON")
+    # a refusal (the worker role may not publish tasks) is kind "refused", exit 1
+    code, out, err = cli("publish", "tasks.research", "{}", "--as", "web-researcher", "-o", "json")
+    assert code == 1 and json.loads(err)["error"]["kind"] == "refused"

@@ -24,7 +24,7 @@ def test_the_help_text_shows_the_example() -> None:
     parser = build_parser()
     sub = dict((p, s) for p, s, _ in subcommands(parser))[("bus", "breaker")]
     text = sub.format_help()
-    assert "Example:" in text and "swarm bus breaker writer --reset" in text
+    assert "Example:" in text and "swarm bus breaker summarizer --reset" in text
 
 
 @pytest.mark.parametrize("line", sorted({line for lines in EXAMPLES.values() for line in lines}))
@@ -33,3 +33,42 @@ def test_each_example_parses(line: str) -> None:
     assert words[0] == "swarm"
     args = build_parser().parse_args(words[1:])  # SystemExit (exit 2) on a wrong example
     assert callable(args.handler)
+
+
+def test_acl_check_and_schema_under_o_json(repo_root, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from swarm.cli import main
+
+    code = main(["acl", "check", "worker", "publish", "results.research", "--spec", str(repo_root / "specs"), "-o", "json"])
+    decided = json.loads(capsys.readouterr().out)
+    assert code == 0 and decided["decision"] == "allow" and decided["rule"] == "publish: results.*"
+    code = main(["acl", "check", "observer", "publish", "results.research", "--spec", str(repo_root / "specs"), "-o", "json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["decision"] == "deny"
+    code = main(["acl", "check", "nobody", "publish", "x", "--spec", str(repo_root / "specs"), "-o", "json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and "nobody" in json.loads(captured.err)["error"]["message"]
+    code = main(["schema", "--out", str(repo_root / "schemas"), "--check", "-o", "json"])
+    assert code == 0 and json.loads(capsys.readouterr().out) == {"out": str(repo_root / "schemas"), "check": True, "stale": []}
+
+
+#: commands that print no data of their own (or only a stream of raw lines), so no ``-o json``
+NO_DATA = {
+    "acl": "a group", "registry": "a group", "bus": "a group", "secrets": "a group", "images": "a group",
+    "registry serve": "a server: logs only", "bus route": "a daemon: logs only", "up": "runs the stack: event lines",
+    "bus read": "prints the topic log as JSON lines already",
+    "bus apply": "prints the actions as lines; `swarm plan -o json` gives the same actions as data",
+    "archive": "a copier: a count line", "init": "writes files, names them", "secrets env": "writes a file",
+    "secrets k8s": "prints YAML manifests", "images build": "the engine's output", "completion": "a shell script",
+    "logs": "a log file as it is",
+}
+
+
+def test_every_data_command_takes_o_json() -> None:
+    lacking = []
+    for path, sub, _ in subcommands(build_parser()):
+        name = " ".join(path)
+        has_json = any("-o" in a.option_strings and "json" in (a.choices or ()) for a in sub._actions)
+        if not has_json and name not in NO_DATA:
+            lacking.append(name)
+    assert lacking == []
