@@ -186,6 +186,12 @@ def paint_words(line: str, enabled: bool | None = None) -> str:
                   lambda m: paint(m.group(0), style_of(m.group(0)), True), line)
 
 
+def paint_lines(text: str, enabled: bool | None = None) -> str:
+    """:func:`paint_words` on every line of a rendered table or report."""
+    on = colour_enabled() if enabled is None else enabled
+    return "\n".join(paint_words(line, on) for line in text.split("\n")) if on else text
+
+
 # --------------------------------------------------------------------------- help
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
+from swarm.cli.output import paint_lines
 from swarm.errors import PermanentError, SpecError, TransientError
 from swarm.redis_auth import bus_secret_from_env, masked, password_from_env
 
@@ -165,7 +166,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps({"swarm": source.desired.registry.swarm, "digest": source.digest, **plan.to_dict()}, indent=2))
     else:
-        print(plan.render(None) if args.full else plan.render())
+        print(paint_lines(plan.render(None) if args.full else plan.render()))
     return EXIT_OK if plan.empty else EXIT_DIFF
 
 
@@ -218,7 +219,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps(result.plan.to_dict(), indent=2))
         else:
-            print(result.plan.render(None) if args.full else result.plan.render())
+            print(paint_lines(result.plan.render(None) if args.full else result.plan.render()))
         return EXIT_OK if result.plan.empty else EXIT_DIFF
     if result.state == "invalid-spec" and rec.good is None and isinstance(result.error, SpecError):
         raise result.error  # nothing valid to enforce: the dispatcher prints it, exit 2
@@ -338,7 +339,7 @@ def run_status(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(status.render(None) if args.full else status.render())
+        print(paint_lines(status.render(None) if args.full else status.render()))
         for line in _lease_lines(lease):
             print(line)
         if spec_error is not None:

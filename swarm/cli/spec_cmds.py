@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.cli import EXIT_DIFF, EXIT_INVALID, EXIT_OK, add_env_option
-from swarm.cli.output import add_output_option, emit, fail, wants_json
+from swarm.cli.output import add_output_option, emit, fail, paint_lines, wants_json
 from swarm.errors import SpecError
 
 # the spec models (pydantic), loader and schema are imported inside the handlers: the parser
@@ -73,7 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         spec = loaded.spec
         where = f" (environment {loaded.environment})" if loaded.environment else ""
-        print(f"ok: {len(spec.agents)} agents, {len(spec.topics)} topics{where}")
+        print(paint_lines(f"ok: {len(spec.agents)} agents, {len(spec.topics)} topics{where}"))
     return EXIT_OK
 
 

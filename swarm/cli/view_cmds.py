@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from swarm.cli import EXIT_OK, add_env_option
+from swarm.cli.output import paint_lines
 
 READ_TOKEN_ENV = "SWARM_READ_TOKEN"
 
@@ -125,7 +126,7 @@ def run_agents(args: argparse.Namespace) -> int:
     elif not agents:
         print("no live registrations", file=sys.stderr)
     else:
-        print(table(agent_rows(agents, int(time.time() * 1000), args.output == "wide")))
+        print(paint_lines(table(agent_rows(agents, int(time.time() * 1000), args.output == "wide"))))
     return EXIT_OK
 
 
@@ -223,11 +224,11 @@ def run_topics(args: argparse.Namespace) -> int:
     rows = [["TOPIC", "LENGTH", "DEAD", "PUBLISHERS", "SUBSCRIBERS"]]
     rows += [[t["topic"], str(t["length"]), str(t["dead_letters"]), ",".join(t["publishers"]) or "-",
               ",".join(t["subscribers"]) or "-"] for t in topics]
-    print(table(rows))
+    print(paint_lines(table(rows)))
     if inboxes:
         rows = [["INBOX", "WAITING", "DELIVERED-UNACKED", "LAG", "DEAD"]]
         rows += [[i["agent"], str(i["waiting"]), str(i["pending"]), "-" if i["lag"] is None else str(i["lag"]),
                   str(i["dead_letters"])] for i in inboxes]
         print()
-        print(table(rows))
+        print(paint_lines(table(rows)))
     return EXIT_OK
