@@ -160,7 +160,7 @@ def main() -> None:
         root = Path(tmp)
         rs = RedisServer(root / "redis").start()
         reg_port = free_port()
-        env = {**os.environ, "SWARM_REGISTRY_SECRET": SECRET, "SWARM_ADMIN_TOKEN": admin_token(SECRET)}
+        env = {**os.environ, "SWARM_REGISTRY_SECRET": SECRET, "SWARM_ADMIN_TOKEN": admin_token(SECRET, "bench")}
         registry = ProcessServer(
             python_cmd("-m", "swarm", "registry", "serve", "--port", str(reg_port), "--redis-url", rs.url,
                        "--swarm", "bench", "--no-probe", "--log-level", "warning"),
