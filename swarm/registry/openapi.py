@@ -30,7 +30,7 @@ from swarm.registry.models import (
     Status,
     ValidationErrorBody,
 )
-from swarm.spec.models import NAME_MAX, NAME_PATTERN
+from swarm.spec.models import NAME_MAX, NAME_PATTERN, TOPIC_PATTERN
 
 _MODELS: list[type[BaseModel]] = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogState, CatalogPutResult,
            ErrorBody, ValidationErrorBody, Health, Status]
@@ -84,6 +84,48 @@ _READ: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": {"type": "string", **schema}}
+
+
+def _object(description: str, *required: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "required": list(required)}}}}
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard's reads (``swarm/registry/ui.py``): the read or the admin token only, whatever
+    ``public_reads`` says. The pages themselves (/ui/, /ui/app.js, /ui/app.css) are deliberately
+    left out: static files, not API."""
+    dashboard = [{"bearer": []}]
+    topic = {"name": "topic", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": TOPIC_PATTERN, "maxLength": 249}}
+    count = {"name": "count", "in": "query", "required": False, "description": "entries, newest first (default 20)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+
+    def get(op: str, summary: str, ok: dict[str, Any], *codes: int, params: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
+        out: dict[str, Any] = {"operationId": op, "summary": summary, "security": dashboard,
+                               "responses": {"200": ok, **_errors(401, 403, *codes, 503)}}
+        if params:
+            out["parameters"] = params
+        return {"get": out}
+
+    return {
+        "/ui/api/overview": get("uiOverview", "Dashboard: protection mode, breakers, reconcile state.",
+                                _object("overview", "swarm", "protection", "breakers", "breakers_open")),
+        "/ui/api/agents/{agent_id}": get(
+            "uiAgent", "Dashboard: one agent's registration, declaration, breaker, rights and inbox.",
+            _object("the agent", "agent_id", "registration", "breaker"), 404, params=[_AGENT_ID]),
+        "/ui/api/topics": get("uiTopics", "Dashboard: per topic its log length, dead letters, publishers, "
+                              "subscribers; per inbox its backlog (as `swarm topics`).",
+                              _object("the bus", "installed", "topics", "inboxes")),
+        "/ui/api/topics/{topic}/messages": get(
+            "uiTopicMessages", "Dashboard: the newest entries of a topic's log (at most 100, payloads cut "
+            "to 500 characters).", _object("entries", "topic", "messages"), 404, params=[topic, count]),
+        "/ui/api/acl": get("uiAcl", "Dashboard: the role x topic ACL matrix with the deciding rules, and "
+                           "each agent's effective rights.", _object("the ACL table", "installed", "matrix")),
+        "/ui/api/sync": get("uiSync", "Dashboard: reconcile status, the last 20 passes, the reconcile lease.",
+                            _object("sync state", "status", "history", "lease")),
+    }
 
 
 @lru_cache(maxsize=1)
@@ -191,6 +233,7 @@ def openapi_document() -> dict[str, Any]:
                                   "responses": {"200": {"description": "OpenAPI 3.1",
                                                         "content": {"application/json": {"schema": {"type": "object"}}}}}}},
     }
+    paths.update(_dashboard_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "swarm agent registry", "version": "1",
@@ -199,7 +242,9 @@ def openapi_document() -> dict[str, Any]:
                                 "any agent's token, the admin token or the read-only token unless the spec "
                                 "sets registry.public_reads; metadata keys in registry.private_metadata are "
                                 "returned only to the agent itself and the admin. Tokens bind the swarm "
-                                "name. /health*, /metrics and /openapi.json are open."},
+                                "name. /health*, /metrics and /openapi.json are open. /ui/ serves the "
+                                "dashboard's pages without a token; its /ui/api/* reads need the read or the "
+                                "admin token."},
         "paths": paths,
         "components": {
             "schemas": schemas.get("$defs", {}),
