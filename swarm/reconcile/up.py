@@ -439,6 +439,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
         secret_hint = "" if os.environ.get("SWARM_REGISTRY_SECRET") else f"SWARM_REGISTRY_SECRET=$(cat {state / 'secret'}) "
         print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} "
               f"--redis-url {masked(plain_url)}")
+        print(f"  dashboard {registry_url}/ui/  (sign in with the read token: {secret_hint}swarm token --read {spec_args})")
         print("  watching the spec; Ctrl-C stops everything", flush=True)
 
         config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, force_prune=options.force_prune,

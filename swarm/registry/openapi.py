@@ -95,7 +95,7 @@ def _dashboard_paths() -> dict[str, Any]:
     """The dashboard's reads (``swarm/registry/ui.py``): the read or the admin token only, whatever
     ``public_reads`` says. The pages themselves (/ui/, /ui/app.js, /ui/app.css) are deliberately
     left out: static files, not API."""
-    dashboard = [{"bearer": []}]
+    dashboard: list[dict[str, list[str]]] = [{"bearer": []}]
     topic = {"name": "topic", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": TOPIC_PATTERN, "maxLength": 249}}
     count = {"name": "count", "in": "query", "required": False, "description": "entries, newest first (default 20)",

@@ -36,7 +36,7 @@ import json
 import re
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -180,7 +180,8 @@ class DashboardApi:
             if not reader.sees_private_of(agent_id):
                 declared_doc = redact_metadata(declared_doc, private)
         async with redis_errors("event read"):
-            events = await self.redis.xrevrange(self.keys.events, count=EVENTS_SCANNED)
+            events = cast("list[tuple[Any, dict[Any, Any]]]",
+                          await self.redis.xrevrange(self.keys.events, count=EVENTS_SCANNED))
         transitions: list[dict[str, Any]] = []
         for entry_id, fields in events:
             f = {as_text(k): as_text(v) for k, v in fields.items()}
@@ -273,7 +274,8 @@ class DashboardApi:
         self.reader(request)
         async with redis_errors("sync read"):
             status = await self.registry.store.reconcile_status()
-            entries = await self.redis.xrevrange(self.keys.history, count=HISTORY_COUNT)
+            entries = cast("list[tuple[Any, dict[Any, Any]]]",
+                           await self.redis.xrevrange(self.keys.history, count=HISTORY_COUNT))
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(self.keys.lease)
             pipe.pttl(self.keys.lease)
