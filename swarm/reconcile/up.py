@@ -488,7 +488,17 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await reconciler.watch(stop, on_pass=on_pass)
+            from swarm.reconcile.up_events import follow_events
+            from swarm.redis_conn import async_client
+
+            events_redis = async_client(redis_url, swarm=spec.name)
+            follower = asyncio.create_task(follow_events(events_redis, spec.name, lambda line: print(line, flush=True)))
+            try:
+                await reconciler.watch(stop, on_pass=on_pass)
+            finally:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
+                await events_redis.aclose()
 
         asyncio.run(main())
         print("swarm up: stopping", flush=True)

@@ -1,0 +1,83 @@
+"""What ``swarm up`` prints as it happens: one readable line per registry event.
+
+:func:`event_line` is pure (one entry of ``swarm:{N}:events`` -> a line, or None for
+events not worth a line, e.g. a heartbeat's ``same``); :func:`follow_events` is the
+async task ``up`` runs beside the watch loop: it reads the stream from its end
+(XREAD BLOCK) and prints each line. Registrations, updates, deregistrations,
+expiries (the registry's Lua scripts) and breaker changes (``breaker-opened`` /
+``breaker-closed``, the prober's breaker script) all arrive on that one stream.
+
+>>> event_line({"type": "expired", "agent": "writer-1", "data": "{}"}, "12:01:03")
+'12:01:03 expired     writer-1'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Mapping
+
+from swarm.backoff import Backoff
+from swarm.foreign import REDIS_ERRORS
+from swarm.keys import SwarmKeys, as_text
+
+_WORDS = {
+    "registered": "registered",
+    "updated": "updated",
+    "deregistered": "deregistered",
+    "expired": "expired",
+    "breaker-opened": "breaker open",
+    "breaker-closed": "breaker closed",
+    "catalog-changed": "catalog",
+}
+
+
+def _doc(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def event_line(fields: Mapping[str, str], clock: str) -> str | None:
+    """The line ``up`` prints for one event (``clock`` is ``HH:MM:SS``); None when it prints none."""
+    kind = fields.get("type", "")
+    agent = fields.get("agent", "")
+    word = _WORDS.get(kind)
+    if word is None:  # "same" (a re-registration that changed nothing) and unknown kinds
+        return None
+    if kind == "catalog-changed":
+        return None  # the watch loop already prints its passes
+    head = f"{clock} {word:<11} {agent}"
+    if kind in ("registered", "updated"):
+        doc = _doc(fields.get("data", ""))
+        details = []
+        if doc.get("role"):
+            details.append(f"role {doc['role']}")
+        if doc.get("version"):
+            details.append(f"v{str(doc['version']).removeprefix('v')}")
+        if details:
+            head += f" ({', '.join(details)})"
+    return head
+
+
+async def follow_events(redis: Any, swarm: str, out: Callable[[str], None], *, block_ms: int = 1000) -> None:
+    """Print every new event of ``swarm`` through ``out`` until cancelled; Redis faults are retried with backoff."""
+    key = SwarmKeys(swarm).events
+    last = "$"
+    backoff = Backoff(base=0.2, cap=2.0)
+    while True:
+        try:
+            reply = await redis.xread({key: last}, block=block_ms, count=100)
+        except REDIS_ERRORS:
+            await backoff.sleep()
+            continue
+        backoff.reset()
+        for _stream, entries in reply or []:
+            for entry_id, raw in entries:
+                last = as_text(entry_id)
+                fields = {as_text(k): as_text(v) for k, v in raw.items()}
+                line = event_line(fields, time.strftime("%H:%M:%S"))
+                if line is not None:
+                    out(line)
