@@ -84,7 +84,7 @@ from swarm.reconcile.status import (
     parse_status,
     short_digest,
 )
-from swarm.spec.loader import LoadedSpec, compute_digest, parse_spec_texts, read_spec_files
+from swarm.spec.loader import DocumentCache, LoadedSpec, compute_digest, parse_spec_texts, read_spec_files
 
 log = logging.getLogger("swarm.reconcile")
 
@@ -224,6 +224,8 @@ class Reconciler:
         self.status: ReconcileStatus | None = None
         self._cache_key: object = None
         self._cache: SpecSource | SpecError | None = None
+        #: parsed files of earlier passes: a save re-parses only the files whose bytes changed
+        self._documents = DocumentCache()
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._backoff = Backoff(base=config.backoff_initial, cap=config.backoff_max)
         self._lease: Lease | None = None
@@ -285,7 +287,7 @@ class Reconciler:
             files, pending = read()
             try:
                 try:
-                    loaded = parse_spec_texts(files, self.config.environment)
+                    loaded = parse_spec_texts(files, self.config.environment, cache=self._documents)
                     desired = desired_from_spec(loaded.spec, loaded.digest)
                 finally:
                     revision = pending.result() if isinstance(pending, Future) else pending
