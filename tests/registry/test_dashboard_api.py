@@ -9,7 +9,7 @@ import httpx
 import redis
 
 from swarm.registry.ui import CSP
-from tests.registry.conftest import REPO, TEST_SECRET, RegistryProcess
+from tests.registry.conftest import REPO, TEST_SECRET, RegistryFactory, RegistryProcess
 from tests.support.dashboard import apply_bus, open_breaker, publish, write_reconcile_state
 
 API = ["/ui/api/overview", "/ui/api/topics", "/ui/api/acl", "/ui/api/sync", "/ui/api/agents/architect",
@@ -60,7 +60,10 @@ def test_acl_matrix_equals_the_compiled_table(registry: RegistryProcess) -> None
     assert doc["roles"] == compiled["roles"]
 
 
-def test_topics_messages_agent_detail_and_sync(registry: RegistryProcess) -> None:
+def test_topics_messages_agent_detail_and_sync(registry_factory: RegistryFactory) -> None:
+    # no sweep during the test: a sweep clears a protection flag that no mass expiry justifies
+    registry = registry_factory(extra_args=["--sweep-interval", "3600"])
+    registry.push()
     assert registry.get("/ui/api/topics").json()["installed"] is False
     apply_bus(registry.redis.url, TEST_SECRET)
     publish(registry.redis.url, TEST_SECRET, "tasks.research", {"q": "x" * 2000}, "architect")
