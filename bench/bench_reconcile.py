@@ -179,7 +179,8 @@ def main() -> None:
             cwd=root, env=env, stdout=log, stderr=log,
         )
         r: Any = redis.Redis.from_url(rs.url, decode_responses=True)
-        http = httpx.Client(base_url=registry.url, timeout=5)
+        http = httpx.Client(base_url=registry.url, timeout=5,
+                            headers={"Authorization": f"Bearer {admin_token(SECRET, 'bench')}"})
 
         def catalog_agents() -> set[str]:
             resp = http.get("/catalog")
