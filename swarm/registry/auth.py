@@ -178,6 +178,14 @@ class Authorizer:
             return
         raise ForbiddenError(f"token does not grant acting on agent {agent_id!r}")
 
+    def operator(self, token: str) -> Reader | None:
+        """The admin token reads everything, the read token what is not private; any other token: None."""
+        if self.is_admin(token):
+            return EVERYONE
+        if self.is_read(token):
+            return ANONYMOUS
+        return None
+
     def reader(self, authorization: str | None, *, public: bool, agent_ids: "set[str] | frozenset[str]") -> Reader:
         """Who reads: the admin, one of ``agent_ids`` (the agents registered or declared), or the read token.
 
@@ -193,10 +201,9 @@ class Authorizer:
                 return ANONYMOUS
             raise MissingTokenError("missing bearer token (an agent's, the admin or the read token is required "
                                     "to read; `swarm token --read` prints the read token)")
-        if self.is_admin(token):
-            return EVERYONE
-        if self.is_read(token):
-            return ANONYMOUS
+        operator = self.operator(token)
+        if operator is not None:
+            return operator
         owner = self._owners.get(token.encode())
         if owner is not None and owner in agent_ids and self.is_agent(token, owner):
             return Reader(agent_id=owner)

@@ -36,9 +36,9 @@ import json
 import re
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, cast
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -46,10 +46,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from swarm.acl import AclTable
 from swarm.desired import AclDocument, BusPlan
 from swarm.keys import SwarmKeys, as_text
-from swarm.registry.auth import ANONYMOUS, EVERYONE, ForbiddenError, MissingTokenError, Reader, bearer_token
+from swarm.registry.auth import EVERYONE, ForbiddenError, MissingTokenError, Reader, bearer_token
 from swarm.registry.models import FieldError, redact_metadata
 from swarm.registry.store import redis_errors
 from swarm.spec.models import NAME_MAX, NAME_PATTERN, TOPIC_PATTERN
+
+_Doc = TypeVar("_Doc", bound=BaseModel)
 
 if TYPE_CHECKING:
     from swarm.registry.server import RegistryApp
@@ -103,35 +105,30 @@ class DashboardApi:
         if token is None:
             raise MissingTokenError("missing bearer token: the dashboard needs the read token "
                                     "(`swarm token --read` prints it) or the admin token")
-        if auth.is_admin(token):
-            return EVERYONE
-        if auth.is_read(token):
-            return ANONYMOUS
+        operator = auth.operator(token)
+        if operator is not None:
+            return operator
         raise ForbiddenError("the dashboard's data needs the read token or the admin token "
                              "(an agent's token does not grant it)")
 
     # -- Redis reads --------------------------------------------------------------
 
-    async def bus_plan(self) -> tuple[BusPlan | None, str | None]:
-        """The bus plan in Redis, or (None, why not)."""
-        async with redis_errors("bus plan read"):
-            raw = await self.redis.get(self.keys.bus)
+    async def _stored(self, key: str, model: type[_Doc], what: str, missing: str) -> tuple[_Doc | None, str | None]:
+        """The JSON document the reconciler stores at ``key``, or (None, why not)."""
+        async with redis_errors(f"{what} read"):
+            raw = await self.redis.get(key)
         if raw is None:
-            return None, f"the bus is not installed (no {self.keys.bus}): run `swarm bus apply` or `swarm reconcile`"
+            return None, f"{missing} (no {key}): run `swarm bus apply` or `swarm reconcile`"
         try:
-            return BusPlan.model_validate_json(raw), None
+            return model.model_validate_json(raw), None
         except ValidationError as exc:
-            return None, f"{self.keys.bus} does not hold a valid bus plan: {exc.error_count()} error(s)"
+            return None, f"{key} does not hold a valid {what}: {exc.error_count()} error(s)"
+
+    async def bus_plan(self) -> tuple[BusPlan | None, str | None]:
+        return await self._stored(self.keys.bus, BusPlan, "bus plan", "the bus is not installed")
 
     async def acl_document(self) -> tuple[AclDocument | None, str | None]:
-        async with redis_errors("ACL table read"):
-            raw = await self.redis.get(self.keys.acl)
-        if raw is None:
-            return None, f"no ACL table in Redis ({self.keys.acl}): run `swarm bus apply` or `swarm reconcile`"
-        try:
-            return AclDocument.model_validate_json(raw), None
-        except ValidationError as exc:
-            return None, f"{self.keys.acl} does not hold a valid ACL table: {exc.error_count()} error(s)"
+        return await self._stored(self.keys.acl, AclDocument, "ACL table", "no ACL table in Redis")
 
     async def breakers(self, ids: list[str]) -> dict[str, dict[str, str]]:
         async with redis_errors("breaker read"):
