@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.terminal import drain
+
 ESC = "\x1b["
 
 
@@ -22,16 +24,7 @@ def run_on_pty(args: list[str], env: dict[str, str]) -> str:
         assert proc.returncode == 0
         os.close(follower)
         follower = -1
-        chunks = []
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other side is closed and drained
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks).decode()
+        return drain(leader).decode()
     finally:
         os.close(leader)
         if follower != -1:

@@ -15,6 +15,7 @@ from typing import Callable
 import pytest
 
 import swarm
+from tests.support.terminal import drain
 from swarm.cli import main
 from swarm.errors import CompileError, SpecError
 
@@ -159,15 +160,7 @@ def test_progress_is_drawn_on_a_terminal(tmp_path: Path, example_copy: Path) -> 
         )
         os.close(slave)
         slave = -1
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the terminal's other side is closed and drained
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = drain(master)
     finally:
         os.close(master)
         if slave >= 0:
