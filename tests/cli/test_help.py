@@ -60,7 +60,6 @@ NO_DATA = {
     "bus apply": "prints the actions as lines; `swarm plan -o json` gives the same actions as data",
     "archive": "a copier: a count line", "init": "writes files, names them", "secrets env": "writes a file",
     "secrets k8s": "prints YAML manifests", "images build": "the engine's output", "completion": "a shell script",
-    "logs": "a log file as it is",
 }
 
 
