@@ -376,6 +376,7 @@ class Reconciler:
         status.last_attempted = attempt
         status.fetch = self.fetch_info.model_copy() if self.fetch_info else None
         status.pinned = self._pin if self._pin_active else None
+        status.pending = None  # unknown until this pass has planned
         self._end_stale_pin(ports)
         result = PassResult(state="synced", status=status)
         applied_before = status.last_applied
@@ -615,6 +616,7 @@ class Reconciler:
         plan = plan_actions(desired, actual, prune=self.config.prune, force_prune=self.config.force_prune, retired=retired)
         result.plan = plan
         status.held_back = [a.description for a in plan.held_back]
+        status.pending = [a.description for a in plan.actions]  # until applied and verified
         if not self.config.dry_run:
             status.retired_agents = sorted(plan.retired)
         if plan.refused:
@@ -637,6 +639,7 @@ class Reconciler:
                 raise _VerifyFailed(
                     "after applying, the live system still differs: " + "; ".join(a.description for a in after.actions)
                 )
+        status.pending = []
         self._backoff.reset()
         self._written_users = desired_user_rights(desired)
 

@@ -23,6 +23,9 @@ Format (``ReconcileStatus.model_dump(mode="json")``)::
       "drift": ["…"],               # changes the last pass made although the spec had not changed
       "drift_at": "…" | null,
       "held_back": ["agent x will be evicted: no longer declared"],   # needs --prune
+      "pending": ["create group …"] | null,   # what the next pass would run: [] once converged,
+                                    # the planned actions a failed pass left to retry, null when
+                                    # the pass could not plan (e.g. Redis unreachable)
       "retired_agents": ["x"],      # registered agents removed from the spec: evicted only with --prune
       "last_error": {"kind": "spec" | "transient" | "refused" | "permanent" | "verify",
                      "message": "…", "at": "…",
@@ -161,6 +164,7 @@ class ReconcileStatus(_Model):
     drift: list[str] = Field(default_factory=list)
     drift_at: str | None = None
     held_back: list[str] = Field(default_factory=list)
+    pending: list[str] | None = None
     retired_agents: list[str] = Field(default_factory=list)
     last_error: LastError | None = None
     live: LiveSummary | None = None
@@ -188,6 +192,9 @@ class ReconcileStatus(_Model):
         if self.drift:
             out.append(f"drift healed at {self.drift_at}:")
             out.extend(_summarised(self.drift, limit))
+        if self.pending:
+            out.append("next pass would run:")
+            out.extend(_summarised(self.pending, limit))
         if self.held_back:
             out.append("held back (needs --prune):")
             out.extend(_summarised(self.held_back, limit))

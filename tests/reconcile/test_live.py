@@ -121,3 +121,31 @@ def test_hand_made_registration_is_evicted_by_a_resync_without_prune(live: Regis
     finally:
         client.close()
         rec.close()
+
+
+def test_status_says_what_the_next_pass_would_run(live: RegistryProcess, spec_dir: Path) -> None:
+    """``pending``: unknown (None) when a pass could not plan, empty once a pass converged,
+    and the planned actions when a pass stopped before applying them (here: refused)."""
+    blind = Reconciler(
+        ReconcileConfig(spec_paths=[spec_dir], registry_url=live.url, redis_url=live.redis.url),
+        make_ports_factory(admin_token("not-the-secret", "research"), TEST_SECRET),
+    )
+    try:
+        failed = blind.run_pass("start")
+        assert failed.state == "error" and failed.status is not None and failed.status.pending is None
+    finally:
+        blind.close()
+    rec = reconciler(live, spec_dir)
+    try:
+        assert rec.run_pass("start").state == "synced"
+        assert live.get("/status", timeout=5).json()["reconcile"]["pending"] == []
+        assert "next pass would run" not in (rec.status.render() if rec.status else "")
+        for name in ("workers.yaml", "review.yaml"):  # five of six agents: a mass removal
+            (spec_dir / "agents" / name).unlink()
+        refused = rec.run_pass("file")
+        assert refused.state == "refused", refused.status
+        pending = live.get("/status", timeout=5).json()["reconcile"]["pending"]
+        assert refused.plan is not None and pending == [a.description for a in refused.plan.actions] and pending
+        assert "next pass would run:" in (rec.status.render() if rec.status else "")
+    finally:
+        rec.close()

@@ -116,6 +116,8 @@ def test_live_agents_breakers_protection_acl_topics_sync(registry: RegistryProce
     page.wait_for_selector("#sync-issues:has-text('specs/agents/workers.yaml:12:5')", timeout=5000)
     assert "laptop-4f2a" in page.locator('#sync-summary dd[data-key="reconcile lease"]').text_content()
     assert "invalid-spec" in page.locator("#sync-history").text_content()
+    assert "1 action(s) planned" in page.locator('#sync-summary dd[data-key="next pass"]').text_content()
+    assert page.locator("#sync-pending").text_content() == "create inbox group of summarizer"
     assert page.errors == []  # type: ignore[attr-defined]
     client.close()
 

@@ -84,6 +84,7 @@ def write_reconcile_state(client: Any, swarm: str, *, error: bool = True) -> Non
         passes=42, last_applied=applied, last_attempted=attempted if error else applied,
         drift=["re-created the Redis user of summarizer (deleted by hand)"], drift_at=now_iso(),
         held_back=["agent legacy-bot will be evicted: no longer declared"],
+        pending=["create inbox group of summarizer"] if error else [],
         last_error=LastError(kind="spec", message="1 problem in the spec", at=now_iso(), issues=[
             {"file": "specs/agents/workers.yaml", "line": 12, "column": 5, "path": "agents[2].role",
              "message": "role 'plnner' is not defined (did you mean 'planner'?)"}]) if error else None,

@@ -413,7 +413,9 @@
     add("standing by", standby.length ? standby.join(", ") : "none");
     if (s.fetch) add("fetch", s.fetch.ref + (s.fetch.commit ? " @ " + s.fetch.commit.slice(0, 10) : " (not fetched yet)") + (s.fetch.error ? "; error: " + s.fetch.error : ""));
     if (doc.pinned) add("rolled back to", String(doc.pinned.commit).slice(0, 10));
-    add("next pass", "the status holds no plan of the next pass: run `swarm plan` (held-back changes below)");
+    const pending = s.pending;
+    add("next pass", pending === undefined || pending === null ? "not known (the last pass could not plan): run `swarm plan`"
+      : pending.length ? pending.length + " action(s) planned, not yet applied (listed below)" : "nothing to do (in sync; held-back changes below)");
     const e = s.last_error;
     $("sync-error").hidden = !e;
     if (e) {
@@ -422,6 +424,7 @@
     }
     list("sync-drift", (s.drift || []).map((d) => d + (s.drift_at ? " (healed at " + s.drift_at + ")" : "")));
     list("sync-held", s.held_back);
+    list("sync-pending", pending || []);
     list("sync-actions", la ? la.actions.map((a) => a.description) : []);
     fill(document.querySelector("#sync-history tbody"), (doc.history || []).map((h) =>
       el("tr", null, el("td", null, String(h.at)), el("td", null, String(h.result)), el("td", null, revisionLabel(h.revision)),
