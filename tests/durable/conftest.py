@@ -16,7 +16,7 @@ def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.remove()
 
 
 from tests.reconcile.conftest import live, spec_dir  # noqa: E402,F401  (a registry on its own Redis; a spec copy)

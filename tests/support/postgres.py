@@ -2,7 +2,9 @@
 
 Never one the test did not start (one runs on 5432 on these machines). PostgreSQL
 refuses to run as root, so as root the server runs as the ``postgres`` system
-user (``runuser``), in a directory that user owns.
+user (``runuser``), in a directory of its own under the system temp dir that user owns (not
+under pytest's ``pytest-of-root``, which every pytest run resets to mode 0700, out of that
+user's reach), removed again by :meth:`PostgresServer.stop`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.support.services import free_port
@@ -32,13 +35,15 @@ class PostgresServer:
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
         self.bin = bindir
+        self.user = "postgres"
+        self._as: list[str] = []
+        self._own_dir = os.geteuid() == 0
+        if self._own_dir:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            directory = Path(tempfile.mkdtemp(prefix="swarm-test-pg-"))
         self.dir = directory
         self.data = directory / "data"
         self.port = free_port()
-        self.user = "postgres"
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            self._as = ["runuser", "-u", "postgres", "--"]
 
     @property
     def url(self) -> str:
@@ -54,10 +59,6 @@ class PostgresServer:
         if self._as:
             entry = pwd.getpwnam("postgres")
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-            for parent in self.dir.parents:  # the server user must reach its directory
-                if parent == Path("/"):
-                    break
-                os.chmod(parent, os.stat(parent).st_mode | 0o001)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
                   "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
@@ -67,3 +68,9 @@ class PostgresServer:
         if self.data.exists():
             subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
                            capture_output=True, timeout=60, check=False)
+
+    def remove(self) -> None:
+        """Stop the server and remove a directory it made for itself (as root)."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
