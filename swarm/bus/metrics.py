@@ -9,11 +9,12 @@ agent or topic removed from the spec disappear with it (a labelled Gauge would k
 
 What one refresh reads, in ONE pipeline (no per-agent round trip): per topic XINFO STREAM
 of its log (length, entries ever added = published); per declared agent XINFO GROUPS of
-its inbox and of its outbox with their XLEN (lag and pending per consumer group), XINFO
-STREAM of its own dead-letter stream (length, entries ever added = dead-lettered) and
-HMGET of its breaker hash (state, consecutive failures). ``bus.json`` is re-read only when
-its head (swarm name + spec digest) changes. The cost is bounded: 6 commands per agent plus 1 per topic, and at
-most one refresh per ``min_interval`` seconds however often /metrics is scraped.
+its inbox and of its outbox (lag and pending per consumer group), XINFO STREAM of its own
+dead-letter stream (length, entries ever added = dead-lettered) and HMGET of its breaker
+hash (state, consecutive failures). ``bus.json`` is re-read only when its head (swarm name
++ spec digest) changes. The cost is bounded: 4 commands per agent plus 1 per topic (and an
+XLEN per group whose lag Redis cannot give), at most one refresh per ``min_interval``
+seconds however often /metrics is scraped; bench/bench_bus_metrics.py measures it.
 
 A consumer group's ``lag`` is Redis' own (XINFO GROUPS, Redis 7); when Redis cannot say
 (deleted entries after the group's last-delivered id) it is the stream's length minus the
@@ -91,21 +92,23 @@ def _stream_info(reply: Any) -> tuple[int, int]:
     return length, int(added) if added is not None else length
 
 
-def _groups(agent: str, stream: str, reply: Any, length: int | None) -> list[GroupRow]:
+def _groups(agent: str, stream: str, reply: Any) -> list[tuple[GroupRow, bool]]:
+    """The rows of an XINFO GROUPS reply, each with whether Redis knew its lag (else 0 for now)."""
     if isinstance(reply, Exception):
         return []
     rows = []
     for g in reply:
-        pending = int(g.get("pending") or 0)
         lag = g.get("lag")
-        if lag is None:  # Redis cannot compute it: owners delete what they ack (see the module docstring)
-            lag = max(0, (length or 0) - pending)
-        rows.append(GroupRow(agent, stream, as_text(g.get("name")), int(lag), pending))
+        rows.append((GroupRow(agent, stream, as_text(g.get("name")), int(lag or 0), int(g.get("pending") or 0)),
+                     lag is not None))
     return rows
 
 
 async def read_bus(client: Any, plan: BusPlan) -> BusSnapshot:
-    """Read the state of ``plan``'s streams and breakers from Redis in one pipeline (raises Redis errors)."""
+    """Read the state of ``plan``'s streams and breakers from Redis (raises Redis errors).
+
+    One pipeline of 4 commands per agent and 1 per topic; a second one, of XLEN, only for the
+    groups whose lag Redis cannot compute (see the module docstring)."""
     keys = SwarmKeys(plan.swarm)
     topics = sorted(plan.topics)
     agents = sorted(plan.agents)
@@ -114,9 +117,7 @@ async def read_bus(client: Any, plan: BusPlan) -> BusSnapshot:
         pipe.xinfo_stream(plan.topics[name].stream)
     for agent in agents:
         rights = plan.agents[agent]
-        pipe.xlen(rights.inbox)
         pipe.xinfo_groups(rights.inbox)
-        pipe.xlen(rights.outbox)
         pipe.xinfo_groups(rights.outbox)
         pipe.xinfo_stream(rights.dead_letter_stream)
         pipe.hmget(keys.breaker(agent), ["state", "failures"])
@@ -126,14 +127,30 @@ async def read_bus(client: Any, plan: BusPlan) -> BusSnapshot:
     for i, name in enumerate(topics):
         snap.topics[name] = _stream_info(replies[i])
     base = len(topics)
+    unknown: list[tuple[int, str]] = []  # (row index, stream key) of the groups without a lag from Redis
     for j, agent in enumerate(agents):
-        inbox_len, inbox_groups, outbox_len, outbox_groups, dlq, breaker = replies[base + 6 * j: base + 6 * j + 6]
-        snap.groups += _groups(agent, "inbox", inbox_groups, _int(inbox_len))
-        snap.groups += [g for g in _groups(agent, "outbox", outbox_groups, _int(outbox_len)) if g.group == ROUTER_GROUP]
+        inbox_groups, outbox_groups, dlq, breaker = replies[base + 4 * j: base + 4 * j + 4]
+        rights = plan.agents[agent]
+        rows = [(r, known, rights.inbox) for r, known in _groups(agent, "inbox", inbox_groups)]
+        rows += [(r, known, rights.outbox) for r, known in _groups(agent, "outbox", outbox_groups)
+                 if r.group == ROUTER_GROUP]
+        for row, known, key in rows:
+            if not known:
+                unknown.append((len(snap.groups), key))
+            snap.groups.append(row)
         snap.dead_letters[agent] = _stream_info(dlq)
         state, failures = ("closed", 0) if isinstance(breaker, Exception) else (
             as_text(breaker[0]) if breaker[0] is not None else "closed", _int(breaker[1]) or 0)
         snap.breakers[agent] = (state if state in BREAKER_STATES else "closed", failures)
+    if unknown:
+        pipe = client.pipeline(transaction=False)
+        for _, key in unknown:
+            pipe.xlen(key)
+        lengths = await pipe.execute(raise_on_error=False)
+        for (index, _), length in zip(unknown, lengths):
+            row = snap.groups[index]
+            snap.groups[index] = GroupRow(row.agent, row.stream, row.group,
+                                          max(0, (_int(length) or 0) - row.pending), row.pending)
     return snap
 
 
