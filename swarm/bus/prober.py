@@ -14,6 +14,10 @@ hash has a ``health_url``:
    transport error or any other status a failure, under the ticket's epoch, so a
    late answer from before a transition changes nothing.
 
+Logs are changes of state only: an agent's first health result (INFO when ok,
+WARNING when failing), each flip between ok and failing, and each breaker
+transition (WARNING); a probe that finds what the last one found logs nothing.
+
 Breaker settings and the interval come from the bus settings in Redis
 (``swarm bus apply`` writes bus.json), read again every round, so a new
 ``bus.breaker.probe_interval_seconds`` takes effect from the next round; the
@@ -79,6 +83,8 @@ class HealthProber:
         self._fixed_policy = policy
         self._limit = asyncio.Semaphore(concurrency)
         self.rounds = 0
+        #: the last health result of each live agent (True: ok), to log changes only
+        self._health: dict[str, bool] = {}
 
     async def _policy(self) -> BreakerPolicy:
         """The round's breaker policy; also takes the spec's interval unless it is fixed."""
@@ -101,6 +107,8 @@ class HealthProber:
         store = BreakerStore(self.redis, self.swarm, await self._policy())
         agents = await self.live_agents()
         results = await asyncio.gather(*(self._probe(store, http, a) for a in agents))
+        for gone in self._health.keys() - set(agents):  # lease ended: a new registration logs its first result
+            del self._health[gone]
         self.rounds += 1
         return dict(zip(agents, results))
 
@@ -122,10 +130,22 @@ class HealthProber:
                 detail = str(response.status_code)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
                 ok, detail = False, type(exc).__name__
+            self._note(agent_id, ok, detail)
             reply = await (store.record_success if ok else store.record_failure)(agent_id, ticket)
             if reply.transition is not None:
                 log.warning("breaker of %s is now %s (health %s)", agent_id, reply.transition.value, detail)
             return ("ok " if ok else "failed ") + detail
+
+    def _note(self, agent_id: str, ok: bool, detail: str) -> None:
+        """Log an agent's health when it changes: its first result, then each flip (not every probe)."""
+        before = self._health.get(agent_id)
+        self._health[agent_id] = ok
+        if before == ok:
+            return
+        if ok:
+            log.info("health of %s: ok (%s)%s", agent_id, detail, "" if before is None else ", was failing")
+        else:
+            log.warning("health of %s: failing (%s)%s", agent_id, detail, "" if before is None else ", was ok")
 
     async def _wait(self, stop_event: asyncio.Event) -> None:
         """Sleep one interval; a spec interval is re-read every RECHECK seconds meanwhile,

@@ -138,6 +138,12 @@ class _Metrics:
                                       ["agent"], registry=registry)
         self.inbox_length = Gauge("swarm_router_inbox_length", "Unfinished (unacked) entries in an agent's inbox.",
                                   ["agent"], registry=registry)
+        self.reclaimed = PromCounter("swarm_router_reclaimed_total",
+                                     "Outbox entries taken over from a router replica that left them pending.",
+                                     registry=registry)
+        self.errors = PromCounter("swarm_router_errors_total",
+                                  "Router errors: failed routing rounds (retried with backoff) and chunks a script refused.",
+                                  registry=registry)
 
 
 @dataclass(frozen=True)
@@ -473,6 +479,8 @@ class Router:
         self._reclaim_more = more
         if out:
             self.stats.reclaimed += len(out)
+            if self._metrics is not None:
+                self._metrics.reclaimed.inc(len(out))
             log.warning("router %s reclaimed %d outbox entries idle over %d ms", self.consumer, len(out),
                         self.reclaim_idle_ms)
         return out
@@ -585,7 +593,7 @@ class Router:
     def _chunk_failed(self, agent: str, call: tuple[list[bytes], list[Any], int], error: Exception) -> list[Any]:
         """A chunk the script refused as a whole (a wrong-typed key): log it; its entries stay
         pending and are retried on reclaim, so an operator's fix lets them through."""
-        self.stats.errors += 1
+        self._error()
         self.stats.count(agent, "errors")
         log.error("router %s: routing %d entries of %s failed: %s (they stay pending and are retried)",
                   self.consumer, call[2], agent, error)
@@ -630,6 +638,11 @@ class Router:
             if self._metrics is not None:
                 self._metrics.entries.labels(agent, status).inc(n)
         return sum(outcomes.values())
+
+    def _error(self) -> None:
+        self.stats.errors += 1
+        if self._metrics is not None:
+            self._metrics.errors.inc()
 
     def _inbox_full(self, sender: str, subscriber: str) -> None:
         self.stats.inbox_full[subscriber] += 1
@@ -785,7 +798,7 @@ class Router:
                     log.error("router %s: %s", self.consumer, exc)
                 except Exception:  # a router that dies silently stops the whole swarm's bus
                     log.exception("router %s: unexpected error; continuing", self.consumer)
-                self.stats.errors += 1
+                self._error()
                 if backoff.failures == 0:
                     log.info("router %s: retrying with backoff (repeats of this error are logged at debug level)",
                              self.consumer)

@@ -75,6 +75,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("plan", help="show what reconcile would change", description="Compile in memory, observe the live registry and Redis, print the ordered actions.")
     _common(p)
@@ -98,6 +108,11 @@ def register(subparsers: Any) -> None:
     r.add_argument("--fetch-interval", type=float, default=60.0, metavar="SECONDS",
                    help="--watch with --rev of a remote branch (origin/main): fetch it this often, jittered "
                         "±20%%, and on every POST /hooks/git of the registry (default 60; 0: never fetch)")
+    r.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                   help="--watch: serve Prometheus metrics (swarm_reconcile_*: sync state, pass duration, drift "
+                        "healed, errors; see docs/metrics.md) on http://HOST:PORT/metrics")
+    r.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="--watch --metrics-port: the address to serve the metrics on (default 127.0.0.1)")
     r.set_defaults(handler=run_reconcile)
 
     s = subparsers.add_parser("status", help="show the reconcile status and a live summary")
@@ -200,8 +215,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
         redis_check_seconds=args.redis_check,
         fetch_seconds=args.fetch_interval,
     )
+    if args.metrics_port is not None and not args.watch:
+        raise PermanentError("--metrics-port needs --watch (a single pass has nothing to scrape)")
     if args.watch:
-        return _watch(config, args.output)
+        return _watch(config, args.output, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     rec = _reconciler(config)
     try:
         deadline = time.monotonic() + args.timeout
@@ -235,9 +252,16 @@ def run_reconcile(args: argparse.Namespace) -> int:
     return EXIT_INVALID
 
 
-def _watch(config: Any, output: str) -> int:
+def _watch(config: Any, output: str, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     import asyncio  # here, not at the top: the parser loads without asyncio
 
+    metrics = server = None
+    if metrics_port is not None:
+        from swarm.reconcile.metrics import ReconcileMetrics, serve
+
+        metrics = ReconcileMetrics()
+        server = serve(metrics, metrics_port, metrics_host)  # PermanentError (exit 2) when the port is taken
+        print(f"serving metrics on http://{metrics_host}:{server.port}/metrics", flush=True)
     rec = _reconciler(config)
 
     last = ""
@@ -254,10 +278,14 @@ def _watch(config: Any, output: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await rec.watch(stop, on_pass=on_pass)
+        await rec.watch(stop, on_pass=on_pass, metrics=metrics)
 
     print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.close()
     return EXIT_OK
 
 

@@ -45,6 +45,7 @@ import logging
 import random
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,12 @@ class Ports:
     check_fence: Callable[[], None] = lambda: None
     #: a redis-py client of the bus' Redis for the lease and the restart check (None: no lease)
     lease_client: object | None = None
+
+
+class PassMetrics(Protocol):
+    """What :meth:`Reconciler.watch` tells of each pass (:class:`swarm.reconcile.metrics.ReconcileMetrics`)."""
+
+    def pass_ended(self, result: PassResult, seconds: float) -> None: ...
 
 
 PortsFactory = Callable[[DesiredState, "ReconcileConfig"], Ports]
@@ -832,8 +839,10 @@ class Reconciler:
             return p in files or any(d in p.parents and walked(p.relative_to(d).as_posix()) for d in dirs)
         return spec_filter
 
-    async def watch(self, stop_event: asyncio.Event, on_pass: Callable[[PassResult], None] | None = None) -> None:
-        """Reconcile on every change, on the resync timer and after failures until ``stop_event``."""
+    async def watch(self, stop_event: asyncio.Event, on_pass: Callable[[PassResult], None] | None = None,
+                    metrics: PassMetrics | None = None) -> None:
+        """Reconcile on every change, on the resync timer and after failures until ``stop_event``;
+        ``metrics`` (:class:`swarm.reconcile.metrics.ReconcileMetrics`) is told of each pass's end."""
         kick = asyncio.Event()
         reasons: set[str] = set()
         watcher = asyncio.create_task(self._watch_files(kick, reasons, stop_event))
@@ -846,12 +855,15 @@ class Reconciler:
         trigger = "start"
         try:
             while not stop_event.is_set():
+                started = time.monotonic()
                 try:
                     result = await asyncio.to_thread(self.run_pass, trigger)
                 except Exception as exc:  # a bug must not end the daemon: say so and try again
                     log.exception("reconcile pass failed unexpectedly")
                     result = PassResult(state="error", error=SwarmError(f"unexpected {type(exc).__name__}: {exc}"),
                                         retry_in=self._backoff.next_delay())
+                if metrics is not None:
+                    metrics.pass_ended(result, time.monotonic() - started)
                 if on_pass is not None:
                     on_pass(result)
                 if result.state == "standby":

@@ -3,16 +3,23 @@
 The server creates one :class:`RegistryMetrics` per app (so several apps in one
 process, e.g. in tests, never collide on the global registry) and serves it on
 /metrics; handlers, the sweeper and the watch hub update it. The agents-by-status
-gauge is refreshed from Redis at scrape time, so every process reports the
-swarm's state, not only what it saw itself.
+gauge and the bus's series (:mod:`swarm.bus.metrics`, ``swarm_bus_*``) are read
+from Redis at scrape time, so every process reports the swarm's state, not only
+what it saw itself; the router of the app adds its ``swarm_router_*`` series to
+the same registry. docs/metrics.md lists every series.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from swarm.registry.models import AGENT_STATUSES
+
+if TYPE_CHECKING:
+    from swarm.bus.metrics import BusCollector
 
 __all__ = ["CONTENT_TYPE_LATEST", "RegistryMetrics"]
 
@@ -50,6 +57,15 @@ class RegistryMetrics:
     def set_agent_counts(self, counts: dict[str, int]) -> None:
         for status in AGENT_STATUSES:
             self.agents.labels(status=status).set(counts.get(status, 0))
+
+    def add_bus(self, redis: Any, swarm: str) -> "BusCollector":
+        """Register the bus's scrape-time series (``swarm_bus_*``) of ``swarm``; the /metrics
+        handler awaits the collector's ``refresh()`` before :meth:`render`."""
+        from swarm.bus.metrics import BusCollector
+
+        collector = BusCollector(redis, swarm)
+        self.registry.register(collector)
+        return collector
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,8 +18,10 @@ unless the pushed catalog says ``public_reads``; before any catalog is pushed th
 need one too. Metadata keys the catalog marks private are removed from what any
 reader but the agent itself and the admin gets. /health, /health/live,
 /health/ready, /openapi.json and /metrics stay open: probes and scrapers carry no
-token, and none of them returns an agent id or metadata (/metrics has counts by
-status and request latencies by route only).
+token, and none of them returns metadata. /metrics has counts by status, request
+latencies by route and the bus's series (``swarm_bus_*``, ``swarm_router_*``), which
+are labelled by agent id and topic name (docs/metrics.md): keep the port off networks
+that must not learn the swarm's ids.
 
 Bursts: Redis commands go through a blocking connection pool (a request waits
 for a free connection up to ``redis_pool_timeout`` instead of failing at once),
@@ -216,6 +218,7 @@ class RegistryApp:
         self.reader = reader_client(config.redis_url, block_ms=config.watch_block_ms,
                                     margin=config.watch_read_margin, retry=retry, swarm=config.swarm)
         self.store = RegistryStore(self.redis, config.swarm, events_maxlen=config.events_maxlen)
+        self.bus_metrics = self.metrics.add_bus(self.redis, config.swarm)
         self.hub = WatchHub(self.reader, self.store, queue_size=config.watch_queue_size,
                             block_ms=config.watch_block_ms)
         self.sweeper = LeaseSweeper(
@@ -580,6 +583,7 @@ class RegistryApp:
     async def metrics_endpoint(self, request: Request) -> Response:
         with contextlib.suppress(*REDIS_TROUBLE):
             await self.counts()
+        await self.bus_metrics.refresh()  # swarm_bus_*: read at scrape time, never raises for Redis trouble
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:

@@ -5,6 +5,7 @@ and two probers at once count one check per interval."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import AsyncIterator
 
 import httpx
@@ -136,3 +137,40 @@ async def test_unreachable_agent_counts_as_failure_and_run_stops(applied: aiored
     await asyncio.wait_for(task, 5)
     for agent in ("planner", "worker-a"):
         assert await applied.hget(f"swarm:{{lab}}:breaker:{agent}", "state") in ("open", "half_open")
+
+
+async def test_logs_changes_of_health_only(
+    health_server: tuple[Health, str], applied: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many probes of an unchanged agent log one line; each flip logs one more; a breaker transition its own."""
+    health, url = health_server
+    await register(applied, "planner", url)
+    await register(applied, "worker-b", url)
+    prober = HealthProber(applied, "lab", interval=INTERVAL)
+
+    def lines() -> list[tuple[int, str]]:
+        return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "swarm.bus.prober"]
+
+    caplog.set_level(logging.DEBUG, logger="swarm.bus.prober")
+    async with httpx.AsyncClient() as http:
+        await rounds(prober, http, 4)
+        assert lines() == [(logging.INFO, "health of planner: ok (200)"), (logging.INFO, "health of worker-b: ok (200)")]
+        caplog.clear()
+        health.status["planner"] = 503
+        await rounds(prober, http, 2)  # two failures: under the threshold, the breaker stays closed
+        assert lines() == [(logging.WARNING, "health of planner: failing (503), was ok")]
+        caplog.clear()
+        await rounds(prober, http, 2)  # the 4th failure opens the breaker: that transition is a change too
+        assert lines() == [(logging.WARNING, "breaker of planner is now open (health 503)")]
+        caplog.clear()
+        health.status["planner"] = 200
+        await asyncio.sleep(0.35)  # the cooldown
+        await rounds(prober, http, 3)
+        assert lines() == [(logging.INFO, "health of planner: ok (200), was failing"),
+                           (logging.WARNING, "breaker of planner is now closed (health 200)")]
+        caplog.clear()
+        await applied.zadd("swarm:{lab}:leases", {"worker-b": 1})  # lease ended: forgotten
+        await rounds(prober, http, 1)
+        await register(applied, "worker-b", url)  # registered again: its first result is logged again
+        await rounds(prober, http, 2)
+        assert lines() == [(logging.INFO, "health of worker-b: ok (200)")]

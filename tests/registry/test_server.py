@@ -404,8 +404,8 @@ async def test_unexpected_errors_are_json_500_without_internals() -> None:
 
 
 def test_the_prober_logs_changes_of_state_not_every_probe(registry_factory: RegistryFactory) -> None:
-    """At INFO, ten probe rounds of a healthy agent add no log line; a dead one logs its breaker
-    changing state (a few lines), not one line per probe."""
+    """At INFO, a healthy agent logs its first result once, then ten probe rounds add no line; a dead
+    one logs its first failure and its breaker changing state (a few lines), not one line per probe."""
     import time
 
     from tests.registry.test_sweeper import wait_until
@@ -415,15 +415,19 @@ def test_the_prober_logs_changes_of_state_not_every_probe(registry_factory: Regi
     reg.push()
     healthy = f"http://127.0.0.1:{reg.port}/health/live"  # the registry's own live endpoint answers 200
     assert reg.register("architect", host="127.0.0.1", port=reg.port, health_url=healthy).status_code == 201
+    wait_until(lambda: "health of architect: ok (200)" in reg.log_text(), what="the first probe's line")
     before = reg.log_text()
     time.sleep(1.2)  # about ten probe rounds
     quiet = reg.log_text()[len(before):]
     assert "HTTP Request" not in quiet and "architect" not in quiet, quiet
+    assert reg.log_text().count("architect") == reg.log_text().count("health of architect: ok (200)") == 1
     dead_port = free_port()
     assert reg.register("reviewer", host="127.0.0.1", port=dead_port,
                         health_url=f"http://127.0.0.1:{dead_port}/health/live").status_code == 201
     wait_until(lambda: reg.get("/agents/reviewer").json()["status"] == "critical", what="breaker to open")
     time.sleep(1.2)
     lines = [line for line in reg.log_text()[len(before):].splitlines() if "reviewer" in line]
-    assert lines and all("breaker of reviewer is now" in line for line in lines), lines
+    assert [line for line in lines if "breaker of reviewer is now" not in line] == [
+        line for line in lines if "health of reviewer: failing (ConnectError)" in line], lines
+    assert sum("health of reviewer: failing" in line for line in lines) == 1, lines
     assert len(lines) < 6, lines  # transitions (open, half-open, open...), never one per probe
