@@ -148,7 +148,8 @@ class Notifier:
         self._config: tuple[str, tuple[Notification, ...]] | None = None
         self._sync = SyncMemory()
         self._events = EventMemory()
-        self._active = False  # the last pass was this process's (not a standby)
+        #: the last pass was this process's (not a standby's): only then are events notified
+        self.active = False
         self.swarm: str | None = None
         #: per target name: sent, gave_up, dropped
         self.counts: dict[str, dict[str, int]] = {}
@@ -193,7 +194,7 @@ class Notifier:
             self.configure(spec.name, spec.swarm.notifications)
             view = pass_view(spec.name, source, result)
             with self._lock:
-                self._active = result.state != "standby"
+                self.active = result.state != "standby"
                 notices, self._sync = pass_notices(self._sync, view, self._clock())
             self._send(notices)
         except Exception:  # notifying must never fail a pass
@@ -205,7 +206,7 @@ class Notifier:
             if self.swarm is None:
                 return
             notices, self._events = event_notices(self._events, fields, self.swarm, self._clock())
-            if not self._active:  # a standby: the lease holder notifies
+            if not self.active:  # a standby: the lease holder notifies
                 notices = []
         self._send(notices)
 
@@ -215,7 +216,7 @@ class Notifier:
             if self.swarm is None:
                 return
             notices, self._events = protection_notices(self._events, active, self.swarm, self._clock())
-            if not self._active:
+            if not self.active:
                 notices = []
         self._send(notices)
 
