@@ -274,3 +274,27 @@ def test_a_standing_by_daemon_notifies_no_registry_event(notifier: Notifier) -> 
         notifier.event(expired_event("b"))
         notifier.close()
         assert [r.body["details"]["agent"] for r in receiver.requests] == ["b"]
+
+
+def test_healed_drift_sends_drift_healed_and_no_second_success(
+    live: RegistryProcess, spec_dir: Path, notifier: Notifier
+) -> None:
+    with Receiver() as receiver:
+        add_notification(spec_dir, receiver.url)
+        rec = reconciler(live, spec_dir, notifier)
+        try:
+            assert rec.run_pass("start").state == "synced"
+            r = redis.Redis.from_url(live.redis.url)
+            try:
+                r.execute_command("ACL", "DELUSER", "swarm.research.web-researcher")  # drift made by hand
+            finally:
+                r.close()
+            healed = rec.run_pass("resync")
+            assert healed.state == "synced" and healed.applied
+        finally:
+            rec.close()
+        notifier.close()
+        assert receiver.triggers() == ["on-sync-succeeded", "on-drift-healed"]
+        details = receiver.requests[1].body["details"]
+        assert details["actions"] == [a.description for a in healed.applied]
+        assert details["digest"] == rec.good.digest  # type: ignore[union-attr]
