@@ -430,7 +430,12 @@ def _notify_url(url: str) -> str:
             "a notification URL must start with https:// or http://, got {got}",
             {"got": repr(scheme + "://") if scheme else repr(url[:40])},
         )
-    _no_credentials(url)
+    if _USERINFO.match(url):
+        raise PydanticCustomError(
+            "url_credentials",
+            "a notification URL may not contain credentials (user:password@): the spec is committed; put a URL "
+            "that is itself a secret in the daemon's environment and name it in url_env, and sign with secret_env",
+        )
     if not _NOTIFY_URL.match(url):
         raise PydanticCustomError("notify_url", "not a URL of the form https://host[:port]/path (no spaces)")
     return url
