@@ -580,6 +580,12 @@ class Spec(_Model):
                 return a
         return None
 
+    def notification_env(self) -> list[str]:
+        """The environment variables the notifications read (url_env, secret_env), sorted, once each:
+        the compose and kubernetes targets hand them to the reconciler."""
+        names = {n for note in self.swarm.notifications for n in (note.url_env, note.secret_env) if n is not None}
+        return sorted(names)
+
     def dedup_window(self, topic: Topic) -> int:
         if topic.dedup_window_seconds is not None:
             return topic.dedup_window_seconds
