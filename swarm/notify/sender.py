@@ -178,9 +178,13 @@ class Notifier:
                                                     backoff_base=self._backoff[0], backoff_cap=self._backoff[1])
 
     def _send(self, notices: list[Notice]) -> None:
+        if not notices:
+            return
+        with self._lock:
+            workers = list(self._workers.items())
         for notice in notices:
             log.info("notify %s: %s", notice.trigger, notice.summary)
-            for target, worker in list(self._workers.items()):
+            for target, worker in workers:
                 if target.wants(notice):
                     worker.offer(notice)
 
