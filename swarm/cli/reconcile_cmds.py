@@ -238,18 +238,9 @@ def run_reconcile(args: argparse.Namespace) -> int:
 def _watch(config: Any, output: str) -> int:
     import asyncio  # here, not at the top: the parser loads without asyncio
 
-    from swarm.notify.follow import follow_registry
-    from swarm.notify.sender import Notifier
+    from swarm.notify.follow import notify_while
 
     rec = _reconciler(config)
-    notifier = Notifier()  # the spec's notifications: sent in the background, never delaying a pass
-    rec.on_pass_end = notifier.pass_ended
-
-    def target() -> tuple[str, str] | None:
-        good = rec.good
-        if good is None:
-            return None
-        return good.desired.registry.swarm, config.bus_redis_url(good.desired.bus.settings.redis_url)
 
     last = ""
 
@@ -265,13 +256,8 @@ def _watch(config: Any, output: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        follower = asyncio.create_task(follow_registry(notifier, target))
-        try:
-            await rec.watch(stop, on_pass=on_pass)
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-            await asyncio.to_thread(notifier.close)
+        # the spec's notifications: sent in the background, never delaying a pass
+        await notify_while(rec, rec.watch(stop, on_pass=on_pass))
 
     print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
     asyncio.run(main())

@@ -12,11 +12,14 @@ knows from the passes), so a fleet of reconcilers sends each event once.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from swarm.keys import SwarmKeys
 from swarm.notify.sender import Notifier
 from swarm.reconcile.up_events import follow_entries
+
+if TYPE_CHECKING:
+    from swarm.reconcile.loop import Reconciler
 
 #: How often the target (swarm, Redis URL) is compared with the enforced spec's.
 RECHECK_SECONDS = 1.0
@@ -49,3 +52,24 @@ async def follow_registry(notifier: Notifier, target: Callable[[], tuple[str, st
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await client.aclose()
+
+
+async def notify_while(reconciler: "Reconciler", run: Awaitable[None]) -> None:
+    """Run ``run`` (the reconciler's ``watch``) with notifications: the spec's targets get its
+    passes (``Reconciler.on_pass_end``) and the registry's events; the queues drain at the end."""
+    notifier = Notifier()
+    reconciler.on_pass_end = notifier.pass_ended
+
+    def target() -> tuple[str, str] | None:
+        good = reconciler.good
+        if good is None:
+            return None
+        return good.desired.registry.swarm, reconciler.config.bus_redis_url(good.desired.bus.settings.redis_url)
+
+    follower = asyncio.ensure_future(follow_registry(notifier, target))
+    try:
+        await run
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await asyncio.to_thread(notifier.close)
