@@ -298,3 +298,28 @@ def test_healed_drift_sends_drift_healed_and_no_second_success(
         details = receiver.requests[1].body["details"]
         assert details["actions"] == [a.description for a in healed.applied]
         assert details["digest"] == rec.good.digest  # type: ignore[union-attr]
+
+
+def test_a_standby_reconciler_sends_nothing_and_a_dry_run_never_calls_the_hook(
+    live: RegistryProcess, spec_dir: Path, notifier: Notifier
+) -> None:
+    with Receiver() as receiver:
+        add_notification(spec_dir, receiver.url)
+        holder, standby_notifier = reconciler(live, spec_dir, notifier), Notifier()
+        standby = reconciler(live, spec_dir, standby_notifier)
+        dry = Reconciler(ReconcileConfig(spec_paths=[spec_dir], registry_url=live.url, redis_url=live.redis.url,
+                                         dry_run=True),
+                         make_ports_factory(admin_token(TEST_SECRET, "research"), TEST_SECRET))
+        calls: list[str] = []
+        dry.on_pass_end = lambda _source, result: calls.append(result.state)
+        try:
+            assert holder.run_pass("start").state == "synced"
+            assert standby.run_pass("start").state == "standby"
+            assert dry.run_pass("once").state == "synced"
+        finally:
+            for rec in (holder, standby, dry):
+                rec.close()
+        standby_notifier.close()
+        notifier.close()
+        assert standby_notifier.active is False and calls == []
+        assert receiver.triggers() == ["on-sync-succeeded"]  # the holder's only
