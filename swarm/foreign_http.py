@@ -26,11 +26,12 @@ from swarm.errors import (
 )
 
 
-def http_transport_error(exc: BaseException, what: str, *, delay: float = 0.5) -> SwarmError:
-    """An httpx transport error (connect, read, timeout) while doing ``what``: transient."""
+def http_transport_error(exc: BaseException, what: str, *, delay: float = 0.5, peer: str = "registry") -> SwarmError:
+    """An httpx transport error (connect, read, timeout) while doing ``what``: transient.
+    ``peer`` names the server in the message (a notification's receiver is not the registry)."""
     if isinstance(exc, SwarmError):
         return exc
-    return RegistryUnavailableError(f"{what}: registry unreachable: {type(exc).__name__}: {exc}", delay=delay)
+    return RegistryUnavailableError(f"{what}: {peer} unreachable: {type(exc).__name__}: {exc}", delay=delay)
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
@@ -73,10 +74,10 @@ def retry_after(response: httpx.Response, default: float = 1.0) -> float:
         return default
 
 
-def http_status_error(response: httpx.Response, what: str, *, delay: float = 1.0) -> SwarmError:
-    """A registry answer that is not a success, as a swarm error (see the module docstring)."""
+def http_status_error(response: httpx.Response, what: str, *, delay: float = 1.0, peer: str = "registry") -> SwarmError:
+    """A registry answer (or ``peer``'s) that is not a success, as a swarm error (see the module docstring)."""
     code = response.status_code
-    text = f"{what}: registry answered {code}: {response_detail(response)}"
+    text = f"{what}: {peer} answered {code}: {response_detail(response)}"
     if code >= 500 or code == 429:
         return RegistryUnavailableError(text, delay=retry_after(response, delay))
     if code in (401, 403):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from swarm.compiler.targets.kubernetes import AGENT, _labels, _selector, object_name
 from swarm.compiler.templating import safe_dump_yaml
@@ -58,8 +58,10 @@ def secret_manifests(
     bus_secret: str | None = None,
     admin_token: str | None = None,
     namespace: str | None = None,
+    notify_values: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The swarm's Secret, then one per agent (sorted by id)."""
+    """The swarm's Secret, then one per agent (sorted by id). ``notify_values``: the variables the
+    spec's notifications read (``Spec.notification_env``) that are set, added to the swarm's Secret."""
     # imported here: swarm.registry's package imports its HTTP client, swarm.bus.apply a Redis client
     from swarm.redis_auth import bus_password  # pure: no Redis client imported
     from swarm.registry.auth import agent_token
@@ -76,6 +78,8 @@ def secret_manifests(
         values["SWARM_BUS_SECRET"] = bus_secret
     if admin_token:
         values["SWARM_ADMIN_TOKEN"] = admin_token
+    wanted = set(spec.notification_env())
+    values.update((k, v) for k, v in sorted((notify_values or {}).items()) if k in wanted and v and k not in values)
     labels = _labels(_selector(spec, "secrets", "swarm-secrets", swarm_name), swarm_version)
     secrets = [_secret(swarm_name, labels, values, namespace)]
     key = bus_secret or registry_secret

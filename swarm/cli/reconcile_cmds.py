@@ -255,6 +255,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
 def _watch(config: Any, output: str, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     import asyncio  # here, not at the top: the parser loads without asyncio
 
+    from swarm.notify.follow import notify_while
+
     metrics = server = None
     if metrics_port is not None:
         from swarm.reconcile.metrics import ReconcileMetrics, serve
@@ -278,7 +280,8 @@ def _watch(config: Any, output: str, *, metrics_port: int | None = None, metrics
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await rec.watch(stop, on_pass=on_pass, metrics=metrics)
+        # the spec's notifications: sent in the background, never delaying a pass
+        await notify_while(rec, rec.watch(stop, on_pass=on_pass, metrics=metrics))
 
     print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
     try:

@@ -70,6 +70,7 @@ def run_k8s(args: argparse.Namespace) -> int:
         bus_secret=os.environ.get("SWARM_BUS_SECRET") or None,
         admin_token=os.environ.get("SWARM_ADMIN_TOKEN") or None,
         namespace=args.namespace,
+        notify_values={name: os.environ[name] for name in spec.notification_env() if os.environ.get(name)},
     )
     sys.stdout.write(render(spec, secrets))
     return EXIT_OK

@@ -256,6 +256,9 @@ class Reconciler:
         self._hook_seen: str | None = None
         self._last_history_commit: str | None = None
         self._last_failure: tuple[str, str | None, str] | None = None  # the failed pass last recorded
+        #: called after every pass once a valid spec was seen (never in a dry run) with the spec
+        #: enforced and the result: the notifications of ``swarm reconcile --watch``
+        self.on_pass_end: Callable[[SpecSource, PassResult], None] | None = None
 
     # ------------------------------------------------------------------ spec
 
@@ -356,6 +359,12 @@ class Reconciler:
 
     def run_pass(self, trigger: str = "once") -> PassResult:
         """Reconcile once; never raises for spec, transient or permanent faults."""
+        result = self._run_pass(trigger)
+        if self.on_pass_end is not None and self.good is not None and not self.config.dry_run:
+            self.on_pass_end(self.good, result)
+        return result
+
+    def _run_pass(self, trigger: str) -> PassResult:
         source, attempt, spec_error = self._current_spec(trigger)
         if source is None and spec_error is not None and not self.config.dry_run:  # a dry run reports the error
             source = self.good = self._recover_applied_spec()

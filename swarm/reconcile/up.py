@@ -494,7 +494,9 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
             events_redis = async_client(redis_url, swarm=spec.name)
             follower = asyncio.create_task(follow_events(events_redis, spec.name, lambda line: print(line, flush=True)))
             try:
-                await reconciler.watch(stop, on_pass=on_pass)
+                from swarm.notify.follow import notify_while
+
+                await notify_while(reconciler, reconciler.watch(stop, on_pass=on_pass))  # the spec's notifications
             finally:
                 follower.cancel()
                 await asyncio.gather(follower, return_exceptions=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from swarm.backoff import Backoff
 from swarm.foreign import REDIS_ERRORS
@@ -64,12 +64,36 @@ def event_line(fields: Mapping[str, str], clock: str) -> str | None:
 
 async def follow_events(redis: Any, swarm: str, out: Callable[[str], None], *, block_ms: int = 1000) -> None:
     """Print every new event of ``swarm`` through ``out`` until cancelled; Redis faults are retried with backoff."""
+
+    def print_entry(fields: Mapping[str, str]) -> None:
+        line = event_line(fields, time.strftime("%H:%M:%S"))
+        if line is not None:
+            out(line)
+
+    await follow_entries(redis, swarm, print_entry, block_ms=block_ms)
+
+
+async def follow_entries(
+    redis: Any,
+    swarm: str,
+    on_entry: Callable[[Mapping[str, str]], None],
+    *,
+    block_ms: int = 1000,
+    after_read: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Call ``on_entry`` with each new event of ``swarm`` (from the stream's end) until cancelled;
+    ``after_read`` (if any) after every read, at least every ``block_ms``. Redis faults are retried with backoff."""
     key = SwarmKeys(swarm).events
     last = "$"
     backoff = Backoff(base=0.2, cap=2.0)
     while True:
         try:
+            if last == "$":  # the newest entry's id, once: "$" again at each read would skip what came between
+                newest = await redis.xrevrange(key, "+", "-", count=1)
+                last = as_text(newest[0][0]) if newest else "0-0"
             reply = await redis.xread({key: last}, block=block_ms, count=100)
+            if after_read is not None:
+                await after_read()
         except REDIS_ERRORS:
             await backoff.sleep()
             continue
@@ -77,7 +101,4 @@ async def follow_events(redis: Any, swarm: str, out: Callable[[str], None], *, b
         for _stream, entries in reply or []:
             for entry_id, raw in entries:
                 last = as_text(entry_id)
-                fields = {as_text(k): as_text(v) for k, v in raw.items()}
-                line = event_line(fields, time.strftime("%H:%M:%S"))
-                if line is not None:
-                    out(line)
+                on_entry({as_text(k): as_text(v) for k, v in raw.items()})

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 from swarm.acl import ACTIONS, DEFAULT_DENY, Action, PatternError, RoleRules, decide, parse_pattern
 from swarm.errors import Position, SpecIssue
-from swarm.spec.models import HANDLER_PATTERN, NODE_HANDLER_PATTERN, Spec
+from swarm.spec.models import HANDLER_PATTERN, NODE_HANDLER_PATTERN, RESERVED_HEADERS, Spec
 from swarm.spec.sourcemap import SourceMap, did_you_mean
 
 __all__ = ["RULES", "check_spec"]
@@ -280,6 +280,26 @@ def check_requirements(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     return issues
 
 
+def check_notifications(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
+    """Unique names, exactly one of url / url_env, no header that swarm sets itself."""
+    notes = spec.swarm.notifications
+    issues = _duplicates(sources, "notification", [(n.name, ("notifications", i, "name")) for i, n in enumerate(notes)])
+    for i, note in enumerate(notes):
+        if (note.url is None) == (note.url_env is None):
+            issues.append(_issue(
+                sources, ("notifications", i, "url" if note.url is not None else "name"),
+                "give exactly one of url (the URL itself) and url_env (the environment variable holding it)"
+                if note.url is not None else "a notification needs url or url_env (the environment variable holding the URL)",
+            ))
+        for header in note.headers:
+            if header.lower() in RESERVED_HEADERS:
+                issues.append(_issue(
+                    sources, ("notifications", i, "headers", header),
+                    f"header {header!r} is set by swarm itself and may not be given here",
+                ))
+    return issues
+
+
 #: Every semantic rule, in the order they run.
 RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_duplicate_agents,
@@ -290,6 +310,7 @@ RULES: tuple[Callable[[Spec, SourceMap], list[SpecIssue]], ...] = (
     check_heartbeat,
     check_handlers,
     check_requirements,
+    check_notifications,
 )
 
 

@@ -395,6 +395,106 @@ class HistorySettings(_Model):
     )
 
 
+#: What a notification can be sent for (the names of Argo CD's notification triggers).
+TRIGGERS = (
+    "on-sync-succeeded",
+    "on-sync-failed",
+    "on-drift-healed",
+    "on-breaker-opened",
+    "on-protection-mode",
+    "on-agent-expired",
+)
+Trigger = Literal[
+    "on-sync-succeeded",
+    "on-sync-failed",
+    "on-drift-healed",
+    "on-breaker-opened",
+    "on-protection-mode",
+    "on-agent-expired",
+]
+#: An environment variable's name (url_env, secret_env).
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: An HTTP header name (RFC 9110 token characters).
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+#: Headers swarm sets itself: a notification's ``headers`` may not set them.
+RESERVED_HEADERS = ("content-length", "content-type", "host", "transfer-encoding", "x-swarm-signature-256")
+NOTIFY_URL_PATTERN = r"^https?://[^\s/?#@]+(/\S*)?$"
+_NOTIFY_URL = re.compile(NOTIFY_URL_PATTERN)
+
+
+def _notify_url(url: str) -> str:
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme.lower() not in ("http", "https"):
+        raise PydanticCustomError(
+            "notify_url_scheme",
+            "a notification URL must start with https:// or http://, got {got}",
+            {"got": repr(scheme + "://") if scheme else repr(url[:40])},
+        )
+    if _USERINFO.match(url):
+        raise PydanticCustomError(
+            "url_credentials",
+            "a notification URL may not contain credentials (user:password@): the spec is committed; put a URL "
+            "that is itself a secret in the daemon's environment and name it in url_env, and sign with secret_env",
+        )
+    if not _NOTIFY_URL.match(url):
+        raise PydanticCustomError("notify_url", "not a URL of the form https://host[:port]/path (no spaces)")
+    return url
+
+
+def _unique_triggers(triggers: list[Trigger]) -> list[Trigger]:
+    if len(set(triggers)) != len(triggers):
+        raise PydanticCustomError("duplicate_trigger", "each trigger may be listed once")
+    return triggers
+
+
+NotifyUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048),
+    AfterValidator(_notify_url),
+    Field(json_schema_extra={"pattern": NOTIFY_URL_PATTERN, "not": {"pattern": USERINFO_PATTERN}}),
+]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[^\r\n\x00]*$", max_length=4096)]
+
+
+class Notification(_Model):
+    """One notification target: where the reconcile daemon posts which triggers, and how."""
+
+    name: Name = Field(description="Names the target in logs and in `X-Swarm-Notification`; unique.")
+    url: NotifyUrl | None = Field(
+        default=None,
+        description="Where to POST (http:// or https://, no credentials). A URL that is itself a secret "
+        "(a Slack incoming webhook) belongs in url_env instead.",
+    )
+    url_env: Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=128)] | None = Field(
+        default=None,
+        description="Name of the environment variable of `swarm reconcile --watch` that holds the URL "
+        "(exactly one of url and url_env).",
+    )
+    format: Literal["json", "slack"] = Field(
+        default="json",
+        description="json: swarm's webhook document {version, trigger, swarm, time, summary, details}; "
+        "slack: a Slack incoming-webhook message {text, blocks}.",
+    )
+    triggers: Annotated[list[Trigger], AfterValidator(_unique_triggers)] = Field(
+        min_length=1, description="What to notify about: " + ", ".join(TRIGGERS) + "."
+    )
+    headers: dict[Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=128)], HeaderValue] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers (committed with the spec: nothing secret here; use secret_env).",
+    )
+    secret_env: Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=128)] | None = Field(
+        default=None,
+        description="Name of the environment variable holding a key: each request then carries "
+        "`X-Swarm-Signature-256: sha256=<HMAC-SHA256 of the body>` (as GitHub signs its webhooks).",
+    )
+    timeout_seconds: float = Field(default=5, gt=0, le=60, description="Timeout of one attempt.")
+    max_attempts: int = Field(
+        default=5, ge=1, le=20,
+        description="Attempts of one notification (retried on a network error, a 429 or a 5xx with "
+        "capped exponential backoff); then it is dropped with a log line.",
+    )
+
+
 class SwarmDocument(_Model):
     apiVersion: Literal["swarm/v1"]
     kind: Literal["Swarm"]
@@ -409,6 +509,11 @@ class SwarmDocument(_Model):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     environments: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    notifications: list[Notification] = Field(
+        default_factory=list,
+        description="Webhooks the reconcile daemon (`swarm reconcile --watch`) posts to on sync results, "
+        "healed drift, breakers opening, protection mode and expiries.",
+    )
 
 
 class AgentDocument(AgentFields):
@@ -474,6 +579,12 @@ class Spec(_Model):
             if a.id == agent_id:
                 return a
         return None
+
+    def notification_env(self) -> list[str]:
+        """The environment variables the notifications read (url_env, secret_env), sorted, once each:
+        the compose and kubernetes targets hand them to the reconciler."""
+        names = {n for note in self.swarm.notifications for n in (note.url_env, note.secret_env) if n is not None}
+        return sorted(names)
 
     def dedup_window(self, topic: Topic) -> int:
         if topic.dedup_window_seconds is not None:

@@ -172,7 +172,9 @@ def compose_document(spec: Spec, swarm_version: str) -> dict[str, Any]:
                 "--redis-url", COMPOSE_REDIS_URL,
                 "--compiled-dir", "",  # compiled/ is the user's, written by `swarm compile`
             ],
-            "environment": {**secrets, "SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}"},
+            "environment": {**secrets, "SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}",
+                            # the notifications' URLs and keys (url_env, secret_env), from compose's environment
+                            **{name: f"${{{name}:-}}" for name in spec.notification_env()}},
             "volumes": [f"{SPEC_DIR}:{SPEC_MOUNT}:ro"],
             "healthcheck": {"disable": True},  # the image's check is the registry's port; this serves none
             "depends_on": {REDIS_SERVICE: _healthy(), REGISTRY_SERVICE: _healthy()},

@@ -470,7 +470,9 @@ def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _R
             "--compiled-dir", "",  # compiled/ is the repository's, written by `swarm compile`
             *(["--env", environment] if environment is not None else []),  # the overlay this base was compiled with
         ],
-        "env": [*_swarm_env(names, admin=True), {"name": "HOME", "value": "/tmp"}],
+        "env": [*_swarm_env(names, admin=True), {"name": "HOME", "value": "/tmp"},
+                # the notifications' URLs and keys (url_env, secret_env): keys of the swarm's Secret
+                *(_secret_env(name, names.swarm_secret, name, optional=True) for name in spec.notification_env())],
         "resources": _resources(deploy.resources),
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "git", "mountPath": GIT_ROOT, "readOnly": True}, _tmp_mount()],
