@@ -30,7 +30,9 @@ def exported() -> dict[str, tuple[str, frozenset[str]]]:
     registry_metrics = RegistryMetrics()
     registry_metrics.add_bus(None, "research")
     Router(redis_url="redis://127.0.0.1:1/0", swarm="research", metrics=registry_metrics.registry)
-    registries: list[CollectorRegistry] = [registry_metrics.registry, ReconcileMetrics().registry]
+    reconcile_metrics = ReconcileMetrics()
+    reconcile_metrics.track_notifications(dict)
+    registries: list[CollectorRegistry] = [registry_metrics.registry, reconcile_metrics.registry]
     out: dict[str, tuple[str, frozenset[str]]] = {}
     for registry in registries:
         collectors = set(registry._collector_to_names)  # the registered collectors (prometheus_client keeps them here)

@@ -256,12 +256,15 @@ def _watch(config: Any, output: str, *, metrics_port: int | None = None, metrics
     import asyncio  # here, not at the top: the parser loads without asyncio
 
     from swarm.notify.follow import notify_while
+    from swarm.notify.sender import Notifier
 
+    notifier = Notifier()
     metrics = server = None
     if metrics_port is not None:
         from swarm.reconcile.metrics import ReconcileMetrics, serve
 
         metrics = ReconcileMetrics()
+        metrics.track_notifications(notifier.snapshot)
         server = serve(metrics, metrics_port, metrics_host)  # PermanentError (exit 2) when the port is taken
         print(f"serving metrics on http://{metrics_host}:{server.port}/metrics", flush=True)
     rec = _reconciler(config)
@@ -281,7 +284,7 @@ def _watch(config: Any, output: str, *, metrics_port: int | None = None, metrics
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         # the spec's notifications: sent in the background, never delaying a pass
-        await notify_while(rec, rec.watch(stop, on_pass=on_pass, metrics=metrics))
+        await notify_while(rec, rec.watch(stop, on_pass=on_pass, metrics=metrics), notifier)
 
     print(f"watching {', '.join(str(p) for p in rec.watch_paths())} (resync every {config.resync_seconds:g}s)", flush=True)
     try:

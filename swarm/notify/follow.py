@@ -54,10 +54,10 @@ async def follow_registry(notifier: Notifier, target: Callable[[], tuple[str, st
             await client.aclose()
 
 
-async def notify_while(reconciler: "Reconciler", run: Awaitable[None]) -> None:
+async def notify_while(reconciler: "Reconciler", run: Awaitable[None], notifier: Notifier | None = None) -> None:
     """Run ``run`` (the reconciler's ``watch``) with notifications: the spec's targets get its
     passes (``Reconciler.on_pass_end``) and the registry's events; the queues drain at the end."""
-    notifier = Notifier()
+    notifier = notifier if notifier is not None else Notifier()
     reconciler.on_pass_end = notifier.pass_ended
 
     def target() -> tuple[str, str] | None:

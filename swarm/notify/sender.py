@@ -154,6 +154,11 @@ class Notifier:
         #: per target name: sent, gave_up, dropped
         self.counts: dict[str, dict[str, int]] = {}
 
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """A copy of :attr:`counts`, taken under the lock (for the metrics scrape)."""
+        with self._lock:
+            return {name: dict(counts) for name, counts in self.counts.items()}
+
     # ------------------------------------------------------------------ configuration
 
     def configure(self, swarm: str, notifications: Sequence[Notification]) -> None:

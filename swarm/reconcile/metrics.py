@@ -16,7 +16,9 @@ and serves its registry with :func:`serve`. Everything is derived from the
 * errors by kind: the kind of the status's ``last_error`` (spec, transient, refused,
   verify, permanent), ``lease`` when the lease could not be taken, ``unexpected`` for a
   bug the watch loop caught;
-* whether this process holds the reconcile lease (0 while standing by).
+* whether this process holds the reconcile lease (0 while standing by);
+* notifications by target and outcome (sent, gave_up, dropped), read at scrape time from
+  the daemon's notifier (:meth:`ReconcileMetrics.track_notifications`).
 
 docs/metrics.md lists every series.
 """
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from swarm.errors import PermanentError
 from swarm.reconcile.plan import ActionKind
@@ -75,6 +79,11 @@ class ReconcileMetrics:
             self.applied.labels(action.value)
             self.drift_healed.labels(action.value)
 
+    def track_notifications(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        """Export ``swarm_reconcile_notifications_total{target,outcome}`` from ``counts()``
+        (per target name: sent, gave_up, dropped), read at every scrape."""
+        self.registry.register(_NotificationCounts(counts))
+
     def pass_ended(self, result: Any, seconds: float, *, now: float | None = None) -> None:
         """Account one pass: ``result`` is its :class:`~swarm.reconcile.loop.PassResult`."""
         now = time.time() if now is None else now
@@ -95,6 +104,31 @@ class ReconcileMetrics:
         kind = error_kind(result)
         if kind is not None:
             self.errors.labels(kind).inc()
+
+
+#: Outcomes of ``swarm_reconcile_notifications_total``.
+NOTIFICATION_OUTCOMES = ("sent", "gave_up", "dropped")
+
+
+class _NotificationCounts(Collector):
+    _labelnames = ("target", "outcome")
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("swarm_reconcile_notifications", "Notifications by target and outcome.",
+                                  labels=["target", "outcome"])
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("swarm_reconcile_notifications",
+                                     "Notifications by target and outcome: sent (accepted by the receiver), "
+                                     "gave_up (every attempt failed), dropped (the target's queue was full).",
+                                     labels=["target", "outcome"])
+        for target, counts in sorted(self._counts().items()):
+            for outcome in NOTIFICATION_OUTCOMES:
+                family.add_metric([target, outcome], counts.get(outcome, 0))
+        yield family
 
 
 def healed_drift(result: Any) -> bool:

@@ -18,7 +18,10 @@ from typing import Any, Iterator
 import pytest
 import redis
 
+from prometheus_client import generate_latest
+
 from swarm.notify.follow import follow_registry
+from swarm.reconcile.metrics import ReconcileMetrics
 from swarm.notify.sender import Notifier
 from swarm.reconcile.loop import ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
@@ -123,6 +126,11 @@ def test_gives_up_after_max_attempts_and_never_retries_a_4xx(notifier: Notifier)
         notifier.close()
         assert [r.body["details"]["agent"] for r in receiver.requests] == ["a", "a", "a", "b"]
         assert notifier.counts["hook"] == {"sent": 0, "gave_up": 2, "dropped": 0}
+        metrics = ReconcileMetrics()
+        metrics.track_notifications(notifier.snapshot)
+        scraped = generate_latest(metrics.registry).decode()
+        assert 'swarm_reconcile_notifications_total{outcome="gave_up",target="hook"} 2.0' in scraped
+        assert 'swarm_reconcile_notifications_total{outcome="sent",target="hook"} 0.0' in scraped
 
 
 def test_a_hanging_receiver_does_not_delay_passes(live: RegistryProcess, spec_dir: Path, notifier: Notifier) -> None:
