@@ -42,6 +42,7 @@ CORE_MODULES = [
     "swarm.reconcile.state",
     "swarm.reconcile.status",
     "swarm.reconcile.history",
+    "swarm.reconcile.supervise",
     "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",
     "swarm.runtimes.node",
