@@ -54,11 +54,8 @@ Children get ``SIGTERM`` when ``up`` dies, even by ``SIGKILL`` (Linux
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import shutil
@@ -69,17 +66,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from swarm.desired import redis_bulk_limit  # the bound on one bulk string; Compose sets it too
-from swarm.errors import PermanentError, SwarmError
+from swarm.errors import PermanentError, SpecError, SwarmError
+from swarm.reconcile.children import kill_group, spawn_logged
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
-from swarm.runtimes import DemoCommand, runtime_of
+from swarm.reconcile.up_agents import AgentLaunch, AgentRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
@@ -160,31 +158,6 @@ class StateLock:
             self.fd = None
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Any:
-    """libc's ``prctl``, looked up once in the parent (never in a freshly forked child)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux; a no-op elsewhere)."""
-    if _PRCTL is None:
-        return
-    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 @dataclass
 class _Child:
     name: str
@@ -202,14 +175,7 @@ class LocalStack:
               cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
               stdin: bytes | None = None) -> subprocess.Popen[bytes]:
         """Start a child logging to ``log_path``; ``stdin``, when given, is written to its standard input."""
-        log = open(log_path, "ab")
-        try:
-            proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True,
-                                    preexec_fn=_die_with_parent, pass_fds=pass_fds,
-                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
-        except OSError as exc:  # e.g. an agent's compiled folder is missing: say so, stop the rest
-            log.close()
-            raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
+        proc, log = spawn_logged(name, args, log_path, env=env, cwd=cwd, pass_fds=pass_fds, stdin=stdin is not None)
         self.children.append(_Child(name, proc, log))
         if stdin is not None:
             assert proc.stdin is not None
@@ -230,6 +196,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
+            kill_group(child.proc.pid, signal.SIGKILL)  # whatever it left in its process group
             child.log.close()
         self.children.clear()
 
@@ -340,33 +307,27 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, 
     return f"redis://127.0.0.1:{port}/0"
 
 
-def _folder_digest(folder: Path, skip: frozenset[str] = frozenset({"node_modules", "dist", "__pycache__"})) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if rel.parts[0] in skip or not path.is_file():
-            continue
-        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def demo_launches(loaded: "LoadedSpec", compiled_dir: Path) -> list[AgentLaunch]:
+    """The agents ``--demo`` runs for an applied spec: those with ``registry: true``, from ``compiled/``."""
+    return [AgentLaunch(agent.id, agent.runtime, compiled_dir / loaded.output_name / "agents" / agent.id, agent.port)
+            for agent in loaded.spec.agents if agent.registry]
 
 
-def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Path, env: dict[str, str]) -> bool:
-    """Run a demo agent's setup commands (install, build) once per content of its folder
-    (a stamp beside it records what was built); False, with the reason printed, on failure."""
-    stamp = folder / ".swarm-demo-built"
-    digest = _folder_digest(folder)
-    if stamp.is_file() and stamp.read_text() == digest:
-        return True
-    print(f"    demo: installing and building agent {agent_id} (once; output in {log_path})", flush=True)
-    with open(log_path, "ab") as log:
-        for step in launch.setup:
-            done = subprocess.run(step, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-            if done.returncode != 0:
-                print(f"    demo: agent {agent_id} not started: `{' '.join(step)}` exited {done.returncode} "
-                      f"(see {log_path})", flush=True)
-                return False
-    stamp.write_text(digest)
-    return True
+#: how often ``up`` looks for demo agents that exited and restarts those due
+SUPERVISE_SECONDS = 0.2
+
+
+async def _supervise(runner: AgentRunner, stop: asyncio.Event) -> None:
+    """Poll the demo agents until ``stop``; a failure is said, never ends ``up``."""
+    while not stop.is_set():
+        try:
+            runner.poll()
+        except Exception as exc:  # a bug here must not stop the watch loop
+            print(f"swarm up: supervising the agents failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=SUPERVISE_SECONDS)
+        except asyncio.TimeoutError:
+            pass
 
 
 def run_up(options: UpOptions) -> int:
@@ -402,6 +363,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
     bus_secret = env.get("SWARM_BUS_SECRET") or secret
 
     stack = LocalStack()
+    runner: AgentRunner | None = None
     try:
         reg_env = env
         if options.redis_url:
@@ -447,41 +409,33 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                                  redis_url=redis_url, compiled_dir=options.compiled_dir,
                                  environment=options.environment)
         reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
-        demo_started = False
         last_line = ""
 
+        def agent_env(agent_id: str, port: int) -> dict[str, str]:
+            """A demo agent's environment: ``up``'s without the trusted side's secrets, and its own identity."""
+            return {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
+                    "AGENT_ID": agent_id, "AGENT_PORT": str(port),
+                    "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent_id),
+                    "REDIS_URL": agent_redis_url(redis_url, spec.name, agent_id, bus_secret)}
+
+        runner = agents = AgentRunner(state_dir=state, env_for=agent_env, pick_port=pick_port,
+                                          out=lambda line: print(line, flush=True))
+
         def on_pass(result: PassResult) -> None:
-            nonlocal demo_started, last_line
+            nonlocal last_line
             message = result.status.message if result.status else ""
             line = f"{result.state}: {message}"
             if line != last_line or result.applied:  # quiet resyncs
                 print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+                if isinstance(result.error, SpecError):  # what is wrong, and where
+                    for issue in result.error.issues:
+                        print(f"    {issue.format()}", flush=True)
                 last_line = line
             for action in result.applied:
                 print(f"    {action.description}", flush=True)
-            if options.demo and not demo_started and result.state == "synced":
-                demo_started = True
+            if options.demo and result.state == "synced" and reconciler.good is not None:
                 reconciler.flush_compiled()  # the agents run compiled/, written after the apply
-                for agent in spec.agents:
-                    if not agent.registry:
-                        continue
-                    folder = options.compiled_dir / loaded.output_name / "agents" / agent.id
-                    port = pick_port(agent.port)  # the spec's port, unless something else holds it
-                    launch = runtime_of(agent).demo(folder, port)
-                    missing = [tool for tool in launch.requires if shutil.which(tool) is None]
-                    if missing:
-                        print(f"    demo: cannot start agent {agent.id} (runtime {agent.runtime}): "
-                              f"{', '.join(missing)} not on PATH; install it and restart swarm up", flush=True)
-                        continue
-                    agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
-                                 "AGENT_ID": agent.id, "AGENT_PORT": str(port),
-                                 "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
-                                 "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
-                    log_path = state / f"agent-{agent.id}.log"
-                    if launch.setup and not prepare_agent(agent.id, launch, folder, log_path, agent_env):
-                        continue
-                    stack.spawn(f"agent {agent.id}", launch.command, log_path, env=agent_env, cwd=folder)
-                    print(f"    demo: started agent {agent.id} on port {port}", flush=True)
+                agents.apply(demo_launches(reconciler.good.loaded, options.compiled_dir))
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -493,11 +447,13 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
 
             events_redis = async_client(redis_url, swarm=spec.name)
             follower = asyncio.create_task(follow_events(events_redis, spec.name, lambda line: print(line, flush=True)))
+            supervisor = asyncio.create_task(_supervise(agents, stop))
             try:
                 await reconciler.watch(stop, on_pass=on_pass)
             finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                for task in (follower, supervisor):
+                    task.cancel()
+                await asyncio.gather(follower, supervisor, return_exceptions=True)
                 await events_redis.aclose()
 
         asyncio.run(main())
@@ -510,4 +466,6 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
         print("swarm up: interrupted while starting; stopping", file=sys.stderr, flush=True)
         return 130
     finally:
+        if runner is not None:
+            runner.stop_all()  # agents first: they deregister while the registry is up
         stack.stop()
