@@ -35,6 +35,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "reconcile": ("swarm reconcile specs/ --watch", "swarm reconcile --watch --rev origin/main"),
     "status": ("swarm status", "swarm status --full -o json"),
     "up": ("swarm up", "swarm up --demo"),
+    "logs": ("swarm logs reviewer", "swarm logs reviewer --follow -n 20"),
     "secrets": ("swarm secrets env compiled/research",),
     "secrets env": ("swarm secrets env compiled/research",),
     "secrets k8s": ("swarm secrets k8s compiled/research --namespace agents",),

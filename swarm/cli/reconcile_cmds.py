@@ -75,6 +75,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _lines(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("plan", help="show what reconcile would change", description="Compile in memory, observe the live registry and Redis, print the ordered actions.")
     _common(p)
@@ -114,6 +124,15 @@ def register(subparsers: Any) -> None:
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
     add_env_option(u)
     u.set_defaults(handler=run_up)
+
+    g = subparsers.add_parser("logs", help="print the log of an agent run by swarm up --demo",
+                              description="Print the log of a demo agent that swarm up runs (or ran) in this folder: "
+                                          "its output across its restarts, from <state-dir>/agent-ID.log.")
+    g.add_argument("agent", metavar="AGENT", help="the agent's id")
+    g.add_argument("-f", "--follow", action="store_true", help="keep printing what it writes (Ctrl-C stops)")
+    g.add_argument("-n", "--lines", type=_lines, default=None, metavar="N", help="only the last N lines (default: all)")
+    g.add_argument("--state-dir", default=".swarm", metavar="DIR", help="the state folder of swarm up (default .swarm/)")
+    g.set_defaults(handler=run_logs)
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -387,3 +406,26 @@ def run_up(args: argparse.Namespace) -> int:
     return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
                         state_dir=Path(args.state_dir), environment=args.env))
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from swarm.reconcile.up_logs import find_agent_log, follow, last_lines
+
+    path = find_agent_log(Path(args.state_dir), args.agent)  # unknown agent, bad id: the dispatcher says so (exit 2)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    with open(path, "rb") as fh:
+        write(last_lines(fh, args.lines))
+        if args.follow:
+            try:
+                follow(fh, write)
+            except KeyboardInterrupt:
+                return EXIT_OK
+    return EXIT_OK
