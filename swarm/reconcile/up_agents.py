@@ -125,7 +125,8 @@ class AgentRunner:
     def __init__(self, *, state_dir: Path, env_for: Callable[[str, int], dict[str, str]],
                  pick_port: Callable[[int | None], int], out: Callable[[str], None],
                  supervisor: Supervisor | None = None, clock: Callable[[], float] = time.monotonic,
-                 stop_timeout: float = 10.0) -> None:
+                 stop_timeout: float = 10.0,
+                 command_for: Callable[[AgentLaunch, int], DemoCommand] | None = None) -> None:
         self.state_dir = state_dir
         self.env_for = env_for
         self.pick_port = pick_port
@@ -133,6 +134,8 @@ class AgentRunner:
         self.supervisor = supervisor or Supervisor()
         self.clock = clock
         self.stop_timeout = stop_timeout
+        #: how an agent is run on a port: its runtime's ``demo`` (tests give a command of their own)
+        self.command_for = command_for or (lambda launch, port: runtimes()[launch.runtime].demo(launch.folder, port))
         self.running: dict[str, _Running] = {}
         self.launches: dict[str, AgentLaunch] = {}  # every supervised agent, running or waiting
         self.ports: dict[str, int] = {}  # the port each agent had last (a crash restart takes it again)
@@ -188,10 +191,9 @@ class AgentRunner:
 
     def _start(self, launch: AgentLaunch, fingerprint: str, *, fresh_port: bool, restart: bool = False) -> bool:
         agent = launch.agent_id
-        runtime = runtimes()[launch.runtime]
         preferred = launch.port if fresh_port or agent not in self.ports else self.ports[agent]
         port = self.pick_port(preferred)
-        demo = runtime.demo(launch.folder, port)
+        demo = self.command_for(launch, port)
         missing = [tool for tool in demo.requires if shutil.which(tool) is None]
         if missing:
             self.out(f"    demo: cannot start agent {agent} (runtime {launch.runtime}): "

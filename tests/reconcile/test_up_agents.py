@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reconcile.test_up import Up, _processes_in, _read_headers
+from tests.reconcile.test_up import Up, _processes_in
 from tests.support.services import free_port, python_cmd
 
 pytestmark = pytest.mark.slow
