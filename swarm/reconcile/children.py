@@ -4,11 +4,15 @@ Every child (redis-server, the registry, each demo agent, each setup command of
 one) is started by :func:`spawn_logged`: in a session (and process group) of its
 own, so Ctrl-C in the terminal reaches ``up`` only and ``up`` stops them in order,
 and with ``PR_SET_PDEATHSIG`` set to SIGTERM (Linux), so the kernel ends it when
-``up`` dies, even by SIGKILL. The death signal reaches that child only, not what
-it starts in turn: :func:`kill_group` ends a child's whole process group when
-``up`` stops it or sees it exit, and the children ``up`` runs exec their program
-directly (no shell in between), so on SIGKILL of ``up`` the process the signal
-reaches is the program itself.
+``up`` dies, even by SIGKILL.
+
+The death signal reaches that child only, not what it starts in turn (npm's
+``sh -c tsc`` and its ``node``). So each child's whole process group is ended
+too: by :func:`end_group` when ``up`` stops a child or sees it exit, and, when
+``up`` dies without a word, by the reaper (:mod:`swarm.reconcile.reaper`), a small
+process started with the first child that holds the list of live groups and ends
+them all when its pipe from ``up`` closes. What a child moves into a session of
+its own (``setsid``) escapes both; none of the programs ``up`` runs does that.
 """
 
 from __future__ import annotations
@@ -49,6 +53,55 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class Reaper:
+    """The reaper process of this ``up`` (see :mod:`swarm.reconcile.reaper`) and the pipe to it."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pipe: int | None = None
+
+    def _ensure(self) -> int | None:
+        if self._pipe is None and self.proc is None:
+            read, write = os.pipe()  # neither end is inherited by the other children (close_fds)
+            try:
+                self.proc = subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("reaper.py"))],
+                                             stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                             start_new_session=True)
+            except OSError:  # no reaper: the death signal still ends the direct children
+                os.close(write)
+                return None
+            finally:
+                os.close(read)
+            self._pipe = write
+        return self._pipe
+
+    def tell(self, line: str) -> None:
+        pipe = self._ensure()
+        if pipe is None:
+            return
+        try:
+            os.write(pipe, line.encode() + b"\n")
+        except OSError:  # the reaper died: the death signal still ends the direct children
+            pass
+
+    def close(self) -> None:
+        """End the reaper (it ends the groups still listed: none after a clean stop)."""
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+#: the reaper of this process, started with its first child
+REAPER = Reaper()
+
+
 def spawn_logged(name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
                  cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
                  stdin: bool = False) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
@@ -61,7 +114,16 @@ def spawn_logged(name: str, args: list[str], log_path: Path, *, env: dict[str, s
     except OSError as exc:  # e.g. an agent's compiled folder is missing: say so
         log.close()
         raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
+    REAPER.tell(f"+{proc.pid}")
     return proc, log
+
+
+def spawn_group(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``args`` as :func:`spawn_logged` does (a session of its own, dying with ``up``, known to the
+    reaper), with ``popen``'s other arguments; end it with :func:`end_group`."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent, **popen)
+    REAPER.tell(f"+{proc.pid}")
+    return proc
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> None:
@@ -70,3 +132,9 @@ def kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def end_group(pgid: int) -> None:
+    """After a child ended (or was stopped): SIGKILL what is left of its group, and forget the group."""
+    kill_group(pgid, signal.SIGKILL)
+    REAPER.tell(f"-{pgid}")

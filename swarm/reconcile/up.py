@@ -73,7 +73,7 @@ import httpx
 
 from swarm.desired import redis_bulk_limit  # the bound on one bulk string; Compose sets it too
 from swarm.errors import PermanentError, SpecError, SwarmError
-from swarm.reconcile.children import kill_group, spawn_logged
+from swarm.reconcile.children import REAPER, end_group, spawn_logged
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
@@ -196,7 +196,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
-            kill_group(child.proc.pid, signal.SIGKILL)  # whatever it left in its process group
+            end_group(child.proc.pid)  # whatever it left in its process group
             child.log.close()
         self.children.clear()
 
@@ -469,3 +469,4 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
         if runner is not None:
             runner.stop_all()  # agents first: they deregister while the registry is up
         stack.stop()
+        REAPER.close()

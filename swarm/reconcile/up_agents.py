@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from swarm.errors import PermanentError
-from swarm.reconcile.children import die_with_parent, kill_group, spawn_logged
+from swarm.reconcile.children import end_group, kill_group, spawn_group, spawn_logged
 from swarm.reconcile.supervise import Supervisor
 from swarm.runtimes import DemoCommand, runtimes
 
@@ -73,7 +73,7 @@ def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Pa
     """Run a demo agent's setup commands (install, build) once per content of its folder
     (a stamp beside it records what was built); False, with the reason printed, on failure.
 
-    Each command runs in a session of its own that dies with ``up`` (``PR_SET_PDEATHSIG``),
+    Each command runs in a session of its own that dies with ``up`` (:mod:`swarm.reconcile.children`),
     and its whole process group is ended after it, so no npm helper outlives it."""
     stamp = folder / BUILT_STAMP
     digest = folder_digest(folder)
@@ -83,16 +83,15 @@ def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Pa
     with open(log_path, "ab") as log:
         for step in launch.setup:
             try:
-                proc = subprocess.Popen(step, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=die_with_parent)
+                proc = spawn_group(step, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
             except OSError as exc:
                 out(f"    demo: agent {agent_id} not started: cannot run `{' '.join(step)}`: {exc}")
                 return False
             try:
                 code = proc.wait()
             finally:
-                kill_group(proc.pid, signal.SIGKILL)  # helpers it left behind in its group
+                end_group(proc.pid)  # helpers it left behind in its group
             if code != 0:
                 out(f"    demo: agent {agent_id} not started: `{' '.join(step)}` exited {code} (see {log_path})")
                 return False
@@ -242,7 +241,7 @@ class AgentRunner:
 
     def _forget(self, agent: str) -> None:
         run = self.running.pop(agent)
-        kill_group(run.proc.pid, signal.SIGKILL)  # whatever it left in its group
+        end_group(run.proc.pid)  # whatever it left in its group
         run.log.close()
 
     def _tail(self, run: _Running) -> list[str]:
