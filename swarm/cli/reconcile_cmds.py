@@ -1,4 +1,4 @@
-"""``swarm plan``, ``swarm reconcile``, ``swarm status`` and ``swarm up`` (contract: issue 5).
+"""``swarm plan``, ``swarm reconcile``, ``swarm status``, ``swarm up`` and ``swarm logs`` (contract: issue 5).
 
 Wiring only: options → :class:`~swarm.reconcile.loop.ReconcileConfig`, the real
 ports from :mod:`swarm.reconcile.observe`, printing. The environment is read
@@ -118,7 +118,7 @@ def register(subparsers: Any) -> None:
     u = subparsers.add_parser("up", help="local redis-server + registry + watch loop in one command")
     u.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
     u.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one in .swarm/")
-    u.add_argument("--demo", action="store_true", help="also start the compiled Python agents")
+    u.add_argument("--demo", action="store_true", help="also run the compiled agents (started, stopped and restarted as the spec and they change)")
     u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
     u.add_argument("--force-prune", action="store_true", help="run the watch loop with --force-prune")
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")

@@ -21,12 +21,18 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
    spec's registry port when free, else a free port;
 3. the reconcile watch loop in this process (``--prune`` when asked), writing
    ``compiled/`` like ``swarm compile``;
-4. with ``--demo``, once the first pass has synced and ``compiled/`` is written,
-   every compiled Python agent with ``registry: true`` under uvicorn (on its
-   spec port when free, else a free port), with its registry token and its own
-   Redis user, so a newcomer sees them register and heartbeat. Their environment
-   is ``up``'s without the secrets of the trusted side (:data:`TRUSTED_ENV`: the
-   registry secret, the admin token, the bus secret, the Redis password).
+4. with ``--demo``, after every pass that synced (``compiled/`` written first),
+   the agents of the applied spec with ``registry: true``, each through its runtime
+   (:mod:`swarm.runtimes`; on its spec port when free, else a free port), with its
+   registry token and its own Redis user, so a newcomer sees them register and
+   heartbeat. They follow the spec while ``up`` runs: added agents start, removed
+   ones stop, changed ones (their compiled files: a version bump) restart, and one
+   that exits on its own is restarted after a backoff, with a line saying so
+   (:mod:`swarm.reconcile.up_agents`; the decisions are
+   :mod:`swarm.reconcile.supervise`'s). Each logs to ``.swarm/agent-<id>.log``
+   (``swarm logs <id>``). Their environment is ``up``'s without the secrets of the
+   trusted side (:data:`TRUSTED_ENV`: the registry secret, the admin token, the bus
+   secret, the Redis password).
 
 A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
 else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
@@ -48,7 +54,9 @@ no per-user quota, so this bounds what one agent can write into its own outbox
 per entry, while still accepting the largest payload the spec allows.
 
 Children get ``SIGTERM`` when ``up`` dies, even by ``SIGKILL`` (Linux
-``PR_SET_PDEATHSIG``), so no redis-server, registry or agent outlives it.
+``PR_SET_PDEATHSIG``), and a reaper process ends their process groups, so no
+redis-server, registry, agent or what they started outlives it
+(:mod:`swarm.reconcile.children`).
 """
 
 from __future__ import annotations
