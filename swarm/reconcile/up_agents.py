@@ -99,6 +99,11 @@ def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Pa
     return True
 
 
+def printable(line: str) -> str:
+    """``line`` with control characters shown as ``\\xNN``: an agent's output never drives ``up``'s terminal."""
+    return "".join(c if c.isprintable() or c == "\t" else f"\\x{ord(c):02x}" for c in line)
+
+
 def describe_exit(code: int) -> str:
     """``exited with code 1``, or ``was killed by SIGKILL`` for a signal."""
     if code < 0:
@@ -255,5 +260,5 @@ class AgentRunner:
                 text = fh.read().decode(errors="replace")
         except OSError:
             return []
-        lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+        lines = [printable(line.rstrip()) for line in text.splitlines() if line.strip()]
         return lines[-TAIL_LINES:]

@@ -194,6 +194,17 @@ def test_setup_runs_once_per_content_of_the_folder(tmp_path: Path) -> None:
     assert count.read_text() == "run\nrun\n"
 
 
+def test_an_agent_s_output_cannot_drive_the_terminal_of_up(tmp_path: Path) -> None:
+    lines: list[str] = []
+    hostile = [sys.executable, "-c", "import sys; sys.stdout.write('\\x1b[2J\\x1b]0;owned\\x07gone\\n'); sys.exit(5)"]
+    runner = _runner(tmp_path, {"a": hostile}, lines, Clock())
+    runner.apply([_launch(tmp_path, "a")])
+    _until(lambda: "a" not in runner.running, "the exit", runner.poll)
+    assert lines[-1] == "    a: \\x1b[2J\\x1b]0;owned\\x07gone"
+    assert not any("\x1b" in line or "\x07" in line for line in lines)
+    runner.stop_all()
+
+
 @pytest.mark.parametrize("code, text", [(0, "exited with code 0"), (3, "exited with code 3"),
                                         (-9, "was killed by SIGKILL"), (-15, "was killed by SIGTERM"),
                                         (-99, "was killed by signal 99")])
