@@ -17,6 +17,7 @@ its own (``setsid``) escapes both; none of the programs ``up`` runs does that.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import os
@@ -73,6 +74,7 @@ class Reaper:
             finally:
                 os.close(read)
             self._pipe = write
+            atexit.register(self.close)  # a clean exit of the process closes it too
         return self._pipe
 
     def tell(self, line: str) -> None:
