@@ -84,8 +84,8 @@ from swarm.errors import PermanentError, SpecError, SwarmError
 from swarm.reconcile.children import REAPER, end_group, spawn_logged
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
-from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
 from swarm.reconcile.up_agents import AgentLaunch, AgentRunner
+from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec

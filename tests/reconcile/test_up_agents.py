@@ -170,6 +170,14 @@ def test_up_demo_follows_the_spec_and_restarts_crashed_agents(tmp_path: Path) ->
         up.wait_until(lambda: _registered(up, project).get("alpha") == "1.1.0", "alpha 1.1.0 to register")
         assert _agent_pid(project, "alpha") != before
 
+        # an invalid save: the error is printed with where it is; the agents keep running as they are
+        running = _agent_pid(project, "alpha")
+        _write_spec(spec, [alpha.replace("version: 1.0.0", "version: 1.1.0").replace("role: worker", "role: nobody"), beta])
+        up.wait_until(lambda: "role 'nobody' is not defined" in up.text(), "the spec error")
+        assert re.search(r"^    specs/swarm\.yaml:\d+:\d+: error: agents\[0\]\.role: role 'nobody' is not defined",
+                         up.text(), flags=re.M), up.text()
+        assert _agent_pid(project, "alpha") == running and _registered(up, project).get("alpha") == "1.1.0"
+
         # an agent removed from the spec is stopped (and deregisters)
         beta_pid = _agent_pid(project, "beta")
         assert beta_pid is not None
