@@ -43,13 +43,25 @@ def agent_log(state_dir: Path, agent_id: str) -> Path:
 
 
 def folder_digest(folder: Path) -> str:
-    """The digest of an agent's compiled files (not its dependencies, build output or stamp)."""
+    """The digest of an agent's compiled files (not its dependencies, build output or stamp).
+
+    ``node_modules/`` and the rest of :data:`_NOT_SOURCE` are pruned at the top, never walked."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if rel.parts[0] in _NOT_SOURCE or not path.is_file():
+    found: list[tuple[str, str]] = []
+    for top, dirs, names in os.walk(folder):
+        rel_top = os.path.relpath(top, folder)
+        if rel_top == ".":
+            dirs[:] = [d for d in dirs if d not in _NOT_SOURCE]
+            names = [n for n in names if n not in _NOT_SOURCE]
+        for name in names:
+            found.append((name if rel_top == "." else f"{rel_top}/{name}", os.path.join(top, name)))
+    for rel, path in sorted(found):
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:  # a socket, a dangling link, a file gone meanwhile
             continue
-        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(rel.encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
 
 
