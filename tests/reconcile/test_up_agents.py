@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -222,3 +223,45 @@ def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]}"
     assert _processes_in(project) == []
+
+
+def _depths(root: int) -> dict[int, int]:
+    """Every live descendant of ``root`` -> its depth below it (1: a child)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    depth: dict[int, int] = {}
+    frontier, level = [root], 0
+    while frontier:
+        level += 1
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier and pid not in depth]
+        depth.update({pid: level for pid in frontier})
+    return depth
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("node", "npm")), reason="needs node and npm")
+def test_a_sigkilled_up_takes_the_npm_build_and_what_it_started_with_it(tmp_path: Path) -> None:
+    """SIGKILL while a node agent is being installed or built: npm gets the death signal, and what npm
+    started (``sh -c tsc``, ``node``), which the death signal does not reach, is ended by the reaper."""
+    node = _agent_doc("planner").replace("    role: worker\n", "    role: worker\n    runtime: node\n")
+    project = _project(tmp_path, [node])
+    up = Up(project, "specs", "--demo", env=_env())
+    try:
+        up.wait_until(lambda: "installing and building agent planner" in up.text(), "the npm setup")
+        up.wait_until(lambda: any(d >= 2 and "npm" in _cmdline(pid) or d >= 3 for pid, d in _depths(up.proc.pid).items()),
+                      "npm to start a process of its own", timeout=120)
+        tree = {pid: _start_time(pid) for pid, d in _depths(up.proc.pid).items()}
+        deep = [_cmdline(pid) for pid, d in _depths(up.proc.pid).items() if d >= 2]
+        assert deep, "no grandchild of up to check"
+    finally:
+        up.kill()  # SIGKILL
+    deadline = time.monotonic() + 30
+    left = {pid: started for pid, started in tree.items() if started is not None}
+    while left and time.monotonic() < deadline:
+        left = {pid: started for pid, started in left.items() if _start_time(pid) == started}
+        time.sleep(0.1)
+    assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]} (grandchildren were {deep})"
