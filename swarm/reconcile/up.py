@@ -84,7 +84,7 @@ from swarm.errors import PermanentError, SpecError, SwarmError
 from swarm.reconcile.children import REAPER, end_group, spawn_logged
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
-from swarm.reconcile.up_agents import AgentLaunch, AgentRunner
+from swarm.reconcile.up_agents import AgentLaunch, AgentRunner, describe_exit
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,6 +178,7 @@ class LocalStack:
     """The processes ``swarm up`` started; :meth:`stop` ends them in reverse order."""
 
     children: list[_Child] = field(default_factory=list)
+    _said: set[int] = field(default_factory=set)  # pids whose exit was said
 
     def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
               cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
@@ -193,6 +194,17 @@ class LocalStack:
             except OSError:  # it died at once: the caller's wait says so, with its log
                 pass
         return proc
+
+    def exits(self) -> list[str]:
+        """A line for each child that exited since the last call (``up`` does not restart them: say so)."""
+        lines = []
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None and child.proc.pid not in self._said:
+                self._said.add(child.proc.pid)
+                lines.append(f"swarm up: error: {child.name} {describe_exit(code)}; see {child.log.name} "
+                             "(stop swarm up with Ctrl-C and start it again)")
+        return lines
 
     def stop(self) -> None:
         """Agents first (they deregister while the registry is up), then the registry, then Redis."""
@@ -325,10 +337,13 @@ def demo_launches(loaded: "LoadedSpec", compiled_dir: Path) -> list[AgentLaunch]
 SUPERVISE_SECONDS = 0.2
 
 
-async def _supervise(runner: AgentRunner, stop: asyncio.Event) -> None:
-    """Poll the demo agents until ``stop``; a failure is said, never ends ``up``."""
+async def _supervise(runner: AgentRunner, stack: LocalStack, stop: asyncio.Event) -> None:
+    """Poll the demo agents (restarting those that exited) and the stack (saying when Redis or the
+    registry exited) until ``stop``; a failure is said, never ends ``up``."""
     while not stop.is_set():
         try:
+            for line in stack.exits():
+                print(line, file=sys.stderr, flush=True)
             runner.poll()
         except Exception as exc:  # a bug here must not stop the watch loop
             print(f"swarm up: supervising the agents failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -455,7 +470,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
 
             events_redis = async_client(redis_url, swarm=spec.name)
             follower = asyncio.create_task(follow_events(events_redis, spec.name, lambda line: print(line, flush=True)))
-            supervisor = asyncio.create_task(_supervise(agents, stop))
+            supervisor = asyncio.create_task(_supervise(agents, stack, stop))
             try:
                 await reconciler.watch(stop, on_pass=on_pass)
             finally:

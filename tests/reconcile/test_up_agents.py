@@ -200,7 +200,7 @@ def test_up_demo_follows_the_spec_and_restarts_crashed_agents(tmp_path: Path) ->
         assert up.interrupt() == 0, up.text()
     finally:
         up.kill()
-    assert "Traceback" not in up.text(), up.text()
+    assert "Traceback" not in up.text() and "swarm up: error" not in up.text(), up.text()
     assert _processes_in(project) == [], "swarm up left processes behind"
 
 
@@ -265,3 +265,20 @@ def test_a_sigkilled_up_takes_the_npm_build_and_what_it_started_with_it(tmp_path
         left = {pid: started for pid, started in left.items() if _start_time(pid) == started}
         time.sleep(0.1)
     assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]} (grandchildren were {deep})"
+
+
+def test_up_says_when_its_registry_dies(tmp_path: Path) -> None:
+    project = _project(tmp_path, [_agent_doc("alpha")])
+    up = Up(project, "specs", env=_env())
+    try:
+        up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
+        registry = [pid for pid in _descendants(up.proc.pid) if "registry serve" in _cmdline(pid)]
+        assert len(registry) == 1, [_cmdline(p) for p in _descendants(up.proc.pid)]
+        os.kill(registry[0], signal.SIGKILL)
+        up.wait_until(lambda: "swarm up: error: registry was killed by SIGKILL; see .swarm/registry.log" in up.text(),
+                      "the line saying so")
+        assert up.text().count("registry was killed") == 1
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert _processes_in(project) == []

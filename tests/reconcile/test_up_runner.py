@@ -205,6 +205,22 @@ def test_an_agent_s_output_cannot_drive_the_terminal_of_up(tmp_path: Path) -> No
     runner.stop_all()
 
 
+def test_the_stack_says_once_when_redis_or_the_registry_exits(tmp_path: Path) -> None:
+    from swarm.reconcile.up import LocalStack
+
+    stack = LocalStack()
+    try:
+        stack.spawn("registry", [sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "registry.log")
+        stack.spawn("redis", SLEEPER, tmp_path / "redis.log")
+        _until(lambda: stack.children[0].proc.poll() is not None, "the registry to exit")
+        assert stack.exits() == [f"swarm up: error: registry exited with code 3; see {tmp_path / 'registry.log'} "
+                                 "(stop swarm up with Ctrl-C and start it again)"]
+        assert stack.exits() == []  # said once
+    finally:
+        stack.stop()
+    assert stack.children == []
+
+
 @pytest.mark.parametrize("code, text", [(0, "exited with code 0"), (3, "exited with code 3"),
                                         (-9, "was killed by SIGKILL"), (-15, "was killed by SIGTERM"),
                                         (-99, "was killed by signal 99")])
