@@ -200,8 +200,12 @@ class AgentRunner:
                 self.out(f"    demo: restarted agent {agent} on port {self.ports[agent]}")
 
     def stop_all(self) -> None:
+        """Stop every agent: all are told at once (each deregisters), then each is waited for."""
+        for run in self.running.values():
+            if run.proc.poll() is None:
+                kill_group(run.proc.pid, signal.SIGTERM)
         for agent in sorted(self.running, reverse=True):
-            self._stop(agent)
+            self._stop(agent, signalled=True)  # once: a second SIGTERM makes uvicorn skip its shutdown
 
     # ------------------------------------------------------------------ processes
 
@@ -240,15 +244,17 @@ class AgentRunner:
         self._refused[agent] = fingerprint
         return False
 
-    def _stop(self, agent: str) -> None:
-        """SIGTERM its process group (it deregisters), SIGKILL after ``stop_timeout``; forget it."""
+    def _stop(self, agent: str, *, signalled: bool = False) -> None:
+        """SIGTERM its process group (it deregisters; not again when ``signalled``), SIGKILL after
+        ``stop_timeout``; forget it."""
         run = self.running.get(agent)
         self.supervisor.stopped(agent)
         self.launches.pop(agent, None)
         if run is None:
             return
         if run.proc.poll() is None:
-            kill_group(run.proc.pid, signal.SIGTERM)
+            if not signalled:
+                kill_group(run.proc.pid, signal.SIGTERM)
             try:
                 run.proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
