@@ -43,6 +43,7 @@ CORE_MODULES = [
     "swarm.reconcile.status",
     "swarm.reconcile.history",
     "swarm.notify.rules",
+    "swarm.reconcile.supervise",
     "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",
     "swarm.runtimes.node",

@@ -26,7 +26,7 @@ _COMMAND_MODULES = (
     "swarm.cli.compile_cmds",  # compile
     "swarm.cli.registry_cmds",  # registry serve|push, token
     "swarm.cli.bus_cmds",  # bus apply|publish|read|breaker
-    "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up
+    "swarm.cli.reconcile_cmds",  # plan, reconcile, status, up, logs
     "swarm.cli.history_cmds",  # history, rollback, archive
     "swarm.cli.view_cmds",  # agents, events, topics
     "swarm.cli.init_cmds",  # init

@@ -36,6 +36,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                   "swarm reconcile specs/ --watch --metrics-port 9464"),
     "status": ("swarm status", "swarm status --full -o json"),
     "up": ("swarm up", "swarm up --demo"),
+    "logs": ("swarm logs reviewer", "swarm logs reviewer --follow -n 20"),
     "secrets": ("swarm secrets env compiled/research",),
     "secrets env": ("swarm secrets env compiled/research",),
     "secrets k8s": ("swarm secrets k8s compiled/research --namespace agents",),

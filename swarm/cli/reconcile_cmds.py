@@ -1,4 +1,4 @@
-"""``swarm plan``, ``swarm reconcile``, ``swarm status`` and ``swarm up`` (contract: issue 5).
+"""``swarm plan``, ``swarm reconcile``, ``swarm status``, ``swarm up`` and ``swarm logs`` (contract: issue 5).
 
 Wiring only: options → :class:`~swarm.reconcile.loop.ReconcileConfig`, the real
 ports from :mod:`swarm.reconcile.observe`, printing. The environment is read
@@ -75,14 +75,23 @@ def _positive(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text}")
-    return value
+def _bounded_int(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in [low, high] (no upper bound when ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+_port = _bounded_int(1, 65535, "a port number (1-65535)")
+_lines = _bounded_int(0, None, "a whole number >= 0")
 
 
 def register(subparsers: Any) -> None:
@@ -123,12 +132,21 @@ def register(subparsers: Any) -> None:
     u = subparsers.add_parser("up", help="local redis-server + registry + watch loop in one command")
     u.add_argument("spec", nargs="*", metavar="SPEC", help="spec files or directories (default: specs/)")
     u.add_argument("--redis-url", metavar="URL", help="use this Redis instead of starting one in .swarm/")
-    u.add_argument("--demo", action="store_true", help="also start the compiled Python agents")
+    u.add_argument("--demo", action="store_true", help="also run the compiled agents (started, stopped and restarted as the spec and they change)")
     u.add_argument("--prune", action="store_true", help="run the watch loop with --prune")
     u.add_argument("--force-prune", action="store_true", help="run the watch loop with --force-prune")
     u.add_argument("--state-dir", default=".swarm", metavar="DIR", help="state folder (default .swarm/)")
     add_env_option(u)
     u.set_defaults(handler=run_up)
+
+    g = subparsers.add_parser("logs", help="print the log of an agent run by swarm up --demo",
+                              description="Print the log of a demo agent that swarm up runs (or ran) in this folder: "
+                                          "its output across its restarts, from <state-dir>/agent-ID.log.")
+    g.add_argument("agent", metavar="AGENT", help="the agent's id")
+    g.add_argument("-f", "--follow", action="store_true", help="keep printing what it writes (Ctrl-C stops)")
+    g.add_argument("-n", "--lines", type=_lines, default=None, metavar="N", help="only the last N lines (default: all)")
+    g.add_argument("--state-dir", default=".swarm", metavar="DIR", help="the state folder of swarm up (default .swarm/)")
+    g.set_defaults(handler=run_logs)
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -421,3 +439,26 @@ def run_up(args: argparse.Namespace) -> int:
     return up(UpOptions(spec_paths=[Path(p) for p in (args.spec or ["specs"])], redis_url=args.redis_url,
                         demo=args.demo, prune=args.prune, force_prune=args.force_prune,
                         state_dir=Path(args.state_dir), environment=args.env))
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from swarm.reconcile.up_logs import find_agent_log, follow, last_lines
+
+    path = find_agent_log(Path(args.state_dir), args.agent)  # unknown agent, bad id: the dispatcher says so (exit 2)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    with open(path, "rb") as fh:
+        write(last_lines(fh, args.lines))
+        if args.follow:
+            try:
+                follow(fh, write)
+            except KeyboardInterrupt:
+                return EXIT_OK
+    return EXIT_OK

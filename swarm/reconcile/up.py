@@ -21,12 +21,18 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
    spec's registry port when free, else a free port;
 3. the reconcile watch loop in this process (``--prune`` when asked), writing
    ``compiled/`` like ``swarm compile``;
-4. with ``--demo``, once the first pass has synced and ``compiled/`` is written,
-   every compiled Python agent with ``registry: true`` under uvicorn (on its
-   spec port when free, else a free port), with its registry token and its own
-   Redis user, so a newcomer sees them register and heartbeat. Their environment
-   is ``up``'s without the secrets of the trusted side (:data:`TRUSTED_ENV`: the
-   registry secret, the admin token, the bus secret, the Redis password).
+4. with ``--demo``, after every pass that synced (``compiled/`` written first),
+   the agents of the applied spec with ``registry: true``, each through its runtime
+   (:mod:`swarm.runtimes`; on its spec port when free, else a free port), with its
+   registry token and its own Redis user, so a newcomer sees them register and
+   heartbeat. They follow the spec while ``up`` runs: added agents start, removed
+   ones stop, changed ones (their compiled files: a version bump) restart, and one
+   that exits on its own is restarted after a backoff, with a line saying so
+   (:mod:`swarm.reconcile.up_agents`; the decisions are
+   :mod:`swarm.reconcile.supervise`'s). Each logs to ``.swarm/agent-<id>.log``
+   (``swarm logs <id>``). Their environment is ``up``'s without the secrets of the
+   trusted side (:data:`TRUSTED_ENV`: the registry secret, the admin token, the bus
+   secret, the Redis password).
 
 A registry secret is needed for tokens: ``SWARM_REGISTRY_SECRET`` when set,
 else one generated once and kept in ``.swarm/secret`` (mode 0600). Ctrl-C (or
@@ -48,17 +54,16 @@ no per-user quota, so this bounds what one agent can write into its own outbox
 per entry, while still accepting the largest payload the spec allows.
 
 Children get ``SIGTERM`` when ``up`` dies, even by ``SIGKILL`` (Linux
-``PR_SET_PDEATHSIG``), so no redis-server, registry or agent outlives it.
+``PR_SET_PDEATHSIG``), and a reaper process ends their process groups, so no
+redis-server, registry, agent or what they started outlives it
+(:mod:`swarm.reconcile.children`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import shutil
@@ -69,17 +74,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from swarm.desired import redis_bulk_limit  # the bound on one bulk string; Compose sets it too
-from swarm.errors import PermanentError, SwarmError
+from swarm.errors import PermanentError, SpecError, SwarmError
+from swarm.reconcile.children import REAPER, end_group, spawn_logged
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
+from swarm.reconcile.up_agents import AgentLaunch, AgentRunner, describe_exit
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
-from swarm.runtimes import DemoCommand, runtime_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
@@ -160,31 +166,6 @@ class StateLock:
             self.fd = None
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Any:
-    """libc's ``prctl``, looked up once in the parent (never in a freshly forked child)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux; a no-op elsewhere)."""
-    if _PRCTL is None:
-        return
-    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 @dataclass
 class _Child:
     name: str
@@ -197,19 +178,13 @@ class LocalStack:
     """The processes ``swarm up`` started; :meth:`stop` ends them in reverse order."""
 
     children: list[_Child] = field(default_factory=list)
+    _said: set[int] = field(default_factory=set)  # pids whose exit was said
 
     def spawn(self, name: str, args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
               cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
               stdin: bytes | None = None) -> subprocess.Popen[bytes]:
         """Start a child logging to ``log_path``; ``stdin``, when given, is written to its standard input."""
-        log = open(log_path, "ab")
-        try:
-            proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True,
-                                    preexec_fn=_die_with_parent, pass_fds=pass_fds,
-                                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
-        except OSError as exc:  # e.g. an agent's compiled folder is missing: say so, stop the rest
-            log.close()
-            raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
+        proc, log = spawn_logged(name, args, log_path, env=env, cwd=cwd, pass_fds=pass_fds, stdin=stdin is not None)
         self.children.append(_Child(name, proc, log))
         if stdin is not None:
             assert proc.stdin is not None
@@ -219,6 +194,17 @@ class LocalStack:
             except OSError:  # it died at once: the caller's wait says so, with its log
                 pass
         return proc
+
+    def exits(self) -> list[str]:
+        """A line for each child that exited since the last call (``up`` does not restart them: say so)."""
+        lines = []
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None and child.proc.pid not in self._said:
+                self._said.add(child.proc.pid)
+                lines.append(f"swarm up: error: {child.name} {describe_exit(code)}; see {child.log.name} "
+                             "(stop swarm up with Ctrl-C and start it again)")
+        return lines
 
     def stop(self) -> None:
         """Agents first (they deregister while the registry is up), then the registry, then Redis."""
@@ -230,6 +216,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
+            end_group(child.proc.pid)  # whatever it left in its process group
             child.log.close()
         self.children.clear()
 
@@ -340,33 +327,30 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, 
     return f"redis://127.0.0.1:{port}/0"
 
 
-def _folder_digest(folder: Path, skip: frozenset[str] = frozenset({"node_modules", "dist", "__pycache__"})) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if rel.parts[0] in skip or not path.is_file():
-            continue
-        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def demo_launches(loaded: "LoadedSpec", compiled_dir: Path) -> list[AgentLaunch]:
+    """The agents ``--demo`` runs for an applied spec: those with ``registry: true``, from ``compiled/``."""
+    return [AgentLaunch(agent.id, agent.runtime, compiled_dir / loaded.output_name / "agents" / agent.id, agent.port)
+            for agent in loaded.spec.agents if agent.registry]
 
 
-def prepare_agent(agent_id: str, launch: DemoCommand, folder: Path, log_path: Path, env: dict[str, str]) -> bool:
-    """Run a demo agent's setup commands (install, build) once per content of its folder
-    (a stamp beside it records what was built); False, with the reason printed, on failure."""
-    stamp = folder / ".swarm-demo-built"
-    digest = _folder_digest(folder)
-    if stamp.is_file() and stamp.read_text() == digest:
-        return True
-    print(f"    demo: installing and building agent {agent_id} (once; output in {log_path})", flush=True)
-    with open(log_path, "ab") as log:
-        for step in launch.setup:
-            done = subprocess.run(step, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-            if done.returncode != 0:
-                print(f"    demo: agent {agent_id} not started: `{' '.join(step)}` exited {done.returncode} "
-                      f"(see {log_path})", flush=True)
-                return False
-    stamp.write_text(digest)
-    return True
+#: how often ``up`` looks for demo agents that exited and restarts those due
+SUPERVISE_SECONDS = 0.2
+
+
+async def _supervise(runner: AgentRunner, stack: LocalStack, stop: asyncio.Event) -> None:
+    """Poll the demo agents (restarting those that exited) and the stack (saying when Redis or the
+    registry exited) until ``stop``; a failure is said, never ends ``up``."""
+    while not stop.is_set():
+        try:
+            for line in stack.exits():
+                print(line, file=sys.stderr, flush=True)
+            runner.poll()
+        except Exception as exc:  # a bug here must not stop the watch loop
+            print(f"swarm up: supervising the agents failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=SUPERVISE_SECONDS)
+        except asyncio.TimeoutError:
+            pass
 
 
 def run_up(options: UpOptions) -> int:
@@ -402,6 +386,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
     bus_secret = env.get("SWARM_BUS_SECRET") or secret
 
     stack = LocalStack()
+    runner: AgentRunner | None = None
     try:
         reg_env = env
         if options.redis_url:
@@ -447,41 +432,33 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                                  redis_url=redis_url, compiled_dir=options.compiled_dir,
                                  environment=options.environment)
         reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
-        demo_started = False
         last_line = ""
 
+        def agent_env(agent_id: str, port: int) -> dict[str, str]:
+            """A demo agent's environment: ``up``'s without the trusted side's secrets, and its own identity."""
+            return {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
+                    "AGENT_ID": agent_id, "AGENT_PORT": str(port),
+                    "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent_id),
+                    "REDIS_URL": agent_redis_url(redis_url, spec.name, agent_id, bus_secret)}
+
+        runner = agents = AgentRunner(state_dir=state, env_for=agent_env, pick_port=pick_port,
+                                          out=lambda line: print(line, flush=True))
+
         def on_pass(result: PassResult) -> None:
-            nonlocal demo_started, last_line
+            nonlocal last_line
             message = result.status.message if result.status else ""
             line = f"{result.state}: {message}"
             if line != last_line or result.applied:  # quiet resyncs
                 print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+                if isinstance(result.error, SpecError):  # what is wrong, and where
+                    for issue in result.error.issues:
+                        print(f"    {issue.format()}", flush=True)
                 last_line = line
             for action in result.applied:
                 print(f"    {action.description}", flush=True)
-            if options.demo and not demo_started and result.state == "synced":
-                demo_started = True
+            if options.demo and result.state == "synced" and reconciler.good is not None:
                 reconciler.flush_compiled()  # the agents run compiled/, written after the apply
-                for agent in spec.agents:
-                    if not agent.registry:
-                        continue
-                    folder = options.compiled_dir / loaded.output_name / "agents" / agent.id
-                    port = pick_port(agent.port)  # the spec's port, unless something else holds it
-                    launch = runtime_of(agent).demo(folder, port)
-                    missing = [tool for tool in launch.requires if shutil.which(tool) is None]
-                    if missing:
-                        print(f"    demo: cannot start agent {agent.id} (runtime {agent.runtime}): "
-                              f"{', '.join(missing)} not on PATH; install it and restart swarm up", flush=True)
-                        continue
-                    agent_env = {**{k: v for k, v in env.items() if k not in TRUSTED_ENV},
-                                 "AGENT_ID": agent.id, "AGENT_PORT": str(port),
-                                 "REGISTRY_URL": registry_url, "SWARM_AGENT_TOKEN": agent_token(secret, spec.name, agent.id),
-                                 "REDIS_URL": agent_redis_url(redis_url, spec.name, agent.id, bus_secret)}
-                    log_path = state / f"agent-{agent.id}.log"
-                    if launch.setup and not prepare_agent(agent.id, launch, folder, log_path, agent_env):
-                        continue
-                    stack.spawn(f"agent {agent.id}", launch.command, log_path, env=agent_env, cwd=folder)
-                    print(f"    demo: started agent {agent.id} on port {port}", flush=True)
+                agents.apply(demo_launches(reconciler.good.loaded, options.compiled_dir))
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -493,13 +470,15 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
 
             events_redis = async_client(redis_url, swarm=spec.name)
             follower = asyncio.create_task(follow_events(events_redis, spec.name, lambda line: print(line, flush=True)))
+            supervisor = asyncio.create_task(_supervise(agents, stack, stop))
             try:
                 from swarm.notify.follow import notify_while
 
                 await notify_while(reconciler, reconciler.watch(stop, on_pass=on_pass))  # the spec's notifications
             finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                for task in (follower, supervisor):
+                    task.cancel()
+                await asyncio.gather(follower, supervisor, return_exceptions=True)
                 await events_redis.aclose()
 
         asyncio.run(main())
@@ -512,4 +491,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
         print("swarm up: interrupted while starting; stopping", file=sys.stderr, flush=True)
         return 130
     finally:
+        if runner is not None:
+            runner.stop_all()  # agents first: they deregister while the registry is up
         stack.stop()
+        REAPER.close()

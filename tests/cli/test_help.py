@@ -56,6 +56,7 @@ def test_acl_check_and_schema_under_o_json(repo_root, capsys) -> None:  # type: 
 NO_DATA = {
     "acl": "a group", "registry": "a group", "bus": "a group", "secrets": "a group", "images": "a group",
     "registry serve": "a server: logs only", "bus route": "a daemon: logs only", "up": "runs the stack: event lines",
+    "logs": "an agent's raw log lines",
     "bus read": "prints the topic log as JSON lines already",
     "bus apply": "prints the actions as lines; `swarm plan -o json` gives the same actions as data",
     "archive": "a copier: a count line", "init": "writes files, names them", "secrets env": "writes a file",
