@@ -78,7 +78,7 @@ def test_the_command_prints_the_log_and_says_what_is_wrong(tmp_path: Path) -> No
     escape = _logs(tmp_path, "../x")
     assert escape.returncode == 2 and "not an agent id" in escape.stderr and escape.stdout == ""
     negative = _logs(tmp_path, "reviewer", "-n", "-1")
-    assert negative.returncode == 2 and "must be >= 0" in negative.stderr
+    assert negative.returncode == 2 and "must be a whole number >= 0, got -1" in negative.stderr
     elsewhere = _logs(tmp_path / ".swarm", "reviewer", "--state-dir", ".")
     assert elsewhere.returncode == 0 and elsewhere.stdout.endswith("line 200\n")
 
