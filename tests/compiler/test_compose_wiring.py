@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import yaml
@@ -32,6 +33,7 @@ from swarm.compiler.targets.compose import (
     COMPILED_MOUNT,
     COMPOSE_REDIS_URL,
     COMPOSE_REGISTRY_URL,
+    RECONCILER_METRICS_PORT,
     RECONCILER_SERVICE,
     SPEC_MOUNT,
 )
@@ -163,6 +165,8 @@ def test_reconciler_service_heals_a_redis_restart_by_itself(
     assert mount == SPEC_MOUNT and mode == "ro"
     args = build_parser().parse_args([interpolate(a, env) for a in service["command"][1:]])
     assert args.watch and args.spec == [SPEC_MOUNT] and args.compiled_dir == ""
+    assert (args.metrics_port, args.metrics_host) == (RECONCILER_METRICS_PORT, "0.0.0.0")
+    assert service["expose"] == [str(RECONCILER_METRICS_PORT)]
 
     admin_url = to_test_server(COMPOSE_REDIS_URL, env, redis_server)
     registry_port = free_port()
@@ -175,6 +179,9 @@ def test_reconciler_service_heals_a_redis_restart_by_itself(
     command = [to_test_server(a, env, redis_server) for a in service["command"]]
     command[command.index(SPEC_MOUNT)] = str(REPO / "specs")
     command[command.index(COMPOSE_REGISTRY_URL)] = registry.url
+    metrics_port = free_port()  # the service's fixed port, on this machine a free one
+    command[command.index("--metrics-port") + 1] = str(metrics_port)
+    command[command.index("--metrics-host") + 1] = "127.0.0.1"
     run_env = {k: interpolate(v, env) for k, v in service["environment"].items()}
     log = tmp_path / "reconciler.log"
     with open(log, "wb") as out:
@@ -210,6 +217,8 @@ def test_reconciler_service_heals_a_redis_restart_by_itself(
         # the registry may re-create the users first (it watches the run_id too); the
         # reconciler must still notice the restart by itself
         wait(lambda: "Redis restarted" in log.read_text(), "the reconciler did not notice the Redis restart")
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'swarm_reconcile_sync_state{state="synced"} 1.0' in scraped
     finally:
         reconciler.terminate()
         reconciler.wait(timeout=10)

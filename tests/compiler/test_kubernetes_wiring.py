@@ -24,6 +24,7 @@ import yaml
 
 from swarm.compiler import compile_loaded
 from swarm.compiler.output import write_output
+from swarm.compiler.targets.compose import RECONCILER_METRICS_PORT
 from swarm.compiler.targets.kubernetes import object_name
 from swarm.keys import SwarmKeys
 from swarm.registry.auth import admin_token
@@ -132,6 +133,10 @@ def test_the_compiled_deployments_run_a_swarm(tmp_path: Path, redis_server: Redi
         args = local(reconciler["command"], env)
         assert args[:4] == ["swarm", "reconcile", "/git/current/specs", "--watch"]
         args[2:4] = [str(spec_dir), "--once"]  # the git-sync checkout is this spec; one pass
+        at = args.index("--metrics-port")  # served by --watch only; the port is the container's
+        assert (args[at + 1], args[at + 2:at + 4]) == (str(RECONCILER_METRICS_PORT), ["--metrics-host", "0.0.0.0"])
+        assert reconciler["ports"] == [{"name": "metrics", "containerPort": RECONCILER_METRICS_PORT, "protocol": "TCP"}]
+        del args[at:at + 4]
         done = subprocess.run(python_cmd("-m", "swarm", *args[1:]), env={**os.environ, **env},
                               capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -23,6 +23,8 @@ from swarm.spec.models import Agent, Spec
 
 REDIS_IMAGE = "redis:7.0.15-alpine"
 REGISTRY_PORT = 8700
+#: The port of the reconciler's /metrics (``swarm reconcile --metrics-port``) in compose and Kubernetes.
+RECONCILER_METRICS_PORT = 9108
 #: Compose service names of the infrastructure; an agent id may not take one.
 REDIS_SERVICE = "redis"
 REGISTRY_SERVICE = "registry"
@@ -171,7 +173,10 @@ def compose_document(spec: Spec, swarm_version: str) -> dict[str, Any]:
                 "--registry-url", COMPOSE_REGISTRY_URL,
                 "--redis-url", COMPOSE_REDIS_URL,
                 "--compiled-dir", "",  # compiled/ is the user's, written by `swarm compile`
+                # swarm_reconcile_* for a Prometheus on the compose network (not published on the host)
+                "--metrics-port", str(RECONCILER_METRICS_PORT), "--metrics-host", "0.0.0.0",
             ],
+            "expose": [str(RECONCILER_METRICS_PORT)],
             "environment": {**secrets, "SWARM_BUS_SECRET": "${SWARM_BUS_SECRET:-}",
                             # the notifications' URLs and keys (url_env, secret_env), from compose's environment
                             **{name: f"${{{name}:-}}" for name in spec.notification_env()}},

@@ -46,7 +46,7 @@ import re
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from swarm.compiler.targets.compose import REGISTRY_PORT, agent_image, render_registry_dockerfile, swarm_image
+from swarm.compiler.targets.compose import RECONCILER_METRICS_PORT, REGISTRY_PORT, agent_image, render_registry_dockerfile, swarm_image
 from swarm.compiler.targets.inputs import TargetInputs
 from swarm.compiler.templating import header, safe_dump_yaml
 from swarm.errors import CompileError
@@ -468,11 +468,13 @@ def _reconciler_objects(spec: Spec, names: _Names, swarm_version: str, redis: _R
             "--registry-url", names.registry_url,
             "--redis-url", escape(redis.url),
             "--compiled-dir", "",  # compiled/ is the repository's, written by `swarm compile`
+            "--metrics-port", str(RECONCILER_METRICS_PORT), "--metrics-host", "0.0.0.0",  # swarm_reconcile_*
             *(["--env", environment] if environment is not None else []),  # the overlay this base was compiled with
         ],
         "env": [*_swarm_env(names, admin=True), {"name": "HOME", "value": "/tmp"},
                 # the notifications' URLs and keys (url_env, secret_env): keys of the swarm's Secret
                 *(_secret_env(name, names.swarm_secret, name, optional=True) for name in spec.notification_env())],
+        "ports": [{"name": "metrics", "containerPort": RECONCILER_METRICS_PORT, "protocol": "TCP"}],
         "resources": _resources(deploy.resources),
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "git", "mountPath": GIT_ROOT, "readOnly": True}, _tmp_mount()],
