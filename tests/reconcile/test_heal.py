@@ -31,6 +31,12 @@ def _restore(server: RedisServer, swarm: str, secret: str | None) -> list[str]:
     return asyncio.run(run())
 
 
+def _acl_list_rules(client: Any, user: str) -> list[str]:
+    """The user's rules as ``ACL LIST`` prints them (``user <name> on #<hash> ~... -@all +...``), name cut off."""
+    line = next(ln for ln in client.execute_command("ACL", "LIST") if ln.split()[1] == user)
+    return list(line.split()[2:])
+
+
 def test_missing_users_come_back_as_the_reconciler_writes_them(redis_server: RedisServer) -> None:
     desired = desired_from_docs(example_docs())
     port = RedisBusPort(redis_server.url, "research", bus_secret=SECRET)
@@ -44,6 +50,7 @@ def test_missing_users_come_back_as_the_reconciler_writes_them(redis_server: Red
         client.execute_command("ACL", "SETUSER", other, "reset", "on", ">theirs", "+ping")
         theirs = client.acl_getuser(other)
         edited = KEYS.redis_user("summarizer")
+        as_written = _acl_list_rules(client, edited)
         client.execute_command("ACL", "SETUSER", edited, "+flushall")  # a hand edit: the reconciler's business
         edited_info = client.acl_getuser(edited)
         gone = sorted({KEYS.redis_user("architect"), KEYS.redis_user("reviewer")})
@@ -58,7 +65,8 @@ def test_missing_users_come_back_as_the_reconciler_writes_them(redis_server: Red
         assert client.acl_getuser(other) == theirs
         assert _restore(redis_server, "research", SECRET) == []  # idempotent
 
-        client.execute_command("ACL", "SETUSER", edited, "-flushall")
+        # the hand edit undone (its ACL LIST line: "-flushall" would be kept in Valkey's rules)
+        client.execute_command("ACL", "SETUSER", edited, "reset", *as_written)
         seen = port.observe(desired.bus)
         again = plan_actions(desired, ActualState(registry=RegistryObservation(catalog=desired.registry), bus=seen))
         assert not [a for a in again.actions if a.kind is ActionKind.PUT_REDIS_USER]  # same rules exactly

