@@ -47,7 +47,7 @@ from swarm.keys import as_text
 from swarm.backoff import Backoff
 from swarm.registry.auth import EVERYONE, Reader
 from swarm.registry.config import WATCH_BLOCK_MS, WATCH_READ_MARGIN
-from swarm.registry.models import redact_metadata
+from swarm.registry.models import Registration, redact_metadata
 from swarm.registry.store import REDIS_TROUBLE, RegistryStore, _id_tuple, redis_errors
 from swarm.redis_conn import async_client
 
@@ -240,6 +240,24 @@ def matches(data: Any, capability: str | None, topic: str | None) -> bool:
     return True
 
 
+def _snapshot_json(agent: Registration, capability: str | None, topic: str | None,
+                   private: frozenset[str], reader: Reader) -> bytes | None:
+    """One agent of the snapshot as ``reader`` may see it (None: filtered out).
+
+    The filters and the redaction of :func:`matches` and :func:`redact_metadata`,
+    on the model; encoded by pydantic (the same compact JSON as ``json.dumps`` of
+    its dump for ASCII text; other text is sent as UTF-8 rather than ``\\u``
+    escapes, the same JSON value).
+    """
+    if capability is not None and capability not in agent.capabilities:
+        return None
+    if topic is not None and topic not in agent.topics.publish and topic not in agent.topics.subscribe:
+        return None
+    if private and private & agent.metadata.keys() and not reader.sees_private_of(agent.agent_id):
+        agent = agent.model_copy(update={"metadata": {k: v for k, v in agent.metadata.items() if k not in private}})
+    return agent.model_dump_json().encode()
+
+
 def sse_event(entry: Entry, capability: str | None, topic: str | None,
               private: frozenset[str] = frozenset(), reader: Reader = EVERYONE) -> bytes | None:
     """The encoded SSE frame of a stream entry as ``reader`` may see it, or None when filtered out."""
@@ -294,15 +312,13 @@ async def event_stream(
         pending: bytes | None = None
         try:
             async for part in batches:
-                dumped = (a.model_dump(mode="json") for a in part)
-                items = [json.dumps(data if reader.sees_private_of(data["agent_id"]) else redact_metadata(data, private),
-                                    separators=(",", ":"))
-                         for data in dumped if matches(data, capability, topic)]
+                items = [_snapshot_json(a, capability, topic, private, reader) for a in part]
+                items = [i for i in items if i is not None]
                 if not items:
                     continue
                 if pending is not None:
                     yield pending
-                pending = lead + ",".join(items).encode()
+                pending = lead + b",".join(items)
                 lead = more
         finally:
             await batches.aclose()
