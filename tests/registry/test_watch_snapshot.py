@@ -171,3 +171,26 @@ def test_an_empty_snapshot_is_an_empty_list(registry_factory: RegistryFactory, r
     reg.push(make_catalog(["alpha"], ttl_seconds=600))
     raw, events = asyncio.run(_read_events(reg.url, reg.read_headers(), until=0))
     assert events[0][1] == "reset" and json.loads(events[0][2]) == {"agents": []}
+
+
+def test_a_snapshot_entry_is_the_old_json_value_with_filters_and_redaction() -> None:
+    """Each agent is encoded by pydantic now: the same value as json.dumps of its dump (the old
+    encoding), also for non-ASCII text and numbers; filters and redaction as on the dumped dict."""
+    from swarm.registry.auth import Reader
+    from swarm.registry.models import Registration, redact_metadata
+    from swarm.registry.watch import _snapshot_json, matches
+
+    agent = Registration(
+        agent_id="zurich-agent", agent_name="Zürich — 東京", ttl_seconds=30, version="1.0.0",
+        topics={"publish": ["results.x"], "subscribe": ["tasks.x"]}, capabilities=["research"],
+        metadata={"secret_note": "ß", "zone": "é", "weight": 1.5, "n": 10 ** 20}, declared=True,
+        registered_at=1, updated_at=2, lease_expires_at=3, heartbeat_interval=10.0,
+    )
+    private = frozenset({"secret_note"})
+    read_only = Reader()  # the read token: sees no private field
+    for capability, topic in ((None, None), ("research", None), (None, "tasks.x"), ("other", None), (None, "nope")):
+        data = agent.model_dump(mode="json")
+        old = (redact_metadata(data, private) if matches(data, capability, topic) else None)
+        new = _snapshot_json(agent, capability, topic, private, read_only)
+        assert (None if new is None else json.loads(new)) == old
+    assert json.loads(_snapshot_json(agent, None, None, frozenset(), read_only) or b"")["metadata"]["secret_note"] == "ß"
