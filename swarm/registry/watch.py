@@ -312,8 +312,8 @@ async def event_stream(
         pending: bytes | None = None
         try:
             async for part in batches:
-                items = [_snapshot_json(a, capability, topic, private, reader) for a in part]
-                items = [i for i in items if i is not None]
+                encoded = (_snapshot_json(a, capability, topic, private, reader) for a in part)
+                items = [i for i in encoded if i is not None]
                 if not items:
                     continue
                 if pending is not None:
