@@ -13,15 +13,19 @@ __version__ = "0.1.0"
 
 __all__ = ["AclTable", "SpecError", "SwarmError", "__version__", "compile_spec", "load_spec"]
 
-from swarm.acl import AclTable
 from swarm.errors import SpecError, SwarmError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from swarm.acl import AclTable
     from swarm.compiler import compile_spec
     from swarm.spec.loader import load_spec
 
 
 def __getattr__(name: str) -> Any:
+    if name == "AclTable":  # lazily: `swarm token` and `--version` need no ACL engine
+        from swarm.acl import AclTable
+
+        return AclTable
     if name == "load_spec":
         from swarm.spec.loader import load_spec
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from swarm.registry.config import DEFAULT_PORT, DEFAULT_REDIS_URL, EVENTS_MAXLEN
 
 
 def _name(value: str) -> str:
-    from swarm.spec.models import NAME_MAX, NAME_PATTERN
+    from swarm.spec.names import NAME_MAX, NAME_PATTERN, is_name
 
-    if not re.fullmatch(NAME_PATTERN, value) or len(value) > NAME_MAX:
+    if not is_name(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
     return value
 
@@ -197,7 +196,7 @@ def run_push(args: argparse.Namespace) -> int:
 def run_token(args: argparse.Namespace) -> int:
     from swarm.registry.auth import admin_token_from_env, agent_token, read_token
     from swarm.registry.config import ADMIN_TOKEN_ENV, SECRET_ENV
-    from swarm.spec.loader import load_spec
+    from swarm.spec.index import spec_index
 
     if args.bus:
         return _print_bus_password(args)
@@ -205,40 +204,42 @@ def run_token(args: argparse.Namespace) -> int:
         return fail(args, "--admin and --read take no AGENT_ID")
     if not (args.admin or args.read) and args.agent_id is None:
         return fail(args, "give AGENT_ID (or --admin, --read)")
-    spec = load_spec(args.spec)  # an invalid or missing spec: the dispatcher prints it (exit 2)
+    # the name and ids of a valid spec, cached by content (swarm.spec.index); an invalid or
+    # missing spec raises SpecError: the dispatcher prints it (exit 2)
+    spec = spec_index(args.spec)
     secret = os.environ.get(SECRET_ENV) or None
     if args.admin:
-        token = admin_token_from_env(os.environ, spec.name)
+        token = admin_token_from_env(os.environ, spec.swarm)
         if token is None:
             return fail(args, f"neither {ADMIN_TOKEN_ENV} nor {SECRET_ENV} is set")
-        emit(args, {"swarm": spec.name, "kind": "admin", "agent_id": None, "token": token}, lambda d: d["token"])
+        emit(args, {"swarm": spec.swarm, "kind": "admin", "agent_id": None, "token": token}, lambda d: d["token"])
         return EXIT_OK
     if secret is None:
         return fail(args, f"{SECRET_ENV} is not set")
     if args.read:
-        emit(args, {"swarm": spec.name, "kind": "read", "agent_id": None, "token": read_token(secret, spec.name)},
+        emit(args, {"swarm": spec.swarm, "kind": "read", "agent_id": None, "token": read_token(secret, spec.swarm)},
              lambda d: d["token"])
         return EXIT_OK
-    if spec.agent(args.agent_id) is None:
-        return fail(args, f"agent {args.agent_id!r} is not declared in {args.spec} (swarm {spec.name!r}); "
-              f"declared: {', '.join(sorted(a.id for a in spec.agents)) or 'none'}")
-    emit(args, {"swarm": spec.name, "kind": "agent", "agent_id": args.agent_id,
-                "token": agent_token(secret, spec.name, args.agent_id)}, lambda d: d["token"])
+    if not spec.declares(args.agent_id):
+        return fail(args, f"agent {args.agent_id!r} is not declared in {args.spec} (swarm {spec.swarm!r}); "
+              f"declared: {', '.join(spec.agents) or 'none'}")
+    emit(args, {"swarm": spec.swarm, "kind": "agent", "agent_id": args.agent_id,
+                "token": agent_token(secret, spec.swarm, args.agent_id)}, lambda d: d["token"])
     return EXIT_OK
 
 
 def _print_bus_password(args: argparse.Namespace) -> int:
-    from swarm.bus.apply import bus_password
-    from swarm.spec.loader import load_spec
+    from swarm.redis_auth import bus_password
+    from swarm.spec.index import spec_index
 
     if args.agent_id is None:
         return fail(args, "give AGENT_ID with --bus")
     secret = bus_secret_from_env()
     if secret is None:
         return fail(args, "neither SWARM_BUS_SECRET nor SWARM_REGISTRY_SECRET is set")
-    spec = load_spec(args.spec)
-    if spec.agent(args.agent_id) is None:
+    spec = spec_index(args.spec)
+    if not spec.declares(args.agent_id):
         return fail(args, f"agent {args.agent_id!r} is not declared in {args.spec}")
-    emit(args, {"swarm": spec.name, "kind": "bus", "agent_id": args.agent_id,
-                "token": bus_password(secret, spec.name, args.agent_id)}, lambda d: d["token"])
+    emit(args, {"swarm": spec.swarm, "kind": "bus", "agent_id": args.agent_id,
+                "token": bus_password(secret, spec.swarm, args.agent_id)}, lambda d: d["token"])
     return EXIT_OK

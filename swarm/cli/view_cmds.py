@@ -168,7 +168,10 @@ def run_events(args: argparse.Namespace) -> int:
                     fields = {}
                 elif not line.startswith(":"):
                     name, _, value = line.partition(":")
-                    fields[name] = value[1:] if value.startswith(" ") else value
+                    value = value[1:] if value.startswith(" ") else value
+                    # several data lines make one value, joined by newlines (the SSE rule; the
+                    # reset snapshot puts each batch of agents on a data line of its own)
+                    fields[name] = fields[name] + "\n" + value if name == "data" and "data" in fields else value
     except httpx.ReadTimeout:
         return EXIT_OK  # the backlog is printed
     except KeyboardInterrupt:

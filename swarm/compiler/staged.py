@@ -22,12 +22,13 @@ Everything shells out to the ``git`` CLI; failures become
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from swarm.errors import Position, SpecError, SpecIssue
+from swarm.git import run_git as run_git
+from swarm.git import split_cat_file_batch as split_cat_file_batch
 
 __all__ = ["IndexCheck", "StagedEntry", "check_index", "staged_entries"]
 
@@ -53,18 +54,6 @@ class IndexCheck:
     out_dir: str
     compiled: int
     differing: list[str]
-
-
-def run_git(cwd: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
-    """``git ARGS`` in ``cwd``: its stdout; a failure (or no git) is a SpecError quoting git's words."""
-    try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=input_bytes, capture_output=True, check=False)
-    except OSError as exc:  # git not installed
-        raise SpecError([SpecIssue(None, "", f"cannot run git: {exc}")]) from exc
-    if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip()
-        raise SpecError([SpecIssue(None, "", f"git {' '.join(args)}: {msg}")])
-    return proc.stdout
 
 
 def _repo_relative(root: Path, path: str | os.PathLike[str]) -> str:
@@ -98,25 +87,6 @@ def _blobs(root: Path, entries: Sequence[StagedEntry]) -> dict[str, bytes]:
     batch = "".join(f"{e.blob}\n" for e in entries).encode()
     raw = run_git(root, "cat-file", "--batch", input_bytes=batch)
     return split_cat_file_batch(raw, [e.path for e in entries])
-
-
-def split_cat_file_batch(raw: bytes, names: Sequence[str]) -> dict[str, bytes]:
-    """``git cat-file --batch`` output for objects asked in the order of ``names``: name -> content.
-
-    Each answer is ``<sha> blob <size>\n<content>\n``; anything else (a missing object,
-    a tree) is a SpecError naming the path. Pure: the caller runs git."""
-    data: dict[str, bytes] = {}
-    pos = 0
-    for name in names:
-        header_end = raw.index(b"\n", pos)
-        header = raw[pos:header_end].split()
-        if len(header) < 3 or header[1] != b"blob":
-            raise SpecError([SpecIssue(None, "", f"git cat-file: unexpected answer for {name}: {header!r}")])
-        size = int(header[2])
-        start = header_end + 1
-        data[name] = raw[start : start + size]
-        pos = start + size + 1  # content is followed by a newline
-    return data
 
 
 def _walked(rel: str) -> bool:

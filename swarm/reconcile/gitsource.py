@@ -20,8 +20,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from swarm.compiler.staged import run_git as _git
-from swarm.compiler.staged import split_cat_file_batch
+from swarm.git import run_git as _git
+from swarm.git import split_cat_file_batch
 from swarm.errors import Position, SpecError, SpecIssue, TransientError
 from swarm.reconcile.status import Revision
 from swarm.spec.loader import is_spec_file_name

@@ -468,14 +468,17 @@ class RegistryApp:
             try:
                 async for event in event_stream(self.hub, sub, start_after=start, reset=reset,
                                                 capability=capability, topic=topic,
-                                                private=private, reader=reader):
+                                                private=private, reader=reader,
+                                                ping_interval=self.config.ping_interval):
                     yield event
             finally:
                 closer.cancel()
                 self.hub.unsubscribe(sub)
                 self.metrics.watchers.dec()
 
-        return EventSourceResponse(stream(), ping=self.config.ping_interval, sep=SSE_SEP,
+        # ping=0: sse-starlette's own ping task is off; event_stream pings while idle, never
+        # between the chunks of one event (the reset snapshot is written in several)
+        return EventSourceResponse(stream(), ping=0, sep=SSE_SEP,
                                    shutdown_event=shutdown, shutdown_grace_period=SSE_SHUTDOWN_GRACE,
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -527,6 +527,43 @@ class RegistryStore:
         agents.sort(key=lambda r: r.agent_id)
         return Snapshot(last_id=last_id, agents=agents)
 
+    async def snapshot_batches(self, catalog: RegistryCatalog | None, batch: int = 500
+                               ) -> tuple[str, AsyncGenerator[builtins.list[Registration], None]]:
+        """The watch snapshot read a batch at a time: (stream position P, batches of agents).
+
+        The lease set and the id of the last event are read in one MULTI, so the
+        agents listed are exactly those registered at P (every registration change
+        writes its lease and its event together); each batch's documents are read
+        when the batch is (one pipeline), so a document may be newer than P, or gone
+        (then skipped). Every such change has an event after P, which the watch sends
+        after the snapshot: a client that applies the snapshot, then the events after
+        P, ends at the same state as with :meth:`snapshot`'s atomic read, and
+        10,000 agents are never held (or encoded) at once.
+        """
+        async with redis_errors("snapshot"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.zrange(self.keys.leases, 0, -1, withscores=True)
+                pipe.xrevrange(self.keys.events, "+", "-", count=1)
+                now, leases, last = await pipe.execute()
+        last_id = as_text(last[0][0]) if last else "0-0"
+        now_ms = _now_ms(now)
+        ordered = sorted((as_text(m), int(score)) for m, score in leases)
+
+        async def batches() -> AsyncGenerator[builtins.list[Registration], None]:
+            for start in range(0, len(ordered), batch):
+                part = ordered[start:start + batch]
+                async with redis_errors("snapshot"):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for agent_id, _ in part:
+                            pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
+                            pipe.hget(self.keys.breaker(agent_id), "state")
+                        rows = await pipe.execute()
+                yield [_registration(rows[2 * i], expiry, now_ms, rows[2 * i + 1], catalog)
+                       for i, (_, expiry) in enumerate(part) if rows[2 * i][0] is not None]
+
+        return last_id, batches()
+
     async def events_after(self, last_id: str, count: int = 1000) -> builtins.list[tuple[str, dict[str, str]]]:
         """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""
         async with redis_errors("event read"):

@@ -14,8 +14,11 @@ with XRANGE (exclusive start), then skips every live entry whose id it has
 already sent; ids are the stream's, strictly increasing. A resume id older than
 what the capped stream still holds (``XINFO STREAM`` max-deleted-entry-id is past
 it), or one the stream never produced (Redis lost its data and the stream began
-anew), gets ``event: reset`` carrying an atomic snapshot of all agents and the id
-of the last event it includes, then continues from there. The same check runs
+anew), gets ``event: reset`` carrying a snapshot of all agents and, as its id, the
+stream position it is taken at (:meth:`RegistryStore.snapshot_batches`: the
+agents registered at that position, their documents read a batch at a time and
+streamed as they are read, so 10,000 agents are never encoded in one piece),
+then continues with the events after that position. The same check runs
 again after every backlog page, since the stream may be trimmed while a slow
 client is still reading its backlog.
 
@@ -32,6 +35,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, cast
 
 import redis.asyncio as aioredis
@@ -43,7 +47,7 @@ from swarm.keys import as_text
 from swarm.backoff import Backoff
 from swarm.registry.auth import EVERYONE, Reader
 from swarm.registry.config import WATCH_BLOCK_MS, WATCH_READ_MARGIN
-from swarm.registry.models import redact_metadata
+from swarm.registry.models import Registration, redact_metadata
 from swarm.registry.store import REDIS_TROUBLE, RegistryStore, _id_tuple, redis_errors
 from swarm.redis_conn import async_client
 
@@ -57,6 +61,8 @@ BLOCK_MS = WATCH_BLOCK_MS
 READ_MARGIN = WATCH_READ_MARGIN
 #: Entries per XREAD of the hub and per backlog page (XRANGE) of a resuming client.
 PAGE = 1000
+#: Agents per chunk of the ``reset`` snapshot (one pipeline read and one write each).
+SNAPSHOT_BATCH = 500
 
 
 def reader_socket_timeout(block_ms: int, margin: float = READ_MARGIN) -> float:
@@ -234,6 +240,24 @@ def matches(data: Any, capability: str | None, topic: str | None) -> bool:
     return True
 
 
+def _snapshot_json(agent: Registration, capability: str | None, topic: str | None,
+                   private: frozenset[str], reader: Reader) -> bytes | None:
+    """One agent of the snapshot as ``reader`` may see it (None: filtered out).
+
+    The filters and the redaction of :func:`matches` and :func:`redact_metadata`,
+    on the model; encoded by pydantic (the same compact JSON as ``json.dumps`` of
+    its dump for ASCII text; other text is sent as UTF-8 rather than ``\\u``
+    escapes, the same JSON value).
+    """
+    if capability is not None and capability not in agent.capabilities:
+        return None
+    if topic is not None and topic not in agent.topics.publish and topic not in agent.topics.subscribe:
+        return None
+    if private and private & agent.metadata.keys() and not reader.sees_private_of(agent.agent_id):
+        agent = agent.model_copy(update={"metadata": {k: v for k, v in agent.metadata.items() if k not in private}})
+    return agent.model_dump_json().encode()
+
+
 def sse_event(entry: Entry, capability: str | None, topic: str | None,
               private: frozenset[str] = frozenset(), reader: Reader = EVERYONE) -> bytes | None:
     """The encoded SSE frame of a stream entry as ``reader`` may see it, or None when filtered out."""
@@ -252,28 +276,61 @@ async def event_stream(
     topic: str | None,
     private: frozenset[str] = frozenset(),
     reader: Reader = EVERYONE,
+    ping_interval: float | None = None,
 ) -> AsyncIterator[dict[str, str] | bytes]:
     """Yield backlog then live events for one subscribed client; unsubscribes at the end.
 
     Private metadata keys (``private``) are removed from every event and snapshot
     entry ``reader`` may not see them in (another agent's, for an agent's token).
+
+    ``ping_interval``: while no event comes for that long, a keep-alive comment
+    (``: ping - <time>``, sse-starlette's) is yielded. The pings are this
+    generator's, not sse-starlette's own task, because the ``reset`` snapshot is
+    one SSE event written in several chunks (:data:`SNAPSHOT_BATCH` agents each, as
+    they are read): a ping from another task between two chunks would end the
+    event half-way. Nothing else writes to the response, so every event arrives whole.
     """
     store = hub.store
     sent = start_after
 
-    async def snapshot() -> dict[str, str]:
+    async def snapshot() -> AsyncIterator[bytes]:
+        """The ``reset`` event: one SSE event, streamed a batch of agents at a time.
+
+        Its data is ``{"agents":[...]}`` as before, the batches on ``data:`` lines of
+        their own (a reader joins them with newlines, which JSON ignores between
+        values); a snapshot of one batch is byte for byte the old single frame. Its
+        id is the stream position the snapshot is taken at: the events after it
+        follow the snapshot (:meth:`RegistryStore.snapshot_batches`).
+        """
+        nonlocal sent
         catalog_state = await store.get_catalog()
-        snap = await store.snapshot(catalog_state.catalog if catalog_state else None)
-        dumped = (a.model_dump(mode="json") for a in snap.agents)
-        agents = [data if reader.sees_private_of(data["agent_id"]) else redact_metadata(data, private)
-                  for data in dumped if matches(data, capability, topic)]
-        return {"id": snap.last_id, "event": "reset", "data": json.dumps({"agents": agents}, separators=(",", ":"))}
+        last_id, batches = await store.snapshot_batches(catalog_state.catalog if catalog_state else None,
+                                                        SNAPSHOT_BATCH)
+        sent = last_id
+        lead = f"id: {last_id}{SSE_SEP}event: reset{SSE_SEP}data: {{\"agents\":[".encode()
+        more = f"{SSE_SEP}data: ,".encode()
+        pending: bytes | None = None
+        try:
+            async for part in batches:
+                encoded = (_snapshot_json(a, capability, topic, private, reader) for a in part)
+                items = [i for i in encoded if i is not None]
+                if not items:
+                    continue
+                if pending is not None:
+                    yield pending
+                pending = lead + b",".join(items)
+                lead = more
+        finally:
+            await batches.aclose()
+        yield (lead if pending is None else pending) + f"]}}{SSE_SEP}{SSE_SEP}".encode()
+
+    def ping() -> bytes:
+        return ServerSentEvent(comment=f"ping - {datetime.now(timezone.utc)}", sep=SSE_SEP).encode()
 
     try:
         if reset:
-            frame = await snapshot()
-            sent = frame["id"]
-            yield frame
+            async for chunk in snapshot():
+                yield chunk
         while True:  # backlog, page by page
             before = sent
             page = [Entry(i, f) for i, f in await store.events_after(before, count=PAGE)]
@@ -282,9 +339,8 @@ async def event_stream(
             # oldest kept entry. Checking after the read is race-free, as trimming only
             # ever removes the oldest entries: not trimmed now means not trimmed then.
             if page and await store.trimmed_past(before):
-                frame = await snapshot()
-                sent = frame["id"]
-                yield frame
+                async for chunk in snapshot():
+                    yield chunk
                 continue
             for entry in page:
                 sent = entry.id
@@ -294,9 +350,12 @@ async def event_stream(
             if len(page) < PAGE:
                 break
         while True:
-            live = await sub.next()
+            live = await sub.next(ping_interval)
             if live is None and sub.closed:
                 return  # shutting down: end the response cleanly; the client resumes elsewhere
+            if live is None and not sub.overflowed:
+                yield ping()  # nothing for ping_interval seconds
+                continue
             if live is None:
                 log.warning("watch client fell %d events behind; disconnecting it (it resumes by Last-Event-ID)",
                             sub.limit)

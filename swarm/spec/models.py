@@ -22,9 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-#: metadata.name and agent ids: they become file paths and Redis keys.
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-NAME_MAX = 63
+from swarm.spec.names import NAME_MAX as NAME_MAX  # metadata.name and agent ids (re-exported)
+from swarm.spec.names import NAME_PATTERN as NAME_PATTERN
 #: topic names: dot-separated tokens of [a-z0-9_-].
 TOPIC_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
 #: role names follow the same rule as ids (they appear in Redis ACL usernames).

@@ -34,13 +34,11 @@ from typing import Any
 import yaml
 
 from swarm.errors import Position, SpecIssue
+from swarm.spec.files import MAX_FILE_BYTES
 from swarm.spec.sourcemap import NodeInfo, format_path
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "ParsedDocument", "decode_spec_bytes", "parse_yaml_documents"]
 
-#: Largest spec file accepted (1 MiB): a spec is hand-written; anything larger
-#: is a mistake or an attack, and it would be read on every reconcile.
-MAX_FILE_BYTES = 1024 * 1024
 #: Deepest nesting of mappings/sequences accepted (the spec needs about 6).
 MAX_DEPTH = 32
 

@@ -353,3 +353,17 @@ def test_a_big_status_is_summarised_unless_full() -> None:
     assert "... and 71 more (--full lists them all)" in short
     assert len(short.splitlines()) < 60
     assert len(status.render(None).splitlines()) > 121
+
+
+def test_documents_equal_but_for_the_digest_are_the_same_and_any_other_change_is_not() -> None:
+    from swarm.reconcile.plan import _same, _strip
+
+    desired = desired_from_docs(example_docs())
+    for doc in (desired.acl, desired.bus):
+        other = type(doc).model_validate_json(doc.model_dump_json()).model_copy(update={"spec_digest": "sha256:other"})
+        assert _same(other, doc) and _strip(other) == _strip(doc)
+        assert not _same(None, doc)
+    first = sorted(desired.bus.agents)[0]
+    moved = desired.bus.agents[first].model_copy(update={"inbox": "swarm:{research}:inbox:elsewhere"})
+    changed = desired.bus.model_copy(update={"agents": {**desired.bus.agents, first: moved}})
+    assert not _same(changed, desired.bus) and _strip(changed) != _strip(desired.bus)

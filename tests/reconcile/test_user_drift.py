@@ -111,7 +111,7 @@ def world(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Reconcile
 
 def _commands(client: Any) -> dict[str, int]:
     stats = client.info("commandstats")
-    return {name: int(stats.get(f"cmdstat_acl|{name}", {}).get("calls", 0)) for name in ("getuser", "setuser")}
+    return {name: int(stats.get(f"cmdstat_acl|{name}", {}).get("calls", 0)) for name in ("getuser", "setuser", "list")}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -194,22 +194,47 @@ def test_a_user_of_the_previously_applied_spec_is_an_update(world: tuple[Reconci
 def test_save_path_trusts_written_users_and_resync_reads_without_writing(
     world: tuple[Reconciler, RedisBusPort, Any],
 ) -> None:
-    """Cost: a file-triggered pass reads no user; a steady resync reads each once and writes none."""
+    """Cost: a file-triggered pass reads no user; a steady resync lists all users at once
+    (one ACL LIST), reads none one by one and writes none of them (only the scratch user)."""
     rec, _bus, client = world
     assert rec.run_pass("start").state == "synced"
     assert rec.good is not None
-    users = len(rec.good.desired.acl.agents)
     assert rec.run_pass("resync").applied == []  # fills the expected-user cache if start did not
+    lines_before = _agent_lines(client)
     before = _commands(client)
     assert rec.run_pass("file").applied == []
     assert _commands(client) == before
     assert rec.run_pass("resync").applied == []
     after = _commands(client)
-    assert after == {"getuser": before["getuser"] + users, "setuser": before["setuser"]}
+    templates = {(frozenset(a.publish), frozenset(a.subscribe)) for a in rec.good.desired.bus.agents.values()}
+    assert after["getuser"] == before["getuser"]
+    assert after["list"] == before["list"] + 1
+    assert 1 <= after["setuser"] - before["setuser"] <= len(templates)  # the scratch user(s), one per template
+    assert _agent_lines(client) == lines_before  # no agent's user was written
 
     client.execute_command("ACL", "SETUSER", USER, "+flushall")
     assert rec.run_pass("file").applied == []  # the save path does not look (by design)
     assert [a.target for a in rec.run_pass("resync").applied] == [AGENT]
+
+
+def _agent_lines(client: Any) -> list[str]:
+    return sorted(line for line in client.execute_command("ACL", "LIST") if line.startswith(f"user {KEYS.redis_user('')}"))
+
+
+def test_only_a_changed_user_is_read_back_one_by_one(world: tuple[Reconciler, RedisBusPort, Any]) -> None:
+    """ACL LIST judges the unchanged users; the changed one is read with GETUSER, which names what differs."""
+    rec, bus, client = world
+    assert rec.run_pass("start").state == "synced"
+    assert rec.good is not None
+    desired = rec.good.desired
+    client.execute_command("ACL", "SETUSER", USER, "+flushall")
+    before = _commands(client)
+    seen = bus.observe(desired.bus)
+    assert _commands(client)["getuser"] - before["getuser"] <= 2  # the user, and maybe a fresh expected reply
+    assert seen.users[AGENT].differs == {"commands"}
+    assert all(not r.differs and r.enabled for aid, r in seen.users.items() if aid != AGENT)
+    assert set(seen.users) == set(desired.acl.agents)
+    assert not [u for u in client.acl_users() if ":" in u]  # the scratch users are gone
 
 
 def test_users_written_by_bus_apply_are_equal(redis_server: RedisServer) -> None:
