@@ -9,6 +9,8 @@ contract instead of loose dicts.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.acl import AclTable, Action, RoleRules
@@ -298,3 +300,85 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
         agents={a.id: AgentAcl(role=a.role, **effective[a.id]) for a in agents},
     )
     return DesiredState(registry=registry, bus=bus, acl=acl)
+
+
+# --------------------------------------------------------------------------- catalog patches
+#
+# PATCH /catalog carries the difference between two catalogs (the registry applies it on top
+# of the stored one, ``swarm.registry.server``); the reconciler computes it. Both halves are
+# here, pure, so that what one side sends is exactly what the other applies.
+
+
+class CatalogDelta(_Frozen):
+    """What turns one catalog into another: agents upserted (whole) or removed, and the
+    top-level fields that change (``None``: unchanged)."""
+
+    upsert: list[DeclaredAgent] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+    spec_digest: str | None = None
+    settings: RegistryDefaults | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upsert or self.remove or self.spec_digest is not None or self.settings is not None)
+
+
+def catalog_delta(old: RegistryCatalog, new: RegistryCatalog) -> CatalogDelta | None:
+    """The delta from ``old`` to ``new``; None when a patch cannot express it (another swarm,
+    other immutable fields): push the whole catalog then."""
+    if old.swarm != new.swarm or old.immutable_fields != new.immutable_fields:
+        return None
+    was, now = old.agents, new.agents
+    upsert = [a for aid, a in sorted(now.items()) if was.get(aid) != a]
+    remove = sorted(set(was) - set(now))
+    return CatalogDelta(
+        upsert=upsert,
+        remove=remove,
+        spec_digest=new.spec_digest if new.spec_digest != old.spec_digest else None,
+        settings=new.settings if new.settings != old.settings else None,
+    )
+
+
+#: One problem of a patch: (location in the body, message, kind).
+PatchProblem = tuple[tuple[str | int, ...], str, str]
+
+
+def patched_catalog(catalog: RegistryCatalog, delta: CatalogDelta, id_ok: Callable[[str], bool]
+                    ) -> tuple[RegistryCatalog | None, list[PatchProblem]]:
+    """``catalog`` with ``delta`` applied, or None and every problem: an id twice in ``upsert``
+    or in ``remove``, in both, not an agent id (``id_ok``), or removed but not declared."""
+    problems: list[PatchProblem] = []
+    first: dict[str, int] = {}
+    for i, agent in enumerate(delta.upsert):
+        aid = agent.agent_id
+        if not id_ok(aid):
+            problems.append((("upsert", i, "agent_id"), f"{aid!r} is not an agent id", "bad_id"))
+        elif aid in first:
+            problems.append((("upsert", i, "agent_id"),
+                             f"duplicate agent id {aid!r} (also upsert[{first[aid]}])", "duplicate"))
+        else:
+            first.setdefault(aid, i)
+    removed: dict[str, int] = {}
+    for i, aid in enumerate(delta.remove):
+        if aid in removed:
+            problems.append((("remove", i), f"duplicate agent id {aid!r} (also remove[{removed[aid]}])", "duplicate"))
+            continue
+        removed[aid] = i
+        if aid in first:
+            problems.append((("remove", i), f"agent {aid!r} is both upserted (upsert[{first[aid]}]) and removed",
+                             "duplicate"))
+        elif aid not in catalog.agents:
+            problems.append((("remove", i), f"agent {aid!r} is not declared in the stored catalog", "not_declared"))
+    if problems:
+        return None, problems
+    agents = dict(catalog.agents)
+    for aid in removed:
+        del agents[aid]
+    for agent in delta.upsert:
+        agents[agent.agent_id] = agent
+    update: dict[str, object] = {"agents": dict(sorted(agents.items()))}
+    if delta.spec_digest is not None:
+        update["spec_digest"] = delta.spec_digest
+    if delta.settings is not None:
+        update["settings"] = delta.settings
+    return catalog.model_copy(update=update), []
