@@ -121,6 +121,12 @@ class HttpRegistryPort:
 
         push_catalog(self.url, catalog, revision, self._admin_token, client=self._http)
 
+    def patch_catalog(self, delta: Any, base_digest: str, digest: str, revision: str) -> None:
+        """PATCH /catalog (incremental passes); ConflictError (BaseDigestMismatch) when the stored one is another."""
+        from swarm.registry.catalog_push import patch_catalog
+
+        patch_catalog(self.url, delta, base_digest, digest, revision, self._admin_token, client=self._http)
+
     def evict(self, agent_id: str) -> None:
         response = self._call("DELETE", f"/agents/{agent_id}")
         _expect(response, (200, 204, 404), f"DELETE /agents/{agent_id}")

@@ -13,12 +13,12 @@ a typo in a client never passes silently.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from swarm.desired import DeclaredAgent, RegistryCatalog, RegistryDefaults
+from swarm.desired import canonical_json as canonical_json  # re-exported: one definition
 from swarm.spec.models import NAME_MAX, NAME_PATTERN, TOPIC_PATTERN, VERSION_PATTERN
 
 AgentId = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX)]
@@ -196,11 +196,6 @@ class Status(_Body):
     agents: AgentCounts | None
     protection: bool
     last_sweep: SweepInfo | None
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted, compact JSON: equal values give equal strings (digests, comparisons)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def catalog_digest(catalog: RegistryCatalog) -> str:

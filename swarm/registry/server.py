@@ -53,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from swarm.desired import CatalogDelta, RegistryCatalog, patched_catalog
+from swarm.desired import CatalogDelta, CatalogText, RegistryCatalog, patched_catalog
 from swarm.foreign import redis_retry
 from swarm.redis_conn import async_client
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisRefusedError, RedisUnavailableError
@@ -73,7 +73,6 @@ from swarm.registry.models import (
     RegisterRequest,
     Registration,
     Status,
-    canonical_json,
     catalog_digest,
     redact_metadata,
 )
@@ -214,6 +213,8 @@ class RegistryApp:
         self.auth = Authorizer.create(config.secret, config.admin_token, swarm=config.swarm,
                                       enabled=config.auth_enabled)
         self.metrics = RegistryMetrics()
+        #: canonical JSON of the catalogs PATCH /catalog writes, agent by agent (reused between patches)
+        self._catalog_text = CatalogText()
         retry = redis_retry(2)
         # Blocking: a burst waits for a free connection (up to the pool timeout) instead of
         # failing with "Too many connections" like redis-py's default pool.
@@ -519,7 +520,7 @@ class RegistryApp:
         catalog, problems = patched_catalog(state.catalog, delta, _is_agent_id)
         if catalog is None:
             raise RequestInvalidError([FieldError(loc=["body", *loc], msg=msg, type=kind) for loc, msg, kind in problems])
-        text = canonical_json(catalog.model_dump(mode="json"))
+        text = self._catalog_text.text(catalog)
         digest = hashlib.sha256(text.encode()).hexdigest()
         if digest != body.digest:
             raise RequestInvalidError([FieldError(

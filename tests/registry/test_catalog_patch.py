@@ -201,3 +201,19 @@ def test_patched_catalog_is_pure_and_matches_the_delta() -> None:
     assert problems == [] and out == new and catalog_digest(out) == catalog_digest(new)
     assert catalog_delta(old, old) == CatalogDelta() and CatalogDelta().empty
     assert catalog_delta(old, make_catalog(["a"], swarm="other")) is None
+
+
+def test_catalog_text_is_the_whole_dump_byte_for_byte() -> None:
+    """The agent-by-agent canonical JSON (reused between calls) equals dumping the whole catalog."""
+    from swarm.desired import CatalogText
+    from swarm.registry.models import canonical_json
+
+    text = CatalogText()
+    one = make_catalog(["a", "b", "c"])
+    assert text.text(one) == canonical_json(one.model_dump(mode="json"))
+    two = make_catalog(["a", "b", "c", "z"], ttl_seconds=9)
+    two = two.model_copy(update={"agents": {**two.agents, "a": one.agents["a"], "b": one.agents["b"]},
+                                 "spec_digest": "é-ünïcode"})
+    assert text.text(two) == canonical_json(two.model_dump(mode="json"))
+    assert text.digest(two) == catalog_digest(two)
+    assert text.digest(make_catalog([])) == catalog_digest(make_catalog([]))
