@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.acl import AclTable, Action, RoleRules
 from swarm.keys import SwarmKeys
-from swarm.spec.models import DEFAULT_PRIVATE_METADATA, Spec
+from swarm.spec.models import DEFAULT_PRIVATE_METADATA, Agent, Spec
 
 #: Registration fields that may not change without a version change.
 IMMUTABLE_FIELDS: tuple[str, ...] = ("role", "capabilities", "topics")
@@ -194,13 +194,54 @@ class DesiredState(_Frozen):
     acl: AclDocument
 
 
-def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
-    """Build the desired state of a structurally and semantically valid spec."""
+class DesiredMemo:
+    """Each agent's pieces of earlier desired states, kept by the (frozen) Agent model itself.
+
+    The reconciler keeps one across passes (:func:`desired_from_spec` ``memo=``): a spec
+    loaded through a :class:`~swarm.spec.loader.DocumentCache` hands back the very same
+    Agent objects for the files that did not change, so their catalog entry, rights and
+    ACL row are reused instead of built again (~100 µs an agent). The rights are reused
+    only while the agent's role rules, the declared topics and the swarm name are the
+    same. Same result as building afresh (a test keeps it so).
+    """
+
+    def __init__(self) -> None:
+        self._declared: dict[int, tuple[Agent, DeclaredAgent]] = {}
+        self._rights: dict[int, tuple[Agent, object, dict[Action, list[str]], AgentRights, AgentAcl]] = {}
+
+
+def _declared(a: Agent) -> DeclaredAgent:
+    return DeclaredAgent(
+        agent_id=a.id,
+        agent_name=a.display_name,
+        version=a.version,
+        role=a.role,
+        capabilities=sorted(set(a.capabilities)),
+        topics=TopicRights(publish=sorted(set(a.publishes)), subscribe=sorted(set(a.subscribes))),
+        port=a.port,
+        runtime=a.runtime,
+        registry=a.registry,
+        metadata=dict(sorted(a.metadata.items())),
+    )
+
+
+def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = None) -> DesiredState:
+    """Build the desired state of a structurally and semantically valid spec (``memo``: see :class:`DesiredMemo`)."""
     keys = SwarmKeys(spec.name)
     table = AclTable.from_spec_roles(spec.roles)
     topic_names = sorted(t.name for t in spec.topics)
     sw = spec.swarm
     agents = sorted(spec.agents, key=lambda a: a.id)
+    old_declared = memo._declared if memo is not None else {}
+    old_rights = memo._rights if memo is not None else {}
+    declared_now: dict[int, tuple[Agent, DeclaredAgent]] = {}
+    rights_now: dict[int, tuple[Agent, object, dict[Action, list[str]], AgentRights, AgentAcl]] = {}
+
+    def declared_of(a: Agent) -> DeclaredAgent:
+        hit = old_declared.get(id(a))
+        out = hit[1] if hit is not None and hit[0] is a else _declared(a)
+        declared_now[id(a)] = (a, out)
+        return out
 
     registry = RegistryCatalog(
         swarm=spec.name,
@@ -213,34 +254,40 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             public_reads=sw.registry.public_reads,
             private_metadata=sorted(set(sw.registry.private_metadata)),
         ),
-        agents={
-            a.id: DeclaredAgent(
-                agent_id=a.id,
-                agent_name=a.display_name,
-                version=a.version,
-                role=a.role,
-                capabilities=sorted(set(a.capabilities)),
-                topics=TopicRights(publish=sorted(set(a.publishes)), subscribe=sorted(set(a.subscribes))),
-                port=a.port,
-                runtime=a.runtime,
-                registry=a.registry,
-                metadata=dict(sorted(a.metadata.items())),
-            )
-            for a in agents
-        },
+        agents={a.id: declared_of(a) for a in agents},
     )
 
     # Least privilege: an agent's rights are the topics it declares AND its role permits
     # (a valid spec declares only permitted topics; the intersection keeps that true for
     # whatever reaches here). The role alone would grant every topic its patterns match.
     declared_topics = set(topic_names)
-    effective: dict[str, dict[Action, list[str]]] = {
-        a.id: {
+    contexts = {name: (spec.name, tuple(topic_names), RoleRules.from_role(r)) for name, r in spec.roles.items()}
+    effective: dict[str, dict[Action, list[str]]] = {}
+    for a in agents:
+        context = contexts.get(a.role, (spec.name, tuple(topic_names), None))
+        hit = old_rights.get(id(a))
+        if hit is not None and hit[0] is a and hit[1] == context:
+            rights_now[id(a)] = hit
+            effective[a.id] = hit[2]
+            continue
+        mine: dict[Action, list[str]] = {
             "publish": sorted(t for t in set(a.publishes) & declared_topics if table.can_publish(a.role, t)),
             "subscribe": sorted(t for t in set(a.subscribes) & declared_topics if table.can_subscribe(a.role, t)),
         }
-        for a in agents
-    }
+        effective[a.id] = mine
+        rights = AgentRights(
+            role=a.role,
+            publish=mine["publish"],
+            subscribe=mine["subscribe"],
+            redis_user=keys.redis_user(a.id),
+            outbox=keys.outbox(a.id),
+            inbox=keys.inbox(a.id),
+            receipts=keys.receipts(a.id),
+            dead_letter_stream=keys.agent_dead_letter(a.id),
+        )
+        rights_now[id(a)] = (a, context, mine, rights, AgentAcl(role=a.role, **mine))
+    if memo is not None:
+        memo._declared, memo._rights = declared_now, rights_now
 
     # each topic's publishers and subscribers, in agent id order (one walk, not one per topic)
     by_topic: dict[Action, dict[str, list[str]]] = {"publish": {}, "subscribe": {}}
@@ -275,19 +322,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             )
             for t in sorted(spec.topics, key=lambda t: t.name)
         },
-        agents={
-            a.id: AgentRights(
-                role=a.role,
-                publish=effective[a.id]["publish"],
-                subscribe=effective[a.id]["subscribe"],
-                redis_user=keys.redis_user(a.id),
-                outbox=keys.outbox(a.id),
-                inbox=keys.inbox(a.id),
-                receipts=keys.receipts(a.id),
-                dead_letter_stream=keys.agent_dead_letter(a.id),
-            )
-            for a in agents
-        },
+        agents={a.id: rights_now[id(a)][3] for a in agents},
     )
 
     rows = [AclRow.model_validate(row) for row in table.rows(topic_names)]
@@ -299,7 +334,7 @@ def desired_from_spec(spec: Spec, spec_digest: str) -> DesiredState:
             for name, r in sorted(spec.roles.items())
         },
         table=rows,
-        agents={a.id: AgentAcl(role=a.role, **effective[a.id]) for a in agents},
+        agents={a.id: rights_now[id(a)][4] for a in agents},
     )
     return DesiredState(registry=registry, bus=bus, acl=acl)
 
@@ -331,7 +366,7 @@ def catalog_delta(old: RegistryCatalog, new: RegistryCatalog) -> CatalogDelta | 
     if old.swarm != new.swarm or old.immutable_fields != new.immutable_fields:
         return None
     was, now = old.agents, new.agents
-    upsert = [a for aid, a in sorted(now.items()) if was.get(aid) != a]
+    upsert = [a for aid, a in sorted(now.items()) if was.get(aid) is not a and was.get(aid) != a]
     remove = sorted(set(was) - set(now))
     return CatalogDelta(
         upsert=upsert,
@@ -409,9 +444,10 @@ class CatalogText:
         for aid in sorted(catalog.agents):
             agent = catalog.agents[aid]
             hit = memo.get(aid)
-            frag = hit[1] if hit is not None and hit[0] is agent else canonical_json(agent.model_dump(mode="json"))
-            kept[aid] = (agent, frag)
-            parts.append(f"{canonical_json(aid)}:{frag}")
+            part = (hit[1] if hit is not None and hit[0] is agent
+                    else f"{canonical_json(aid)}:{canonical_json(agent.model_dump(mode='json'))}")
+            kept[aid] = (agent, part)
+            parts.append(part)
         self._memo = kept
         rest = canonical_json(catalog.model_dump(mode="json", exclude={"agents"}))
         return '{"agents":{' + ",".join(parts) + "}," + rest[1:]

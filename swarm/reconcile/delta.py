@@ -80,7 +80,11 @@ def desired_delta(old: DesiredState, new: DesiredState) -> DesiredDelta:
         was = ob.get(aid)
         if was is None:
             continue
-        if was != rights or old.acl.agents.get(aid) != new.acl.agents.get(aid) or rights.role in roles_changed:
+        if rights.role in roles_changed:
+            touched.add(aid)
+            continue
+        oa, na = old.acl.agents.get(aid), new.acl.agents.get(aid)
+        if (was is not rights and was != rights) or (oa is not na and oa != na):
             touched.add(aid)
     catalog_changed = old.registry != new.registry
     return DesiredDelta(

@@ -200,3 +200,35 @@ def test_nothing_changed_is_an_empty_delta() -> None:
     assert delta.empty and not delta.catalog_changed
     plan = incremental_plan(old, same, delta, prune=True, users_managed=True)
     assert plan is not None and plan.empty
+
+
+def test_desired_memo_and_the_document_cache_give_what_a_fresh_build_gives() -> None:
+    """Reused agent pieces (same Agent objects from the parse cache) never change the result:
+    not when an agent is added, nor when a role rule changes the rights of agents left unparsed."""
+    from swarm.desired import DesiredMemo, desired_from_spec
+    from swarm.spec.loader import DocumentCache, parse_spec_texts
+    from tests.reconcile.specdata import REPO
+
+    files = {p.relative_to(REPO).as_posix(): p.read_bytes()
+             for p in [REPO / "specs/swarm.yaml", *sorted((REPO / "specs/agents").glob("*.yaml"))]}
+    cache, memo = DocumentCache(), DesiredMemo()
+
+    def both(fs: dict[str, bytes]) -> tuple[DesiredState, DesiredState]:
+        loaded = parse_spec_texts(fs, None, cache=cache)
+        fresh = parse_spec_texts(fs, None)
+        return desired_from_spec(loaded.spec, loaded.digest, memo), desired_from_spec(fresh.spec, fresh.digest)
+
+    a, b = both(files)
+    assert a == b
+    files["specs/agents/extra.yaml"] = (b"apiVersion: swarm/v1\nkind: Agent\nid: extra\nrole: worker\nport: 9999\n"
+                                        b"publishes: [results.research]\nsubscribes: [tasks.research]\n")
+    a, b = both(files)
+    assert a == b and "extra" in a.bus.agents
+    narrower = files["specs/swarm.yaml"].replace(b'subscribe: ["tasks.*"]', b'subscribe: ["tasks.research"]')
+    assert narrower != files["specs/swarm.yaml"]
+    files["specs/swarm.yaml"] = narrower
+    files["specs/agents/workers.yaml"] = files["specs/agents/workers.yaml"].replace(
+        b"subscribes: [tasks.summarize]", b"subscribes: [tasks.research]")
+    a, b = both(files)
+    assert a == b
+    assert a.acl.agents["extra"].subscribe == ["tasks.research"]
