@@ -256,9 +256,11 @@ def main() -> None:
                     digest = json.loads(r.get(KEYS.status))["last_applied"]["digest"]
                     wait_until(lambda: digest in manifest.read_text(errors="replace") if manifest.exists() else False,
                                timeout=120)
-                time.sleep(0.3 if args.no_compiled else 0.05)
+                time.sleep(1.0 if args.no_compiled else 0.05)  # as between a person's saves
         except Exception:
-            sys.stderr.write((root / "daemon.log").read_text()[-3000:])
+            kept = Path(tempfile.gettempdir()) / "bench_reconcile_daemon.log"
+            kept.write_bytes((root / "daemon.log").read_bytes())
+            sys.stderr.write(f"daemon log kept in {kept}\n")
             raise
         finally:
             daemon.terminate()

@@ -259,17 +259,23 @@ class RedisBusPort:
         """Run the commands ``build`` queues in one MULTI, fenced by the lease when one is set."""
         fence = self.fence
         with redis_errors(self.url, what):
-            with self._redis.pipeline(transaction=True) as tx:
-                if fence is not None:
-                    tx.watch(fence.key)  # type: ignore[no-untyped-call]
-                    if not fence.holds(tx.get(fence.key)):
-                        raise LeaseLost(f"{what}: the reconcile lease is no longer ours (token {fence.token}); nothing written")
-                    tx.multi()
-                build(tx)
-                try:
-                    return list(tx.execute(raise_on_error=False))
-                except WatchError as exc:
-                    raise LeaseLost(f"{what}: the reconcile lease moved meanwhile; nothing written") from exc
+            for attempt in range(3):
+                with self._redis.pipeline(transaction=True) as tx:
+                    if fence is not None:
+                        tx.watch(fence.key)  # type: ignore[no-untyped-call]
+                        if not fence.holds(tx.get(fence.key)):
+                            raise LeaseLost(f"{what}: the reconcile lease is no longer ours (token {fence.token}); "
+                                            "nothing written")
+                        tx.multi()
+                    build(tx)
+                    try:
+                        return list(tx.execute(raise_on_error=False))
+                    except WatchError as exc:
+                        # our own keeper renewing the lease touches its key too: only a token
+                        # that is no longer ours is a lost lease (checked again at the top)
+                        if attempt == 2:
+                            raise LeaseLost(f"{what}: the reconcile lease moved meanwhile; nothing written") from exc
+            raise AssertionError("unreachable")
 
     def check_fence(self) -> None:
         """Raise LeaseLost unless the lease still holds our token (before a write elsewhere)."""
