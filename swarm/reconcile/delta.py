@@ -10,9 +10,10 @@ descriptions:
 * new topics get their stream; removed ones are deleted (``--prune``) or held back;
 * new agents get their outbox and inbox; removed ones have their registration
   evicted, mailboxes and Redis user deleted (``--prune``) or held back;
-* Redis users are written for the agents touched: added, rights or role changed,
-  or of a role whose rules changed (an ACL rule change touches every agent of
-  that role);
+* the agents touched are those added, with their rights or role changed, or of a
+  role whose rules changed (an ACL rule change touches every agent of that role:
+  its rights are derived again); a Redis user is written for those added and
+  those whose rights came out different, as the full diff would;
 * the ACL table and bus settings are rewritten when they differ beyond the spec digest;
 * the catalog goes as a :class:`~swarm.desired.CatalogDelta` (PATCH /catalog).
 
@@ -141,14 +142,14 @@ def incremental_plan(
                 creates.append(Action(ActionKind.PUT_REDIS_USER, aid, text))
                 continue
             was = old.acl.agents[aid]
+            if was == rights and old.bus.agents[aid] == bus.agents[aid]:
+                continue  # re-derived (its role's rules changed) to the same rights: the user stays as it is
             details = [f"gains publish on {t}" for t in sorted(set(rights.publish) - set(was.publish))]
             details += [f"loses publish on {t}" for t in sorted(set(was.publish) - set(rights.publish))]
             details += [f"gains subscribe on {t}" for t in sorted(set(rights.subscribe) - set(was.subscribe))]
             details += [f"loses subscribe on {t}" for t in sorted(set(was.subscribe) - set(rights.subscribe))]
             if was.role != rights.role:
                 details.append(f"role {was.role} -> {rights.role}")
-            elif not details:
-                details.append(f"the rules of role {rights.role} change")
             creates.append(Action(ActionKind.PUT_REDIS_USER, aid, f"agent {aid}: update Redis user {user}",
                                   tuple(details)))
     pushes: list[Action] = []
