@@ -48,6 +48,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -569,7 +570,11 @@ class Reconciler:
         lease = self._lease
         if lease is not None and lease.fence is not None:
             try:
-                if not lease.renew():
+                # not while a fenced write of this process is in flight: renewing touches the
+                # lease key, which would break that write's WATCH (the TTL is far longer)
+                with getattr(ports.bus, "write_lock", contextlib.nullcontext()):
+                    renewed = lease.renew()
+                if not renewed:
                     ports.set_fence(_no_lease(lease))
                     log.warning("lost the reconcile lease of swarm %s", lease.keys.swarm)
                     return "lease"

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
@@ -232,6 +233,9 @@ class RedisBusPort:
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
         self.fence: Fence | None = None
+        #: held during each fenced write; the loop's keeper renews the lease under it, so its
+        #: PEXPIRE never breaks the WATCH of a write in flight (a 10,000-agent MULTI takes seconds)
+        self.write_lock = threading.RLock()
         self._redis = sync_client(url, swarm=swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         self._nodes: dict[tuple[str, int], Any] = {}  # Redis Cluster: the other nodes, for their users
         # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
@@ -258,7 +262,7 @@ class RedisBusPort:
     def _write(self, what: str, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``build`` queues in one MULTI, fenced by the lease when one is set."""
         fence = self.fence
-        with redis_errors(self.url, what):
+        with redis_errors(self.url, what), self.write_lock:
             for attempt in range(3):
                 with self._redis.pipeline(transaction=True) as tx:
                     if fence is not None:
