@@ -114,12 +114,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 0.002) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.002)
+        try:
+            if check():
+                return
+        except httpx.TimeoutException:
+            pass  # a registry busy with a first push of 10,000 agents
+        time.sleep(every)
     raise TimeoutError("change never became visible")
 
 
@@ -191,7 +194,7 @@ def main() -> None:
             cwd=root, env=env, stdout=log, stderr=log,
         )
         r: Any = redis.Redis.from_url(rs.url, decode_responses=True)
-        http = httpx.Client(base_url=registry.url, timeout=5,
+        http = httpx.Client(base_url=registry.url, timeout=30,
                             headers={"Authorization": f"Bearer {admin_token(SECRET, 'bench')}"})
 
         def catalog_agents() -> set[str]:
@@ -214,7 +217,8 @@ def main() -> None:
             return json.loads(raw)["state"] if raw else ""
 
         try:
-            wait_until(lambda: len(catalog_agents()) == args.agents and status_state() == "synced", timeout=600)
+            wait_until(lambda: status_state() == "synced" and len(catalog_agents()) == args.agents, timeout=900,
+                       every=0.5)
             if not args.no_compiled:
                 wait_until(manifest.exists, timeout=600)  # the first compile
             time.sleep(0.5)

@@ -274,6 +274,11 @@ def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = N
             "publish": sorted(t for t in set(a.publishes) & declared_topics if table.can_publish(a.role, t)),
             "subscribe": sorted(t for t in set(a.subscribes) & declared_topics if table.can_subscribe(a.role, t)),
         }
+        # its role's rules (or the topics) changed, its rights did not; the keys name the swarm: same swarm only
+        if hit is not None and hit[0] is a and hit[2] == mine and hit[1][0] == context[0]:  # type: ignore[index]
+            rights_now[id(a)] = (a, context, hit[2], hit[3], hit[4])
+            effective[a.id] = hit[2]
+            continue
         effective[a.id] = mine
         rights = AgentRights(
             role=a.role,
