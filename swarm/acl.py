@@ -156,16 +156,22 @@ class AclTable:
 
     def __init__(self, roles: Mapping[str, RoleRules]) -> None:
         self._roles = dict(roles)
+        # (role, action, topic) -> decision: a fleet asks the same few questions once per agent
+        self._decided: dict[tuple[str, str, str], Decision] = {}
 
     @property
     def roles(self) -> Mapping[str, RoleRules]:
         return self._roles
 
     def decide(self, role: str, action: Action, topic: str) -> Decision:
+        key = (role, action, topic)
+        found = self._decided.get(key)
+        if found is not None:
+            return found
         rules = self._roles.get(role)
-        if rules is None:
-            return Decision(False, f"unknown role {role!r}")
-        return decide(rules, action, topic)
+        out = Decision(False, f"unknown role {role!r}") if rules is None else decide(rules, action, topic)
+        self._decided[key] = out
+        return out
 
     def can_publish(self, role: str, topic: str) -> bool:
         return self.decide(role, "publish", topic).allow

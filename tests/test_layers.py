@@ -39,6 +39,7 @@ CORE_MODULES = [
     "swarm.bus.breaker",
     "swarm.bus.routing",
     "swarm.reconcile.plan",
+    "swarm.reconcile.delta",
     "swarm.reconcile.state",
     "swarm.reconcile.status",
     "swarm.reconcile.history",

@@ -24,14 +24,26 @@ stops the pass and the loop retries the whole pass from a new observation
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-from swarm.desired import DesiredState
+from swarm.desired import CatalogDelta, DesiredState
 from swarm.errors import PermanentError
 from swarm.reconcile.plan import BUS_CREATES, Action, ActionKind, Plan
 from swarm.reconcile.state import BusChanges, BusPort, RegistryPort
 
 StepCallback = Callable[[Action], None]
+
+
+@dataclass(frozen=True)
+class CatalogPatch:
+    """The catalog push of an incremental pass as a patch: PATCH /catalog with ``delta`` on top
+    of the stored catalog whose digest is ``base_digest``, giving ``digest``. The registry
+    port raises :class:`~swarm.errors.ConflictError` when the stored one is another."""
+
+    delta: CatalogDelta
+    base_digest: str
+    digest: str
 
 
 def apply_plan(
@@ -43,8 +55,12 @@ def apply_plan(
     revision: str,
     on_applied: StepCallback | None = None,
     check_fence: Callable[[], None] = lambda: None,
+    catalog_patch: CatalogPatch | None = None,
 ) -> list[Action]:
     """Apply ``plan`` and return the actions done, in order.
+
+    ``catalog_patch``: send the catalog push as this patch (incremental passes) when
+    the registry port can (``patch_catalog``), else push the whole catalog.
 
     Raises :class:`PermanentError` for a refused plan (the caller should have
     checked ``plan.refused``; this is the safety net), and whatever the ports raise.
@@ -68,7 +84,11 @@ def apply_plan(
             continue
         if action.kind in (ActionKind.PUSH_CATALOG, ActionKind.EVICT_AGENT):
             check_fence()
-        _apply_one(action, desired, registry, bus, revision)
+        patcher = getattr(registry, "patch_catalog", None)
+        if action.kind is ActionKind.PUSH_CATALOG and catalog_patch is not None and patcher is not None:
+            patcher(catalog_patch.delta, catalog_patch.base_digest, catalog_patch.digest, revision)
+        else:
+            _apply_one(action, desired, registry, bus, revision)
         mark([action])
     return done
 

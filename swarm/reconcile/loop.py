@@ -10,6 +10,14 @@ Why it is built this way:
   git ref moves, the resync timer and retries all just ask for another pass, so
   a burst of saves collapses into one pass and a pass killed half-way is
   repaired by the next one.
+* **Incremental between full comparisons.** The one thing kept is the desired
+  state the last converged pass applied: a pass triggered by a save (or a git
+  ref move) diffs the new desired state against it and applies only that
+  (:mod:`swarm.reconcile.delta`: the catalog as PATCH /catalog, Redis users,
+  mailboxes and streams of the agents and topics touched), without observing.
+  The first pass, the resync timer, retries, a restarted Redis, a lease change
+  and any failure (a 409 from the registry: someone else pushed) run the full
+  observe-and-diff, which heals whatever drifted meanwhile.
 * **The last valid spec stays enforced.** An invalid save records its errors
   (with positions) in status and the pass goes on enforcing the newest valid
   spec, so hand-made drift is still healed while the user fixes the typo. The
@@ -40,6 +48,8 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import random
@@ -52,9 +62,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from swarm.backoff import Backoff
-from swarm.desired import DesiredState, desired_from_spec
-from swarm.errors import PermanentError, SpecError, SpecIssue, SwarmError, TransientError
-from swarm.reconcile.apply import apply_plan
+from swarm.desired import CatalogText, DesiredMemo, DesiredState, desired_from_spec
+from swarm.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotDeclaredError,
+    PermanentError,
+    SpecError,
+    SpecIssue,
+    SwarmError,
+    TransientError,
+)
+from swarm.reconcile.apply import CatalogPatch, apply_plan
+from swarm.reconcile.delta import desired_delta, incremental_plan
 from swarm.redis_auth import with_password
 from swarm.reconcile.lease import DEFAULT_TTL, Fence, Lease, LeaseLost, read_lease
 from swarm.reconcile.gitsource import (
@@ -233,6 +253,7 @@ class Reconciler:
         self._cache: SpecSource | SpecError | None = None
         #: parsed files of earlier passes: a save re-parses only the files whose bytes changed
         self._documents = DocumentCache()
+        self._desired_memo = DesiredMemo()  # and each unchanged agent's desired pieces
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._backoff = Backoff(base=config.backoff_initial, cap=config.backoff_max)
         self._lease: Lease | None = None
@@ -240,6 +261,9 @@ class Reconciler:
         self._pool: ThreadPoolExecutor | None = None
         self._compiled_digest: str | None = None
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
+        #: what this process's last converged pass applied: watch-triggered passes apply only what differs
+        self._last_applied: _LastApplied | None = None
+        self._catalog_text = CatalogText()  # the catalog's digest, agent by agent
         self._stored_digest: str | None = None  # digest of the applied spec this process kept in Redis
         self._recovered = False  # self.good was read back from Redis, not from the spec files
         self._paused = False  # the fault hook (config.pause_after) has fired
@@ -298,7 +322,7 @@ class Reconciler:
             try:
                 try:
                     loaded = parse_spec_texts(files, self.config.environment, cache=self._documents)
-                    desired = desired_from_spec(loaded.spec, loaded.digest)
+                    desired = desired_from_spec(loaded.spec, loaded.digest, self._desired_memo)
                 finally:
                     revision = pending.result() if isinstance(pending, Future) else pending
                 self._cache = SpecSource(loaded, desired, revision, files)
@@ -385,7 +409,7 @@ class Reconciler:
             if run_id is not None and run_id != self._run_id:
                 if self._run_id is not None:  # the keeper may not have ticked yet: say it here then
                     log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", self._run_id, run_id)
-                self._written_users = None  # a new Redis process: none of the users written before is there
+                self._forget_writes()  # a new Redis process: none of the users written before is there
                 self._run_id = run_id
         status = self._status_base(ports, source.desired.registry.swarm)
         status.passes += 1
@@ -397,7 +421,7 @@ class Reconciler:
         result = PassResult(state="synced", status=status)
         applied_before = status.last_applied
         try:
-            self._reconcile(source, ports, result, trigger)
+            self._reconcile(source, ports, result, trigger, changed=new_spec)
             if not self.config.dry_run:
                 self._record_converged(source, attempt, result, new_spec=new_spec, spec_error=spec_error)
                 if status.last_applied is not None and status.last_applied is not applied_before:
@@ -531,14 +555,14 @@ class Reconciler:
             if had is None or had.token != fence.token:
                 log.warning("holding the reconcile lease of swarm %s: %s", swarm, lease.holder.describe() if lease.holder else "")
                 lease.clear_standby()
-                self._written_users = None  # someone else wrote meanwhile: read every user back
+                self._forget_writes()  # someone else wrote meanwhile: read every user back
             return None
         holder = lease.holder.describe() if lease.holder else "another process"
         message = f"standing by: the reconcile lease of swarm {swarm} is held by {holder}"
         if had is not None:
             log.warning("lost the reconcile lease of swarm %s to %s", swarm, holder)
         lease.mark_standby(message)
-        self._written_users = None
+        self._forget_writes()
         result = PassResult(state="standby")
         result.status = ReconcileStatus(swarm=swarm, state="standby", message=message)
         return result
@@ -563,7 +587,11 @@ class Reconciler:
         lease = self._lease
         if lease is not None and lease.fence is not None:
             try:
-                if not lease.renew():
+                # not while a fenced write of this process is in flight: renewing touches the
+                # lease key, which would break that write's WATCH (the TTL is far longer)
+                with getattr(ports.bus, "write_lock", contextlib.nullcontext()):
+                    renewed = lease.renew()
+                if not renewed:
                     ports.set_fence(_no_lease(lease))
                     log.warning("lost the reconcile lease of swarm %s", lease.keys.swarm)
                     return "lease"
@@ -575,7 +603,7 @@ class Reconciler:
             return None
         seen["kicked"] = run_id  # one pass per restart; that pass records the new run_id
         log.warning("Redis restarted (run_id %s -> %s): re-creating its users now", ref, run_id)
-        self._written_users = None
+        self._forget_writes()
         return "redis-restart"
 
     def _ports_of_good(self) -> Ports | None:
@@ -617,10 +645,29 @@ class Reconciler:
             )
             return self.good, attempt, exc
 
-    def _reconcile(self, source: SpecSource, ports: Ports, result: PassResult, trigger: str) -> None:
-        """Observe, plan, apply and verify; raises on refusal and on faults."""
+    def _reconcile(self, source: SpecSource, ports: Ports, result: PassResult, trigger: str, *,
+                   changed: bool = False) -> None:
+        """Observe, plan, apply and verify; raises on refusal and on faults.
+
+        ``changed``: the spec is valid and not the one applied before; then a
+        watch-triggered pass applies only the difference (:meth:`_reconcile_incremental`).
+        Any other pass (an invalid save, a save that changes nothing) compares in full.
+        """
         status = result.status
         assert status is not None
+        last, self._last_applied = self._last_applied, None
+        if (changed and last is not None and trigger in ("file", "git") and last.ports is ports
+                and not self.config.dry_run
+                and last.desired.registry.swarm == source.desired.registry.swarm):
+            try:
+                if self._reconcile_incremental(source, ports, result, last):
+                    return
+            except (ConflictError, InvalidRequestError, NotDeclaredError) as exc:
+                # 409: the stored catalog is not the one last applied (someone pushed); 4xx: a
+                # registry without PATCH /catalog. The full comparison sets things right.
+                log.warning("incremental pass fell back to a full one: %s", exc)
+                self._last_applied = None
+            result.plan, result.applied = None, []
         desired = source.desired
         # Event-triggered passes trust the Redis users this process wrote (existence is
         # still checked); start, retry and the resync timer read every user back.
@@ -658,6 +705,50 @@ class Reconciler:
         status.pending = []
         self._backoff.reset()
         self._written_users = desired_user_rights(desired)
+        self._last_applied = _LastApplied(
+            desired=desired, digest=self._catalog_text.digest(desired.registry), ports=ports,
+            users_managed=actual.bus.users_managed, held_back=plan.held_back,
+        )
+
+    def _reconcile_incremental(self, source: SpecSource, ports: Ports, result: PassResult, last: "_LastApplied") -> bool:
+        """Apply only what differs from the last applied desired state (no observation); False
+        when the full comparison must decide (:func:`~swarm.reconcile.delta.incremental_plan`)."""
+        status = result.status
+        assert status is not None
+        desired = source.desired
+        delta = desired_delta(last.desired, desired)
+        plan = incremental_plan(last.desired, desired, delta, prune=self.config.prune,
+                                users_managed=last.users_managed, retired=frozenset(status.retired_agents))
+        if plan is None:
+            return False
+        result.plan = plan
+        wanted = set(desired.bus.agents) | set(desired.bus.topics)
+        held = tuple(a for a in last.held_back if a.target not in wanted) + plan.held_back
+        status.held_back = [a.description for a in held]
+        status.retired_agents = sorted(plan.retired)
+        if status.live is not None:
+            status.live = status.live.model_copy(update={"agents_declared": len(desired.registry.agents)})
+        digest = self._catalog_text.digest(desired.registry) if delta.catalog_changed else last.digest
+        if not plan.empty:
+            status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
+            self._write_status(ports, status)
+            patch = CatalogPatch(delta.catalog, last.digest, digest) if delta.catalog is not None else None
+            result.applied = apply_plan(
+                plan, desired, ports.registry, ports.bus, revision=source.revision.push_id(source.digest),
+                on_applied=self._pause_hook if self.config.pause_after else None, check_fence=ports.check_fence,
+                catalog_patch=patch,
+            )
+        self._backoff.reset()
+        self._written_users = desired_user_rights(desired)
+        self._last_applied = _LastApplied(desired=desired, digest=digest, ports=ports,
+                                          users_managed=last.users_managed, held_back=held)
+        return True
+
+    def _forget_writes(self) -> None:
+        """Someone else may have written (another lease holder, a restarted Redis): the next
+        pass reads every user back and compares everything."""
+        self._written_users = None
+        self._last_applied = None
 
     def _pause_hook(self, action: Action) -> None:
         if action.kind.value != self.config.pause_after or self._paused:
@@ -708,7 +799,7 @@ class Reconciler:
         if isinstance(exc, LeaseLost):  # another daemon took over: no status of ours to write
             result.state = "standby"
             status.state, status.message = "standby", str(exc)
-            self._written_users = None
+            self._forget_writes()
             return
         if isinstance(exc, (TransientError, _VerifyFailed)):
             result.retry_in = self._backoff.next_delay()
@@ -804,7 +895,9 @@ class Reconciler:
 
     def _status_base(self, ports: Ports, swarm: str) -> ReconcileStatus:
         if self.status is not None and self.status.swarm == swarm:
-            return self.status.model_copy(deep=True)
+            # shallow: a pass only rebinds the status' fields, never changes one in place, and a
+            # deep copy of the last apply's actions (thousands on a big swarm) cost ~0.5 s a pass
+            return self.status.model_copy()
         try:  # a restarted daemon keeps showing what was applied before it
             previous = parse_status(ports.status.read_status())
         except SwarmError:
@@ -875,6 +968,7 @@ class Reconciler:
                     metrics.pass_ended(result, time.monotonic() - started)
                 if on_pass is not None:
                     on_pass(result)
+                await asyncio.to_thread(_settle_heap)
                 if result.state == "standby":
                     timeout, idle = self.lease_interval(), "lease"
                 elif result.retry_in is not None:
@@ -907,6 +1001,20 @@ class Reconciler:
         ):
             reasons.add(reason)
             kick.set()
+
+
+def _settle_heap() -> None:
+    """Between passes: collect, then freeze what survives (``gc.freeze``).
+
+    A 10,000-agent spec is millions of objects; Python's cyclic collector walks all
+    of them on every full collection, which otherwise lands inside the next pass
+    (hundreds of milliseconds, at random). Collected here, after a pass, and the
+    survivors moved out of the collector's sight until the next settle (``unfreeze``
+    first, so garbage of earlier passes is still found).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _run_id(client: Any) -> str | None:
@@ -943,6 +1051,17 @@ async def _wait(kick: asyncio.Event, reasons: set[str], stop: asyncio.Event, tim
         reasons.clear()
         return name
     return idle
+
+
+@dataclass(frozen=True)
+class _LastApplied:
+    """The desired state the last converged pass left live, and what that pass knew."""
+
+    desired: DesiredState
+    digest: str  # of its catalog, as the registry computes it
+    ports: Ports
+    users_managed: bool
+    held_back: tuple[Action, ...]
 
 
 class _CompiledWriter:

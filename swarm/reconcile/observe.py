@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
@@ -130,6 +131,12 @@ class HttpRegistryPort:
         from swarm.registry.catalog_push import push_catalog
 
         push_catalog(self.url, catalog, revision, self._admin_token, client=self._http)
+
+    def patch_catalog(self, delta: Any, base_digest: str, digest: str, revision: str) -> None:
+        """PATCH /catalog (incremental passes); ConflictError (BaseDigestMismatch) when the stored one is another."""
+        from swarm.registry.catalog_push import patch_catalog
+
+        patch_catalog(self.url, delta, base_digest, digest, revision, self._admin_token, client=self._http)
 
     def evict(self, agent_id: str) -> None:
         response = self._call("DELETE", f"/agents/{agent_id}")
@@ -236,6 +243,9 @@ class RedisBusPort:
         self.keys = SwarmKeys(swarm)
         self.bus_secret = bus_secret
         self.fence: Fence | None = None
+        #: held during each fenced write; the loop's keeper renews the lease under it, so its
+        #: PEXPIRE never breaks the WATCH of a write in flight (a 10,000-agent MULTI takes seconds)
+        self.write_lock = threading.RLock()
         self._redis = sync_client(url, swarm=swarm, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         self._nodes: dict[tuple[str, int], Any] = {}  # Redis Cluster: the other nodes, for their users
         # rules tuple -> ACL GETUSER reply of a user given exactly those rules (this Redis computed it)
@@ -262,18 +272,24 @@ class RedisBusPort:
     def _write(self, what: str, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands ``build`` queues in one MULTI, fenced by the lease when one is set."""
         fence = self.fence
-        with redis_errors(self.url, what):
-            with self._redis.pipeline(transaction=True) as tx:
-                if fence is not None:
-                    tx.watch(fence.key)  # type: ignore[no-untyped-call]
-                    if not fence.holds(tx.get(fence.key)):
-                        raise LeaseLost(f"{what}: the reconcile lease is no longer ours (token {fence.token}); nothing written")
-                    tx.multi()
-                build(tx)
-                try:
-                    return list(tx.execute(raise_on_error=False))
-                except WatchError as exc:
-                    raise LeaseLost(f"{what}: the reconcile lease moved meanwhile; nothing written") from exc
+        with redis_errors(self.url, what), self.write_lock:
+            for attempt in range(3):
+                with self._redis.pipeline(transaction=True) as tx:
+                    if fence is not None:
+                        tx.watch(fence.key)  # type: ignore[no-untyped-call]
+                        if not fence.holds(tx.get(fence.key)):
+                            raise LeaseLost(f"{what}: the reconcile lease is no longer ours (token {fence.token}); "
+                                            "nothing written")
+                        tx.multi()
+                    build(tx)
+                    try:
+                        return list(tx.execute(raise_on_error=False))
+                    except WatchError as exc:
+                        # our own keeper renewing the lease touches its key too: only a token
+                        # that is no longer ours is a lost lease (checked again at the top)
+                        if attempt == 2:
+                            raise LeaseLost(f"{what}: the reconcile lease moved meanwhile; nothing written") from exc
+            raise AssertionError("unreachable")
 
     def check_fence(self) -> None:
         """Raise LeaseLost unless the lease still holds our token (before a write elsewhere)."""

@@ -250,6 +250,8 @@ def _catalog_changes(old: RegistryCatalog | None, new: RegistryCatalog) -> list[
     for aid in sorted(set(old.agents) - set(new.agents)):
         out.append(f"agent {aid} is no longer declared: the registry will refuse it")
     for aid in sorted(set(old.agents) & set(new.agents)):
+        if old.agents[aid] is new.agents[aid]:  # the very same entry (reused by the desired memo)
+            continue
         o, n = old.agents[aid].model_dump(), new.agents[aid].model_dump()
         changed = [f"{k} {o[k]!r} -> {n[k]!r}" for k in sorted(n) if o.get(k) != n[k]]
         if changed:

@@ -6,7 +6,12 @@
 changed). The reconciler calls the same function (or :func:`push_catalog_async`
 from its event loop), so the CLI and the reconciler can never push differently;
 both accept the caller's kept-alive HTTP client (``client=`` / ``http=``).
-HTTP trouble becomes a :mod:`swarm.errors` type through :mod:`swarm.foreign`
+``patch_catalog(registry_url, delta, base_digest, digest, revision, admin_token)``
+PATCHes ``/catalog`` with only what changed (:class:`~swarm.desired.CatalogDelta`,
+from :func:`~swarm.desired.catalog_delta`): the registry applies it on top of the
+stored catalog only while that one's digest is ``base_digest``, else it answers 409
+``base_digest_mismatch`` (:class:`BaseDigestMismatch`): the caller pushes the whole
+catalog then. HTTP trouble becomes a :mod:`swarm.errors` type through :mod:`swarm.foreign`
 (``http_transport_error`` / ``http_status_error``): connection errors, 429 and 5xx
 are :class:`~swarm.errors.RegistryUnavailableError` (retry, honouring
 Retry-After), 401/403 :class:`~swarm.errors.AuthError`, 409
@@ -22,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from swarm.desired import RegistryCatalog
-from swarm.errors import InvalidRequestError
+from swarm.desired import CatalogDelta, RegistryCatalog
+from swarm.errors import ConflictError, InvalidRequestError
 from swarm.foreign import http_status_error, http_transport_error
 from swarm.registry import auth
 from swarm.registry.models import CatalogPutResult
@@ -105,3 +110,57 @@ async def push_catalog_async(
         if http is None:
             await client.aclose()
     return _result(url, response)
+
+
+class BaseDigestMismatch(ConflictError):
+    """PATCH /catalog was refused: the stored catalog is not the one the patch was made against."""
+
+
+def patch_body(delta: CatalogDelta, base_digest: str, digest: str, revision: str | None) -> bytes:
+    body: dict[str, Any] = {"base_digest": base_digest, "digest": digest, "revision": revision,
+                            "upsert": [a.model_dump(mode="json") for a in delta.upsert], "remove": list(delta.remove)}
+    if delta.spec_digest is not None:
+        body["spec_digest"] = delta.spec_digest
+    if delta.settings is not None:
+        body["settings"] = delta.settings.model_dump(mode="json")
+    return json.dumps(body).encode()
+
+
+def patch_catalog(
+    registry_url: str,
+    delta: CatalogDelta,
+    base_digest: str,
+    digest: str,
+    revision: str | None,
+    admin_token: str | None,
+    *,
+    timeout: float = 10.0,
+    client: httpx.Client | None = None,
+) -> CatalogPutResult:
+    """PATCH the catalog; the registry's answer. :class:`BaseDigestMismatch` on 409
+    ``base_digest_mismatch`` (push the whole catalog then); other errors as :func:`push_catalog`."""
+    url = registry_url.rstrip("/") + "/catalog"
+    headers = {"Content-Type": "application/json"}
+    if admin_token:
+        headers["Authorization"] = f"Bearer {admin_token}"
+    content = patch_body(delta, base_digest, digest, revision)
+    try:
+        if client is None:
+            response = httpx.patch(url, timeout=timeout, content=content, headers=headers)
+        else:
+            response = client.patch(url, timeout=timeout, content=content, headers=headers)
+    except httpx.HTTPError as exc:
+        raise http_transport_error(exc, f"PATCH {url}") from exc
+    if response.status_code == 409 and _error_kind(response) == "base_digest_mismatch":
+        raise BaseDigestMismatch(str(http_status_error(response, f"PATCH {url}")))
+    if response.status_code == 200:
+        return CatalogPutResult.model_validate_json(response.content)
+    raise http_status_error(response, f"PATCH {url}")
+
+
+def _error_kind(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None

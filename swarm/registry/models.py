@@ -13,12 +13,12 @@ a typo in a client never passes silently.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from swarm.desired import RegistryCatalog
+from swarm.desired import DeclaredAgent, RegistryCatalog, RegistryDefaults
+from swarm.desired import canonical_json as canonical_json  # re-exported: one definition
 from swarm.spec.models import NAME_MAX, NAME_PATTERN, TOPIC_PATTERN, VERSION_PATTERN
 
 AgentId = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX)]
@@ -110,6 +110,29 @@ class CatalogPut(_Body):
     catalog: RegistryCatalog
 
 
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CatalogPatch(_Body):
+    """PATCH /catalog: a partial update of the stored catalog, applied only on top of ``base_digest``.
+
+    ``upsert`` adds or replaces declared agents (whole), ``remove`` drops ids;
+    ``spec_digest`` / ``settings`` replace those fields when given. ``digest`` is the
+    digest the resulting catalog must have (sha256 of its canonical JSON, as PUT
+    computes it): a patch that would give another catalog is refused (422), one
+    made against another stored catalog too (409 ``base_digest_mismatch``: push
+    the whole catalog with PUT then).
+    """
+
+    base_digest: Digest = Field(description="digest of the catalog this patch was made against")
+    digest: Digest = Field(description="digest of the catalog after the patch")
+    revision: Annotated[str, StringConstraints(max_length=256)] | None = None
+    spec_digest: Annotated[str, StringConstraints(max_length=256)] | None = None
+    settings: RegistryDefaults | None = None
+    upsert: list[DeclaredAgent] = Field(default_factory=list)
+    remove: list[AgentId] = Field(default_factory=list)
+
+
 class CatalogState(_Body):
     """GET /catalog."""
 
@@ -173,11 +196,6 @@ class Status(_Body):
     agents: AgentCounts | None
     protection: bool
     last_sweep: SweepInfo | None
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted, compact JSON: equal values give equal strings (digests, comparisons)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def catalog_digest(catalog: RegistryCatalog) -> str:

@@ -19,6 +19,7 @@ from swarm.registry.models import (
     AGENT_STATUSES,
     EVENT_TYPES,
     AgentList,
+    CatalogPatch,
     CatalogPut,
     CatalogPutResult,
     CatalogState,
@@ -32,7 +33,7 @@ from swarm.registry.models import (
 )
 from swarm.spec.models import NAME_MAX, NAME_PATTERN, TOPIC_PATTERN
 
-_MODELS: list[type[BaseModel]] = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogState, CatalogPutResult,
+_MODELS: list[type[BaseModel]] = [RegisterRequest, Registration, AgentList, Heartbeat, CatalogPut, CatalogPatch, CatalogState, CatalogPutResult,
            ErrorBody, ValidationErrorBody, Health, Status]
 
 
@@ -64,7 +65,7 @@ def _errors(*codes: int) -> dict[str, Any]:
              "an http(s) URL on the agent's own host and port (error health_url_refused)",
         404: "not found",
         409: "conflict",
-        413: "body over 64 KiB (16 MiB for PUT /catalog)",
+        413: "body over 64 KiB (16 MiB for PUT and PATCH /catalog)",
         503: "redis unavailable or no catalog loaded (with Retry-After)",
     }
     out: dict[str, Any] = {str(c): _json("ErrorBody", text[c]) for c in codes}
@@ -186,6 +187,18 @@ def openapi_document() -> dict[str, Any]:
             "put": {
                 "operationId": "putCatalog", "summary": "Push the declared catalog (admin).", "security": _BEARER,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CatalogPut")}}},
+                "responses": {"200": _json("CatalogPutResult", "stored"), **_errors(401, 403, 409, 413, 503)},
+            },
+            "patch": {
+                "operationId": "patchCatalog",
+                "summary": "Update part of the catalog (admin): upsert and remove agents on top of the stored "
+                           "catalog whose digest is base_digest; the result must have `digest`.",
+                "description": "409 base_digest_mismatch: the stored catalog is not the one the patch was made "
+                               "against (or there is none): push the whole catalog with PUT. 422: an id twice, "
+                               "in both upsert and remove, not an agent id, removed but not declared, or a "
+                               "resulting digest other than `digest`.",
+                "security": _BEARER,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CatalogPatch")}}},
                 "responses": {"200": _json("CatalogPutResult", "stored"), **_errors(401, 403, 409, 413, 503)},
             },
             "get": {

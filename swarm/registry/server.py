@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -54,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from swarm.desired import RegistryCatalog
+from swarm.desired import CatalogDelta, CatalogText, RegistryCatalog, patched_catalog
 from swarm.foreign import redis_retry
 from swarm.redis_conn import async_client
 from swarm.errors import ConflictError, InvalidRequestError, NotDeclaredError, RedisRefusedError, RedisUnavailableError
@@ -65,6 +66,7 @@ from swarm.registry.metrics import CONTENT_TYPE_LATEST, RegistryMetrics
 from swarm.registry.models import (
     AGENT_STATUSES,
     AgentCounts,
+    CatalogPatch,
     CatalogPut,
     CatalogPutResult,
     CatalogState,
@@ -110,6 +112,10 @@ class NoCatalogError(RedisUnavailableError):
 
 class SwarmMismatchError(ConflictError):
     """The pushed catalog belongs to another swarm (409)."""
+
+
+class BaseDigestMismatchError(ConflictError):
+    """PATCH /catalog made against another catalog than the stored one (409 base_digest_mismatch)."""
 
 
 class BusyError(RedisUnavailableError):
@@ -162,6 +168,10 @@ def parse_model(model: type[BaseModel], body: bytes) -> Any:
         ) from exc
 
 
+def _is_agent_id(value: str) -> bool:
+    return len(value) <= NAME_MAX and _NAME.fullmatch(value) is not None
+
+
 def agent_id_param(request: Request) -> str:
     value = request.path_params["agent_id"]
     if len(value) > NAME_MAX or not _NAME.fullmatch(value):
@@ -205,6 +215,8 @@ class RegistryApp:
         self.auth = Authorizer.create(config.secret, config.admin_token, swarm=config.swarm,
                                       enabled=config.auth_enabled)
         self.metrics = RegistryMetrics()
+        #: canonical JSON of the catalogs PATCH /catalog writes, agent by agent (reused between patches)
+        self._catalog_text = CatalogText()
         retry = redis_retry(2)
         # Blocking: a burst waits for a free connection (up to the pool timeout) instead of
         # failing with "Too many connections" like redis-py's default pool.
@@ -494,6 +506,42 @@ class RegistryApp:
         result = await self.store.put_catalog(body.catalog, body.revision, catalog_digest(body.catalog))
         return json_model(result)
 
+    async def patch_catalog(self, request: Request) -> Response:
+        """Apply a partial update on top of the stored catalog whose digest is ``base_digest``.
+
+        The patched catalog is built here (pure: :func:`swarm.desired.patched_catalog`) and its
+        digest computed as PUT computes it; the write itself is a compare-and-set in one Lua
+        script, so a push that lands between the read and the write makes this one a 409.
+        """
+        self.auth.require_admin(request.headers.get("authorization"))
+        body: CatalogPatch = parse_model(CatalogPatch, await read_body(request, self.config.max_catalog_bytes))
+        state = await self.store.get_catalog()
+        if state is None or state.digest != body.base_digest:
+            raise BaseDigestMismatchError(
+                f"the stored catalog's digest is {state.digest if state else '(none: no catalog pushed)'}, "
+                f"not the base_digest {body.base_digest}: push the whole catalog (PUT /catalog)"
+            )
+        delta = CatalogDelta(upsert=body.upsert, remove=body.remove, spec_digest=body.spec_digest,
+                             settings=body.settings)
+        catalog, problems = patched_catalog(state.catalog, delta, _is_agent_id)
+        if catalog is None:
+            raise RequestInvalidError([FieldError(loc=["body", *loc], msg=msg, type=kind) for loc, msg, kind in problems])
+        text = self._catalog_text.text(catalog)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if digest != body.digest:
+            raise RequestInvalidError([FieldError(
+                loc=["body", "digest"], type="digest_mismatch",
+                msg=f"the patched catalog's digest is {digest}, not {body.digest}: the patch does not give the "
+                    "catalog it was made for",
+            )])
+        result = await self.store.patch_catalog(body.base_digest, catalog, body.revision, digest, text)
+        if result is None:
+            raise BaseDigestMismatchError(
+                f"the stored catalog changed while the patch was applied (base_digest {body.base_digest}): "
+                "push the whole catalog (PUT /catalog)"
+            )
+        return json_model(result)
+
     async def get_catalog(self, request: Request) -> Response:
         state = await self.store.get_catalog()
         reader = await self.read_access(request, state.catalog if state else None)
@@ -643,6 +691,8 @@ class RegistryApp:
             return error_json(403, "not_declared", str(exc))
         if isinstance(exc, FieldConflictError):
             return error_json(409, "conflict", str(exc), fields=exc.fields)
+        if isinstance(exc, BaseDigestMismatchError):
+            return error_json(409, "base_digest_mismatch", str(exc))
         if isinstance(exc, SwarmMismatchError):
             return error_json(409, "swarm_mismatch", str(exc))
         if isinstance(exc, NoCatalogError):
@@ -673,8 +723,9 @@ class RegistryApp:
             Route("/agents/{agent_id}", t("/agents/{agent_id}", by_method(GET=self.get_agent, DELETE=self.deregister)),
                   methods=["GET", "DELETE"]),
             Route("/agents", t("/agents", self.list_agents), methods=["GET"]),
-            Route("/catalog", t("/catalog", by_method(GET=self.get_catalog, PUT=self.put_catalog)),
-                  methods=["GET", "PUT"]),
+            Route("/catalog", t("/catalog", by_method(GET=self.get_catalog, PUT=self.put_catalog,
+                                                           PATCH=self.patch_catalog)),
+                  methods=["GET", "PUT", "PATCH"]),
             Route("/status", t("/status", self.status), methods=["GET"]),
             Route("/hooks/git", t("/hooks/git", self.git_hook), methods=["POST"]),
             Route("/health", t("/health", self.health), methods=["GET"]),

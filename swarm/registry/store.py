@@ -183,6 +183,22 @@ end
 return changed
 """
 
+#: KEYS catalog, events; ARGV base digest, state JSON, digest, maxlen, summary JSON. A
+#: compare-and-set: the value is replaced only while the stored digest is the base
+#: the patch was computed on (else {0, stored digest}; '' when there is none).
+CATALOG_PATCH_LUA = """
+local head = redis.call('GETRANGE', KEYS[1], 0, 74)
+local stored = ''
+if string.sub(head, 1, 11) == '{"digest":"' then stored = string.sub(head, 12, 75) end
+if stored ~= ARGV[1] then return {0, stored} end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= ARGV[1] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'catalog-changed', 'agent', '', 'data', ARGV[5])
+  return {1, ARGV[3]}
+end
+return {2, ARGV[3]}
+"""
+
 #: KEYS leases, events, agent*; ARGV id* (aligned: ARGV[i] <-> KEYS[i + 2]). An
 #: atomic snapshot for `reset`: the agents and the id of the last event they
 #: include. Every key it reads is declared (restricted ACL users, Cluster), so the
@@ -271,6 +287,7 @@ class RegistryStore:
         self._sweep = redis.register_script(SWEEP_LUA)
         self._grace = redis.register_script(GRACE_LUA)
         self._catalog = redis.register_script(CATALOG_LUA)
+        self._catalog_patch = redis.register_script(CATALOG_PATCH_LUA)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
         self._catalog_cache: tuple[bytes, CatalogState] | None = None
         self._leases = self.keys.leases
@@ -288,6 +305,26 @@ class RegistryStore:
                 keys=[self.keys.catalog, self.keys.events], args=[value, digest, self.events_maxlen, summary]
             )
         return CatalogPutResult(revision=revision, digest=digest, changed=bool(changed))
+
+    async def patch_catalog(self, base_digest: str, catalog: RegistryCatalog, revision: str | None,
+                            digest: str, catalog_json: str) -> CatalogPutResult | None:
+        """Replace the stored catalog by ``catalog`` only while its digest is ``base_digest``.
+
+        ``catalog_json``: the catalog's canonical JSON (``digest`` is its sha256), already
+        computed by the caller. None when the stored digest is not ``base_digest`` (another
+        push came first): nothing was written.
+        """
+        value = f'{{"digest":"{digest}","revision":{canonical_json(revision)},"catalog":{catalog_json}}}'
+        summary = canonical_json({"revision": revision, "digest": digest, "changed": True})
+        async with redis_errors("catalog patch"):
+            res = await self._catalog_patch(keys=[self.keys.catalog, self.keys.events],
+                                            args=[base_digest, value, digest, self.events_maxlen, summary])
+        if int(res[0]) == 0:
+            return None
+        raw = value.encode()
+        self._catalog_cache = (raw[:CATALOG_HEAD],
+                               CatalogState(revision=revision, digest=digest, catalog=catalog))
+        return CatalogPutResult(revision=revision, digest=digest, changed=int(res[0]) == 1)
 
     async def get_catalog(self) -> CatalogState | None:
         """The stored catalog, read from Redis on every call (several processes may push).

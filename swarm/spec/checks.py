@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Sequence
 
-from swarm.acl import ACTIONS, DEFAULT_DENY, Action, PatternError, RoleRules, decide, parse_pattern
+from swarm.acl import ACTIONS, DEFAULT_DENY, Action, Decision, PatternError, RoleRules, decide, parse_pattern
 from swarm.errors import Position, SpecIssue
 from swarm.spec.models import HANDLER_PATTERN, NODE_HANDLER_PATTERN, RESERVED_HEADERS, Spec
 from swarm.spec.sourcemap import SourceMap, did_you_mean
@@ -104,6 +104,7 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
     issues: list[SpecIssue] = []
     declared = {t.name for t in spec.topics}
     valid_rules = _valid_rules(spec)
+    decided: dict[tuple[str, Action, str], Decision] = {}  # a fleet asks the same few questions
     for i, agent in enumerate(spec.agents):
         role_known = agent.role in spec.roles
         if not role_known:
@@ -129,7 +130,8 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
                     continue
                 if rules is None:
                     continue
-                decision = decide(rules, action, topic)
+                key = (agent.role, action, topic)
+                decision = decided.get(key) or decided.setdefault(key, decide(rules, action, topic))
                 if not decision.allow:
                     why = (
                         f"no {action} rule of role {agent.role!r} matches (default deny)"

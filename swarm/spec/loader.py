@@ -69,7 +69,7 @@ from swarm.errors import Position, SpecError, SpecIssue
 from swarm.spec.checks import check_spec
 from swarm.spec.files import MAX_FILE_BYTES, SPEC_SUFFIXES, compute_digest, is_spec_file_name, read_spec_files
 from swarm.spec.environments import ENVIRONMENT_KIND, Overlay, apply_overlay, select_overlay
-from swarm.spec.models import API_VERSION, AgentDocument, EnvironmentDocument, Spec, SwarmDocument
+from swarm.spec.models import API_VERSION, Agent, AgentDocument, EnvironmentDocument, Spec, SwarmDocument
 from swarm.spec.sourcemap import DocSource, SourceMap, did_you_mean, issues_from_validation
 from swarm.spec.yamldoc import (
     MAX_DEPTH,
@@ -233,6 +233,18 @@ class DocumentCache:
         if found is not None and found[0] is doc:
             found[1].agents[doc.index] = agent
 
+    def to_agent(self, doc: ParsedDocument, model: AgentDocument) -> Agent:
+        """``model.to_agent()``, kept with this very document and model (a frozen model: same data, same result)."""
+        found = self._by_doc.get(id(doc))
+        if found is None or found[0] is not doc:
+            return model.to_agent()
+        hit = found[1].converted.get(doc.index)
+        if hit is not None and hit[0] is model:
+            return hit[1]
+        agent = model.to_agent()
+        found[1].converted[doc.index] = (model, agent)
+        return agent
+
     def end_load(self) -> None:
         keep = self._used | self._previous
         for key in [k for k in self._entries if k not in keep]:
@@ -248,6 +260,8 @@ class _CacheEntry:
     ok: bool
     #: models of this file's Agent documents that validated, by document index
     agents: dict[int, AgentDocument] = field(default_factory=dict)
+    #: the Agent each of those models converts to (AgentDocument.to_agent), with the model it came from
+    converted: dict[int, tuple[AgentDocument, Agent]] = field(default_factory=dict)
 
 
 def _parse_file(file: str, raw: bytes) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
@@ -461,7 +475,8 @@ def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache
     sources = SourceMap.build(sdoc, inline_keep, [(i, d) for i, d, _ in valid_agents])
     spec = Spec(
         swarm=swarm,
-        agents=list(swarm.agents) + [a.to_agent() for _, _, a in valid_agents],
+        agents=list(swarm.agents) + [cache.to_agent(d, a) if cache is not None else a.to_agent()
+                                     for _, d, a in valid_agents],
     )
     issues.extend(check_spec(spec, sources))
     if issues:

@@ -249,6 +249,7 @@ def test_openapi_lists_every_route_with_bodies(registry: RegistryProcess) -> Non
     expected = {
         ("POST", "/agents/register"), ("POST", "/agents/{agent_id}/heartbeat"), ("DELETE", "/agents/{agent_id}"),
         ("GET", "/agents"), ("GET", "/agents/{agent_id}"), ("GET", "/agents/watch"), ("PUT", "/catalog"),
+        ("PATCH", "/catalog"),
         ("GET", "/catalog"), ("GET", "/status"), ("GET", "/health"), ("GET", "/health/live"),
         ("GET", "/health/ready"), ("GET", "/openapi.json"), ("GET", "/metrics"), ("POST", "/hooks/git"),
     }
@@ -259,7 +260,7 @@ def test_openapi_lists_every_route_with_bodies(registry: RegistryProcess) -> Non
     app_routes = {(m, r.path) for r in _app_routes() for m in getattr(r, "methods", None) or () if m != "HEAD"}
     assert app_routes == expected | {("GET", "/ui")}  # /ui redirects to the dashboard's /ui/
     schemas = doc["components"]["schemas"]
-    assert {"RegisterRequest", "Registration", "CatalogPut", "ErrorBody", "ValidationErrorBody"} <= set(schemas)
+    assert {"RegisterRequest", "Registration", "CatalogPut", "CatalogPatch", "ErrorBody", "ValidationErrorBody"} <= set(schemas)
     register = doc["paths"]["/agents/register"]["post"]
     assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RegisterRequest")
     assert {"201", "200", "403", "409", "413", "422", "503"} <= set(register["responses"])
@@ -290,8 +291,9 @@ def test_metrics_exposes_the_named_metrics(registry: RegistryProcess) -> None:
 def test_unknown_route_and_method_are_json(registry: RegistryProcess) -> None:
     r = registry.get("/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "http"
-    r = httpx.patch(registry.url + "/catalog")
+    r = httpx.delete(registry.url + "/catalog")  # GET, PUT and PATCH exist; DELETE does not
     assert r.status_code == 405
+    assert set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT", "PATCH"}
 
 
 @pytest.mark.parametrize("access_log", [False, True])

@@ -1,0 +1,177 @@
+"""Incremental passes: the plan from the last applied desired state to the new one, without observing.
+
+Pure. The reconcile loop keeps the desired state its last converged pass applied
+(in memory) and, on a watch-triggered pass, plans only what the spec change
+touches: :func:`desired_delta` says which agents and topics changed, and
+:func:`incremental_plan` turns that into the same kind of :class:`Plan` the full
+diff (:func:`~swarm.reconcile.plan.plan_actions`) makes, with the same
+descriptions:
+
+* new topics get their stream; removed ones are deleted (``--prune``) or held back;
+* new agents get their outbox and inbox; removed ones have their registration
+  evicted, mailboxes and Redis user deleted (``--prune``) or held back;
+* the agents touched are those added, with their rights or role changed, or of a
+  role whose rules changed (an ACL rule change touches every agent of that role:
+  its rights are derived again); a Redis user is written for those added and
+  those whose rights came out different, as the full diff would;
+* the ACL table and bus settings are rewritten when they differ beyond the spec digest;
+* the catalog goes as a :class:`~swarm.desired.CatalogDelta` (PATCH /catalog).
+
+It assumes the live system still equals the last applied state; the resync timer,
+the first pass and any failure run the full comparison, which heals whatever
+drifted meanwhile. :func:`incremental_plan` returns None where only the full
+comparison can decide (a mass removal, which it refuses or confirms with what is live).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarm.desired import AclDocument, BusPlan, CatalogDelta, DesiredState, catalog_delta
+from swarm.keys import ROUTER_GROUP
+from swarm.reconcile.plan import (
+    ORDER,
+    Action,
+    ActionKind,
+    Plan,
+    _catalog_changes,
+    _fmt,
+    _settings_changed,
+    acl_changes,
+)
+
+
+@dataclass(frozen=True)
+class DesiredDelta:
+    """What differs between two desired states of one swarm."""
+
+    agents_added: frozenset[str]
+    agents_removed: frozenset[str]
+    #: agents whose Redis user is rewritten: added, rights or role changed, or of a role whose rules changed
+    agents_touched: frozenset[str]
+    roles_changed: frozenset[str]
+    topics_added: frozenset[str]
+    topics_removed: frozenset[str]
+    acl_changed: bool
+    bus_changed: bool
+    #: the catalog's change as a patch; None when only a whole push can express it
+    catalog: CatalogDelta | None
+    catalog_changed: bool
+
+    @property
+    def empty(self) -> bool:
+        return not (self.agents_added or self.agents_removed or self.agents_touched or self.topics_added
+                    or self.topics_removed or self.acl_changed or self.bus_changed or self.catalog_changed)
+
+
+def _same_but_digest(a: AclDocument | BusPlan, b: AclDocument | BusPlan) -> bool:
+    """Two documents equal but for their spec_digest (what the full plan compares)."""
+    return bool(a.model_copy(update={"spec_digest": ""}) == b.model_copy(update={"spec_digest": ""}))
+
+
+def desired_delta(old: DesiredState, new: DesiredState) -> DesiredDelta:
+    """The difference from ``old`` (last applied) to ``new``."""
+    ob, nb = old.bus.agents, new.bus.agents
+    added = frozenset(nb) - frozenset(ob)
+    removed = frozenset(ob) - frozenset(nb)
+    oroles, nroles = old.acl.roles, new.acl.roles
+    roles_changed = frozenset(r for r in set(oroles) | set(nroles) if oroles.get(r) != nroles.get(r))
+    touched = set(added)
+    for aid, rights in nb.items():
+        was = ob.get(aid)
+        if was is None:
+            continue
+        if rights.role in roles_changed:
+            touched.add(aid)
+            continue
+        oa, na = old.acl.agents.get(aid), new.acl.agents.get(aid)
+        if (was is not rights and was != rights) or (oa is not na and oa != na):
+            touched.add(aid)
+    catalog_changed = old.registry != new.registry
+    return DesiredDelta(
+        agents_added=added,
+        agents_removed=removed,
+        agents_touched=frozenset(touched),
+        roles_changed=roles_changed,
+        topics_added=frozenset(new.bus.topics) - frozenset(old.bus.topics),
+        topics_removed=frozenset(old.bus.topics) - frozenset(new.bus.topics),
+        acl_changed=not _same_but_digest(old.acl, new.acl),
+        bus_changed=not _same_but_digest(old.bus, new.bus),
+        catalog=catalog_delta(old.registry, new.registry) if catalog_changed else CatalogDelta(),
+        catalog_changed=catalog_changed,
+    )
+
+
+def incremental_plan(
+    old: DesiredState,
+    new: DesiredState,
+    delta: DesiredDelta,
+    *,
+    prune: bool,
+    users_managed: bool,
+    retired: frozenset[str] = frozenset(),
+) -> Plan | None:
+    """The plan that takes a live system equal to ``old`` to ``new``; None when the full
+    comparison must decide (more than half of the agents or topics removed: the full
+    plan refuses that, or applies it with ``--force-prune``, looking at what is live)."""
+    for gone, total in ((delta.agents_removed, old.bus.agents), (delta.topics_removed, old.bus.topics)):
+        if gone and len(gone) * 2 > len(total):
+            return None
+    bus, acl, catalog = new.bus, new.acl, new.registry
+    creates: list[Action] = []
+    prunes: list[Action] = []
+    for name in sorted(delta.topics_added):
+        creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: create its stream (the topic's log)"))
+    for aid in sorted(delta.agents_added):
+        for box, group, reader in (("outbox", ROUTER_GROUP, "read by the router"),
+                                   ("inbox", aid, f"read by {aid} as group {aid}")):
+            creates.append(Action(ActionKind.CREATE_MAILBOX, aid, f"agent {aid}: create its {box} ({reader})",
+                                  group=group, box=box))
+    if delta.acl_changed:
+        creates.append(Action(ActionKind.WRITE_ACL_TABLE, bus.swarm, "write the ACL table",
+                              tuple(acl_changes(old.acl, acl))))
+    if delta.bus_changed:
+        creates.append(Action(ActionKind.WRITE_BUS_SETTINGS, bus.swarm, "write the bus settings",
+                              tuple(_settings_changed(old.bus, bus))))
+    if users_managed:
+        for aid in sorted(delta.agents_touched):
+            rights, user = acl.agents[aid], bus.agents[aid].redis_user
+            if aid in delta.agents_added:
+                text = (f"agent {aid}: create Redis user {user} (publish {_fmt(rights.publish)}; "
+                        f"subscribe {_fmt(rights.subscribe)})")
+                creates.append(Action(ActionKind.PUT_REDIS_USER, aid, text))
+                continue
+            was = old.acl.agents[aid]
+            if was == rights and old.bus.agents[aid] == bus.agents[aid]:
+                continue  # re-derived (its role's rules changed) to the same rights: the user stays as it is
+            details = [f"gains publish on {t}" for t in sorted(set(rights.publish) - set(was.publish))]
+            details += [f"loses publish on {t}" for t in sorted(set(was.publish) - set(rights.publish))]
+            details += [f"gains subscribe on {t}" for t in sorted(set(rights.subscribe) - set(was.subscribe))]
+            details += [f"loses subscribe on {t}" for t in sorted(set(was.subscribe) - set(rights.subscribe))]
+            if was.role != rights.role:
+                details.append(f"role {was.role} -> {rights.role}")
+            creates.append(Action(ActionKind.PUT_REDIS_USER, aid, f"agent {aid}: update Redis user {user}",
+                                  tuple(details)))
+    pushes: list[Action] = []
+    if delta.catalog_changed:
+        pushes.append(Action(ActionKind.PUSH_CATALOG, catalog.swarm,
+                             f"push the registry catalog ({len(catalog.agents)} declared agents)",
+                             tuple(_catalog_changes(old.registry, catalog))))
+    for aid in sorted(delta.agents_removed):
+        prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+        prunes.append(Action(ActionKind.DELETE_MAILBOX, aid,
+                             f"agent {aid}: delete its outbox, inbox and receipts (no longer declared; "
+                             "messages not yet routed or read are lost)"))
+        if users_managed:
+            prunes.append(Action(ActionKind.DELETE_REDIS_USER, aid, f"agent {aid}: delete Redis user (no longer declared)"))
+    for name in sorted(delta.topics_removed):
+        prunes.append(Action(ActionKind.DELETE_STREAM, name,
+                             f"topic {name} will be deleted: no longer declared (its messages are lost)"))
+    rank = {k: i for i, k in enumerate(ORDER)}
+    creates.sort(key=lambda a: rank[a.kind])
+    prunes.sort(key=lambda a: rank[a.kind])
+    # removals stay removals (not strays) for the passes after this one, as plan_actions keeps them
+    kept = (retired - frozenset(bus.agents)) | delta.agents_removed
+    if not prune:
+        return Plan(actions=tuple(creates + pushes), held_back=tuple(prunes), retired=kept)
+    return Plan(actions=tuple(creates + pushes + prunes), retired=kept)

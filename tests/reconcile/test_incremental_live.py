@@ -1,0 +1,179 @@
+"""Incremental passes against a real redis-server and a real registry (uvicorn subprocess).
+
+After each of many random valid edits (add or remove an agent, change a role's rule,
+change an agent's topics, add or remove a topic) saved to the spec folder, a
+watch-triggered pass (trigger ``file``) applies only the difference, without
+observing: the registry port is never read during it, and a changed catalog goes
+as PATCH /catalog. Then the full comparison a resync would make (every Redis user
+read back whole, the catalog, registrations, streams, groups, documents) must find
+nothing to do, and the registry's catalog digest must be the desired one: the
+live state the incremental passes produced is the one a full pass produces.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from swarm.acl import AclTable
+from swarm.reconcile.loop import Ports, ReconcileConfig, Reconciler
+from swarm.reconcile.observe import make_ports_factory
+from swarm.reconcile.plan import plan_actions
+from swarm.reconcile.state import observe
+from swarm.registry.auth import admin_token
+from swarm.registry.models import catalog_digest
+from swarm.spec.models import SwarmDocument
+from tests.reconcile.conftest import TEST_SECRET
+from tests.reconcile.specdata import example_docs, swarm_doc
+from tests.registry.conftest import RegistryFactory, RegistryProcess
+from tests.support.services import RedisServer
+
+TOPICS = ["tasks.research", "tasks.summarize", "results.research", "results.summary", "reviews.verdict"]
+PATTERNS = ["results.*", "results.>", "tasks.*", "reviews.verdict", ">", "results.research", "extra.>"]
+ROLES = ["worker", "reviewer", "observer", "planner"]
+
+
+class CountingRegistry:
+    """The real registry port, counting the calls a pass makes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return target(*args, **kwargs)
+        return call
+
+
+def _valid(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The docs with every agent's topics cut to those declared and permitted by its role."""
+    sw = swarm_doc(docs)
+    table = AclTable.from_spec_roles(SwarmDocument.model_validate(sw).roles)
+    declared = {t["name"] for t in sw["topics"]}
+    for d in [*sw.get("agents", []), *(d for d in docs if d["kind"] == "Agent")]:
+        d["publishes"] = [t for t in d.get("publishes", []) if t in declared and table.can_publish(d["role"], t)]
+        d["subscribes"] = [t for t in d.get("subscribes", []) if t in declared and table.can_subscribe(d["role"], t)]
+    return docs
+
+
+def _edit(docs: list[dict[str, Any]], op: tuple[Any, ...], n: int) -> list[dict[str, Any]]:
+    docs = copy.deepcopy(docs)
+    agents = [d for d in docs if d["kind"] == "Agent"]
+    sw = swarm_doc(docs)
+    kind = op[0]
+    if kind == "add":
+        _, role, pubs, subs = op
+        docs.append({"apiVersion": "swarm/v1", "kind": "Agent", "id": f"extra-{n}", "role": role,
+                     "port": 20000 + n, "publishes": pubs, "subscribes": subs})
+    elif kind == "remove" and agents:
+        docs.remove(agents[op[1] % len(agents)])
+    elif kind == "rule":
+        _, role, action, patterns = op
+        sw["roles"][role][action] = patterns
+    elif kind == "topics" and agents:
+        agents[op[1] % len(agents)]["subscribes"] = op[2]
+    elif kind == "topic+":
+        if all(t["name"] != f"extra.t{op[1]}" for t in sw["topics"]):
+            sw["topics"].append({"name": f"extra.t{op[1]}", "max_len": 100})
+    elif kind == "topic-":
+        sw["topics"] = [t for t in sw["topics"] if t["name"] != f"extra.t{op[1]}"]
+    return _valid(docs)
+
+
+def _write(spec: Path, docs: list[dict[str, Any]]) -> None:
+    """One file per document; only files whose bytes change are written (as an editor saves)."""
+    want: dict[Path, str] = {}
+    for d in docs:
+        name = "swarm.yaml" if d["kind"] == "Swarm" else f"agents/{d['id']}.yaml"
+        want[spec / name] = yaml.safe_dump(d, sort_keys=False)
+    for old in spec.rglob("*.yaml"):
+        if old not in want:
+            old.unlink()
+    for path, text in want.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+topic_lists = st.lists(st.sampled_from(TOPICS + ["extra.t0", "extra.t1"]), max_size=3, unique=True)
+edits = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(ROLES), topic_lists, topic_lists),
+    st.tuples(st.just("remove"), st.integers(0, 20)),
+    st.tuples(st.just("rule"), st.sampled_from(["worker", "reviewer", "observer"]),
+              st.sampled_from(["publish", "subscribe"]),
+              st.lists(st.sampled_from(PATTERNS), min_size=1, max_size=2, unique=True)),
+    st.tuples(st.just("topics"), st.integers(0, 20), topic_lists),
+    st.tuples(st.just("topic+"), st.integers(0, 1)),
+    st.tuples(st.just("topic-"), st.integers(0, 1)),
+)
+
+
+@pytest.fixture
+def world(registry_factory: RegistryFactory, redis_server: RedisServer, tmp_path: Path
+          ) -> Iterator[tuple[RegistryProcess, Path, Reconciler, list[Ports]]]:
+    # --no-route: the router's housekeeping re-creates the outbox of every agent of the bus plan
+    # it last loaded, so right after a prune it may bring a pruned agent's outbox back until it
+    # reloads the plan (for full passes too): a race of its own, not what this test is about
+    live = registry_factory(redis_server, extra_args=["--no-probe", "--no-route"])
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    made: list[Ports] = []
+    real = make_ports_factory(admin_token(TEST_SECRET, "research"), TEST_SECRET)
+
+    def factory(desired: Any, config: ReconcileConfig) -> Ports:
+        ports = real(desired, config)
+        ports.registry = CountingRegistry(ports.registry)
+        made.append(ports)
+        return ports
+
+    # --force-prune: each example starts from the example spec again, whatever the last one left
+    config = ReconcileConfig(spec_paths=[spec], registry_url=live.url, redis_url=live.redis.url, prune=True,
+                             force_prune=True, lease_ttl=0)
+    rec = Reconciler(config, factory)
+    yield live, spec, rec, made
+    rec.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(edits, min_size=1, max_size=8))
+def test_incremental_passes_leave_what_a_full_pass_leaves(
+    world: tuple[RegistryProcess, Path, Reconciler, list[Ports]], ops: list[tuple[Any, ...]]
+) -> None:
+    live, spec, rec, made = world
+    docs = _valid(example_docs())
+    _write(spec, docs)
+    first = rec.run_pass("resync")  # a full comparison: back to the example spec
+    assert first.state == "synced", first.status
+    ports = made[-1]
+    registry: Any = ports.registry
+    for n, op in enumerate(ops):
+        before_digest = rec.good.digest if rec.good else None
+        docs = _edit(docs, op, n)
+        _write(spec, docs)
+        registry.calls.clear()
+        result = rec.run_pass("file")
+        assert result.state == "synced", (op, result.status.message if result.status else None)
+        desired = rec.good.desired if rec.good else None
+        assert desired is not None
+        if rec.good is not None and rec.good.digest != before_digest:
+            # incremental: the registry was not read (no observation), the catalog went as a patch
+            assert "get_catalog" not in registry.calls and "list_agents" not in registry.calls, (op, registry.calls)
+            assert "push_catalog" not in registry.calls, (op, registry.calls)
+        # what the full comparison of a resync sees: nothing left to do
+        seen = observe(ports.registry, ports.bus, desired.bus, None)
+        plan = plan_actions(desired, seen, prune=True, force_prune=True)
+        assert plan.empty, (op, [a.description for a in plan.actions])
+        assert seen.registry.catalog is not None and catalog_digest(seen.registry.catalog) == catalog_digest(desired.registry)
+        assert set(seen.bus.users) == set(desired.bus.agents) and set(seen.bus.inboxes) == set(desired.bus.agents)
