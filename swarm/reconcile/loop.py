@@ -729,6 +729,7 @@ class Reconciler:
         if status.live is not None:
             status.live = status.live.model_copy(update={"agents_declared": len(desired.registry.agents)})
         digest = self._catalog_text.digest(desired.registry) if delta.catalog_changed else last.digest
+        status.pending = [a.description for a in plan.actions]  # until applied
         if not plan.empty:
             status.state, status.message = "applying", f"applying {len(plan.actions)} action(s)"
             self._write_status(ports, status)
@@ -738,6 +739,7 @@ class Reconciler:
                 on_applied=self._pause_hook if self.config.pause_after else None, check_fence=ports.check_fence,
                 catalog_patch=patch,
             )
+        status.pending = []
         self._backoff.reset()
         self._written_users = desired_user_rights(desired)
         self._last_applied = _LastApplied(desired=desired, digest=digest, ports=ports,

@@ -165,6 +165,7 @@ def test_incremental_passes_leave_what_a_full_pass_leaves(
         registry.calls.clear()
         result = rec.run_pass("file")
         assert result.state == "synced", (op, result.status.message if result.status else None)
+        assert result.status is not None and result.status.pending == []  # nothing left for the next pass
         desired = rec.good.desired if rec.good else None
         assert desired is not None
         if rec.good is not None and rec.good.digest != before_digest:
