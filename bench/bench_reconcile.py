@@ -236,9 +236,13 @@ def main() -> None:
                     aid = f"agent-{next_agent:03d}"
                     t0 = time.perf_counter()
                     (spec / "agents" / f"new-{next_agent}.yaml").write_text(agent_doc(next_agent))
+                    # the stored catalog is polled in Redis (a substring: cheap), then GET /catalog
+                    # confirms once: polling a 10,000-agent GET /catalog (4 MB) every 2 ms would
+                    # load the very registry the daemon patches
                     wait_until(lambda: r.acl_getuser(KEYS.redis_user(aid)) is not None
                                and r.exists(KEYS.inbox(aid)) and r.exists(KEYS.outbox(aid))
-                               and aid in catalog_agents())
+                               and f'"{aid}":' in (r.get(KEYS.catalog) or ""))
+                    wait_until(lambda: aid in catalog_agents(), every=0.01)
                     next_agent += 1
                 elif kind == "acl rule":
                     worker_extra = not worker_extra
