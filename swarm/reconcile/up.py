@@ -424,7 +424,6 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
         print(f"  status    {secret_hint}swarm status {spec_args} --registry-url {registry_url} "
               f"--redis-url {masked(plain_url)}")
         print(f"  dashboard {registry_url}/ui/  (sign in with the read token: {secret_hint}swarm token --read {spec_args})")
-        print("  watching the spec; Ctrl-C stops everything", flush=True)
 
         config = ReconcileConfig(spec_paths=options.spec_paths, prune=options.prune, force_prune=options.force_prune,
                                  registry_url=registry_url,
@@ -464,6 +463,8 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+            # said once Ctrl-C is the loop's: from here it stops everything and exits 0
+            print("  watching the spec; Ctrl-C stops everything", flush=True)
             from swarm.reconcile.up_events import follow_events
             from swarm.redis_conn import async_client
 
