@@ -78,7 +78,9 @@ can be spelled inside another's.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 #: Consumer group of the router(s) on every outbox.
 ROUTER_GROUP = "router"
@@ -214,6 +216,15 @@ class SwarmKeys:
     def redis_user_prefix(self) -> str:
         """Every Redis user of this swarm starts with this (and no other swarm's does)."""
         return f"{REDIS_USER_PREFIX}{self.swarm}."
+
+
+def event_data(data: str) -> dict[str, Any]:
+    """The JSON object of an event's ``data`` field (``swarm:{N}:events``); {} when it is none."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def as_text(value: object) -> str:

@@ -48,6 +48,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
+from swarm.keys import event_data as _doc
 from swarm.spec.models import TRIGGERS, Notification
 
 __all__ = [
@@ -176,14 +177,6 @@ def pass_notices(memory: SyncMemory, view: PassView, now: str) -> tuple[list[Not
                    "message": view.message, "issues": _cut(issues), "issue_count": len(view.issues)}
         return [Notice("on-sync-failed", view.swarm, now, summary, details)], SyncMemory(key)
     return [], memory  # standby, dry-run states: not this process's sync
-
-
-def _doc(data: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def event_notices(memory: EventMemory, fields: Mapping[str, str], swarm: str, now: str) -> tuple[list[Notice], EventMemory]:

@@ -58,7 +58,7 @@ import hashlib
 import re
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import httpx
 from redis.exceptions import WatchError
@@ -388,14 +388,7 @@ class RedisBusPort:
         field (:meth:`_compare_users`), which names what differs.
         """
         keys = self.keys
-        candidates: dict[str, list[tuple[Topics, tuple[tuple[str, ...], bool]]]] = {}
-        for aid in read:
-            options: list[Topics] = []
-            if aid in bus.agents:
-                options.append(_topics(bus.agents[aid]))
-            if applied is not None and aid in applied.agents and _topics(applied.agents[aid]) not in options:
-                options.append(_topics(applied.agents[aid]))
-            candidates[aid] = [(t, self._shape(aid, t)) for t in options]
+        candidates = self._candidates(read, bus, applied)
         shapes = sorted({shape[0] for opts in candidates.values() for _, shape in opts})
         scratch = {rules: keys.redis_user(f"{SCRATCH_ID}:{i}") for i, rules in enumerate(shapes)}
         with redis_errors(self.url, "list the Redis users"):
@@ -475,6 +468,20 @@ class RedisBusPort:
                                                      self._password(agent_id)))
         return self._rules_memo[key]
 
+    def _candidates(self, agents: Iterable[str], bus: BusPlan, applied: BusPlan | None
+                    ) -> dict[str, list[tuple[Topics, tuple[tuple[str, ...], bool]]]]:
+        """Per agent the topic sets its user may rightly have (the desired ones, then those of
+        the bus settings applied before when they differ), each with its :meth:`_shape`."""
+        candidates: dict[str, list[tuple[Topics, tuple[tuple[str, ...], bool]]]] = {}
+        for aid in agents:
+            options: list[Topics] = []
+            if aid in bus.agents:
+                options.append(_topics(bus.agents[aid]))
+            if applied is not None and aid in applied.agents and _topics(applied.agents[aid]) not in options:
+                options.append(_topics(applied.agents[aid]))
+            candidates[aid] = [(t, self._shape(aid, t)) for t in options]
+        return candidates
+
     def _shape(self, agent_id: str, topics: Topics) -> tuple[tuple[str, ...], bool]:
         """The rules whose scratch-user reply gives this agent's expected reply, and whether it is a template.
 
@@ -520,14 +527,7 @@ class RedisBusPort:
         changed: the plan says which topics); any other is reported with the
         desired topics and :attr:`UserRights.differs` (changed by hand).
         """
-        candidates: dict[str, list[tuple[Topics, tuple[tuple[str, ...], bool]]]] = {}
-        for aid in infos:
-            options: list[Topics] = []
-            if aid in bus.agents:
-                options.append(_topics(bus.agents[aid]))
-            if applied is not None and aid in applied.agents and _topics(applied.agents[aid]) not in options:
-                options.append(_topics(applied.agents[aid]))
-            candidates[aid] = [(t, self._shape(aid, t)) for t in options]
+        candidates = self._candidates(infos, bus, applied)
         wanted = {shape[0] for opts in candidates.values() for _, shape in opts}
         fresh = self._canonical_replies(sorted(wanted - set(self._canonical)))
         self._canonical = {r: fresh.get(r) or self._canonical[r] for r in wanted}

@@ -13,13 +13,12 @@ expiries (the registry's Lua scripts) and breaker changes (``breaker-opened`` /
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
 from swarm.backoff import Backoff
 from swarm.foreign import REDIS_ERRORS
-from swarm.keys import SwarmKeys, as_text
+from swarm.keys import SwarmKeys, as_text, event_data as _doc
 
 _WORDS = {
     "registered": "registered",
@@ -30,14 +29,6 @@ _WORDS = {
     "breaker-closed": "breaker closed",
     "catalog-changed": "catalog",
 }
-
-
-def _doc(data: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def event_line(fields: Mapping[str, str], clock: str) -> str | None:

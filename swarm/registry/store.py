@@ -460,11 +460,17 @@ class RegistryStore:
                 pipe.time()
                 pipe.zrange(self.keys.leases, 0, -1, withscores=True)
                 now, leases = await pipe.execute()
-        now_ms = _now_ms(now)
+        async for part in self._registration_batches(leases, _now_ms(now), catalog, batch, "agent list"):
+            yield part
+
+    async def _registration_batches(self, leases: Any, now_ms: int, catalog: RegistryCatalog | None, batch: int,
+                                    what: str) -> AsyncGenerator[builtins.list[Registration], None]:
+        """The registrations of ``leases`` (ZRANGE WITHSCORES) by id, ``batch`` per pipeline; an
+        agent deregistered since the leases were read is skipped."""
         ordered = sorted((as_text(m), int(score)) for m, score in leases)
         for start in range(0, len(ordered), batch):
             part = ordered[start:start + batch]
-            async with redis_errors("agent list"):
+            async with redis_errors(what):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for agent_id, _ in part:
                         pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
@@ -584,22 +590,7 @@ class RegistryStore:
                 pipe.xrevrange(self.keys.events, "+", "-", count=1)
                 now, leases, last = await pipe.execute()
         last_id = as_text(last[0][0]) if last else "0-0"
-        now_ms = _now_ms(now)
-        ordered = sorted((as_text(m), int(score)) for m, score in leases)
-
-        async def batches() -> AsyncGenerator[builtins.list[Registration], None]:
-            for start in range(0, len(ordered), batch):
-                part = ordered[start:start + batch]
-                async with redis_errors("snapshot"):
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for agent_id, _ in part:
-                            pipe.hmget(self.keys.agent(agent_id), ["doc", "registered_at", "updated_at"])
-                            pipe.hget(self.keys.breaker(agent_id), "state")
-                        rows = await pipe.execute()
-                yield [_registration(rows[2 * i], expiry, now_ms, rows[2 * i + 1], catalog)
-                       for i, (_, expiry) in enumerate(part) if rows[2 * i][0] is not None]
-
-        return last_id, batches()
+        return last_id, self._registration_batches(leases, _now_ms(now), catalog, batch, "snapshot")
 
     async def events_after(self, last_id: str, count: int = 1000) -> builtins.list[tuple[str, dict[str, str]]]:
         """Events strictly after ``last_id`` (XRANGE with an exclusive start)."""
