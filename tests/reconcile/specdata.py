@@ -36,5 +36,32 @@ def edit(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return copy.deepcopy(docs)
 
 
+def apply_edit(docs: list[dict[str, Any]], op: tuple[Any, ...], n: int) -> list[dict[str, Any]]:
+    """A copy of ``docs`` with one random edit of the incremental-pass tests: ``("add", role,
+    publishes, subscribes)``, ``("remove", i)``, ``("rule", role, action, patterns)``,
+    ``("topics", i, subscribes)``, ``("topic+", k)``, ``("topic-", k)``; ``n`` numbers a new agent."""
+    docs = edit(docs)
+    agents = [d for d in docs if d["kind"] == "Agent"]
+    sw = swarm_doc(docs)
+    kind = op[0]
+    if kind == "add":
+        _, role, pubs, subs = op
+        docs.append({"apiVersion": "swarm/v1", "kind": "Agent", "id": f"extra-{n}", "role": role,
+                     "port": 20000 + n, "publishes": pubs, "subscribes": subs})
+    elif kind == "remove" and agents:
+        docs.remove(agents[op[1] % len(agents)])
+    elif kind == "rule":
+        _, role, action, patterns = op
+        sw["roles"][role][action] = patterns
+    elif kind == "topics" and agents:
+        agents[op[1] % len(agents)]["subscribes"] = op[2]
+    elif kind == "topic+":
+        if all(t["name"] != f"extra.t{op[1]}" for t in sw["topics"]):
+            sw["topics"].append({"name": f"extra.t{op[1]}", "max_len": 100})
+    elif kind == "topic-":
+        sw["topics"] = [t for t in sw["topics"] if t["name"] != f"extra.t{op[1]}"]
+    return docs
+
+
 def swarm_doc(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == "Swarm")

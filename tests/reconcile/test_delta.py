@@ -21,7 +21,7 @@ from swarm.reconcile.plan import ActionKind, plan_actions
 from swarm.reconcile.state import observe
 from swarm.registry.models import catalog_digest
 from tests.reconcile.fakes import FakeBus, FakeRegistry
-from tests.reconcile.specdata import desired_from_docs, edit, example_docs, swarm_doc
+from tests.reconcile.specdata import apply_edit, desired_from_docs, edit, example_docs, swarm_doc
 
 TOPICS = ["tasks.research", "tasks.summarize", "tasks.admin.reset", "results.research", "results.summary",
           "reviews.verdict"]
@@ -65,28 +65,7 @@ def _live(reg: FakeRegistry, bus: FakeBus) -> tuple[Any, ...]:
     return (reg.catalog, sorted(bus.streams), bus.outboxes, bus.inboxes, bus.users, bus.acl, bus.settings)
 
 
-def _apply_edit(docs: list[dict[str, Any]], op: tuple[Any, ...], n: int) -> list[dict[str, Any]]:
-    docs = edit(docs)
-    agents = [d for d in docs if d["kind"] == "Agent"]
-    sw = swarm_doc(docs)
-    kind = op[0]
-    if kind == "add":
-        _, role, pubs, subs = op
-        docs.append({"apiVersion": "swarm/v1", "kind": "Agent", "id": f"extra-{n}", "role": role,
-                     "port": 20000 + n, "publishes": pubs, "subscribes": subs})
-    elif kind == "remove" and agents:
-        docs.remove(agents[op[1] % len(agents)])
-    elif kind == "rule":
-        _, role, action, patterns = op
-        sw["roles"][role][action] = patterns
-    elif kind == "topics" and agents:
-        agents[op[1] % len(agents)]["subscribes"] = op[2]
-    elif kind == "topic+":
-        if all(t["name"] != f"extra.t{op[1]}" for t in sw["topics"]):
-            sw["topics"].append({"name": f"extra.t{op[1]}", "max_len": 100})
-    elif kind == "topic-":
-        sw["topics"] = [t for t in sw["topics"] if t["name"] != f"extra.t{op[1]}"]
-    return docs
+_apply_edit = apply_edit
 
 
 topic_lists = st.lists(st.sampled_from(TOPICS), max_size=3, unique=True)

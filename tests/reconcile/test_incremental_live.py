@@ -12,7 +12,6 @@ live state the incremental passes produced is the one a full pass produces.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +29,7 @@ from swarm.registry.auth import admin_token
 from swarm.registry.models import catalog_digest
 from swarm.spec.models import SwarmDocument
 from tests.reconcile.conftest import TEST_SECRET
-from tests.reconcile.specdata import example_docs, swarm_doc
+from tests.reconcile.specdata import apply_edit, example_docs, swarm_doc
 from tests.registry.conftest import RegistryFactory, RegistryProcess
 from tests.support.services import RedisServer
 
@@ -69,27 +68,7 @@ def _valid(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _edit(docs: list[dict[str, Any]], op: tuple[Any, ...], n: int) -> list[dict[str, Any]]:
-    docs = copy.deepcopy(docs)
-    agents = [d for d in docs if d["kind"] == "Agent"]
-    sw = swarm_doc(docs)
-    kind = op[0]
-    if kind == "add":
-        _, role, pubs, subs = op
-        docs.append({"apiVersion": "swarm/v1", "kind": "Agent", "id": f"extra-{n}", "role": role,
-                     "port": 20000 + n, "publishes": pubs, "subscribes": subs})
-    elif kind == "remove" and agents:
-        docs.remove(agents[op[1] % len(agents)])
-    elif kind == "rule":
-        _, role, action, patterns = op
-        sw["roles"][role][action] = patterns
-    elif kind == "topics" and agents:
-        agents[op[1] % len(agents)]["subscribes"] = op[2]
-    elif kind == "topic+":
-        if all(t["name"] != f"extra.t{op[1]}" for t in sw["topics"]):
-            sw["topics"].append({"name": f"extra.t{op[1]}", "max_len": 100})
-    elif kind == "topic-":
-        sw["topics"] = [t for t in sw["topics"] if t["name"] != f"extra.t{op[1]}"]
-    return _valid(docs)
+    return _valid(apply_edit(docs, op, n))
 
 
 def _write(spec: Path, docs: list[dict[str, Any]]) -> None:
