@@ -17,7 +17,7 @@ quoted ``port: "8001"`` is an error rather than a silent coercion.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -395,14 +395,6 @@ class HistorySettings(_Model):
 
 
 #: What a notification can be sent for (the names of Argo CD's notification triggers).
-TRIGGERS = (
-    "on-sync-succeeded",
-    "on-sync-failed",
-    "on-drift-healed",
-    "on-breaker-opened",
-    "on-protection-mode",
-    "on-agent-expired",
-)
 Trigger = Literal[
     "on-sync-succeeded",
     "on-sync-failed",
@@ -411,6 +403,7 @@ Trigger = Literal[
     "on-protection-mode",
     "on-agent-expired",
 ]
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
 #: An environment variable's name (url_env, secret_env).
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: An HTTP header name (RFC 9110 token characters).
