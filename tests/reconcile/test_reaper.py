@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import alive
 from tests.support.services import python_cmd
 
 pytestmark = pytest.mark.slow
@@ -36,14 +37,6 @@ time.sleep(300)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def _run_and_kill(tmp_path: Path, mode: str) -> tuple[int, int]:
     """Start the parent, wait for its child and grandchild, SIGKILL it: (child pid, grandchild pid)."""
     parent = subprocess.Popen(python_cmd("-c", PARENT, mode), cwd=tmp_path)
@@ -54,7 +47,7 @@ def _run_and_kill(tmp_path: Path, mode: str) -> tuple[int, int]:
             assert parent.poll() is None and time.monotonic() < deadline, "the parent did not start its child"
             time.sleep(0.05)
         child, grandchild = int((tmp_path / "child.pid").read_text()), int((tmp_path / "grandchild.pid").read_text())
-        assert _alive(child) and _alive(grandchild)
+        assert alive(child) and alive(grandchild)
     finally:
         parent.kill()
         parent.wait()
@@ -66,7 +59,7 @@ def _gone_within(pids: tuple[int, ...], seconds: float) -> list[int]:
     left = list(pids)
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if alive(p)]
     return left
 
 
@@ -81,9 +74,9 @@ def test_without_the_reaper_a_grandchild_survives(tmp_path: Path) -> None:
     try:
         assert _gone_within((child,), 30) == []
         time.sleep(1.0)
-        assert _alive(grandchild), "the grandchild died without the reaper: the test above proves nothing"
+        assert alive(grandchild), "the grandchild died without the reaper: the test above proves nothing"
     finally:
-        if _alive(grandchild):
+        if alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
 
 
@@ -102,6 +95,6 @@ def test_a_clean_close_ends_the_reaper_and_nothing_else(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     keep, reaper_code = (int(word) for word in done.stdout.split())
     try:
-        assert reaper_code == 0 and _alive(keep)
+        assert reaper_code == 0 and alive(keep)
     finally:
         os.kill(keep, signal.SIGKILL)

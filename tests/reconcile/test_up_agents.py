@@ -22,6 +22,7 @@ import pytest
 
 from tests.reconcile.test_up import Up, _processes_in
 from tests.support.services import free_port, python_cmd
+from tests.support.procs import depths, descendants, start_time
 
 pytestmark = pytest.mark.slow
 
@@ -52,38 +53,6 @@ def _project(tmp_path: Path, agents: list[str]) -> Path:
     return tmp_path
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in ticks), None when the pid is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """Every live process below ``pid`` (children, grandchildren ...) -> its start time."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                started = _start_time(child)
-                if started is not None:
-                    found[child] = started
-                    todo.append(child)
-    return found
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -96,7 +65,7 @@ def _agent_pid(project: Path, agent: str) -> int | None:
     folder = str(project / "compiled" / SWARM / "agents" / agent)
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and os.readlink(entry / "cwd") == folder and _start_time(int(entry.name)):
+            if entry.name.isdigit() and os.readlink(entry / "cwd") == folder and start_time(int(entry.name)):
                 return int(entry.name)
         except OSError:
             continue
@@ -184,7 +153,7 @@ def test_up_demo_follows_the_spec_and_restarts_crashed_agents(tmp_path: Path) ->
         assert beta_pid is not None
         _write_spec(spec, [alpha.replace("version: 1.0.0", "version: 1.1.0")])
         up.wait_until(lambda: "demo: stopped agent beta (no longer in the spec)" in up.text(), "beta to stop")
-        up.wait_until(lambda: _start_time(beta_pid) is None, "beta's process to end")
+        up.wait_until(lambda: start_time(beta_pid) is None, "beta's process to end")
         up.wait_until(lambda: "beta" not in _registered(up, project), "beta to deregister")
         assert "started agent beta" in up.text().split("stopped agent beta")[0]
 
@@ -211,7 +180,7 @@ def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     try:
         up.wait_until(lambda: "started agent alpha " in up.text() and "started agent beta " in up.text(), "the agents")
         up.wait_until(lambda: set(_registered(up, project)) == {"alpha", "beta"}, "the agents to register")
-        children = _descendants(up.proc.pid)
+        children = descendants(up.proc.pid)
         names = " | ".join(_cmdline(pid) for pid in children)
         assert "redis-server" in names and "registry serve" in names and names.count("uvicorn server:app") == 2, names
     finally:
@@ -219,28 +188,10 @@ def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     left = dict(children)
     while left and time.monotonic() < deadline:
-        left = {pid: started for pid, started in left.items() if _start_time(pid) == started}
+        left = {pid: started for pid, started in left.items() if start_time(pid) == started}
         time.sleep(0.1)
     assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]}"
     assert _processes_in(project) == []
-
-
-def _depths(root: int) -> dict[int, int]:
-    """Every live descendant of ``root`` -> its depth below it (1: a child)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    depth: dict[int, int] = {}
-    frontier, level = [root], 0
-    while frontier:
-        level += 1
-        frontier = [pid for pid, ppid in parents.items() if ppid in frontier and pid not in depth]
-        depth.update({pid: level for pid in frontier})
-    return depth
 
 
 @pytest.mark.skipif(not all(shutil.which(tool) for tool in ("node", "npm")), reason="needs node and npm")
@@ -252,17 +203,17 @@ def test_a_sigkilled_up_takes_the_npm_build_and_what_it_started_with_it(tmp_path
     up = Up(project, "specs", "--demo", env=_env())
     try:
         up.wait_until(lambda: "installing and building agent planner" in up.text(), "the npm setup")
-        up.wait_until(lambda: any(d >= 2 for d in _depths(up.proc.pid).values()),
+        up.wait_until(lambda: any(d >= 2 for d in depths(up.proc.pid).values()),
                       "npm to start a process of its own", timeout=120)
-        tree = {pid: _start_time(pid) for pid, d in _depths(up.proc.pid).items()}
-        deep = [_cmdline(pid) for pid, d in _depths(up.proc.pid).items() if d >= 2]
+        tree = {pid: start_time(pid) for pid, d in depths(up.proc.pid).items()}
+        deep = [_cmdline(pid) for pid, d in depths(up.proc.pid).items() if d >= 2]
         assert any(word in line for line in deep for word in ("npm", "node", "tsc", "sh -c")), deep
     finally:
         up.kill()  # SIGKILL
     deadline = time.monotonic() + 30
     left = {pid: started for pid, started in tree.items() if started is not None}
     while left and time.monotonic() < deadline:
-        left = {pid: started for pid, started in left.items() if _start_time(pid) == started}
+        left = {pid: started for pid, started in left.items() if start_time(pid) == started}
         time.sleep(0.1)
     assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]} (grandchildren were {deep})"
 
@@ -272,8 +223,8 @@ def test_up_says_when_its_registry_dies(tmp_path: Path) -> None:
     up = Up(project, "specs", env=_env())
     try:
         up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
-        registry = [pid for pid in _descendants(up.proc.pid) if "registry serve" in _cmdline(pid)]
-        assert len(registry) == 1, [_cmdline(p) for p in _descendants(up.proc.pid)]
+        registry = [pid for pid in descendants(up.proc.pid) if "registry serve" in _cmdline(pid)]
+        assert len(registry) == 1, [_cmdline(p) for p in descendants(up.proc.pid)]
         os.kill(registry[0], signal.SIGKILL)
         up.wait_until(lambda: "swarm up: error: registry was killed by SIGKILL; see .swarm/registry.log" in up.text(),
                       "the line saying so")

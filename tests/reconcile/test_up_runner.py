@@ -18,6 +18,7 @@ import pytest
 from swarm.reconcile.supervise import Supervisor
 from swarm.reconcile.up_agents import AgentLaunch, AgentRunner, describe_exit, folder_digest, prepare_agent
 from swarm.runtimes import DemoCommand
+from tests.support.procs import alive
 
 
 class Clock:
@@ -26,14 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def _until(predicate: Callable[[], bool], what: str, poll: Callable[[], None] = lambda: None) -> None:
@@ -84,7 +77,7 @@ def test_a_crashing_agent_is_reported_with_its_last_lines_and_restarted_after_th
     delay = runner.supervisor.agents["a"].restart_at - clock.now  # type: ignore[operator]
     assert exit_line.endswith(f"restarting in {delay:.1f}s") and 0.05 <= delay <= 1.0
     assert lines[-2:] == ["    a: starting", "    a: boom: no config"]  # this run's lines of its log
-    assert "a" not in runner.running and not _alive(first)
+    assert "a" not in runner.running and not alive(first)
 
     runner.poll()  # not due yet: the backoff holds it
     assert "a" not in runner.running
@@ -135,7 +128,7 @@ def test_removed_agents_stop_with_what_they_started_and_changed_ones_restart(tmp
     _until(lambda: child_pid.exists() and child_pid.read_text().strip() != "", "b's child")
     grandchild = int(child_pid.read_text())
     b_pid, a_pid = runner.running["b"].proc.pid, runner.running["a"].proc.pid
-    assert _alive(grandchild)
+    assert alive(grandchild)
 
     runner.apply([a, b])  # nothing changed: nothing done
     assert len(lines) == 2 and runner.running["a"].proc.pid == a_pid
@@ -144,8 +137,8 @@ def test_removed_agents_stop_with_what_they_started_and_changed_ones_restart(tmp
     runner.apply([a])  # and b removed from the spec
     assert lines[2:] == ["    demo: stopped agent b (no longer in the spec)",
                          "    demo: restarted agent a on port 9001 (its compiled files changed)"]
-    assert not _alive(b_pid) and not _alive(grandchild), "the agent's own child outlived its stop"
-    assert not _alive(a_pid) and runner.running["a"].proc.pid != a_pid and set(runner.running) == {"a"}
+    assert not alive(b_pid) and not alive(grandchild), "the agent's own child outlived its stop"
+    assert not alive(a_pid) and runner.running["a"].proc.pid != a_pid and set(runner.running) == {"a"}
     runner.poll()
     assert not [line for line in lines if "exited" in line]  # a stop of up's own is no crash
     runner.stop_all()
