@@ -92,11 +92,7 @@ class Reaper:
             os.close(self._pipe)
             self._pipe = None
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, None)  # closing the pipe is what tells it to end
             self.proc = None
 
 
@@ -126,6 +122,25 @@ def spawn_group(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
     proc: subprocess.Popen[bytes] = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent, **popen)
     REAPER.tell(f"+{proc.pid}")
     return proc
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", sig: signal.Signals | None = signal.SIGTERM,
+                 timeout: float = 10.0, *, group: bool = False) -> None:
+    """Send ``sig`` to ``proc`` while it runs (to its whole process group with ``group``; none
+    with ``sig=None``: it was told to end already), wait ``timeout``, then SIGKILL it and wait."""
+    def send(signum: signal.Signals) -> None:
+        if group:
+            kill_group(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+
+    if sig is not None and proc.poll() is None:
+        send(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait()
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> None:

@@ -82,7 +82,7 @@ import httpx
 
 from swarm.desired import redis_bulk_limit  # the bound on one bulk string; Compose sets it too
 from swarm.errors import PermanentError, SpecError, SwarmError
-from swarm.reconcile.children import REAPER, end_group, spawn_logged
+from swarm.reconcile.children import REAPER, end_group, spawn_logged, stop_process
 from swarm.reconcile.loop import PassResult, ReconcileConfig, Reconciler
 from swarm.reconcile.observe import make_ports_factory
 from swarm.reconcile.up_agents import AgentLaunch, AgentRunner, describe_exit
@@ -207,13 +207,7 @@ class LocalStack:
     def stop(self) -> None:
         """Agents first (they deregister while the registry is up), then the registry, then Redis."""
         for child in reversed(self.children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-            try:
-                child.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+            stop_process(child.proc)
             end_group(child.proc.pid)  # whatever it left in its process group
             child.log.close()
         self.children.clear()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from swarm.errors import PermanentError
-from swarm.reconcile.children import end_group, kill_group, spawn_group, spawn_logged
+from swarm.reconcile.children import end_group, kill_group, spawn_group, spawn_logged, stop_process
 from swarm.reconcile.supervise import Supervisor
 from swarm.runtimes import DemoCommand, runtimes
 
@@ -253,13 +253,7 @@ class AgentRunner:
         if run is None:
             return
         if run.proc.poll() is None:
-            if not signalled:
-                kill_group(run.proc.pid, signal.SIGTERM)
-            try:
-                run.proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(run.proc.pid, signal.SIGKILL)
-                run.proc.wait()
+            stop_process(run.proc, None if signalled else signal.SIGTERM, self.stop_timeout, group=True)
         self._forget(agent)
 
     def _forget(self, agent: str) -> None:
