@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarm.desired import AclDocument, BusPlan, CatalogDelta, DesiredState, catalog_delta
+from swarm.desired import CatalogDelta, DesiredState, catalog_delta
 from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.plan import (
     ORDER,
@@ -36,6 +36,7 @@ from swarm.reconcile.plan import (
     Plan,
     _catalog_changes,
     _fmt,
+    _same,
     _settings_changed,
     acl_changes,
 )
@@ -49,7 +50,6 @@ class DesiredDelta:
     agents_removed: frozenset[str]
     #: agents whose Redis user is rewritten: added, rights or role changed, or of a role whose rules changed
     agents_touched: frozenset[str]
-    roles_changed: frozenset[str]
     topics_added: frozenset[str]
     topics_removed: frozenset[str]
     acl_changed: bool
@@ -64,40 +64,32 @@ class DesiredDelta:
                     or self.topics_removed or self.acl_changed or self.bus_changed or self.catalog_changed)
 
 
-def _same_but_digest(a: AclDocument | BusPlan, b: AclDocument | BusPlan) -> bool:
-    """Two documents equal but for their spec_digest (what the full plan compares)."""
-    return bool(a.model_copy(update={"spec_digest": ""}) == b.model_copy(update={"spec_digest": ""}))
-
-
 def desired_delta(old: DesiredState, new: DesiredState) -> DesiredDelta:
     """The difference from ``old`` (last applied) to ``new``."""
     ob, nb = old.bus.agents, new.bus.agents
     added = frozenset(nb) - frozenset(ob)
     removed = frozenset(ob) - frozenset(nb)
-    oroles, nroles = old.acl.roles, new.acl.roles
-    roles_changed = frozenset(r for r in set(oroles) | set(nroles) if oroles.get(r) != nroles.get(r))
+    # an agent of a role whose rules changed is re-derived; it is touched only when its rights
+    # come out different (as the full diff rewrites only the users that differ)
     touched = set(added)
     for aid, rights in nb.items():
         was = ob.get(aid)
         if was is None:
             continue
-        if rights.role in roles_changed:
-            touched.add(aid)
-            continue
         oa, na = old.acl.agents.get(aid), new.acl.agents.get(aid)
         if (was is not rights and was != rights) or (oa is not na and oa != na):
             touched.add(aid)
-    catalog_changed = old.registry != new.registry
+    catalog = catalog_delta(old.registry, new.registry)
+    catalog_changed = catalog is None or not catalog.empty
     return DesiredDelta(
         agents_added=added,
         agents_removed=removed,
         agents_touched=frozenset(touched),
-        roles_changed=roles_changed,
         topics_added=frozenset(new.bus.topics) - frozenset(old.bus.topics),
         topics_removed=frozenset(old.bus.topics) - frozenset(new.bus.topics),
-        acl_changed=not _same_but_digest(old.acl, new.acl),
-        bus_changed=not _same_but_digest(old.bus, new.bus),
-        catalog=catalog_delta(old.registry, new.registry) if catalog_changed else CatalogDelta(),
+        acl_changed=not _same(old.acl, new.acl),
+        bus_changed=not _same(old.bus, new.bus),
+        catalog=catalog,
         catalog_changed=catalog_changed,
     )
 
@@ -142,8 +134,6 @@ def incremental_plan(
                 creates.append(Action(ActionKind.PUT_REDIS_USER, aid, text))
                 continue
             was = old.acl.agents[aid]
-            if was == rights and old.bus.agents[aid] == bus.agents[aid]:
-                continue  # re-derived (its role's rules changed) to the same rights: the user stays as it is
             details = [f"gains publish on {t}" for t in sorted(set(rights.publish) - set(was.publish))]
             details += [f"loses publish on {t}" for t in sorted(set(was.publish) - set(rights.publish))]
             details += [f"gains subscribe on {t}" for t in sorted(set(rights.subscribe) - set(was.subscribe))]

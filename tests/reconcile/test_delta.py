@@ -111,7 +111,7 @@ def test_adding_an_agent_touches_only_that_agent() -> None:
     new = desired_from_docs(docs)
     delta = desired_delta(old, new)
     assert delta.agents_added == {"fact-checker"} and delta.agents_touched == {"fact-checker"}
-    assert not delta.agents_removed and not delta.roles_changed and not delta.topics_added
+    assert not delta.agents_removed and old.acl.roles == new.acl.roles and not delta.topics_added
     assert delta.catalog is not None and [a.agent_id for a in delta.catalog.upsert] == ["fact-checker"]
     assert delta.catalog.remove == [] and delta.catalog.spec_digest == new.registry.spec_digest
     plan = incremental_plan(old, new, delta, prune=False, users_managed=True)
@@ -127,7 +127,7 @@ def test_adding_an_agent_touches_only_that_agent() -> None:
     assert "agent fact-checker is declared: role worker, version 0.1.0" in plan.actions[-1].details
 
 
-def test_a_role_rule_change_touches_every_agent_of_that_role_and_no_other() -> None:
+def test_a_role_rule_change_touches_only_the_agents_of_that_role_whose_rights_change() -> None:
     docs = example_docs()
     old = desired_from_docs(docs)
     docs2 = edit(docs)
@@ -135,7 +135,7 @@ def test_a_role_rule_change_touches_every_agent_of_that_role_and_no_other() -> N
     new = desired_from_docs(docs2)
     delta = desired_delta(old, new)
     workers = {aid for aid, a in new.bus.agents.items() if a.role == "worker"}
-    assert delta.roles_changed == {"worker"} and delta.agents_touched == workers
+    assert old.acl.roles["worker"] != new.acl.roles["worker"] and delta.agents_touched == {"summarizer"}
     plan = incremental_plan(old, new, delta, prune=False, users_managed=True)
     assert plan is not None
     users = {a.target: a for a in plan.actions if a.kind is ActionKind.PUT_REDIS_USER}
