@@ -362,11 +362,9 @@ def register_route(sub: Any) -> None:
 
 
 def _swarm_name(value: str) -> str:
-    import re
+    from swarm.spec.names import NAME_MAX, NAME_PATTERN, is_name
 
-    from swarm.spec.names import NAME_MAX, NAME_PATTERN
-
-    if len(value) > NAME_MAX or re.fullmatch(NAME_PATTERN.strip("^$"), value) is None:
+    if not is_name(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid swarm name ({NAME_PATTERN}, at most {NAME_MAX} chars)")
     return value
 

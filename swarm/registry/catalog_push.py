@@ -30,6 +30,7 @@ import httpx
 from swarm.desired import CatalogDelta, RegistryCatalog
 from swarm.errors import ConflictError, InvalidRequestError
 from swarm.foreign import http_status_error, http_transport_error
+from swarm.foreign_http import _error_body
 from swarm.registry import auth
 from swarm.registry.models import CatalogPutResult
 
@@ -159,8 +160,5 @@ def patch_catalog(
 
 
 def _error_kind(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body.get("error") if isinstance(body, dict) else None
+    kind = _error_body(response).get("error")
+    return kind if isinstance(kind, str) else None

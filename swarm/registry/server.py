@@ -83,10 +83,10 @@ from swarm.registry.store import REDIS_TROUBLE, FieldConflictError, RegistryStor
 from swarm.registry.sweeper import LeaseSweeper
 from swarm.registry.watch import SSE_SEP, Subscriber, WatchHub, event_stream, reader_client
 from swarm.spec.models import DEFAULT_PRIVATE_METADATA, NAME_MAX, NAME_PATTERN
+from swarm.spec.names import is_name
 
 log = logging.getLogger("swarm.registry")
 
-_NAME = re.compile(NAME_PATTERN)
 _STATUS_PATTERN = f"({'|'.join(AGENT_STATUSES)})"
 #: Seconds a watch stream gets to end cleanly once the server shuts down.
 SSE_SHUTDOWN_GRACE = 1.0
@@ -168,13 +168,9 @@ def parse_model(model: type[BaseModel], body: bytes) -> Any:
         ) from exc
 
 
-def _is_agent_id(value: str) -> bool:
-    return len(value) <= NAME_MAX and _NAME.fullmatch(value) is not None
-
-
 def agent_id_param(request: Request) -> str:
     value = request.path_params["agent_id"]
-    if len(value) > NAME_MAX or not _NAME.fullmatch(value):
+    if not is_name(value):
         raise RequestInvalidError(
             [FieldError(loc=["path", "agent_id"], msg=f"must match {NAME_PATTERN} (at most {NAME_MAX} chars)",
                         type="string_pattern_mismatch")]
@@ -523,7 +519,7 @@ class RegistryApp:
             )
         delta = CatalogDelta(upsert=body.upsert, remove=body.remove, spec_digest=body.spec_digest,
                              settings=body.settings)
-        catalog, problems = patched_catalog(state.catalog, delta, _is_agent_id)
+        catalog, problems = patched_catalog(state.catalog, delta, is_name)
         if catalog is None:
             raise RequestInvalidError([FieldError(loc=["body", *loc], msg=msg, type=kind) for loc, msg, kind in problems])
         text = self._catalog_text.text(catalog)

@@ -45,7 +45,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from swarm.acl import AclTable
 from swarm.desired import AclDocument, BusPlan
-from swarm.keys import SwarmKeys, as_text
+from swarm.keys import SwarmKeys, as_text, event_data
 from swarm.registry.auth import EVERYONE, ForbiddenError, MissingTokenError, Reader, bearer_token
 from swarm.registry.models import FieldError, redact_metadata
 from swarm.registry.store import redis_errors
@@ -183,11 +183,7 @@ class DashboardApi:
         for entry_id, fields in events:
             f = {as_text(k): as_text(v) for k, v in fields.items()}
             if f.get("agent") == agent_id and f.get("type", "").startswith("breaker-"):
-                try:
-                    data = json.loads(f.get("data", "{}"))
-                except ValueError:
-                    data = {}
-                transitions.append({"id": as_text(entry_id), "type": f["type"], "data": data})
+                transitions.append({"id": as_text(entry_id), "type": f["type"], "data": event_data(f.get("data", "{}"))})
                 if len(transitions) >= TRANSITIONS_KEPT:
                     break
         plan, _ = await self.bus_plan()
