@@ -53,11 +53,11 @@ async def test_one_read_per_min_interval_and_down_when_not_installed(applied: ai
     first = await collector.refresh()
     await applied.xadd(K.agent_dead_letter("planner"), {"reason": "x"})
     assert await collector.refresh() is first  # within min_interval: the same snapshot, no read
-    assert render(collector).value("swarm_bus_dead_letters", agent="planner") == 0
+    assert render(collector).get_value("swarm_bus_dead_letters", agent="planner") == 0
     collector.min_interval = 0
     await collector.refresh()
     assert render(collector).value("swarm_bus_dead_lettered_total", agent="planner") == 1
     await applied.delete(K.bus)
     await collector.refresh()
     s = render(collector)
-    assert s.value("swarm_bus_up") == 0 and s.get_value("swarm_bus_agents") is None
+    assert s.get_value("swarm_bus_up") == 0 and s.get_value("swarm_bus_agents") is None

@@ -27,12 +27,12 @@ def test_daemon_metrics_follow_its_passes(live: RegistryProcess, spec_dir: Path,
     d.wait_for(lambda s: s.state == "synced")
     s = scrape_until(url, lambda s: s.value("swarm_reconcile_passes_total", state="synced") >= 1)
     assert s.value("swarm_reconcile_sync_state", state="synced") == 1
-    assert s.value("swarm_reconcile_sync_state", state="invalid-spec") == 0
+    assert s.get_value("swarm_reconcile_sync_state", state="invalid-spec") == 0
     assert s.value("swarm_reconcile_last_success_timestamp_seconds") > 0
     assert s.value("swarm_reconcile_pass_duration_seconds_count") >= 1
     assert s.value("swarm_reconcile_actions_applied_total", kind="push-catalog") == 1  # the first apply
     assert s.value("swarm_reconcile_lease_held") == 1
-    assert s.value("swarm_reconcile_drift_healed_total", kind="write-acl-table") == 0
+    assert s.get_value("swarm_reconcile_drift_healed_total", kind="write-acl-table") == 0
     assert sum(v for (n, _), v in s.items() if n == "swarm_reconcile_errors_total") == 0
 
     r: Any = live.redis.client(decode_responses=True)
@@ -54,7 +54,7 @@ def test_daemon_metrics_follow_its_passes(live: RegistryProcess, spec_dir: Path,
         return s.value("swarm_reconcile_sync_state", state="invalid-spec") == 1
 
     s = scrape_until(url, invalid)
-    assert s.value("swarm_reconcile_sync_state", state="synced") == 0
+    assert s.get_value("swarm_reconcile_sync_state", state="synced") == 0
     assert s.value("swarm_reconcile_errors_total", kind="spec") >= 1
     assert s.value("swarm_reconcile_passes_total", state="invalid-spec") >= 1
     assert s.value("swarm_reconcile_last_success_timestamp_seconds") == success  # no synced pass since
@@ -110,7 +110,7 @@ def test_pass_accounting_by_state_error_kind_and_drift() -> None:
     assert s.value("swarm_reconcile_last_pass_timestamp_seconds") == 140.0
     assert s.value("swarm_reconcile_sync_state", state="standby") == 1
     assert sum(v for (n, _), v in s.items() if n == "swarm_reconcile_sync_state") == 1
-    assert s.value("swarm_reconcile_lease_held") == 0
+    assert s.get_value("swarm_reconcile_lease_held") == 0
     assert s.value("swarm_reconcile_pass_duration_seconds_count") == 7
     assert s.value("swarm_reconcile_pass_duration_seconds_bucket", le="0.25") == 6
     assert s.value("swarm_reconcile_passes_total", state="synced") == 2

@@ -18,7 +18,7 @@ def test_bus_and_router_series_follow_real_activity(registry_factory: RegistryFa
     registry.push()
     url = registry.url + "/metrics"
     before = scrape(url)
-    assert before.value("swarm_bus_up") == 0  # no bus.json yet: nothing else of the bus
+    assert before.get_value("swarm_bus_up") == 0  # no bus.json yet: nothing else of the bus
     assert not [n for n in before.names() if n.startswith("swarm_bus_consumer")]
 
     apply_bus(registry.redis.url, TEST_SECRET)
@@ -47,23 +47,23 @@ def test_bus_and_router_series_follow_real_activity(registry_factory: RegistryFa
         assert s.value("swarm_bus_published_total", topic="tasks.summarize") == 1  # the duplicate was not appended
         assert s.value("swarm_bus_topic_length", topic="tasks.research") == 1
         inbox = {"agent": "web-researcher", "stream": "inbox", "group": "web-researcher"}
-        assert s.value("swarm_bus_consumer_lag", **inbox) == 1 and s.value("swarm_bus_consumer_pending", **inbox) == 0
+        assert s.value("swarm_bus_consumer_lag", **inbox) == 1 and s.get_value("swarm_bus_consumer_pending", **inbox) == 0
         assert s.value("swarm_bus_consumer_lag", agent="summarizer", stream="inbox", group="summarizer") == 1
         assert s.get_value("swarm_bus_consumer_lag", agent="architect", stream="outbox", group="router") == 0
         assert s.value("swarm_bus_dead_lettered_total", agent="web-researcher") == 1
         assert s.value("swarm_bus_dead_letters", agent="web-researcher") == 1
         assert s.get_value("swarm_bus_dead_letters", agent="architect") == 0
         assert s.value("swarm_bus_breaker_state", agent="summarizer", state="open") == 1
-        assert s.value("swarm_bus_breaker_state", agent="summarizer", state="closed") == 0
+        assert s.get_value("swarm_bus_breaker_state", agent="summarizer", state="closed") == 0
         assert s.value("swarm_bus_breaker_state", agent="architect", state="closed") == 1
         assert s.value("swarm_bus_breaker_failures", agent="summarizer") == 4
 
         # web-researcher takes its entry (delivered, not acked): lag becomes pending
         client.xreadgroup("web-researcher", "c1", {KEYS.inbox("web-researcher"): ">"}, count=10)
         s = scrape_until(url, lambda s: s.value("swarm_bus_consumer_pending", **inbox) == 1)
-        assert s.value("swarm_bus_consumer_lag", **inbox) == 0
+        assert s.get_value("swarm_bus_consumer_lag", **inbox) == 0
         client.delete(KEYS.breaker("summarizer"))  # `swarm bus breaker --reset` closes it; no hash reads as closed
         s = scrape_until(url, lambda s: s.value("swarm_bus_breaker_state", agent="summarizer", state="closed") == 1)
-        assert s.value("swarm_bus_breaker_state", agent="summarizer", state="open") == 0
+        assert s.get_value("swarm_bus_breaker_state", agent="summarizer", state="open") == 0
     finally:
         client.close()
