@@ -60,7 +60,11 @@ class AgentState:
     backoff: Backoff
     started_at: float | None = None  # None while it waits for its restart
     restart_at: float | None = None
-    crashes: int = 0  # in a row (reset with the backoff)
+
+    @property
+    def crashes(self) -> int:
+        """Crashes (or failed starts) in a row: the backoff's failures."""
+        return self.backoff.failures
 
 
 @dataclass
@@ -98,17 +102,12 @@ class Supervisor:
         state = self.agents[agent]
         if state.started_at is not None and now - state.started_at >= self.stable_seconds:
             state.backoff.reset()
-            state.crashes = 0
-        delay = state.backoff.next_delay()
-        state.crashes += 1
-        state.started_at, state.restart_at = None, now + delay
-        return delay
+        return self.failed_to_start(agent, now)
 
     def failed_to_start(self, agent: str, now: float) -> float:
         """A restart could not start it (its files gone, its build failing): the next try's delay."""
         state = self.agents[agent]
         delay = state.backoff.next_delay()
-        state.crashes += 1
         state.started_at, state.restart_at = None, now + delay
         return delay
 
