@@ -425,6 +425,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                                  environment=options.environment)
         reconciler = Reconciler(config, make_ports_factory(admin, bus_secret))
         last_line = ""
+        started_for = ""  # the spec digest the demo agents were last brought in step with
 
         def agent_env(agent_id: str, port: int) -> dict[str, str]:
             """A demo agent's environment: ``up``'s without the trusted side's secrets, and its own identity."""
@@ -437,7 +438,7 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                                           out=lambda line: print(line, flush=True))
 
         def on_pass(result: PassResult) -> None:
-            nonlocal last_line
+            nonlocal last_line, started_for
             message = result.status.message if result.status else ""
             line = f"{result.state}: {message}"
             if line != last_line or result.applied:  # quiet resyncs
@@ -448,9 +449,12 @@ def _run_locked(options: UpOptions, loaded: "LoadedSpec", lock: StateLock) -> in
                 last_line = line
             for action in result.applied:
                 print(f"    {action.description}", flush=True)
-            if options.demo and result.state == "synced" and reconciler.good is not None:
+            good = reconciler.good
+            # compiled/ changes only with the spec: a resync of the same digest has nothing to start
+            if options.demo and result.state == "synced" and good is not None and good.digest != started_for:
                 reconciler.flush_compiled()  # the agents run compiled/, written after the apply
-                agents.apply(demo_launches(reconciler.good.loaded, options.compiled_dir))
+                agents.apply(demo_launches(good.loaded, options.compiled_dir))
+                started_for = good.digest
 
         async def main() -> None:
             stop = asyncio.Event()
