@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swarm.errors import PermanentError
+from swarm.reconcile.reaper import signal_group
 
 _PR_SET_PDEATHSIG = 1
 
@@ -106,13 +107,11 @@ def spawn_logged(name: str, args: list[str], log_path: Path, *, env: dict[str, s
     """Start ``args`` appending its output to ``log_path``: (the process, the open log)."""
     log = open(log_path, "ab")
     try:
-        proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cwd, start_new_session=True,
-                                preexec_fn=die_with_parent, pass_fds=pass_fds,
-                                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        proc = spawn_group(args, stdout=log, stderr=log, env=env, cwd=cwd, pass_fds=pass_fds,
+                           stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
     except OSError as exc:  # e.g. an agent's compiled folder is missing: say so
         log.close()
         raise PermanentError(f"swarm up: cannot start {name}: {exc}") from exc
-    REAPER.tell(f"+{proc.pid}")
     return proc, log
 
 
@@ -145,10 +144,7 @@ def stop_process(proc: "subprocess.Popen[bytes]", sig: signal.Signals | None = s
 
 def kill_group(pgid: int, sig: signal.Signals) -> None:
     """Signal the process group ``pgid`` (a child started by :func:`spawn_logged`); gone is fine."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    signal_group(pgid, sig)
 
 
 def end_group(pgid: int) -> None:

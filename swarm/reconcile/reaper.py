@@ -22,13 +22,11 @@ import time
 GRACE = 5.0
 
 
-def _signal(pgid: int, sig: int) -> bool:
-    """Signal group ``pgid``; False when it is gone (no process left in it)."""
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal group ``pgid``; False when it is gone (no process left in it) or not ours (any more)."""
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # not ours (any more): leave it
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
@@ -45,13 +43,13 @@ def main() -> None:
                 groups.add(pgid)
             elif line[:1] == b"-":
                 groups.discard(pgid)
-    left = {g for g in groups if _signal(g, signal.SIGTERM)}
+    left = {g for g in groups if signal_group(g, signal.SIGTERM)}
     deadline = time.monotonic() + GRACE
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = {g for g in left if _signal(g, 0)}
+        left = {g for g in left if signal_group(g, 0)}
     for pgid in left:
-        _signal(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
