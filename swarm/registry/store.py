@@ -273,6 +273,14 @@ class Snapshot:
     agents: list[Registration]
 
 
+def _catalog_value(digest: str, revision: str | None, catalog_json: str) -> tuple[str, str]:
+    """The stored catalog value and the summary of its ``catalog-changed`` event. Digest and
+    revision first (not sorted): readers compare the value's first CATALOG_HEAD bytes and
+    fetch the whole catalog only when those changed."""
+    value = f'{{"digest":"{digest}","revision":{canonical_json(revision)},"catalog":{catalog_json}}}'
+    return value, canonical_json({"revision": revision, "digest": digest, "changed": True})
+
+
 class RegistryStore:
     """Async access to one swarm's registry state; one per process, shared by all requests."""
 
@@ -295,11 +303,7 @@ class RegistryStore:
     # -- catalog ---------------------------------------------------------------
 
     async def put_catalog(self, catalog: RegistryCatalog, revision: str | None, digest: str) -> CatalogPutResult:
-        # Digest and revision first (not sorted): readers compare the value's first
-        # CATALOG_HEAD bytes and fetch the whole catalog only when those changed.
-        value = (f'{{"digest":"{digest}","revision":{canonical_json(revision)},'
-                 f'"catalog":{canonical_json(catalog.model_dump(mode="json"))}}}')
-        summary = canonical_json({"revision": revision, "digest": digest, "changed": True})
+        value, summary = _catalog_value(digest, revision, canonical_json(catalog.model_dump(mode="json")))
         async with redis_errors("catalog push"):
             changed = await self._catalog(
                 keys=[self.keys.catalog, self.keys.events], args=[value, digest, self.events_maxlen, summary]
@@ -314,8 +318,7 @@ class RegistryStore:
         computed by the caller. None when the stored digest is not ``base_digest`` (another
         push came first): nothing was written.
         """
-        value = f'{{"digest":"{digest}","revision":{canonical_json(revision)},"catalog":{catalog_json}}}'
-        summary = canonical_json({"revision": revision, "digest": digest, "changed": True})
+        value, summary = _catalog_value(digest, revision, catalog_json)
         async with redis_errors("catalog patch"):
             res = await self._catalog_patch(keys=[self.keys.catalog, self.keys.events],
                                             args=[base_digest, value, digest, self.events_maxlen, summary])
