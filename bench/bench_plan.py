@@ -7,9 +7,12 @@ Run from the repository root::
 Starts a redis-server and a registry of its own, applies the spec once with
 ``swarm reconcile SPEC --once`` (the bench_reconcile spec: every agent has its
 Redis user, inbox and outbox), then times whole ``swarm plan SPEC`` processes
-(the same spec: nothing to do; the plan must say so, exit 0). In the same run
-the floor is measured: ``python -c pass`` and ``swarm --version``. Prints the
-medians; ``--profile`` also prints a cProfile of one in-process plan.
+(the same spec: nothing to do; the plan must say so, exit 0), with the
+desired-state cache filled by a first plan (:mod:`swarm.desired_cache`: a
+repeated plan of unchanged files) and without it (``SWARM_CACHE_DIR=""``: every
+plan parses and validates the spec). In the same run the floor is measured:
+``python -c pass`` and ``swarm --version``. Prints the medians; ``--profile``
+also prints a cProfile of one in-process plan (a cache hit).
 """
 
 from __future__ import annotations
@@ -62,12 +65,15 @@ def main() -> None:
             write_agents(spec, args.agents)
             _time(python_cmd("-m", "swarm", "reconcile", str(spec), "--once", "--compiled-dir", ""), env, root)
             plan = python_cmd("-m", "swarm", "plan", str(spec))
-            samples: dict[str, list[float]] = {"python -c pass": [], "swarm --version": [], "swarm plan (no-op)": []}
-            _time(plan, env, root)  # warm
+            samples: dict[str, list[float]] = {"python -c pass": [], "swarm --version": [], "swarm plan (no-op)": [],
+                                               "plan, no desired cache": []}
+            uncached = {**env, "SWARM_CACHE_DIR": ""}  # every plan parses and validates the spec
+            _time(plan, env, root)  # warm (and fills the desired-state cache)
             for _ in range(args.runs):
                 samples["python -c pass"].append(_time([sys.executable, "-c", "pass"], env, root))
                 samples["swarm --version"].append(_time(python_cmd("-m", "swarm", "--version"), env, root))
                 samples["swarm plan (no-op)"].append(_time(plan, env, root))
+                samples["plan, no desired cache"].append(_time(plan, uncached, root))
             print(f"{args.agents} agents, median of {args.runs}:")
             for name, values in samples.items():
                 print(f"  {name:22s} {statistics.median(values) * 1000:8.1f} ms")

@@ -188,16 +188,16 @@ def run_plan(args: argparse.Namespace) -> int:
     config = _config(args, dry_run=True)
     rec = _reconciler(config)
     try:
-        source = rec.load()  # SpecError → the dispatcher prints every issue, exit 2
-        ports = rec.ports_for(source.desired)
-        actual = observe(ports.registry, ports.bus, source.desired.bus)
+        desired, digest = rec.load_desired()  # SpecError → the dispatcher prints every issue, exit 2
+        ports = rec.ports_for(desired)
+        actual = observe(ports.registry, ports.bus, desired.bus)
         previous = parse_status(ports.status.read_status())  # which undeclared registrations are removals
-        retired = frozenset(previous.retired_agents) if previous and previous.swarm == source.desired.bus.swarm else frozenset()
-        plan = plan_actions(source.desired, actual, prune=config.prune, force_prune=config.force_prune, retired=retired)
+        retired = frozenset(previous.retired_agents) if previous and previous.swarm == desired.bus.swarm else frozenset()
+        plan = plan_actions(desired, actual, prune=config.prune, force_prune=config.force_prune, retired=retired)
     finally:
         rec.close()
     if args.output == "json":
-        print(json.dumps({"swarm": source.desired.registry.swarm, "digest": source.digest, **plan.to_dict()}, indent=2))
+        print(json.dumps({"swarm": desired.registry.swarm, "digest": digest, **plan.to_dict()}, indent=2))
     else:
         print(paint_lines(plan.render(None) if args.full else plan.render()))
     return EXIT_OK if plan.empty else EXIT_DIFF

@@ -337,6 +337,25 @@ class Reconciler:
             raise self._cache
         return self._cache
 
+    def load_desired(self) -> tuple[DesiredState, str]:
+        """The current spec's desired state and digest, all that ``swarm plan`` needs; raises SpecError.
+
+        From the working tree, through the cache across processes (:mod:`swarm.desired_cache`):
+        bytes that loaded before are not parsed again. A miss loads in full (:meth:`load`, which
+        reports an invalid spec's errors) and keeps the result, under the bytes it was parsed from."""
+        if self.config.rev:
+            source = self.load()
+            return source.desired, source.digest
+        from swarm import desired_cache
+
+        files = read_spec_files(self.config.spec_paths)
+        hit = desired_cache.lookup(files, self.config.environment)
+        if hit is not None:
+            return hit, hit.registry.spec_digest
+        source = self.load()
+        desired_cache.store(source.files, self.config.environment, source.desired)
+        return source.desired, source.digest
+
     def _revision_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-git")

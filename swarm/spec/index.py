@@ -24,6 +24,7 @@ The files live outside the repository, beside the compile stamps
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -35,7 +36,7 @@ from typing import Sequence
 from swarm.spec.files import compute_digest, read_spec_files
 from swarm.spec.names import is_name
 
-__all__ = ["MAX_ENTRIES", "SpecIndex", "index_dir", "spec_index"]
+__all__ = ["MAX_ENTRIES", "SpecIndex", "cache_subdir", "code_fingerprint", "index_dir", "spec_index", "write_entry"]
 
 #: Cache files kept (one per spec version read); older ones are deleted.
 MAX_ENTRIES = 64
@@ -53,29 +54,56 @@ class SpecIndex:
         return agent_id in self.agents
 
 
-@functools.lru_cache(maxsize=1)
-def _code_fingerprint() -> str:
+@functools.lru_cache(maxsize=8)
+def code_fingerprint(*extra: str) -> str:
+    """The swarm version and a hash of the spec package's own source, and of the ``extra``
+    modules of the swarm package (paths relative to it, e.g. ``"desired.py"``)."""
     from swarm import __version__
 
     digest = hashlib.sha256(__version__.encode() + b"\0")
     package = Path(__file__).resolve().parent
-    for path in sorted(package.glob("*.py")):
+    for path in [*sorted(package.glob("*.py")), *(package.parent / name for name in extra)]:
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
-def index_dir() -> Path | None:
-    """Where the cache files live (None: the cache is disabled)."""
+def cache_subdir(name: str) -> Path | None:
+    """Folder ``name`` of the cache directory (None: caching is disabled by ``SWARM_CACHE_DIR=""``)."""
     configured = os.environ.get("SWARM_CACHE_DIR")
     if configured is not None:
-        return Path(configured) / "spec-index" if configured else None
+        return Path(configured) / name if configured else None
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "swarm" / "spec-index"
+    return base / "swarm" / name
+
+
+def index_dir() -> Path | None:
+    """Where the cache files live (None: the cache is disabled)."""
+    return cache_subdir("spec-index")
+
+
+def write_entry(path: Path, body: bytes, keep: int) -> None:
+    """Write a cache file atomically (a temporary file of mode 0600 renamed over it), then keep
+    only the newest ``keep`` ``*.json`` files of its folder. Never raises for a read-only or
+    full cache directory: a cache that cannot be written costs speed, not correctness."""
+    directory = path.parent
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        os.replace(tmp, path)
+        entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for old in entries[: max(0, len(entries) - keep)]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        with contextlib.suppress(OSError):  # no folder at all: no temporary file either
+            tmp.unlink(missing_ok=True)
 
 
 def _key(digest: str) -> str:
-    return hashlib.sha256(f"{digest}\0{_code_fingerprint()}".encode()).hexdigest()
+    return hashlib.sha256(f"{digest}\0{code_fingerprint()}".encode()).hexdigest()
 
 
 def _read(path: Path, key: str, digest: str) -> SpecIndex | None:
@@ -93,18 +121,9 @@ def _read(path: Path, key: str, digest: str) -> SpecIndex | None:
     return SpecIndex(swarm, tuple(agents), digest)
 
 
-def _write(directory: Path, path: Path, key: str, index: SpecIndex) -> None:
+def _write(path: Path, key: str, index: SpecIndex) -> None:
     body = json.dumps({"key": key, "digest": index.digest, "swarm": index.swarm, "agents": list(index.agents)})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, path)
-        entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
-            old.unlink(missing_ok=True)
-    except OSError:  # a read-only or full cache directory: the answer is still right
-        tmp.unlink(missing_ok=True)
+    write_entry(path, body.encode("utf-8"), MAX_ENTRIES)
 
 
 def spec_index(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "specs") -> SpecIndex:
@@ -123,6 +142,6 @@ def spec_index(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] 
 
     spec = parse_spec_texts(files).spec
     index = SpecIndex(spec.name, tuple(sorted({a.id for a in spec.agents})), digest)
-    if directory is not None and path is not None:
-        _write(directory, path, key, index)
+    if path is not None:
+        _write(path, key, index)
     return index

@@ -58,6 +58,26 @@ def test_plan_reconcile_status_round_trip(live: RegistryProcess, spec_dir: Path,
     assert down.returncode == 2 and "swarm.yaml:11:" in down.stderr, down.stderr  # Redis down: the spec issues still show
 
 
+def test_plan_from_the_desired_cache_is_the_plan_of_a_fresh_load(live: RegistryProcess, spec_dir: Path,
+                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarm.spec.index import cache_subdir
+
+    urls = ["--registry-url", live.url, "--redis-url", live.redis.url]
+    folder = cache_subdir("desired")
+    assert folder is not None
+    with monkeypatch.context() as off:
+        off.setenv("SWARM_CACHE_DIR", "")
+        fresh = run_cli("plan", str(spec_dir), *urls, "-o", "json", cwd=tmp_path)
+    assert fresh.returncode == 1, fresh.stderr
+    assert json.loads(fresh.stdout)["actions"], "a plan with actions to compare"
+    assert not folder.exists(), "SWARM_CACHE_DIR='' wrote nothing"
+    miss = run_cli("plan", str(spec_dir), *urls, "-o", "json", cwd=tmp_path)
+    assert len(list(folder.glob("*.json"))) == 1, "the first plan keeps the desired state"
+    hit = run_cli("plan", str(spec_dir), *urls, "-o", "json", cwd=tmp_path)
+    assert (miss.returncode, hit.returncode) == (1, 1), miss.stderr + hit.stderr
+    assert miss.stdout == fresh.stdout and hit.stdout == fresh.stdout
+
+
 def test_invalid_spec_exits_2_with_positions(live: RegistryProcess, spec_dir: Path, tmp_path: Path) -> None:
     (spec_dir / "agents" / "workers.yaml").write_text("apiVersion: swarm/v1\nkind: Agent\nid: x\nrole: nobody\nport: \"80\"\n")
     result = run_cli("plan", str(spec_dir), "--registry-url", live.url, "--redis-url", live.redis.url, cwd=tmp_path)
