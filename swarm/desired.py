@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.acl import AclTable, Action, RoleRules
 from swarm.keys import SwarmKeys
-from swarm.spec.models import DEFAULT_PRIVATE_METADATA, Agent, Spec
+from swarm.spec.names import DEFAULT_PRIVATE_METADATA
+
+if TYPE_CHECKING:  # not at run time: a desired state read back from JSON needs no spec models
+    from swarm.spec.models import Agent, Spec
 
 #: Registration fields that may not change without a version change.
 IMMUTABLE_FIELDS: tuple[str, ...] = ("role", "capabilities", "topics")

@@ -17,6 +17,11 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from swarm.errors import SwarmError
 
+# httpx imports its own command-line client (httpx._main: click, pygments and rich, ~90 ms,
+# a fifth of a no-op `swarm plan`) whenever click is installed, which uvicorn requires. swarm
+# never runs it: marked absent, httpx defines its stub `main` instead (its ImportError branch).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 EXIT_OK = 0
 EXIT_DIFF = 1
 EXIT_INVALID = 2

@@ -41,7 +41,7 @@ def secrets_from_env(
     env: Mapping[str, str] | None = None,
 ) -> tuple[Callable[[str], str | None], str | None]:
     """(admin token of a swarm, bus secret) from the environment; the token binds the swarm name."""
-    from swarm.registry.catalog_push import admin_token_from_env
+    from swarm.registry.auth import admin_token_from_env  # light: not the push client (its models)
 
     env = os.environ if env is None else env
     return functools.partial(admin_token_from_env, env), (

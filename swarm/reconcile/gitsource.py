@@ -24,7 +24,7 @@ from swarm.git import run_git as _git
 from swarm.git import split_cat_file_batch
 from swarm.errors import Position, SpecError, SpecIssue, TransientError
 from swarm.reconcile.status import Revision
-from swarm.spec.loader import is_spec_file_name
+from swarm.spec.files import is_spec_file_name
 
 
 def repo_root(path: Path) -> Path | None:

@@ -59,7 +59,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from swarm.backoff import Backoff
 from swarm.desired import CatalogText, DesiredMemo, DesiredState, desired_from_spec
@@ -105,7 +105,10 @@ from swarm.reconcile.status import (
     parse_status,
     short_digest,
 )
-from swarm.spec.loader import DocumentCache, LoadedSpec, compute_digest, parse_spec_texts, read_spec_files
+from swarm.spec.files import compute_digest, read_spec_files
+
+if TYPE_CHECKING:  # the parser and models load on a full load only: `swarm plan` of cached bytes skips them
+    from swarm.spec.loader import DocumentCache, LoadedSpec
 
 log = logging.getLogger("swarm.reconcile")
 
@@ -252,7 +255,7 @@ class Reconciler:
         self._cache_key: object = None
         self._cache: SpecSource | SpecError | None = None
         #: parsed files of earlier passes: a save re-parses only the files whose bytes changed
-        self._documents = DocumentCache()
+        self._documents: DocumentCache | None = None  # made at the first full load
         self._desired_memo = DesiredMemo()  # and each unchanged agent's desired pieces
         self._invalid_attempt: Attempt | None = None  # revision and digest of the cached invalid spec
         self._backoff = Backoff(base=config.backoff_initial, cap=config.backoff_max)
@@ -318,6 +321,10 @@ class Reconciler:
         """The current spec (cached while its bytes or commit are unchanged); raises SpecError."""
         key, read = self._read()
         if key != self._cache_key or self._cache is None:
+            from swarm.spec.loader import DocumentCache, parse_spec_texts
+
+            if self._documents is None:
+                self._documents = DocumentCache()
             files, pending = read()
             try:
                 try:
@@ -1154,6 +1161,8 @@ def parse_applied_spec(raw: str | None, swarm: str) -> SpecSource | None:
     """A :class:`SpecSource` from :func:`applied_spec_json` output; None when missing, foreign or not valid."""
     if not raw:
         return None
+    from swarm.spec.loader import parse_spec_texts
+
     try:
         doc = json.loads(raw)
         files = {name: text.encode("utf-8", "surrogateescape") for name, text in doc["files"].items()}

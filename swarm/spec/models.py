@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from swarm.spec.names import DEFAULT_PRIVATE_METADATA as DEFAULT_PRIVATE_METADATA  # (re-exported)
 from swarm.spec.names import NAME_MAX as NAME_MAX  # metadata.name and agent ids (re-exported)
 from swarm.spec.names import NAME_PATTERN as NAME_PATTERN
 #: topic names: dot-separated tokens of [a-z0-9_-].
@@ -88,8 +89,6 @@ Url = Annotated[
 ]
 
 API_VERSION = "swarm/v1"
-#: Metadata keys private by default: what agents put credentials under.
-DEFAULT_PRIVATE_METADATA: tuple[str, ...] = ("api_key", "password", "secret", "token")
 
 
 class _Model(BaseModel):

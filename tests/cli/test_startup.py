@@ -26,7 +26,9 @@ try:
     runpy.run_module("swarm", run_name="__main__")
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "loaded": sorted({m.split(".")[0] for m in sys.modules} & set(banned))}),
+# a None entry is a module marked absent (swarm.cli does so for httpx._main), not one imported
+imported = [m for m, module in sys.modules.items() if module is not None]
+print(json.dumps({"code": code, "loaded": sorted({m.split(".")[0] for m in imported} & set(banned))}),
       file=sys.stderr)
 """
 
@@ -68,3 +70,34 @@ def test_token_prints_the_same_token_as_the_registry_derives(repo_root: Path) ->
                          capture_output=True, text=True, cwd=repo_root, timeout=60,
                          env={**os.environ, "SWARM_REGISTRY_SECRET": "s3cret"}, check=True)
     assert out.stdout.strip() == agent_token("s3cret", "research", "architect")
+
+
+#: what `swarm plan` of cached bytes needs none of (it does need httpx, redis and asyncio)
+PLAN_BANNED = ["uvicorn", "jinja2", "starlette", "sse_starlette", "watchfiles", "prometheus_client",
+               "yaml", "click", "rich", "pygments", "swarm.spec.models", "swarm.spec.loader",
+               "swarm.spec.checks", "swarm.registry.models"]
+
+_MODULE_PROBE = _PROBE.replace('{m.split(".")[0] for m in imported}', '({m.split(".")[0] for m in imported} | set(imported))')
+
+
+def test_plan_of_cached_bytes_loads_no_parser_models_or_server_stack(repo_root: Path, tmp_path: Path) -> None:
+    """The second `swarm plan` of the same files reads the desired-state cache: no YAML, no spec
+    models, no httpx command-line client (click, rich). The registry is unreachable (exit 2):
+    the desired state is loaded (and, the first time, cached) before the live system is asked."""
+    argv = ["plan", str(repo_root / "specs"), "--registry-url", "http://127.0.0.1:9", "--redis-url",
+            "redis://127.0.0.1:9/0"]
+
+    def loaded() -> tuple[int, list[str]]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _MODULE_PROBE, json.dumps(argv), json.dumps(PLAN_BANNED)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+            env={**os.environ, "SWARM_REGISTRY_SECRET": "s3cret"},
+        )
+        report = json.loads(proc.stderr.strip().splitlines()[-1])
+        return report["code"], report["loaded"]
+
+    first_code, first = loaded()
+    assert first_code == 2 and "yaml" in first and "swarm.spec.models" in first, "a miss parses: the probe sees it"
+    code, again = loaded()
+    assert code == 2
+    assert again == [], f"swarm plan of cached bytes imported {again}"
