@@ -72,3 +72,37 @@ def test_every_data_command_takes_o_json() -> None:
         if not has_json and name not in NO_DATA:
             lacking.append(name)
     assert lacking == []
+
+
+def test_the_command_groups_table_is_what_the_modules_register() -> None:
+    import importlib
+
+    from swarm.cli import _COMMAND_GROUPS, _Parser
+
+    for module, commands in _COMMAND_GROUPS.items():
+        sub = _Parser(prog="swarm").add_subparsers(dest="command", parser_class=_Parser)
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == commands, module
+
+
+def test_a_parser_built_for_one_command_parses_and_helps_as_the_full_one() -> None:
+    """main() builds only the group of the first word: same help, same parse, for every command path."""
+    from swarm.cli import _COMMAND_GROUPS, _MODULE_OF
+
+    full = build_parser()
+    paths = [(path, sub) for path, sub, _ in subcommands(full)]
+    assert len({p[0] for p, _ in paths}) > 20
+    for path, sub in paths:
+        lean = dict((p, s) for p, s, _ in subcommands(build_parser(path[0])))
+        group = _COMMAND_GROUPS[_MODULE_OF[path[0]]]
+        assert set(lean) == {p for p, _ in paths if p[0] in group}, path
+        assert lean[path].format_help() == sub.format_help(), path
+    for line in sorted({line for lines in EXAMPLES.values() for line in lines}):
+        words = shlex.split(line)[1:]
+        assert vars(build_parser(words[0]).parse_args(words)) == vars(full.parse_args(words)), line
+
+
+def test_a_parser_for_no_or_an_unknown_command_has_every_command() -> None:
+    every = {p[0] for p, _, _ in subcommands(build_parser())}
+    for first in (None, "--color", "plna"):
+        assert {p[0] for p, _, _ in subcommands(build_parser(first))} == every
