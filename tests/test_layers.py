@@ -44,6 +44,8 @@ CORE_MODULES = [
     "swarm.reconcile.status",
     "swarm.reconcile.history",
     "swarm.notify.rules",
+    "swarm.signature",
+    "swarm.registry.webhook",
     "swarm.reconcile.supervise",
     "swarm.spec.environments",
     "swarm.runtimes.python.agent_runtime",

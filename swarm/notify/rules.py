@@ -42,13 +42,12 @@ with every value from agents or the spec escaped (``&``, ``<``, ``>``), so no
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from swarm.keys import event_data as _doc
+from swarm.signature import signature
 from swarm.spec.models import TRIGGERS, Notification
 
 __all__ = [
@@ -326,8 +325,3 @@ def render(notice: Notice, target: Target) -> tuple[bytes, dict[str, str]]:
     if target.secret is not None:
         headers[SIGNATURE_HEADER] = signature(target.secret, body)
     return body, headers
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of body>``: what a receiver recomputes with the shared key."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()

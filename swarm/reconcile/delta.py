@@ -28,17 +28,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarm.desired import CatalogDelta, DesiredState, catalog_delta
-from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.plan import (
-    ORDER,
     Action,
-    ActionKind,
     Plan,
-    _catalog_changes,
-    _fmt,
     _same,
-    _settings_changed,
-    acl_changes,
+    create_mailbox_action,
+    create_redis_user_action,
+    create_stream_action,
+    delete_mailbox_action,
+    delete_redis_user_action,
+    delete_stream_action,
+    evict_removed_action,
+    in_order,
+    mailboxes,
+    push_catalog_action,
+    rights_changes,
+    update_redis_user_action,
+    write_acl_table_action,
+    write_bus_settings_action,
 )
 
 
@@ -113,53 +120,35 @@ def incremental_plan(
     creates: list[Action] = []
     prunes: list[Action] = []
     for name in sorted(delta.topics_added):
-        creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: create its stream (the topic's log)"))
+        creates.append(create_stream_action(name))
     for aid in sorted(delta.agents_added):
-        for box, group, reader in (("outbox", ROUTER_GROUP, "read by the router"),
-                                   ("inbox", aid, f"read by {aid} as group {aid}")):
-            creates.append(Action(ActionKind.CREATE_MAILBOX, aid, f"agent {aid}: create its {box} ({reader})",
-                                  group=group, box=box))
+        creates += [create_mailbox_action(aid, box, group, reader) for box, group, reader in mailboxes(aid)]
     if delta.acl_changed:
-        creates.append(Action(ActionKind.WRITE_ACL_TABLE, bus.swarm, "write the ACL table",
-                              tuple(acl_changes(old.acl, acl))))
+        creates.append(write_acl_table_action(old.acl, acl, bus.swarm))
     if delta.bus_changed:
-        creates.append(Action(ActionKind.WRITE_BUS_SETTINGS, bus.swarm, "write the bus settings",
-                              tuple(_settings_changed(old.bus, bus))))
+        creates.append(write_bus_settings_action(old.bus, bus))
     if users_managed:
         for aid in sorted(delta.agents_touched):
             rights, user = acl.agents[aid], bus.agents[aid].redis_user
             if aid in delta.agents_added:
-                text = (f"agent {aid}: create Redis user {user} (publish {_fmt(rights.publish)}; "
-                        f"subscribe {_fmt(rights.subscribe)})")
-                creates.append(Action(ActionKind.PUT_REDIS_USER, aid, text))
+                creates.append(create_redis_user_action(aid, user, rights.publish, rights.subscribe))
                 continue
             was = old.acl.agents[aid]
-            details = [f"gains publish on {t}" for t in sorted(set(rights.publish) - set(was.publish))]
-            details += [f"loses publish on {t}" for t in sorted(set(was.publish) - set(rights.publish))]
-            details += [f"gains subscribe on {t}" for t in sorted(set(rights.subscribe) - set(was.subscribe))]
-            details += [f"loses subscribe on {t}" for t in sorted(set(was.subscribe) - set(rights.subscribe))]
+            details = rights_changes(was.publish, was.subscribe, rights.publish, rights.subscribe)
             if was.role != rights.role:
                 details.append(f"role {was.role} -> {rights.role}")
-            creates.append(Action(ActionKind.PUT_REDIS_USER, aid, f"agent {aid}: update Redis user {user}",
-                                  tuple(details)))
+            creates.append(update_redis_user_action(aid, user, details))
     pushes: list[Action] = []
     if delta.catalog_changed:
-        pushes.append(Action(ActionKind.PUSH_CATALOG, catalog.swarm,
-                             f"push the registry catalog ({len(catalog.agents)} declared agents)",
-                             tuple(_catalog_changes(old.registry, catalog))))
+        pushes.append(push_catalog_action(old.registry, catalog))
     for aid in sorted(delta.agents_removed):
-        prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
-        prunes.append(Action(ActionKind.DELETE_MAILBOX, aid,
-                             f"agent {aid}: delete its outbox, inbox and receipts (no longer declared; "
-                             "messages not yet routed or read are lost)"))
+        prunes.append(evict_removed_action(aid))
+        prunes.append(delete_mailbox_action(aid))
         if users_managed:
-            prunes.append(Action(ActionKind.DELETE_REDIS_USER, aid, f"agent {aid}: delete Redis user (no longer declared)"))
+            prunes.append(delete_redis_user_action(aid))
     for name in sorted(delta.topics_removed):
-        prunes.append(Action(ActionKind.DELETE_STREAM, name,
-                             f"topic {name} will be deleted: no longer declared (its messages are lost)"))
-    rank = {k: i for i, k in enumerate(ORDER)}
-    creates.sort(key=lambda a: rank[a.kind])
-    prunes.sort(key=lambda a: rank[a.kind])
+        prunes.append(delete_stream_action(name))
+    creates, prunes = in_order(creates), in_order(prunes)
     # removals stay removals (not strays) for the passes after this one, as plan_actions keeps them
     kept = (retired - frozenset(bus.agents)) | delta.agents_removed
     if not prune:

@@ -334,6 +334,83 @@ def _same(seen: AclDocument | BusPlan | None, want: AclDocument | BusPlan) -> bo
     return _strip(seen) == _strip(want)
 
 
+# The actions both plans make (the full diff here, the incremental one in delta.py): one
+# wording and one order of each, so the two plans cannot describe the same change differently.
+
+
+def mailboxes(agent_id: str) -> tuple[tuple[str, str, str], ...]:
+    """``(box, consumer group, who reads it)`` of an agent's outbox and inbox."""
+    return (("outbox", ROUTER_GROUP, "read by the router"), ("inbox", agent_id, f"read by {agent_id} as group {agent_id}"))
+
+
+def create_stream_action(name: str) -> Action:
+    return Action(ActionKind.CREATE_STREAM, name, f"topic {name}: create its stream (the topic's log)")
+
+
+def create_mailbox_action(agent_id: str, box: str, group: str, reader: str) -> Action:
+    return Action(ActionKind.CREATE_MAILBOX, agent_id, f"agent {agent_id}: create its {box} ({reader})",
+                  group=group, box=box)
+
+
+def write_acl_table_action(old: AclDocument | None, new: AclDocument, swarm: str) -> Action:
+    return Action(ActionKind.WRITE_ACL_TABLE, swarm, "write the ACL table", tuple(acl_changes(old, new)))
+
+
+def write_bus_settings_action(old: BusPlan | None, new: BusPlan) -> Action:
+    return Action(ActionKind.WRITE_BUS_SETTINGS, new.swarm, "write the bus settings", tuple(_settings_changed(old, new)))
+
+
+def create_redis_user_action(agent_id: str, user: str, publish: Iterable[str], subscribe: Iterable[str]) -> Action:
+    return Action(ActionKind.PUT_REDIS_USER, agent_id,
+                  f"agent {agent_id}: create Redis user {user} (publish {_fmt(publish)}; subscribe {_fmt(subscribe)})")
+
+
+def rights_changes(
+    had_publish: Iterable[str], had_subscribe: Iterable[str], publish: Iterable[str], subscribe: Iterable[str]
+) -> list[str]:
+    """The topics a user gains and loses, publish first, each sorted."""
+    out: list[str] = []
+    for right, had, has in (("publish", set(had_publish), set(publish)), ("subscribe", set(had_subscribe), set(subscribe))):
+        out += [f"gains {right} on {t}" for t in sorted(has - had)]
+        out += [f"loses {right} on {t}" for t in sorted(had - has)]
+    return out
+
+
+def update_redis_user_action(agent_id: str, user: str, details: Iterable[str]) -> Action:
+    return Action(ActionKind.PUT_REDIS_USER, agent_id, f"agent {agent_id}: update Redis user {user}", tuple(details))
+
+
+def push_catalog_action(old: RegistryCatalog | None, new: RegistryCatalog) -> Action:
+    return Action(ActionKind.PUSH_CATALOG, new.swarm, f"push the registry catalog ({len(new.agents)} declared agents)",
+                  tuple(_catalog_changes(old, new)))
+
+
+def evict_removed_action(agent_id: str) -> Action:
+    return Action(ActionKind.EVICT_AGENT, agent_id, f"agent {agent_id} will be evicted: no longer declared")
+
+
+def delete_mailbox_action(agent_id: str) -> Action:
+    return Action(ActionKind.DELETE_MAILBOX, agent_id,
+                  f"agent {agent_id}: delete its outbox, inbox and receipts (no longer declared; "
+                  "messages not yet routed or read are lost)")
+
+
+def delete_redis_user_action(agent_id: str) -> Action:
+    return Action(ActionKind.DELETE_REDIS_USER, agent_id, f"agent {agent_id}: delete Redis user (no longer declared)")
+
+
+def delete_stream_action(name: str) -> Action:
+    return Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")
+
+
+_RANK = {k: i for i, k in enumerate(ORDER)}
+
+
+def in_order(actions: Iterable[Action]) -> list[Action]:
+    """``actions`` in apply order (:data:`ORDER`); stable within a kind."""
+    return sorted(actions, key=lambda a: _RANK[a.kind])
+
+
 def plan_actions(
     desired: DesiredState,
     actual: ActualState,
@@ -355,7 +432,7 @@ def plan_actions(
     # 1. topic streams (no consumer groups: agents read their inboxes) and mailboxes
     for name, topic in sorted(bus.topics.items()):
         if name not in seen.streams:
-            creates.append(Action(ActionKind.CREATE_STREAM, name, f"topic {name}: create its stream (the topic's log)"))
+            creates.append(create_stream_action(name))
         for g in sorted(seen.groups.get(name, frozenset())):
             prunes.append(
                 Action(
@@ -366,47 +443,28 @@ def plan_actions(
                 )
             )
     for aid in sorted(bus.agents):
-        for box, group, seen_boxes, reader in (
-            ("outbox", ROUTER_GROUP, seen.outboxes, "read by the router"),
-            ("inbox", aid, seen.inboxes, f"read by {aid} as group {aid}"),
-        ):
-            have = seen_boxes.get(aid)
+        for box, group, reader in mailboxes(aid):
+            have = (seen.outboxes if box == "outbox" else seen.inboxes).get(aid)
             if have is None:
-                description = f"agent {aid}: create its {box} ({reader})"
+                creates.append(create_mailbox_action(aid, box, group, reader))
             elif group not in have:
                 description = f"agent {aid}: its {box} lost consumer group {group}; re-create it at id 0 ({reader})"
-            else:
-                continue
-            creates.append(Action(ActionKind.CREATE_MAILBOX, aid, description, group=group, box=box))
+                creates.append(Action(ActionKind.CREATE_MAILBOX, aid, description, group=group, box=box))
 
     if not _same(seen.acl, acl):
-        creates.append(
-            Action(ActionKind.WRITE_ACL_TABLE, bus.swarm, "write the ACL table", tuple(acl_changes(seen.acl, acl)))
-        )
+        creates.append(write_acl_table_action(seen.acl, acl, bus.swarm))
     if not _same(seen.settings, bus):
-        creates.append(
-            Action(ActionKind.WRITE_BUS_SETTINGS, bus.swarm, "write the bus settings", tuple(_settings_changed(seen.settings, bus)))
-        )
+        creates.append(write_bus_settings_action(seen.settings, bus))
 
     want_users = desired_user_rights(desired) if seen.users_managed else {}
     for aid, rights in sorted(want_users.items()):
         user = bus.agents[aid].redis_user
         have_rights = seen.users.get(aid)
         if have_rights is None:
-            creates.append(
-                Action(
-                    ActionKind.PUT_REDIS_USER,
-                    aid,
-                    f"agent {aid}: create Redis user {user} (publish {_fmt(rights.publish)}; "
-                    f"subscribe {_fmt(rights.subscribe)})",
-                )
-            )
+            creates.append(create_redis_user_action(aid, user, rights.publish, rights.subscribe))
         elif have_rights != rights:
             details = [] if have_rights.enabled else ["is disabled: enable it"]
-            details += [f"gains publish on {t}" for t in sorted(rights.publish - have_rights.publish)]
-            details += [f"loses publish on {t}" for t in sorted(have_rights.publish - rights.publish)]
-            details += [f"gains subscribe on {t}" for t in sorted(rights.subscribe - have_rights.subscribe)]
-            details += [f"loses subscribe on {t}" for t in sorted(have_rights.subscribe - rights.subscribe)]
+            details += rights_changes(have_rights.publish, have_rights.subscribe, rights.publish, rights.subscribe)
             details += _user_drift(have_rights.differs)
             if (have_rights.publish, have_rights.subscribe) == (rights.publish, rights.subscribe):
                 # same topics: the spec did not change the user, someone else did
@@ -414,9 +472,9 @@ def plan_actions(
                                         ("password changed", "password" in have_rights.differs),
                                         ("rules changed", bool(have_rights.differs - {"password"}))) if bad]
                 description = f"agent {aid}: Redis user {user} differs from the spec ({', '.join(why)} by hand); re-apply"
+                creates.append(Action(ActionKind.PUT_REDIS_USER, aid, description, tuple(details)))
             else:
-                description = f"agent {aid}: update Redis user {user}"
-            creates.append(Action(ActionKind.PUT_REDIS_USER, aid, description, tuple(details)))
+                creates.append(update_redis_user_action(aid, user, details))
 
     # Users of the naming before swarm.<N>.<id> keep the rights of the old, unmediated bus
     # (scripts, topic streams) and the agent's password still opens them: deleted by any pass,
@@ -435,14 +493,7 @@ def plan_actions(
     pushes: list[Action] = []
     seen_catalog = actual.registry.catalog
     if seen_catalog is None or seen_catalog != catalog:
-        pushes.append(
-            Action(
-                ActionKind.PUSH_CATALOG,
-                catalog.swarm,
-                f"push the registry catalog ({len(catalog.agents)} declared agents)",
-                tuple(_catalog_changes(seen_catalog, catalog)),
-            )
-        )
+        pushes.append(push_catalog_action(seen_catalog, catalog))
 
     # 3. registrations the spec does not declare: strays (drift) and removals (prunes)
     strays: list[Action] = []
@@ -451,7 +502,7 @@ def plan_actions(
         for aid in sorted(set(actual.registry.agents) - set(catalog.agents)):
             if _admitted(aid, seen_catalog) or aid in retired:
                 removed.add(aid)
-                prunes.append(Action(ActionKind.EVICT_AGENT, aid, f"agent {aid} will be evicted: no longer declared"))
+                prunes.append(evict_removed_action(aid))
             else:
                 strays.append(
                     Action(
@@ -461,33 +512,20 @@ def plan_actions(
                     )
                 )
     for name in sorted(seen.streams - set(bus.topics)):
-        prunes.append(
-            Action(ActionKind.DELETE_STREAM, name, f"topic {name} will be deleted: no longer declared (its messages are lost)")
-        )
+        prunes.append(delete_stream_action(name))
     for aid in sorted((set(seen.outboxes) | set(seen.inboxes)) - set(bus.agents)):
-        prunes.append(
-            Action(
-                ActionKind.DELETE_MAILBOX,
-                aid,
-                f"agent {aid}: delete its outbox, inbox and receipts (no longer declared; "
-                "messages not yet routed or read are lost)",
-            )
-        )
+        prunes.append(delete_mailbox_action(aid))
     for aid in sorted(set(seen.users) - set(want_users)):
-        prunes.append(
-            Action(ActionKind.DELETE_REDIS_USER, aid, f"agent {aid}: delete Redis user (no longer declared)")
-        )
+        prunes.append(delete_redis_user_action(aid))
 
-    rank = {k: i for i, k in enumerate(ORDER)}
-    creates.sort(key=lambda a: rank[a.kind])
-    prunes.sort(key=lambda a: rank[a.kind])
+    creates, prunes = in_order(creates), in_order(prunes)
     refused = None if force_prune else _mass_removal(desired, actual, prunes if prune else [])
     if not prune:
         return Plan(
             actions=tuple(creates + pushes + strays), held_back=tuple(prunes), refused=refused, retired=frozenset(removed)
         )
 
-    deletes = sorted(strays + prunes, key=lambda a: rank[a.kind])
+    deletes = in_order(strays + prunes)
     return Plan(actions=tuple(creates + pushes + deletes), refused=refused, retired=frozenset(removed))
 
 

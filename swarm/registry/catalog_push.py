@@ -51,18 +51,32 @@ def load_catalog(compiled_dir: Path) -> RegistryCatalog:
 admin_token_from_env = auth.admin_token_from_env  # one definition, light for `swarm token`
 
 
-def _request_args(catalog: RegistryCatalog, revision: str | None, admin_token: str | None) -> dict[str, Any]:
+def _request_args(content: bytes, admin_token: str | None) -> dict[str, Any]:
+    """The body and headers of a PUT or PATCH to ``/catalog``."""
     headers = {"Content-Type": "application/json"}
     if admin_token:
         headers["Authorization"] = f"Bearer {admin_token}"
-    body = {"revision": revision, "catalog": catalog.model_dump(mode="json")}
-    return {"content": json.dumps(body).encode(), "headers": headers}
+    return {"content": content, "headers": headers}
 
 
-def _result(url: str, response: httpx.Response) -> CatalogPutResult:
+def _put_body(catalog: RegistryCatalog, revision: str | None) -> bytes:
+    return json.dumps({"revision": revision, "catalog": catalog.model_dump(mode="json")}).encode()
+
+
+def _send(method: str, url: str, args: dict[str, Any], timeout: float, client: httpx.Client | None) -> httpx.Response:
+    """One blocking request: on ``client`` (kept alive, left open) or a one-off one."""
+    try:
+        if client is None:
+            return httpx.request(method, url, timeout=timeout, **args)
+        return client.request(method, url, timeout=timeout, **args)
+    except httpx.HTTPError as exc:
+        raise http_transport_error(exc, f"{method} {url}") from exc
+
+
+def _result(method: str, url: str, response: httpx.Response) -> CatalogPutResult:
     if response.status_code == 200:
         return CatalogPutResult.model_validate_json(response.content)
-    raise http_status_error(response, f"PUT {url}")
+    raise http_status_error(response, f"{method} {url}")
 
 
 def push_catalog(
@@ -81,14 +95,8 @@ def push_catalog(
     Without it a one-off request is made.
     """
     url = registry_url.rstrip("/") + "/catalog"
-    try:
-        if client is None:
-            response = httpx.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
-        else:
-            response = client.put(url, timeout=timeout, **_request_args(catalog, revision, admin_token))
-    except httpx.HTTPError as exc:
-        raise http_transport_error(exc, f"PUT {url}") from exc
-    return _result(url, response)
+    response = _send("PUT", url, _request_args(_put_body(catalog, revision), admin_token), timeout, client)
+    return _result("PUT", url, response)
 
 
 async def push_catalog_async(
@@ -104,13 +112,13 @@ async def push_catalog_async(
     url = registry_url.rstrip("/") + "/catalog"
     client = http or httpx.AsyncClient(timeout=timeout)
     try:
-        response = await client.put(url, **_request_args(catalog, revision, admin_token))
+        response = await client.put(url, **_request_args(_put_body(catalog, revision), admin_token))
     except httpx.HTTPError as exc:
         raise http_transport_error(exc, f"PUT {url}") from exc
     finally:
         if http is None:
             await client.aclose()
-    return _result(url, response)
+    return _result("PUT", url, response)
 
 
 class BaseDigestMismatch(ConflictError):
@@ -141,22 +149,11 @@ def patch_catalog(
     """PATCH the catalog; the registry's answer. :class:`BaseDigestMismatch` on 409
     ``base_digest_mismatch`` (push the whole catalog then); other errors as :func:`push_catalog`."""
     url = registry_url.rstrip("/") + "/catalog"
-    headers = {"Content-Type": "application/json"}
-    if admin_token:
-        headers["Authorization"] = f"Bearer {admin_token}"
-    content = patch_body(delta, base_digest, digest, revision)
-    try:
-        if client is None:
-            response = httpx.patch(url, timeout=timeout, content=content, headers=headers)
-        else:
-            response = client.patch(url, timeout=timeout, content=content, headers=headers)
-    except httpx.HTTPError as exc:
-        raise http_transport_error(exc, f"PATCH {url}") from exc
+    args = _request_args(patch_body(delta, base_digest, digest, revision), admin_token)
+    response = _send("PATCH", url, args, timeout, client)
     if response.status_code == 409 and _error_kind(response) == "base_digest_mismatch":
         raise BaseDigestMismatch(str(http_status_error(response, f"PATCH {url}")))
-    if response.status_code == 200:
-        return CatalogPutResult.model_validate_json(response.content)
-    raise http_status_error(response, f"PATCH {url}")
+    return _result("PATCH", url, response)
 
 
 def _error_kind(response: httpx.Response) -> str | None:

@@ -19,9 +19,10 @@ in a loop.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import Mapping
+
+from swarm.signature import signature as body_signature
 
 #: Webhook bodies above this are refused (GitHub caps deliveries at 25 MB; a push's is far smaller).
 MAX_HOOK_BYTES = 5 * 1024 * 1024
@@ -36,7 +37,7 @@ def verify_git_webhook(headers: Mapping[str, str], body: bytes, secret: str) -> 
     """``"github"`` or ``"gitlab"`` for an authentic delivery; raises :class:`HookRefused`."""
     signature = headers.get("x-hub-signature-256")
     if signature is not None:
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        expected = body_signature(secret.encode(), body)
         if hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
             return "github"
         raise HookRefused("X-Hub-Signature-256 does not match the body and the webhook secret")

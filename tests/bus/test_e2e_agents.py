@@ -28,6 +28,7 @@ from swarm.spec.loader import load_spec_full
 from tests.registry.conftest import SSEReader, registry_factory  # noqa: F401  (fixture)
 from tests.support.router import RouterFactory
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "e2e-bus-secret"
@@ -70,16 +71,6 @@ def spec_docs(sender_port: int, receiver_port: int) -> list[dict[str, Any]]:
          "publishes": ["kick.start"], "registry": False},
     ]
     return [swarm, *agents]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def lines(path: Path) -> list[Any]:

@@ -29,6 +29,7 @@ from swarm.keys import SwarmKeys
 from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
 from tests.support.router import RouterFactory, router_factory  # noqa: F401  (fixture)
 from tests.support.services import RedisServer
+from tests.support.wait import await_until
 
 K = SwarmKeys("lab")
 SUBSCRIBERS = {"tasks.research": ["watcher", "worker-a", "worker-b"], "tasks.summarize": ["watcher", "worker-b"]}
@@ -386,12 +387,12 @@ async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_serve
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
         await publish(raw, "planner", "tasks.research", {}, "one")
-        await _until(lambda: router.stats.routed == 1)
+        await await_until(lambda: router.stats.routed == 1, timeout=10, every=0.02)
         await asyncio.to_thread(redis_server.restart)  # append-only: the streams survive, the groups too
         await raw.aclose()
         raw = aioredis.Redis.from_url(redis_server.url)
         await publish(raw, "planner", "tasks.research", {}, "two")
-        await _until(lambda: router.stats.routed == 2, timeout=15)
+        await await_until(lambda: router.stats.routed == 2, timeout=15, every=0.02)
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
@@ -401,14 +402,6 @@ async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_serve
         assert [m["message_id"] for m in await inbox(admin, "worker-a")] == ["one", "two"]
     finally:
         await admin.aclose()
-
-
-async def _until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 # -- real router processes ----------------------------------------------------------------
@@ -553,7 +546,7 @@ async def test_an_undeclared_swarm_bus_waits_and_routes_once_installed(
     redis_server: RedisServer, admin: aioredis.Redis, desired: DesiredState, router_factory: RouterFactory  # noqa: F811
 ) -> None:
     waiting = router_factory(redis_url=redis_server.url, swarm="lab", wait_ready=False)
-    await _until(lambda: "not installed" in waiting.log_text(), timeout=20)
+    await await_until(lambda: "not installed" in waiting.log_text(), timeout=20, every=0.02)
     await apply_bus(admin, desired.bus, desired.acl, secret=SECRET)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:

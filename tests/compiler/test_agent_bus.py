@@ -12,7 +12,6 @@ logs one line per message.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from swarm.keys import SwarmKeys
 from swarm.spec.loader import LoadedSpec
 from tests.support.router import RouterFactory, router_factory  # noqa: F401  (fixture)
 from tests.support.services import RedisServer, free_port
+from tests.support.wait import await_until, wait_until
 
 from .conftest import agent_doc, start_agent
 
@@ -56,26 +56,6 @@ def handle(message, publish):
         return
     publish("results.work", {"done": message.payload["n"]})
 '''
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def ready_status(url: str) -> int:
@@ -129,14 +109,14 @@ async def test_generated_agent_consumes_acks_publishes_and_dead_letters(
 
         await apply(redis, files)
         router_factory(redis_url=redis_server.url, swarm="demo")
-        wait_until(lambda: ready_status(agent.url) == 200)
+        wait_until(lambda: ready_status(agent.url) == 200, timeout=30)
 
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
             ok = await boss.publish("tasks.work", {"n": 1}, wait=True)
             bad = await boss.publish("tasks.work", {"n": 2, "fail": True}, wait=True)
 
         # the failing one is handled max_deliveries (2) times, then dead-lettered; the good one once
-        dead = await wait_for(lambda: dead_letters(redis))
+        dead = await await_until(lambda: dead_letters(redis), timeout=30)
         assert [(d["message_id"], d["topic_entry_id"]) for d in dead] == [(bad.message_id, bad.entry_id)]
         assert "not acked after 2 deliveries" in dead[0]["reason"]
         seen = [json.loads(line) for line in handler_log.read_text().splitlines()]
@@ -147,7 +127,7 @@ async def test_generated_agent_consumes_acks_publishes_and_dead_letters(
         async def results() -> list[Any]:
             return await redis.xrange(KEYS.topic("results.work"))
 
-        routed = await wait_for(results)
+        routed = await await_until(results, timeout=30)
         assert len(routed) == 1  # only the handled message led to a publish, routed as the consumer's
         assert routed[0][1]["sender"] == "consumer" and json.loads(routed[0][1]["payload"]) == {"done": 1}
     finally:
@@ -184,13 +164,13 @@ async def test_sync_handler_publish_is_awaited_before_ack(
     redis, agent = await routed_consumer(tmp_path, redis_server, router_factory, files, port, agent_log,
                                          path=(tmp_path / "user",))
     try:
-        wait_until(lambda: ready_status(agent.url) == 200)
+        wait_until(lambda: ready_status(agent.url) == 200, timeout=30)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
             await boss.publish("tasks.work", {"n": 7}, wait=True)
             bad = await boss.publish("tasks.work", {"n": 8, "unserialisable": True}, wait=True)
 
         # the one whose publish failed is never acked: delivered twice, then dead-lettered
-        dead = await wait_for(lambda: dead_letters(redis))
+        dead = await await_until(lambda: dead_letters(redis), timeout=30)
         assert [d["topic_entry_id"] for d in dead] == [bad.entry_id]
         results = await redis.xrange(KEYS.topic("results.work"))
         assert len(results) == 1
@@ -211,7 +191,7 @@ async def test_an_agent_without_handler_logs_one_line_per_message(
     agent_log = tmp_path / "agent.log"
     redis, agent = await routed_consumer(tmp_path, redis_server, router_factory, files, port, agent_log)
     try:
-        wait_until(lambda: ready_status(agent.url) == 200)
+        wait_until(lambda: ready_status(agent.url) == 200, timeout=30)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
             for i in range(3):
                 await boss.publish("tasks.work", {"n": i, "text": "line one\nline two"}, message_id=f"job-{i}\x1b[2J")
@@ -219,7 +199,7 @@ async def test_an_agent_without_handler_logs_one_line_per_message(
         def received() -> list[str]:
             return [line for line in agent_log.read_text().splitlines() if " received " in line]
 
-        lines = wait_until(lambda: len(received()) >= 3 and received())
+        lines = wait_until(lambda: len(received()) >= 3 and received(), timeout=30)
         assert len(lines) == 3
         for i, line in enumerate(lines):
             # message id (escaped: a control character in it cannot forge a log line), topic, sender

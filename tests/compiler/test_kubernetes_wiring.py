@@ -13,9 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +30,7 @@ from swarm.registry.auth import admin_token
 from swarm.secrets_k8s import secret_manifests
 from swarm.spec.loader import load_spec_full
 from tests.support.services import ProcessServer, RedisServer, free_port, python_cmd, stop_process
+from tests.support.wait import wait_until
 
 from .conftest import agent_doc, swarm_doc, write_spec
 
@@ -82,15 +82,6 @@ def deployment(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
     (found,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
     container: dict[str, Any] = found["spec"]["template"]["spec"]["containers"][0]
     return container
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.slow  # a whole swarm's processes (~11 s)
@@ -168,7 +159,7 @@ def test_the_compiled_deployments_run_a_swarm(tmp_path: Path, redis_server: Redi
         keys = SwarmKeys(spec.name)
         agent_redis.xadd(keys.outbox("worker-1"), {"topic": "results.work", "payload": json.dumps({"n": 1})})
         admin_redis = redis.Redis.from_url(redis_server.url, password=REDIS_PASSWORD)
-        wait_for(lambda: admin_redis.exists(keys.topic("results.work")) == 1 and admin_redis.xlen(keys.topic("results.work")) == 1)
+        wait_until(lambda: admin_redis.exists(keys.topic("results.work")) == 1 and admin_redis.xlen(keys.topic("results.work")) == 1, every=0.1)
     finally:
         stop_process(router)
         for server in reversed(started):

@@ -37,7 +37,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +46,7 @@ from swarm.secrets_env import parse
 from tests.containers import standins
 from tests.containers.compose import Compose, without_depends_on
 from tests.support.services import free_port
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "containers-e2e-registry-secret"
@@ -111,17 +111,6 @@ def publish_from(compose: Compose, compiled: Path, agent: str, topic: str, messa
     return compose.exec(agent, "python", "-c", PUBLISH, SWARM, topic, message_id).strip()
 
 
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
-
-
 def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
     reason = _skip_reason()
     if reason:
@@ -174,7 +163,7 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
         # 5. up in dependency order
         t = time.monotonic()
         compose.up("redis", "registry")
-        wait_for(lambda: _live(registry), 120, "the registry answering /health/live (what its compose healthcheck asks)")
+        wait_until(lambda: _live(registry), 120, what="the registry answering /health/live (what its compose healthcheck asks)", every=1.0)
         compose.up(*SETUP_SERVICES)
         compose.wait_exited_ok(SETUP_SERVICES, 120)
         compose.up(*others)
@@ -188,7 +177,7 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
             status = {a["agent_id"]: a["status"] for a in body["agents"]}
             return status if sorted(status) == registering and set(status.values()) == {"healthy"} else None
 
-        status = wait_for(all_healthy, 180, f"agents {registering} registered and healthy", interval=2)
+        status = wait_until(all_healthy, 180, what=f"agents {registering} registered and healthy", every=2)
         timings["compose up until all healthy"] = time.monotonic() - t
         assert sorted(status) == registering and len(registering) >= 2
         running = {s: c["State"] for s, c in compose.containers().items()}
@@ -207,13 +196,13 @@ def test_the_example_swarm_runs_in_containers(tmp_path: Path) -> None:
         else:
             assert first.endswith(" new") and again.endswith(" duplicate")
         assert publish_from(compose, compiled, "web-researcher", "results.research", to_architect).endswith(" new")
-        wait_for(lambda: to_worker in compose.logs("web-researcher"), 60, "web-researcher handling the task")
-        wait_for(lambda: to_architect in compose.logs("architect"), 60, "architect handling the result")
+        wait_until(lambda: to_worker in compose.logs("web-researcher"), 60, what="web-researcher handling the task", every=1.0)
+        wait_until(lambda: to_architect in compose.logs("architect"), 60, what="architect handling the result", every=1.0)
         # a later message from the same outbox: the router takes an outbox in order, so once this one
         # is handled the duplicate before it has been decided
         marker = f"e2e-after-{uuid.uuid4().hex[:6]}"
         publish_from(compose, compiled, "architect", "tasks.research", marker)
-        wait_for(lambda: marker in compose.logs("web-researcher"), 60, "web-researcher handling the later task")
+        wait_until(lambda: marker in compose.logs("web-researcher"), 60, what="web-researcher handling the later task", every=1.0)
         assert compose.logs("web-researcher").count(repr(to_worker)) == 1  # the duplicate was not delivered
         timings["message exchange"] = time.monotonic() - t
         assert secrets["SWARM_REGISTRY_SECRET"] == SECRET

@@ -20,21 +20,13 @@ from tests.reconcile.conftest import cli_env, run_cli
 from tests.registry.conftest import RegistryProcess
 from tests.support.postgres import PostgresServer
 from tests.support.services import python_cmd, stop_process
+from tests.support.wait import wait_until
 
 EVENTS = "swarm:{research}:events"
 
 
 def _ids(client: Any, key: str) -> list[str]:
     return [entry_id for entry_id, _ in client.xrange(key)]
-
-
-def _wait(predicate: Any, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def _archive(spec: Path, live: RegistryProcess, postgres: PostgresServer, log: Path) -> "subprocess.Popen[bytes]":
@@ -54,7 +46,7 @@ def test_events_and_passes_are_copied_and_history_reads_them(
     client: Any = live.redis.client(decode_responses=True)
     store = PostgresHistory(postgres.url, "research")
     try:
-        _wait(lambda: store.event_ids() == _ids(client, EVENTS) and len(store.passes(10)) == 1, what="copied")
+        wait_until(lambda: store.event_ids() == _ids(client, EVENTS) and len(store.passes(10)) == 1, what="copied")
         kinds = [f["type"] for _, f in client.xrange(EVENTS)]
         assert {"catalog-changed", "registered", "deregistered"} <= set(kinds)
         (entry_id, fields), = store.passes(10)
@@ -95,14 +87,14 @@ def test_kill_9_of_the_archiver_loses_no_event_and_stores_none_twice(
     try:
         for round_ in range(3):
             archive = _archive(spec_dir, live, postgres, tmp_path / f"archive{round_}.log")
-            _wait(lambda: len(store.event_ids()) > 0 if round_ == 0 else True, what="first rows")
+            wait_until(lambda: len(store.event_ids()) > 0 if round_ == 0 else True, what="first rows")
             time.sleep(0.3)
             archive.send_signal(signal.SIGKILL)
             archive.wait(10)
         producer.join(60)
         archive = _archive(spec_dir, live, postgres, tmp_path / "archive-final.log")
         try:
-            _wait(lambda: store.event_ids() == _ids(client, EVENTS), timeout=60, what="caught up")
+            wait_until(lambda: store.event_ids() == _ids(client, EVENTS), timeout=60, what="caught up")
         finally:
             stop_process(archive)
         stored = store.event_ids()

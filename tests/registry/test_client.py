@@ -7,7 +7,6 @@ capabilities [planning]).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from swarm.errors import AuthError, ConflictError, InvalidRequestError, NotDeclaredError
 from swarm.registry import AgentRegistryClient
 from tests.registry.conftest import RegistryProcess
+from tests.support.wait import await_until
 
 ARCHITECT_METADATA: dict[str, Any] = {
     # what the generated server.py sends (compiled/research/agents/architect/server.py)
@@ -54,18 +54,6 @@ async def get_agent(registry: RegistryProcess, agent_id: str = "architect") -> d
     r.raise_for_status()
     body: dict[str, Any] = r.json()
     return body
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.05) -> Any:
-    """Poll an async predicate until it returns something truthy (functional bound, not a timing claim)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(step)
 
 
 async def test_register_sends_the_users_fields_and_the_registry_stores_them(registry: RegistryProcess) -> None:
@@ -117,7 +105,7 @@ async def test_heartbeat_loop_renews_the_lease(registry: RegistryProcess) -> Non
             now = await get_agent(registry)
             return now is not None and now["lease_expires_at"] > first["lease_expires_at"]
 
-        await wait_for(renewed)
+        await await_until(renewed, timeout=5)
         assert client.registrations == 1  # renewals are heartbeats, not registrations
 
 
@@ -132,7 +120,7 @@ async def test_404_heartbeat_makes_the_loop_register_again(registry: RegistryPro
         async def back() -> dict[str, Any] | None:
             return await get_agent(registry)
 
-        stored = await wait_for(back)
+        stored = await await_until(back, timeout=5)
         assert client.registrations == 2
         # re-registered with the remembered metadata, not a bare body
         assert stored["metadata"] == {"team": "blue"} and stored["agent_name"] == "Architect"
@@ -145,7 +133,7 @@ async def test_loop_registers_first_when_never_registered(registry: RegistryProc
         async def present() -> dict[str, Any] | None:
             return await get_agent(registry)
 
-        await wait_for(present)
+        await await_until(present, timeout=5)
         assert client.registered
 
 
@@ -217,5 +205,5 @@ async def test_client_heartbeats_at_the_registrys_pace_when_its_lease_is_shorter
             now = await get_agent(registry, "alpha")
             return now is not None and now["lease_expires_at"] > stored["lease_expires_at"]
 
-        await wait_for(renewed)
+        await await_until(renewed, timeout=5)
         assert client.registrations == 1  # never lost the lease, never had to register again

@@ -7,8 +7,7 @@ stopped heartbeating long ago.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import redis
@@ -19,20 +18,11 @@ from swarm.registry.store import RegistryStore
 from swarm.registry.sweeper import LeaseSweeper
 from tests.registry.conftest import RegistryFactory, RegistryProcess, make_catalog
 from tests.support.services import RedisServer
+from tests.support.wait import wait_until
 
 LEASES = "swarm:{research}:leases"
 EVENTS = "swarm:{research}:events"
 FAST = ["--sweep-interval", "0.1"]
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def expire(r: redis.Redis, ids: list[str]) -> None:
@@ -72,7 +62,7 @@ def test_mass_eviction_protection_holds_then_ends_with_renewals(registry_factory
         assert reg.register(agent_id).status_code == 201
     r = reg.redis.client()
     expire(r, ids)
-    wait_until(lambda: reg.get("/status").json()["protection"], what="protection mode")
+    wait_until(lambda: reg.get("/status").json()["protection"], what="protection mode", timeout=10)
     status = reg.get("/status").json()
     assert status["last_sweep"]["protected"] is True
     assert status["agents"]["expiring"] == 12
@@ -84,11 +74,11 @@ def test_mass_eviction_protection_holds_then_ends_with_renewals(registry_factory
     for agent_id in ids:
         hb = httpx.post(reg.url + f"/agents/{agent_id}/heartbeat", headers=reg.agent_headers(agent_id))
         assert hb.status_code == 200
-    wait_until(lambda: not reg.get("/status").json()["protection"], what="protection to end")
+    wait_until(lambda: not reg.get("/status").json()["protection"], what="protection to end", timeout=10)
     assert "swarm_registry_protection_mode 0.0" in reg.get("/metrics").text
     # a few expiries (below the guard) are evicted normally
     expire(r, ids[:3])
-    wait_until(lambda: len(ids_of(reg)) == 9, what="normal eviction of 3")
+    wait_until(lambda: len(ids_of(reg)) == 9, what="normal eviction of 3", timeout=10)
     assert sorted(events_of(r, "expired")) == ids[:3]
     assert not r.exists("swarm:{research}:protection")
     r.close()
@@ -103,7 +93,7 @@ def test_leases_get_one_ttl_of_grace_after_registry_restart(registry_factory: Re
     r = reg.redis.client()
     expire(r, ["alpha", "beta", "gamma"])  # they "expired" while the registry was away
     reg.start()
-    wait_until(lambda: reg.get("/status").json()["last_sweep"], what="a sweep")
+    wait_until(lambda: reg.get("/status").json()["last_sweep"], what="a sweep", timeout=10)
     agents = reg.get("/agents").json()["agents"]
     assert [a["agent_id"] for a in agents] == ["alpha", "beta", "gamma"]
     seconds, _ = r.time()
@@ -124,7 +114,7 @@ def test_two_registry_processes_evict_each_agent_once(registry_factory: Registry
     r = redis_server.client()
     for agent_id in ids:  # one at a time, so the guard never triggers
         expire(r, [agent_id])
-        wait_until(lambda: agent_id not in ids_of(two), what=f"eviction of {agent_id}")
+        wait_until(lambda: agent_id not in ids_of(two), what=f"eviction of {agent_id}", timeout=10)
     expired = events_of(r, "expired")
     assert sorted(expired) == sorted(ids)  # each exactly once
     total = 0.0

@@ -33,6 +33,7 @@ from tests.compiler.conftest import agent_doc, swarm_doc, write_spec
 from tests.registry.conftest import RegistryFactory, registry_factory  # noqa: F401  (fixture)
 from tests.support.router import RouterFactory, router_factory  # noqa: F401  (fixture)
 from tests.support.services import ProcessServer, RedisServer, free_port
+from tests.support.wait import await_until, wait_until
 
 from .support import link_modules, run
 
@@ -53,26 +54,6 @@ export const handle: Handler = async (message, ctx) => {
   await ctx.publish("tasks.work", { reply_to: message.messageId, got: message.payload });
 };
 """
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s")
-
-
-async def await_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 def node_swarm(repo: Path, port: int) -> LoadedSpec:
@@ -124,7 +105,7 @@ async def test_node_agent_registers_dedups_publishes_trips_its_breaker_and_dereg
     pid = agent.proc.pid if agent.proc else 0
     try:
         # registers (with its health URL) and turns ready
-        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="node agent ready")
+        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="node agent ready", timeout=30)
         record = registry.get("/agents/architect").json()
         assert record["health_url"] == f"http://127.0.0.1:{port}/health/live"
         assert (record["version"], record["role"], record["metadata"]["runtime"]) == ("1.0.0", "planner", "node")
@@ -150,7 +131,7 @@ async def test_node_agent_registers_dedups_publishes_trips_its_breaker_and_dereg
         def stats() -> dict[str, Any]:
             return dict(httpx.get(agent.url + "/health", timeout=2).json()["bus"])
 
-        wait_until(lambda: stats()["acked"] == 1, what="message acked")
+        wait_until(lambda: stats()["acked"] == 1, what="message acked", timeout=30)
         time.sleep(0.5)  # a second copy would have arrived by now (the router routed both long ago)
         assert stats()["delivered"] == 1
         received = [line for line in log.read_text().splitlines() if "received " in line]
@@ -165,14 +146,14 @@ async def test_node_agent_registers_dedups_publishes_trips_its_breaker_and_dereg
             async def opened() -> bool:
                 return await admin.hget(KEYS.breaker("architect"), "state") == "open"
 
-            await await_until(opened, what="breaker open")
+            await await_until(opened, what="breaker open", timeout=30)
         finally:
             os.kill(pid, signal.SIGCONT)
 
         async def closed() -> bool:
             return await admin.hget(KEYS.breaker("architect"), "state") == "closed"
 
-        await await_until(closed, what="breaker closed again")
+        await await_until(closed, what="breaker closed again", timeout=30)
         assert registry.get("/agents/architect").status_code == 200
 
         # SIGTERM: onModuleDestroy deregisters, the process exits cleanly
@@ -215,7 +196,7 @@ async def test_default_handler_logs_one_line_per_message_and_acks(
         await apply_bus(admin, BusPlan.model_validate_json(files["demo/bus.json"]),
                         AclDocument.model_validate_json(files["demo/acl.json"]), secret=SECRET)
         router_factory(redis_url=redis_server.url, swarm="demo")
-        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="ready")
+        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="ready", timeout=30)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
             sent = [await boss.publish("tasks.work", {"n": n}, wait=True) for n in range(3)]
             forged = await boss.publish("tasks.work", {"n": 9}, message_id="x\x1bFAKE", wait=True)
@@ -223,11 +204,11 @@ async def test_default_handler_logs_one_line_per_message_and_acks(
         def lines() -> list[str]:
             return [line for line in log.read_text().splitlines() if "received " in line]
 
-        wait_until(lambda: len(lines()) == 4, what="four log lines")
+        wait_until(lambda: len(lines()) == 4, what="four log lines", timeout=30)
         for result, line in zip(sent, lines()):
             assert json.dumps(result.message_id) in line
         assert '"x\\u001bFAKE"' in lines()[3]
-        assert wait_until(lambda: httpx.get(agent.url + "/health", timeout=2).json()["bus"]["acked"] == 4)
+        assert wait_until(lambda: httpx.get(agent.url + "/health", timeout=2).json()["bus"]["acked"] == 4, timeout=30)
         assert forged.status == "routed"
     finally:
         assert agent.stop() == 0
@@ -274,7 +255,7 @@ async def test_unacked_messages_are_redelivered_then_dead_lettered_and_unreadabl
              "REDIS_URL": agent_redis_url(redis_server.url, "demo", "listener", SECRET)},
     ).start()
     try:
-        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="ready")
+        wait_until(lambda: status(agent.url, "/health/ready") == 200, what="ready", timeout=30)
         async with EventBus(redis_url=redis_server.url, swarm="demo", agent_id="boss") as boss:
             ok = await boss.publish("tasks.work", {"n": 1}, wait=True)
             bad = await boss.publish("tasks.work", {"n": 2, "fail": True}, wait=True)
@@ -284,7 +265,7 @@ async def test_unacked_messages_are_redelivered_then_dead_lettered_and_unreadabl
             entries = [fields for _, fields in await admin.xrange(KEYS.agent_dead_letter("listener"))]
             return entries if len(entries) == 2 else []
 
-        letters = await await_until(dead, what="two dead letters")
+        letters = await await_until(dead, what="two dead letters", timeout=30)
         by_id = {d["original_entry_id"]: d for d in letters}
         assert by_id[broken]["reason"] == "unreadable entry: missing field(s) message_id, sender"
         assert by_id[broken]["deliveries"] == "1"
