@@ -383,6 +383,7 @@ async def test_a_missing_inbox_group_says_to_apply_the_bus(make_bus: BusFactory,
         await take(worker, 1)
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_a_block_longer_than_redis_py_default_socket_timeout_does_not_trip(
     make_bus: BusFactory, applied: aioredis.Redis
 ) -> None:

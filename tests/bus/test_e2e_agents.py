@@ -77,6 +77,7 @@ def lines(path: Path) -> list[Any]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_two_generated_agents_exactly_one_copy_despite_a_retry(
     tmp_path: Path, redis_server: RedisServer, registry_factory: Callable[..., Any],  # noqa: F811
     router_factory: RouterFactory,

@@ -503,6 +503,7 @@ async def test_an_inbox_at_inbox_max_len_is_skipped_and_keeps_every_unread_entry
     assert len(await admin.xrange(K.refused)) == 1
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 @pytest.mark.parametrize("point", ["before-script", "mid-batch", "after-script"])
 async def test_a_router_sigkilled_mid_batch_and_restarted_loses_nothing_and_duplicates_nothing(
     point: str, redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis,
@@ -525,6 +526,7 @@ async def test_a_router_sigkilled_mid_batch_and_restarted_loses_nothing_and_dupl
     assert (await admin.xpending(K.outbox("planner"), "router"))["pending"] == 0
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_kill_9_under_load_then_restart_loses_nothing_and_duplicates_nothing(
     redis_server: RedisServer, raw: aioredis.Redis, admin: aioredis.Redis, router_factory: RouterFactory  # noqa: F811
 ) -> None:

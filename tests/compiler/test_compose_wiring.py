@@ -148,6 +148,7 @@ def test_agents_wait_for_the_one_shot_setup_and_setup_commands_parse(
             interpolate(yaml.safe_dump(compose), {k: v for k, v in env.items() if k != unset})
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_reconciler_service_heals_a_redis_restart_by_itself(
     deployment: tuple[dict[str, Any], Path, dict[str, str]], redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -65,6 +65,7 @@ def test_events_and_passes_are_copied_and_history_reads_them(
         client.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_kill_9_of_the_archiver_loses_no_event_and_stores_none_twice(
     live: RegistryProcess, spec_dir: Path, postgres: PostgresServer, tmp_path: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_kill_9_of_the_archiver_loses_no_event_and_stores_none_twice(
         client.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_what_trimming_lost_while_stopped_is_recorded_as_a_gap(
     live: RegistryProcess, postgres: PostgresServer
 ) -> None:

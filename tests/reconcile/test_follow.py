@@ -73,6 +73,7 @@ def _push_new_agent(dev: Path) -> str:
     return _git(dev, "rev-parse", "HEAD")
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_webhook_fetch_history_and_rollback(live: RegistryProcess, remote: tuple[Path, Path, Path],
                                             daemon_factory: Callable[..., Daemon]) -> None:
     origin, deploy, dev = remote
@@ -167,6 +168,7 @@ def test_the_webhook_is_off_without_a_secret_and_refuses_forgeries(registry_fact
         client.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_a_failed_pass_is_in_the_history_once_while_it_lasts(
     live: RegistryProcess, remote: tuple[Path, Path, Path], daemon_factory: Callable[..., Daemon]
 ) -> None:

@@ -125,6 +125,7 @@ def world(registry_factory: RegistryFactory, redis_server: RedisServer, tmp_path
     rec.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(edits, min_size=1, max_size=8))
 def test_incremental_passes_leave_what_a_full_pass_leaves(

@@ -89,6 +89,7 @@ def test_daemon_started_on_an_invalid_spec_says_so_then_applies_the_fix(
     assert s.last_applied is not None and catalog_digest_live(live) == s.last_applied.digest
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_daemon_restarted_onto_an_invalid_spec_keeps_enforcing_the_last_applied(
     live: RegistryProcess, spec_dir: Path, daemon_factory: Callable[..., Daemon]
 ) -> None:

@@ -37,6 +37,7 @@ async def until(predicate: Any, timeout: float, step: float = 0.05) -> bool:
 # -- Redis stopped ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_redis_down_503_and_clients_recover_within_2s(
     registry: RegistryProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,6 +253,7 @@ def is_event(kind: str, agent_id: str) -> Any:
     return lambda e: e.event == kind and agent_of(e) == agent_id
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_registry_sigkill_loses_nothing_and_watch_resumes_without_gap_or_repeat(
     registry: RegistryProcess, registry_factory: RegistryFactory
 ) -> None:

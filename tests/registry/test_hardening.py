@@ -298,6 +298,7 @@ def test_an_id_with_a_trailing_newline_is_422(registry: RegistryProcess) -> None
 # -- bursts ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_500_concurrent_reads_and_500_concurrent_watch_connects_get_no_error(
     registry: RegistryProcess,
 ) -> None:
@@ -364,6 +365,7 @@ def test_the_specs_probe_interval_sets_the_probers_pace(
     assert 5 <= hits <= 60, hits
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_the_probe_interval_flag_overrides_the_spec(
     registry_factory: RegistryFactory, counting: CountingServer,
 ) -> None:
@@ -381,6 +383,7 @@ def test_the_probe_interval_flag_overrides_the_spec(
     assert _hits_over(fast_flag, counting, 3.0) >= 5
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_a_changed_spec_interval_takes_effect_without_a_restart(
     registry_factory: RegistryFactory, counting: CountingServer,
 ) -> None:

@@ -405,6 +405,7 @@ async def test_unexpected_errors_are_json_500_without_internals() -> None:
     await registry.reader.aclose()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_the_prober_logs_changes_of_state_not_every_probe(registry_factory: RegistryFactory) -> None:
     """At INFO, a healthy agent logs its first result once, then ten probe rounds add no line; a dead
     one logs its first failure and its breaker changing state (a few lines), not one line per probe."""

@@ -84,6 +84,7 @@ def test_mass_eviction_protection_holds_then_ends_with_renewals(registry_factory
     r.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_leases_get_one_ttl_of_grace_after_registry_restart(registry_factory: RegistryFactory) -> None:
     reg = registry_factory(extra_args=FAST)
     reg.push(make_catalog(["alpha", "beta", "gamma"], ttl_seconds=30))
@@ -103,6 +104,7 @@ def test_leases_get_one_ttl_of_grace_after_registry_restart(registry_factory: Re
     r.close()
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_two_registry_processes_evict_each_agent_once(registry_factory: RegistryFactory,
                                                        redis_server: RedisServer) -> None:
     ids = ["a1", "a2", "a3", "a4"]

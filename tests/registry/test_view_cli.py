@@ -41,6 +41,7 @@ def test_agents_lists_the_live_registrations(registry: RegistryProcess) -> None:
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_events_prints_the_backlog_and_follows(registry: RegistryProcess) -> None:
     registry.register("architect")
     httpx.delete(registry.url + "/agents/architect", headers=registry.agent_headers("architect"), timeout=10)

@@ -259,6 +259,7 @@ def test_filter_matching() -> None:
     assert matches({"revision": "r"}, "b", "t.z")  # catalog-changed passes any filter
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_watch_continues_after_redis_restarts(registry: RegistryProcess) -> None:
     async with httpx.AsyncClient(headers=registry.read_headers(), timeout=10) as http:
         async with http.stream("GET", registry.url + "/agents/watch") as resp:
@@ -340,6 +341,7 @@ def test_hub_reader_socket_timeout_is_block_plus_margin() -> None:
     assert timeout is not None and timeout > app.hub.block_ms / 1000
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 async def test_hub_reconnects_when_its_connection_silently_dies(redis_server: RedisServer) -> None:
     """A NAT or firewall drops the hub's TCP flow without a reset: the blocked XREAD
     times out past block + margin, and the reader reconnects instead of hanging."""

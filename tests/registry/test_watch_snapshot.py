@@ -100,6 +100,7 @@ def _id(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_snapshot_streams_whole_and_loses_no_registration_made_meanwhile(
     registry_factory: RegistryFactory, redis_server: RedisServer
 ) -> None:

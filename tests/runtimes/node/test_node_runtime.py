@@ -112,6 +112,7 @@ def test_typescript_computes_the_same_keys_as_swarm_keys() -> None:
         }
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_moved_replies_name_the_node_to_follow(tmp_path: Path, node_modules: Path) -> None:
     """bus.js's reading of MOVED (a plain reply, or the EXECABORT of a MULTI holding one) and the
     URL it then connects with: the same user, password and db on the named node."""
@@ -184,6 +185,7 @@ def test_the_lock_matches_the_manifest(make_spec: Make, tmp_path: Path) -> None:
     assert "http://" not in text and "https://" not in text
 
 
+@pytest.mark.slow  # moved out of the quick suite (CI time budget)
 def test_npm_ci_accepts_the_emitted_lock(make_spec: Make, tmp_path: Path, node_modules: Path) -> None:
     """A real ``npm ci`` of an emitted agent, from npm's cache (the session installed the same tree);
     ``npm ci`` refuses a lock that does not match its package.json."""
