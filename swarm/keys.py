@@ -57,17 +57,19 @@ Entry formats (field names; all values UTF-8 text):
   trimmed entries from the pending list too). The owner deletes an entry when it acks
   it (XACK + XDEL in one MULTI), so the inbox holds only unfinished work, and the router
   does not append to an inbox already holding ``inbox_max_len`` entries (reason
-  ``inbox_full`` in ``refused``, the subscriber in the receipt's ``undelivered``).
+  ``inbox_full`` in ``refused``, the subscriber in the receipt's ``undelivered``), nor
+  to one that does not exist (``inbox_missing``: the router never creates an inbox).
 * topic log: ``message_id``, ``sender``, ``payload``, ``content_type``.
 * receipts: ``outbox_id``, ``message_id``, ``status`` (``routed`` | ``duplicate`` |
   ``refused``), ``entry_id`` (topic entry id, the original one for a duplicate),
   ``reason`` (refused only: a code of ``swarm.bus.routing.REASONS``), ``undelivered``
-  (routed only, when some inbox was full: the subscribers' ids, comma-separated).
+  (routed only, when some inbox was full or missing: the subscribers' ids, comma-separated).
 * refused: ``sender``, ``outbox_id``, ``message_id``, ``topic``, ``reason``, ``detail``,
   ``size`` and ``preview`` (escaped, cut); ``payload`` only for a valid entry refused by
-  the breaker or a broken key (it can be replayed). An ``inbox_full`` record is one
-  subscriber's skipped delivery of a routed entry: ``subscriber`` and ``topic_entry_id``
-  (replay it from the topic's log) instead of a payload.
+  the breaker, a broken key or a missing topic log (it can be replayed). An
+  ``inbox_full`` or ``inbox_missing`` record is one subscriber's skipped delivery of a
+  routed entry: ``subscriber`` and ``topic_entry_id`` (replay it from the topic's log)
+  instead of a payload.
 
 Redis ACL users are named ``swarm.<N>.<agent id>``: ``.`` is outside the charset of
 swarm names and agent ids, so no two (swarm, agent) pairs share a user name (with

@@ -27,6 +27,18 @@ entry. Why it is built this way:
   vanished server).
 * ``bus.json`` is re-read when its head (swarm name + spec digest) changes, like the
   agents do, so a spec change reaches the router within ``refresh_seconds``.
+* The router never creates an outbox, an inbox or a topic log: those are the bus
+  apply's (the reconciler's), which writes the new settings first and then deletes the
+  streams of an agent or topic it removed. Until the router reloads the settings it
+  routes with the old plan, which still names them (a batch it read and checked before
+  the prune, its group check over the old agents), and any create-if-missing (XGROUP
+  CREATE MKSTREAM, an XADD) would bring a pruned agent's streams back for good. So its
+  group check has no MKSTREAM: a missing outbox is *absent*, not read, and checked
+  again at every refresh tick (an agent's own XADD re-creates a declared agent's outbox
+  deleted by hand, and its group then starts at id 0, so nothing written is lost); the
+  route script skips a subscriber whose inbox does not exist (``inbox_missing`` in
+  ``refused``, named in the receipt's ``undelivered``, like ``inbox_full``) and refuses
+  an entry whose topic log does not exist (``topic_missing``, payload kept).
 * Inboxes are never trimmed. A length cap (XADD MAXLEN) on them let a sender that floods
   valid messages evict what its victims had not read yet (Redis 7 even drops trimmed
   entries from the pending list, so delivered-but-unacked ones vanished too). Instead
@@ -114,6 +126,8 @@ class RouterStats:
     inbox_full: Counter[str] = field(default_factory=Counter)
     #: entries in each agent's inbox at the last housekeeping (its unfinished work)
     inbox_length: dict[str, int] = field(default_factory=dict)
+    #: deliveries skipped because the subscriber's inbox did not exist (pruned while the plan was stale)
+    inbox_missing: Counter[str] = field(default_factory=Counter)
 
     def count(self, agent: str, what: str, n: int = 1) -> None:
         self.per_agent.setdefault(agent, Counter())[what] += n
@@ -250,6 +264,7 @@ class Router:
         self._drop_script: Any = None  # drop_consumer.lua, registered on first use
         self._inbox_alarmed: set[str] = set()  # agents whose inbox passed the inbox alarm
         self._broken: set[str] = set()  # agents whose outbox key is not a stream
+        self._absent: set[str] = set()  # agents whose outbox does not exist (never created here)
         self._ready_logged = False
         self._prefetch: asyncio.Task[list[tuple[str, tuple[list[bytes], list[Any], int]]]] | None = None
 
@@ -335,6 +350,8 @@ class Router:
             for agent, r in plan.agents.items()
         }
         self._by_outbox = {s.outbox: agent for agent, s in self._senders.items()}
+        self._absent &= set(self._senders)
+        self._broken &= set(self._senders)
         self._topics = {
             name: _Topic(
                 tp.stream.encode(),
@@ -345,32 +362,54 @@ class Router:
             for name, tp in plan.topics.items()
         }
 
-    async def ensure_groups(self) -> None:
-        """Create the router group (at id 0) on every declared outbox that lacks it.
+    async def ensure_groups(self, agents: Sequence[str] | None = None) -> None:
+        """Create the router group (at id 0) on every declared outbox (or those of ``agents``) that lacks it.
 
-        An outbox key that is not a stream (an operator's mistake: agents can only XADD)
-        would fail every read of every outbox: it is set aside with an error, and
-        checked again at each housekeeping until it is fixed."""
-        agents = list(self._senders)
+        Never creates an outbox (no MKSTREAM): the plan may be older than the prune that
+        just deleted one (see the module docstring). A missing outbox is *absent*: not
+        read until it exists, checked again at every refresh tick. An outbox key that is
+        not a stream (an operator's mistake: agents can only XADD) would fail every read
+        of every outbox: it is set aside with an error, and checked again at each
+        housekeeping until it is fixed."""
+        agents = list(self._senders) if agents is None else [a for a in agents if a in self._senders]
         async with self.redis.pipeline(transaction=False) as pipe:
             for agent in agents:
-                pipe.xgroup_create(self._senders[agent].outbox, ROUTER_GROUP, id="0", mkstream=True)
+                pipe.xgroup_create(self._senders[agent].outbox, ROUTER_GROUP, id="0")
             replies = await pipe.execute(raise_on_error=False)
-        for agent, reply in zip(agents, replies):
-            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                if is_transient_redis(reply):
-                    raise reply
+        failed = [(a, r) for a, r in zip(agents, replies) if isinstance(r, Exception) and "BUSYGROUP" not in str(r)]
+        for _, reply in failed:
+            if is_transient_redis(reply):
+                raise reply
+        types: list[Any] = []
+        if failed:  # missing (XGROUP CREATE needs the key) or of another type
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for agent, _ in failed:
+                    pipe.type(self._senders[agent].outbox)
+                types = await pipe.execute()
+        missing = {a for (a, _), t in zip(failed, types) if as_text(t) == "none"}
+        broken = {a: r for a, r in failed if a not in missing}
+        for agent in agents:
+            if agent in missing:
+                if agent not in self._absent:
+                    log.info("router %s: the outbox of %s does not exist (its agent was just removed, or it was "
+                             "deleted): not routed until it exists again", self.consumer, agent)
+                self._absent.add(agent)
+                self._broken.discard(agent)
+            elif agent in broken:
                 if agent not in self._broken:
                     log.error("router %s: the outbox of %s cannot be routed (%s); skipping it until fixed",
-                              self.consumer, agent, reply)
+                              self.consumer, agent, broken[agent])
                 self._broken.add(agent)
-            elif agent in self._broken:
+                self._absent.discard(agent)
+            else:
+                if agent in self._broken or agent in self._absent:
+                    log.info("router %s: the outbox of %s is routable again", self.consumer, agent)
                 self._broken.discard(agent)
-                log.info("router %s: the outbox of %s is routable again", self.consumer, agent)
+                self._absent.discard(agent)
 
     @property
     def _routable(self) -> list[str]:
-        return [a for a in self._senders if a not in self._broken]
+        return [a for a in self._senders if a not in self._broken and a not in self._absent]
 
     @property
     def backlog_alarm(self) -> int:
@@ -387,6 +426,8 @@ class Router:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_refresh:
             await self._refresh()
+            if self._absent:  # an agent's XADD may have created its outbox since
+                await self.ensure_groups(sorted(self._absent))
         if loop.time() >= self._next_housekeeping:
             self._next_housekeeping = loop.time() + self.housekeeping_seconds
             await self.housekeeping()
@@ -625,6 +666,10 @@ class Router:
             if status == "undelivered":  # follows its routed pair: ``value`` is the full inbox's owner
                 self._inbox_full(agent, value)
                 continue
+            if status == "missing":  # follows its routed pair: ``value``'s inbox does not exist
+                self.stats.inbox_missing[value] += 1
+                self.stats.count(value, "inbox_missing")
+                continue
             if status == "routed":
                 st.routed += 1
             elif status == "duplicate":
@@ -708,7 +753,7 @@ class Router:
             if any(is_transient_redis(r) for r in failed):
                 raise failed[0]
             await self.ensure_groups()  # a key replaced by hand: set aside until fixed
-        await self._drop_dead_consumers([a for a in agents if a not in self._broken])
+        await self._drop_dead_consumers(self._routable)
         await self._trim_dead_letters(agents)
         await self._measure_inboxes()
         alarm = self.backlog_alarm
@@ -775,9 +820,9 @@ class Router:
 
     async def _leave(self) -> None:
         """On a clean stop: remove this process's consumer from every outbox group it has nothing pending in."""
-        for s in self._senders.values():
+        for agent in self._routable:
             try:
-                await self._drop_consumer(s.outbox, self.consumer)
+                await self._drop_consumer(self._senders[agent].outbox, self.consumer)
             except REDIS_ERRORS:
                 return  # Redis gone: the next router's housekeeping forgets it
 

@@ -69,6 +69,10 @@ REASONS: dict[str, str] = {
     "route_failed": "a key the router writes is not a stream (an operator's mistake); nothing was appended",
     "inbox_full": "a subscriber's inbox held inbox_max_len unfinished entries: not delivered to that subscriber "
                   "(the topic log and the other subscribers got it)",
+    "inbox_missing": "a subscriber's inbox did not exist (the agent was just removed from the spec, or its inbox "
+                     "deleted): not delivered to that subscriber; the router never creates an inbox",
+    "topic_missing": "the topic's log stream did not exist (the topic was just removed from the spec, or its "
+                     "stream deleted): nothing was appended; the router never creates a topic log",
 }
 
 

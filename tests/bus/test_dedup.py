@@ -171,6 +171,11 @@ async def test_a_failing_append_leaves_no_mark(routed: Router, admin: aioredis.R
     assert await admin.exists(K.dedup("tasks.research", "planner", "unlucky")) == 0
     assert await admin.xlen(K.inbox("worker-a")) == 0
     await admin.delete(stream)
+    missing = await _route(routed, admin, "tasks.research", "unlucky")  # the router never creates a topic log
+    assert (missing["status"], missing["reason"]) == ("refused", "topic_missing") and not await admin.exists(stream)
+    assert await admin.exists(K.dedup("tasks.research", "planner", "unlucky")) == 0
+    desired = make_desired()
+    await apply_bus(admin, desired.bus, desired.acl)  # the bus apply makes it again
     result = await _route(routed, admin, "tasks.research", "unlucky")
     assert result["status"] == "routed" and await admin.xlen(stream) == 1
 

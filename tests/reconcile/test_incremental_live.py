@@ -102,10 +102,9 @@ edits = st.one_of(
 @pytest.fixture
 def world(registry_factory: RegistryFactory, redis_server: RedisServer, tmp_path: Path
           ) -> Iterator[tuple[RegistryProcess, Path, Reconciler, list[Ports]]]:
-    # --no-route: the router's housekeeping re-creates the outbox of every agent of the bus plan
-    # it last loaded, so right after a prune it may bring a pruned agent's outbox back until it
-    # reloads the plan (for full passes too): a race of its own, not what this test is about
-    live = registry_factory(redis_server, extra_args=["--no-probe", "--no-route"])
+    # the registry runs its router: a pruned agent's streams must stay gone although the router
+    # routes with the old plan until it reloads it (tests/bus/test_prune_race.py)
+    live = registry_factory(redis_server, extra_args=["--no-probe"])
     spec = tmp_path / "spec"
     spec.mkdir()
     made: list[Ports] = []

@@ -15,7 +15,14 @@
 -- Returns {status, value} per item, flattened: routed/entry id, duplicate/original entry id,
 -- refused/reason, or gone/'' when the entry was no longer pending (another router replica
 -- routed it after reclaiming it): XACK is the fence, so no entry is routed twice.
--- A routed pair is followed by one undelivered/<subscriber> pair per full inbox it skipped.
+-- A routed pair is followed by one undelivered/<subscriber> pair per full inbox it skipped
+-- and one missing/<subscriber> pair per inbox that does not exist.
+--
+-- This script never creates an inbox or a topic log (only the bus apply does): the router's
+-- plan may be older than the prune that just deleted them, and an XADD would bring a removed
+-- agent's inbox or a removed topic's log back for good. A subscriber whose inbox does not
+-- exist is skipped like a full one (reason inbox_missing); an entry whose topic log does not
+-- exist is refused with its payload (reason topic_missing).
 --
 -- Inboxes are never trimmed (no MAXLEN on their XADD). A length cap would let a flooding
 -- sender evict what a victim has not read yet, and Redis 7 even drops trimmed entries from
@@ -31,15 +38,20 @@ local sender, group, receipts_max, refused_max, ct = ARGV[1], ARGV[2], ARGV[3], 
 local inbox_max = tonumber(ARGV[6])
 
 -- Each distinct key is type-checked once per run (a batch repeats the same topic and inboxes).
-local checked = {}
-local function stream_ok(key)
-  local ok = checked[key]
-  if ok == nil then
-    local t = redis.call('TYPE', key)['ok']
-    ok = t == 'stream' or t == 'none'
-    checked[key] = ok
+-- A key seen as 'none' stays so for an inbox or topic log (never created here); receipts and
+-- refused may be created by this run, which stream_ok allows either way.
+local types = {}
+local function type_of(key)
+  local t = types[key]
+  if t == nil then
+    t = redis.call('TYPE', key)['ok']
+    types[key] = t
   end
-  return ok
+  return t
+end
+local function stream_ok(key)
+  local t = type_of(key)
+  return t == 'stream' or t == 'none'
 end
 if not stream_ok(receipts) or not stream_ok(refused) or not stream_ok(outbox) then
   return redis.error_reply('WRONGTYPE receipts, refused or outbox key of ' .. sender .. ' is not a stream')
@@ -132,6 +144,10 @@ while a <= #ARGV do
         if bad then
           refuse(oid, mid, topic, 'route_failed', bad .. ' is of the wrong type', size, '', payload)
           out[#out + 1] = 'refused'; out[#out + 1] = 'route_failed'
+        elseif type_of(tkey) == 'none' then
+          refuse(oid, mid, topic, 'topic_missing', 'the log stream of ' .. topic .. ' does not exist', size, '',
+            payload)
+          out[#out + 1] = 'refused'; out[#out + 1] = 'topic_missing'
         else
           if original then
             receipt(oid, mid, 'duplicate', original, nil)
@@ -140,10 +156,12 @@ while a <= #ARGV do
             local id = redis.call('XADD', tkey, 'MAXLEN', '~', tp.max_len, '*', 'message_id', mid, 'sender', sender,
               'payload', payload, 'content_type', ct)
             redis.call('SET', mark, id, 'NX', 'PX', tp.window)
-            local full = {}
+            local full, missing = {}, {}
             for i = first, first + n - 1 do
               local inbox = KEYS[i]
-              if inbox_len(inbox) >= inbox_max then
+              if type_of(inbox) == 'none' then
+                missing[#missing + 1] = string.match(inbox, 'inbox:([^:]*)$') or inbox
+              elseif inbox_len(inbox) >= inbox_max then
                 full[#full + 1] = string.match(inbox, 'inbox:([^:]*)$') or inbox  -- the key itself if not an inbox name
               else
                 redis.call('XADD', inbox, '*', 'topic', topic, 'message_id', mid,
@@ -152,15 +170,25 @@ while a <= #ARGV do
               end
             end
             out[#out + 1] = 'routed'; out[#out + 1] = id
-            if #full > 0 then
+            if #full > 0 or #missing > 0 then
+              local skipped = {}
               for _, sub in ipairs(full) do
                 redis.call('XADD', refused, 'MAXLEN', '~', refused_max, '*', 'sender', sender, 'outbox_id', oid,
                   'message_id', mid, 'topic', topic, 'reason', 'inbox_full', 'subscriber', sub,
                   'detail', 'the inbox of ' .. sub .. ' holds inbox_max_len (' .. ARGV[6] ..
                   ') unfinished entries; not delivered to it', 'size', size, 'preview', '', 'topic_entry_id', id)
                 out[#out + 1] = 'undelivered'; out[#out + 1] = sub
+                skipped[#skipped + 1] = sub
               end
-              receipt(oid, mid, 'routed', id, nil, table.concat(full, ','))
+              for _, sub in ipairs(missing) do
+                redis.call('XADD', refused, 'MAXLEN', '~', refused_max, '*', 'sender', sender, 'outbox_id', oid,
+                  'message_id', mid, 'topic', topic, 'reason', 'inbox_missing', 'subscriber', sub,
+                  'detail', 'the inbox of ' .. sub .. ' does not exist (removed from the spec?); not delivered to it',
+                  'size', size, 'preview', '', 'topic_entry_id', id)
+                out[#out + 1] = 'missing'; out[#out + 1] = sub
+                skipped[#skipped + 1] = sub
+              end
+              receipt(oid, mid, 'routed', id, nil, table.concat(skipped, ','))
             else
               receipt(oid, mid, 'routed', id, nil)
             end
