@@ -11,6 +11,7 @@ the receiver dies, its breaker opens and the registry lists it as critical.
 
 from __future__ import annotations
 
+import pytest
 import json
 import time
 from pathlib import Path

@@ -5,6 +5,7 @@ reconciler and PostgreSQL (started by the test on a free port)."""
 
 from __future__ import annotations
 
+import pytest
 import json
 import signal
 import subprocess

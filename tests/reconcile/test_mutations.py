@@ -8,6 +8,7 @@ and that every error in status carries a position.
 
 from __future__ import annotations
 
+import pytest
 import copy
 from pathlib import Path
 from typing import Any, Callable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import subprocess
 from pathlib import Path
 from typing import Any, Callable

@@ -7,6 +7,7 @@ stopped heartbeating long ago.
 
 from __future__ import annotations
 
+import pytest
 from typing import Any
 
 import httpx

@@ -11,6 +11,7 @@ never land inside the snapshot event.
 
 from __future__ import annotations
 
+import pytest
 import asyncio
 import json
 import threading
