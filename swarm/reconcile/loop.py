@@ -117,6 +117,8 @@ FAILED_PASS_STATES = frozenset({"invalid-spec", "refused", "error", "waiting"})
 
 LIVE_STATUSES = frozenset({"healthy", "critical", "live"})
 EXPIRED_STATUSES = frozenset({"expiring", "expired"})
+#: An incremental pass re-reads the live summary at most this often (seconds); see ``Reconciler._refresh_live``.
+LIVE_REFRESH_SECONDS = 5.0
 
 
 class StatusSink(Protocol):
@@ -266,6 +268,8 @@ class Reconciler:
         self._written_users: dict[str, UserRights] | None = None  # rights this process last wrote
         #: what this process's last converged pass applied: watch-triggered passes apply only what differs
         self._last_applied: _LastApplied | None = None
+        self._live_read_at = float("-inf")  # monotonic time status.live was last read from the live system
+        self.live_refresh_seconds = LIVE_REFRESH_SECONDS
         self._catalog_text = CatalogText()  # the catalog's digest, agent by agent
         self._stored_digest: str | None = None  # digest of the applied spec this process kept in Redis
         self._recovered = False  # self.good was read back from Redis, not from the spec files
@@ -701,6 +705,7 @@ class Reconciler:
         self._written_users = None
         actual = observe(ports.registry, ports.bus, desired.bus, assumed)
         status.live = live_summary(desired, actual)
+        self._live_read_at = time.monotonic()
         retired = frozenset(status.retired_agents)
         plan = plan_actions(desired, actual, prune=self.config.prune, force_prune=self.config.force_prune, retired=retired)
         result.plan = plan
@@ -752,8 +757,6 @@ class Reconciler:
         held = tuple(a for a in last.held_back if a.target not in wanted) + plan.held_back
         status.held_back = [a.description for a in held]
         status.retired_agents = sorted(plan.retired)
-        if status.live is not None:
-            status.live = status.live.model_copy(update={"agents_declared": len(desired.registry.agents)})
         digest = self._catalog_text.digest(desired.registry) if delta.catalog_changed else last.digest
         status.pending = [a.description for a in plan.actions]  # until applied
         if not plan.empty:
@@ -765,12 +768,50 @@ class Reconciler:
                 on_applied=self._pause_hook if self.config.pause_after else None, check_fence=ports.check_fence,
                 catalog_patch=patch,
             )
+        status.live = self._refresh_live(ports, desired, status.live)
         status.pending = []
         self._backoff.reset()
         self._written_users = desired_user_rights(desired)
         self._last_applied = _LastApplied(desired=desired, digest=digest, ports=ports,
                                           users_managed=last.users_managed, held_back=held)
         return True
+
+    def _refresh_live(self, ports: Ports, desired: DesiredState, live: LiveSummary | None) -> LiveSummary | None:
+        """The live summary after an incremental pass: declared from ``desired``, the rest re-read.
+
+        An incremental pass observes nothing before it applies (that is what makes save ->
+        live fast at 10,000 agents), so without this ``status.live`` kept the counts of the
+        last full pass. Read here, *after* the apply, so the change is live before the read
+        starts; and cheaply: the registry's own counts (GET /status, a few hundred bytes,
+        not GET /agents with every registration) and the breakers and protection flag from
+        Redis (one SCAN and one pipeline, not the streams, groups and users a full
+        observation reads). At most once every ``live_refresh_seconds`` (a burst of saves
+        pays it once; in between only ``agents_declared`` moves), and not the keeper's job:
+        the keeper ticks in its own thread while a pass may be building the status, and the
+        status is written at the end of each pass anyway. A port without these reads (test
+        fakes) or a failed read keeps the last figures, with only ``agents_declared`` updated."""
+        declared = len(desired.registry.agents)
+        now = time.monotonic()
+        counts_of = getattr(ports.registry, "agent_counts", None)
+        signals_of = getattr(ports.bus, "live_signals", None)
+        if (live is not None and now - self._live_read_at < self.live_refresh_seconds) or counts_of is None \
+                or signals_of is None:
+            return live.model_copy(update={"agents_declared": declared}) if live is not None else None
+        try:
+            counts: dict[str, int] = counts_of()
+            breakers, protection = signals_of()
+        except SwarmError as exc:
+            log.debug("live summary not refreshed: %s", exc)
+            return live.model_copy(update={"agents_declared": declared}) if live is not None else None
+        self._live_read_at = now
+        return LiveSummary(
+            agents_declared=declared,
+            agents_live=sum(n for s, n in counts.items() if s in LIVE_STATUSES),
+            agents_expired=sum(n for s, n in counts.items() if s in EXPIRED_STATUSES),
+            breakers_open=sorted(breakers),
+            protection=protection,
+            observed_at=now_iso(),
+        )
 
     def _forget_writes(self) -> None:
         """Someone else may have written (another lease holder, a restarted Redis): the next

@@ -127,6 +127,17 @@ class HttpRegistryPort:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PermanentError(f"registry at {self.url}: GET /agents: unexpected body: {exc}") from exc
 
+    def agent_counts(self) -> dict[str, int]:
+        """Registrations by status (``healthy``, ``critical``, ``expiring``) from GET /status: the
+        registry counts them, so no list of agents crosses the wire (cheap at 10,000 agents)."""
+        response = self._call("GET", "/status")
+        _expect(response, 200, "GET /status")
+        try:
+            agents = response.json()["agents"] or {}
+            return {str(k): int(v) for k, v in agents.items() if k not in ("declared", "live")}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PermanentError(f"registry at {self.url}: GET /status: unexpected body: {exc}") from exc
+
     def push_catalog(self, catalog: RegistryCatalog, revision: str) -> None:
         # `swarm registry push`'s own code, on this port's kept-alive client: a fresh
         # httpx client per push costs ~60 ms of TLS context set-up alone, a third of
@@ -394,6 +405,20 @@ class RedisBusPort:
             protection=protection is not None,  # the registry keeps the time protection began
             legacy_users=legacy,
         )
+
+    def live_signals(self) -> tuple[tuple[str, ...], bool]:
+        """(agents whose breaker is open or half-open, protection on): what :meth:`observe`
+        reports of them, without the streams, groups and users (one SCAN and one pipeline)."""
+        keys = self.keys
+        with redis_errors(self.url, "read breakers and protection"):
+            breakers = sorted(map(as_text, self._redis.scan_iter(match=keys.breaker_pattern, count=1000)))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(keys.protection)
+            for b in breakers:
+                pipe.hget(b, "state")
+            protection, *states = pipe.execute(raise_on_error=False)
+        opened = tuple(b[len(keys.breaker("")):] for b, s in zip(breakers, states) if s in ("open", "half_open"))
+        return opened, protection is not None and not isinstance(protection, Exception)
 
     def _read_users(self, read: list[str], bus: BusPlan, applied: BusPlan | None) -> dict[str, UserRights]:
         """The users ``read`` (agent ids) compared whole with what ``user_rules`` writes.

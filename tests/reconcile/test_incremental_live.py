@@ -157,3 +157,52 @@ def test_incremental_passes_leave_what_a_full_pass_leaves(
         assert plan.empty, (op, [a.description for a in plan.actions])
         assert seen.registry.catalog is not None and catalog_digest(seen.registry.catalog) == catalog_digest(desired.registry)
         assert set(seen.bus.users) == set(desired.bus.agents) and set(seen.bus.inboxes) == set(desired.bus.agents)
+
+
+def test_an_incremental_pass_re_reads_the_live_summary_without_listing_the_agents(
+    world: tuple[RegistryProcess, Path, Reconciler, list[Ports]]
+) -> None:
+    """An agent that registers, and a breaker that opens, between two saves show in the status of
+    the second, incremental, pass; at most once per ``live_refresh_seconds``."""
+    import redis
+
+    from swarm.keys import SwarmKeys
+
+    live, spec, rec, made = world
+    docs = _valid(example_docs())
+    _write(spec, docs)
+    first = rec.run_pass("resync")
+    assert first.state == "synced" and first.status is not None and first.status.live is not None
+    assert first.status.live.agents_live == 0 and first.status.live.breakers_open == []
+    ids = sorted(rec.good.desired.registry.agents) if rec.good else []
+    assert len(ids) >= 3
+    assert live.register(ids[0]).status_code in (200, 201)
+    client = redis.Redis.from_url(live.redis.url, decode_responses=True)
+    try:
+        client.hset(SwarmKeys("research").breaker(ids[1]), mapping={"state": "open"})
+    finally:
+        client.close()
+    registry: Any = made[-1].registry
+    rec.live_refresh_seconds = 0.0
+    docs = _edit(docs, ("topic+", 0), 0)
+    _write(spec, docs)
+    registry.calls.clear()
+    second = rec.run_pass("file")
+    assert second.state == "synced" and second.status is not None and second.status.live is not None
+    assert "list_agents" not in registry.calls and "get_catalog" not in registry.calls, registry.calls  # incremental
+    assert "agent_counts" in registry.calls
+    summary = second.status.live
+    assert (summary.agents_live, summary.agents_expired, summary.breakers_open) == (1, 0, [ids[1]])
+    assert summary.agents_declared == len(rec.good.desired.registry.agents) if rec.good else False
+    assert summary.observed_at != first.status.live.observed_at
+    # within the interval the figures are kept (only the declared count follows the spec)
+    rec.live_refresh_seconds = 3600.0
+    assert live.register(ids[2]).status_code in (200, 201)
+    docs = _edit(docs, ("remove", 5), 1)
+    _write(spec, docs)
+    registry.calls.clear()
+    third = rec.run_pass("file")
+    assert third.state == "synced" and third.status is not None and third.status.live is not None
+    assert "agent_counts" not in registry.calls
+    assert third.status.live.agents_live == 1 and third.status.live.observed_at == summary.observed_at
+    assert third.status.live.agents_declared == len(rec.good.desired.registry.agents) if rec.good else False
