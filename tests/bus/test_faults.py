@@ -19,6 +19,9 @@ from tests.bus.conftest import BusFactory
 from tests.support.router import RouterFactory
 from tests.support.services import RedisServer, wait_for_port
 
+# fault tests (SIGKILL, Redis restarts and outages): moved out of the quick suite (CI time budget)
+pytestmark = pytest.mark.slow
+
 INBOX = "swarm:{lab}:inbox:worker-a"
 TOPIC_LOG = "swarm:{lab}:topic:tasks.research"
 
