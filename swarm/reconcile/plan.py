@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable
 
+from pydantic import BaseModel
+
 from swarm.acl import ACTIONS
 from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
 from swarm.keys import ROUTER_GROUP
@@ -233,7 +235,7 @@ def acl_changes(old: AclDocument | None, new: AclDocument) -> list[str]:
     for aid in sorted(set(new.agents) - set(old.agents)):
         out.append(f"agent {aid} joins the table as role {new.agents[aid].role}")
     for aid in sorted(set(old.agents) & set(new.agents)):
-        if old.agents[aid].role != new.agents[aid].role:
+        if old.agents[aid] is not new.agents[aid] and old.agents[aid].role != new.agents[aid].role:
             out.append(f"agent {aid}: role {old.agents[aid].role} -> {new.agents[aid].role}")
     if not out and old.roles != new.roles:
         out.append("role rules are rewritten; no decision on a declared topic changes")
@@ -321,17 +323,33 @@ def _strip(doc: AclDocument | BusPlan) -> dict[str, object]:
 
 
 def _same(seen: AclDocument | BusPlan | None, want: AclDocument | BusPlan) -> bool:
-    """Whether two documents are equal but for ``spec_digest``.
+    """Whether two documents are equal but for ``spec_digest``: always the answer of comparing
+    their dumps, found field by field without dumping what is equal.
 
-    Field equality first (a dict comparison: the no-op case at 1,000 agents, where
-    dumping both documents twice cost most of the plan); the dumps decide when it
-    says no, so the answer is always that of comparing the dumps.
+    Dumping both documents cost most of a no-op plan at 1,000 agents, and a third of an
+    incremental pass at 10,000, where the documents differ by one agent: the ``agents``
+    mappings then differ in their keys, which says no at once. Identity and ``==`` come
+    first (the desired memo hands back the very same entries for agents that did not
+    change); a model's dump decides only where ``==`` says no.
     """
     if seen is None:
         return False
-    if type(seen) is type(want) and seen.model_copy(update={"spec_digest": want.spec_digest}) == want:
+    if type(seen) is not type(want):
+        return _strip(seen) == _strip(want)
+    return all(_dumps_alike(getattr(seen, name), getattr(want, name))
+               for name in type(want).model_fields if name != "spec_digest")
+
+
+def _dumps_alike(a: object, b: object) -> bool:
+    if a is b or a == b:
         return True
-    return _strip(seen) == _strip(want)
+    if isinstance(a, BaseModel) and isinstance(b, BaseModel):
+        return a.model_dump() == b.model_dump()
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_dumps_alike(v, b[k]) for k, v in a.items())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_dumps_alike(x, y) for x, y in zip(a, b))
+    return False
 
 
 # The actions both plans make (the full diff here, the incremental one in delta.py): one

@@ -212,3 +212,22 @@ def test_desired_memo_and_the_document_cache_give_what_a_fresh_build_gives() -> 
     a, b = both(files)
     assert a == b
     assert a.acl.agents["extra"].subscribe == ["tasks.research"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(edits, min_size=1, max_size=6))
+def test_same_answers_what_comparing_the_dumps_answers(ops: list[tuple[Any, ...]]) -> None:
+    # _same compares field by field without dumping; its answer must be the dumps' one,
+    # for documents that differ (random edits) and for equal ones built apart (no shared entries)
+    from swarm.reconcile.plan import _same, _strip
+
+    docs = example_docs()
+    last = desired_from_docs(docs)
+    for n, op in enumerate(ops):
+        docs = _apply_edit(docs, op, n)
+        new = desired_from_docs(docs)
+        again = desired_from_docs(docs)
+        for old_doc, new_doc, twin in ((last.acl, new.acl, again.acl), (last.bus, new.bus, again.bus)):
+            assert _same(old_doc, new_doc) == (_strip(old_doc) == _strip(new_doc)), op
+            assert _same(new_doc, twin) and _same(twin, new_doc)
+        last = new
