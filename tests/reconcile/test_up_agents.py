@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reconcile.test_up import Up, _processes_in
+from tests.reconcile.test_up import Up
 from tests.support.services import free_port, python_cmd
-from tests.support.procs import depths, descendants, start_time
+from tests.support.procs import cmdline, depths, descendants, processes_in, start_time
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,6 @@ def _project(tmp_path: Path, agents: list[str]) -> Path:
     (tmp_path / "specs").mkdir()
     _write_spec(tmp_path / "specs" / "swarm.yaml", agents)
     return tmp_path
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "?"
 
 
 def _agent_pid(project: Path, agent: str) -> int | None:
@@ -170,7 +163,7 @@ def test_up_demo_follows_the_spec_and_restarts_crashed_agents(tmp_path: Path) ->
     finally:
         up.kill()
     assert "Traceback" not in up.text() and "swarm up: error" not in up.text(), up.text()
-    assert _processes_in(project) == [], "swarm up left processes behind"
+    assert processes_in(project) == [], "swarm up left processes behind"
 
 
 def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -181,7 +174,7 @@ def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
         up.wait_until(lambda: "started agent alpha " in up.text() and "started agent beta " in up.text(), "the agents")
         up.wait_until(lambda: set(_registered(up, project)) == {"alpha", "beta"}, "the agents to register")
         children = descendants(up.proc.pid)
-        names = " | ".join(_cmdline(pid) for pid in children)
+        names = " | ".join(cmdline(pid) for pid in children)
         assert "redis-server" in names and "registry serve" in names and names.count("uvicorn server:app") == 2, names
     finally:
         up.kill()  # SIGKILL
@@ -190,8 +183,8 @@ def test_a_sigkilled_up_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     while left and time.monotonic() < deadline:
         left = {pid: started for pid, started in left.items() if start_time(pid) == started}
         time.sleep(0.1)
-    assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]}"
-    assert _processes_in(project) == []
+    assert left == {}, f"outlived a SIGKILLed swarm up: {[cmdline(p) for p in left]}"
+    assert processes_in(project) == []
 
 
 @pytest.mark.skipif(not all(shutil.which(tool) for tool in ("node", "npm")), reason="needs node and npm")
@@ -206,7 +199,7 @@ def test_a_sigkilled_up_takes_the_npm_build_and_what_it_started_with_it(tmp_path
         up.wait_until(lambda: any(d >= 2 for d in depths(up.proc.pid).values()),
                       "npm to start a process of its own", timeout=120)
         tree = {pid: start_time(pid) for pid, d in depths(up.proc.pid).items()}
-        deep = [_cmdline(pid) for pid, d in depths(up.proc.pid).items() if d >= 2]
+        deep = [cmdline(pid) for pid, d in depths(up.proc.pid).items() if d >= 2]
         assert any(word in line for line in deep for word in ("npm", "node", "tsc", "sh -c")), deep
     finally:
         up.kill()  # SIGKILL
@@ -215,7 +208,7 @@ def test_a_sigkilled_up_takes_the_npm_build_and_what_it_started_with_it(tmp_path
     while left and time.monotonic() < deadline:
         left = {pid: started for pid, started in left.items() if start_time(pid) == started}
         time.sleep(0.1)
-    assert left == {}, f"outlived a SIGKILLed swarm up: {[_cmdline(p) for p in left]} (grandchildren were {deep})"
+    assert left == {}, f"outlived a SIGKILLed swarm up: {[cmdline(p) for p in left]} (grandchildren were {deep})"
 
 
 def test_up_says_when_its_registry_dies(tmp_path: Path) -> None:
@@ -223,8 +216,8 @@ def test_up_says_when_its_registry_dies(tmp_path: Path) -> None:
     up = Up(project, "specs", env=_env())
     try:
         up.wait_until(lambda: "push the registry catalog" in up.text(), "the first pass")
-        registry = [pid for pid in descendants(up.proc.pid) if "registry serve" in _cmdline(pid)]
-        assert len(registry) == 1, [_cmdline(p) for p in descendants(up.proc.pid)]
+        registry = [pid for pid in descendants(up.proc.pid) if "registry serve" in cmdline(pid)]
+        assert len(registry) == 1, [cmdline(p) for p in descendants(up.proc.pid)]
         os.kill(registry[0], signal.SIGKILL)
         up.wait_until(lambda: "swarm up: error: registry was killed by SIGKILL; see .swarm/registry.log" in up.text(),
                       "the line saying so")
@@ -232,4 +225,4 @@ def test_up_says_when_its_registry_dies(tmp_path: Path) -> None:
         assert up.interrupt() == 0, up.text()
     finally:
         up.kill()
-    assert _processes_in(project) == []
+    assert processes_in(project) == []

@@ -1,9 +1,10 @@
 """The watch's ``reset`` snapshot streamed a batch at a time (real registry, real Redis).
 
 2,500 agents (five batches of 500). The snapshot is one SSE event whose batches
-are separate ``data:`` lines: parsed, it is the same event as the old atomic
-snapshot (``RegistryStore.snapshot``); with one batch it is byte for byte the old
-frame. Registrations made while the snapshot streams are not lost: each is in
+are separate ``data:`` lines: parsed, it is every agent as registered (written out
+here field by field, the private metadata left out; the times are the lease's, read
+from Redis); with one batch it is byte for byte the frame sse_starlette makes of
+that value. Registrations made while the snapshot streams are not lost: each is in
 the snapshot or comes as an event after it, in stream order, and applying the
 events to the snapshot gives what the store lists at the end. Keep-alive pings
 never land inside the snapshot event.
@@ -18,6 +19,7 @@ import threading
 from typing import Any
 
 import httpx
+import redis
 from redis import asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
@@ -30,6 +32,9 @@ from tests.support.services import RedisServer
 N = 2500
 LATE = 40  # registered while the snapshot streams
 NEVER = "9999999999999-0"  # an id the stream never produced: the watch answers with a snapshot
+TTL_MS = 600_000
+LEASES = "swarm:{research}:leases"
+EVENTS = "swarm:{research}:events"
 
 
 def _register(redis_server: RedisServer, catalog: Any, ids: list[str]) -> None:
@@ -46,25 +51,28 @@ def _register(redis_server: RedisServer, catalog: Any, ids: list[str]) -> None:
     asyncio.run(run())
 
 
-def _store_call(redis_server: RedisServer, catalog: Any, what: str) -> Any:
-    async def run() -> Any:
-        client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            store = RegistryStore(client, "research")
-            return await (store.snapshot(catalog) if what == "snapshot" else store.list(catalog))
-        finally:
-            await client.aclose()
+def _expected(n: int, agent_id: str, lease_expires_at: int) -> dict[str, Any]:
+    """Agent ``n`` of a make_catalog(..., ttl_seconds=600) catalog as the watch shows it: registered
+    by _register (metadata without the private ``secret_note``), lease untouched since."""
+    return {
+        "agent_id": agent_id, "agent_name": agent_id.title(), "host": None, "port": 9000 + n, "ttl_seconds": 600,
+        "version": "1.0.0", "role": "worker", "health_url": None,
+        "topics": {"publish": ["results.research"], "subscribe": ["tasks.research"]},
+        "capabilities": ["research"], "metadata": {"zone": f"z{n % 3}"}, "declared": True,
+        "registered_at": lease_expires_at - TTL_MS, "updated_at": lease_expires_at - TTL_MS,
+        "lease_expires_at": lease_expires_at, "heartbeat_interval": 200.0, "status": "healthy",
+    }
 
-    return asyncio.run(run())
 
-
-def _redacted(agents: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for a in agents:
-        data = a.model_dump(mode="json")
-        data["metadata"] = {k: v for k, v in data["metadata"].items() if k != "secret_note"}
-        out.append(data)
-    return out
+def _leases_and_last_id(redis_server: RedisServer) -> tuple[dict[str, int], str]:
+    """Each agent's lease expiry (ms) and the event stream's last id, as Redis holds them."""
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        leases = {agent: int(score) for agent, score in r.zrange(LEASES, 0, -1, withscores=True)}
+        [(last_id, _fields)] = r.xrevrange(EVENTS, count=1)
+        return leases, last_id
+    finally:
+        r.close()
 
 
 async def _read_events(url: str, headers: dict[str, str], until: int, on_first_chunk: Any = None
@@ -112,7 +120,7 @@ def test_snapshot_streams_whole_and_loses_no_registration_made_meanwhile(
     catalog = base.model_copy(update={"settings": base.settings.model_copy(update={"private_metadata": ["secret_note"]})})
     reg.push(catalog)
     _register(redis_server, catalog, ids)
-    old = _store_call(redis_server, catalog, "snapshot")  # the atomic snapshot the watch used to send
+    leases, last_id = _leases_and_last_id(redis_server)  # before the late ones register
 
     writer = threading.Thread(target=_register, args=(redis_server, catalog, late))
 
@@ -133,10 +141,9 @@ def test_snapshot_streams_whole_and_loses_no_registration_made_meanwhile(
     reset_block = raw.split(b"\r\n\r\n")[[b"event: reset" in b for b in raw.split(b"\r\n\r\n")].index(True)]
     assert reset_block.count(b"\r\ndata: ") >= N // 500
     assert b": ping" not in reset_block
-    # event equality with the old snapshot, for the agents both hold
-    before = {a["agent_id"]: a for a in _redacted(old.agents)}
-    assert [a for a in snapshot if a["agent_id"] in before] == [before[a] for a in sorted(before)]
-    assert _id(reset_id) >= _id(old.last_id)
+    # every agent as registered, in id order (no late one: their registrations come after the snapshot)
+    assert snapshot == [_expected(n, agent_id, leases[agent_id]) for n, agent_id in enumerate(ids)]
+    assert _id(reset_id) >= _id(last_id)
 
     after = events[1:]
     assert [e[1] for e in after] == ["registered"] * len(after)
@@ -146,12 +153,10 @@ def test_snapshot_streams_whole_and_loses_no_registration_made_meanwhile(
     for _id_, _kind, body in after:
         agent = json.loads(body)
         state[agent["agent_id"]] = agent
-    assert set(late) <= set(state)  # every late registration: in the snapshot or delivered after it
-    final = _store_call(redis_server, catalog, "list")
-    assert sorted(state) == [a.agent_id for a in final]
+    assert sorted(state) == sorted(ids + late)  # every late registration: delivered after the snapshot
 
 
-def test_a_one_batch_snapshot_is_the_old_frame_byte_for_byte(
+def test_a_one_batch_snapshot_is_the_sse_frame_of_its_value_byte_for_byte(
     registry_factory: RegistryFactory, redis_server: RedisServer
 ) -> None:
     reg = registry_factory(redis_server)
@@ -160,10 +165,11 @@ def test_a_one_batch_snapshot_is_the_old_frame_byte_for_byte(
     catalog = base.model_copy(update={"settings": base.settings.model_copy(update={"private_metadata": ["secret_note"]})})
     reg.push(catalog)
     _register(redis_server, catalog, ids)
-    old = _store_call(redis_server, catalog, "snapshot")
+    leases, last_id = _leases_and_last_id(redis_server)
     raw, events = asyncio.run(_read_events(reg.url, reg.read_headers(), until=0))
-    frame = ServerSentEvent(id=old.last_id, event="reset",
-                            data=json.dumps({"agents": _redacted(old.agents)}, separators=(",", ":")), sep="\r\n").encode()
+    agents = [_expected(n, agent_id, leases[agent_id]) for n, agent_id in enumerate(ids)]
+    frame = ServerSentEvent(id=last_id, event="reset",
+                            data=json.dumps({"agents": agents}, separators=(",", ":")), sep="\r\n").encode()
     start = raw.index(b"id: ")
     assert raw[start:start + len(frame)] == frame
 
@@ -175,12 +181,13 @@ def test_an_empty_snapshot_is_an_empty_list(registry_factory: RegistryFactory, r
     assert events[0][1] == "reset" and json.loads(events[0][2]) == {"agents": []}
 
 
-def test_a_snapshot_entry_is_the_old_json_value_with_filters_and_redaction() -> None:
-    """Each agent is encoded by pydantic now: the same value as json.dumps of its dump (the old
-    encoding), also for non-ASCII text and numbers; filters and redaction as on the dumped dict."""
+def test_a_snapshot_entry_is_the_agents_json_with_filters_and_redaction() -> None:
+    """Each agent is encoded by pydantic: compact JSON, non-ASCII text as UTF-8, large integers and
+    floats as written; the capability and topic filters pass or drop it, the private metadata is
+    left out for the read token."""
     from swarm.registry.auth import Reader
-    from swarm.registry.models import Registration, redact_metadata
-    from swarm.registry.watch import _snapshot_json, matches
+    from swarm.registry.models import Registration
+    from swarm.registry.watch import _snapshot_json
 
     agent = Registration(
         agent_id="zurich-agent", agent_name="Zürich — 東京", ttl_seconds=30, version="1.0.0",
@@ -188,11 +195,23 @@ def test_a_snapshot_entry_is_the_old_json_value_with_filters_and_redaction() -> 
         metadata={"secret_note": "ß", "zone": "é", "weight": 1.5, "n": 10 ** 20}, declared=True,
         registered_at=1, updated_at=2, lease_expires_at=3, heartbeat_interval=10.0,
     )
+    head = ('{"agent_id":"zurich-agent","agent_name":"Zürich — 東京","host":null,"port":null,"ttl_seconds":30,'
+            '"version":"1.0.0","role":null,"health_url":null,'
+            '"topics":{"publish":["results.x"],"subscribe":["tasks.x"]},"capabilities":["research"],')
+    tail = ',"declared":true,"registered_at":1,"updated_at":2,"lease_expires_at":3,"heartbeat_interval":10.0,"status":"healthy"}'
+    redacted = (head + '"metadata":{"zone":"é","weight":1.5,"n":100000000000000000000}' + tail).encode()
+    whole = (head + '"metadata":{"secret_note":"ß","zone":"é","weight":1.5,"n":100000000000000000000}' + tail).encode()
     private = frozenset({"secret_note"})
     read_only = Reader()  # the read token: sees no private field
-    for capability, topic in ((None, None), ("research", None), (None, "tasks.x"), ("other", None), (None, "nope")):
-        data = agent.model_dump(mode="json")
-        old = (redact_metadata(data, private) if matches(data, capability, topic) else None)
-        new = _snapshot_json(agent, capability, topic, private, read_only)
-        assert (None if new is None else json.loads(new)) == old
-    assert json.loads(_snapshot_json(agent, None, None, frozenset(), read_only) or b"")["metadata"]["secret_note"] == "ß"
+    cases = {
+        (None, None): redacted,
+        ("research", None): redacted,  # a capability it has
+        (None, "tasks.x"): redacted,  # a topic it subscribes to
+        (None, "results.x"): redacted,  # a topic it publishes on
+        ("other", None): None,
+        (None, "nope"): None,
+        ("research", "nope"): None,  # both filters must pass
+    }
+    for (capability, topic), expected in cases.items():
+        assert _snapshot_json(agent, capability, topic, private, read_only) == expected, (capability, topic)
+    assert _snapshot_json(agent, None, None, frozenset(), read_only) == whole  # nothing private: nothing left out

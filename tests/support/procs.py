@@ -6,6 +6,7 @@ from ``/proc/PID/stat`` (the fields after the command name in parentheses).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -14,6 +15,34 @@ def _stat_fields(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _read_cmdline(pid: int | str) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid``, its arguments joined by spaces; ``"?"`` when it cannot be read."""
+    try:
+        return _read_cmdline(pid)
+    except OSError:
+        return "?"
+
+
+def processes_in(folder: Path, *, besides: tuple[int, ...] = ()) -> list[str]:
+    """Processes (but this one and ``besides``) whose command line or working directory is inside ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *besides):
+            continue
+        try:
+            line = _read_cmdline(entry.name)
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if str(folder) in line or cwd.startswith(str(folder)):
+            found.append(f"{entry.name}: {line.strip()} (cwd {cwd})")
+    return found
 
 
 def start_time(pid: int) -> str | None:
