@@ -33,6 +33,8 @@ from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
 from tests.support.router import RouterFactory
 from tests.support.services import RedisServer
 
+from tests.bus.test_router import raw  # noqa: E402,F401  (fixture: a bytes client on the applied bus)
+
 K = SwarmKeys("lab")
 GONE = "worker-b"
 
@@ -73,13 +75,6 @@ async def drain(router: Router, *, idle_rounds: int = 3) -> int:
         total += n
         idle = 0 if n else idle + 1
     return total
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer, applied: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
