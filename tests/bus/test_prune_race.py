@@ -33,7 +33,7 @@ from tests.bus.conftest import SECRET, SWARM_DOC, make_desired
 from tests.support.router import RouterFactory
 from tests.support.services import RedisServer
 
-from tests.bus.test_router import raw  # noqa: E402,F401  (fixture: a bytes client on the applied bus)
+from tests.bus.test_router import drain, raw  # noqa: E402,F401  (raw: a fixture, a bytes client on the applied bus)
 
 K = SwarmKeys("lab")
 GONE = "worker-b"
@@ -66,15 +66,6 @@ async def publish(raw: aioredis.Redis, agent: str, topic: str, message_id: str) 
 
 async def inbox_ids(admin: aioredis.Redis, agent: str) -> list[str]:
     return [f["message_id"] for _, f in await admin.xrange(K.inbox(agent))]
-
-
-async def drain(router: Router, *, idle_rounds: int = 3) -> int:
-    total, idle = 0, 0
-    while idle < idle_rounds:
-        n = await router.route_batch()
-        total += n
-        idle = 0 if n else idle + 1
-    return total
 
 
 @pytest.fixture
