@@ -24,10 +24,17 @@ once, here, and every caller agrees on it:
 Adapters wrap with ``raise redis_error(exc, "what") from exc``. redis-py's own
 reconnect-and-retry of one command also draws its waits from :mod:`swarm.backoff`
 (:func:`redis_retry`), so there is one backoff policy in the whole package.
+
+One more quirk of redis-py's asyncio client: a ``Task.cancel()`` that lands while a
+blocking read (XREAD / XREADGROUP ``BLOCK``) sits inside its internal timeout can be
+swallowed (redis-py issues #2028, #2551): the command returns as if timed out and the
+task, though ``cancelling()``, runs on. Every ``while True`` loop around such a read
+calls :func:`raise_if_cancelled` at its top, so a cancel always ends it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis import exceptions as rexc
@@ -46,6 +53,7 @@ __all__ = [
     "http_status_error",
     "http_transport_error",
     "is_transient_redis",
+    "raise_if_cancelled",
     "redis_error",
     "redis_error_code",
     "redis_retry",
@@ -55,6 +63,18 @@ __all__ = [
 
 #: Errors of redis-py and the socket layer that adapters catch and hand to :func:`redis_error`.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the running task was asked to stop (a cancel redis-py swallowed)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: no task to stop
+        return
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 #: What Redis says for WRONGPASS (redis-py drops the word itself); any other authentication error is NOAUTH.
 _WRONGPASS = "invalid username-password pair"
 #: Leading word of a Redis error reply for a state that passes: retry later.

@@ -97,7 +97,7 @@ from swarm.errors import (
     TransientError,
     UndeclaredTopicError,
 )
-from swarm.foreign import REDIS_ERRORS, redis_error, redis_retry
+from swarm.foreign import REDIS_ERRORS, raise_if_cancelled, redis_error, redis_retry
 from swarm.keys import SwarmKeys
 from swarm.redis_conn import async_client
 
@@ -814,6 +814,7 @@ class EventBus:
         backoff = Backoff(base=0.05, cap=2.0)
         try:
             while True:
+                raise_if_cancelled()  # redis-py may have swallowed a cancel in the last read
                 now = time.monotonic()
                 if now >= self._next_refresh:  # the breaker only matters to publish
                     await self._checks(now, breaker=False)

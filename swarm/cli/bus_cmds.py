@@ -246,7 +246,7 @@ def run_read(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         from swarm.backoff import Backoff
-        from swarm.foreign import REDIS_ERRORS, is_transient_redis, redis_error
+        from swarm.foreign import REDIS_ERRORS, is_transient_redis, raise_if_cancelled, redis_error
 
         async with bus:
             # the bus's own check: declared topic, then the agent's rights (UndeclaredTopicError, AclDeniedError)
@@ -266,6 +266,7 @@ def run_read(args: argparse.Namespace) -> int:
             backoff = Backoff(base=0.1, cap=2.0)
             try:
                 while True:
+                    raise_if_cancelled()  # Ctrl-C cancels this task; redis-py may have swallowed it
                     try:
                         reply: Any = await reader.xread({stream: last}, block=5000, count=100)
                     except REDIS_ERRORS as exc:

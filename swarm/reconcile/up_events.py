@@ -17,7 +17,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 from swarm.backoff import Backoff
-from swarm.foreign import REDIS_ERRORS
+from swarm.foreign import REDIS_ERRORS, raise_if_cancelled
 from swarm.keys import SwarmKeys, as_text, event_data as _doc
 
 _WORDS = {
@@ -78,6 +78,7 @@ async def follow_entries(
     last = "$"
     backoff = Backoff(base=0.2, cap=2.0)
     while True:
+        raise_if_cancelled()  # redis-py may have swallowed a cancel in the last read
         try:
             if last == "$":  # the newest entry's id, once: "$" again at each read would skip what came between
                 newest = await redis.xrevrange(key, "+", "-", count=1)
