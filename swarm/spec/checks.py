@@ -105,7 +105,14 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
     declared = {t.name for t in spec.topics}
     valid_rules = _valid_rules(spec)
     decided: dict[tuple[str, Action, str], Decision] = {}  # a fleet asks the same few questions
+    # what is checked here depends on the role and the two topic lists alone; a fleet has a few
+    # dozen such shapes, so an agent of a shape that passed is not walked again
+    clean: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
     for i, agent in enumerate(spec.agents):
+        shape = (agent.role, tuple(agent.publishes), tuple(agent.subscribes))
+        if shape in clean:
+            continue
+        found = len(issues)
         role_known = agent.role in spec.roles
         if not role_known:
             hint = did_you_mean(agent.role, spec.roles) or (
@@ -146,6 +153,8 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
                             [p for p in [sources.position(("roles", agent.role))] if p],
                         )
                     )
+        if len(issues) == found:
+            clean.add(shape)
     return issues
 
 

@@ -214,6 +214,54 @@ def test_desired_memo_and_the_document_cache_give_what_a_fresh_build_gives() -> 
     assert a.acl.agents["extra"].subscribe == ["tasks.research"]
 
 
+class _Parsed:
+    """Agent models kept by their document's content, as the parse cache hands back the very
+    same objects for the files that did not change (what lets the memo patch its last result)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Any] = {}
+
+    def spec(self, docs: list[dict[str, Any]]) -> Any:
+        import json
+
+        from swarm.spec.models import AgentDocument, Spec, SwarmDocument
+
+        swarm = SwarmDocument.model_validate(swarm_doc(docs))
+        agents = []
+        for d in docs:
+            if d["kind"] == "Agent":
+                key = json.dumps(d, sort_keys=True)
+                if key not in self.kept:
+                    self.kept[key] = AgentDocument.model_validate(d).to_agent()
+                agents.append(self.kept[key])
+        return Spec(swarm=swarm, agents=[*swarm.agents, *agents])
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(edits, min_size=1, max_size=10), small=st.booleans())
+def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ...]], small: bool) -> None:
+    """After any sequence of edits, the memo's result (patched from the last one when few agents
+    changed, built afresh otherwise) equals a build without memo: same models, same JSON, same order."""
+    from swarm.desired import DesiredMemo, desired_from_spec
+
+    memo, parsed = DesiredMemo(), _Parsed()
+    if small:
+        memo.PATCH_SHARE = 1  # patch even when every agent changed: the patch alone must be right
+    docs = example_docs()
+    patched = 0
+    for n, op in enumerate([("topics", 0, [])] + ops):
+        docs = _apply_edit(docs, op, n)
+        spec = parsed.spec(docs)
+        before = memo._last
+        got = desired_from_spec(spec, f"digest-{n}", memo)
+        want = desired_from_spec(spec, f"digest-{n}")
+        patched += before is not None and got.registry is not before.state.registry and \
+            got.acl.table is before.state.acl.table
+        assert got == want, op
+        assert got.model_dump_json() == want.model_dump_json(), op
+    assert patched or all(op[0] in ("rule", "topic+", "topic-") for op in ops)
+
+
 @settings(max_examples=40, deadline=None)
 @given(ops=st.lists(edits, min_size=1, max_size=6))
 def test_same_answers_what_comparing_the_dumps_answers(ops: list[tuple[Any, ...]]) -> None:
