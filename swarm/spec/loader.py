@@ -124,6 +124,11 @@ class LoadedSpec:
 
 
 def _document_kind(doc: ParsedDocument, issues: list[SpecIssue]) -> str | None:
+    data = doc.data
+    if type(data) is dict:  # the common case first (a fleet's worth of documents per load)
+        kind = data.get("kind")
+        if type(kind) is str and kind in KINDS and data.get("apiVersion", API_VERSION) == API_VERSION:
+            return kind
     where = f"document {doc.index + 1}"
     if not isinstance(doc.data, dict):
         # the value itself is not quoted: it may be a line of a file that is not a spec
@@ -223,10 +228,18 @@ class DocumentCache:
             self.hits += 1
         return entry
 
-    def agent(self, doc: ParsedDocument) -> AgentDocument | None:
-        """The model this very document (not a copy: an overlay's patch is new) validated to."""
+    def agent_and_converted(self, doc: ParsedDocument) -> tuple[AgentDocument | None, Agent | None]:
+        """The model this very document (not a copy: an overlay's patch is new) validated to and,
+        when it was converted before, :meth:`to_agent`'s result (one lookup for both)."""
         found = self._by_doc.get(id(doc))
-        return found[1].agents.get(doc.index) if found is not None and found[0] is doc else None
+        if found is None or found[0] is not doc:
+            return None, None
+        entry = found[1]
+        model = entry.agents.get(doc.index)
+        if model is None:
+            return None, None
+        hit = entry.converted.get(doc.index)
+        return model, (hit[1] if hit is not None and hit[0] is model else None)
 
     def keep_agent(self, doc: ParsedDocument, agent: AgentDocument) -> None:
         found = self._by_doc.get(id(doc))
@@ -456,17 +469,18 @@ def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache
         swarm, inline_keep = _drop_invalid_inline_agents(sdoc, issues)
 
     valid_agents: list[tuple[int, ParsedDocument, AgentDocument]] = []
+    converted: list[Agent | None] = []
     for j, adoc in enumerate(agent_docs):
         merged_index = n_inline + j
-        agent = cache.agent(adoc) if cache is not None else None
-        errs: list[SpecIssue] = []
+        agent, ready = cache.agent_and_converted(adoc) if cache is not None else (None, None)
         if agent is None:
             agent, errs = _validate(adoc, AgentDocument, DocSource(adoc, merged_index))
+            issues.extend(errs)
             if agent is not None and cache is not None:
                 cache.keep_agent(adoc, agent)
-        issues.extend(errs)
         if agent is not None:
             valid_agents.append((merged_index, adoc, agent))
+            converted.append(ready)
 
     if swarm is None or len(swarm_docs) != 1:
         raise SpecError(issues)
@@ -475,8 +489,10 @@ def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache
     sources = SourceMap.build(sdoc, inline_keep, [(i, d) for i, d, _ in valid_agents])
     spec = Spec(
         swarm=swarm,
-        agents=list(swarm.agents) + [cache.to_agent(d, a) if cache is not None else a.to_agent()
-                                     for _, d, a in valid_agents],
+        agents=list(swarm.agents) + [
+            ready if ready is not None else cache.to_agent(d, a) if cache is not None else a.to_agent()
+            for (_, d, a), ready in zip(valid_agents, converted)
+        ],
     )
     issues.extend(check_spec(spec, sources))
     if issues:
