@@ -275,6 +275,8 @@ class _CacheEntry:
     agents: dict[int, AgentDocument] = field(default_factory=dict)
     #: the Agent each of those models converts to (AgentDocument.to_agent), with the model it came from
     converted: dict[int, tuple[AgentDocument, Agent]] = field(default_factory=dict)
+    #: its Swarm, Agent and Environment documents, once none had a problem of kind or apiVersion
+    split: tuple[list[ParsedDocument], list[ParsedDocument], list[ParsedDocument]] | None = None
 
 
 def _parse_file(file: str, raw: bytes) -> tuple[list[ParsedDocument], list[SpecIssue], bool]:
@@ -308,19 +310,59 @@ def parse_documents(
     empty file gives nothing. With ``cache``, files whose bytes it has seen are not
     parsed again (:class:`DocumentCache`).
     """
+    per_file, issues, complete = _documents_by_file(files, cache)
+    return [doc for file_docs, _ in per_file for doc in file_docs], issues, complete
+
+
+def _documents_by_file(
+    files: Mapping[str, bytes], cache: DocumentCache | None
+) -> tuple[list[tuple[list[ParsedDocument], "_CacheEntry | None"]], list[SpecIssue], bool]:
+    """:func:`parse_documents` per file (sorted by path), with each file's cache entry (if any)."""
     issues: list[SpecIssue] = []
-    docs: list[ParsedDocument] = []
+    per_file: list[tuple[list[ParsedDocument], _CacheEntry | None]] = []
     complete = True
     for file in sorted(files):
+        entry: _CacheEntry | None = None
         if cache is not None:
             entry = cache.parse(file, files[file])
             file_docs, file_issues, ok = entry.docs, entry.issues, entry.ok
         else:
             file_docs, file_issues, ok = _parse_file(file, files[file])
-        docs.extend(file_docs)
+        per_file.append((file_docs, entry))
         issues.extend(file_issues)
         complete = complete and ok
-    return docs, issues, complete
+    return per_file, issues, complete
+
+
+def _classified(
+    per_file: list[tuple[list[ParsedDocument], "_CacheEntry | None"]], issues: list[SpecIssue]
+) -> tuple[list[ParsedDocument], list[ParsedDocument], list[ParsedDocument]]:
+    """The Swarm, Agent and Environment documents, in file and document order; issues for the
+    rest. A cached file's split is kept with its entry when none of its documents had a problem
+    of kind or apiVersion (the same documents give the same split), so a load of 10,000 agents
+    files does not look at each document again."""
+    swarm_docs: list[ParsedDocument] = []
+    agent_docs: list[ParsedDocument] = []
+    env_docs: list[ParsedDocument] = []
+    for file_docs, entry in per_file:
+        split = entry.split if entry is not None else None
+        if split is None:
+            split = ([], [], [])
+            before = len(issues)
+            for doc in file_docs:
+                kind = _document_kind(doc, issues)
+                if kind == "Swarm":
+                    split[0].append(doc)
+                elif kind == "Agent":
+                    split[1].append(doc)
+                elif kind == ENVIRONMENT_KIND:
+                    split[2].append(doc)
+            if entry is not None and len(issues) == before:
+                entry.split = split
+        swarm_docs += split[0]
+        agent_docs += split[1]
+        env_docs += split[2]
+    return swarm_docs, agent_docs, env_docs
 
 
 def _validate(
@@ -414,20 +456,9 @@ def parse_spec_texts(
 
 
 def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache: DocumentCache | None) -> LoadedSpec:
-    docs, issues, complete = parse_documents(files, cache)
-
-    swarm_docs: list[ParsedDocument] = []
-    agent_docs: list[ParsedDocument] = []
-    env_docs: list[ParsedDocument] = []
-    for doc in docs:
-        kind = _document_kind(doc, issues)
-        if kind == "Swarm":
-            swarm_docs.append(doc)
-        elif kind == "Agent":
-            agent_docs.append(doc)
-        elif kind == ENVIRONMENT_KIND:
-            env_docs.append(doc)
-    agent_docs.sort(key=lambda d: (d.file, d.index))
+    per_file, issues, complete = _documents_by_file(files, cache)
+    # files in path order, each file's documents in order: the agents' merged order is (file, index)
+    swarm_docs, agent_docs, env_docs = _classified(per_file, issues)
     overlay: Overlay | None = None
     if environment is not None:
         overlay = _overlay(env_docs, environment, issues)
@@ -500,7 +531,10 @@ def _parse_spec_texts(files: Mapping[str, bytes], environment: str | None, cache
     # the digest covers what this spec is made of: not other environments' overlays
     # (a file holding only Environment documents counts for the one it selects)
     env_files = {d.file for d in env_docs}
-    used = {f for f in files if f not in env_files or any(d.file == f for d in docs if d not in env_docs)}
+    env_ids = {id(d) for d in env_docs}
+    mixed = {d.file for file_docs, _ in per_file if file_docs and file_docs[0].file in env_files
+             for d in file_docs if id(d) not in env_ids}
+    used = {f for f in files if f not in env_files or f in mixed}
     if overlay is not None:
         used.add(overlay.doc.file)
     kept = {f: files[f] for f in files if f in used}

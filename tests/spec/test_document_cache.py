@@ -50,7 +50,7 @@ def test_only_changed_files_are_parsed_again_and_a_cross_file_duplicate_is_caugh
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "break", "undo"]), st.integers(0, 40)),
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "break", "kind", "version", "undo"]), st.integers(0, 40)),
                 min_size=1, max_size=8))
 def test_cached_loads_equal_fresh_loads_after_random_edits(edits: list[tuple[str, int]]) -> None:
     base = example_files()
@@ -66,6 +66,10 @@ def test_cached_loads_equal_fresh_loads_after_random_edits(edits: list[tuple[str
             files.pop(name, None)
         elif kind == "break":
             files[name] = agent_doc(f"gen-{n}", 9000 + n).replace(b"port: ", b"port: x")
+        elif kind == "kind":  # a document of no known kind (its file's split is not kept)
+            files[name] = agent_doc(f"gen-{n}", 9000 + n).replace(b"kind: Agent", b"kind: Agnet")
+        elif kind == "version":
+            files[name] = agent_doc(f"gen-{n}", 9000 + n).replace(b"swarm/v1", b"swarm/v2")
         else:
             files = dict(base)
         assert outcome(files, cache) == outcome(files, None)
