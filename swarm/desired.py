@@ -594,3 +594,32 @@ class CatalogText:
 
     def digest(self, catalog: RegistryCatalog) -> str:
         return hashlib.sha256(self.text(catalog).encode()).hexdigest()
+
+
+class AgentsDocumentText:
+    """``model_dump_json()`` of a document whose last field is ``agents`` (``bus.json``,
+    ``acl.json``), reusing each agent's JSON from the last call by identity.
+
+    The reconciler rewrites both documents whenever an agent is added or removed; at
+    10,000 agents they are 3 MB and 0.8 MB of JSON (~30 ms a save), while between two
+    saves almost every agent's entry is the very same (frozen) object. Same bytes as
+    ``model_dump_json()``, always (a test keeps it so).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[BaseModel, str]] = {}
+
+    def text(self, doc: BusPlan | AclDocument) -> str:
+        memo = self._memo
+        kept: dict[str, tuple[BaseModel, str]] = {}
+        parts: list[str] = []
+        agent: BaseModel
+        for aid, agent in doc.agents.items():
+            hit = memo.get(aid)
+            part = (hit[1] if hit is not None and hit[0] is agent
+                    else f"{json.dumps(aid, ensure_ascii=False)}:{agent.model_dump_json()}")
+            kept[aid] = (agent, part)
+            parts.append(part)
+        self._memo = kept
+        head = doc.model_dump_json(exclude={"agents"})
+        return head[:-1] + ',"agents":{' + ",".join(parts) + "}}"

@@ -65,7 +65,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import httpx
 from redis.exceptions import WatchError
 
-from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
+from swarm.desired import AclDocument, AgentsDocumentText, BusPlan, DesiredState, RegistryCatalog
 from swarm.errors import AuthError, PermanentError
 from swarm.foreign import REDIS_ERRORS, http_status_error, http_transport_error, redis_error
 from swarm.keys import ROUTER_GROUP, SwarmKeys, as_text
@@ -284,6 +284,7 @@ class RedisBusPort:
         # (agent id, publish, subscribe) -> its rules: user_rules + HMAC cost ~40 us, per user per resync
         self._rules_memo: dict[tuple[str, frozenset[str], frozenset[str]], tuple[str, ...]] = {}
         self._passwords: dict[str, str] = {}  # agent id -> its bus password (an HMAC each)
+        self._bus_text, self._acl_text = AgentsDocumentText(), AgentsDocumentText()  # bus.json, acl.json
 
     def close(self) -> None:
         for node in self._nodes.values():
@@ -672,8 +673,8 @@ class RedisBusPort:
                                         frozenset(want.subscribe if want else ()))
                     tx.execute_command("ACL", "SETUSER", keys.redis_user(agent_id), *rules)
             if changes.documents:
-                tx.set(keys.acl, acl.model_dump_json())
-                tx.set(keys.bus, bus.model_dump_json())
+                tx.set(keys.acl, self._acl_text.text(acl))
+                tx.set(keys.bus, self._bus_text.text(bus))
 
         for reply in self._write("bus apply", build):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):

@@ -241,10 +241,14 @@ class _Parsed:
 @given(ops=st.lists(edits, min_size=1, max_size=10), small=st.booleans())
 def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ...]], small: bool) -> None:
     """After any sequence of edits, the memo's result (patched from the last one when few agents
-    changed, built afresh otherwise) equals a build without memo: same models, same JSON, same order."""
+    changed, built afresh otherwise) equals a build without memo: same models, same JSON, same order;
+    and the documents' JSON made from reused agent texts is byte for byte ``model_dump_json()``."""
     from swarm.desired import DesiredMemo, desired_from_spec
 
+    from swarm.desired import AgentsDocumentText
+
     memo, parsed = DesiredMemo(), _Parsed()
+    bus_text, acl_text = AgentsDocumentText(), AgentsDocumentText()
     if small:
         memo.PATCH_SHARE = 1  # patch even when every agent changed: the patch alone must be right
     docs = example_docs()
@@ -259,6 +263,8 @@ def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ..
             got.acl.table is before.state.acl.table
         assert got == want, op
         assert got.model_dump_json() == want.model_dump_json(), op
+        # bus.json and acl.json as the reconciler writes them: agent texts reused, same bytes
+        assert bus_text.text(got.bus) == want.bus.model_dump_json() and acl_text.text(got.acl) == want.acl.model_dump_json()
     assert patched or all(op[0] in ("rule", "topic+", "topic-") for op in ops)
 
 
