@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Container
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -198,40 +198,45 @@ class DesiredState(_Frozen):
 
 
 class DesiredMemo:
-    """Each agent's pieces of earlier desired states, kept by the (frozen) Agent model itself.
+    """The last desired state :func:`desired_from_spec` built, kept for the next build.
 
-    The reconciler keeps one across passes (:func:`desired_from_spec` ``memo=``): a spec
-    loaded through a :class:`~swarm.spec.loader.DocumentCache` hands back the very same
-    Agent objects for the files that did not change, so their catalog entry, rights and
-    ACL row are reused instead of built again (~100 µs an agent). The rights are reused
-    only while the agent's role rules, the declared topics and the swarm name are the
-    same. Same result as building afresh (a test keeps it so).
+    The reconciler keeps one across passes (``memo=``): a spec loaded through a
+    :class:`~swarm.spec.loader.DocumentCache` hands back the very same (frozen) Agent
+    objects for the files that did not change. The next build of the same swarm then
+    starts from the last one:
 
-    It also keeps the last result whole: when the next spec has the same frame (swarm
-    name, topics, role rules) and only a few agents are new, changed or gone, that
-    result is *patched* (those agents' entries replaced, the lists of the topics they
-    use rebuilt) instead of walking every agent again: an edit of one agent at 10,000
-    agents costs what one agent costs, not what the fleet costs.
+    * an agent that is the very same object keeps its catalog entry; it keeps its rights
+      and ACL entry too unless its role's rules changed or a topic it declares was added or
+      removed, and even then when they come out the same (the objects stay: later
+      comparisons by identity see no change);
+    * when few agents are new, changed, gone or re-derived (at most ``1/PATCH_SHARE`` of
+      them), the last result is *patched*: only their entries are replaced and only the
+      lists of the topics they use rebuilt, so a save touching one agent at 10,000 agents
+      costs what one agent costs, not what the fleet costs. Otherwise every agent is walked
+      (reusing what it can).
+
+    Same result as building afresh, always (a hypothesis test keeps it so).
     """
 
-    #: patch the last result while at most this share of the agents changed (else build afresh)
+    #: patch the last result while at most this share of the agents need new pieces
     PATCH_SHARE = 8
 
     def __init__(self) -> None:
-        self._declared: dict[int, tuple[Agent, DeclaredAgent]] = {}
-        self._rights: dict[int, tuple[Agent, object, dict[Action, list[str]], AgentRights, AgentAcl]] = {}
         self._last: _Built | None = None
 
 
 class _Built:
-    """What :func:`desired_from_spec` built last, for patching: its frame, its agents by id,
-    their effective rights and each topic's publishers and subscribers."""
+    """What :func:`desired_from_spec` built last: its inputs but the agents (swarm name,
+    topics, role rules), its agents by id, their effective rights, each topic's publishers
+    and subscribers, and the result."""
 
-    __slots__ = ("frame", "agents", "effective", "by_topic", "state")
+    __slots__ = ("name", "topics", "rules", "agents", "effective", "by_topic", "state")
 
-    def __init__(self, frame: object, agents: dict[str, Agent], effective: dict[str, dict[Action, list[str]]],
+    def __init__(self, name: str, topics: dict[str, tuple[int, int]], rules: dict[str, RoleRules],
+                 agents: dict[str, Agent], effective: dict[str, dict[Action, list[str]]],
                  by_topic: dict[Action, dict[str, list[str]]], state: DesiredState) -> None:
-        self.frame, self.agents, self.effective, self.by_topic, self.state = frame, agents, effective, by_topic, state
+        self.name, self.topics, self.rules, self.agents = name, topics, rules, agents
+        self.effective, self.by_topic, self.state = effective, by_topic, state
 
 
 def _declared(a: Agent) -> DeclaredAgent:
@@ -249,12 +254,12 @@ def _declared(a: Agent) -> DeclaredAgent:
     )
 
 
-def _effective(a: Agent, table: AclTable, declared_topics: set[str]) -> dict[Action, list[str]]:
+def _effective(a: Agent, table: AclTable, declared_topics: Container[str]) -> dict[Action, list[str]]:
     """Least privilege: the topics ``a`` declares AND its role permits (a valid spec declares
     only permitted topics; the intersection keeps that true for whatever reaches here)."""
     return {
-        "publish": sorted(t for t in set(a.publishes) & declared_topics if table.can_publish(a.role, t)),
-        "subscribe": sorted(t for t in set(a.subscribes) & declared_topics if table.can_subscribe(a.role, t)),
+        "publish": sorted(t for t in set(a.publishes) if t in declared_topics and table.can_publish(a.role, t)),
+        "subscribe": sorted(t for t in set(a.subscribes) if t in declared_topics and table.can_subscribe(a.role, t)),
     }
 
 
@@ -297,65 +302,79 @@ def _bus_config(spec: Spec) -> BusConfig:
     )
 
 
-def _frame(spec: Spec) -> tuple[object, ...]:
-    """Everything of a spec but its agents that an agent's pieces or a topic's plan depend on."""
-    return (
-        spec.name,
-        tuple(sorted((t.name, t.max_len, spec.dedup_window(t)) for t in spec.topics)),
-        tuple(sorted((name, RoleRules.from_role(r)) for name, r in spec.roles.items())),
+def _topic_plan(keys: SwarmKeys, name: str, params: tuple[int, int], by_topic: dict[Action, dict[str, list[str]]]
+                ) -> TopicPlan:
+    return TopicPlan(
+        name=name,
+        stream=keys.topic(name),
+        dead_letter_stream=keys.dead_letter(name),
+        max_len=params[0],
+        dedup_window_seconds=params[1],
+        publishers=by_topic["publish"].get(name, []),
+        subscribers=by_topic["subscribe"].get(name, []),
     )
+
+
+def _acl_frame(table: AclTable, rules: dict[str, RoleRules], topic_names: list[str]
+               ) -> tuple[dict[str, RoleOut], list[AclRow]]:
+    roles = {name: RoleOut.model_validate(r.to_dict()) for name, r in sorted(rules.items())}
+    return roles, [AclRow.model_validate(row) for row in table.rows(topic_names)]
+
+
+class _Inputs:
+    """A spec's inputs to the desired state besides its agents, and what moved since ``last``."""
+
+    def __init__(self, spec: Spec, last: _Built | None) -> None:
+        self.keys = SwarmKeys(spec.name)
+        self.table = AclTable.from_spec_roles(spec.roles)
+        self.topics = {t.name: (t.max_len, spec.dedup_window(t)) for t in spec.topics}
+        self.rules = {name: RoleRules.from_role(r) for name, r in spec.roles.items()}
+        self.last = last if last is not None and last.name == spec.name else None  # the keys name the swarm
+        if self.last is None:
+            self.roles_moved: set[str] = set()
+            self.topics_moved: set[str] = set()
+        else:
+            was = self.last.rules
+            self.roles_moved = {r for r in set(self.rules) | set(was) if self.rules.get(r) != was.get(r)}
+            self.topics_moved = set(self.topics) ^ set(self.last.topics)
+
+    def rights_may_move(self, a: Agent) -> bool:
+        """Whether an agent the last build had, as the very same object, may get other rights now."""
+        moved = self.topics_moved
+        return a.role in self.roles_moved or (bool(moved) and not (moved.isdisjoint(a.publishes)
+                                                                    and moved.isdisjoint(a.subscribes)))
 
 
 def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = None) -> DesiredState:
     """Build the desired state of a structurally and semantically valid spec (``memo``: see :class:`DesiredMemo`)."""
-    frame = _frame(spec)
-    last = memo._last if memo is not None else None
-    if memo is not None and last is not None and last.frame == frame:
-        patched = _patched(memo, last, spec, spec_digest)
+    inputs = _Inputs(spec, memo._last if memo is not None else None)
+    if memo is not None and inputs.last is not None:
+        patched = _patched(memo, inputs, spec, spec_digest)
         if patched is not None:
             return patched
-    keys = SwarmKeys(spec.name)
-    table = AclTable.from_spec_roles(spec.roles)
-    topic_names = sorted(t.name for t in spec.topics)
+    last, keys, table = inputs.last, inputs.keys, inputs.table
+    topic_names = sorted(inputs.topics)
     agents = sorted(spec.agents, key=lambda a: a.id)
-    old_declared = memo._declared if memo is not None else {}
-    old_rights = memo._rights if memo is not None else {}
-    declared_now: dict[int, tuple[Agent, DeclaredAgent]] = {}
-    rights_now: dict[int, tuple[Agent, object, dict[Action, list[str]], AgentRights, AgentAcl]] = {}
-
-    def declared_of(a: Agent) -> DeclaredAgent:
-        hit = old_declared.get(id(a))
-        out = hit[1] if hit is not None and hit[0] is a else _declared(a)
-        declared_now[id(a)] = (a, out)
-        return out
-
-    registry = RegistryCatalog(
-        swarm=spec.name,
-        spec_digest=spec_digest,
-        settings=_registry_defaults(spec),
-        agents={a.id: declared_of(a) for a in agents},
-    )
-
-    declared_topics = set(topic_names)
-    contexts = {name: (spec.name, tuple(topic_names), RoleRules.from_role(r)) for name, r in spec.roles.items()}
+    was = last.agents if last is not None else {}
     effective: dict[str, dict[Action, list[str]]] = {}
+    reg_agents: dict[str, DeclaredAgent] = {}
+    bus_agents: dict[str, AgentRights] = {}
+    acl_agents: dict[str, AgentAcl] = {}
     for a in agents:
-        context = contexts.get(a.role, (spec.name, tuple(topic_names), None))
-        hit = old_rights.get(id(a))
-        if hit is not None and hit[0] is a and hit[1] == context:
-            rights_now[id(a)] = hit
-            effective[a.id] = hit[2]
-            continue
-        mine = _effective(a, table, declared_topics)
-        # its role's rules (or the topics) changed, its rights did not; the keys name the swarm: same swarm only
-        if hit is not None and hit[0] is a and hit[2] == mine and hit[1][0] == context[0]:  # type: ignore[index]
-            rights_now[id(a)] = (a, context, hit[2], hit[3], hit[4])
-            effective[a.id] = hit[2]
-            continue
-        effective[a.id] = mine
-        rights_now[id(a)] = (a, context, mine, *_rights(a, mine, keys))
-    if memo is not None:
-        memo._declared, memo._rights = declared_now, rights_now
+        aid = a.id
+        same = last is not None and was.get(aid) is a
+        reg_agents[aid] = last.state.registry.agents[aid] if same and last is not None else _declared(a)
+        if same and last is not None:
+            before = last.effective[aid]
+            mine = _effective(a, table, inputs.topics) if inputs.rights_may_move(a) else before
+            if mine == before:  # the very objects: comparisons by identity see no change
+                effective[aid], bus_agents[aid], acl_agents[aid] = before, last.state.bus.agents[aid], \
+                    last.state.acl.agents[aid]
+                continue
+        else:
+            mine = _effective(a, table, inputs.topics)
+        effective[aid] = mine
+        bus_agents[aid], acl_agents[aid] = _rights(a, mine, keys)
 
     # each topic's publishers and subscribers, in agent id order (one walk, not one per topic)
     by_topic: dict[Action, dict[str, list[str]]] = {"publish": {}, "subscribe": {}}
@@ -364,88 +383,61 @@ def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = N
             for t in effective[a.id][action]:
                 index.setdefault(t, []).append(a.id)
 
+    registry = RegistryCatalog(swarm=spec.name, spec_digest=spec_digest, settings=_registry_defaults(spec),
+                               agents=reg_agents)
     bus = BusPlan(
         swarm=spec.name,
         spec_digest=spec_digest,
         key_prefix=keys.prefix,
         settings=_bus_config(spec),
-        topics={
-            t.name: TopicPlan(
-                name=t.name,
-                stream=keys.topic(t.name),
-                dead_letter_stream=keys.dead_letter(t.name),
-                max_len=t.max_len,
-                dedup_window_seconds=spec.dedup_window(t),
-                publishers=by_topic["publish"].get(t.name, []),
-                subscribers=by_topic["subscribe"].get(t.name, []),
-            )
-            for t in sorted(spec.topics, key=lambda t: t.name)
-        },
-        agents={a.id: rights_now[id(a)][3] for a in agents},
+        topics={name: _topic_plan(keys, name, inputs.topics[name], by_topic) for name in topic_names},
+        agents=bus_agents,
     )
-
-    rows = [AclRow.model_validate(row) for row in table.rows(topic_names)]
-    acl = AclDocument(
-        swarm=spec.name,
-        spec_digest=spec_digest,
-        roles={
-            name: RoleOut.model_validate(RoleRules.from_role(r).to_dict())
-            for name, r in sorted(spec.roles.items())
-        },
-        table=rows,
-        agents={a.id: rights_now[id(a)][4] for a in agents},
-    )
+    roles, rows = _acl_frame(table, inputs.rules, topic_names)
+    acl = AclDocument(swarm=spec.name, spec_digest=spec_digest, roles=roles, table=rows, agents=acl_agents)
     state = DesiredState(registry=registry, bus=bus, acl=acl)
     if memo is not None:
-        memo._last = _Built(frame, {a.id: a for a in agents}, effective, by_topic, state)
+        memo._last = _Built(spec.name, inputs.topics, inputs.rules, {a.id: a for a in agents}, effective, by_topic,
+                            state)
     return state
 
 
-def _patched(memo: DesiredMemo, last: _Built, spec: Spec, spec_digest: str) -> DesiredState | None:
-    """``last.state`` with the agents of ``spec`` that are not the very objects it was built
-    from replaced, and those it had but ``spec`` lacks removed; None when too many changed
-    (or an id repeats: a spec that reached here has none) and a fresh build is cheaper."""
+def _patched(memo: DesiredMemo, inputs: _Inputs, spec: Spec, spec_digest: str) -> DesiredState | None:
+    """The last result with only what ``spec`` changed replaced (see :class:`DesiredMemo`);
+    None when too much changed (or an id repeats: a spec that reached here has none)."""
+    last = inputs.last
+    assert last is not None
     now = {a.id: a for a in spec.agents}
     was = last.agents
     if len(now) != len(spec.agents):
         return None
     changed = [a for aid, a in now.items() if was.get(aid) is not a]
     removed = [aid for aid in was if aid not in now]
-    if (len(changed) + len(removed)) * memo.PATCH_SHARE > max(len(now), 64):
+    rederive = ([a for aid, a in now.items() if was.get(aid) is a and inputs.rights_may_move(a)]
+                if inputs.roles_moved or inputs.topics_moved else [])
+    if (len(changed) + len(removed) + len(rederive)) * memo.PATCH_SHARE > max(len(now), 64):
         return None
-    old = last.state
-    keys = SwarmKeys(spec.name)
-    table = AclTable.from_spec_roles(spec.roles)
-    declared_topics = {t.name for t in spec.topics}
-    context_of = {name: (spec.name, tuple(sorted(declared_topics)), RoleRules.from_role(r))
-                  for name, r in spec.roles.items()}
-    declared, rights_memo = dict(memo._declared), dict(memo._rights)
+    old, keys, table = last.state, inputs.keys, inputs.table
     reg_agents, bus_agents, acl_agents = dict(old.registry.agents), dict(old.bus.agents), dict(old.acl.agents)
     effective = dict(last.effective)
     touched: dict[Action, set[str]] = {"publish": set(), "subscribe": set()}  # topics whose lists change
-    gone: set[str] = set(removed)
+    moved: set[str] = set(removed)  # agents whose entries in those lists may change
     for aid in removed:
-        agent = was[aid]
-        declared.pop(id(agent), None)
-        rights_memo.pop(id(agent), None)
         del reg_agents[aid], bus_agents[aid], acl_agents[aid]
         for action, used in effective.pop(aid).items():
             touched[action].update(used)
-    for a in changed:
-        before = was.get(a.id)
-        if before is not None:
-            declared.pop(id(before), None)
-            rights_memo.pop(id(before), None)
-            for action, used in effective[a.id].items():
-                touched[action].update(used)
-        gone.add(a.id)
-        mine = _effective(a, table, declared_topics)
-        rights, acl_row = _rights(a, mine, keys)
-        entry = _declared(a)
-        declared[id(a)] = (a, entry)
-        rights_memo[id(a)] = (a, context_of.get(a.role, (spec.name, tuple(sorted(declared_topics)), None)),
-                              mine, rights, acl_row)
-        reg_agents[a.id], bus_agents[a.id], acl_agents[a.id], effective[a.id] = entry, rights, acl_row, mine
+    for a in changed + rederive:
+        before = effective.get(a.id)
+        mine = _effective(a, table, inputs.topics)
+        if was.get(a.id) is not a:
+            reg_agents[a.id] = _declared(a)
+        elif mine == before:
+            continue  # re-derived to the same rights: its objects stay
+        moved.add(a.id)
+        for action, used in (before or {}).items():
+            touched[action].update(used)
+        effective[a.id] = mine
+        bus_agents[a.id], acl_agents[a.id] = _rights(a, mine, keys)
         for action, used in mine.items():
             touched[action].update(used)
     if any(a.id not in was for a in changed):  # new ids: back into id order
@@ -455,27 +447,33 @@ def _patched(memo: DesiredMemo, last: _Built, spec: Spec, spec_digest: str) -> D
     for action, names in touched.items():
         index = by_topic[action]
         for name in names:
-            ids = [aid for aid in index.get(name, []) if aid not in gone]
-            ids += [a.id for a in changed if name in effective[a.id][action]]
+            ids = [aid for aid in index.get(name, []) if aid not in moved]
+            ids += [aid for aid in moved if aid in effective and name in effective[aid][action]]
             if ids:
                 index[name] = sorted(ids)
             else:
                 index.pop(name, None)
-    topics = dict(old.bus.topics)
-    for name in touched["publish"] | touched["subscribe"]:
+    topics = {name: plan for name, plan in old.bus.topics.items() if name in inputs.topics}
+    for name, params in inputs.topics.items():
         plan = topics.get(name)
-        if plan is not None:
+        if plan is None or last.topics.get(name) != params:
+            topics[name] = _topic_plan(keys, name, params, by_topic)
+        elif name in touched["publish"] or name in touched["subscribe"]:
             topics[name] = plan.model_copy(update={"publishers": by_topic["publish"].get(name, []),
                                                    "subscribers": by_topic["subscribe"].get(name, [])})
+    if inputs.topics_moved:
+        topics = dict(sorted(topics.items()))
+    acl_update: dict[str, object] = {"spec_digest": spec_digest, "agents": acl_agents}
+    if inputs.roles_moved or inputs.topics_moved:
+        acl_update["roles"], acl_update["table"] = _acl_frame(table, inputs.rules, sorted(inputs.topics))
     state = DesiredState(
         registry=old.registry.model_copy(update={"spec_digest": spec_digest, "settings": _registry_defaults(spec),
                                                  "agents": reg_agents}),
         bus=old.bus.model_copy(update={"spec_digest": spec_digest, "settings": _bus_config(spec), "topics": topics,
                                        "agents": bus_agents}),
-        acl=old.acl.model_copy(update={"spec_digest": spec_digest, "agents": acl_agents}),
+        acl=old.acl.model_copy(update=acl_update),
     )
-    memo._declared, memo._rights = declared, rights_memo
-    memo._last = _Built(last.frame, now, effective, by_topic, state)
+    memo._last = _Built(spec.name, inputs.topics, inputs.rules, now, effective, by_topic, state)
     return state
 
 

@@ -75,7 +75,6 @@ from swarm.registry.models import (
     RegisterRequest,
     Registration,
     Status,
-    catalog_digest,
     redact_metadata,
 )
 from swarm.registry.openapi import openapi_document
@@ -499,7 +498,10 @@ class RegistryApp:
             raise SwarmMismatchError(
                 f"catalog is for swarm {body.catalog.swarm!r} but this registry serves {self.config.swarm!r}"
             )
-        result = await self.store.put_catalog(body.catalog, body.revision, catalog_digest(body.catalog))
+        # through the memo of agent texts: the next PATCH then re-derives only what it changes
+        text = self._catalog_text.text(body.catalog)
+        result = await self.store.put_catalog(body.catalog, body.revision, hashlib.sha256(text.encode()).hexdigest(),
+                                              text)
         return json_model(result)
 
     async def patch_catalog(self, request: Request) -> Response:

@@ -302,8 +302,11 @@ class RegistryStore:
 
     # -- catalog ---------------------------------------------------------------
 
-    async def put_catalog(self, catalog: RegistryCatalog, revision: str | None, digest: str) -> CatalogPutResult:
-        value, summary = _catalog_value(digest, revision, canonical_json(catalog.model_dump(mode="json")))
+    async def put_catalog(self, catalog: RegistryCatalog, revision: str | None, digest: str,
+                          catalog_json: str | None = None) -> CatalogPutResult:
+        """Store ``catalog`` (``catalog_json``: its canonical JSON when the caller has it already)."""
+        text = catalog_json if catalog_json is not None else canonical_json(catalog.model_dump(mode="json"))
+        value, summary = _catalog_value(digest, revision, text)
         async with redis_errors("catalog push"):
             changed = await self._catalog(
                 keys=[self.keys.catalog, self.keys.events], args=[value, digest, self.events_maxlen, summary]
