@@ -596,7 +596,8 @@ class CatalogText:
 
 class AgentsDocumentText:
     """``model_dump_json()`` of a document whose last field is ``agents`` (``bus.json``,
-    ``acl.json``), reusing each agent's JSON from the last call by identity.
+    ``acl.json``, the catalog the registry serves), reusing each agent's JSON from the last
+    call by identity.
 
     The reconciler rewrites both documents whenever an agent is added or removed; at
     10,000 agents they are 3 MB and 0.8 MB of JSON (~30 ms a save), while between two
@@ -607,7 +608,7 @@ class AgentsDocumentText:
     def __init__(self) -> None:
         self._memo: dict[str, tuple[BaseModel, str]] = {}
 
-    def text(self, doc: BusPlan | AclDocument) -> str:
+    def text(self, doc: BusPlan | AclDocument | RegistryCatalog) -> str:
         memo = self._memo
         kept: dict[str, tuple[BaseModel, str]] = {}
         parts: list[str] = []

@@ -248,7 +248,7 @@ def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ..
     from swarm.desired import AgentsDocumentText
 
     memo, parsed = DesiredMemo(), _Parsed()
-    bus_text, acl_text = AgentsDocumentText(), AgentsDocumentText()
+    bus_text, acl_text, catalog_text = AgentsDocumentText(), AgentsDocumentText(), AgentsDocumentText()
     # 1: patch even when every agent changed (the patch alone must be right); 10**9: never patch
     # (the walk over every agent, reusing the last build's pieces, must be right too)
     memo.PATCH_SHARE = share
@@ -266,6 +266,7 @@ def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ..
         assert got.model_dump_json() == want.model_dump_json(), op
         # bus.json and acl.json as the reconciler writes them: agent texts reused, same bytes
         assert bus_text.text(got.bus) == want.bus.model_dump_json() and acl_text.text(got.acl) == want.acl.model_dump_json()
+        assert catalog_text.text(got.registry) == want.registry.model_dump_json()  # GET /catalog's body
     assert patched or share > 8 or all(op[0] in ("rule", "topic+", "topic-") for op in ops)
 
 

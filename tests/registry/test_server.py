@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm.registry.models import CatalogState
 from tests.registry.conftest import RegistryFactory, RegistryProcess, make_catalog, research_catalog
 
 
@@ -144,9 +145,12 @@ def test_catalog_put_get_and_swarm_mismatch(registry_factory: RegistryFactory) -
     assert first.changed is True and len(first.digest) == 64
     again = reg.push(revision="abc")
     assert again.changed is False and again.digest == first.digest
-    got = reg.get("/catalog").json()
+    body = reg.get("/catalog").text
+    got = json.loads(body)
     assert got["revision"] == "abc" and got["digest"] == first.digest
     assert set(got["catalog"]["agents"]) == set(research_catalog().agents)
+    # the body is made from kept agent texts: byte for byte what the model itself dumps, twice
+    assert body == CatalogState.model_validate_json(body).model_dump_json() == reg.get("/catalog").text
     other = make_catalog(["x"], swarm="other")
     r = httpx.put(reg.url + "/catalog", json={"revision": None, "catalog": other.model_dump(mode="json")},
                   headers=reg.admin_headers())
