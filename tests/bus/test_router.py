@@ -380,6 +380,28 @@ async def test_housekeeping_measures_every_inbox_and_raises_the_inbox_alarm_at_h
     assert router.stats.inbox_full == Counter()  # under the cap: nothing was skipped
 
 
+async def test_upkeep_in_one_agent_pipelines_keeps_each_reply_with_its_agent(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-outbox upkeep runs in pipelines of PIPELINE_AGENTS agents (the loop is free in
+    between): with one agent a pipeline, every length, trim and reclaim still lands on its own agent."""
+    import swarm.bus.router as router_module
+
+    monkeypatch.setattr(router_module, "PIPELINE_AGENTS", 1)
+    await _flood(raw, 3, "m")
+    await publish(raw, "worker-b", "results.summary", {}, "w-b")  # to planner's and watcher's inboxes
+    await drain(router)
+    ids = [await publish(raw, "planner", "tasks.research", {"n": i}, f"p-{i}") for i in range(2)]
+    await admin.xreadgroup("router", "dead-replica", {K.outbox("planner"): ">"}, count=10)  # read, then died
+    await router.housekeeping()
+    assert router.stats.inbox_length == {"planner": 1, "worker-a": 3, "worker-b": 3, "watcher": 4}
+    assert router.stats.backlog == {"planner": 2, "watcher": 0, "worker-a": 0, "worker-b": 0}  # the unrouted two
+    await asyncio.sleep(0.25)
+    router._next_reclaim = 0
+    assert await drain(router) == 2 and router.stats.reclaimed == 2
+    assert [m["message_id"] for m in await inbox(admin, "worker-a")][-2:] == ["p-0", "p-1"] and len(ids) == 2
+
+
 async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_server: RedisServer, applied: aioredis.Redis) -> None:
     router = Router(redis_url=redis_server.url, swarm="lab", block_ms=50, reclaim_idle_ms=200)
     stop = asyncio.Event()
