@@ -345,6 +345,21 @@ class _Inputs:
                                                                     and moved.isdisjoint(a.subscribes)))
 
 
+def _agent_entry(a: Agent, inputs: _Inputs
+                 ) -> tuple[DeclaredAgent, dict[Action, list[str]], AgentRights, AgentAcl]:
+    """``a``'s catalog entry, effective rights, bus rights and ACL entry: the last build's very
+    objects where they still hold (same Agent object; rights not moved, or re-derived equal)."""
+    last = inputs.last
+    if last is not None and last.agents.get(a.id) is a:
+        entry, before = last.state.registry.agents[a.id], last.effective[a.id]
+        mine = _effective(a, inputs.table, inputs.topics) if inputs.rights_may_move(a) else before
+        if mine == before:  # the very objects: comparisons by identity see no change
+            return entry, before, last.state.bus.agents[a.id], last.state.acl.agents[a.id]
+        return (entry, mine, *_rights(a, mine, inputs.keys))
+    mine = _effective(a, inputs.table, inputs.topics)
+    return (_declared(a), mine, *_rights(a, mine, inputs.keys))
+
+
 def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = None) -> DesiredState:
     """Build the desired state of a structurally and semantically valid spec (``memo``: see :class:`DesiredMemo`)."""
     inputs = _Inputs(spec, memo._last if memo is not None else None)
@@ -352,29 +367,15 @@ def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = N
         patched = _patched(memo, inputs, spec, spec_digest)
         if patched is not None:
             return patched
-    last, keys, table = inputs.last, inputs.keys, inputs.table
+    keys, table = inputs.keys, inputs.table
     topic_names = sorted(inputs.topics)
     agents = sorted(spec.agents, key=lambda a: a.id)
-    was = last.agents if last is not None else {}
     effective: dict[str, dict[Action, list[str]]] = {}
     reg_agents: dict[str, DeclaredAgent] = {}
     bus_agents: dict[str, AgentRights] = {}
     acl_agents: dict[str, AgentAcl] = {}
     for a in agents:
-        aid = a.id
-        same = last is not None and was.get(aid) is a
-        reg_agents[aid] = last.state.registry.agents[aid] if same and last is not None else _declared(a)
-        if same and last is not None:
-            before = last.effective[aid]
-            mine = _effective(a, table, inputs.topics) if inputs.rights_may_move(a) else before
-            if mine == before:  # the very objects: comparisons by identity see no change
-                effective[aid], bus_agents[aid], acl_agents[aid] = before, last.state.bus.agents[aid], \
-                    last.state.acl.agents[aid]
-                continue
-        else:
-            mine = _effective(a, table, inputs.topics)
-        effective[aid] = mine
-        bus_agents[aid], acl_agents[aid] = _rights(a, mine, keys)
+        reg_agents[a.id], effective[a.id], bus_agents[a.id], acl_agents[a.id] = _agent_entry(a, inputs)
 
     # each topic's publishers and subscribers, in agent id order (one walk, not one per topic)
     by_topic: dict[Action, dict[str, list[str]]] = {"publish": {}, "subscribe": {}}
@@ -428,16 +429,13 @@ def _patched(memo: DesiredMemo, inputs: _Inputs, spec: Spec, spec_digest: str) -
             touched[action].update(used)
     for a in changed + rederive:
         before = effective.get(a.id)
-        mine = _effective(a, table, inputs.topics)
-        if was.get(a.id) is not a:
-            reg_agents[a.id] = _declared(a)
-        elif mine == before:
+        reg_agents[a.id], mine, rights, acl_row = _agent_entry(a, inputs)
+        if rights is bus_agents.get(a.id):
             continue  # re-derived to the same rights: its objects stay
         moved.add(a.id)
         for action, used in (before or {}).items():
             touched[action].update(used)
-        effective[a.id] = mine
-        bus_agents[a.id], acl_agents[a.id] = _rights(a, mine, keys)
+        effective[a.id], bus_agents[a.id], acl_agents[a.id] = mine, rights, acl_row
         for action, used in mine.items():
             touched[action].update(used)
     if any(a.id not in was for a in changed):  # new ids: back into id order
