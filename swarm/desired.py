@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Callable, Container
+from typing import TYPE_CHECKING, Callable, Container, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -562,6 +562,26 @@ def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class _AgentTexts:
+    """Each agent's JSON text from the last call, kept by the (frozen) agent object itself:
+    between two saves almost every agent of a document is the very same object."""
+
+    def __init__(self, render: Callable[[str, BaseModel], str]) -> None:
+        self._render = render
+        self._memo: dict[str, tuple[BaseModel, str]] = {}
+
+    def parts(self, agents: Iterable[tuple[str, BaseModel]]) -> list[str]:
+        """``render(id, agent)`` of each agent, in the order given; reused where the agent is the same object."""
+        memo, kept, parts = self._memo, {}, []
+        for aid, agent in agents:
+            hit = memo.get(aid)
+            part = hit[1] if hit is not None and hit[0] is agent else self._render(aid, agent)
+            kept[aid] = (agent, part)
+            parts.append(part)
+        self._memo = kept
+        return parts
+
+
 class CatalogText:
     """The canonical JSON (and digest) of catalogs, reusing each agent's text from the last call.
 
@@ -572,19 +592,10 @@ class CatalogText:
     """
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[DeclaredAgent, str]] = {}
+        self._texts = _AgentTexts(lambda aid, a: f"{canonical_json(aid)}:{canonical_json(a.model_dump(mode='json'))}")
 
     def text(self, catalog: RegistryCatalog) -> str:
-        memo, kept = self._memo, {}
-        parts: list[str] = []
-        for aid in sorted(catalog.agents):
-            agent = catalog.agents[aid]
-            hit = memo.get(aid)
-            part = (hit[1] if hit is not None and hit[0] is agent
-                    else f"{canonical_json(aid)}:{canonical_json(agent.model_dump(mode='json'))}")
-            kept[aid] = (agent, part)
-            parts.append(part)
-        self._memo = kept
+        parts = self._texts.parts((aid, catalog.agents[aid]) for aid in sorted(catalog.agents))
         rest = canonical_json(catalog.model_dump(mode="json", exclude={"agents"}))
         return '{"agents":{' + ",".join(parts) + "}," + rest[1:]
 
@@ -604,19 +615,9 @@ class AgentsDocumentText:
     """
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[BaseModel, str]] = {}
+        self._texts = _AgentTexts(lambda aid, a: f"{json.dumps(aid, ensure_ascii=False)}:{a.model_dump_json()}")
 
     def text(self, doc: BusPlan | AclDocument | RegistryCatalog) -> str:
-        memo = self._memo
-        kept: dict[str, tuple[BaseModel, str]] = {}
-        parts: list[str] = []
-        agent: BaseModel
-        for aid, agent in doc.agents.items():
-            hit = memo.get(aid)
-            part = (hit[1] if hit is not None and hit[0] is agent
-                    else f"{json.dumps(aid, ensure_ascii=False)}:{agent.model_dump_json()}")
-            kept[aid] = (agent, part)
-            parts.append(part)
-        self._memo = kept
+        agents: Iterable[tuple[str, BaseModel]] = doc.agents.items()
         head = doc.model_dump_json(exclude={"agents"})
-        return head[:-1] + ',"agents":{' + ",".join(parts) + "}}"
+        return head[:-1] + ',"agents":{' + ",".join(self._texts.parts(agents)) + "}}"
