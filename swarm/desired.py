@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Callable, Container, Iterable
+from typing import TYPE_CHECKING, Callable, Collection, Container, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -223,6 +223,16 @@ class DesiredMemo:
 
     def __init__(self) -> None:
         self._last: _Built | None = None
+        #: (the state patched, the state it gave, the ids of the agents it may have changed)
+        self._patch: tuple[DesiredState, DesiredState, frozenset[str]] | None = None
+
+    def changed_since(self, old: DesiredState, new: DesiredState) -> frozenset[str] | None:
+        """The ids of the agents whose entries may differ from ``old`` to ``new``, when ``new`` is
+        the last build and was patched from ``old``: every other agent's catalog, bus and ACL entries
+        are the very same objects in both, so a comparison may skip them. None when not known
+        (another pair, or a build that walked every agent): compare every agent then."""
+        p = self._patch
+        return p[2] if p is not None and p[0] is old and p[1] is new else None
 
 
 class _Built:
@@ -398,6 +408,7 @@ def desired_from_spec(spec: Spec, spec_digest: str, memo: DesiredMemo | None = N
     acl = AclDocument(swarm=spec.name, spec_digest=spec_digest, roles=roles, table=rows, agents=acl_agents)
     state = DesiredState(registry=registry, bus=bus, acl=acl)
     if memo is not None:
+        memo._patch = None
         memo._last = _Built(spec.name, inputs.topics, inputs.rules, {a.id: a for a in agents}, effective, by_topic,
                             state)
     return state
@@ -472,6 +483,7 @@ def _patched(memo: DesiredMemo, inputs: _Inputs, spec: Spec, spec_digest: str) -
         acl=old.acl.model_copy(update=acl_update),
     )
     memo._last = _Built(spec.name, inputs.topics, inputs.rules, now, effective, by_topic, state)
+    memo._patch = (old, state, frozenset(a.id for a in changed + rederive).union(removed))
     return state
 
 
@@ -496,14 +508,21 @@ class CatalogDelta(_Frozen):
         return not (self.upsert or self.remove or self.spec_digest is not None or self.settings is not None)
 
 
-def catalog_delta(old: RegistryCatalog, new: RegistryCatalog) -> CatalogDelta | None:
+def catalog_delta(old: RegistryCatalog, new: RegistryCatalog, maybe: Collection[str] | None = None
+                  ) -> CatalogDelta | None:
     """The delta from ``old`` to ``new``; None when a patch cannot express it (another swarm,
-    other immutable fields): push the whole catalog then."""
+    other immutable fields): push the whole catalog then. ``maybe``: the only ids whose entries
+    may differ (:meth:`DesiredMemo.changed_since`); every agent is compared without it."""
     if old.swarm != new.swarm or old.immutable_fields != new.immutable_fields:
         return None
     was, now = old.agents, new.agents
-    upsert = [a for aid, a in sorted(now.items()) if was.get(aid) is not a and was.get(aid) != a]
-    remove = sorted(set(was) - set(now))
+    if maybe is None:
+        upsert = [a for aid, a in sorted(now.items()) if was.get(aid) is not a and was.get(aid) != a]
+        remove = sorted(set(was) - set(now))
+    else:
+        upsert = [now[aid] for aid in sorted(maybe) if aid in now and was.get(aid) is not now[aid]
+                  and was.get(aid) != now[aid]]
+        remove = sorted(aid for aid in maybe if aid in was and aid not in now)
     return CatalogDelta(
         upsert=upsert,
         remove=remove,

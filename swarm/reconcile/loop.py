@@ -749,7 +749,7 @@ class Reconciler:
         status = result.status
         assert status is not None
         desired = source.desired
-        delta = desired_delta(last.desired, desired)
+        delta = desired_delta(last.desired, desired, self._desired_memo.changed_since(last.desired, desired))
         plan = incremental_plan(last.desired, desired, delta, prune=self.config.prune,
                                 users_managed=last.users_managed, retired=frozenset(status.retired_agents))
         if plan is None:

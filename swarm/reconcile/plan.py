@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
+from typing import Collection, Iterable, Mapping
 
 from pydantic import BaseModel
 
@@ -196,8 +196,22 @@ def _fmt(values: Iterable[str]) -> str:
     return ", ".join(items) if items else "(none)"
 
 
-def acl_changes(old: AclDocument | None, new: AclDocument) -> list[str]:
-    """What the ACL change means, per role and declared topic, in words."""
+def _agents_moved(old: Mapping[str, object], new: Mapping[str, object], maybe: Collection[str] | None
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Sorted ids of the agents only in ``old``, only in ``new``, and in both as other objects;
+    ``maybe``: the only ids that can be among them (:meth:`swarm.desired.DesiredMemo.changed_since`)."""
+    ids = sorted(maybe) if maybe is not None else None
+    if ids is None:
+        both = set(old) & set(new)
+        return sorted(set(old) - set(new)), sorted(set(new) - set(old)), \
+            sorted(aid for aid in both if old[aid] is not new[aid])
+    return ([aid for aid in ids if aid in old and aid not in new], [aid for aid in ids if aid in new and aid not in old],
+            [aid for aid in ids if aid in old and aid in new and old[aid] is not new[aid]])
+
+
+def acl_changes(old: AclDocument | None, new: AclDocument, maybe: Collection[str] | None = None) -> list[str]:
+    """What the ACL change means, per role and declared topic, in words (``maybe``: the only
+    agents whose entries may differ; every agent is compared without it)."""
     if old is None:
         return [
             f"role {name}: publish {_fmt(r.topic for r in new.table if r.role == name and r.publish.allow)}; "
@@ -230,30 +244,31 @@ def acl_changes(old: AclDocument | None, new: AclDocument) -> list[str]:
                 else:
                     why = getattr(a, action).rule if a is not None else "role removed"
                     out.append(f"role {role} loses {action} on {topic} [{why}]")
-    for aid in sorted(set(old.agents) - set(new.agents)):
+    left, joined, other = _agents_moved(old.agents, new.agents, maybe)
+    for aid in left:
         out.append(f"agent {aid} leaves the table (no longer declared)")
-    for aid in sorted(set(new.agents) - set(old.agents)):
+    for aid in joined:
         out.append(f"agent {aid} joins the table as role {new.agents[aid].role}")
-    for aid in sorted(set(old.agents) & set(new.agents)):
-        if old.agents[aid] is not new.agents[aid] and old.agents[aid].role != new.agents[aid].role:
+    for aid in other:
+        if old.agents[aid].role != new.agents[aid].role:
             out.append(f"agent {aid}: role {old.agents[aid].role} -> {new.agents[aid].role}")
     if not out and old.roles != new.roles:
         out.append("role rules are rewritten; no decision on a declared topic changes")
     return out
 
 
-def _catalog_changes(old: RegistryCatalog | None, new: RegistryCatalog) -> list[str]:
+def _catalog_changes(old: RegistryCatalog | None, new: RegistryCatalog, maybe: Collection[str] | None = None
+                     ) -> list[str]:
     if old is None:
         return [f"the registry has no catalog yet: {len(new.agents)} declared agent(s)"]
     out: list[str] = []
-    for aid in sorted(set(new.agents) - set(old.agents)):
+    gone, declared, other = _agents_moved(old.agents, new.agents, maybe)
+    for aid in declared:
         a = new.agents[aid]
         out.append(f"agent {aid} is declared: role {a.role}, version {a.version}")
-    for aid in sorted(set(old.agents) - set(new.agents)):
+    for aid in gone:
         out.append(f"agent {aid} is no longer declared: the registry will refuse it")
-    for aid in sorted(set(old.agents) & set(new.agents)):
-        if old.agents[aid] is new.agents[aid]:  # the very same entry (reused by the desired memo)
-            continue
+    for aid in other:  # not the very same entry (the desired memo reuses those)
         o, n = old.agents[aid].model_dump(), new.agents[aid].model_dump()
         changed = [f"{k} {o[k]!r} -> {n[k]!r}" for k in sorted(n) if o.get(k) != n[k]]
         if changed:
@@ -370,8 +385,9 @@ def create_mailbox_action(agent_id: str, box: str, group: str, reader: str) -> A
                   group=group, box=box)
 
 
-def write_acl_table_action(old: AclDocument | None, new: AclDocument, swarm: str) -> Action:
-    return Action(ActionKind.WRITE_ACL_TABLE, swarm, "write the ACL table", tuple(acl_changes(old, new)))
+def write_acl_table_action(old: AclDocument | None, new: AclDocument, swarm: str,
+                           maybe: Collection[str] | None = None) -> Action:
+    return Action(ActionKind.WRITE_ACL_TABLE, swarm, "write the ACL table", tuple(acl_changes(old, new, maybe)))
 
 
 def write_bus_settings_action(old: BusPlan | None, new: BusPlan) -> Action:
@@ -398,9 +414,10 @@ def update_redis_user_action(agent_id: str, user: str, details: Iterable[str]) -
     return Action(ActionKind.PUT_REDIS_USER, agent_id, f"agent {agent_id}: update Redis user {user}", tuple(details))
 
 
-def push_catalog_action(old: RegistryCatalog | None, new: RegistryCatalog) -> Action:
+def push_catalog_action(old: RegistryCatalog | None, new: RegistryCatalog,
+                        maybe: Collection[str] | None = None) -> Action:
     return Action(ActionKind.PUSH_CATALOG, new.swarm, f"push the registry catalog ({len(new.agents)} declared agents)",
-                  tuple(_catalog_changes(old, new)))
+                  tuple(_catalog_changes(old, new, maybe)))
 
 
 def evict_removed_action(agent_id: str) -> Action:

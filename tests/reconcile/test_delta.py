@@ -8,6 +8,7 @@ redis-server and a real registry is tests/reconcile/test_incremental_live.py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,13 +254,25 @@ def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ..
     # (the walk over every agent, reusing the last build's pieces, must be right too)
     memo.PATCH_SHARE = share
     docs = example_docs()
-    patched = 0
+    patched = hinted = 0
+    prev: DesiredState | None = None
     for n, op in enumerate([("topics", 0, [])] + ops):
         docs = _apply_edit(docs, op, n)
         spec = parsed.spec(docs)
         before = memo._last
         got = desired_from_spec(spec, f"digest-{n}", memo)
         want = desired_from_spec(spec, f"digest-{n}")
+        if prev is not None:
+            # the delta from the memo's hint (only the agents it may have changed compared) is the
+            # delta that compares every agent, and so is the plan made of it, word for word
+            maybe = memo.changed_since(prev, got)
+            hinted += maybe is not None
+            full, quick = desired_delta(prev, got), desired_delta(prev, got, maybe)
+            assert dataclasses.replace(quick, maybe=None) == full, op
+            assert incremental_plan(prev, got, quick, prune=True, users_managed=True) == \
+                incremental_plan(prev, got, full, prune=True, users_managed=True), op
+        assert memo.changed_since(want, got) is None  # a hint holds only for the pair it was made for
+        prev = got
         patched += before is not None and got.registry is not before.state.registry and \
             got.acl.table is before.state.acl.table
         assert got == want, op
@@ -268,6 +281,7 @@ def test_a_patched_desired_state_is_the_one_built_afresh(ops: list[tuple[Any, ..
         assert bus_text.text(got.bus) == want.bus.model_dump_json() and acl_text.text(got.acl) == want.acl.model_dump_json()
         assert catalog_text.text(got.registry) == want.registry.model_dump_json()  # GET /catalog's body
     assert patched or share > 8 or all(op[0] in ("rule", "topic+", "topic-") for op in ops)
+    assert hinted or share > 8 or all(op[0] in ("rule", "topic+", "topic-") for op in ops)
 
 
 @settings(max_examples=40, deadline=None)
