@@ -449,9 +449,11 @@ def _patched(memo: DesiredMemo, inputs: _Inputs, spec: Spec, spec_digest: str) -
         effective[a.id], bus_agents[a.id], acl_agents[a.id] = mine, rights, acl_row
         for action, used in mine.items():
             touched[action].update(used)
-    if any(a.id not in was for a in changed):  # new ids: back into id order
-        reg_agents, bus_agents = dict(sorted(reg_agents.items())), dict(sorted(bus_agents.items()))
-        acl_agents = dict(sorted(acl_agents.items()))
+    if any(a.id not in was for a in changed):  # new ids: back into id order (one sort of the ids alone)
+        order = sorted(reg_agents)
+        reg_agents = {aid: reg_agents[aid] for aid in order}
+        bus_agents = {aid: bus_agents[aid] for aid in order}
+        acl_agents = {aid: acl_agents[aid] for aid in order}
     by_topic: dict[Action, dict[str, list[str]]] = {action: dict(index) for action, index in last.by_topic.items()}
     for action, names in touched.items():
         index = by_topic[action]
@@ -582,22 +584,30 @@ def canonical_json(value: object) -> str:
 
 
 class _AgentTexts:
-    """Each agent's JSON text from the last call, kept by the (frozen) agent object itself:
-    between two saves almost every agent of a document is the very same object."""
+    """Each agent's JSON text, kept by the (frozen) agent object itself: between two saves
+    almost every agent of a document is the very same object.
+
+    One pass over the agents finds each text (a lookup and an identity test an agent); only
+    the agents that are new objects are rendered and written back. Texts of agents no longer
+    given stay until they outnumber the given ones (then the memo is rebuilt from the last call)."""
 
     def __init__(self, render: Callable[[str, BaseModel], str]) -> None:
         self._render = render
-        self._memo: dict[str, tuple[BaseModel, str]] = {}
+        self._objs: dict[str, BaseModel] = {}
+        self._texts: dict[str, str] = {}
 
     def parts(self, agents: Iterable[tuple[str, BaseModel]]) -> list[str]:
         """``render(id, agent)`` of each agent, in the order given; reused where the agent is the same object."""
-        memo, kept, parts = self._memo, {}, []
-        for aid, agent in agents:
-            hit = memo.get(aid)
-            part = hit[1] if hit is not None and hit[0] is agent else self._render(aid, agent)
-            kept[aid] = (agent, part)
-            parts.append(part)
-        self._memo = kept
+        pairs = agents if isinstance(agents, list) else list(agents)
+        objs, texts = self._objs, self._texts
+        get = objs.get
+        parts = [texts[aid] if get(aid) is agent else "" for aid, agent in pairs]  # a text is never ""
+        for i in [i for i, part in enumerate(parts) if not part]:
+            aid, agent = pairs[i]
+            parts[i] = texts[aid] = self._render(aid, agent)
+            objs[aid] = agent
+        if len(objs) > 2 * len(pairs) + 64:  # many agents gone since the memo was built
+            self._objs, self._texts = dict(pairs), dict(zip((aid for aid, _ in pairs), parts))
         return parts
 
 
@@ -614,7 +624,8 @@ class CatalogText:
         self._texts = _AgentTexts(lambda aid, a: f"{canonical_json(aid)}:{canonical_json(a.model_dump(mode='json'))}")
 
     def text(self, catalog: RegistryCatalog) -> str:
-        parts = self._texts.parts((aid, catalog.agents[aid]) for aid in sorted(catalog.agents))
+        agents = catalog.agents
+        parts = self._texts.parts([(aid, agents[aid]) for aid in sorted(agents)])
         rest = canonical_json(catalog.model_dump(mode="json", exclude={"agents"}))
         return '{"agents":{' + ",".join(parts) + "}," + rest[1:]
 
@@ -637,6 +648,6 @@ class AgentsDocumentText:
         self._texts = _AgentTexts(lambda aid, a: f"{json.dumps(aid, ensure_ascii=False)}:{a.model_dump_json()}")
 
     def text(self, doc: BusPlan | AclDocument | RegistryCatalog) -> str:
-        agents: Iterable[tuple[str, BaseModel]] = doc.agents.items()
+        agents: list[tuple[str, BaseModel]] = list(doc.agents.items())
         head = doc.model_dump_json(exclude={"agents"})
         return head[:-1] + ',"agents":{' + ",".join(self._texts.parts(agents)) + "}}"
