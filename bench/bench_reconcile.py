@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=50)
     parser.add_argument("--no-compiled", action="store_true", help="run the daemon with --compiled-dir '' (no compile)")
     parser.add_argument("--lease-ttl", type=float, default=None, help="the daemon's --lease-ttl (its default: 10 s)")
+    parser.add_argument("--no-route", action="store_true",
+                        help="run the registry without its bus router (a diagnostic: what the router's upkeep costs)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
@@ -179,7 +181,8 @@ def main() -> None:
         env = {**os.environ, "SWARM_REGISTRY_SECRET": SECRET, "SWARM_ADMIN_TOKEN": admin_token(SECRET, "bench")}
         registry = ProcessServer(
             python_cmd("-m", "swarm", "registry", "serve", "--port", str(reg_port), "--redis-url", rs.url,
-                       "--swarm", "bench", "--no-probe", "--log-level", "warning"),
+                       "--swarm", "bench", "--no-probe", "--log-level", "warning",
+                       *(["--no-route"] if args.no_route else [])),
             port=reg_port, env=env, log=root / "registry.log",
         ).start()
         spec = root / "specs"

@@ -568,9 +568,12 @@ def patched_catalog(catalog: RegistryCatalog, delta: CatalogDelta, id_ok: Callab
     agents = dict(catalog.agents)
     for aid in removed:
         del agents[aid]
+    known = len(agents)
     for agent in delta.upsert:
         agents[agent.agent_id] = agent
-    update: dict[str, object] = {"agents": dict(sorted(agents.items()))}
+    if len(agents) > known:  # new ids: back into id order (one sort of the ids alone)
+        agents = {aid: agents[aid] for aid in sorted(agents)}
+    update: dict[str, object] = {"agents": agents}
     if delta.spec_digest is not None:
         update["spec_digest"] = delta.spec_digest
     if delta.settings is not None:

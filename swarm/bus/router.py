@@ -78,7 +78,7 @@ import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge
@@ -104,6 +104,14 @@ CHUNK_BYTES = 4 * 1024 * 1024
 DEAD_CONSUMER_MS = 60_000
 #: Agents per pipeline of the per-outbox upkeep (groups, reclaim, trims, lengths).
 PIPELINE_AGENTS = 1000
+
+#: Upkeep that only watches (reclaiming a dead replica's entries, forgetting dead consumers,
+#: measuring inboxes) covers at most this many agents a round, round-robin, plus the agents
+#: with activity since the last round: a big idle fleet costs a bounded share of a core (at
+#: 10,000 agents every outbox every 2.5 s took ~45 % of one, and held up the registry's
+#: requests in the same process). The trims (outboxes, dead letters) still cover every agent
+#: every round: they bound what a hostile agent can make Redis hold.
+UPKEEP_SLICE = 1000
 #: Fault points a test may ask for (``SWARM_FAULT_ROUTER``, read by the CLI): the process
 #: SIGKILLs itself there, once, in the first batch of at least two script calls.
 FAULT_POINTS = ("before-script", "mid-batch", "after-script")
@@ -261,6 +269,8 @@ class Router:
         self._next_reclaim = 0.0
         self._reclaim_cursors: dict[str, bytes] = {}  # agent -> XAUTOCLAIM cursor of its next page
         self._reclaim_more = False  # a cursor stopped short of the end of a pending list
+        self._upkeep_at: dict[str, int] = {}  # upkeep name -> where its next slice starts
+        self._active: set[str] = set()  # senders whose outbox gave entries since the last housekeeping
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
         self._drop_script: Any = None  # drop_consumer.lua, registered on first use
@@ -429,6 +439,18 @@ class Router:
                 self._broken.discard(agent)
                 self._absent.discard(agent)
 
+    def _upkeep_slice(self, name: str, agents: list[str], hot: Iterable[str] = ()) -> list[str]:
+        """The agents one round of upkeep ``name`` covers, in the order of ``agents``: all of them
+        up to :data:`UPKEEP_SLICE`; else the next slice of that many (round-robin: every agent
+        once in ``len(agents) / UPKEEP_SLICE`` rounds) and those of ``hot`` among them."""
+        if len(agents) <= UPKEEP_SLICE:
+            return agents
+        start = self._upkeep_at.get(name, 0) % len(agents)
+        self._upkeep_at[name] = start + UPKEEP_SLICE
+        picked = set(agents[start:start + UPKEEP_SLICE]).union(agents[:max(0, start + UPKEEP_SLICE - len(agents))])
+        picked.update(hot)
+        return [a for a in agents if a in picked]
+
     @property
     def _routable(self) -> list[str]:
         return [a for a in self._senders if a not in self._broken and a not in self._absent]
@@ -474,7 +496,7 @@ class Router:
         handled = 0
         if now >= self._next_reclaim or self._reclaim_more:
             self._next_reclaim = now + self.reclaim_idle_ms / 2000
-            claimed = await self.reclaim()
+            claimed = await self.reclaim(sweep=not self._reclaim_more or now >= self._next_reclaim)
             if claimed:
                 handled += await self.route(claimed)
         if self._prefetch is not None:
@@ -516,8 +538,11 @@ class Router:
             except (Exception, asyncio.CancelledError):  # reclaimed by the next router instead
                 log.debug("router %s: prefetched batch left pending", self.consumer, exc_info=True)
 
-    async def reclaim(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
+    async def reclaim(self, *, sweep: bool = True) -> list[tuple[str, str, dict[bytes, bytes]]]:
         """Claim outbox entries pending longer than ``reclaim_idle_ms`` (a dead replica's).
+
+        ``sweep``: the next slice of the outboxes (:meth:`_upkeep_slice`) and those whose cursor
+        is unfinished; else only the unfinished ones (a large backlog taken over page by page).
 
         One XAUTOCLAIM page of ``read_count`` per outbox and call, continuing from the
         cursor the previous call stopped at (and from the start once Redis reports
@@ -527,7 +552,11 @@ class Router:
         are counted and recorded."""
         out: list[tuple[str, str, dict[bytes, bytes]]] = []
         more = False
-        agents = self._routable
+        routable = self._routable
+        cursors = self._reclaim_cursors
+        unfinished = {a for a, c in cursors.items() if c != b"0-0"}
+        agents = (self._upkeep_slice("reclaim", routable, unfinished) if sweep
+                  else [a for a in routable if a in unfinished])
         replies = await self._per_agent(agents, lambda pipe, agent: pipe.xautoclaim(
             self._senders[agent].outbox, ROUTER_GROUP, self.consumer, min_idle_time=self.reclaim_idle_ms,
             start_id=self._reclaim_cursors.get(agent, b"0-0"), count=self.read_count), raise_on_error=True)
@@ -615,6 +644,7 @@ class Router:
         for agent, oid, fields in entries:
             if agent in self._senders:  # a plan refresh may have dropped it since the read
                 by_agent.setdefault(agent, []).append((oid, fields))
+        self._active.update(by_agent)
         return [(agent, call) for agent, items in by_agent.items() for call in self._calls(agent, items)]
 
     async def _send(self, calls: list[tuple[str, tuple[list[bytes], list[Any], int]]]) -> int:
@@ -730,11 +760,22 @@ class Router:
         """Inbox length that logs the ALARM: half of ``inbox_max_len`` (deliveries stop at it)."""
         return max(1, self.plan.settings.inbox_max_len // 2) if self.plan else 50000
 
-    async def _measure_inboxes(self) -> None:
-        """XLEN of every inbox: the gauge, and the ALARM once per crossing of :attr:`inbox_alarm`."""
+    async def _measure_inboxes(self, active: Iterable[str] = ()) -> None:
+        """XLEN of the inboxes: the gauge, and the ALARM once per crossing of :attr:`inbox_alarm`.
+
+        A round measures a slice of them (:meth:`_upkeep_slice`), the inboxes in alarm, and those
+        of the subscribers of every topic an ``active`` sender may publish to (the only inboxes
+        that can have grown since the last round)."""
         assert self.plan is not None
         plan = self.plan
-        agents = list(plan.agents)
+        hot = set(self._inbox_alarmed)
+        for sender in active:
+            rights = plan.agents.get(sender)
+            for name in rights.publish if rights is not None else ():
+                topic = plan.topics.get(name)
+                if topic is not None:
+                    hot.update(topic.subscribers)
+        agents = self._upkeep_slice("inboxes", list(plan.agents), hot)
         replies = await self._per_agent(agents, lambda pipe, agent: pipe.xlen(plan.agents[agent].inbox))
         alarm, cap = self.inbox_alarm, self.plan.settings.inbox_max_len
         for agent, reply in zip(agents, replies):
@@ -770,9 +811,10 @@ class Router:
             if any(is_transient_redis(r) for r in failed):
                 raise failed[0]
             await self.ensure_groups()  # a key replaced by hand: set aside until fixed
-        await self._drop_dead_consumers(self._routable)
+        active, self._active = self._active, set()
+        await self._drop_dead_consumers(self._upkeep_slice("consumers", agents))
         await self._trim_dead_letters(agents)
-        await self._measure_inboxes()
+        await self._measure_inboxes(active)
         alarm = self.backlog_alarm
         for i, agent in enumerate(agents):
             if isinstance(replies[2 * i], Exception) or isinstance(replies[2 * i + 1], Exception):

@@ -402,6 +402,46 @@ async def test_upkeep_in_one_agent_pipelines_keeps_each_reply_with_its_agent(
     assert [m["message_id"] for m in await inbox(admin, "worker-a")][-2:] == ["p-0", "p-1"] and len(ids) == 2
 
 
+async def test_upkeep_that_only_watches_goes_a_slice_a_round_and_never_misses_what_moved(
+    raw: aioredis.Redis, router: Router, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reclaiming and measuring inboxes cover UPKEEP_SLICE agents a round (round-robin), plus the
+    inboxes the senders routed since the last round may have grown; trims still cover all."""
+    import swarm.bus.router as router_module
+
+    monkeypatch.setattr(router_module, "PIPELINE_AGENTS", 1)
+    monkeypatch.setattr(router_module, "UPKEEP_SLICE", 1)
+    assert router.plan is not None and list(router.plan.agents) == ["planner", "watcher", "worker-a", "worker-b"]
+    await _flood(raw, 3, "m")  # planner -> tasks.research: the inboxes of watcher, worker-a, worker-b
+    await drain(router)
+    router._upkeep_at = {"inboxes": 0}
+    await router.housekeeping()  # the slice is planner's; the three inboxes it routed to are measured too
+    assert router.stats.inbox_length == {"planner": 0, "watcher": 3, "worker-a": 3, "worker-b": 3}
+    for eid, _ in await admin.xrange(K.inbox("worker-a")):  # worker-a acks: no routing, nothing hot
+        await admin.xack(K.inbox("worker-a"), "worker-a", eid)
+        await admin.xdel(K.inbox("worker-a"), eid)
+    await router.housekeeping()  # watcher's turn
+    assert router.stats.inbox_length["worker-a"] == 3
+    await router.housekeeping()  # worker-a's
+    assert router.stats.inbox_length["worker-a"] == 0
+
+    # a dead replica's entries wait for their outbox's turn in the sweep, and are then reclaimed
+    await publish(raw, "worker-b", "results.summary", {}, "w-b")
+    await admin.xreadgroup("router", "dead-replica", {K.outbox("worker-b"): ">"}, count=10)  # read, then died
+    await asyncio.sleep(0.25)
+    router._upkeep_at["reclaim"] = 0
+    assert [len(await router.reclaim()) for _ in range(4)] == [0, 0, 0, 1]  # planner, watcher, worker-a, worker-b
+    # and a flooded outbox is still trimmed in the very next round, whatever the slice
+    cap = router.plan.settings.outbox_max_len
+    await admin.xgroup_destroy(K.outbox("watcher"), "router")  # not routed away meanwhile: only the trim acts
+    async with admin.pipeline(transaction=False) as pipe:
+        for i in range(cap + 500):
+            pipe.xadd(K.outbox("watcher"), {"topic": "results.summary", "payload": "{}", "message_id": f"f-{i}"})
+        await pipe.execute()
+    await router.housekeeping()
+    assert await admin.xlen(K.outbox("watcher")) < cap + 500
+
+
 async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_server: RedisServer, applied: aioredis.Redis) -> None:
     router = Router(redis_url=redis_server.url, swarm="lab", block_ms=50, reclaim_idle_ms=200)
     stop = asyncio.Event()
