@@ -14,7 +14,9 @@ entry. Why it is built this way:
 
 * One script per batch makes each entry's effects all-or-nothing: a router killed
   before the script leaves the entry pending in the outbox group (another replica, or
-  this one restarted, reclaims it with XAUTOCLAIM once idle ``reclaim_idle_ms``); killed
+  this one restarted, reclaims it with XAUTOCLAIM once idle ``reclaim_idle_ms``; past
+  :data:`UPKEEP_SLICE` agents the sweep goes a slice of outboxes a round, so a big fleet
+  waits ``agents / UPKEEP_SLICE`` rounds of ``reclaim_idle_ms / 2`` at most); killed
   after, it is routed and acked. The script's XACK is the fence: an entry another
   replica already routed comes back as ``gone`` and is not appended again, so no id is
   delivered twice even when two replicas race on a reclaimed entry.
@@ -51,7 +53,8 @@ entry. Why it is built this way:
   sender's receipt (field ``undelivered``). Nothing already in an inbox is ever
   removed by the router; the cost of a slow or stuck subscriber falls on itself. Each
   skip is counted per subscriber (``swarm_router_inbox_full_total``), housekeeping
-  measures every inbox (``swarm_router_inbox_length``), and an inbox past half of
+  measures the inboxes (``swarm_router_inbox_length``: each one a sweep of
+  :data:`UPKEEP_SLICE` a round, and at once those a routed sender may have grown), and an inbox past half of
   ``inbox_max_len``, or one that refused a delivery, logs an ALARM once per crossing.
 * Outboxes are trimmed to about ``outbox_max_len`` (Redis has no per-user quota: a
   flooding agent loses its own oldest unrouted entries, counted per agent), and an

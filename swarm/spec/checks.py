@@ -58,7 +58,10 @@ def _duplicates(
 
 
 def check_duplicate_agents(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
-    items = [(a.id, ("agents", i, "id")) for i, a in enumerate(spec.agents)]
+    ids = [a.id for a in spec.agents]
+    if len(set(ids)) == len(ids):  # the usual answer, without a path per agent (10,000 of them)
+        return []
+    items = [(aid, ("agents", i, "id")) for i, aid in enumerate(ids)]
     return _duplicates(sources, "agent id", items)
 
 
@@ -160,6 +163,9 @@ def check_agent_roles_and_topics(spec: Spec, sources: SourceMap) -> list[SpecIss
 
 def check_ports(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
+    ports = [a.port for a in spec.agents]
+    if len(set(ports)) == len(ports):
+        return issues
     first: dict[int, int] = {}
     for i, agent in enumerate(spec.agents):
         if agent.port not in first:
@@ -272,7 +278,8 @@ def requirement_name(requirement: str) -> str:
 
 def check_requirements(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
-    for i, agent in enumerate(spec.agents):
+    for i in [i for i, agent in enumerate(spec.agents) if agent.requirements]:
+        agent = spec.agents[i]
         first: dict[str, int] = {}
         for j, requirement in enumerate(agent.requirements):
             name = requirement_name(requirement)
