@@ -87,7 +87,9 @@ def main() -> None:
 
                 cProfile.runctx("swarm_main(['plan', str(spec)])", globals(), {"swarm_main": swarm_main, "spec": spec},
                                 str(root / "plan.prof"))
-                pstats.Stats(str(root / "plan.prof")).sort_stats("cumulative").print_stats(45)
+                stats = pstats.Stats(str(root / "plan.prof"))
+                stats.sort_stats("cumulative").print_stats(45)
+                stats.sort_stats("tottime").print_stats(25)
         finally:
             registry.stop()
             rs.stop()

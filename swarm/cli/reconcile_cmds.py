@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import os
 import signal
@@ -180,6 +181,26 @@ def _reconciler(config: Any) -> Any:
 # --------------------------------------------------------------------------- plan
 
 
+def _one_shot(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a one-shot command without the cyclic garbage collector (on again after it).
+
+    ``plan`` and ``status`` import the models and load a whole desired state, then exit: what
+    they allocate is bounded, and the collector's passes over the ~half a million objects the
+    imports and the load leave cost ~30 ms of a 0.5 s no-op plan at 1,000 agents. Reference
+    counting still frees everything that is not a cycle."""
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return run(args)
+        finally:
+            if was:
+                gc.enable()
+    return wrapped
+
+
+@_one_shot
 def run_plan(args: argparse.Namespace) -> int:
     from swarm.reconcile.plan import plan_actions
     from swarm.reconcile.state import observe
@@ -327,6 +348,7 @@ def _fallback_target(args: argparse.Namespace) -> tuple[str, str] | None:
         return None
 
 
+@_one_shot
 def run_status(args: argparse.Namespace) -> int:
     from swarm.reconcile.lease import read_lease
     from swarm.reconcile.loop import live_summary
