@@ -277,6 +277,7 @@ class Router:
         self._next_housekeeping = 0.0
         self._alarmed: set[str] = set()
         self._drop_script: Any = None  # drop_consumer.lua, registered on first use
+        self._trim_script: Any = None  # trim.lua, registered on first use
         self._inbox_alarmed: set[str] = set()  # agents whose inbox passed the inbox alarm
         self._broken: set[str] = set()  # agents whose outbox key is not a stream
         self._absent: set[str] = set()  # agents whose outbox does not exist (never created here)
@@ -309,7 +310,7 @@ class Router:
             if client is not None:
                 await client.aclose()
         self._redis = self._reader = None
-        self._drop_script = None  # bound to the closed client
+        self._drop_script = self._trim_script = None  # bound to the closed client
 
     async def __aenter__(self) -> "Router":
         return await self.connect()
@@ -398,6 +399,27 @@ class Router:
                     add(pipe, agent)
                 replies.extend(await pipe.execute(raise_on_error=raise_on_error))
         return replies
+
+    async def _trimmed(self, keys: Sequence[bytes], cap: int, *, lengths: bool) -> list[Any]:
+        """XTRIM MAXLEN ~``cap`` of every stream of ``keys`` (and, with ``lengths``, its XLEN):
+        per key the number trimmed and the length (0 when not asked), in order, two items a key;
+        a ResponseError in both for a key that is not a stream. One call of ``trim.lua`` a
+        :data:`PIPELINE_AGENTS` keys, the loop free in between."""
+        if self._trim_script is None:
+            self._trim_script = self.redis.register_script(load_script("trim"))
+        out: list[Any] = []
+        for start in range(0, len(keys), PIPELINE_AGENTS):
+            if start:
+                await asyncio.sleep(0)
+            reply = await self._trim_script(keys=list(keys[start:start + PIPELINE_AGENTS]),
+                                            args=[cap, "1" if lengths else "0"])
+            for trimmed, length in reply:
+                if int(trimmed) < 0:
+                    error = ResponseError(as_text(length))
+                    out += [error, error]
+                else:
+                    out += [int(trimmed), int(length)]
+        return out
 
     async def ensure_groups(self, agents: Sequence[str] | None = None) -> None:
         """Create the router group (at id 0) on every declared outbox (or those of ``agents``) that lacks it.
@@ -805,10 +827,7 @@ class Router:
         cap = self.plan.settings.outbox_max_len
         agents = self._routable
 
-        def trim(pipe: Any, agent: str) -> None:
-            pipe.xtrim(self._senders[agent].outbox, maxlen=cap, approximate=True)
-            pipe.xlen(self._senders[agent].outbox)
-        replies = await self._per_agent(agents, trim)
+        replies = await self._trimmed([self._senders[agent].outbox for agent in agents], cap, lengths=True)
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed:
             if any(is_transient_redis(r) for r in failed):
@@ -849,8 +868,8 @@ class Router:
         assert self.plan is not None
         plan = self.plan
         cap = plan.settings.refused_max_len
-        replies = await self._per_agent([a for a in agents if a in plan.agents], lambda pipe, agent: pipe.xtrim(
-            plan.agents[agent].dead_letter_stream, maxlen=cap, approximate=True))
+        replies = await self._trimmed([plan.agents[a].dead_letter_stream.encode() for a in agents if a in plan.agents],
+                                      cap, lengths=False)
         for reply in replies:
             if isinstance(reply, Exception) and is_transient_redis(reply):
                 raise reply

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any, AsyncIterator
 
 import pytest
+from redis.exceptions import ResponseError
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -356,6 +357,28 @@ async def test_housekeeping_caps_each_agents_own_dead_letters(router: Router, ad
     assert 100 <= await admin.xlen(K.agent_dead_letter("worker-a")) < 1000
     assert [f["n"] for _, f in await admin.xrange(K.agent_dead_letter("worker-a"), count=1)] != ["0"]  # oldest went
     assert await admin.xlen(K.agent_dead_letter("worker-b")) == 3  # nobody else's
+
+
+async def test_a_dead_letter_key_of_another_type_is_left_alone_and_the_others_are_still_capped(
+    router: Router, admin: aioredis.Redis
+) -> None:
+    """The trims run in one script call for many keys: a key that is not a stream (put there by
+    hand) fails only itself, in its place; the keys after it in the same call are trimmed."""
+    plan = router.plan
+    assert plan is not None
+    router._install(plan.model_copy(update={"settings": plan.settings.model_copy(update={"refused_max_len": 100})}))
+    await admin.set(K.agent_dead_letter("planner"), "not a stream")  # the first key of the call
+    async with admin.pipeline(transaction=False) as pipe:
+        for i in range(1000):
+            pipe.xadd(K.agent_dead_letter("worker-b"), {"reason": "flood", "n": str(i)})  # the last key
+        await pipe.execute()
+    await router.housekeeping()
+    assert await admin.get(K.agent_dead_letter("planner")) == "not a stream"
+    assert 100 <= await admin.xlen(K.agent_dead_letter("worker-b")) < 1000
+    replies = await router._trimmed([K.agent_dead_letter(a).encode() for a in ("planner", "worker-b")], 100,
+                                    lengths=True)
+    assert isinstance(replies[0], ResponseError) and "WRONGTYPE" in str(replies[0]) and replies[1] is replies[0]
+    assert replies[2] == 0 and 100 <= replies[3] < 1000  # already capped: nothing more to trim
 
 
 async def test_housekeeping_measures_every_inbox_and_raises_the_inbox_alarm_at_half_the_cap(
