@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import random
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from swarm.backoff import Backoff
+from swarm.heap import HeapSettler
 from swarm.desired import CatalogText, DesiredMemo, DesiredState, desired_from_spec
 from swarm.errors import (
     ConflictError,
@@ -1026,7 +1026,7 @@ class Reconciler:
         if self._remote is not None and self.config.fetch_seconds > 0:
             tasks.append(asyncio.create_task(self._follow(kick, reasons, stop_event, hook)))
         trigger = "start"
-        settler = _HeapSettler()
+        settler = HeapSettler()
         try:
             while not stop_event.is_set():
                 started = time.monotonic()
@@ -1073,37 +1073,6 @@ class Reconciler:
         ):
             reasons.add(reason)
             kick.set()
-
-
-class _HeapSettler:
-    """Between passes: collect, then freeze what survives (``gc.freeze``).
-
-    A 10,000-agent spec is millions of objects; Python's cyclic collector walks all
-    of them on every full collection, which otherwise lands inside the next pass
-    (hundreds of milliseconds, at random). Collected here, after a pass, and the
-    survivors moved out of the collector's sight. Most settles collect only what is not
-    frozen yet (what the passes since the last settle allocated: a few milliseconds);
-    every ``full_every``-th, and after ``full_seconds``, it unfreezes first, so cyclic
-    garbage among frozen objects (rare: models and dicts hold no cycles) is found too.
-    A full settle at 10,000 agents holds the GIL ~0.45 s: paid after every pass, it
-    delayed a save that landed meanwhile by as much.
-    """
-
-    def __init__(self, full_every: int = 32, full_seconds: float = 300.0) -> None:
-        self.full_every, self.full_seconds = full_every, full_seconds
-        self._count, self._full_at = 0, float("-inf")
-
-    def settle(self) -> bool:
-        """Collect and freeze; True when this one was full."""
-        self._count += 1
-        now = time.monotonic()
-        full = self._count % self.full_every == 1 or now - self._full_at >= self.full_seconds
-        if full:
-            gc.unfreeze()
-            self._full_at = now
-        gc.collect()
-        gc.freeze()
-        return full
 
 
 def _run_id(client: Any) -> str | None:

@@ -75,6 +75,9 @@ class RegistryConfig:
     probe_interval: float | None = None
     sweep_interval: float | None = None
     ping_interval: float = 15.0
+    #: seconds between heap settles (swarm.heap: collect, then freeze the survivors, such as a
+    #: catalog of 10,000 models, out of the cyclic collector's sight); 0: never
+    heap_settle_seconds: float = 10.0
     events_maxlen: int = EVENTS_MAXLEN
     max_body_bytes: int = MAX_BODY_BYTES
     max_catalog_bytes: int = MAX_CATALOG_BYTES

@@ -335,6 +335,10 @@ class RegistryApp:
         router_task = self.start_router(stop)
         if router_task is not None:
             tasks.append(router_task)
+        if self.config.heap_settle_seconds > 0:
+            from swarm.heap import settle_every
+
+            tasks.append(asyncio.create_task(settle_every(stop, self.config.heap_settle_seconds), name="heap-settle"))
         try:
             yield
         finally:

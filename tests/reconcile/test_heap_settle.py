@@ -1,4 +1,4 @@
-"""The watch loop's heap settle between passes (``swarm.reconcile.loop._HeapSettler``):
+"""The heap settle of long-lived processes (``swarm.heap.HeapSettler``: the watch loop between passes, the registry every 10 s):
 young garbage is collected at every settle, garbage among frozen objects at the next full one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from swarm.reconcile.loop import _HeapSettler
+from swarm.heap import HeapSettler
 
 
 class _Node:
@@ -31,7 +31,7 @@ def _thawed() -> Iterator[None]:
 
 
 def test_young_garbage_goes_at_every_settle_old_garbage_at_the_next_full_one() -> None:
-    settler = _HeapSettler(full_every=3, full_seconds=3600)
+    settler = HeapSettler(full_every=3, full_seconds=3600)
     assert settler.settle() is True  # the first one is full
     old = _Node()
     old.other = _Node()
@@ -48,5 +48,39 @@ def test_young_garbage_goes_at_every_settle_old_garbage_at_the_next_full_one() -
 
 
 def test_a_full_settle_after_full_seconds_whatever_the_count() -> None:
-    settler = _HeapSettler(full_every=1000, full_seconds=0.0)
+    settler = HeapSettler(full_every=1000, full_seconds=0.0)
     assert settler.settle() is True and settler.settle() is True
+
+
+async def test_settle_every_freezes_what_was_made_since_and_ends_with_its_stop_event() -> None:
+    import asyncio
+
+    from swarm.heap import settle_every
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(settle_every(stop, 0.02))
+    await asyncio.sleep(0.05)
+    before = gc.get_freeze_count()
+    kept = [_Node() for _ in range(5000)]  # long-lived objects made after a settle
+    await asyncio.sleep(0.1)
+    assert gc.get_freeze_count() >= before + len(kept), "a settle since did not freeze them"
+    stop.set()
+    await asyncio.wait_for(task, timeout=2)
+
+
+async def test_the_registry_settles_its_heap_in_its_lifespan_unless_told_not_to(redis_server: Any) -> None:
+    """The registry holds a catalog of 10,000 models: its lifespan runs the settle (every
+    ``heap_settle_seconds``), and ``heap_settle_seconds=0`` runs none."""
+    import asyncio
+
+    from swarm.registry.config import RegistryConfig
+    from swarm.registry.server import create_app
+
+    for seconds, want in ((0.05, True), (0.0, False)):
+        app = create_app(RegistryConfig(swarm="research", insecure=True, redis_url=redis_server.url, probe=False,
+                                        route=False, heap_settle_seconds=seconds))
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0.1)
+            names = {t.get_name() for t in asyncio.all_tasks()}
+            assert ("heap-settle" in names) is want, names
+        assert "heap-settle" not in {t.get_name() for t in asyncio.all_tasks()}  # stopped with the lifespan
