@@ -438,3 +438,35 @@ def test_the_prober_logs_changes_of_state_not_every_probe(registry_factory: Regi
         line for line in lines if "health of reviewer: failing (ConnectError)" in line], lines
     assert sum("health of reviewer: failing" in line for line in lines) == 1, lines
     assert len(lines) < 6, lines  # transitions (open, half-open, open...), never one per probe
+
+
+async def test_a_request_past_max_concurrency_waits_for_a_slot_then_gets_503_after_queue_timeout() -> None:
+    """A free handler slot is taken at once; with none free a request queues, and one that waited
+    ``queue_timeout`` is answered 503 with Retry-After; the slot it waited for serves the next."""
+    import asyncio
+
+    from swarm.registry.config import RegistryConfig
+    from swarm.registry.server import create_app
+
+    app = create_app(RegistryConfig(swarm="research", insecure=True, redis_url="redis://127.0.0.1:1/0",
+                                    max_concurrency=1, queue_timeout=0.2))
+    registry = app.state.registry
+    release = asyncio.Event()
+
+    async def slow(agent_id: str) -> tuple[int, int, int]:
+        await release.wait()
+        return 1, 60_000, 20_000
+
+    registry.store.heartbeat = slow
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        first = asyncio.create_task(http.post("/agents/a/heartbeat"))
+        await asyncio.sleep(0.05)  # `first` holds the one slot
+        waited = await http.post("/agents/b/heartbeat")
+        assert waited.status_code == 503 and waited.headers["retry-after"] and "busy" in waited.text
+        queued = asyncio.create_task(http.post("/agents/c/heartbeat"))
+        await asyncio.sleep(0.05)
+        release.set()  # the slot is freed: the queued request gets it
+        assert (await first).status_code == 200 and (await queued).json()["agent_id"] == "c"
+        assert (await http.post("/agents/d/heartbeat")).status_code == 200  # a free slot, at once
+    await registry.redis.aclose()
+    await registry.reader.aclose()
