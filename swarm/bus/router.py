@@ -519,9 +519,12 @@ class Router:
 
     async def _read_and_route(self, now: float) -> int:
         handled = 0
-        if now >= self._next_reclaim or self._reclaim_more:
-            self._next_reclaim = now + self.reclaim_idle_ms / 2000
-            claimed = await self.reclaim(sweep=not self._reclaim_more or now >= self._next_reclaim)
+        due = now >= self._next_reclaim
+        if due or self._reclaim_more:
+            # a due sweep goes on while a backlog is paged in between: the pages never put it off
+            if due:
+                self._next_reclaim = now + self.reclaim_idle_ms / 2000
+            claimed = await self.reclaim(sweep=due)
             if claimed:
                 handled += await self.route(claimed)
         if self._prefetch is not None:

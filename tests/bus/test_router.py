@@ -465,6 +465,27 @@ async def test_upkeep_that_only_watches_goes_a_slice_a_round_and_never_misses_wh
     assert await admin.xlen(K.outbox("watcher")) < cap + 500
 
 
+async def test_paging_a_dead_backlog_never_puts_off_the_due_sweep(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a cursor is unfinished the next batches page it (only those outboxes); the sweep of
+    every outbox still runs when due, not after the backlog is done."""
+    calls: list[bool] = []
+
+    async def reclaim(*, sweep: bool = True) -> list[Any]:
+        calls.append(sweep)
+        return []
+
+    monkeypatch.setattr(router, "reclaim", reclaim)
+    loop_now = asyncio.get_running_loop().time()
+    router._reclaim_more, router._next_reclaim = True, loop_now + 3600
+    await router._read_and_route(loop_now)
+    assert calls == [False] and router._next_reclaim == loop_now + 3600  # a page, the sweep not moved
+    router._next_reclaim = loop_now - 1
+    await router._read_and_route(loop_now)
+    assert calls == [False, True] and router._next_reclaim > loop_now  # due: the sweep, more or not
+
+
 async def test_run_obeys_its_stop_event_and_survives_a_redis_restart(redis_server: RedisServer, applied: aioredis.Redis) -> None:
     router = Router(redis_url=redis_server.url, swarm="lab", block_ms=50, reclaim_idle_ms=200)
     stop = asyncio.Event()
