@@ -81,7 +81,7 @@ import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge
@@ -198,7 +198,8 @@ except ImportError:  # pragma: no cover - other redis-py versions
 class _HiredisPackedConnection(aioredis.Connection):
     """A connection that packs commands with hiredis (the parser is hiredis' already)."""
 
-    _packer = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+    # through Any: redis-py 8.2 left the serializer's __init__ unannotated (8.1 had it typed)
+    _packer = cast(Any, HiredisRespSerializer)() if HIREDIS_AVAILABLE else None
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if self._packer is None:  # pragma: no cover
