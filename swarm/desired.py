@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Callable, Collection, Container, Iterable
+from typing import TYPE_CHECKING, Callable, Collection, Container, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -510,6 +510,20 @@ class CatalogDelta(_Frozen):
         return not (self.upsert or self.remove or self.spec_digest is not None or self.settings is not None)
 
 
+def agents_moved(old: Mapping[str, object], new: Mapping[str, object], maybe: Collection[str] | None = None
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """Sorted ids of the agents only in ``old``, only in ``new``, and in both as other objects
+    (equal or not). ``maybe``: the only ids that can be among them, when known
+    (:meth:`DesiredMemo.changed_since`): then only those are looked at, not the whole fleet."""
+    if maybe is None:
+        both = old.keys() & new.keys()
+        return (sorted(old.keys() - new.keys()), sorted(new.keys() - old.keys()),
+                sorted(aid for aid in both if old[aid] is not new[aid]))
+    ids = sorted(maybe)
+    return ([aid for aid in ids if aid in old and aid not in new], [aid for aid in ids if aid in new and aid not in old],
+            [aid for aid in ids if aid in old and aid in new and old[aid] is not new[aid]])
+
+
 def catalog_delta(old: RegistryCatalog, new: RegistryCatalog, maybe: Collection[str] | None = None
                   ) -> CatalogDelta | None:
     """The delta from ``old`` to ``new``; None when a patch cannot express it (another swarm,
@@ -518,13 +532,8 @@ def catalog_delta(old: RegistryCatalog, new: RegistryCatalog, maybe: Collection[
     if old.swarm != new.swarm or old.immutable_fields != new.immutable_fields:
         return None
     was, now = old.agents, new.agents
-    if maybe is None:
-        upsert = [a for aid, a in sorted(now.items()) if was.get(aid) is not a and was.get(aid) != a]
-        remove = sorted(set(was) - set(now))
-    else:
-        upsert = [now[aid] for aid in sorted(maybe) if aid in now and was.get(aid) is not now[aid]
-                  and was.get(aid) != now[aid]]
-        remove = sorted(aid for aid in maybe if aid in was and aid not in now)
+    remove, added, other = agents_moved(was, now, maybe)
+    upsert = [now[aid] for aid in sorted(added + [aid for aid in other if was[aid] != now[aid]])]
     return CatalogDelta(
         upsert=upsert,
         remove=remove,
@@ -599,9 +608,8 @@ class _AgentTexts:
         self._objs: dict[str, BaseModel] = {}
         self._texts: dict[str, str] = {}
 
-    def parts(self, agents: Iterable[tuple[str, BaseModel]]) -> list[str]:
+    def parts(self, pairs: Sequence[tuple[str, BaseModel]]) -> list[str]:
         """``render(id, agent)`` of each agent, in the order given; reused where the agent is the same object."""
-        pairs = agents if isinstance(agents, list) else list(agents)
         objs, texts = self._objs, self._texts
         get = objs.get
         parts = [texts[aid] if get(aid) is agent else "" for aid, agent in pairs]  # a text is never ""

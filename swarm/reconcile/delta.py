@@ -26,9 +26,8 @@ comparison can decide (a mass removal, which it refuses or confirms with what is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
-from swarm.desired import CatalogDelta, DesiredState, catalog_delta
+from swarm.desired import CatalogDelta, DesiredState, agents_moved, catalog_delta
 from swarm.reconcile.plan import (
     Action,
     Plan,
@@ -82,30 +81,17 @@ def desired_delta(old: DesiredState, new: DesiredState, maybe: frozenset[str] | 
     agents are then not compared at all, and a save that adds one agent to 10,000 compares one.
     Without it every agent is compared. The same delta either way (a hypothesis test keeps it so).
     """
-    ob, nb = old.bus.agents, new.bus.agents
-    if maybe is None:
-        added = frozenset(nb) - frozenset(ob)
-        removed = frozenset(ob) - frozenset(nb)
-        kept: Iterable[str] = nb
-    else:
-        added = frozenset(aid for aid in maybe if aid in nb and aid not in ob)
-        removed = frozenset(aid for aid in maybe if aid in ob and aid not in nb)
-        kept = [aid for aid in maybe if aid in nb]
+    ob, nb, oa, na = old.bus.agents, new.bus.agents, old.acl.agents, new.acl.agents
+    removed, added, rights_moved = agents_moved(ob, nb, maybe)
     # an agent of a role whose rules changed is re-derived; it is touched only when its rights
     # come out different (as the full diff rewrites only the users that differ)
-    touched = set(added)
-    for aid in kept:
-        rights, was = nb[aid], ob.get(aid)
-        if was is None:
-            continue
-        oa, na = old.acl.agents.get(aid), new.acl.agents.get(aid)
-        if (was is not rights and was != rights) or (oa is not na and oa != na):
-            touched.add(aid)
+    touched = set(added).union((aid for aid in rights_moved if ob[aid] != nb[aid]),
+                               (aid for aid in agents_moved(oa, na, maybe)[2] if aid in ob and oa[aid] != na[aid]))
     catalog = catalog_delta(old.registry, new.registry, maybe)
     catalog_changed = catalog is None or not catalog.empty
     return DesiredDelta(
-        agents_added=added,
-        agents_removed=removed,
+        agents_added=frozenset(added),
+        agents_removed=frozenset(removed),
         agents_touched=frozenset(touched),
         topics_added=frozenset(new.bus.topics) - frozenset(old.bus.topics),
         topics_removed=frozenset(old.bus.topics) - frozenset(new.bus.topics),

@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from swarm.backoff import Backoff
-from swarm.heap import HeapSettler
 from swarm.desired import CatalogText, DesiredMemo, DesiredState, desired_from_spec
 from swarm.errors import (
     ConflictError,
@@ -73,6 +72,7 @@ from swarm.errors import (
     SwarmError,
     TransientError,
 )
+from swarm.heap import HeapSettler
 from swarm.reconcile.apply import CatalogPatch, apply_plan
 from swarm.reconcile.delta import desired_delta, incremental_plan
 from swarm.redis_auth import with_password

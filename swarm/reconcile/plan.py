@@ -57,12 +57,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Collection, Iterable, Mapping
+from typing import Collection, Iterable
 
 from pydantic import BaseModel
 
 from swarm.acl import ACTIONS
-from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog
+from swarm.desired import AclDocument, BusPlan, DesiredState, RegistryCatalog, agents_moved
 from swarm.keys import ROUTER_GROUP
 from swarm.reconcile.state import ActualState, UserRights
 from swarm.reconcile.status import SUMMARY_LIMIT, count_kinds
@@ -196,19 +196,6 @@ def _fmt(values: Iterable[str]) -> str:
     return ", ".join(items) if items else "(none)"
 
 
-def _agents_moved(old: Mapping[str, object], new: Mapping[str, object], maybe: Collection[str] | None
-                  ) -> tuple[list[str], list[str], list[str]]:
-    """Sorted ids of the agents only in ``old``, only in ``new``, and in both as other objects;
-    ``maybe``: the only ids that can be among them (:meth:`swarm.desired.DesiredMemo.changed_since`)."""
-    ids = sorted(maybe) if maybe is not None else None
-    if ids is None:
-        both = set(old) & set(new)
-        return sorted(set(old) - set(new)), sorted(set(new) - set(old)), \
-            sorted(aid for aid in both if old[aid] is not new[aid])
-    return ([aid for aid in ids if aid in old and aid not in new], [aid for aid in ids if aid in new and aid not in old],
-            [aid for aid in ids if aid in old and aid in new and old[aid] is not new[aid]])
-
-
 def acl_changes(old: AclDocument | None, new: AclDocument, maybe: Collection[str] | None = None) -> list[str]:
     """What the ACL change means, per role and declared topic, in words (``maybe``: the only
     agents whose entries may differ; every agent is compared without it)."""
@@ -244,7 +231,7 @@ def acl_changes(old: AclDocument | None, new: AclDocument, maybe: Collection[str
                 else:
                     why = getattr(a, action).rule if a is not None else "role removed"
                     out.append(f"role {role} loses {action} on {topic} [{why}]")
-    left, joined, other = _agents_moved(old.agents, new.agents, maybe)
+    left, joined, other = agents_moved(old.agents, new.agents, maybe)
     for aid in left:
         out.append(f"agent {aid} leaves the table (no longer declared)")
     for aid in joined:
@@ -262,7 +249,7 @@ def _catalog_changes(old: RegistryCatalog | None, new: RegistryCatalog, maybe: C
     if old is None:
         return [f"the registry has no catalog yet: {len(new.agents)} declared agent(s)"]
     out: list[str] = []
-    gone, declared, other = _agents_moved(old.agents, new.agents, maybe)
+    gone, declared, other = agents_moved(old.agents, new.agents, maybe)
     for aid in declared:
         a = new.agents[aid]
         out.append(f"agent {aid} is declared: role {a.role}, version {a.version}")

@@ -278,8 +278,7 @@ def requirement_name(requirement: str) -> str:
 
 def check_requirements(spec: Spec, sources: SourceMap) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
-    for i in [i for i, agent in enumerate(spec.agents) if agent.requirements]:
-        agent = spec.agents[i]
+    for i, agent in enumerate(spec.agents):
         first: dict[str, int] = {}
         for j, requirement in enumerate(agent.requirements):
             name = requirement_name(requirement)
