@@ -77,10 +77,12 @@ async def test_the_registry_settles_its_heap_in_its_lifespan_unless_told_not_to(
     from swarm.registry.server import create_app
 
     for seconds, want in ((0.05, True), (0.0, False)):
+        gc.unfreeze()
         app = create_app(RegistryConfig(swarm="research", insecure=True, redis_url=redis_server.url, probe=False,
                                         route=False, heap_settle_seconds=seconds))
         async with app.router.lifespan_context(app):
             await asyncio.sleep(0.1)
             names = {t.get_name() for t in asyncio.all_tasks()}
             assert ("heap-settle" in names) is want, names
+            assert (gc.get_freeze_count() > 0) is want  # the settle ran (froze the heap), or nothing did
         assert "heap-settle" not in {t.get_name() for t in asyncio.all_tasks()}  # stopped with the lifespan
